@@ -1,0 +1,188 @@
+//! Command line: server roles (`start`, `server`) and client subcommands that talk to a running
+//! server with an API key.
+
+mod output;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::{ApiKey, ApiKeyCreate, ApiKeyCreated, Cluster, User, VersionInfo};
+use crate::client::Client;
+use crate::config::ServerArgs;
+use output::{print_json, print_table};
+
+pub const ENV_SERVER_URL: &str = "FERROSTACK_SERVER_URL";
+pub const ENV_API_KEY: &str = "FERROSTACK_API_KEY";
+
+/// Ferrostack: run AI models on a fleet of GPU machines behind one OpenAI-compatible endpoint.
+#[derive(Parser, Debug)]
+#[command(name = "ferrostack", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where client subcommands connect.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Server URL.
+    #[arg(long, env = ENV_SERVER_URL, default_value = "http://127.0.0.1:8080", global = true)]
+    pub server_url: String,
+    /// API key (create one in the UI or with `ferrostack api-keys create`).
+    #[arg(long, env = ENV_API_KEY, hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// All-in-one for one machine: the server with SQLite in the data dir (the embedded worker joins with worker support).
+    Start(ServerArgs),
+    /// The server alone: API, UI, gateway, scheduler. Use --database-url for PostgreSQL.
+    Server(ServerArgs),
+    /// Manage users (administrators).
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Manage your API keys.
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(ApiKeysCmd),
+    /// Show clusters.
+    #[command(subcommand)]
+    Clusters(ClustersCmd),
+    /// Print the server's version (and this binary's).
+    Version(ClientArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCmd {
+    /// List users.
+    List(ClientArgs),
+    /// Show the user the API key belongs to.
+    Me(ClientArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiKeysCmd {
+    /// List your API keys.
+    List(ClientArgs),
+    /// Create an API key; its value is printed once.
+    Create {
+        name: String,
+        /// Lifetime in seconds.
+        #[arg(long)]
+        expires_in: Option<i64>,
+        /// Scopes: "*", management, inference (repeatable).
+        #[arg(long = "scope")]
+        scope: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke an API key by id.
+    Delete {
+        id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClustersCmd {
+    /// List clusters.
+    List(ClientArgs),
+}
+
+fn client(args: &ClientArgs) -> Client {
+    Client::new(&args.server_url, args.api_key.clone())
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Start(args) | Command::Server(args) => serve::run(args).await,
+        Command::Version(args) => {
+            let v: VersionInfo = client(&args).get("/version").await?;
+            println!("server {} ({}), client {}", v.version, v.git_commit, env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Users(UsersCmd::List(args)) => {
+            let list = client(&args).list::<User>("/v2/users").await?;
+            let rows = list.items.iter().map(|u| {
+                vec![
+                    u.id.to_string(),
+                    u.spec.username.clone(),
+                    u.spec.is_admin.to_string(),
+                    u.spec.is_active.to_string(),
+                ]
+            });
+            print_table(&["ID", "USERNAME", "ADMIN", "ACTIVE"], rows);
+            Ok(())
+        }
+        Command::Users(UsersCmd::Me(args)) => print_json(&client(&args).get::<User>("/v2/users/me").await?),
+        Command::ApiKeys(ApiKeysCmd::List(args)) => {
+            let list = client(&args).list::<ApiKey>("/v2/api-keys").await?;
+            let rows = list.items.iter().map(|k| {
+                let scope: Vec<_> = k
+                    .spec
+                    .scope
+                    .iter()
+                    .map(|s| serde_json::to_string(s).unwrap_or_default().replace('"', ""))
+                    .collect();
+                vec![
+                    k.id.to_string(),
+                    k.spec.name.clone(),
+                    k.spec.masked_value.clone(),
+                    scope.join(","),
+                    k.spec.expires_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into()),
+                ]
+            });
+            print_table(&["ID", "NAME", "KEY", "SCOPE", "EXPIRES"], rows);
+            Ok(())
+        }
+        Command::ApiKeys(ApiKeysCmd::Create {
+            name,
+            expires_in,
+            scope,
+            client: args,
+        }) => {
+            let scope = if scope.is_empty() {
+                None
+            } else {
+                Some(
+                    scope
+                        .iter()
+                        .map(|s| serde_json::from_value(serde_json::Value::String(s.clone())))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| anyhow::anyhow!("--scope must be one of *, management, inference"))?,
+                )
+            };
+            let body = ApiKeyCreate {
+                name,
+                description: None,
+                expires_in,
+                scope,
+                allowed_model_names: None,
+            };
+            let created: ApiKeyCreated = client(&args).post("/v2/api-keys", &body).await?;
+            println!("{}", created.value);
+            eprintln!("(this is the only time the key is shown; keep it safe)");
+            Ok(())
+        }
+        Command::ApiKeys(ApiKeysCmd::Delete { id, client: args }) => {
+            client(&args).delete(&format!("/v2/api-keys/{id}")).await?;
+            println!("api key {id} revoked");
+            Ok(())
+        }
+        Command::Clusters(ClustersCmd::List(args)) => {
+            let list = client(&args).list::<Cluster>("/v2/clusters").await?;
+            let rows = list.items.iter().map(|c| {
+                vec![
+                    c.id.to_string(),
+                    c.spec.name.clone(),
+                    c.spec.is_default.to_string(),
+                    format!("{}…", c.spec.token_hint),
+                ]
+            });
+            print_table(&["ID", "NAME", "DEFAULT", "TOKEN"], rows);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Server configuration: command-line flags > `FERROSTACK_*` environment > YAML config file > defaults.
+//!
+//! clap reads flags and their environment variables; [`Config::resolve`] lays those over the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const ENV_CONFIG: &str = "FERROSTACK_CONFIG";
+pub const ENV_DATA_DIR: &str = "FERROSTACK_DATA_DIR";
+pub const ENV_HOST: &str = "FERROSTACK_HOST";
+pub const ENV_PORT: &str = "FERROSTACK_PORT";
+pub const ENV_DATABASE_URL: &str = "FERROSTACK_DATABASE_URL";
+pub const ENV_BOOTSTRAP_PASSWORD: &str = "FERROSTACK_BOOTSTRAP_PASSWORD";
+
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_HOST: &str = "0.0.0.0";
+
+/// Server flags; every one can also come from the environment or the config file.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// YAML config file with any of: data_dir, host, port, database_url, bootstrap_password.
+    #[arg(long, env = ENV_CONFIG)]
+    pub config: Option<PathBuf>,
+    /// Directory for the SQLite database, generated secrets and logs [default: ~/.local/share/ferrostack].
+    #[arg(long, env = ENV_DATA_DIR)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0].
+    #[arg(long, env = ENV_HOST)]
+    pub host: Option<String>,
+    /// Port for the UI, the /v2 API and the /v1 gateway [default: 8080]. 0 picks a free port.
+    #[arg(long, env = ENV_PORT)]
+    pub port: Option<u16>,
+    /// postgres://user:pass@host:port/db for PostgreSQL [default: SQLite in the data dir].
+    #[arg(long, env = ENV_DATABASE_URL)]
+    pub database_url: Option<String>,
+    /// Password for the "admin" user created on first start [default: random, written to the data dir].
+    #[arg(long, env = ENV_BOOTSTRAP_PASSWORD, hide_env_values = true)]
+    pub bootstrap_password: Option<String>,
+}
+
+/// The config file's shape; unknown keys are refused.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub database_url: Option<String>,
+    pub bootstrap_password: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub host: String,
+    pub port: u16,
+    pub database_url: Option<String>,
+    pub bootstrap_password: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads the config file named by the flags (if any) and resolves.
+    pub fn load(args: &ServerArgs, home: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => Some(read_file(path)?),
+            None => None,
+        };
+        Config::resolve(args, file.unwrap_or_default(), home)
+    }
+
+    /// Lays flags/env over the file over the defaults.
+    pub fn resolve(args: &ServerArgs, file: FileConfig, home: Option<&Path>) -> Result<Config, ConfigError> {
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .or_else(|| home.map(|h| h.join(".local/share/ferrostack")))
+            .ok_or(ConfigError::Invalid {
+                field: "data_dir",
+                message: "no --data-dir given and no home directory to default to".into(),
+            })?;
+        let database_url = args.database_url.clone().or(file.database_url);
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "database_url",
+                message: format!("must start with postgres://, postgresql:// or sqlite:, got {url:?}"),
+            });
+        }
+        Ok(Config {
+            data_dir,
+            host: args.host.clone().or(file.host).unwrap_or_else(|| DEFAULT_HOST.into()),
+            port: args.port.or(file.port).unwrap_or(DEFAULT_PORT),
+            database_url,
+            bootstrap_password: args.bootstrap_password.clone().or(file.bootstrap_password),
+        })
+    }
+
+    /// The database to open: the configured URL, or SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("ferrostack.db").display()),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let file = FileConfig {
+            port: Some(9000),
+            host: Some("127.0.0.1".into()),
+            data_dir: Some("/file".into()),
+            ..Default::default()
+        };
+        let args = ServerArgs {
+            port: Some(9100),
+            ..Default::default()
+        };
+        let cfg = Config::resolve(&args, file, Some(Path::new("/home/u"))).expect("valid");
+        assert_eq!(cfg.port, 9100);
+        assert_eq!(cfg.host, "127.0.0.1");
+        assert_eq!(cfg.data_dir, PathBuf::from("/file"));
+
+        let cfg = Config::resolve(&ServerArgs::default(), FileConfig::default(), Some(Path::new("/home/u")))
+            .expect("valid");
+        assert_eq!(cfg.port, DEFAULT_PORT);
+        assert_eq!(cfg.data_dir, PathBuf::from("/home/u/.local/share/ferrostack"));
+        assert!(cfg.database_url().starts_with("sqlite:///home/u/.local/share/ferrostack/ferrostack.db"));
+    }
+
+    #[test]
+    fn bad_database_url_names_the_field() {
+        let args = ServerArgs {
+            database_url: Some("mysql://x".into()),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&args, FileConfig::default(), None).expect_err("must fail");
+        assert!(err.to_string().starts_with("database_url:"), "{err}");
+    }
+
+    #[test]
+    fn config_file_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "port: 1234\nprot: 5\n").expect("write");
+        let err = read_file(&path).expect_err("unknown key");
+        assert!(err.to_string().contains("prot"), "{err}");
+        std::fs::write(&path, "port: 1234\ndata_dir: /x\n").expect("write");
+        assert_eq!(read_file(&path).expect("valid").port, Some(1234));
+    }
+}

@@ -1,0 +1,175 @@
+//! Storage: one sqlx pool over SQLite (embedded default) or PostgreSQL, versioned migrations per
+//! dialect, a generic resource store with optimistic concurrency, and the change log that feeds
+//! watch streams. SQL here is dialect-neutral (`$n` placeholders work on both engines).
+
+mod auth;
+mod store;
+
+pub use auth::*;
+pub use store::*;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Row};
+
+/// Which SQL engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors from the storage layer, each naming what it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error(
+        "{kind} {id} was changed by someone else: you sent version {expected}, the current version is {actual}; reload and retry"
+    )]
+    VersionConflict {
+        kind: &'static str,
+        id: i64,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("{kind} named {name:?} already exists")]
+    Duplicate { kind: &'static str, name: String },
+    #[error(
+        "database schema version {found} is newer than this binary supports ({supported}); run a newer ferrostack or point --database-url elsewhere"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("stored {kind} {id} cannot be read: {message}")]
+    Corrupt {
+        kind: &'static str,
+        id: i64,
+        message: String,
+    },
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) pool: AnyPool,
+    pub(crate) dialect: Dialect,
+    /// Bumped after every committed change; watchers wake on it and read the change log.
+    pub(crate) changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and applies pending migrations.
+    pub async fn open(url: &str) -> DbResult<Db> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else {
+            return Err(DbError::UnsupportedUrl(url.to_string()));
+        };
+        let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+        let max_connections = match dialect {
+            Dialect::Sqlite => 8,
+            Dialect::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        if dialect == Dialect::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        let (changed, _) = tokio::sync::watch::channel(0);
+        let db = Db {
+            pool,
+            dialect,
+            changed: Arc::new(changed),
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
+        }
+    }
+
+    /// The newest schema version this binary knows.
+    pub fn supported_schema_version(&self) -> i64 {
+        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// The newest schema version applied to the database, 0 for a fresh one.
+    pub async fn schema_version(&self) -> DbResult<i64> {
+        let applied = sqlx::query("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&self.pool)
+            .await;
+        match applied {
+            Ok(row) => Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0)),
+            // No migrations table yet: a fresh database.
+            Err(sqlx::Error::Database(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies pending migrations; refuses a database written by a newer binary. Safe to re-run.
+    async fn migrate(&self) -> DbResult<()> {
+        let found = self.schema_version().await?;
+        let supported = self.supported_schema_version();
+        if found > supported {
+            return Err(DbError::SchemaTooNew { found, supported });
+        }
+        self.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A receiver that changes whenever a change is committed (used by watch streams).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub(crate) fn notify(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Milliseconds since the Unix epoch, the storage form of every timestamp.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

@@ -1,0 +1,504 @@
+//! The generic resource store every table uses: insert, get, list (page, sort, search, filters),
+//! compare-and-swap update, delete, and the change log that watch streams read.
+//!
+//! Architecture Invariant: every write to a resource table records its change in `changes` in the
+//! same transaction, so a watcher never misses or reorders an event. On PostgreSQL the change log
+//! insert takes a table lock, which makes change sequence numbers commit in order.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, Row, Transaction};
+
+use super::{Db, DbError, DbResult, Dialect, from_ms, now_ms};
+use crate::api::{EventType, Record};
+
+/// A stored resource kind: its table and how to name an instance.
+pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
+    /// Table name, also the kind name in errors and in the change log.
+    const TABLE: &'static str;
+    /// The singular noun used in messages ("user 3 not found").
+    const NOUN: &'static str;
+    fn name(&self) -> &str;
+}
+
+/// A value for an extra (resource-specific) column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(String),
+    OptText(Option<String>),
+}
+
+fn bind<'q>(q: Query<'q, Any, AnyArguments<'q>>, v: &Val) -> Query<'q, Any, AnyArguments<'q>> {
+    match v {
+        Val::Int(x) => q.bind(*x),
+        Val::OptInt(x) => q.bind(*x),
+        Val::Text(s) => q.bind(s.clone()),
+        Val::OptText(s) => q.bind(s.clone()),
+    }
+}
+
+/// Columns a list may be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Id,
+    Name,
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl SortKey {
+    pub const ALL: [(&'static str, SortKey); 4] = [
+        ("id", SortKey::Id),
+        ("name", SortKey::Name),
+        ("created_at", SortKey::CreatedAt),
+        ("updated_at", SortKey::UpdatedAt),
+    ];
+
+    fn column(self) -> &'static str {
+        match self {
+            SortKey::Id => "id",
+            SortKey::Name => "name_key",
+            SortKey::CreatedAt => "created_at",
+            SortKey::UpdatedAt => "updated_at",
+        }
+    }
+}
+
+/// What a list asks for. `page = None` means everything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub page: Option<i64>,
+    pub per_page: i64,
+    /// (key, descending)
+    pub sort: Vec<(SortKey, bool)>,
+    pub search: Option<String>,
+    /// Equality filters on extra columns: (column, value).
+    pub filters: Vec<(&'static str, Val)>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            page: None,
+            per_page: 100,
+            sort: vec![(SortKey::Id, false)],
+            search: None,
+            filters: Vec::new(),
+        }
+    }
+}
+
+/// One entry of the change log.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub seq: i64,
+    pub event: EventType,
+    /// The resource's wire JSON as of this change.
+    pub data: String,
+}
+
+const CORE_COLUMNS: &str = "id, version, created_at, updated_at, data";
+
+fn decode<T: Resource>(row: &AnyRow) -> DbResult<Record<T>> {
+    let id: i64 = row.try_get("id")?;
+    let data: String = row.try_get("data")?;
+    let spec = serde_json::from_str(&data).map_err(|e| DbError::Corrupt {
+        kind: T::NOUN,
+        id,
+        message: e.to_string(),
+    })?;
+    Ok(Record {
+        id,
+        version: row.try_get("version")?,
+        created_at: from_ms(row.try_get("created_at")?),
+        updated_at: from_ms(row.try_get("updated_at")?),
+        spec,
+    })
+}
+
+fn map_unique<T: Resource>(e: sqlx::Error, spec: &T) -> DbError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => DbError::Duplicate {
+            kind: T::NOUN,
+            name: spec.name().to_string(),
+        },
+        _ => e.into(),
+    }
+}
+
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('%');
+    for c in s.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+impl Db {
+    /// Inserts a new resource with optional extra column values.
+    pub async fn insert<T: Resource>(&self, spec: &T, extra: &[(&str, Val)]) -> DbResult<Record<T>> {
+        let now = now_ms();
+        let mut columns = String::from("name, name_key, version, created_at, updated_at, data");
+        let mut params = String::from("$1, $2, 1, $3, $3, $4");
+        for (i, (col, _)) in extra.iter().enumerate() {
+            columns.push_str(", ");
+            columns.push_str(col);
+            params.push_str(&format!(", ${}", i + 5));
+        }
+        let sql = format!(
+            "INSERT INTO {} ({columns}) VALUES ({params}) RETURNING id",
+            T::TABLE
+        );
+        let data = serde_json::to_string(spec).map_err(|e| DbError::Corrupt {
+            kind: T::NOUN,
+            id: 0,
+            message: e.to_string(),
+        })?;
+        let mut q = sqlx::query(&sql)
+            .bind(spec.name().to_string())
+            .bind(spec.name().to_lowercase())
+            .bind(now)
+            .bind(data);
+        for (_, v) in extra {
+            q = bind(q, v);
+        }
+        let mut tx = self.pool.begin().await?;
+        let row = q.fetch_one(&mut *tx).await.map_err(|e| map_unique(e, spec))?;
+        let record = Record {
+            id: row.try_get(0)?,
+            version: 1,
+            created_at: from_ms(now),
+            updated_at: from_ms(now),
+            spec: spec.clone(),
+        };
+        self.record_change(&mut tx, T::TABLE, record.id, EventType::Created, &record)
+            .await?;
+        tx.commit().await?;
+        self.notify();
+        Ok(record)
+    }
+
+    /// Reads one resource by id.
+    pub async fn get<T: Resource>(&self, id: i64) -> DbResult<Record<T>> {
+        let sql = format!("SELECT {CORE_COLUMNS} FROM {} WHERE id = $1", T::TABLE);
+        match sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await? {
+            Some(row) => decode(&row),
+            None => Err(DbError::NotFound {
+                kind: T::NOUN,
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    /// Reads one resource by its name, compared case-insensitively.
+    pub async fn get_by_name<T: Resource>(&self, name: &str) -> DbResult<Option<Record<T>>> {
+        let sql = format!("SELECT {CORE_COLUMNS} FROM {} WHERE name_key = $1", T::TABLE);
+        let row = sqlx::query(&sql)
+            .bind(name.to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Reads one resource by an extra column's value.
+    pub async fn find_by<T: Resource>(&self, column: &str, value: Val) -> DbResult<Option<Record<T>>> {
+        let sql = format!("SELECT {CORE_COLUMNS} FROM {} WHERE {column} = $1", T::TABLE);
+        let row = bind(sqlx::query(&sql), &value)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Lists resources: the requested page and the total count.
+    pub async fn list<T: Resource>(&self, q: &ListQuery) -> DbResult<(Vec<Record<T>>, i64)> {
+        let mut conditions = Vec::new();
+        let mut values = Vec::new();
+        if let Some(search) = q.search.as_deref().filter(|s| !s.is_empty()) {
+            values.push(Val::Text(escape_like(search)));
+            conditions.push(format!("name_key LIKE ${} ESCAPE '\\'", values.len()));
+        }
+        for (col, v) in &q.filters {
+            values.push(v.clone());
+            conditions.push(format!("{col} = ${}", values.len()));
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let count_sql = format!("SELECT COUNT(*) FROM {}{where_clause}", T::TABLE);
+        let mut count_q = sqlx::query(&count_sql);
+        for v in &values {
+            count_q = bind(count_q, v);
+        }
+        let total: i64 = count_q.fetch_one(&self.pool).await?.try_get(0)?;
+
+        let mut order: Vec<String> = q
+            .sort
+            .iter()
+            .map(|(k, desc)| format!("{} {}", k.column(), if *desc { "DESC" } else { "ASC" }))
+            .collect();
+        if !q.sort.iter().any(|(k, _)| *k == SortKey::Id) {
+            order.push("id ASC".into());
+        }
+        let mut sql = format!(
+            "SELECT {CORE_COLUMNS} FROM {}{where_clause} ORDER BY {}",
+            T::TABLE,
+            order.join(", ")
+        );
+        if let Some(page) = q.page {
+            sql.push_str(&format!(
+                " LIMIT {} OFFSET {}",
+                q.per_page,
+                (page - 1).saturating_mul(q.per_page)
+            ));
+        }
+        let mut list_q = sqlx::query(&sql);
+        for v in &values {
+            list_q = bind(list_q, v);
+        }
+        let rows = list_q.fetch_all(&self.pool).await?;
+        let items = rows.iter().map(decode).collect::<DbResult<Vec<_>>>()?;
+        Ok((items, total))
+    }
+
+    /// Writes `spec` over resource `id` if its version is still `expected` (compare-and-swap).
+    pub async fn update<T: Resource>(
+        &self,
+        id: i64,
+        expected: i64,
+        spec: &T,
+        extra: &[(&str, Val)],
+    ) -> DbResult<Record<T>> {
+        let now = now_ms();
+        let mut sets = String::from("name = $1, name_key = $2, data = $3, updated_at = $4, version = version + 1");
+        for (i, (col, _)) in extra.iter().enumerate() {
+            sets.push_str(&format!(", {col} = ${}", i + 7));
+        }
+        let sql = format!(
+            "UPDATE {} SET {sets} WHERE id = $5 AND version = $6 RETURNING version, created_at",
+            T::TABLE
+        );
+        let data = serde_json::to_string(spec).map_err(|e| DbError::Corrupt {
+            kind: T::NOUN,
+            id,
+            message: e.to_string(),
+        })?;
+        let mut q = sqlx::query(&sql)
+            .bind(spec.name().to_string())
+            .bind(spec.name().to_lowercase())
+            .bind(data)
+            .bind(now)
+            .bind(id)
+            .bind(expected);
+        for (_, v) in extra {
+            q = bind(q, v);
+        }
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = q
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| map_unique(e, spec))?
+        else {
+            drop(tx);
+            let current = self.get::<T>(id).await?;
+            return Err(DbError::VersionConflict {
+                kind: T::NOUN,
+                id,
+                expected,
+                actual: current.version,
+            });
+        };
+        let record = Record {
+            id,
+            version: row.try_get(0)?,
+            created_at: from_ms(row.try_get(1)?),
+            updated_at: from_ms(now),
+            spec: spec.clone(),
+        };
+        self.record_change(&mut tx, T::TABLE, id, EventType::Updated, &record)
+            .await?;
+        tx.commit().await?;
+        self.notify();
+        Ok(record)
+    }
+
+    /// Read-modify-write of one resource. With `expected = Some(v)` a stale `v` is a conflict;
+    /// with `None` a concurrent change is retried on the fresh row (the caller's edit is re-applied).
+    pub async fn modify<T, E, F>(&self, id: i64, expected: Option<i64>, mut edit: F) -> Result<Record<T>, E>
+    where
+        T: Resource,
+        E: From<DbError>,
+        F: FnMut(&mut T) -> Result<Vec<(&'static str, Val)>, E>,
+    {
+        let mut attempts = 0;
+        loop {
+            let current = self.get::<T>(id).await?;
+            if let Some(v) = expected
+                && v != current.version
+            {
+                return Err(DbError::VersionConflict {
+                    kind: T::NOUN,
+                    id,
+                    expected: v,
+                    actual: current.version,
+                }
+                .into());
+            }
+            let mut spec = current.spec.clone();
+            let extra = edit(&mut spec)?;
+            match self.update(id, current.version, &spec, &extra).await {
+                Err(DbError::VersionConflict { .. }) if expected.is_none() && attempts < 5 => {
+                    attempts += 1;
+                }
+                res => return res.map_err(E::from),
+            }
+        }
+    }
+
+    /// Deletes one resource, returning its last state.
+    pub async fn delete<T: Resource>(&self, id: i64) -> DbResult<Record<T>> {
+        let sql = format!("DELETE FROM {} WHERE id = $1 RETURNING {CORE_COLUMNS}", T::TABLE);
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
+            return Err(DbError::NotFound {
+                kind: T::NOUN,
+                id: id.to_string(),
+            });
+        };
+        let record = decode::<T>(&row)?;
+        self.record_change(&mut tx, T::TABLE, id, EventType::Deleted, &record)
+            .await?;
+        tx.commit().await?;
+        self.notify();
+        Ok(record)
+    }
+
+    async fn record_change<R: Serialize>(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        kind: &str,
+        resource_id: i64,
+        event: EventType,
+        record: &R,
+    ) -> DbResult<()> {
+        if self.dialect == Dialect::Postgres {
+            // Serialises change-log writers so sequence numbers become visible in order.
+            sqlx::query("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut **tx)
+                .await?;
+        }
+        let data = serde_json::to_string(record).map_err(|e| DbError::Corrupt {
+            kind: "change",
+            id: resource_id,
+            message: e.to_string(),
+        })?;
+        sqlx::query(
+            "INSERT INTO changes (kind, resource_id, event, data, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(kind.to_string())
+        .bind(resource_id)
+        .bind(event.as_str().to_string())
+        .bind(data)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Changes of `kind` after `since`, oldest first, at most `limit`.
+    pub async fn changes_since(&self, kind: &str, since: i64, limit: i64) -> DbResult<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT seq, event, data FROM changes WHERE kind = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(kind.to_string())
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row.try_get(0)?;
+                let event: String = row.try_get(1)?;
+                Ok(Change {
+                    seq,
+                    event: EventType::parse(&event).ok_or_else(|| DbError::Corrupt {
+                        kind: "change",
+                        id: seq,
+                        message: format!("unknown event {event:?}"),
+                    })?,
+                    data: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The oldest retained change sequence number (None when the log is empty).
+    pub async fn oldest_change(&self) -> DbResult<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(seq) FROM changes").fetch_one(&self.pool).await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// A consistent snapshot for a new watcher: every row of `T` and the last change number it reflects.
+    pub async fn snapshot<T: Resource>(&self, filters: &[(&'static str, Val)]) -> DbResult<(i64, Vec<Record<T>>)> {
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let last: Option<i64> = sqlx::query("SELECT MAX(seq) FROM changes")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let mut conditions = Vec::new();
+        for (i, (col, _)) in filters.iter().enumerate() {
+            conditions.push(format!("{col} = ${}", i + 1));
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let sql = format!("SELECT {CORE_COLUMNS} FROM {}{where_clause} ORDER BY id", T::TABLE);
+        let mut q = sqlx::query(&sql);
+        for (_, v) in filters {
+            q = bind(q, v);
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let items = rows.iter().map(decode).collect::<DbResult<Vec<_>>>()?;
+        Ok((last.unwrap_or(0), items))
+    }
+
+    /// Drops change-log entries beyond the newest `keep`, returning how many went.
+    pub async fn prune_changes(&self, keep: i64) -> DbResult<u64> {
+        let res = sqlx::query("DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - $1")
+            .bind(keep)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_like;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        let cases = [("abc", "%abc%"), ("A_b", "%a\\_b%"), ("50%", "%50\\%%"), ("a\\b", "%a\\\\b%")];
+        for (input, want) in cases {
+            assert_eq!(escape_like(input), want, "input {input:?}");
+        }
+    }
+}

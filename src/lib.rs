@@ -1,0 +1,12 @@
+//! Ferrostack: a GPU cluster manager for AI models, in one binary.
+//!
+//! Modules in layering order, bottom first (see ARCHITECTURE.md; a lower layer never imports a
+//! higher one, and `tests/it/tidy.rs` checks it).
+
+pub mod api;
+pub mod backends;
+pub mod config;
+pub mod db;
+pub mod server;
+pub mod client;
+pub mod cli;

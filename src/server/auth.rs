@@ -1,0 +1,238 @@
+//! Authentication: password hashing (argon2), API keys and session tokens (random, stored as
+//! SHA-256 digests), and the middleware that turns a request's credentials into a [`Principal`].
+//!
+//! API keys and session tokens are 160+ bits of randomness, so a fast digest is the right hash for
+//! them (argon2 is for low-entropy passwords) and a lookup costs one indexed query.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use crate::api::{ApiKey, Scope, User};
+
+pub const SESSION_COOKIE: &str = "ferrostack_session";
+pub const API_KEY_PREFIX: &str = "fs";
+
+/// Who is calling, and through what credential.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    /// The API key used, if any; a session (cookie) has every scope of its user.
+    pub api_key: Option<ApiKey>,
+}
+
+impl Principal {
+    pub fn has_scope(&self, wanted: Scope) -> bool {
+        match &self.api_key {
+            None => true,
+            Some(key) => key.spec.scope.iter().any(|s| *s == Scope::All || *s == wanted),
+        }
+    }
+
+    pub fn require_admin(&self) -> ApiResult<()> {
+        if self.user.spec.is_admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this operation needs an administrator"))
+        }
+    }
+}
+
+/// Extracts the principal put in place by [`require_management`].
+pub struct Auth(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Auth)
+            .ok_or_else(|| ApiError::unauthorized("authentication required"))
+    }
+}
+
+/// Middleware for `/v2`: a valid session or an API key with the `management` scope.
+pub async fn require_management(State(state): State<AppState>, mut req: Request, next: Next) -> ApiResult<Response> {
+    let principal = authenticate(&state, req.headers()).await?;
+    if !principal.has_scope(Scope::Management) {
+        return Err(ApiError::forbidden("this API key lacks the \"management\" scope"));
+    }
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+/// Resolves the caller from `Authorization: Bearer`, `X-API-Key` or the session cookie.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
+    if let Some(key) = presented_api_key(headers) {
+        return authenticate_key(state, key).await;
+    }
+    if let Some(token) = session_cookie(headers) {
+        let user_id = state
+            .db
+            .session_user(&digest(token))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("session expired or logged out; log in again"))?;
+        let user = state.db.get::<crate::api::UserSpec>(user_id).await?;
+        return active(user).map(|user| Principal { user, api_key: None });
+    }
+    Err(ApiError::unauthorized(
+        "authentication required: send an API key as \"Authorization: Bearer <key>\" or \"X-API-Key\", or log in",
+    ))
+}
+
+fn active(user: User) -> ApiResult<User> {
+    if user.spec.is_active {
+        Ok(user)
+    } else {
+        Err(ApiError::unauthorized("this user is deactivated"))
+    }
+}
+
+async fn authenticate_key(state: &AppState, presented: &str) -> ApiResult<Principal> {
+    let invalid = || ApiError::unauthorized("invalid API key");
+    let (access_key, secret) = split_api_key(presented).ok_or_else(invalid)?;
+    let found = state.db.api_key_by_access_key(access_key).await?.ok_or_else(invalid)?;
+    if !bool::from(digest(secret).as_bytes().ct_eq(found.secret_digest.as_bytes())) {
+        return Err(invalid());
+    }
+    if let Some(expires_at) = found.key.spec.expires_at
+        && expires_at <= chrono::Utc::now()
+    {
+        return Err(ApiError::unauthorized("API key expired"));
+    }
+    let user = active(state.db.get::<crate::api::UserSpec>(found.key.spec.user_id).await?)?;
+    Ok(Principal {
+        user,
+        api_key: Some(found.key),
+    })
+}
+
+fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(v[7..].trim());
+        }
+    }
+    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// The session token from the `Cookie` header, if present.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == SESSION_COOKIE).then_some(value)
+        })
+}
+
+/// Splits `fs_<access>_<secret>` into its halves.
+pub fn split_api_key(value: &str) -> Option<(&str, &str)> {
+    let rest = value.strip_prefix(API_KEY_PREFIX)?.strip_prefix('_')?;
+    let (access, secret) = rest.split_once('_')?;
+    (!access.is_empty() && !secret.is_empty()).then_some((access, secret))
+}
+
+/// A new API key: (access key, secret, full value).
+pub fn new_api_key() -> (String, String, String) {
+    let access = random_token(16).to_lowercase();
+    let secret = random_token(40);
+    let value = format!("{API_KEY_PREFIX}_{access}_{secret}");
+    (access, secret, value)
+}
+
+/// A random alphanumeric token of `len` characters (~5.95 bits each).
+pub fn random_token(len: usize) -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
+/// Hex SHA-256 of a high-entropy secret.
+pub fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Hashes a password with argon2id (CPU-heavy: call from a blocking task).
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(ApiError::internal)?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(ApiError::internal)
+}
+
+/// Checks a password against a stored argon2 hash (CPU-heavy: call from a blocking task).
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .unwrap_or(false)
+}
+
+/// A hash to verify against when the user does not exist, so both cases take the same time.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not a password").unwrap_or_default())
+}
+
+/// Password rules, checked on every set.
+pub fn check_password(field: &str, password: &str) -> ApiResult<()> {
+    if password.chars().count() < 8 {
+        return Err(ApiError::field(field, "must be at least 8 characters"));
+    }
+    if password.len() > 256 {
+        return Err(ApiError::field(field, "must be at most 256 bytes"));
+    }
+    Ok(())
+}
+
+/// Runs a CPU-heavy closure off the async threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_split_into_access_and_secret() {
+        let (access, secret, value) = new_api_key();
+        assert_eq!(split_api_key(&value), Some((access.as_str(), secret.as_str())));
+        for bad in ["", "fs_", "fs__x", "fs_abc_", "gpustack_a_b", "fs_abc"] {
+            assert_eq!(split_api_key(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_verify_only_with_the_right_password() {
+        let hash = hash_password("correct horse").expect("hash");
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("wrong horse", &hash));
+        assert!(!verify_password("correct horse", "not-a-hash"));
+    }
+
+    #[test]
+    fn session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "a=1; ferrostack_session=tok; b=2".parse().expect("header"));
+        assert_eq!(session_cookie(&headers), Some("tok"));
+    }
+}

@@ -1,0 +1,91 @@
+//! First-start setup (admin user, default cluster) and periodic housekeeping.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::auth::{digest, hash_password, random_token};
+use crate::api::{ClusterSpec, UserSpec};
+use crate::config::Config;
+use crate::db::{Db, Val};
+
+/// File in the data dir holding the generated admin password (when none was given).
+pub const ADMIN_PASSWORD_FILE: &str = "initial_admin_password";
+/// File in the data dir holding the default cluster's first registration token.
+pub const CLUSTER_TOKEN_FILE: &str = "cluster_token";
+/// Change-log entries kept for resuming watches.
+const CHANGES_KEPT: i64 = 100_000;
+
+pub async fn run(db: &Db, config: &Config) -> anyhow::Result<()> {
+    if db.count::<UserSpec>().await? == 0 {
+        let (password, generated) = match &config.bootstrap_password {
+            Some(p) => (p.clone(), false),
+            None => (random_token(20), true),
+        };
+        let hash = tokio::task::spawn_blocking(move || hash_password(&password).map(|h| (h, password)))
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let admin = UserSpec {
+            username: "admin".into(),
+            full_name: Some("Default admin".into()),
+            is_admin: true,
+            is_active: true,
+            require_password_change: generated,
+        };
+        db.insert(&admin, &[("password_hash", Val::Text(hash.0))]).await?;
+        if generated {
+            let path = config.data_dir.join(ADMIN_PASSWORD_FILE);
+            write_secret(&path, &hash.1)?;
+            tracing::info!(
+                file = %path.display(),
+                "created user \"admin\" with a generated password (this is said once): {}",
+                hash.1
+            );
+        } else {
+            tracing::info!("created user \"admin\" with the bootstrap password");
+        }
+    }
+    if db.count::<ClusterSpec>().await? == 0 {
+        let token = random_token(32);
+        let cluster = ClusterSpec {
+            name: "default".into(),
+            description: Some("The cluster workers join unless told otherwise".into()),
+            is_default: true,
+            token_hint: token[..4].to_string(),
+        };
+        db.insert(&cluster, &[("token_digest", Val::Text(digest(&token)))]).await?;
+        write_secret(&config.data_dir.join(CLUSTER_TOKEN_FILE), &token)?;
+    }
+    Ok(())
+}
+
+fn write_secret(path: &std::path::Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{value}").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Prunes expired sessions and old change-log entries now and then.
+pub fn spawn_housekeeping(db: Db, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = db.prune_sessions().await {
+                tracing::warn!(error = %e, "pruning sessions failed");
+            }
+            if let Err(e) = db.prune_changes(CHANGES_KEPT).await {
+                tracing::warn!(error = %e, "pruning the change log failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}

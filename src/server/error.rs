@@ -1,0 +1,166 @@
+//! The API's one error-code table and the single place inner errors become HTTP responses.
+//!
+//! Every error leaves as `{code, reason, message[, field]}` where `code` is the HTTP status and
+//! `reason` a stable identifier from [`ErrorCode`]. Internal failures are logged here and answered
+//! with a generic message, never with the inner text.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::api::ErrorBody;
+use crate::db::DbError;
+
+macro_rules! error_codes {
+    ($($variant:ident => ($status:expr, $reason:literal),)*) => {
+        /// Every error the API can answer with: its HTTP status and stable `reason`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode { $($variant,)* }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn status(self) -> StatusCode {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+
+            pub fn reason(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $reason,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidInput => (StatusCode::BAD_REQUEST, "InvalidInput"),
+    MalformedJson => (StatusCode::BAD_REQUEST, "MalformedJson"),
+    InvalidQuery => (StatusCode::BAD_REQUEST, "InvalidQuery"),
+    RuleViolation => (StatusCode::BAD_REQUEST, "RuleViolation"),
+    Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+    Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+    NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+    MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+    AlreadyExists => (StatusCode::CONFLICT, "AlreadyExists"),
+    VersionConflict => (StatusCode::CONFLICT, "VersionConflict"),
+    InUse => (StatusCode::CONFLICT, "InUse"),
+    PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge"),
+    UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"),
+    UnprocessableEntity => (StatusCode::UNPROCESSABLE_ENTITY, "UnprocessableEntity"),
+    TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
+    Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+    Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+}
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// A 400 about one named input field.
+    pub fn field(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        let field = field.into();
+        ApiError {
+            code: ErrorCode::InvalidInput,
+            message: format!("{field}: {message}"),
+            field: Some(field),
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    /// Logs the cause and answers with a generic 500.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code.status().as_u16(),
+            reason: self.code.reason().to_string(),
+            message: self.message.clone(),
+            field: self.field.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.code.status().as_u16(), self.code.reason(), self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.code.status(), axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match &e {
+            DbError::NotFound { .. } => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            DbError::VersionConflict { .. } => {
+                ApiError::new(ErrorCode::VersionConflict, e.to_string()).with_field("version")
+            }
+            DbError::Duplicate { .. } => ApiError::new(ErrorCode::AlreadyExists, e.to_string()).with_field("name"),
+            DbError::SchemaTooNew { .. } | DbError::UnsupportedUrl(_) => ApiError::internal(&e),
+            DbError::Corrupt { .. } | DbError::Sqlx(_) | DbError::Migrate(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn reasons_are_unique_and_statuses_are_errors() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.reason()), "duplicate reason {}", code.reason());
+            assert!(
+                code.status().is_client_error() || code.status().is_server_error(),
+                "{code:?} is not an error status"
+            );
+        }
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        let body = ApiError::field("perPage", "must be between 1 and 1000").body();
+        assert_eq!(body.code, 400);
+        assert_eq!(body.reason, "InvalidInput");
+        assert_eq!(body.field.as_deref(), Some("perPage"));
+        assert!(body.message.starts_with("perPage: "), "{}", body.message);
+    }
+}

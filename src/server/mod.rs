@@ -1,0 +1,122 @@
+//! The server: router assembly, shared state, first-start bootstrap and the serve loop.
+
+pub mod auth;
+mod bootstrap;
+pub mod error;
+pub mod extract;
+mod routes;
+pub mod watch;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Config;
+use crate::db::Db;
+use error::{ApiError, ErrorCode};
+
+/// State shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    /// Flips to `true` when the server shuts down; long-lived streams end on it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ferrostack API", description = "Management (/v2), auth and probes. GPUStack-compatible paths and fields."),
+    components(schemas(crate::api::ErrorBody, crate::api::Pagination, crate::api::EventType))
+)]
+struct ApiDoc;
+
+/// Builds the whole HTTP application and its OpenAPI document.
+pub fn router(state: AppState) -> Router {
+    let management = routes::management(state.clone())
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_management));
+    let (app, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::public())
+        .merge(management)
+        .split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let doc = Arc::new(doc);
+    app.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+    .layer(tower_http::trace::TraceLayer::new_for_http())
+    .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
+    ApiError::new(ErrorCode::NotFound, format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A running server: its address and the handle that stops it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub db: Db,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, ends streams, waits for in-flight requests, closes the database.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        let res = self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.db.close().await;
+        res
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        (&mut self.task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Opens the database, bootstraps a first start, and serves on `listener` in the background.
+pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let db = Db::open(&config.database_url()).await?;
+    bootstrap::run(&db, &config).await?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let state = AppState {
+        db: db.clone(),
+        config: Arc::new(config),
+        shutdown: shutdown.clone(),
+    };
+    bootstrap::spawn_housekeeping(db.clone(), shutdown.clone());
+    let app = router(state);
+    let addr = listener.local_addr()?;
+    let mut stopped = shutdown;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    Ok(Running { addr, db, stop, task })
+}

@@ -1,0 +1,176 @@
+//! `/v2/api-keys`: each user manages their own keys; the full value is shown once, on create.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::{ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeySpec, ApiKeyUpdate, Scope};
+use crate::db::Val;
+use crate::server::AppState;
+use crate::server::auth::{API_KEY_PREFIX, Auth, Principal, digest, new_api_key};
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::extract::{Json, ListParams, RawQuery};
+use crate::server::watch::list_or_watch;
+
+/// Longest allowed key lifetime: ten years.
+const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(get_key, update_key, delete_key))
+}
+
+/// Lists the caller's API keys.
+#[utoipa::path(get, path = "/v2/api-keys", tag = "api-keys",
+    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
+           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    responses((status = 200, body = crate::api::ListResponse<ApiKey>)))]
+async fn list_keys(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = ListParams::parse(&raw, &["since"])?;
+    let user_id = p.user.id;
+    list_or_watch::<ApiKeySpec, _, _, _>(
+        &state,
+        &headers,
+        &raw,
+        params,
+        vec![("user_id", Val::Int(user_id))],
+        move |k| k.spec.user_id == user_id,
+        |k| k,
+    )
+    .await
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > 128 {
+        return Err(ApiError::field("name", "must be 1-128 characters"));
+    }
+    Ok(())
+}
+
+fn check_scope(scope: &[Scope]) -> ApiResult<()> {
+    if scope.is_empty() {
+        return Err(ApiError::field(
+            "scope",
+            "must list at least one of \"*\", \"management\", \"inference\"",
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a key for the caller. The answer's `value` is the only time the secret is shown.
+#[utoipa::path(post, path = "/v2/api-keys", tag = "api-keys", request_body = ApiKeyCreate,
+    responses((status = 201, body = ApiKeyCreated), (status = 400, body = crate::api::ErrorBody)))]
+async fn create_key(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Json(body): Json<ApiKeyCreate>,
+) -> ApiResult<(StatusCode, axum::Json<ApiKeyCreated>)> {
+    check_name(&body.name)?;
+    let scope = body.scope.unwrap_or_else(|| vec![Scope::All]);
+    check_scope(&scope)?;
+    let expires_at = match body.expires_in {
+        None => None,
+        Some(secs) if (1..=MAX_EXPIRES_IN).contains(&secs) => {
+            Some(chrono::Utc::now() + chrono::Duration::seconds(secs))
+        }
+        Some(secs) => {
+            return Err(ApiError::field(
+                "expires_in",
+                format!("must be between 1 and {MAX_EXPIRES_IN} seconds (or null for no expiry), got {secs}"),
+            ));
+        }
+    };
+    // A key can't carry more than its creator has: a management-less key can't mint management keys.
+    if let Some(k) = &p.api_key
+        && !scope.iter().all(|s| k.spec.scope.contains(s) || k.spec.scope.contains(&Scope::All))
+    {
+        return Err(ApiError::forbidden("a key cannot create a key with wider scope than its own"));
+    }
+    let (access_key, secret, value) = new_api_key();
+    let spec = ApiKeySpec {
+        name: body.name,
+        description: body.description,
+        user_id: p.user.id,
+        masked_value: format!("{API_KEY_PREFIX}_{access_key}_****"),
+        access_key: access_key.clone(),
+        scope,
+        allowed_model_names: body.allowed_model_names,
+        expires_at,
+    };
+    let key = state
+        .db
+        .insert(
+            &spec,
+            &[
+                ("user_id", Val::Int(p.user.id)),
+                ("access_key", Val::Text(access_key)),
+                ("secret_digest", Val::Text(digest(&secret))),
+                ("expires_at", Val::OptInt(expires_at.map(|t| t.timestamp_millis()))),
+            ],
+        )
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(ApiKeyCreated { key, value })))
+}
+
+/// Loads a key the caller owns (administrators may see any).
+async fn owned(state: &AppState, p: &Principal, id: i64) -> ApiResult<ApiKey> {
+    let key = state.db.get::<ApiKeySpec>(id).await?;
+    if key.spec.user_id != p.user.id && !p.user.spec.is_admin {
+        return Err(ApiError::not_found(format!("api key {id} not found")));
+    }
+    Ok(key)
+}
+
+#[utoipa::path(get, path = "/v2/api-keys/{id}", tag = "api-keys", params(("id" = i64, Path)),
+    responses((status = 200, body = ApiKey), (status = 404, body = crate::api::ErrorBody)))]
+async fn get_key(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<axum::Json<ApiKey>> {
+    Ok(axum::Json(owned(&state, &p, id).await?))
+}
+
+/// Updates description, scope or allowed models. Send `version` to get 409 on a concurrent change.
+#[utoipa::path(put, path = "/v2/api-keys/{id}", tag = "api-keys", params(("id" = i64, Path)), request_body = ApiKeyUpdate,
+    responses((status = 200, body = ApiKey), (status = 409, body = crate::api::ErrorBody)))]
+async fn update_key(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Json(body): Json<ApiKeyUpdate>,
+) -> ApiResult<axum::Json<ApiKey>> {
+    owned(&state, &p, id).await?;
+    if let Some(scope) = &body.scope {
+        check_scope(scope)?;
+    }
+    let key = state
+        .db
+        .modify::<ApiKeySpec, ApiError, _>(id, body.version, |k| {
+            if let Some(v) = &body.description {
+                k.description = Some(v.clone());
+            }
+            if let Some(v) = &body.scope {
+                k.scope = v.clone();
+            }
+            if let Some(v) = &body.allowed_model_names {
+                k.allowed_model_names = Some(v.clone());
+            }
+            Ok(vec![])
+        })
+        .await?;
+    Ok(axum::Json(key))
+}
+
+/// Revokes a key: it stops working at once.
+#[utoipa::path(delete, path = "/v2/api-keys/{id}", tag = "api-keys", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+async fn delete_key(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    owned(&state, &p, id).await?;
+    state.db.delete::<ApiKeySpec>(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,24 @@
+//! HTTP routes, one file per resource, each mirroring its URL.
+
+mod api_keys;
+mod auth;
+mod clusters;
+mod probes;
+mod users;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use super::AppState;
+
+/// Routes that need no authentication: probes and `/auth/*`.
+pub fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(probes::routes()).merge(auth::routes())
+}
+
+/// The `/v2` management API (the caller wraps it in the auth middleware).
+pub fn management(_state: AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(users::routes())
+        .merge(api_keys::routes())
+        .merge(clusters::routes())
+}

@@ -1,0 +1,147 @@
+//! Lists and watch streams, written once for every resource.
+//!
+//! `GET /v2/<resource>` answers the paginated envelope; with `?watch=true` it answers an SSE stream
+//! that starts with a CREATED replay of the current rows (all carrying the snapshot's change id),
+//! then one event per committed change. Each event has an SSE `id:`; a client that reconnects with
+//! `Last-Event-ID` (or `?since=`) receives exactly the changes after it. If that point is no longer
+//! retained, it receives a RESET event followed by a fresh replay.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ListParams, int_param};
+use crate::api::{EventType, ListResponse, Record, WatchEvent};
+use crate::db::{Db, Resource};
+
+/// How many change-log entries a watcher reads per query.
+const BATCH: i64 = 500;
+
+/// Answers a list request: the page, or a watch stream when `watch=true`.
+/// `visible` filters rows (e.g. a user's own API keys); `view` maps a record to its wire form.
+pub async fn list_or_watch<T, V, F, M>(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw: &HashMap<String, String>,
+    mut params: ListParams,
+    filters: Vec<(&'static str, crate::db::Val)>,
+    visible: F,
+    view: M,
+) -> ApiResult<Response>
+where
+    T: Resource,
+    V: serde::Serialize + Send + 'static,
+    F: Fn(&Record<T>) -> bool + Send + Sync + 'static,
+    M: Fn(Record<T>) -> V + Send + Sync + 'static,
+{
+    if params.watch {
+        let resume = resume_point(headers, raw)?;
+        let stream = watch_stream::<T, V, F, M>(state.clone(), resume, visible, view);
+        return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
+    }
+    params.query.filters = filters;
+    let (items, total) = state.db.list::<T>(&params.query).await?;
+    let items: Vec<V> = items.into_iter().filter(|r| visible(r)).map(view).collect();
+    let pagination = params.pagination(total, items.len());
+    Ok(axum::Json(ListResponse { items, pagination }).into_response())
+}
+
+fn resume_point(headers: &HeaderMap, raw: &HashMap<String, String>) -> ApiResult<Option<i64>> {
+    if let Some(v) = headers.get("last-event-id") {
+        let text = v.to_str().unwrap_or("");
+        return text
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| ApiError::field("Last-Event-ID", format!("must be an event id (integer), got {text:?}")));
+    }
+    int_param(raw, "since")
+}
+
+fn event<V: serde::Serialize>(event_type: EventType, id: i64, data: Option<V>) -> Event {
+    let body = WatchEvent { event_type, id, data };
+    let json = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
+    Event::default().id(id.to_string()).data(json)
+}
+
+fn watch_stream<T, V, F, M>(
+    state: AppState,
+    resume: Option<i64>,
+    visible: F,
+    view: M,
+) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    T: Resource,
+    V: serde::Serialize + Send + 'static,
+    F: Fn(&Record<T>) -> bool + Send + Sync + 'static,
+    M: Fn(Record<T>) -> V + Send + Sync + 'static,
+{
+    async_stream::stream! {
+        let db: Db = state.db.clone();
+        let mut changed = db.subscribe();
+        let mut shutdown = state.shutdown.clone();
+        let retained = match (resume, db.oldest_change().await) {
+            (Some(id), Ok(oldest)) => oldest.is_none_or(|o| o <= id + 1),
+            _ => false,
+        };
+        let mut cursor = match resume {
+            Some(id) if retained => id,
+            _ => {
+                if resume.is_some() {
+                    yield Ok(event::<V>(EventType::Reset, resume.unwrap_or(0), None));
+                }
+                match db.snapshot::<T>(&[]).await {
+                    Ok((seq, rows)) => {
+                        for row in rows.into_iter().filter(|r| visible(r)) {
+                            yield Ok(event(EventType::Created, seq, Some(view(row))));
+                        }
+                        seq
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, kind = T::TABLE, "watch snapshot failed");
+                        return;
+                    }
+                }
+            }
+        };
+        loop {
+            let changes = match db.changes_since(T::TABLE, cursor, BATCH).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, kind = T::TABLE, "watch read failed");
+                    return;
+                }
+            };
+            let full = changes.len() as i64 == BATCH;
+            for change in changes {
+                cursor = change.seq;
+                let record: Record<T> = match serde_json::from_str(&change.data) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, seq = change.seq, "skipping unreadable change");
+                        continue;
+                    }
+                };
+                if visible(&record) {
+                    yield Ok(event(change.event, change.seq, Some(view(record))));
+                }
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                res = changed.changed() => if res.is_err() { return },
+                // Another server process may share the database: look again now and then.
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

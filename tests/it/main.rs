@@ -1,0 +1,1 @@
+//! Integration tests: one binary, real server on port 0.
