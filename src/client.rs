@@ -37,11 +37,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str, api_key: Option<String>) -> Client {
-        Client {
-            http: reqwest::Client::new(),
-            base: base_url.trim_end_matches('/').to_string(),
-            api_key,
-        }
+        Client { http: reqwest::Client::new(), base: base_url.trim_end_matches('/').to_string(), api_key }
     }
 
     pub fn base_url(&self) -> &str {
@@ -58,21 +54,11 @@ impl Client {
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        let res = req.send().await.map_err(|e| ClientError::Connect {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
+        let res = req.send().await.map_err(|e| ClientError::Connect { url: url.clone(), message: e.to_string() })?;
         let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| ClientError::Connect {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = res.bytes().await.map_err(|e| ClientError::Connect { url: url.clone(), message: e.to_string() })?;
         if status.is_success() {
-            let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
-                b"null"
-            } else {
-                &bytes
-            };
+            let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() { b"null" } else { &bytes };
             return serde_json::from_slice(body).map_err(|e| ClientError::Unexpected {
                 url,
                 status: status.as_u16(),
@@ -108,8 +94,6 @@ impl Client {
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
-        self.send::<serde_json::Value>(self.request(Method::DELETE, path), path)
-            .await
-            .map(|_| ())
+        self.send::<serde_json::Value>(self.request(Method::DELETE, path), path).await.map(|_| ())
     }
 }

@@ -82,15 +82,13 @@ impl Config {
 
     /// Lays flags/env over the file over the defaults.
     pub fn resolve(args: &ServerArgs, file: FileConfig, home: Option<&Path>) -> Result<Config, ConfigError> {
-        let data_dir = args
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .or_else(|| home.map(|h| h.join(".local/share/ferrostack")))
-            .ok_or(ConfigError::Invalid {
-                field: "data_dir",
-                message: "no --data-dir given and no home directory to default to".into(),
-            })?;
+        let data_dir =
+            args.data_dir.clone().or(file.data_dir).or_else(|| home.map(|h| h.join(".local/share/ferrostack"))).ok_or(
+                ConfigError::Invalid {
+                    field: "data_dir",
+                    message: "no --data-dir given and no home directory to default to".into(),
+                },
+            )?;
         let database_url = args.database_url.clone().or(file.database_url);
         if let Some(url) = &database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:"))
@@ -119,14 +117,9 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+    serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
 }
 
 #[cfg(test)]
@@ -141,17 +134,14 @@ mod tests {
             data_dir: Some("/file".into()),
             ..Default::default()
         };
-        let args = ServerArgs {
-            port: Some(9100),
-            ..Default::default()
-        };
+        let args = ServerArgs { port: Some(9100), ..Default::default() };
         let cfg = Config::resolve(&args, file, Some(Path::new("/home/u"))).expect("valid");
         assert_eq!(cfg.port, 9100);
         assert_eq!(cfg.host, "127.0.0.1");
         assert_eq!(cfg.data_dir, PathBuf::from("/file"));
 
-        let cfg = Config::resolve(&ServerArgs::default(), FileConfig::default(), Some(Path::new("/home/u")))
-            .expect("valid");
+        let cfg =
+            Config::resolve(&ServerArgs::default(), FileConfig::default(), Some(Path::new("/home/u"))).expect("valid");
         assert_eq!(cfg.port, DEFAULT_PORT);
         assert_eq!(cfg.data_dir, PathBuf::from("/home/u/.local/share/ferrostack"));
         assert!(cfg.database_url().starts_with("sqlite:///home/u/.local/share/ferrostack/ferrostack.db"));
@@ -159,11 +149,8 @@ mod tests {
 
     #[test]
     fn bad_database_url_names_the_field() {
-        let args = ServerArgs {
-            database_url: Some("mysql://x".into()),
-            data_dir: Some("/d".into()),
-            ..Default::default()
-        };
+        let args =
+            ServerArgs { database_url: Some("mysql://x".into()), data_dir: Some("/d".into()), ..Default::default() };
         let err = Config::resolve(&args, FileConfig::default(), None).expect_err("must fail");
         assert!(err.to_string().starts_with("database_url:"), "{err}");
     }

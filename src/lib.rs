@@ -5,8 +5,8 @@
 
 pub mod api;
 pub mod backends;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod server;
-pub mod client;
-pub mod cli;

@@ -137,12 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_table(&["ID", "NAME", "KEY", "SCOPE", "EXPIRES"], rows);
             Ok(())
         }
-        Command::ApiKeys(ApiKeysCmd::Create {
-            name,
-            expires_in,
-            scope,
-            client: args,
-        }) => {
+        Command::ApiKeys(ApiKeysCmd::Create { name, expires_in, scope, client: args }) => {
             let scope = if scope.is_empty() {
                 None
             } else {
@@ -154,13 +149,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|_| anyhow::anyhow!("--scope must be one of *, management, inference"))?,
                 )
             };
-            let body = ApiKeyCreate {
-                name,
-                description: None,
-                expires_in,
-                scope,
-                allowed_model_names: None,
-            };
+            let body = ApiKeyCreate { name, description: None, expires_in, scope, allowed_model_names: None };
             let created: ApiKeyCreated = client(&args).post("/v2/api-keys", &body).await?;
             println!("{}", created.value);
             eprintln!("(this is the only time the key is shown; keep it safe)");

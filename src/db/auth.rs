@@ -54,10 +54,7 @@ impl Db {
         let user = self
             .get_by_name::<UserSpec>(username)
             .await?
-            .ok_or_else(|| DbError::NotFound {
-                kind: UserSpec::NOUN,
-                id: username.to_string(),
-            })?;
+            .ok_or_else(|| DbError::NotFound { kind: UserSpec::NOUN, id: username.to_string() })?;
         Ok(Some((user, hash)))
     }
 
@@ -66,10 +63,7 @@ impl Db {
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| DbError::NotFound {
-                kind: UserSpec::NOUN,
-                id: user_id.to_string(),
-            })?;
+            .ok_or_else(|| DbError::NotFound { kind: UserSpec::NOUN, id: user_id.to_string() })?;
         Ok(row.try_get(0)?)
     }
 
@@ -104,18 +98,12 @@ impl Db {
 
     /// Ends every session of a user (after a password change or deactivation).
     pub async fn delete_user_sessions(&self, user_id: i64) -> DbResult<()> {
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
         Ok(())
     }
 
     pub async fn prune_sessions(&self) -> DbResult<u64> {
-        let res = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+        let res = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now_ms()).execute(&self.pool).await?;
         Ok(res.rows_affected())
     }
 
@@ -141,10 +129,7 @@ impl Db {
             .bind(cluster_id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| DbError::NotFound {
-                kind: ClusterSpec::NOUN,
-                id: cluster_id.to_string(),
-            })?;
+            .ok_or_else(|| DbError::NotFound { kind: ClusterSpec::NOUN, id: cluster_id.to_string() })?;
         Ok(row.try_get(0)?)
     }
 

@@ -30,12 +30,7 @@ pub enum DbError {
     #[error(
         "{kind} {id} was changed by someone else: you sent version {expected}, the current version is {actual}; reload and retry"
     )]
-    VersionConflict {
-        kind: &'static str,
-        id: i64,
-        expected: i64,
-        actual: i64,
-    },
+    VersionConflict { kind: &'static str, id: i64, expected: i64, actual: i64 },
     #[error("{kind} named {name:?} already exists")]
     Duplicate { kind: &'static str, name: String },
     #[error(
@@ -45,11 +40,7 @@ pub enum DbError {
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     #[error("stored {kind} {id} cannot be read: {message}")]
-    Corrupt {
-        kind: &'static str,
-        id: i64,
-        message: String,
-    },
+    Corrupt { kind: &'static str, id: i64, message: String },
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
     #[error(transparent)]
@@ -101,11 +92,7 @@ impl Db {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
         let (changed, _) = tokio::sync::watch::channel(0);
-        let db = Db {
-            pool,
-            dialect,
-            changed: Arc::new(changed),
-        };
+        let db = Db { pool, dialect, changed: Arc::new(changed) };
         db.migrate().await?;
         Ok(db)
     }
@@ -128,9 +115,8 @@ impl Db {
 
     /// The newest schema version applied to the database, 0 for a fresh one.
     pub async fn schema_version(&self) -> DbResult<i64> {
-        let applied = sqlx::query("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
-            .fetch_one(&self.pool)
-            .await;
+        let applied =
+            sqlx::query("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE").fetch_one(&self.pool).await;
         match applied {
             Ok(row) => Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0)),
             // No migrations table yet: a fresh database.

@@ -82,13 +82,7 @@ pub struct ListQuery {
 
 impl Default for ListQuery {
     fn default() -> Self {
-        ListQuery {
-            page: None,
-            per_page: 100,
-            sort: vec![(SortKey::Id, false)],
-            search: None,
-            filters: Vec::new(),
-        }
+        ListQuery { page: None, per_page: 100, sort: vec![(SortKey::Id, false)], search: None, filters: Vec::new() }
     }
 }
 
@@ -106,11 +100,8 @@ const CORE_COLUMNS: &str = "id, version, created_at, updated_at, data";
 fn decode<T: Resource>(row: &AnyRow) -> DbResult<Record<T>> {
     let id: i64 = row.try_get("id")?;
     let data: String = row.try_get("data")?;
-    let spec = serde_json::from_str(&data).map_err(|e| DbError::Corrupt {
-        kind: T::NOUN,
-        id,
-        message: e.to_string(),
-    })?;
+    let spec =
+        serde_json::from_str(&data).map_err(|e| DbError::Corrupt { kind: T::NOUN, id, message: e.to_string() })?;
     Ok(Record {
         id,
         version: row.try_get("version")?,
@@ -122,10 +113,9 @@ fn decode<T: Resource>(row: &AnyRow) -> DbResult<Record<T>> {
 
 fn map_unique<T: Resource>(e: sqlx::Error, spec: &T) -> DbError {
     match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => DbError::Duplicate {
-            kind: T::NOUN,
-            name: spec.name().to_string(),
-        },
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            DbError::Duplicate { kind: T::NOUN, name: spec.name().to_string() }
+        }
         _ => e.into(),
     }
 }
@@ -154,20 +144,14 @@ impl Db {
             columns.push_str(col);
             params.push_str(&format!(", ${}", i + 5));
         }
-        let sql = format!(
-            "INSERT INTO {} ({columns}) VALUES ({params}) RETURNING id",
-            T::TABLE
-        );
+        let sql = format!("INSERT INTO {} ({columns}) VALUES ({params}) RETURNING id", T::TABLE);
         let data = serde_json::to_string(spec).map_err(|e| DbError::Corrupt {
             kind: T::NOUN,
             id: 0,
             message: e.to_string(),
         })?;
-        let mut q = sqlx::query(&sql)
-            .bind(spec.name().to_string())
-            .bind(spec.name().to_lowercase())
-            .bind(now)
-            .bind(data);
+        let mut q =
+            sqlx::query(&sql).bind(spec.name().to_string()).bind(spec.name().to_lowercase()).bind(now).bind(data);
         for (_, v) in extra {
             q = bind(q, v);
         }
@@ -180,8 +164,7 @@ impl Db {
             updated_at: from_ms(now),
             spec: spec.clone(),
         };
-        self.record_change(&mut tx, T::TABLE, record.id, EventType::Created, &record)
-            .await?;
+        self.record_change(&mut tx, T::TABLE, record.id, EventType::Created, &record).await?;
         tx.commit().await?;
         self.notify();
         Ok(record)
@@ -192,29 +175,21 @@ impl Db {
         let sql = format!("SELECT {CORE_COLUMNS} FROM {} WHERE id = $1", T::TABLE);
         match sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await? {
             Some(row) => decode(&row),
-            None => Err(DbError::NotFound {
-                kind: T::NOUN,
-                id: id.to_string(),
-            }),
+            None => Err(DbError::NotFound { kind: T::NOUN, id: id.to_string() }),
         }
     }
 
     /// Reads one resource by its name, compared case-insensitively.
     pub async fn get_by_name<T: Resource>(&self, name: &str) -> DbResult<Option<Record<T>>> {
         let sql = format!("SELECT {CORE_COLUMNS} FROM {} WHERE name_key = $1", T::TABLE);
-        let row = sqlx::query(&sql)
-            .bind(name.to_lowercase())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&sql).bind(name.to_lowercase()).fetch_optional(&self.pool).await?;
         row.as_ref().map(decode).transpose()
     }
 
     /// Reads one resource by an extra column's value.
     pub async fn find_by<T: Resource>(&self, column: &str, value: Val) -> DbResult<Option<Record<T>>> {
         let sql = format!("SELECT {CORE_COLUMNS} FROM {} WHERE {column} = $1", T::TABLE);
-        let row = bind(sqlx::query(&sql), &value)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = bind(sqlx::query(&sql), &value).fetch_optional(&self.pool).await?;
         row.as_ref().map(decode).transpose()
     }
 
@@ -230,11 +205,8 @@ impl Db {
             values.push(v.clone());
             conditions.push(format!("{col} = ${}", values.len()));
         }
-        let where_clause = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
-        };
+        let where_clause =
+            if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let count_sql = format!("SELECT COUNT(*) FROM {}{where_clause}", T::TABLE);
         let mut count_q = sqlx::query(&count_sql);
         for v in &values {
@@ -242,25 +214,14 @@ impl Db {
         }
         let total: i64 = count_q.fetch_one(&self.pool).await?.try_get(0)?;
 
-        let mut order: Vec<String> = q
-            .sort
-            .iter()
-            .map(|(k, desc)| format!("{} {}", k.column(), if *desc { "DESC" } else { "ASC" }))
-            .collect();
+        let mut order: Vec<String> =
+            q.sort.iter().map(|(k, desc)| format!("{} {}", k.column(), if *desc { "DESC" } else { "ASC" })).collect();
         if !q.sort.iter().any(|(k, _)| *k == SortKey::Id) {
             order.push("id ASC".into());
         }
-        let mut sql = format!(
-            "SELECT {CORE_COLUMNS} FROM {}{where_clause} ORDER BY {}",
-            T::TABLE,
-            order.join(", ")
-        );
+        let mut sql = format!("SELECT {CORE_COLUMNS} FROM {}{where_clause} ORDER BY {}", T::TABLE, order.join(", "));
         if let Some(page) = q.page {
-            sql.push_str(&format!(
-                " LIMIT {} OFFSET {}",
-                q.per_page,
-                (page - 1).saturating_mul(q.per_page)
-            ));
+            sql.push_str(&format!(" LIMIT {} OFFSET {}", q.per_page, (page - 1).saturating_mul(q.per_page)));
         }
         let mut list_q = sqlx::query(&sql);
         for v in &values {
@@ -284,15 +245,10 @@ impl Db {
         for (i, (col, _)) in extra.iter().enumerate() {
             sets.push_str(&format!(", {col} = ${}", i + 7));
         }
-        let sql = format!(
-            "UPDATE {} SET {sets} WHERE id = $5 AND version = $6 RETURNING version, created_at",
-            T::TABLE
-        );
-        let data = serde_json::to_string(spec).map_err(|e| DbError::Corrupt {
-            kind: T::NOUN,
-            id,
-            message: e.to_string(),
-        })?;
+        let sql =
+            format!("UPDATE {} SET {sets} WHERE id = $5 AND version = $6 RETURNING version, created_at", T::TABLE);
+        let data =
+            serde_json::to_string(spec).map_err(|e| DbError::Corrupt { kind: T::NOUN, id, message: e.to_string() })?;
         let mut q = sqlx::query(&sql)
             .bind(spec.name().to_string())
             .bind(spec.name().to_lowercase())
@@ -304,19 +260,10 @@ impl Db {
             q = bind(q, v);
         }
         let mut tx = self.pool.begin().await?;
-        let Some(row) = q
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| map_unique(e, spec))?
-        else {
+        let Some(row) = q.fetch_optional(&mut *tx).await.map_err(|e| map_unique(e, spec))? else {
             drop(tx);
             let current = self.get::<T>(id).await?;
-            return Err(DbError::VersionConflict {
-                kind: T::NOUN,
-                id,
-                expected,
-                actual: current.version,
-            });
+            return Err(DbError::VersionConflict { kind: T::NOUN, id, expected, actual: current.version });
         };
         let record = Record {
             id,
@@ -325,8 +272,7 @@ impl Db {
             updated_at: from_ms(now),
             spec: spec.clone(),
         };
-        self.record_change(&mut tx, T::TABLE, id, EventType::Updated, &record)
-            .await?;
+        self.record_change(&mut tx, T::TABLE, id, EventType::Updated, &record).await?;
         tx.commit().await?;
         self.notify();
         Ok(record)
@@ -346,13 +292,7 @@ impl Db {
             if let Some(v) = expected
                 && v != current.version
             {
-                return Err(DbError::VersionConflict {
-                    kind: T::NOUN,
-                    id,
-                    expected: v,
-                    actual: current.version,
-                }
-                .into());
+                return Err(DbError::VersionConflict { kind: T::NOUN, id, expected: v, actual: current.version }.into());
             }
             let mut spec = current.spec.clone();
             let extra = edit(&mut spec)?;
@@ -370,14 +310,10 @@ impl Db {
         let sql = format!("DELETE FROM {} WHERE id = $1 RETURNING {CORE_COLUMNS}", T::TABLE);
         let mut tx = self.pool.begin().await?;
         let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
-            return Err(DbError::NotFound {
-                kind: T::NOUN,
-                id: id.to_string(),
-            });
+            return Err(DbError::NotFound { kind: T::NOUN, id: id.to_string() });
         };
         let record = decode::<T>(&row)?;
-        self.record_change(&mut tx, T::TABLE, id, EventType::Deleted, &record)
-            .await?;
+        self.record_change(&mut tx, T::TABLE, id, EventType::Deleted, &record).await?;
         tx.commit().await?;
         self.notify();
         Ok(record)
@@ -393,38 +329,33 @@ impl Db {
     ) -> DbResult<()> {
         if self.dialect == Dialect::Postgres {
             // Serialises change-log writers so sequence numbers become visible in order.
-            sqlx::query("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE").execute(&mut **tx).await?;
         }
         let data = serde_json::to_string(record).map_err(|e| DbError::Corrupt {
             kind: "change",
             id: resource_id,
             message: e.to_string(),
         })?;
-        sqlx::query(
-            "INSERT INTO changes (kind, resource_id, event, data, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(kind.to_string())
-        .bind(resource_id)
-        .bind(event.as_str().to_string())
-        .bind(data)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query("INSERT INTO changes (kind, resource_id, event, data, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(kind.to_string())
+            .bind(resource_id)
+            .bind(event.as_str().to_string())
+            .bind(data)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
     /// Changes of `kind` after `since`, oldest first, at most `limit`.
     pub async fn changes_since(&self, kind: &str, since: i64, limit: i64) -> DbResult<Vec<Change>> {
-        let rows = sqlx::query(
-            "SELECT seq, event, data FROM changes WHERE kind = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(kind.to_string())
-        .bind(since)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT seq, event, data FROM changes WHERE kind = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                .bind(kind.to_string())
+                .bind(since)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|row| {
                 let seq: i64 = row.try_get(0)?;
@@ -452,23 +383,15 @@ impl Db {
     pub async fn snapshot<T: Resource>(&self, filters: &[(&'static str, Val)]) -> DbResult<(i64, Vec<Record<T>>)> {
         let mut tx = self.pool.begin().await?;
         if self.dialect == Dialect::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
         }
-        let last: Option<i64> = sqlx::query("SELECT MAX(seq) FROM changes")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let last: Option<i64> = sqlx::query("SELECT MAX(seq) FROM changes").fetch_one(&mut *tx).await?.try_get(0)?;
         let mut conditions = Vec::new();
         for (i, (col, _)) in filters.iter().enumerate() {
             conditions.push(format!("{col} = ${}", i + 1));
         }
-        let where_clause = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
-        };
+        let where_clause =
+            if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let sql = format!("SELECT {CORE_COLUMNS} FROM {}{where_clause} ORDER BY id", T::TABLE);
         let mut q = sqlx::query(&sql);
         for (_, v) in filters {

@@ -6,8 +6,8 @@
 
 use std::sync::OnceLock;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -42,11 +42,7 @@ impl Principal {
     }
 
     pub fn require_admin(&self) -> ApiResult<()> {
-        if self.user.spec.is_admin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("this operation needs an administrator"))
-        }
+        if self.user.spec.is_admin { Ok(()) } else { Err(ApiError::forbidden("this operation needs an administrator")) }
     }
 }
 
@@ -96,11 +92,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Pr
 }
 
 fn active(user: User) -> ApiResult<User> {
-    if user.spec.is_active {
-        Ok(user)
-    } else {
-        Err(ApiError::unauthorized("this user is deactivated"))
-    }
+    if user.spec.is_active { Ok(user) } else { Err(ApiError::unauthorized("this user is deactivated")) }
 }
 
 async fn authenticate_key(state: &AppState, presented: &str) -> ApiResult<Principal> {
@@ -116,10 +108,7 @@ async fn authenticate_key(state: &AppState, presented: &str) -> ApiResult<Princi
         return Err(ApiError::unauthorized("API key expired"));
     }
     let user = active(state.db.get::<crate::api::UserSpec>(found.key.spec.user_id).await?)?;
-    Ok(Principal {
-        user,
-        api_key: Some(found.key),
-    })
+    Ok(Principal { user, api_key: Some(found.key) })
 }
 
 fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
@@ -134,15 +123,10 @@ fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
 
 /// The session token from the `Cookie` header, if present.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == SESSION_COOKIE).then_some(value)
-        })
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == SESSION_COOKIE).then_some(value)
+    })
 }
 
 /// Splits `fs_<access>_<secret>` into its halves.
@@ -173,10 +157,7 @@ pub fn digest(secret: &str) -> String {
 /// Hashes a password with argon2id (CPU-heavy: call from a blocking task).
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(ApiError::internal)?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(ApiError::internal)
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(ApiError::internal)
 }
 
 /// Checks a password against a stored argon2 hash (CPU-heavy: call from a blocking task).

@@ -62,21 +62,13 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-            field: None,
-        }
+        ApiError { code, message: message.into(), field: None }
     }
 
     /// A 400 about one named input field.
     pub fn field(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
         let field = field.into();
-        ApiError {
-            code: ErrorCode::InvalidInput,
-            message: format!("{field}: {message}"),
-            field: Some(field),
-        }
+        ApiError { code: ErrorCode::InvalidInput, message: format!("{field}: {message}"), field: Some(field) }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {

@@ -70,17 +70,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
         let message = inner.to_string();
         // serde names missing/unknown fields in the message; for type errors the path names them.
-        let field = if path == "." {
-            field_from_message(&message)
-        } else {
-            Some(path)
-        };
+        let field = if path == "." { field_from_message(&message) } else { Some(path) };
         match field {
-            Some(field) => ApiError {
-                code: ErrorCode::InvalidInput,
-                message: format!("{field}: {message}"),
-                field: Some(field),
-            },
+            Some(field) => {
+                ApiError { code: ErrorCode::InvalidInput, message: format!("{field}: {message}"), field: Some(field) }
+            }
             None => ApiError::new(ErrorCode::InvalidInput, message),
         }
     })
@@ -173,13 +167,7 @@ impl ListParams {
         };
         let search = params.get("search").map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         Ok(ListParams {
-            query: ListQuery {
-                page: (page != -1).then_some(page),
-                per_page,
-                sort,
-                search,
-                filters: Vec::new(),
-            },
+            query: ListQuery { page: (page != -1).then_some(page), per_page, sort, search, filters: Vec::new() },
             page,
             watch,
         })
@@ -187,11 +175,8 @@ impl ListParams {
 
     /// Builds the list envelope's pagination block.
     pub fn pagination(&self, total: i64, returned: usize) -> crate::api::Pagination {
-        let (page, per_page) = if self.page == -1 {
-            (-1, returned.max(1) as i64)
-        } else {
-            (self.page, self.query.per_page)
-        };
+        let (page, per_page) =
+            if self.page == -1 { (-1, returned.max(1) as i64) } else { (self.page, self.query.per_page) };
         crate::api::Pagination {
             page,
             per_page,
@@ -202,22 +187,14 @@ impl ListParams {
 }
 
 fn query_error(field: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError {
-        code: ErrorCode::InvalidQuery,
-        message: format!("{field}: {message}"),
-        field: Some(field.to_string()),
-    }
+    ApiError { code: ErrorCode::InvalidQuery, message: format!("{field}: {message}"), field: Some(field.to_string()) }
 }
 
 /// Parses an optional integer query parameter.
 pub fn int_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
     params
         .get(name)
-        .map(|raw| {
-            raw.trim()
-                .parse::<i64>()
-                .map_err(|_| query_error(name, format!("must be an integer, got {raw:?}")))
-        })
+        .map(|raw| raw.trim().parse::<i64>().map_err(|_| query_error(name, format!("must be an integer, got {raw:?}"))))
         .transpose()
 }
 

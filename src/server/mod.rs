@@ -32,7 +32,10 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Ferrostack API", description = "Management (/v2), auth and probes. GPUStack-compatible paths and fields."),
+    info(
+        title = "Ferrostack API",
+        description = "Management (/v2), auth and probes. GPUStack-compatible paths and fields."
+    ),
     components(schemas(crate::api::ErrorBody, crate::api::Pagination, crate::api::EventType))
 )]
 struct ApiDoc;
@@ -41,10 +44,8 @@ struct ApiDoc;
 pub fn router(state: AppState) -> Router {
     let management = routes::management(state.clone())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_management));
-    let (app, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(routes::public())
-        .merge(management)
-        .split_for_parts();
+    let (app, mut doc) =
+        OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::public()).merge(management).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let doc = Arc::new(doc);
     app.route(
@@ -66,10 +67,7 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {
-    ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        format!("{method} is not allowed on {}", uri.path()),
-    )
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
 }
 
 /// A running server: its address and the handle that stops it.
@@ -102,11 +100,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let db = Db::open(&config.database_url()).await?;
     bootstrap::run(&db, &config).await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let state = AppState {
-        db: db.clone(),
-        config: Arc::new(config),
-        shutdown: shutdown.clone(),
-    };
+    let state = AppState { db: db.clone(), config: Arc::new(config), shutdown: shutdown.clone() };
     bootstrap::spawn_housekeeping(db.clone(), shutdown.clone());
     let app = router(state);
     let addr = listener.local_addr()?;

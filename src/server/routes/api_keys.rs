@@ -18,9 +18,7 @@ use crate::server::watch::list_or_watch;
 const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_keys, create_key))
-        .routes(routes!(get_key, update_key, delete_key))
+    OpenApiRouter::new().routes(routes!(list_keys, create_key)).routes(routes!(get_key, update_key, delete_key))
 }
 
 /// Lists the caller's API keys.
@@ -57,10 +55,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 
 fn check_scope(scope: &[Scope]) -> ApiResult<()> {
     if scope.is_empty() {
-        return Err(ApiError::field(
-            "scope",
-            "must list at least one of \"*\", \"management\", \"inference\"",
-        ));
+        return Err(ApiError::field("scope", "must list at least one of \"*\", \"management\", \"inference\""));
     }
     Ok(())
 }

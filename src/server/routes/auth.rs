@@ -22,10 +22,7 @@ use crate::server::extract::Json;
 const SESSION_SECONDS: i64 = 7 * 24 * 3600;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(login))
-        .routes(routes!(logout))
-        .routes(routes!(update_password))
+    OpenApiRouter::new().routes(routes!(login)).routes(routes!(logout)).routes(routes!(update_password))
 }
 
 /// Logs in with form fields `username` and `password`; sets an HttpOnly session cookie.
@@ -57,10 +54,7 @@ async fn login(State(state): State<AppState>, form: Result<Form<LoginForm>, Form
     state.db.create_session(&digest(&token), user.id, expires).await?;
     let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; Path=/; SameSite=Lax; Max-Age={SESSION_SECONDS}");
     let mut res = axum::Json(user).into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
-    );
+    res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
     Ok(res)
 }
 
@@ -72,10 +66,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<
     }
     let cookie = format!("{SESSION_COOKIE}=; HttpOnly; Path=/; SameSite=Lax; Max-Age=0");
     let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
-    );
+    res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
     Ok(res)
 }
 

@@ -37,14 +37,9 @@ async fn list_clusters(
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::field("name", "must be 1-63 characters of letters, digits, '-', '_'"))
-    }
+    let valid =
+        !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid { Ok(()) } else { Err(ApiError::field("name", "must be 1-63 characters of letters, digits, '-', '_'")) }
 }
 
 fn new_token() -> (String, Vec<(&'static str, Val)>) {
@@ -71,18 +66,16 @@ async fn create_cluster(
         token_hint: token[..4].to_string(),
     };
     let cluster = state.db.insert(&spec, &extra).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(ClusterWithToken {
-            cluster,
-            registration_token: token,
-        }),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(ClusterWithToken { cluster, registration_token: token })))
 }
 
 #[utoipa::path(get, path = "/v2/clusters/{id}", tag = "clusters", params(("id" = i64, Path)),
     responses((status = 200, body = Cluster), (status = 404, body = crate::api::ErrorBody)))]
-async fn get_cluster(State(state): State<AppState>, Auth(_p): Auth, Path(id): Path<i64>) -> ApiResult<axum::Json<Cluster>> {
+async fn get_cluster(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<Cluster>> {
     Ok(axum::Json(state.db.get::<ClusterSpec>(id).await?))
 }
 
@@ -143,8 +136,5 @@ async fn regenerate_token(
             Ok(extra.clone())
         })
         .await?;
-    Ok(axum::Json(ClusterWithToken {
-        cluster,
-        registration_token: token,
-    }))
+    Ok(axum::Json(ClusterWithToken { cluster, registration_token: token }))
 }

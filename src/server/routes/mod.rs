@@ -17,8 +17,5 @@ pub fn public() -> OpenApiRouter<AppState> {
 
 /// The `/v2` management API (the caller wraps it in the auth middleware).
 pub fn management(_state: AppState) -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .merge(users::routes())
-        .merge(api_keys::routes())
-        .merge(clusters::routes())
+    OpenApiRouter::new().merge(users::routes()).merge(api_keys::routes()).merge(clusters::routes())
 }

@@ -10,10 +10,7 @@ use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
-        .routes(routes!(version))
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(version))
 }
 
 /// Liveness: the process answers.

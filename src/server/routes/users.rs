@@ -15,10 +15,11 @@ use crate::server::extract::{Json, ListParams, RawQuery};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_users, create_user))
-        .routes(routes!(me))
-        .routes(routes!(get_user, update_user, delete_user))
+    OpenApiRouter::new().routes(routes!(list_users, create_user)).routes(routes!(me)).routes(routes!(
+        get_user,
+        update_user,
+        delete_user
+    ))
 }
 
 /// Lists users (administrators only). Supports `page`, `perPage`, `sort_by`, `search`, `watch`.
@@ -44,10 +45,7 @@ fn check_username(name: &str) -> ApiResult<()> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::field(
-            "username",
-            "must be 1-64 characters of letters, digits, '_', '-', '.', '@'",
-        ))
+        Err(ApiError::field("username", "must be 1-64 characters of letters, digits, '_', '-', '.', '@'"))
     }
 }
 

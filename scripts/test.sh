@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this):
+#   formatting, clippy with warnings denied, then every unit and integration test on SQLite and on
+#   PostgreSQL (a throwaway cluster from the machine's packages on a free port, removed afterwards).
+# Usage: scripts/test.sh [extra args for cargo test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "PostgreSQL test cluster"
+PG_DIR="$(mktemp -d /tmp/ferrostack-pg.XXXXXX)"
+rmdir "$PG_DIR"
+cleanup() { scripts/pg-cluster.sh stop "$PG_DIR" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+FERROSTACK_TEST_PG_URL="$(scripts/pg-cluster.sh start "$PG_DIR")"
+export FERROSTACK_TEST_PG_URL
+echo "PostgreSQL at $FERROSTACK_TEST_PG_URL"
+
+step "cargo test (SQLite and PostgreSQL)"
+# CI=true makes a missing PostgreSQL a failure instead of a skip.
+CI="${CI:-true}" cargo test --locked "$@"
+
+step "done"

@@ -1,0 +1,93 @@
+//! The repository suite: the generic store's contract, run unchanged on SQLite and PostgreSQL.
+
+use ferrostack::api::ClusterSpec;
+use ferrostack::db::{Db, DbError, ListQuery, SortKey, Val};
+
+use crate::both_dbs;
+use crate::support::{DbKind, database_url};
+
+both_dbs!(store_contract, migrations_rerun_and_refuse_newer_schema);
+
+fn cluster(name: &str) -> ClusterSpec {
+    ClusterSpec { name: name.into(), description: None, is_default: false, token_hint: String::new() }
+}
+
+async fn store_contract(kind: DbKind) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&database_url(kind, dir.path()).await).await.expect("open");
+    let token = || [("token_digest", Val::Text("d".into()))];
+    let a = db.insert(&cluster("Alpha"), &token()).await.expect("insert");
+    assert_eq!(a.version, 1);
+    let dup = db.insert(&cluster("alpha"), &token()).await;
+    assert!(matches!(dup, Err(DbError::Duplicate { .. })), "{dup:?}");
+    for name in ["beta", "gamma", "delta_x", "delta%y"] {
+        db.insert(&cluster(name), &token()).await.expect("insert");
+    }
+
+    let page = |page, desc| ListQuery {
+        page: Some(page),
+        per_page: 2,
+        sort: vec![(SortKey::Name, desc)],
+        ..Default::default()
+    };
+    for (q, want) in
+        [(page(1, false), vec!["Alpha", "beta"]), (page(3, false), vec!["gamma"]), (page(1, true), vec!["gamma"])]
+    {
+        let (items, total) = db.list::<ClusterSpec>(&q).await.expect("list");
+        assert_eq!(total, 5);
+        let names: Vec<_> = items.iter().map(|c| c.spec.name.as_str()).collect();
+        assert_eq!(names[..want.len()], want[..], "{q:?}");
+    }
+    // Wildcards in a search are literal.
+    let q = ListQuery { search: Some("a%".into()), ..Default::default() };
+    let (items, _) = db.list::<ClusterSpec>(&q).await.expect("search");
+    assert_eq!(items.iter().map(|c| c.spec.name.as_str()).collect::<Vec<_>>(), ["delta%y"]);
+
+    let updated = db.update(a.id, 1, &cluster("alpha2"), &[]).await.expect("update");
+    assert_eq!(updated.version, 2);
+    let stale = db.update(a.id, 1, &cluster("alpha3"), &[]).await;
+    assert!(matches!(stale, Err(DbError::VersionConflict { expected: 1, actual: 2, .. })), "{stale:?}");
+    assert_eq!(db.get::<ClusterSpec>(a.id).await.expect("get").spec.name, "alpha2");
+
+    let deleted = db.delete::<ClusterSpec>(a.id).await.expect("delete");
+    assert_eq!(deleted.spec.name, "alpha2");
+    assert!(matches!(db.get::<ClusterSpec>(a.id).await, Err(DbError::NotFound { .. })));
+    assert!(matches!(db.delete::<ClusterSpec>(a.id).await, Err(DbError::NotFound { .. })));
+
+    // The change log saw every write, in order.
+    let changes = db.changes_since("clusters", 0, 100).await.expect("changes");
+    let kinds: Vec<_> = changes.iter().map(|c| c.event.as_str()).collect();
+    assert_eq!(kinds, ["CREATED", "CREATED", "CREATED", "CREATED", "CREATED", "UPDATED", "DELETED"]);
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    db.close().await;
+}
+
+async fn migrations_rerun_and_refuse_newer_schema(kind: DbKind) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = database_url(kind, dir.path()).await;
+    let db = Db::open(&url).await.expect("first open");
+    let supported = db.supported_schema_version();
+    db.close().await;
+    let db = Db::open(&url).await.expect("re-open applies nothing new");
+    assert_eq!(db.schema_version().await.expect("version"), supported);
+    // Pretend a newer binary migrated this database.
+    let checksum = match kind {
+        DbKind::Sqlite => "X'00'",
+        DbKind::Postgres => "decode('00', 'hex')",
+    };
+    sqlx::query(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+         VALUES (99999, 'from the future', CURRENT_TIMESTAMP, TRUE, {checksum}, 0)"
+    ))
+    .execute(&sqlx::AnyPool::connect(&url).await.expect("pool"))
+    .await
+    .expect("insert future migration");
+    db.close().await;
+    match Db::open(&url).await {
+        Err(e @ DbError::SchemaTooNew { found: 99999, .. }) => {
+            assert!(e.to_string().contains("newer than this binary"), "{e}")
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("opened a database from the future"),
+    }
+}
