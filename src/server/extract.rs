@@ -251,7 +251,7 @@ mod tests {
             (r#"{"name":"a"}"#, Some("replicas"), ErrorCode::InvalidInput),
             (r#"{"name":"a","replicas":1,"extra":2}"#, Some("extra"), ErrorCode::InvalidInput),
             (r#"{"name":"a","#, None, ErrorCode::MalformedJson),
-            (r#"[1,2]"#, None, ErrorCode::InvalidInput),
+            (r#"[1,2]"#, Some("[0]"), ErrorCode::InvalidInput),
         ];
         for (input, field, code) in cases {
             let err = parse_json::<Body>(input.as_bytes()).expect_err(input);
