@@ -75,6 +75,26 @@ impl Client {
         }
     }
 
+    /// GETs a non-JSON body (e.g. `text/yaml`) as text; errors still arrive as the JSON envelope.
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let connect = |e: reqwest::Error| ClientError::Connect { url: url.clone(), message: e.to_string() };
+        let res = self.request(Method::GET, path).send().await.map_err(connect)?;
+        let status = res.status();
+        let text = res.text().await.map_err(connect)?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => Err(ClientError::Api(body)),
+            Err(_) => Err(ClientError::Unexpected {
+                url: url.clone(),
+                status: status.as_u16(),
+                message: text.chars().take(500).collect(),
+            }),
+        }
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.send(self.request(Method::GET, path), path).await
     }
@@ -95,5 +115,78 @@ impl Client {
 
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         self.send::<serde_json::Value>(self.request(Method::DELETE, path), path).await.map(|_| ())
+    }
+
+    /// Opens a streaming GET (a watch or a followed log), resuming after `last_event_id`.
+    pub async fn stream(&self, path: &str, last_event_id: Option<i64>) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.request(Method::GET, path);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let res = req.send().await.map_err(|e| ClientError::Connect { url: url.clone(), message: e.to_string() })?;
+        if res.status().is_success() {
+            return Ok(res);
+        }
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.unwrap_or_default();
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => ClientError::Api(body),
+            Err(_) => ClientError::Unexpected { url, status, message: String::from_utf8_lossy(&bytes).into_owned() },
+        })
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<i64>,
+    pub data: String,
+}
+
+/// Incremental Server-Sent Events parser: feed bytes, get complete events.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: String,
+}
+
+impl SseParser {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buf.push_str(&String::from_utf8_lossy(bytes));
+        let mut events = Vec::new();
+        while let Some(pos) = self.buf.find("\n\n") {
+            let block: String = self.buf.drain(..pos + 2).collect();
+            let mut event = SseEvent { id: None, data: String::new() };
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    event.id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !event.data.is_empty() {
+                        event.data.push('\n');
+                    }
+                    event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if !event.data.is_empty() {
+                events.push(event);
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_are_parsed_across_chunk_boundaries() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"id: 4\ndata: {\"a\"").is_empty());
+        let events = p.push(b":1}\n\n: keep-alive\n\nid: 5\ndata: x\n\n");
+        assert_eq!(
+            events,
+            vec![SseEvent { id: Some(4), data: "{\"a\":1}".into() }, SseEvent { id: Some(5), data: "x".into() }]
+        );
     }
 }

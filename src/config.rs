@@ -13,7 +13,10 @@ pub const ENV_PORT: &str = "FERROSTACK_PORT";
 pub const ENV_DATABASE_URL: &str = "FERROSTACK_DATABASE_URL";
 pub const ENV_BOOTSTRAP_PASSWORD: &str = "FERROSTACK_BOOTSTRAP_PASSWORD";
 
+pub const ENV_WORKER_GRACE: &str = "FERROSTACK_WORKER_GRACE";
+
 pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_WORKER_GRACE_SECS: u64 = 30;
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 
 /// Server flags; every one can also come from the environment or the config file.
@@ -37,6 +40,9 @@ pub struct ServerArgs {
     /// Password for the "admin" user created on first start [default: random, written to the data dir].
     #[arg(long, env = ENV_BOOTSTRAP_PASSWORD, hide_env_values = true)]
     pub bootstrap_password: Option<String>,
+    /// Seconds without a heartbeat before a worker is not_ready and its instances unreachable [default: 30].
+    #[arg(long, env = ENV_WORKER_GRACE)]
+    pub worker_grace: Option<u64>,
 }
 
 /// The config file's shape; unknown keys are refused.
@@ -48,6 +54,7 @@ pub struct FileConfig {
     pub port: Option<u16>,
     pub database_url: Option<String>,
     pub bootstrap_password: Option<String>,
+    pub worker_grace: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -58,6 +65,8 @@ pub struct Config {
     pub port: u16,
     pub database_url: Option<String>,
     pub bootstrap_password: Option<String>,
+    /// How long a worker may go without a heartbeat before it is not_ready.
+    pub worker_grace: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +113,9 @@ impl Config {
             port: args.port.or(file.port).unwrap_or(DEFAULT_PORT),
             database_url,
             bootstrap_password: args.bootstrap_password.clone().or(file.bootstrap_password),
+            worker_grace: std::time::Duration::from_secs(
+                args.worker_grace.or(file.worker_grace).unwrap_or(DEFAULT_WORKER_GRACE_SECS).max(1),
+            ),
         })
     }
 

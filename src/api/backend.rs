@@ -141,6 +141,23 @@ impl InferenceBackendSpec {
     }
 }
 
+/// A stored inference backend: metadata plus [`InferenceBackendSpec`]'s fields.
+pub type InferenceBackend = crate::api::Record<InferenceBackendSpec>;
+
+/// Body of `POST /v2/inference-backends/from-yaml` and `PUT /v2/inference-backends/{id}/from-yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackendYaml {
+    /// The backend definition in GPUStack's YAML format.
+    pub content: String,
+}
+
+/// Answer of `GET /v2/inference-backends/list`: the enabled backends in compact form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackendList {
+    pub items: Vec<BackendListItem>,
+}
+
 /// One version in a [`BackendListItem`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VersionListItem {

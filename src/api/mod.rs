@@ -6,8 +6,12 @@
 
 pub mod auth;
 pub mod backend;
+pub mod gpu;
+pub mod worker;
 
 pub use auth::*;
+pub use gpu::*;
+pub use worker::*;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

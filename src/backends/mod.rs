@@ -1,6 +1,7 @@
 //! Inference backends, the pure part: catalog, YAML, validation rules, command rendering and
 //! backend-parameter parsing. No IO, no async: the server, worker and CLI call into this.
 
+pub mod admission;
 pub mod catalog;
 #[cfg(test)]
 mod fixtures;

@@ -74,7 +74,30 @@ pub enum ValidationError {
     },
     #[error("default_backend_param: {0}")]
     InvalidParameter(#[source] ParamError),
+    #[error(
+        "{field}: set by the server (custom for backends created through the API; built_in or community for the catalog's) and cannot be changed"
+    )]
+    ServerOwned { field: &'static str },
+    #[error(
+        "{field}: maintained by the built-in catalog and cannot be changed on a built-in backend (editable: {})",
+        BUILT_IN_EDITABLE.join(", ")
+    )]
+    ReadOnlyOnBuiltIn { field: &'static str },
+    #[error(
+        "version_configs.{version}: catalog versions of a built-in backend cannot be edited; add a version ending in \"-custom\" instead"
+    )]
+    CatalogVersionEdited { version: String },
 }
+
+/// What an operator may change on a built-in backend; everything else comes from the catalog.
+pub const BUILT_IN_EDITABLE: &[&str] = &[
+    "enabled",
+    "description",
+    "default_backend_param",
+    "default_env",
+    "common_parameters",
+    "versions ending in \"-custom\"",
+];
 
 impl ValidationError {
     /// The offending field, as a path into the definition (`version_configs.v1.image_name`).
@@ -102,6 +125,8 @@ impl ValidationError {
             UnknownDefaultVersion { .. } => "default_version".to_owned(),
             InvalidEnvName { field, .. } | InvalidCommand { field, .. } => field.clone(),
             InvalidParameter(_) => "default_backend_param".to_owned(),
+            ServerOwned { field } | ReadOnlyOnBuiltIn { field } => (*field).to_owned(),
+            CatalogVersionEdited { version } => format!("version_configs.{version}"),
         }
     }
 }

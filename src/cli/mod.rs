@@ -1,6 +1,7 @@
 //! Command line: server roles (`start`, `server`) and client subcommands that talk to a running
 //! server with an API key.
 
+mod backend;
 mod output;
 mod serve;
 
@@ -36,9 +37,24 @@ pub struct ClientArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// All-in-one for one machine: the server with SQLite in the data dir (the embedded worker joins with worker support).
-    Start(ServerArgs),
+    Start(serve::StartArgs),
     /// The server alone: API, UI, gateway, scheduler. Use --database-url for PostgreSQL.
     Server(ServerArgs),
+    /// The agent for a GPU machine: joins a server's cluster and runs the instances placed on it.
+    Worker(serve::WorkerArgs),
+    /// Print (or follow) a model instance's log.
+    Logs {
+        /// Instance id.
+        id: i64,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<u64>,
+        /// Keep printing as the log grows.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Manage users (administrators).
     #[command(subcommand)]
     Users(UsersCmd),
@@ -48,6 +64,9 @@ pub enum Command {
     /// Show clusters.
     #[command(subcommand)]
     Clusters(ClustersCmd),
+    /// Manage inference backends (built-in, community, custom; GPUStack YAML).
+    #[command(subcommand)]
+    Backend(backend::BackendCmd),
     /// Print the server's version (and this binary's).
     Version(ClientArgs),
 }
@@ -97,7 +116,11 @@ fn client(args: &ClientArgs) -> Client {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Start(args) | Command::Server(args) => serve::run(args).await,
+        Command::Start(args) => serve::run(args.server, (!args.no_worker).then_some(args.worker)).await,
+        Command::Server(args) => serve::run(args, None).await,
+        Command::Worker(args) => serve::run_worker(args).await,
+        Command::Logs { id, tail, follow, client: args } => serve::logs(&client(&args), id, tail, follow).await,
+        Command::Backend(cmd) => backend::run(cmd).await,
         Command::Version(args) => {
             let v: VersionInfo = client(&args).get("/version").await?;
             println!("server {} ({}), client {}", v.version, v.git_commit, env!("CARGO_PKG_VERSION"));

@@ -1,10 +1,78 @@
-//! `ferrostack start` / `ferrostack server`: resolve config, bind, serve until SIGINT/SIGTERM.
+//! `ferrostack start` / `server` / `worker`: resolve config, bind, serve until SIGINT/SIGTERM;
+//! and `ferrostack logs`.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
+use futures_util::StreamExt;
 
+use crate::client::Client;
 use crate::config::{Config, ServerArgs};
+use crate::server::bootstrap::CLUSTER_TOKEN_FILE;
+use crate::worker::{ENV_TOKEN, WorkerConfig, WorkerOptions};
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+/// `ferrostack start`: the server plus an embedded worker.
+#[derive(clap::Args, Debug)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub worker: WorkerOptions,
+    /// Run without the embedded worker.
+    #[arg(long)]
+    pub no_worker: bool,
+}
+
+/// `ferrostack worker`.
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// The server to join, e.g. http://10.0.0.1:8080.
+    #[arg(long, env = crate::cli::ENV_SERVER_URL)]
+    pub server_url: String,
+    /// The cluster's registration token (needed to join the first time).
+    #[arg(long, env = ENV_TOKEN, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where the worker keeps its credential, instance logs and pid files [default: ~/.local/share/ferrostack-worker].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: WorkerOptions,
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let data_dir = args
+        .data_dir
+        .or_else(|| home().map(|h| h.join(".local/share/ferrostack-worker")))
+        .context("no --data-dir and no home directory")?;
+    let cfg = WorkerConfig::new(args.server_url, args.token, data_dir, &args.options);
+    let worker = crate::worker::agent::start(cfg).await?;
+    shutdown_signal().await;
+    tracing::info!("worker shutting down");
+    worker.shutdown().await;
+    Ok(())
+}
+
+pub async fn logs(client: &Client, id: i64, tail: Option<u64>, follow: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut path = format!("/v2/model-instances/{id}/logs?follow={follow}");
+    if let Some(t) = tail {
+        path.push_str(&format!("&tail={t}"));
+    }
+    let res = client.stream(&path, None).await?;
+    let mut body = res.bytes_stream();
+    let mut out = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        out.write_all(&chunk?)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+pub async fn run(args: ServerArgs, worker: Option<WorkerOptions>) -> anyhow::Result<()> {
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
     let config = Config::load(&args, home.as_deref())?;
     let bind = format!("{}:{}", config.host, config.port);
@@ -14,8 +82,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let running = crate::server::start(config, listener).await?;
     tracing::info!(addr = %running.addr, data_dir = %data_dir.display(), "ferrostack is serving");
+    let embedded = match worker {
+        Some(opts) => {
+            let token = std::fs::read_to_string(data_dir.join(CLUSTER_TOKEN_FILE)).ok().map(|t| t.trim().to_string());
+            let url = format!("http://127.0.0.1:{}", running.addr.port());
+            let cfg = WorkerConfig::new(url, token, data_dir.join("worker"), &opts);
+            Some(crate::worker::agent::start(cfg).await.context("starting the embedded worker")?)
+        }
+        None => None,
+    };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(w) = embedded {
+        w.shutdown().await;
+    }
     running.shutdown().await?;
     tracing::info!("stopped");
     Ok(())

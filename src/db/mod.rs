@@ -3,10 +3,13 @@
 //! watch streams. SQL here is dialect-neutral (`$n` placeholders work on both engines).
 
 mod auth;
+mod backends;
 mod store;
+mod workers;
 
 pub use auth::*;
 pub use store::*;
+pub use workers::*;
 
 use std::str::FromStr;
 use std::sync::Arc;

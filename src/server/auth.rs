@@ -46,6 +46,39 @@ impl Principal {
     }
 }
 
+/// A worker, authenticated by its own credential (`fsw_<id>_<secret>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerIdentity {
+    pub worker_id: i64,
+}
+
+/// Whoever called a `/v2` route: a user (session or API key), a worker, or a machine presenting a
+/// cluster registration token (which may only register a worker).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    User(Box<Principal>),
+    Worker(WorkerIdentity),
+    Registrant { cluster_id: i64 },
+}
+
+impl Caller {
+    /// The user behind the call, or 403 for workers and registrants.
+    pub fn user(&self) -> ApiResult<&Principal> {
+        match self {
+            Caller::User(p) => Ok(p),
+            _ => Err(ApiError::forbidden("this operation needs a user (session or API key)")),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| ApiError::unauthorized("authentication required"))
+    }
+}
+
 /// Extracts the principal put in place by [`require_management`].
 pub struct Auth(pub Principal);
 
@@ -53,23 +86,64 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .map(Auth)
-            .ok_or_else(|| ApiError::unauthorized("authentication required"))
+        match parts.extensions.get::<Caller>() {
+            Some(Caller::User(p)) => Ok(Auth(p.as_ref().clone())),
+            Some(_) => Err(ApiError::forbidden("this operation needs a user (session or API key)")),
+            None => Err(ApiError::unauthorized("authentication required")),
+        }
     }
 }
 
-/// Middleware for `/v2`: a valid session or an API key with the `management` scope.
+/// Middleware for `/v2`: a valid session, an API key with the `management` scope, a worker
+/// credential, or a cluster registration token (each route decides what it accepts).
 pub async fn require_management(State(state): State<AppState>, mut req: Request, next: Next) -> ApiResult<Response> {
-    let principal = authenticate(&state, req.headers()).await?;
-    if !principal.has_scope(Scope::Management) {
-        return Err(ApiError::forbidden("this API key lacks the \"management\" scope"));
-    }
-    req.extensions_mut().insert(principal);
+    let caller = match presented_api_key(req.headers()) {
+        Some(token) if token.starts_with(WORKER_CREDENTIAL_PREFIX) => {
+            Caller::Worker(authenticate_worker(&state, token).await?)
+        }
+        Some(token) if split_api_key(token).is_none() => {
+            match state.db.cluster_by_token_digest(&digest(token)).await? {
+                Some(cluster) => Caller::Registrant { cluster_id: cluster.id },
+                None => return Err(ApiError::unauthorized("invalid API key or token")),
+            }
+        }
+        _ => {
+            let principal = authenticate(&state, req.headers()).await?;
+            if !principal.has_scope(Scope::Management) {
+                return Err(ApiError::forbidden("this API key lacks the \"management\" scope"));
+            }
+            Caller::User(Box::new(principal))
+        }
+    };
+    req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
+}
+
+/// Prefix of worker credentials.
+pub const WORKER_CREDENTIAL_PREFIX: &str = "fsw_";
+
+/// A new worker credential: (secret, full value).
+pub fn new_worker_credential(worker_id: i64) -> (String, String) {
+    let secret = random_token(40);
+    let value = format!("{WORKER_CREDENTIAL_PREFIX}{worker_id}_{secret}");
+    (secret, value)
+}
+
+async fn authenticate_worker(state: &AppState, token: &str) -> ApiResult<WorkerIdentity> {
+    let invalid = || ApiError::unauthorized("invalid worker credential; re-register the worker");
+    let rest = token.strip_prefix(WORKER_CREDENTIAL_PREFIX).ok_or_else(invalid)?;
+    let (id, secret) = rest.split_once('_').ok_or_else(invalid)?;
+    let worker_id: i64 = id.parse().map_err(|_| invalid())?;
+    let stored = state.db.worker_token_digest(worker_id).await?.ok_or_else(invalid)?;
+    if !bool::from(digest(secret).as_bytes().ct_eq(stored.as_bytes())) {
+        return Err(invalid());
+    }
+    Ok(WorkerIdentity { worker_id })
+}
+
+/// The token the server presents to worker `worker_id` (derived, never stored).
+pub fn server_token(server_secret: &str, worker_id: i64) -> String {
+    digest(&format!("{server_secret}:worker:{worker_id}"))
 }
 
 /// Resolves the caller from `Authorization: Bearer`, `X-API-Key` or the session cookie.

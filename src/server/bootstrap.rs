@@ -1,11 +1,14 @@
-//! First-start setup (admin user, default cluster) and periodic housekeeping.
+//! First-start setup (admin user, default cluster, built-in and community inference backends) and
+//! periodic housekeeping.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::auth::{digest, hash_password, random_token};
 use crate::api::{ClusterSpec, UserSpec};
+use crate::backends::{Catalog, CatalogError, admission};
 use crate::config::Config;
 use crate::db::{Db, Val};
 
@@ -45,6 +48,7 @@ pub async fn run(db: &Db, config: &Config) -> anyhow::Result<()> {
             tracing::info!("created user \"admin\" with the bootstrap password");
         }
     }
+    seed_backends(db).await?;
     if db.count::<ClusterSpec>().await? == 0 {
         let token = random_token(32);
         let cluster = ClusterSpec {
@@ -55,6 +59,27 @@ pub async fn run(db: &Db, config: &Config) -> anyhow::Result<()> {
         };
         db.insert(&cluster, &[("token_digest", Val::Text(digest(&token)))]).await?;
         write_secret(&config.data_dir.join(CLUSTER_TOKEN_FILE), &token)?;
+    }
+    Ok(())
+}
+
+/// The embedded backend catalog, parsed once. It is validated by the unit tests, so an error here
+/// is a build defect; the server refuses to start on it and handlers answer 500.
+pub fn catalog() -> Result<&'static Catalog, &'static CatalogError> {
+    static CATALOG: LazyLock<Result<Catalog, CatalogError>> = LazyLock::new(Catalog::load);
+    CATALOG.as_ref()
+}
+
+/// Inserts the built-in backends (enabled) and the community catalog (disabled until an operator
+/// enables it) that are not stored yet. Idempotent; a stored row, edited or not, is never touched.
+async fn seed_backends(db: &Db) -> anyhow::Result<()> {
+    let catalog = catalog().map_err(|e| anyhow::anyhow!("embedded backend catalog: {e}"))?;
+    for spec in catalog.built_in().iter().chain(catalog.community()) {
+        let stored = admission::seed_form(catalog, spec)
+            .map_err(|e| anyhow::anyhow!("embedded backend {:?}: {e}", spec.backend_name))?;
+        if db.insert_backend_if_missing(&stored).await? {
+            tracing::info!(backend = %stored.backend_name, enabled = stored.enabled, "added inference backend");
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::ErrorBody;
+use crate::backends::{ValidationError, YamlError};
 use crate::db::DbError;
 
 macro_rules! error_codes {
@@ -33,6 +34,7 @@ macro_rules! error_codes {
 error_codes! {
     InvalidInput => (StatusCode::BAD_REQUEST, "InvalidInput"),
     MalformedJson => (StatusCode::BAD_REQUEST, "MalformedJson"),
+    MalformedYaml => (StatusCode::BAD_REQUEST, "MalformedYaml"),
     InvalidQuery => (StatusCode::BAD_REQUEST, "InvalidQuery"),
     RuleViolation => (StatusCode::BAD_REQUEST, "RuleViolation"),
     Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
@@ -127,6 +129,48 @@ impl From<DbError> for ApiError {
             DbError::SchemaTooNew { .. } | DbError::UnsupportedUrl(_) => ApiError::internal(&e),
             DbError::Corrupt { .. } | DbError::Sqlx(_) | DbError::Migrate(_) => ApiError::internal(&e),
         }
+    }
+}
+
+/// A broken backend rule: 400 naming the field (409 for a name already taken). The message is the
+/// rule's own, which starts with the field.
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        use ValidationError::*;
+        let code = match &e {
+            DuplicateName { .. } => ErrorCode::AlreadyExists,
+            MissingCustomSuffix { .. }
+            | MissingVersionSuffix { .. }
+            | ShadowsBuiltIn { .. }
+            | NameChanged { .. }
+            | NotDeletable { .. }
+            | SourceMismatch
+            | CatalogVersionOnCustom { .. }
+            | CatalogVersionEdited { .. }
+            | ServerOwned { .. }
+            | ReadOnlyOnBuiltIn { .. } => ErrorCode::RuleViolation,
+            _ => ErrorCode::InvalidInput,
+        };
+        ApiError { code, message: e.to_string(), field: Some(e.field()) }
+    }
+}
+
+/// A backend YAML document that cannot be read: 400 naming the key path (or `content`, the request
+/// field holding the document, for syntax errors) with the line and column.
+impl From<YamlError> for ApiError {
+    fn from(e: YamlError) -> Self {
+        let (code, field) = match &e {
+            YamlError::UnknownKey { field, key, .. } => {
+                let path = if field == "." { key.clone() } else { format!("{field}.{key}") };
+                (ErrorCode::InvalidInput, path)
+            }
+            YamlError::InvalidValue { field, .. } => (ErrorCode::InvalidInput, field.clone()),
+            YamlError::Empty | YamlError::Syntax { .. } | YamlError::Other { .. } => {
+                (ErrorCode::MalformedYaml, "content".to_owned())
+            }
+            YamlError::Export { .. } => return ApiError::internal(&e),
+        };
+        ApiError { code, message: e.to_string(), field: Some(field) }
     }
 }
 

@@ -1,9 +1,10 @@
 //! The server: router assembly, shared state, first-start bootstrap and the serve loop.
 
 pub mod auth;
-mod bootstrap;
+pub mod bootstrap;
 pub mod error;
 pub mod extract;
+pub mod monitor;
 mod routes;
 pub mod watch;
 
@@ -28,6 +29,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Flips to `true` when the server shuts down; long-lived streams end on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Worker heartbeats, in memory.
+    pub leases: monitor::Leases,
+    /// Secret from which the tokens the server presents to workers are derived.
+    pub server_secret: Arc<String>,
 }
 
 #[derive(OpenApi)]
@@ -100,7 +105,17 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let db = Db::open(&config.database_url()).await?;
     bootstrap::run(&db, &config).await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let state = AppState { db: db.clone(), config: Arc::new(config), shutdown: shutdown.clone() };
+    let server_secret = db.setting_or_insert("server_secret", &auth::random_token(48)).await?;
+    let leases = monitor::Leases::default();
+    monitor::WorkerMonitor { db: db.clone(), leases: leases.clone(), grace: config.worker_grace }
+        .spawn(shutdown.clone());
+    let state = AppState {
+        db: db.clone(),
+        config: Arc::new(config),
+        shutdown: shutdown.clone(),
+        leases,
+        server_secret: Arc::new(server_secret),
+    };
     bootstrap::spawn_housekeeping(db.clone(), shutdown.clone());
     let app = router(state);
     let addr = listener.local_addr()?;

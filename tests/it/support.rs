@@ -92,6 +92,7 @@ impl TestServer {
             port: 0,
             database_url: Some(database_url.clone()),
             bootstrap_password: Some(ADMIN_PASSWORD.into()),
+            worker_grace: std::time::Duration::from_secs(3),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let running = ferrostack::server::start(config, listener).await.expect("server starts");

@@ -12,7 +12,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("db", &["api"]),
     ("server", &["api", "backends", "config", "db"]),
     ("client", &["api"]),
-    ("cli", &["api", "backends", "config", "client", "server"]),
+    ("worker", &["api", "backends", "client"]),
+    ("cli", &["api", "backends", "config", "client", "server", "worker"]),
 ];
 
 const MAX_LINES: usize = 800;

@@ -3,8 +3,11 @@
 mod api_keys;
 mod auth;
 mod clusters;
+mod inference_backends;
+mod model_instances;
 mod probes;
 mod users;
+mod workers;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -17,5 +20,11 @@ pub fn public() -> OpenApiRouter<AppState> {
 
 /// The `/v2` management API (the caller wraps it in the auth middleware).
 pub fn management(_state: AppState) -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(users::routes()).merge(api_keys::routes()).merge(clusters::routes())
+    OpenApiRouter::new()
+        .merge(users::routes())
+        .merge(api_keys::routes())
+        .merge(clusters::routes())
+        .merge(inference_backends::routes())
+        .merge(workers::routes())
+        .merge(model_instances::routes())
 }

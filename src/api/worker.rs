@@ -1,0 +1,307 @@
+//! Wire types for workers and model instances (GPUStack's field names).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Record;
+use super::gpu::GpuDevice;
+
+/// Worker states, as GPUStack names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    #[default]
+    NotReady,
+    Ready,
+    Unreachable,
+    Maintenance,
+}
+
+/// How a worker runs instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    /// The rendered command runs on the host.
+    #[default]
+    Process,
+    /// A container through the Docker Engine API (Docker or Podman).
+    Container,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CpuStatus {
+    pub total: u32,
+    pub utilization_rate: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MemoryStatus {
+    pub total: u64,
+    pub used: u64,
+    pub utilization_rate: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FilesystemStatus {
+    pub mount_point: String,
+    pub total: u64,
+    pub used: u64,
+    pub available: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OsStatus {
+    pub name: String,
+    pub version: String,
+    pub kernel: String,
+    pub arch: String,
+}
+
+/// What a worker reports about its machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerStatus {
+    pub cpu: CpuStatus,
+    pub memory: MemoryStatus,
+    #[serde(default)]
+    pub filesystem: Vec<FilesystemStatus>,
+    pub os: OsStatus,
+    #[serde(default)]
+    pub gpu_devices: Vec<GpuDevice>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Maintenance {
+    pub enabled: bool,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A worker as stored and shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerSpec {
+    pub name: String,
+    pub cluster_id: i64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub maintenance: Maintenance,
+    pub hostname: String,
+    pub ip: String,
+    /// The worker's own API port (logs), 0 when it serves none.
+    pub port: u16,
+    pub runtime: RuntimeKind,
+    pub state: WorkerState,
+    #[serde(default)]
+    pub state_message: Option<String>,
+    #[serde(default)]
+    pub heartbeat_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub status: WorkerStatus,
+    pub worker_version: String,
+}
+
+pub type Worker = Record<WorkerSpec>;
+
+/// `POST /v2/workers`: a worker joins with its cluster's registration token (as Bearer).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerRegister {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub hostname: String,
+    pub ip: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+    #[serde(default)]
+    pub status: WorkerStatus,
+    pub worker_version: String,
+}
+
+/// The answer to registering: the worker's own credential, shown once, and the token the server
+/// presents when it calls the worker.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerRegistered {
+    #[serde(flatten)]
+    pub worker: Worker,
+    pub credential: String,
+    pub server_token: String,
+}
+
+/// `PUT /v2/workers/{id}` by an administrator.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerUpdate {
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub maintenance: Option<Maintenance>,
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// `PUT /v2/workers/{id}/status` by the worker itself.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerStatusReport {
+    pub status: WorkerStatus,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// A GPU as `/v2/gpu-devices` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GpuDeviceView {
+    /// `<worker_name>:<type>:<index>`
+    pub id: String,
+    pub worker_id: i64,
+    pub worker_name: String,
+    #[serde(flatten)]
+    pub device: GpuDevice,
+}
+
+/// Model instance states, as GPUStack names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    #[default]
+    Pending,
+    Analyzing,
+    Scheduled,
+    Initializing,
+    Downloading,
+    Starting,
+    Running,
+    Error,
+    Unreachable,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Analyzing => "analyzing",
+            InstanceState::Scheduled => "scheduled",
+            InstanceState::Initializing => "initializing",
+            InstanceState::Downloading => "downloading",
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::Error => "error",
+            InstanceState::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// A model instance: one running copy of a model on one worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelInstanceSpec {
+    pub name: String,
+    #[serde(default)]
+    pub model_id: Option<i64>,
+    pub model_name: String,
+    /// What to load: a local file or directory on the worker.
+    pub model_path: String,
+    pub backend: String,
+    #[serde(default)]
+    pub backend_version: Option<String>,
+    #[serde(default)]
+    pub backend_parameters: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Overrides the backend's run command (the "Custom" backend).
+    #[serde(default)]
+    pub run_command: Option<String>,
+    #[serde(default)]
+    pub image_name: Option<String>,
+    #[serde(default)]
+    pub restart_on_error: bool,
+    #[serde(default)]
+    pub worker_id: Option<i64>,
+    #[serde(default)]
+    pub worker_name: Option<String>,
+    #[serde(default)]
+    pub worker_ip: Option<String>,
+    #[serde(default)]
+    pub gpu_indexes: Vec<u32>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// The launch command as run (program and arguments), for the UI.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub download_progress: Option<f64>,
+    pub state: InstanceState,
+    #[serde(default)]
+    pub state_message: Option<String>,
+    #[serde(default)]
+    pub restart_count: u32,
+    #[serde(default)]
+    pub last_restart_time: Option<DateTime<Utc>>,
+    /// When the next restart after an error is due (kept here so a worker restart honours it).
+    #[serde(default)]
+    pub next_restart_time: Option<DateTime<Utc>>,
+}
+
+pub type ModelInstance = Record<ModelInstanceSpec>;
+
+/// `POST /v2/model-instances`: place an instance by hand on a worker.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInstanceCreate {
+    pub name: String,
+    pub model_name: String,
+    pub model_path: String,
+    pub backend: String,
+    #[serde(default)]
+    pub backend_version: Option<String>,
+    #[serde(default)]
+    pub backend_parameters: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub run_command: Option<String>,
+    #[serde(default)]
+    pub image_name: Option<String>,
+    #[serde(default)]
+    pub restart_on_error: bool,
+    pub worker_id: i64,
+    #[serde(default)]
+    pub gpu_indexes: Vec<u32>,
+}
+
+/// `PUT /v2/model-instances/{id}/status`: what a worker reports about its own instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceStatusReport {
+    pub state: InstanceState,
+    #[serde(default)]
+    pub state_message: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub container_id: Option<String>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub download_progress: Option<f64>,
+    pub restart_count: u32,
+    #[serde(default)]
+    pub last_restart_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub next_restart_time: Option<DateTime<Utc>>,
+    /// The instance version the worker last saw: a stale report is refused with 409.
+    pub version: i64,
+}

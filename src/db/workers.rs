@@ -1,0 +1,72 @@
+//! Repositories for workers, model instances and server settings.
+
+use sqlx::Row;
+
+use super::{Db, DbResult, ListQuery, Resource, Val};
+use crate::api::{ModelInstanceSpec, Record, WorkerSpec};
+
+impl Resource for WorkerSpec {
+    const TABLE: &'static str = "workers";
+    const NOUN: &'static str = "worker";
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Resource for ModelInstanceSpec {
+    const TABLE: &'static str = "model_instances";
+    const NOUN: &'static str = "model instance";
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The extra columns a model instance is filtered by; written on every insert and update.
+pub fn instance_columns(spec: &ModelInstanceSpec) -> Vec<(&'static str, Val)> {
+    vec![
+        ("model_id", Val::OptInt(spec.model_id)),
+        ("worker_id", Val::OptInt(spec.worker_id)),
+        ("state", Val::Text(spec.state.as_str().to_string())),
+    ]
+}
+
+impl Db {
+    /// A worker's credential digest.
+    pub async fn worker_token_digest(&self, worker_id: i64) -> DbResult<Option<String>> {
+        let row = sqlx::query("SELECT token_digest FROM workers WHERE id = $1")
+            .bind(worker_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Every instance placed on a worker.
+    pub async fn instances_on_worker(&self, worker_id: i64) -> DbResult<Vec<Record<ModelInstanceSpec>>> {
+        let q = ListQuery { filters: vec![("worker_id", Val::Int(worker_id))], ..Default::default() };
+        Ok(self.list::<ModelInstanceSpec>(&q).await?.0)
+    }
+
+    /// Every row of a resource (for small tables and controllers).
+    pub async fn all<T: Resource>(&self) -> DbResult<Vec<Record<T>>> {
+        Ok(self.list::<T>(&ListQuery::default()).await?.0)
+    }
+
+    /// A server-wide setting.
+    pub async fn setting(&self, key: &str) -> DbResult<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Stores a setting unless one exists; returns the value that is stored afterwards.
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> DbResult<String> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key.to_string())
+            .bind(value.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(self.setting(key).await?.unwrap_or_else(|| value.to_string()))
+    }
+}

@@ -1,0 +1,114 @@
+//! Worker liveness: heartbeats renew an in-memory lease (no database write per beat); a steppable
+//! monitor turns workers whose lease ran out `not_ready` and their instances `unreachable`, and
+//! turns them `ready` again on the next beat.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::api::{InstanceState, ModelInstanceSpec, WorkerSpec, WorkerState};
+use crate::db::{Db, DbError, instance_columns};
+
+/// Last heartbeat per worker id.
+#[derive(Debug, Default, Clone)]
+pub struct Leases(Arc<Mutex<HashMap<i64, Instant>>>);
+
+impl Leases {
+    pub fn renew(&self, worker_id: i64, now: Instant) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(worker_id, now);
+        }
+    }
+
+    /// The last beat, recording `now` for a worker never seen (a restarted server gives each
+    /// known worker a full grace period).
+    fn last_seen(&self, worker_id: i64, now: Instant) -> Instant {
+        match self.0.lock() {
+            Ok(mut map) => *map.entry(worker_id).or_insert(now),
+            Err(_) => now,
+        }
+    }
+
+    pub fn forget(&self, worker_id: i64) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&worker_id);
+        }
+    }
+}
+
+/// Instance states that mean "the worker is looking after it"; they become unreachable with it.
+fn held_by_worker(state: InstanceState) -> bool {
+    matches!(
+        state,
+        InstanceState::Initializing | InstanceState::Downloading | InstanceState::Starting | InstanceState::Running
+    )
+}
+
+pub struct WorkerMonitor {
+    pub db: Db,
+    pub leases: Leases,
+    pub grace: Duration,
+}
+
+impl WorkerMonitor {
+    /// One pass: workers past their grace go not_ready, and their live instances unreachable.
+    pub async fn tick(&self, now: Instant) -> Result<usize, DbError> {
+        let mut changed = 0;
+        for worker in self.db.all::<WorkerSpec>().await? {
+            let silent = now.saturating_duration_since(self.leases.last_seen(worker.id, now)) > self.grace;
+            if !silent || worker.spec.state != WorkerState::Ready {
+                continue;
+            }
+            let grace = self.grace.as_secs();
+            let res = self
+                .db
+                .modify::<WorkerSpec, DbError, _>(worker.id, Some(worker.version), |w| {
+                    w.state = WorkerState::NotReady;
+                    w.state_message = Some(format!("no heartbeat for more than {grace} s"));
+                    Ok(vec![])
+                })
+                .await;
+            match res {
+                Ok(_) => changed += 1,
+                Err(DbError::VersionConflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            tracing::warn!(worker = %worker.spec.name, "worker stopped heartbeating: not_ready");
+            for instance in self.db.instances_on_worker(worker.id).await? {
+                if held_by_worker(instance.spec.state) {
+                    let res = self
+                        .db
+                        .modify::<ModelInstanceSpec, DbError, _>(instance.id, None, |i| {
+                            i.state = InstanceState::Unreachable;
+                            i.state_message = Some(format!("worker {} is not heartbeating", worker.spec.name));
+                            Ok(instance_columns(i))
+                        })
+                        .await;
+                    if let Err(e) = res
+                        && !matches!(e, DbError::NotFound { .. })
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Runs `tick` every second until shutdown.
+    pub fn spawn(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = self.tick(Instant::now()).await {
+                    tracing::warn!(error = %e, "worker monitor pass failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,352 @@
+//! `/v2/inference-backends`: built-in, community and custom backends, in JSON or GPUStack's YAML.
+//!
+//! The rules live in `crate::backends` (validate, admission); this file reads and writes rows and
+//! maps their refusals (`From<ValidationError>` / `From<YamlError>` in `error.rs`). Built-in rows
+//! are stored without their catalog versions; every answer shows them merged back in. Updates take
+//! the expected row version from `If-Match` or `?version=` (the body is the backend itself, whose
+//! fields are closed), and answer 409 when it is stale.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::backend::{BackendList, BackendListItem, BackendYaml, InferenceBackend, InferenceBackendSpec};
+use crate::backends::admission::{admit_new, admit_update, for_display, removed_versions};
+use crate::backends::{Catalog, check_deletable, parse_backend_yaml, to_backend_yaml};
+use crate::db::DbError;
+use crate::server::AppState;
+use crate::server::auth::{Auth, Caller, Principal};
+use crate::server::bootstrap;
+use crate::server::error::{ApiError, ApiResult, ErrorCode};
+use crate::server::extract::{Json, ListParams, RawQuery, int_param};
+use crate::server::watch::list_or_watch;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_backends, create_backend))
+        .routes(routes!(compact_list))
+        .routes(routes!(all_backends))
+        .routes(routes!(get_backend, update_backend, delete_backend))
+        .routes(routes!(get_backend_by_name))
+        .routes(routes!(create_from_yaml))
+        .routes(routes!(update_from_yaml))
+        .routes(routes!(export_yaml))
+        .routes(routes!(enable_backend))
+        .routes(routes!(disable_backend))
+}
+
+fn catalog() -> ApiResult<&'static Catalog> {
+    bootstrap::catalog().map_err(ApiError::internal)
+}
+
+/// A stored row as the API shows it (built-ins with their catalog versions).
+fn display(catalog: &Catalog, mut record: InferenceBackend) -> InferenceBackend {
+    record.spec = for_display(catalog, &record.spec);
+    record
+}
+
+/// Lists backends (paginated, sortable, searchable by name; `?watch=true` streams changes).
+#[utoipa::path(get, path = "/v2/inference-backends", tag = "inference-backends",
+    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
+           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    responses((status = 200, body = crate::api::ListResponse<InferenceBackend>)))]
+async fn list_backends(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = ListParams::parse(&raw, &["since"])?;
+    let catalog = catalog()?;
+    list_or_watch::<InferenceBackendSpec, _, _, _>(
+        &state,
+        &headers,
+        &raw,
+        params,
+        vec![],
+        |_| true,
+        move |r| display(catalog, r),
+    )
+    .await
+}
+
+/// The enabled backends in compact form, for the deploy form: versions (catalog ones included),
+/// frameworks, defaults and parameter format.
+#[utoipa::path(get, path = "/v2/inference-backends/list", tag = "inference-backends",
+    responses((status = 200, body = BackendList)))]
+async fn compact_list(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<axum::Json<BackendList>> {
+    let catalog = catalog()?;
+    let items = state
+        .db
+        .all_backends()
+        .await?
+        .into_iter()
+        .filter(|r| r.spec.enabled)
+        .map(|r| BackendListItem::from(&for_display(catalog, &r.spec)))
+        .collect();
+    Ok(axum::Json(BackendList { items }))
+}
+
+/// Every backend, enabled or not, in full (a bare array, as GPUStack answers).
+#[utoipa::path(get, path = "/v2/inference-backends/all", tag = "inference-backends",
+    responses((status = 200, body = Vec<InferenceBackend>)))]
+async fn all_backends(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<axum::Json<Vec<InferenceBackend>>> {
+    let catalog = catalog()?;
+    let all = state.db.all_backends().await?.into_iter().map(|r| display(catalog, r)).collect();
+    Ok(axum::Json(all))
+}
+
+#[utoipa::path(get, path = "/v2/inference-backends/{id}", tag = "inference-backends", params(("id" = i64, Path)),
+    responses((status = 200, body = InferenceBackend), (status = 404, body = crate::api::ErrorBody)))]
+async fn get_backend(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<InferenceBackend>> {
+    let record = state.db.get::<InferenceBackendSpec>(id).await?;
+    Ok(axum::Json(display(catalog()?, record)))
+}
+
+/// A backend by name, compared regardless of case.
+#[utoipa::path(get, path = "/v2/inference-backends/backend_name/{backend_name}", tag = "inference-backends",
+    params(("backend_name" = String, Path)),
+    responses((status = 200, body = InferenceBackend), (status = 404, body = crate::api::ErrorBody)))]
+async fn get_backend_by_name(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<InferenceBackend>> {
+    // Workers read backends to render launch commands.
+    if let Caller::Registrant { .. } = caller {
+        return Err(ApiError::forbidden("a registration token may only register a worker"));
+    }
+    let record = state.db.backend_by_name(&name).await?;
+    Ok(axum::Json(display(catalog()?, record)))
+}
+
+/// Creates a custom backend (`backend_source` is always `custom`; the name must end in `-custom`).
+#[utoipa::path(post, path = "/v2/inference-backends", tag = "inference-backends", request_body = InferenceBackendSpec,
+    responses((status = 201, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
+              (status = 409, body = crate::api::ErrorBody)))]
+async fn create_backend(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Json(spec): Json<InferenceBackendSpec>,
+) -> ApiResult<(StatusCode, axum::Json<InferenceBackend>)> {
+    create(&state, &p, spec).await
+}
+
+/// Creates a custom backend from GPUStack's YAML (`{"content": "<yaml>"}`).
+#[utoipa::path(post, path = "/v2/inference-backends/from-yaml", tag = "inference-backends", request_body = BackendYaml,
+    responses((status = 201, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
+              (status = 409, body = crate::api::ErrorBody)))]
+async fn create_from_yaml(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Json(body): Json<BackendYaml>,
+) -> ApiResult<(StatusCode, axum::Json<InferenceBackend>)> {
+    p.require_admin()?;
+    create(&state, &p, parse_backend_yaml(&body.content)?).await
+}
+
+async fn create(
+    state: &AppState,
+    p: &Principal,
+    spec: InferenceBackendSpec,
+) -> ApiResult<(StatusCode, axum::Json<InferenceBackend>)> {
+    p.require_admin()?;
+    let existing = state.db.all_backends().await?;
+    let spec = admit_new(spec, existing.iter().map(|r| r.spec.backend_name.as_str()))?;
+    let record = state.db.insert(&spec, &[]).await?;
+    Ok((StatusCode::CREATED, axum::Json(display(catalog()?, record))))
+}
+
+/// Updates a backend with a full definition. `backend_name` cannot change; on built-in backends
+/// only the editable fields and `-custom` versions can. Send the row's version as `If-Match` or
+/// `?version=` to get 409 instead of overwriting someone else's change.
+#[utoipa::path(put, path = "/v2/inference-backends/{id}", tag = "inference-backends",
+    params(("id" = i64, Path), ("version" = Option<i64>, Query), ("If-Match" = Option<String>, Header)),
+    request_body = InferenceBackendSpec,
+    responses((status = 200, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
+              (status = 409, body = crate::api::ErrorBody)))]
+async fn update_backend(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    Json(spec): Json<InferenceBackendSpec>,
+) -> ApiResult<axum::Json<InferenceBackend>> {
+    p.require_admin()?;
+    let expected = expected_version(&headers, &raw)?;
+    update(&state, id, expected, |_| Ok(spec.clone())).await
+}
+
+/// Updates a backend from GPUStack's YAML (`{"content": "<yaml>"}`); the same rules as `PUT /{id}`.
+#[utoipa::path(put, path = "/v2/inference-backends/{id}/from-yaml", tag = "inference-backends",
+    params(("id" = i64, Path), ("version" = Option<i64>, Query), ("If-Match" = Option<String>, Header)),
+    request_body = BackendYaml,
+    responses((status = 200, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
+              (status = 409, body = crate::api::ErrorBody)))]
+async fn update_from_yaml(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    Json(body): Json<BackendYaml>,
+) -> ApiResult<axum::Json<InferenceBackend>> {
+    p.require_admin()?;
+    let expected = expected_version(&headers, &raw)?;
+    let spec = parse_backend_yaml(&body.content)?;
+    update(&state, id, expected, |_| Ok(spec.clone())).await
+}
+
+/// Enables a backend (a community backend becomes available in the deploy form).
+#[utoipa::path(post, path = "/v2/inference-backends/{id}/enable", tag = "inference-backends",
+    params(("id" = i64, Path)), responses((status = 200, body = InferenceBackend)))]
+async fn enable_backend(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<InferenceBackend>> {
+    set_enabled(&state, &p, id, true).await
+}
+
+/// Disables a backend: it leaves the deploy form; running deployments are not touched.
+#[utoipa::path(post, path = "/v2/inference-backends/{id}/disable", tag = "inference-backends",
+    params(("id" = i64, Path)), responses((status = 200, body = InferenceBackend)))]
+async fn disable_backend(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<InferenceBackend>> {
+    set_enabled(&state, &p, id, false).await
+}
+
+async fn set_enabled(
+    state: &AppState,
+    p: &Principal,
+    id: i64,
+    enabled: bool,
+) -> ApiResult<axum::Json<InferenceBackend>> {
+    p.require_admin()?;
+    update(state, id, None, |stored| Ok(InferenceBackendSpec { enabled, ..stored.clone() })).await
+}
+
+/// Read, check, compare-and-swap. With `expected` a stale row is a 409; without, a concurrent change
+/// is retried on the fresh row (the edit is re-applied and re-checked).
+async fn update<F>(state: &AppState, id: i64, expected: Option<i64>, edit: F) -> ApiResult<axum::Json<InferenceBackend>>
+where
+    F: Fn(&InferenceBackendSpec) -> ApiResult<InferenceBackendSpec>,
+{
+    let catalog = catalog()?;
+    let mut attempts = 0;
+    loop {
+        let current = state.db.get::<InferenceBackendSpec>(id).await?;
+        if let Some(v) = expected
+            && v != current.version
+        {
+            let conflict =
+                DbError::VersionConflict { kind: "inference backend", id, expected: v, actual: current.version };
+            return Err(conflict.into());
+        }
+        let new = admit_update(catalog, &current.spec, edit(&current.spec)?)?;
+        let before = for_display(catalog, &current.spec);
+        for version in removed_versions(&before, &for_display(catalog, &new)) {
+            backend_in_use(state, &current.spec.backend_name, Some(&version)).await?;
+        }
+        match state.db.update(id, current.version, &new, &[]).await {
+            Err(DbError::VersionConflict { .. }) if expected.is_none() && attempts < 5 => attempts += 1,
+            res => return Ok(axum::Json(display(catalog, res?))),
+        }
+    }
+}
+
+/// The expected row version: `If-Match: 3` (quotes and `W/` allowed) or `?version=3`.
+fn expected_version(headers: &HeaderMap, raw: &HashMap<String, String>) -> ApiResult<Option<i64>> {
+    if let Some(key) = raw.keys().find(|k| k.as_str() != "version") {
+        return Err(
+            ApiError::new(ErrorCode::InvalidQuery, format!("{key}: unknown query parameter")).with_field(key.clone())
+        );
+    }
+    let from_query = int_param(raw, "version")?;
+    let from_header = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().unwrap_or("");
+            let bare = text.trim().trim_start_matches("W/").trim_matches('"');
+            let parsed = bare.parse::<i64>().map_err(|_| {
+                ApiError::field("If-Match", format!("must be the row's version (an integer), got {text:?}"))
+            })?;
+            Some(parsed)
+        }
+    };
+    match (from_header, from_query) {
+        (Some(h), Some(q)) if h != q => {
+            Err(ApiError::field("version", format!("If-Match says {h} but ?version= says {q}; send one")))
+        }
+        (h, q) => Ok(h.or(q)),
+    }
+}
+
+/// Deletes a custom backend. Built-in and community backends stay (disable them instead).
+#[utoipa::path(delete, path = "/v2/inference-backends/{id}", tag = "inference-backends", params(("id" = i64, Path)),
+    responses((status = 204), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+async fn delete_backend(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    p.require_admin()?;
+    let current = state.db.get::<InferenceBackendSpec>(id).await?;
+    check_deletable(&current.spec)?;
+    backend_in_use(&state, &current.spec.backend_name, None).await?;
+    state.db.delete::<InferenceBackendSpec>(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses (409 `InUse`) when a deployment with replicas > 0 uses `backend` (or, with `version`,
+/// that version of it). Deployments land in issue 5; until then nothing can use a backend, so this
+/// always allows. Called before a delete and for every version an update removes.
+async fn backend_in_use(_state: &AppState, _backend: &str, _version: Option<&str>) -> ApiResult<()> {
+    // Issue 5: look up models whose backend (and backend_version) match with replicas > 0 and answer
+    // ApiError::new(ErrorCode::InUse, "backend ... is used by deployment ... (replicas N)").
+    Ok(())
+}
+
+/// The backend as GPUStack YAML (`text/yaml`); importing it gives the same backend back.
+#[utoipa::path(get, path = "/v2/inference-backends/{id}/yaml", tag = "inference-backends", params(("id" = i64, Path)),
+    responses((status = 200, content_type = "text/yaml", body = String), (status = 404, body = crate::api::ErrorBody)))]
+async fn export_yaml(State(state): State<AppState>, Auth(_p): Auth, Path(id): Path<i64>) -> ApiResult<Response> {
+    let record = state.db.get::<InferenceBackendSpec>(id).await?;
+    let text = to_backend_yaml(&for_display(catalog()?, &record.spec))?;
+    Ok(([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], text).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn expected_version_from_header_or_query() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(expected_version(&headers, &query(&[])).ok(), Some(None));
+        assert_eq!(expected_version(&headers, &query(&[("version", "4")])).ok(), Some(Some(4)));
+        headers.insert(header::IF_MATCH, "W/\"3\"".parse().expect("header"));
+        assert_eq!(expected_version(&headers, &query(&[])).ok(), Some(Some(3)));
+        assert_eq!(expected_version(&headers, &query(&[("version", "3")])).ok(), Some(Some(3)));
+        let cases: &[(&[(&str, &str)], &str)] =
+            &[(&[("version", "4")], "version"), (&[("version", "x")], "version"), (&[("bogus", "1")], "bogus")];
+        for (q, field) in cases {
+            let err = expected_version(&headers, &query(q)).expect_err("refused");
+            assert_eq!(err.field.as_deref(), Some(*field), "{}", err.message);
+        }
+        headers.insert(header::IF_MATCH, "abc".parse().expect("header"));
+        assert_eq!(expected_version(&headers, &query(&[])).expect_err("refused").field.as_deref(), Some("If-Match"));
+    }
+}

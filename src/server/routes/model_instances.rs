@@ -1,0 +1,237 @@
+//! `/v2/model-instances`: list and watch (users and workers), place by hand, delete, the worker's
+//! own status reports, and logs streamed from the worker that runs the instance.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::{
+    InstanceState, InstanceStatusReport, ListResponse, ModelInstance, ModelInstanceCreate, ModelInstanceSpec,
+    WorkerSpec,
+};
+use crate::db::{DbError, Val, instance_columns};
+use crate::server::AppState;
+use crate::server::auth::{Auth, Caller, server_token};
+use crate::server::error::{ApiError, ApiResult, ErrorCode};
+use crate::server::extract::{Json, ListParams, RawQuery, int_param};
+use crate::server::watch::list_or_watch;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_instances, create_instance))
+        .routes(routes!(get_instance, delete_instance))
+        .routes(routes!(report_status))
+        .routes(routes!(instance_logs))
+}
+
+/// Lists instances; filter with `worker_id`, `model_id`, `state`. Workers see only their own.
+#[utoipa::path(get, path = "/v2/model-instances", tag = "model-instances",
+    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
+           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query), ("worker_id" = Option<i64>, Query),
+           ("model_id" = Option<i64>, Query), ("state" = Option<String>, Query)),
+    responses((status = 200, body = ListResponse<ModelInstance>)))]
+async fn list_instances(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = ListParams::parse(&raw, &["since", "worker_id", "model_id", "state"])?;
+    let mut worker_id = int_param(&raw, "worker_id")?;
+    match caller {
+        Caller::Worker(w) => worker_id = Some(w.worker_id),
+        Caller::Registrant { .. } => {
+            return Err(ApiError::forbidden("a registration token may only register a worker"));
+        }
+        Caller::User(_) => {}
+    }
+    let model_id = int_param(&raw, "model_id")?;
+    let wanted_state: Option<InstanceState> = match raw.get("state") {
+        None => None,
+        Some(s) => Some(serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|_| {
+            ApiError::new(ErrorCode::InvalidQuery, format!("state: unknown instance state {s:?}")).with_field("state")
+        })?),
+    };
+    let mut filters = Vec::new();
+    if let Some(id) = worker_id {
+        filters.push(("worker_id", Val::Int(id)));
+    }
+    if let Some(id) = model_id {
+        filters.push(("model_id", Val::Int(id)));
+    }
+    if let Some(s) = wanted_state {
+        filters.push(("state", Val::Text(s.as_str().to_string())));
+    }
+    let visible = move |i: &ModelInstance| {
+        worker_id.is_none_or(|w| i.spec.worker_id == Some(w))
+            && model_id.is_none_or(|m| i.spec.model_id == Some(m))
+            && wanted_state.is_none_or(|s| i.spec.state == s)
+    };
+    list_or_watch::<ModelInstanceSpec, _, _, _>(&state, &headers, &raw, params, filters, visible, |i| i).await
+}
+
+/// Places an instance on a worker by hand (administrators); deployments do this for you.
+#[utoipa::path(post, path = "/v2/model-instances", tag = "model-instances", request_body = ModelInstanceCreate,
+    responses((status = 201, body = ModelInstance), (status = 400, body = crate::api::ErrorBody)))]
+async fn create_instance(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Json(body): Json<ModelInstanceCreate>,
+) -> ApiResult<(StatusCode, axum::Json<ModelInstance>)> {
+    p.require_admin()?;
+    if body.name.is_empty() || body.name.len() > 128 {
+        return Err(ApiError::field("name", "must be 1-128 characters"));
+    }
+    if body.model_path.trim().is_empty() {
+        return Err(ApiError::field("model_path", "must name a file or directory on the worker"));
+    }
+    let worker = match state.db.get::<WorkerSpec>(body.worker_id).await {
+        Ok(w) => w,
+        Err(DbError::NotFound { .. }) => {
+            return Err(ApiError::field("worker_id", format!("no worker with id {}", body.worker_id)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let spec = ModelInstanceSpec {
+        name: body.name,
+        model_id: None,
+        model_name: body.model_name,
+        model_path: body.model_path,
+        backend: body.backend,
+        backend_version: body.backend_version,
+        backend_parameters: body.backend_parameters,
+        env: body.env,
+        run_command: body.run_command,
+        image_name: body.image_name,
+        restart_on_error: body.restart_on_error,
+        worker_id: Some(worker.id),
+        worker_name: Some(worker.spec.name.clone()),
+        worker_ip: Some(worker.spec.ip.clone()),
+        gpu_indexes: body.gpu_indexes,
+        port: None,
+        pid: None,
+        container_id: None,
+        command: Vec::new(),
+        download_progress: None,
+        state: InstanceState::Scheduled,
+        state_message: None,
+        restart_count: 0,
+        last_restart_time: None,
+        next_restart_time: None,
+    };
+    let instance = state.db.insert(&spec, &instance_columns(&spec)).await?;
+    Ok((StatusCode::CREATED, axum::Json(instance)))
+}
+
+#[utoipa::path(get, path = "/v2/model-instances/{id}", tag = "model-instances", params(("id" = i64, Path)),
+    responses((status = 200, body = ModelInstance), (status = 404, body = crate::api::ErrorBody)))]
+async fn get_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<ModelInstance>> {
+    let instance = state.db.get::<ModelInstanceSpec>(id).await?;
+    if let Caller::Worker(w) = caller
+        && instance.spec.worker_id != Some(w.worker_id)
+    {
+        return Err(ApiError::forbidden("a worker may only read its own instances"));
+    }
+    Ok(axum::Json(instance))
+}
+
+/// Deletes an instance: its worker stops it and frees its port.
+#[utoipa::path(delete, path = "/v2/model-instances/{id}", tag = "model-instances", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+async fn delete_instance(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    p.require_admin()?;
+    state.db.delete::<ModelInstanceSpec>(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The worker's report on its own instance; refused (409) if the instance changed since `version`.
+#[utoipa::path(put, path = "/v2/model-instances/{id}/status", tag = "model-instances", params(("id" = i64, Path)),
+    request_body = InstanceStatusReport, responses((status = 200, body = ModelInstance), (status = 409, body = crate::api::ErrorBody)))]
+async fn report_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<InstanceStatusReport>,
+) -> ApiResult<axum::Json<ModelInstance>> {
+    let Caller::Worker(w) = caller else {
+        return Err(ApiError::forbidden("only the instance's worker reports its status"));
+    };
+    let current = state.db.get::<ModelInstanceSpec>(id).await?;
+    if current.spec.worker_id != Some(w.worker_id) {
+        return Err(ApiError::forbidden(format!("instance {id} is not placed on worker {}", w.worker_id)));
+    }
+    let instance = state
+        .db
+        .modify::<ModelInstanceSpec, ApiError, _>(id, Some(body.version), |i| {
+            i.state = body.state;
+            i.state_message = body.state_message.clone();
+            i.port = body.port;
+            i.pid = body.pid;
+            i.container_id = body.container_id.clone();
+            if let Some(command) = &body.command {
+                i.command = command.clone();
+            }
+            i.download_progress = body.download_progress;
+            i.restart_count = body.restart_count;
+            i.last_restart_time = body.last_restart_time;
+            i.next_restart_time = body.next_restart_time;
+            Ok(instance_columns(i))
+        })
+        .await?;
+    Ok(axum::Json(instance))
+}
+
+/// The instance's log, from the worker that runs it: `tail=N` last lines, `follow=true` to stream.
+#[utoipa::path(get, path = "/v2/model-instances/{id}/logs", tag = "model-instances",
+    params(("id" = i64, Path), ("tail" = Option<i64>, Query), ("follow" = Option<bool>, Query)),
+    responses((status = 200, body = String, content_type = "text/plain")))]
+async fn instance_logs(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    Path(id): Path<i64>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let tail = int_param(&raw, "tail")?;
+    if tail.is_some_and(|t| t < 0) {
+        return Err(ApiError::new(ErrorCode::InvalidQuery, "tail: must be >= 0").with_field("tail"));
+    }
+    let follow = matches!(raw.get("follow").map(String::as_str), Some("true" | "1"));
+    let instance = state.db.get::<ModelInstanceSpec>(id).await?;
+    let worker_id = instance
+        .spec
+        .worker_id
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the instance is not placed on a worker yet"))?;
+    let worker = state.db.get::<WorkerSpec>(worker_id).await?;
+    if worker.spec.port == 0 {
+        return Err(ApiError::new(ErrorCode::Unavailable, format!("worker {} serves no logs", worker.spec.name)));
+    }
+    let mut url = format!("http://{}:{}/instances/{id}/logs?follow={follow}", worker.spec.ip, worker.spec.port);
+    if let Some(t) = tail {
+        url.push_str(&format!("&tail={t}"));
+    }
+    let client =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(ApiError::internal)?;
+    let res =
+        client.get(&url).bearer_auth(server_token(&state.server_secret, worker_id)).send().await.map_err(|e| {
+            ApiError::new(ErrorCode::Unavailable, format!("cannot reach worker {}: {e}", worker.spec.name))
+        })?;
+    let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if !status.is_success() {
+        let text = res.text().await.unwrap_or_default();
+        return Err(ApiError::new(
+            if status == StatusCode::NOT_FOUND { ErrorCode::NotFound } else { ErrorCode::Unavailable },
+            format!("worker {}: {}", worker.spec.name, text.chars().take(300).collect::<String>()),
+        ));
+    }
+    let body = Body::from_stream(res.bytes_stream());
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}

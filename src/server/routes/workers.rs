@@ -1,0 +1,274 @@
+//! `/v2/workers` and `/v2/gpu-devices`: workers join with a cluster token, report status, beat.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::{
+    GpuDeviceView, ListResponse, ModelInstanceSpec, Pagination, Worker, WorkerRegister, WorkerRegistered, WorkerSpec,
+    WorkerState, WorkerStatusReport, WorkerUpdate,
+};
+use crate::db::{DbError, Val};
+use crate::server::AppState;
+use crate::server::auth::{Auth, Caller, digest, new_worker_credential, server_token};
+use crate::server::error::{ApiError, ApiResult};
+use crate::server::extract::{Json, ListParams, RawQuery};
+use crate::server::watch::list_or_watch;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_workers, register_worker))
+        .routes(routes!(get_worker, update_worker, delete_worker))
+        .routes(routes!(heartbeat))
+        .routes(routes!(report_status))
+        .routes(routes!(list_gpu_devices))
+}
+
+#[utoipa::path(get, path = "/v2/workers", tag = "workers",
+    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
+           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    responses((status = 200, body = ListResponse<Worker>)))]
+async fn list_workers(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    if let Caller::Registrant { .. } = caller {
+        return Err(ApiError::forbidden("a registration token may only register a worker"));
+    }
+    let params = ListParams::parse(&raw, &["since"])?;
+    list_or_watch::<WorkerSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, |w| w).await
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::field("name", "must be 1-63 characters of letters, digits, '-', '_', '.'"))
+    }
+}
+
+/// Registers a worker (Bearer = the cluster's registration token). Registering an existing name
+/// again replaces that worker's credential: the machine proved it holds the cluster token.
+#[utoipa::path(post, path = "/v2/workers", tag = "workers", request_body = WorkerRegister,
+    responses((status = 201, body = WorkerRegistered), (status = 401, body = crate::api::ErrorBody)))]
+async fn register_worker(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<WorkerRegister>,
+) -> ApiResult<(StatusCode, axum::Json<WorkerRegistered>)> {
+    let Caller::Registrant { cluster_id } = caller else {
+        return Err(ApiError::unauthorized("register with the cluster's registration token as the Bearer token"));
+    };
+    check_name(&body.name)?;
+    let mut labels = body.labels.clone();
+    labels.entry("os".into()).or_insert_with(|| body.status.os.name.to_lowercase());
+    labels.entry("arch".into()).or_insert_with(|| body.status.os.arch.clone());
+    labels.insert("worker-name".into(), body.name.clone());
+    let spec = WorkerSpec {
+        name: body.name.clone(),
+        cluster_id,
+        labels,
+        maintenance: Default::default(),
+        hostname: body.hostname,
+        ip: body.ip,
+        port: body.port,
+        runtime: body.runtime,
+        state: WorkerState::Ready,
+        state_message: None,
+        heartbeat_time: Some(chrono::Utc::now()),
+        status: body.status,
+        worker_version: body.worker_version,
+    };
+    // The credential embeds the id, so insert first with a placeholder digest, then set it.
+    let existing = state.db.get_by_name::<WorkerSpec>(&body.name).await?;
+    let worker = match existing {
+        Some(w) if w.spec.cluster_id != cluster_id => {
+            return Err(ApiError::new(
+                crate::server::error::ErrorCode::AlreadyExists,
+                format!("worker {:?} already belongs to another cluster", body.name),
+            ));
+        }
+        Some(w) => w,
+        None => {
+            state
+                .db
+                .insert(&spec, &[("cluster_id", Val::Int(cluster_id)), ("token_digest", Val::Text(String::new()))])
+                .await?
+        }
+    };
+    let (secret, credential) = new_worker_credential(worker.id);
+    let maintenance = worker.spec.maintenance.clone();
+    let worker = state
+        .db
+        .modify::<WorkerSpec, ApiError, _>(worker.id, None, |w| {
+            let mut fresh = spec.clone();
+            fresh.maintenance = maintenance.clone();
+            if maintenance.enabled {
+                fresh.state = WorkerState::Maintenance;
+            }
+            // Operator labels survive a re-registration.
+            for (k, v) in &w.labels {
+                fresh.labels.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            *w = fresh;
+            Ok(vec![("token_digest", Val::Text(digest(&secret)))])
+        })
+        .await?;
+    state.leases.renew(worker.id, tokio::time::Instant::now());
+    let server_token = server_token(&state.server_secret, worker.id);
+    Ok((StatusCode::CREATED, axum::Json(WorkerRegistered { worker, credential, server_token })))
+}
+
+#[utoipa::path(get, path = "/v2/workers/{id}", tag = "workers", params(("id" = i64, Path)),
+    responses((status = 200, body = Worker), (status = 404, body = crate::api::ErrorBody)))]
+async fn get_worker(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<Worker>> {
+    match caller {
+        Caller::Worker(w) if w.worker_id != id => Err(ApiError::forbidden("a worker may only read itself")),
+        Caller::Registrant { .. } => Err(ApiError::forbidden("a registration token may only register a worker")),
+        _ => Ok(axum::Json(state.db.get::<WorkerSpec>(id).await?)),
+    }
+}
+
+/// Labels and maintenance mode (administrators).
+#[utoipa::path(put, path = "/v2/workers/{id}", tag = "workers", params(("id" = i64, Path)), request_body = WorkerUpdate,
+    responses((status = 200, body = Worker), (status = 409, body = crate::api::ErrorBody)))]
+async fn update_worker(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    Json(body): Json<WorkerUpdate>,
+) -> ApiResult<axum::Json<Worker>> {
+    p.require_admin()?;
+    if let Some(labels) = &body.labels {
+        for key in labels.keys() {
+            if key.is_empty() || key.len() > 63 || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
+                return Err(ApiError::field(
+                    format!("labels.{key}"),
+                    "label keys are 1-63 characters of letters, digits, '-', '_', '.', '/'",
+                ));
+            }
+        }
+    }
+    let worker = state
+        .db
+        .modify::<WorkerSpec, ApiError, _>(id, body.version, |w| {
+            if let Some(labels) = &body.labels {
+                w.labels = labels.clone();
+            }
+            if let Some(m) = &body.maintenance {
+                w.maintenance = m.clone();
+                w.state = if m.enabled { WorkerState::Maintenance } else { WorkerState::NotReady };
+            }
+            Ok(vec![])
+        })
+        .await?;
+    Ok(axum::Json(worker))
+}
+
+/// Removes a worker and every instance placed on it.
+#[utoipa::path(delete, path = "/v2/workers/{id}", tag = "workers", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+async fn delete_worker(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    p.require_admin()?;
+    for instance in state.db.instances_on_worker(id).await? {
+        match state.db.delete::<ModelInstanceSpec>(instance.id).await {
+            Ok(_) | Err(DbError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    state.db.delete::<WorkerSpec>(id).await?;
+    state.leases.forget(id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn require_self(caller: &Caller, id: i64) -> ApiResult<()> {
+    match caller {
+        Caller::Worker(w) if w.worker_id == id => Ok(()),
+        _ => Err(ApiError::forbidden("only the worker itself may do this")),
+    }
+}
+
+/// Renews the worker's lease (memory only); a worker that was not_ready becomes ready again.
+#[utoipa::path(post, path = "/v2/workers/{id}/heartbeat", tag = "workers", params(("id" = i64, Path)),
+    responses((status = 204)))]
+async fn heartbeat(State(state): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    require_self(&caller, id)?;
+    state.leases.renew(id, tokio::time::Instant::now());
+    let worker = state.db.get::<WorkerSpec>(id).await?;
+    if matches!(worker.spec.state, WorkerState::NotReady | WorkerState::Unreachable) && !worker.spec.maintenance.enabled
+    {
+        state
+            .db
+            .modify::<WorkerSpec, ApiError, _>(id, None, |w| {
+                w.state = WorkerState::Ready;
+                w.state_message = None;
+                w.heartbeat_time = Some(chrono::Utc::now());
+                Ok(vec![])
+            })
+            .await?;
+        tracing::info!(worker = %worker.spec.name, "worker is heartbeating again: ready");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The worker's machine status (CPU, memory, filesystems, OS, GPUs).
+#[utoipa::path(put, path = "/v2/workers/{id}/status", tag = "workers", params(("id" = i64, Path)),
+    request_body = WorkerStatusReport, responses((status = 200, body = Worker)))]
+async fn report_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<WorkerStatusReport>,
+) -> ApiResult<axum::Json<Worker>> {
+    require_self(&caller, id)?;
+    state.leases.renew(id, tokio::time::Instant::now());
+    let worker = state
+        .db
+        .modify::<WorkerSpec, ApiError, _>(id, None, |w| {
+            w.status = body.status.clone();
+            if let Some(ip) = &body.ip {
+                w.ip = ip.clone();
+            }
+            if let Some(port) = body.port {
+                w.port = port;
+            }
+            w.heartbeat_time = Some(chrono::Utc::now());
+            Ok(vec![])
+        })
+        .await?;
+    Ok(axum::Json(worker))
+}
+
+/// Every GPU of every worker, as `<worker_name>:<type>:<index>`.
+#[utoipa::path(get, path = "/v2/gpu-devices", tag = "workers", responses((status = 200, body = ListResponse<GpuDeviceView>)))]
+async fn list_gpu_devices(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+) -> ApiResult<axum::Json<ListResponse<GpuDeviceView>>> {
+    let mut items = Vec::new();
+    for worker in state.db.all::<WorkerSpec>().await? {
+        for device in &worker.spec.status.gpu_devices {
+            items.push(GpuDeviceView {
+                id: device.id(&worker.spec.name),
+                worker_id: worker.id,
+                worker_name: worker.spec.name.clone(),
+                device: device.clone(),
+            });
+        }
+    }
+    let total = items.len() as i64;
+    let pagination = Pagination { page: 1, per_page: total.max(1), total, total_page: i64::from(total > 0) };
+    Ok(axum::Json(ListResponse { items, pagination }))
+}

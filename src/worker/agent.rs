@@ -1,0 +1,295 @@
+//! The agent's outer shell: registration (credential kept in the data dir), the worker API,
+//! heartbeats, status reports, the watch on this worker's instances, and the reconcile loop.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, Notify};
+
+use super::reconcile::Reconciler;
+use super::runtime::{Runtime, container::ContainerRuntime, process::ProcessRuntime};
+use super::status::StatusCollector;
+use super::{RuntimeChoice, WorkerConfig, api, gpu};
+use crate::api::{EventType, ModelInstance, WatchEvent, Worker, WorkerRegister, WorkerRegistered, WorkerStatusReport};
+use crate::client::{Client, ClientError, SseParser};
+
+/// What a worker keeps in its data dir to rejoin as itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Identity {
+    pub worker_id: i64,
+    pub credential: String,
+    pub server_token: String,
+    pub server_url: String,
+}
+
+const IDENTITY_FILE: &str = "worker.json";
+
+fn load_identity(dir: &Path) -> Option<Identity> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(IDENTITY_FILE)).ok()?).ok()
+}
+
+fn save_identity(dir: &Path, id: &Identity) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(IDENTITY_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(serde_json::to_string_pretty(id)?.as_bytes())?;
+    Ok(())
+}
+
+/// The shared cache of this worker's instances, fed by the watch stream.
+#[derive(Default)]
+pub struct Cache {
+    pub instances: Mutex<HashMap<i64, ModelInstance>>,
+    pub changed: Notify,
+}
+
+/// A started worker; dropping the stop sender ends it.
+pub struct RunningWorker {
+    pub worker_id: i64,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningWorker {
+    /// Stops the loops; instances are stopped too unless `leave_running`.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn pick_runtime(cfg: &WorkerConfig, instances_root: PathBuf) -> anyhow::Result<Runtime> {
+    let socket = cfg.docker_host.clone().map(PathBuf::from);
+    match cfg.runtime {
+        RuntimeChoice::Process => Ok(Runtime::Process(ProcessRuntime::new(instances_root))),
+        RuntimeChoice::Container => Ok(Runtime::Container(
+            ContainerRuntime::connect(socket).await.context("--runtime container: no container engine answers")?,
+        )),
+        RuntimeChoice::Auto => match ContainerRuntime::connect(socket).await {
+            Ok(rt) => Ok(Runtime::Container(rt)),
+            Err(_) => Ok(Runtime::Process(ProcessRuntime::new(instances_root))),
+        },
+    }
+}
+
+async fn register(
+    cfg: &WorkerConfig,
+    status: crate::api::WorkerStatus,
+    port: u16,
+    runtime: &Runtime,
+) -> anyhow::Result<Identity> {
+    let token = cfg.token.clone().context(
+        "this worker has not joined yet: pass the cluster's registration token with --token (an admin finds it in the UI, or in the server's data dir as cluster_token)",
+    )?;
+    let client = Client::new(&cfg.server_url, Some(token));
+    let body = WorkerRegister {
+        name: cfg.name.clone(),
+        labels: cfg.labels.clone(),
+        hostname: super::hostname(),
+        ip: cfg.advertise_address.clone(),
+        port,
+        runtime: runtime.kind(),
+        status,
+        worker_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let registered: WorkerRegistered = client.post("/v2/workers", &body).await.map_err(|e| match e.status() {
+        Some(401) => anyhow::anyhow!("the server refused the registration token (401): check --token"),
+        _ => anyhow::anyhow!("registering with {}: {e}", cfg.server_url),
+    })?;
+    Ok(Identity {
+        worker_id: registered.worker.id,
+        credential: registered.credential,
+        server_token: registered.server_token,
+        server_url: cfg.server_url.clone(),
+    })
+}
+
+/// Joins (or rejoins) the cluster and starts every loop in the background.
+pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
+    let instances_root = cfg.data_dir.join("instances");
+    let runtime = pick_runtime(&cfg, instances_root.clone()).await?;
+    let gpus = gpu::detect(cfg.simulate_gpus.as_deref()).await.context("GPU detection")?;
+    let mut collector = StatusCollector::default();
+    let status = collector.sample(gpus.clone());
+
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.worker_port))
+        .await
+        .with_context(|| format!("cannot listen on worker port {}", cfg.worker_port))?;
+    let api_port = listener.local_addr()?.port();
+
+    // Rejoin with the stored credential if the server still accepts it; else register.
+    let mut identity = match load_identity(&cfg.data_dir) {
+        Some(id) => {
+            let client = Client::new(&cfg.server_url, Some(id.credential.clone()));
+            match client.get::<Worker>(&format!("/v2/workers/{}", id.worker_id)).await {
+                Ok(_) => Some(id),
+                Err(ClientError::Api(body)) if body.code == 401 || body.code == 404 => None,
+                Err(e) => return Err(anyhow::anyhow!("cannot reach the server at {}: {e}", cfg.server_url)),
+            }
+        }
+        None => None,
+    };
+    if identity.is_none() {
+        let id = register(&cfg, status.clone(), api_port, &runtime).await?;
+        save_identity(&cfg.data_dir, &id)?;
+        identity = Some(id);
+    }
+    let identity = identity.context("no identity")?;
+    let client = Client::new(&cfg.server_url, Some(identity.credential.clone()));
+    let report = WorkerStatusReport { status, ip: Some(cfg.advertise_address.clone()), port: Some(api_port) };
+    client.put::<_, Worker>(&format!("/v2/workers/{}/status", identity.worker_id), &report).await?;
+    tracing::info!(worker = %cfg.name, id = identity.worker_id, runtime = ?runtime.kind(), gpus = gpus.len(), "worker joined");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker_api = api::WorkerApi {
+        instances_root: instances_root.clone(),
+        server_token: Arc::new(identity.server_token.clone()),
+    };
+    let mut api_stop = stopped.clone();
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, api::router(worker_api))
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = serve {
+            tracing::error!(error = %e, "worker API stopped");
+        }
+    });
+
+    let worker_id = identity.worker_id;
+    let cache = Arc::new(Cache::default());
+    spawn_heartbeat(client.clone(), worker_id, cfg.heartbeat_interval, stopped.clone());
+    spawn_status(client.clone(), worker_id, collector, gpus, cfg.clone(), api_port, stopped.clone());
+    spawn_watch(client.clone(), cache.clone(), stopped.clone());
+    let reconciler = Reconciler::new(client, worker_id, cfg.clone(), runtime, instances_root, cache.clone());
+    let leave_running = cfg.leave_running;
+    let mut loop_stop = stopped;
+    let task = tokio::spawn(async move {
+        reconciler.reap_orphans().await;
+        loop {
+            reconciler.tick().await;
+            tokio::select! {
+                _ = cache.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = loop_stop.wait_for(|s| *s) => break,
+            }
+        }
+        if !leave_running {
+            reconciler.stop_all().await;
+        }
+    });
+    Ok(RunningWorker { worker_id, stop, task })
+}
+
+fn spawn_heartbeat(client: Client, worker_id: i64, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let path = format!("/v2/workers/{worker_id}/heartbeat");
+        loop {
+            if let Err(e) = client.post::<_, serde_json::Value>(&path, &serde_json::Value::Null).await {
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}
+
+fn spawn_status(
+    client: Client,
+    worker_id: i64,
+    mut collector: StatusCollector,
+    gpus: Vec<crate::api::GpuDevice>,
+    cfg: WorkerConfig,
+    api_port: u16,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let path = format!("/v2/workers/{worker_id}/status");
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let devices = if cfg.simulate_gpus.is_some() {
+                gpus.clone()
+            } else {
+                gpu::detect(None).await.unwrap_or_else(|_| gpus.clone())
+            };
+            let report = WorkerStatusReport {
+                status: collector.sample(devices),
+                ip: Some(cfg.advertise_address.clone()),
+                port: Some(api_port),
+            };
+            if let Err(e) = client.put::<_, Worker>(&path, &report).await {
+                tracing::warn!(error = %e, "status report failed");
+            }
+        }
+    });
+}
+
+/// Keeps `cache` equal to the server's view of this worker's instances, resuming after drops.
+fn spawn_watch(client: Client, cache: Arc<Cache>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut last_id: Option<i64> = None;
+        loop {
+            let res = tokio::select! {
+                res = client.stream("/v2/model-instances?watch=true", last_id) => res,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match res {
+                Ok(res) => {
+                    let mut body = res.bytes_stream();
+                    let mut parser = SseParser::default();
+                    loop {
+                        let chunk = tokio::select! {
+                            c = body.next() => c,
+                            _ = stop.wait_for(|s| *s) => return,
+                        };
+                        let Some(Ok(bytes)) = chunk else { break };
+                        for event in parser.push(&bytes) {
+                            let Ok(parsed) = serde_json::from_str::<WatchEvent<ModelInstance>>(&event.data) else {
+                                continue;
+                            };
+                            let mut map = cache.instances.lock().await;
+                            match (parsed.event_type, parsed.data) {
+                                (EventType::Reset, _) => map.clear(),
+                                (EventType::Deleted, Some(i)) => {
+                                    map.remove(&i.id);
+                                }
+                                // Never go back to an older version than one already seen.
+                                (_, Some(i)) if map.get(&i.id).is_none_or(|old| old.version <= i.version) => {
+                                    map.insert(i.id, i);
+                                }
+                                _ => {}
+                            }
+                            last_id = event.id.or(last_id);
+                            drop(map);
+                            cache.changed.notify_one();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watching instances failed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,158 @@
+//! The worker agent: joins a cluster, reports its machine and GPUs, heartbeats, and turns the
+//! instances placed on it into running inference servers (process or container), keeping them so.
+//!
+//! Architecture Invariant: the worker talks to the server only through `client` (HTTP); it never
+//! touches the database.
+
+pub mod agent;
+pub mod api;
+pub mod gpu;
+pub mod logs;
+mod reconcile;
+pub mod runtime;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const ENV_TOKEN: &str = "FERROSTACK_TOKEN";
+pub const ENV_SIMULATE_GPUS: &str = "FERROSTACK_SIMULATE_GPUS";
+
+/// Which runtime a worker uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum RuntimeChoice {
+    /// A container engine if its socket answers, else host processes.
+    #[default]
+    Auto,
+    Process,
+    Container,
+}
+
+/// Worker settings shared by `ferrostack worker` and the worker embedded in `ferrostack start`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WorkerOptions {
+    /// Worker name [default: the host name].
+    #[arg(long = "worker-name")]
+    pub worker_name: Option<String>,
+    /// Extra labels, KEY=VALUE (repeatable); `os` and `arch` are added.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// process, container (Docker Engine API: Docker or Podman) or auto.
+    #[arg(long, value_enum, default_value_t = RuntimeChoice::Auto)]
+    pub runtime: RuntimeChoice,
+    /// Container engine socket [default: $DOCKER_HOST, else /var/run/docker.sock].
+    #[arg(long)]
+    pub docker_host: Option<String>,
+    /// Address the server and gateway use to reach this worker [default: detected].
+    #[arg(long)]
+    pub advertise_address: Option<String>,
+    /// Port of the worker's own API (logs); 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub worker_port: u16,
+    /// Ports handed to inference servers, FIRST-LAST.
+    #[arg(long, default_value = "40000-40999", value_parser = parse_range)]
+    pub port_range: (u16, u16),
+    /// Declare simulated GPUs instead of detecting, e.g. 4xH100-80GB (planning and tests; marked simulated).
+    #[arg(long, env = ENV_SIMULATE_GPUS)]
+    pub simulate_gpus: Option<String>,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 5)]
+    pub heartbeat_interval: u64,
+    /// Seconds an instance may take from start to a healthy answer.
+    #[arg(long, default_value_t = 600)]
+    pub startup_timeout: u64,
+    /// Leave instances running when the worker stops (a restarted worker reattaches to them).
+    #[arg(long)]
+    pub leave_running: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("label {s:?}: expected KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("label {s:?}: the key is empty"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| format!("port range {s:?}: expected FIRST-LAST"))?;
+    let first: u16 = a.trim().parse().map_err(|_| format!("port range {s:?}: {a:?} is not a port"))?;
+    let last: u16 = b.trim().parse().map_err(|_| format!("port range {s:?}: {b:?} is not a port"))?;
+    if first == 0 || first > last {
+        return Err(format!("port range {s:?}: need 1 <= FIRST <= LAST"));
+    }
+    Ok((first, last))
+}
+
+/// Everything the agent needs, resolved.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub server_url: String,
+    pub token: Option<String>,
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub runtime: RuntimeChoice,
+    pub docker_host: Option<String>,
+    pub advertise_address: String,
+    pub worker_port: u16,
+    pub port_range: (u16, u16),
+    pub simulate_gpus: Option<String>,
+    pub heartbeat_interval: Duration,
+    pub startup_timeout: Duration,
+    pub leave_running: bool,
+}
+
+impl WorkerConfig {
+    pub fn new(server_url: String, token: Option<String>, data_dir: PathBuf, opts: &WorkerOptions) -> WorkerConfig {
+        WorkerConfig {
+            server_url,
+            token,
+            data_dir,
+            name: opts.worker_name.clone().unwrap_or_else(hostname),
+            labels: opts.labels.iter().cloned().collect(),
+            runtime: opts.runtime,
+            docker_host: opts.docker_host.clone(),
+            advertise_address: opts.advertise_address.clone().unwrap_or_else(detect_ip),
+            worker_port: opts.worker_port,
+            port_range: opts.port_range,
+            simulate_gpus: opts.simulate_gpus.clone(),
+            heartbeat_interval: Duration::from_secs(opts.heartbeat_interval.max(1)),
+            startup_timeout: Duration::from_secs(opts.startup_timeout.max(1)),
+            leave_running: opts.leave_running,
+        }
+    }
+}
+
+/// The machine's host name, sanitised into a worker name.
+pub fn hostname() -> String {
+    let raw = sysinfo::System::host_name().unwrap_or_else(|| "worker".into());
+    let name: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+    if name.is_empty() { "worker".into() } else { name }
+}
+
+/// The address of the interface that routes outwards, else loopback. Sends nothing.
+pub fn detect_ip() -> String {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("10.255.255.255:1").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_port_ranges_parse_or_say_why() {
+        assert_eq!(parse_label("gpu=a100"), Ok(("gpu".into(), "a100".into())));
+        assert!(parse_label("novalue").is_err());
+        assert!(parse_label("=x").is_err());
+        assert_eq!(parse_range("40000-40010"), Ok((40000, 40010)));
+        for bad in ["40000", "a-b", "50-40", "0-10", "1-70000"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The instance lifecycle on the worker, one `tick` at a time: scheduled → initializing → starting
+//! → running; health checks; error with the last log lines; restart with a backoff stored on the
+//! instance; stop and free the port on delete; reattach after a worker restart; reap orphans.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::WorkerConfig;
+use super::agent::Cache;
+use super::logs;
+use super::runtime::{Handle, LaunchSpec, Liveness, Runtime};
+use crate::api::backend::InferenceBackendSpec;
+use crate::api::{InstanceState, InstanceStatusReport, ModelInstance};
+use crate::backends::{DeploymentOverrides, RenderContext, render_command};
+use crate::client::{Client, ClientError};
+
+/// Health probes that may fail in a row before a running instance is an error.
+const HEALTH_FAILURES: u32 = 3;
+/// Seconds between health probes of a running instance.
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
+/// How long a stopping workload gets before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Lines of log quoted in an error message.
+const LOG_LINES_IN_ERRORS: usize = 15;
+
+/// The restart backoff: `min(10·2^(n−1), 300)` seconds before the n-th restart.
+pub fn backoff(n: u32) -> Duration {
+    let n = n.max(1);
+    let secs = 10u64.saturating_mul(1u64 << (n - 1).min(20));
+    Duration::from_secs(secs.min(300))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Running,
+}
+
+/// What the worker knows locally about an instance it runs.
+#[derive(Debug, Clone)]
+struct Local {
+    handle: Handle,
+    port: u16,
+    phase: Phase,
+    since: Instant,
+    last_probe: Option<Instant>,
+    failures: u32,
+    health_path: Option<String>,
+}
+
+pub struct Reconciler {
+    client: Client,
+    worker_id: i64,
+    cfg: WorkerConfig,
+    runtime: Runtime,
+    root: PathBuf,
+    cache: Arc<Cache>,
+    local: Mutex<HashMap<i64, Local>>,
+    http: reqwest::Client,
+}
+
+impl Reconciler {
+    pub fn new(
+        client: Client,
+        worker_id: i64,
+        cfg: WorkerConfig,
+        runtime: Runtime,
+        root: PathBuf,
+        cache: Arc<Cache>,
+    ) -> Reconciler {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
+        Reconciler { client, worker_id, cfg, runtime, root, cache, local: Mutex::new(HashMap::new()), http }
+    }
+
+    /// Stops workloads left by an earlier run whose instances no longer exist on the server.
+    pub async fn reap_orphans(&self) {
+        for (id, handle) in self.runtime.managed().await {
+            match self.client.get::<ModelInstance>(&format!("/v2/model-instances/{id}")).await {
+                Err(ClientError::Api(body)) if body.code == 404 || body.code == 403 => {
+                    tracing::info!(instance = id, "reaping an orphaned workload");
+                    self.runtime.stop(&handle, STOP_GRACE).await;
+                    self.runtime.release(id).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops everything this worker runs (worker shutdown without --leave-running).
+    pub async fn stop_all(&self) {
+        let mut local = self.local.lock().await;
+        for (id, l) in local.drain() {
+            self.runtime.stop(&l.handle, STOP_GRACE).await;
+            self.runtime.release(id).await;
+        }
+    }
+
+    /// One reconcile pass over every instance placed here.
+    pub async fn tick(&self) {
+        let instances: Vec<ModelInstance> = self
+            .cache
+            .instances
+            .lock()
+            .await
+            .values()
+            .filter(|i| i.spec.worker_id == Some(self.worker_id))
+            .cloned()
+            .collect();
+        let present: BTreeSet<i64> = instances.iter().map(|i| i.id).collect();
+        let gone: Vec<(i64, Local)> = {
+            let mut local = self.local.lock().await;
+            let ids: Vec<i64> = local.keys().filter(|id| !present.contains(id)).copied().collect();
+            ids.into_iter().filter_map(|id| local.remove(&id).map(|l| (id, l))).collect()
+        };
+        for (id, l) in gone {
+            tracing::info!(instance = id, "instance deleted: stopping it");
+            self.runtime.stop(&l.handle, STOP_GRACE).await;
+            self.runtime.release(id).await;
+            let _ = std::fs::remove_dir_all(self.root.join(id.to_string()));
+        }
+        for instance in instances {
+            if let Err(e) = self.step(&instance).await {
+                tracing::warn!(instance = instance.id, error = %e, "reconcile step failed");
+            }
+            logs::enforce_bounds(&self.root, instance.id);
+        }
+    }
+
+    async fn step(&self, i: &ModelInstance) -> Result<(), ClientError> {
+        let local = self.local.lock().await.get(&i.id).cloned();
+        match (i.spec.state, local) {
+            (InstanceState::Scheduled | InstanceState::Initializing | InstanceState::Downloading, None) => {
+                self.launch(i, false).await
+            }
+            (InstanceState::Starting | InstanceState::Running | InstanceState::Unreachable, None) => {
+                self.adopt_or_fail(i).await
+            }
+            (InstanceState::Error, None) => {
+                let due = i.spec.next_restart_time.is_some_and(|t| t <= Utc::now());
+                if i.spec.restart_on_error && due { self.launch(i, true).await } else { Ok(()) }
+            }
+            (InstanceState::Error, Some(l)) => {
+                // Someone else marked it failed: make it so.
+                self.drop_local(i.id, &l).await;
+                Ok(())
+            }
+            (_, Some(l)) => self.watch_over(i, l).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// After a worker restart: take back a workload that still runs, or fail the instance.
+    async fn adopt_or_fail(&self, i: &ModelInstance) -> Result<(), ClientError> {
+        let found = self.runtime.managed().await.into_iter().find(|(id, _)| *id == i.id);
+        match (found, i.spec.port) {
+            (Some((_, handle)), Some(port)) => {
+                tracing::info!(instance = i.id, "reattached to a running workload");
+                let health_path = self.backend(&i.spec.backend).await.ok().and_then(|b| b.health_check_path);
+                let l = Local {
+                    handle,
+                    port,
+                    phase: Phase::Starting,
+                    since: Instant::now(),
+                    last_probe: None,
+                    failures: 0,
+                    health_path,
+                };
+                self.local.lock().await.insert(i.id, l);
+                Ok(())
+            }
+            _ => self.fail(i, "the inference server is gone (its worker restarted without it)".into(), None).await,
+        }
+    }
+
+    async fn watch_over(&self, i: &ModelInstance, l: Local) -> Result<(), ClientError> {
+        if let Liveness::Exited(how) = self.runtime.liveness(&l.handle).await {
+            let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
+            self.drop_local(i.id, &l).await;
+            return self.fail(i, format!("the inference server {how}; last log lines:\n{tail}"), None).await;
+        }
+        let now = Instant::now();
+        let due = match (l.phase, l.last_probe) {
+            (Phase::Starting, Some(t)) => now.duration_since(t) >= Duration::from_millis(500),
+            (Phase::Running, Some(t)) => {
+                now.duration_since(t) >= HEALTH_EVERY || i.spec.state != InstanceState::Running
+            }
+            (_, None) => true,
+        };
+        if !due {
+            return Ok(());
+        }
+        let healthy = self.probe(l.port, l.health_path.as_deref()).await;
+        let mut next = l.clone();
+        next.last_probe = Some(now);
+        match (l.phase, healthy) {
+            (_, true) => {
+                next.phase = Phase::Running;
+                next.failures = 0;
+                if i.spec.state != InstanceState::Running {
+                    tracing::info!(instance = i.id, port = l.port, "instance is running");
+                    let mut report = self.report_of(i);
+                    report.state = InstanceState::Running;
+                    report.state_message = None;
+                    self.report(i, report).await?;
+                }
+            }
+            (Phase::Starting, false) => {
+                if now.duration_since(l.since) > self.cfg.startup_timeout {
+                    let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
+                    self.drop_local(i.id, &l).await;
+                    let secs = self.cfg.startup_timeout.as_secs();
+                    return self
+                        .fail(
+                            i,
+                            format!("not healthy within the startup deadline ({secs} s); last log lines:\n{tail}"),
+                            None,
+                        )
+                        .await;
+                }
+            }
+            (Phase::Running, false) => {
+                next.failures += 1;
+                if next.failures >= HEALTH_FAILURES {
+                    let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
+                    self.drop_local(i.id, &l).await;
+                    let msg = format!("health check failed {HEALTH_FAILURES} times in a row; last log lines:\n{tail}");
+                    return self.fail(i, msg, None).await;
+                }
+            }
+        }
+        self.local.lock().await.insert(i.id, next);
+        Ok(())
+    }
+
+    async fn probe(&self, port: u16, path: Option<&str>) -> bool {
+        let Some(path) = path else { return true };
+        let url = format!("http://127.0.0.1:{port}{path}");
+        matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success())
+    }
+
+    async fn drop_local(&self, id: i64, l: &Local) {
+        self.runtime.stop(&l.handle, STOP_GRACE).await;
+        self.runtime.release(id).await;
+        self.local.lock().await.remove(&id);
+    }
+
+    async fn backend(&self, name: &str) -> Result<InferenceBackendSpec, ClientError> {
+        let path = format!("/v2/inference-backends/backend_name/{}", urlencode(name));
+        let record: crate::api::Record<InferenceBackendSpec> = self.client.get(&path).await?;
+        Ok(record.spec)
+    }
+
+    /// Starts (or restarts) an instance: checks the model, renders the command, takes a port, runs it.
+    async fn launch(&self, i: &ModelInstance, restart: bool) -> Result<(), ClientError> {
+        let restart_count = i.spec.restart_count + u32::from(restart);
+        let mut report = self.report_of(i);
+        report.state = InstanceState::Initializing;
+        report.state_message = None;
+        report.restart_count = restart_count;
+        report.next_restart_time = None;
+        if restart {
+            report.last_restart_time = Some(Utc::now());
+            tracing::info!(instance = i.id, restart_count, "restarting instance");
+        }
+        let i = &self.report(i, report).await?;
+        let model_path = PathBuf::from(&i.spec.model_path);
+        if !model_path.exists() {
+            let msg = format!("model_path {:?} does not exist on worker {}", i.spec.model_path, self.cfg.name);
+            return self.fail(i, msg, Some(restart_count)).await;
+        }
+        let backend = match self.backend(&i.spec.backend).await {
+            Ok(b) => b,
+            Err(e) => return self.fail(i, format!("backend {:?}: {e}", i.spec.backend), Some(restart_count)).await,
+        };
+        let port = match self.take_port().await {
+            Some(p) => p,
+            None => {
+                let (a, b) = self.cfg.port_range;
+                return self.fail(i, format!("no free port in {a}-{b}"), Some(restart_count)).await;
+            }
+        };
+        let overrides = DeploymentOverrides {
+            version: i.spec.backend_version.as_deref(),
+            run_command: i.spec.run_command.as_deref(),
+            env: Some(&i.spec.env),
+            backend_parameters: &i.spec.backend_parameters,
+        };
+        let ctx = RenderContext {
+            model_path: &i.spec.model_path,
+            model_name: &i.spec.model_name,
+            port,
+            worker_ip: &self.cfg.advertise_address,
+            gpu_ids: &i.spec.gpu_indexes,
+        };
+        let rendered = match render_command(&backend, &overrides, &ctx) {
+            Ok(r) => r,
+            Err(e) => return self.fail(i, format!("cannot render the launch command: {e}"), Some(restart_count)).await,
+        };
+        let argv = rendered.process_argv();
+        let spec = LaunchSpec {
+            instance_id: i.id,
+            instance_name: i.spec.name.clone(),
+            program: rendered.entrypoint.clone(),
+            args: rendered.args.clone(),
+            env: rendered.env.clone(),
+            image: i
+                .spec
+                .image_name
+                .clone()
+                .or_else(|| backend.version_configs.get(&rendered.version).and_then(|v| v.image_name.clone())),
+            model_path,
+            port,
+            gpu_indexes: i.spec.gpu_indexes.clone(),
+            log_path: logs::log_path(&self.root, i.id, restart_count),
+        };
+        let handle = match self.runtime.start(&spec).await {
+            Ok(h) => h,
+            Err(e) => return self.fail(i, e.to_string(), Some(restart_count)).await,
+        };
+        let local = Local {
+            handle: handle.clone(),
+            port,
+            phase: Phase::Starting,
+            since: Instant::now(),
+            last_probe: None,
+            failures: 0,
+            health_path: backend.health_check_path.clone(),
+        };
+        self.local.lock().await.insert(i.id, local);
+        let mut report = self.report_of(i);
+        report.state = InstanceState::Starting;
+        report.port = Some(port);
+        report.pid = handle.pid();
+        report.container_id = handle.container_id();
+        report.command = Some(argv);
+        self.report(i, report).await.map(|_| ())
+    }
+
+    async fn take_port(&self) -> Option<u16> {
+        let used: BTreeSet<u16> = self.local.lock().await.values().map(|l| l.port).collect();
+        let (first, last) = self.cfg.port_range;
+        (first..=last).find(|p| !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+    }
+
+    /// Marks an instance failed; schedules its restart if it restarts on error.
+    async fn fail(&self, i: &ModelInstance, message: String, restart_count: Option<u32>) -> Result<(), ClientError> {
+        let count = restart_count.unwrap_or(i.spec.restart_count);
+        let next = i.spec.restart_on_error.then(|| at(backoff(count + 1)));
+        tracing::warn!(instance = i.id, %message, next_restart = ?next, "instance failed");
+        let mut report = self.report_of(i);
+        report.state = InstanceState::Error;
+        report.state_message = Some(message.trim_end().to_string());
+        report.restart_count = count;
+        report.next_restart_time = next;
+        report.pid = None;
+        report.container_id = None;
+        self.report(i, report).await.map(|_| ())
+    }
+
+    fn report_of(&self, i: &ModelInstance) -> InstanceStatusReport {
+        InstanceStatusReport {
+            state: i.spec.state,
+            state_message: i.spec.state_message.clone(),
+            port: i.spec.port,
+            pid: i.spec.pid,
+            container_id: i.spec.container_id.clone(),
+            command: None,
+            download_progress: i.spec.download_progress,
+            restart_count: i.spec.restart_count,
+            last_restart_time: i.spec.last_restart_time,
+            next_restart_time: i.spec.next_restart_time,
+            version: i.version,
+        }
+    }
+
+    /// Sends a status report; on a version conflict, re-reads the instance and sends it once more
+    /// (the worker is the authority on what runs). Keeps the cache current.
+    async fn report(&self, i: &ModelInstance, mut report: InstanceStatusReport) -> Result<ModelInstance, ClientError> {
+        let path = format!("/v2/model-instances/{}/status", i.id);
+        let updated = match self.client.put::<_, ModelInstance>(&path, &report).await {
+            Err(ClientError::Api(body)) if body.code == 409 => {
+                let fresh: ModelInstance = self.client.get(&format!("/v2/model-instances/{}", i.id)).await?;
+                report.version = fresh.version;
+                self.client.put::<_, ModelInstance>(&path, &report).await?
+            }
+            other => other?,
+        };
+        let mut map = self.cache.instances.lock().await;
+        if map.get(&updated.id).is_none_or(|old| old.version <= updated.version) {
+            map.insert(updated.id, updated.clone());
+        }
+        Ok(updated)
+    }
+}
+
+fn at(after: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(after).unwrap_or_default()
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_ten_seconds_up_to_five_minutes() {
+        let want = [(1, 10), (2, 20), (3, 40), (4, 80), (5, 160), (6, 300), (7, 300), (40, 300), (0, 10)];
+        for (n, secs) in want {
+            assert_eq!(backoff(n), Duration::from_secs(secs), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn names_are_escaped_in_paths() {
+        assert_eq!(urlencode("llama.cpp"), "llama.cpp");
+        assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
+    }
+}
