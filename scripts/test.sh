@@ -23,6 +23,10 @@ FERROSTACK_TEST_PG_URL="$(scripts/pg-cluster.sh start "$PG_DIR")"
 export FERROSTACK_TEST_PG_URL
 echo "PostgreSQL at $FERROSTACK_TEST_PG_URL"
 
+step "llama.cpp backend and the SmolLM2 model (scripts/setup-llm.sh)"
+eval "$(scripts/setup-llm.sh)"
+export LLAMA_SERVER SMOLLM2_GGUF
+
 step "cargo test (SQLite and PostgreSQL)"
 # CI=true makes a missing PostgreSQL a failure instead of a skip.
 CI="${CI:-true}" cargo test --locked "$@"

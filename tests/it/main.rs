@@ -6,3 +6,4 @@ mod foundation;
 mod repository;
 mod support;
 mod tidy;
+mod workers;
