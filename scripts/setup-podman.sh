@@ -3,8 +3,10 @@
 # its tests (idempotent; a warm run takes well under 1 s).
 #
 # Usage:
-#   eval "$(scripts/setup-podman.sh [DIR])"            # DIR defaults to <repo>/.cache/podman
-#   eval "$(scripts/setup-podman.sh --llama-image [DIR])"  # also builds localhost/ferrostack-llama:test
+#   set -a; eval "$(scripts/setup-podman.sh [DIR])"; set +a     # DIR defaults to <repo>/.cache/podman
+#   set -a; eval "$(scripts/setup-podman.sh --llama-image)"; set +a   # + localhost/ferrostack-llama:test
+# Then e.g. `FERROSTACK_REQUIRE_CONTAINERS=1 cargo test --lib worker::runtime::container` (the llama test
+# also wants SMOLLM2_GGUF from `set -a; eval "$(scripts/setup-llm.sh)"`).
 #
 # What it does (each step skipped when already done):
 #   1. apt-get install podman runc crun fuse-overlayfs slirp4netns uidmap busybox-static catatonit
@@ -30,7 +32,7 @@ DIR=""
 for arg in "$@"; do
     case "$arg" in
         --llama-image) LLAMA=1 ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "setup-podman.sh: unknown option: $arg" >&2; exit 2 ;;
         *) DIR="$arg" ;;
     esac
@@ -86,7 +88,8 @@ if ! api_up; then
     fi
     rm -f "$SOCK"
     log "starting podman system service on $SOCK ..."
-    nohup podman system service --time=0 "unix://$SOCK" >"$DIR/service.log" 2>&1 </dev/null &
+    # fd 9 (the lock) must not leak into the long-lived service.
+    nohup podman system service --time=0 "unix://$SOCK" >"$DIR/service.log" 2>&1 </dev/null 9>&- &
     echo $! >"$DIR/service.pid"
     for _ in $(seq 1 100); do
         api_up && break
@@ -143,7 +146,7 @@ if [[ "$LLAMA" == 1 ]] && ! podman image exists "$LLAMA_IMAGE"; then
     make_busybox_rootfs "$root"
     mkdir -p "$root$BASE/lib" "$root$(dirname "$PY")" "$root/opt/ferrostack/venv" "$root/opt/ferrostack/tools" \
         "$root/usr/local/bin"
-    cp -a "$PY" "$root$PY"
+    cp -a "$(dirname "$PY")"/python* "$root$(dirname "$PY")/"
     cp -a "$BASE/lib/"libpython* "$root$BASE/lib/"
     tar -C "$BASE/lib" --exclude="$PYVER/test" --exclude="$PYVER/site-packages" --exclude="$PYVER/idlelib" \
         --exclude="$PYVER/tkinter" --exclude="$PYVER/turtledemo" --exclude="$PYVER/ensurepip" \

@@ -17,7 +17,10 @@ cargo clippy --all-targets --locked -- -D warnings
 step "PostgreSQL test cluster"
 PG_DIR="$(mktemp -d /tmp/ferrostack-pg.XXXXXX)"
 rmdir "$PG_DIR"
-cleanup() { scripts/pg-cluster.sh stop "$PG_DIR" >/dev/null 2>&1 || true; }
+cleanup() {
+    scripts/pg-cluster.sh stop "$PG_DIR" >/dev/null 2>&1 || true
+    if [ -f .cache/podman/service.pid ]; then kill "$(cat .cache/podman/service.pid)" 2>/dev/null || true; fi
+}
 trap cleanup EXIT
 FERROSTACK_TEST_PG_URL="$(scripts/pg-cluster.sh start "$PG_DIR")"
 export FERROSTACK_TEST_PG_URL
@@ -26,6 +29,15 @@ echo "PostgreSQL at $FERROSTACK_TEST_PG_URL"
 step "llama.cpp backend and the SmolLM2 model (scripts/setup-llm.sh)"
 eval "$(scripts/setup-llm.sh)"
 export LLAMA_SERVER SMOLLM2_GGUF
+
+step "podman serving the Docker API, and a local llama image (scripts/setup-podman.sh)"
+# Container tests run where podman can run containers; elsewhere they skip and say why.
+if podman_env="$(scripts/setup-podman.sh --llama-image)"; then
+    set -a; eval "$podman_env"; set +a
+    export FERROSTACK_REQUIRE_CONTAINERS=1
+else
+    echo "containers cannot run on this machine: container runtime tests will be skipped"
+fi
 
 step "cargo test (SQLite and PostgreSQL)"
 # CI=true makes a missing PostgreSQL a failure instead of a skip.

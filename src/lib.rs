@@ -9,5 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod estimate;
+pub mod placement;
 pub mod server;
 pub mod worker;

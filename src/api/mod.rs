@@ -7,10 +7,12 @@
 pub mod auth;
 pub mod backend;
 pub mod gpu;
+pub mod model;
 pub mod worker;
 
 pub use auth::*;
 pub use gpu::*;
+pub use model::*;
 pub use worker::*;
 
 use chrono::{DateTime, Utc};

@@ -199,6 +199,14 @@ impl InstanceState {
     }
 }
 
+/// Memory the scheduler reserved for an instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceClaim {
+    /// Bytes per GPU index (the index as a string: JSON object keys are strings).
+    pub vram: BTreeMap<String, u64>,
+    pub ram: u64,
+}
+
 /// A model instance: one running copy of a model on one worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelInstanceSpec {
@@ -236,6 +244,15 @@ pub struct ModelInstanceSpec {
     pub pid: Option<u32>,
     #[serde(default)]
     pub container_id: Option<String>,
+    /// What the scheduler reserved for this instance.
+    #[serde(default)]
+    pub computed_resource_claim: Option<ResourceClaim>,
+    /// The parameters the server added to the backend's command (shown in the UI).
+    #[serde(default)]
+    pub injected_backend_parameters: Vec<String>,
+    /// Fingerprint of the deployment fields that shape how the instance runs; a change rolls it.
+    #[serde(default)]
+    pub spec_hash: Option<String>,
     /// The launch command as run (program and arguments), for the UI.
     #[serde(default)]
     pub command: Vec<String>,

@@ -2,6 +2,7 @@
 //! server with an API key.
 
 mod backend;
+mod models;
 mod output;
 mod serve;
 
@@ -42,6 +43,26 @@ pub enum Command {
     Server(ServerArgs),
     /// The agent for a GPU machine: joins a server's cluster and runs the instances placed on it.
     Worker(serve::WorkerArgs),
+    /// Deploy a model.
+    Deploy(models::DeployArgs),
+    /// Deployments and their instances, as tables.
+    Ps(ClientArgs),
+    /// Set a deployment's replicas (0 stops it).
+    Scale {
+        name: String,
+        replicas: u32,
+        /// Wait until the replicas run.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a deployment and its instances.
+    Undeploy {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print (or follow) a model instance's log.
     Logs {
         /// Instance id.
@@ -119,6 +140,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start(args) => serve::run(args.server, (!args.no_worker).then_some(args.worker)).await,
         Command::Server(args) => serve::run(args, None).await,
         Command::Worker(args) => serve::run_worker(args).await,
+        Command::Deploy(args) => models::deploy(args).await,
+        Command::Ps(args) => models::ps(&args).await,
+        Command::Scale { name, replicas, wait, client: args } => models::scale(&args, &name, replicas, wait).await,
+        Command::Undeploy { name, client: args } => models::undeploy(&args, &name).await,
         Command::Logs { id, tail, follow, client: args } => serve::logs(&client(&args), id, tail, follow).await,
         Command::Backend(cmd) => backend::run(cmd).await,
         Command::Version(args) => {

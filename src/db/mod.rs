@@ -4,10 +4,12 @@
 
 mod auth;
 mod backends;
+mod models;
 mod store;
 mod workers;
 
 pub use auth::*;
+pub use models::*;
 pub use store::*;
 pub use workers::*;
 

@@ -240,6 +240,20 @@ impl Db {
         spec: &T,
         extra: &[(&str, Val)],
     ) -> DbResult<Record<T>> {
+        self.update_guarded(None, id, expected, spec, extra).await
+    }
+
+    /// [`Db::update`], plus a compare-and-swap of a counter in `settings` in the same transaction:
+    /// the write happens only if `guard = (key, expected value)` still holds, and bumps it.
+    /// The scheduler binds instances this way, so two schedulers never book the same memory.
+    pub async fn update_guarded<T: Resource>(
+        &self,
+        guard: Option<(&str, i64)>,
+        id: i64,
+        expected: i64,
+        spec: &T,
+        extra: &[(&str, Val)],
+    ) -> DbResult<Record<T>> {
         let now = now_ms();
         let mut sets = String::from("name = $1, name_key = $2, data = $3, updated_at = $4, version = version + 1");
         for (i, (col, _)) in extra.iter().enumerate() {
@@ -260,6 +274,17 @@ impl Db {
             q = bind(q, v);
         }
         let mut tx = self.pool.begin().await?;
+        if let Some((key, value)) = guard {
+            let bumped = sqlx::query("UPDATE settings SET value = $1 WHERE key = $2 AND value = $3")
+                .bind((value + 1).to_string())
+                .bind(key.to_string())
+                .bind(value.to_string())
+                .execute(&mut *tx)
+                .await?;
+            if bumped.rows_affected() != 1 {
+                return Err(DbError::VersionConflict { kind: "scheduling epoch", id: 0, expected: value, actual: -1 });
+            }
+        }
         let Some(row) = q.fetch_optional(&mut *tx).await.map_err(|e| map_unique(e, spec))? else {
             drop(tx);
             let current = self.get::<T>(id).await?;

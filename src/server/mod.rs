@@ -2,10 +2,13 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod controller;
 pub mod error;
+pub mod evaluate;
 pub mod extract;
 pub mod monitor;
 mod routes;
+pub mod scheduler;
 pub mod watch;
 
 use std::sync::Arc;
@@ -117,6 +120,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         server_secret: Arc::new(server_secret),
     };
     bootstrap::spawn_housekeeping(db.clone(), shutdown.clone());
+    controller::spawn_loops(db.clone(), shutdown.clone());
     let app = router(state);
     let addr = listener.local_addr()?;
     let mut stopped = shutdown;

@@ -3,6 +3,7 @@
 
 mod backends;
 mod foundation;
+mod models;
 mod repository;
 mod support;
 mod tidy;

@@ -86,6 +86,11 @@ impl TestServer {
     }
 
     pub async fn start_with(dir: tempfile::TempDir, database_url: String) -> TestServer {
+        // RUST_LOG=… shows the server's and workers' logs for a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let config = Config {
             data_dir: dir.path().join("data"),
             host: "127.0.0.1".into(),

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     ("api", &[]),
     ("backends", &["api"]),
+    ("placement", &[]),
+    ("estimate", &["api", "backends", "placement"]),
     ("config", &[]),
     ("db", &["api"]),
-    ("server", &["api", "backends", "config", "db"]),
+    ("server", &["api", "backends", "config", "db", "estimate", "placement"]),
     ("client", &["api"]),
     ("worker", &["api", "backends", "client"]),
     ("cli", &["api", "backends", "config", "client", "server", "worker"]),

@@ -307,12 +307,21 @@ async fn delete_backend(State(state): State<AppState>, Auth(p): Auth, Path(id): 
 }
 
 /// Refuses (409 `InUse`) when a deployment with replicas > 0 uses `backend` (or, with `version`,
-/// that version of it). Deployments land in issue 5; until then nothing can use a backend, so this
-/// always allows. Called before a delete and for every version an update removes.
-async fn backend_in_use(_state: &AppState, _backend: &str, _version: Option<&str>) -> ApiResult<()> {
-    // Issue 5: look up models whose backend (and backend_version) match with replicas > 0 and answer
-    // ApiError::new(ErrorCode::InUse, "backend ... is used by deployment ... (replicas N)").
-    Ok(())
+/// that version of it). Called before a delete and for every version an update removes.
+async fn backend_in_use(state: &AppState, backend: &str, version: Option<&str>) -> ApiResult<()> {
+    let users = state.db.models_using_backend(backend, version).await?;
+    if users.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = users.iter().map(|m| format!("{} (replicas {})", m.spec.name, m.spec.replicas)).collect();
+    let what = match version {
+        Some(v) => format!("version {v:?} of backend {backend:?}"),
+        None => format!("backend {backend:?}"),
+    };
+    Err(ApiError::new(
+        ErrorCode::InUse,
+        format!("{what} is used by deployment(s) {}; scale them to 0 or delete them first", names.join(", ")),
+    ))
 }
 
 /// The backend as GPUStack YAML (`text/yaml`); importing it gives the same backend back.

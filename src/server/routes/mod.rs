@@ -5,6 +5,7 @@ mod auth;
 mod clusters;
 mod inference_backends;
 mod model_instances;
+pub mod models;
 mod probes;
 mod users;
 mod workers;
@@ -27,4 +28,5 @@ pub fn management(_state: AppState) -> OpenApiRouter<AppState> {
         .merge(inference_backends::routes())
         .merge(workers::routes())
         .merge(model_instances::routes())
+        .merge(models::routes())
 }

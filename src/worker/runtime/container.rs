@@ -1,29 +1,793 @@
-//! The container runtime over the Docker Engine API (Docker or Podman's compatible socket).
+//! The container runtime over the Docker Engine API (Docker, or Podman's compatible socket) with bollard:
+//! uses an image already present or pulls it with progress, runs the rendered command with host networking,
+//! the model mounted read-only, GPUs as device requests and labels that let a restarted worker find its
+//! containers again, and copies the container's stdout/stderr into the instance's log file.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as EngineError;
+use bollard::models::{ContainerCreateBody, CreateImageInfo, DeviceRequest, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    StopContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use super::{Handle, LaunchSpec, Liveness, RuntimeError};
 
-pub struct ContainerRuntime {}
+/// Label holding the instance id a container runs.
+pub const LABEL_INSTANCE_ID: &str = "ferrostack.instance-id";
+/// Label holding the instance name (for people looking at `docker ps`).
+pub const LABEL_INSTANCE_NAME: &str = "ferrostack.instance-name";
+/// Label marking every container this runtime created.
+pub const LABEL_MANAGED: &str = "ferrostack.managed";
+/// Label holding the host path of the instance's log file, so a restarted worker can follow it again.
+pub const LABEL_LOG_PATH: &str = "ferrostack.log-path";
+/// Label holding the runtime's scope (see [`ContainerRuntime::with_scope`]), when it has one.
+pub const LABEL_SCOPE: &str = "ferrostack.scope";
+
+/// How long `connect` waits for the engine's `/version`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Timeout for ordinary engine requests (seconds; bollard's unit).
+const REQUEST_TIMEOUT_S: u64 = 120;
+/// Sockets tried, in order, when neither an explicit socket nor `DOCKER_HOST` is given.
+const DEFAULT_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/podman/podman.sock"];
+
+#[derive(Debug)]
+pub struct ContainerRuntime {
+    docker: Docker,
+    /// Where the engine was reached (for messages).
+    endpoint: String,
+    /// Engine name and version, from `/version`.
+    engine: String,
+    scope: Option<String>,
+    /// Log followers by container id.
+    followers: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+/// The engine's own words for an error: its message for HTTP errors and stream errors.
+fn engine_message(e: &EngineError) -> String {
+    match e {
+        EngineError::DockerResponseServerError { status_code, message } => {
+            format!("{} (HTTP {status_code})", message.trim())
+        }
+        EngineError::DockerStreamError { error } => error.trim().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn is_not_found(e: &EngineError) -> bool {
+    matches!(e, EngineError::DockerResponseServerError { status_code: 404, .. })
+}
+
+/// The engine answered with JSON bollard cannot read. Podman 4 reports a container that has just exited
+/// as `"Status": "stopped"` (until its cleanup makes it `exited`), a state Docker's API does not have.
+fn is_decode_error(e: &EngineError) -> bool {
+    matches!(e, EngineError::JsonDataError { .. } | EngineError::JsonSerdeError { .. })
+}
+
+/// Where to reach the engine: the explicit socket, else `DOCKER_HOST`, else the first default socket
+/// that exists (Docker's, rootful Podman's, then rootless Podman's under `XDG_RUNTIME_DIR`).
+fn resolve_endpoint(socket: Option<PathBuf>) -> Result<String, RuntimeError> {
+    if let Some(path) = socket {
+        let text = path.to_string_lossy().into_owned();
+        return Ok(if text.contains("://") { text } else { format!("unix://{text}") });
+    }
+    if let Ok(host) = std::env::var("DOCKER_HOST")
+        && !host.trim().is_empty()
+    {
+        return Ok(host.trim().to_string());
+    }
+    let mut candidates: Vec<PathBuf> = DEFAULT_SOCKETS.iter().map(PathBuf::from).collect();
+    if let Ok(dir) = std::env::var("XDG_RUNTIME_DIR") {
+        candidates.push(Path::new(&dir).join("podman/podman.sock"));
+    }
+    candidates.iter().find(|p| p.exists()).map(|p| format!("unix://{}", p.display())).ok_or_else(|| {
+        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        RuntimeError::Engine(format!(
+            "no container engine socket found (DOCKER_HOST is unset; tried {})",
+            tried.join(", ")
+        ))
+    })
+}
+
+/// `ferrostack-<id>-<name>`, keeping only the characters Docker allows in names.
+pub fn container_name(instance_id: i64, instance_name: &str) -> String {
+    let clean: String = instance_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .take(100)
+        .collect();
+    let clean = clean.trim_matches('-');
+    if clean.is_empty() { format!("ferrostack-{instance_id}") } else { format!("ferrostack-{instance_id}-{clean}") }
+}
+
+/// The host path to bind: a model directory as is; a model file's directory (so split GGUF parts and
+/// sibling files resolve), unless that is `/`.
+fn model_mount(model_path: &Path) -> Option<PathBuf> {
+    if model_path.as_os_str().is_empty() || !model_path.is_absolute() || !model_path.exists() {
+        return None;
+    }
+    if model_path.is_dir() {
+        return Some(model_path.to_path_buf());
+    }
+    match model_path.parent() {
+        Some(parent) if parent != Path::new("/") => Some(parent.to_path_buf()),
+        _ => Some(model_path.to_path_buf()),
+    }
+}
+
+/// The create-container body for a launch spec (pure, so it is tested without an engine).
+fn create_body(spec: &LaunchSpec, image: &str, scope: Option<&str>) -> ContainerCreateBody {
+    let mut labels = HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_INSTANCE_ID.to_string(), spec.instance_id.to_string()),
+        (LABEL_INSTANCE_NAME.to_string(), spec.instance_name.clone()),
+        (LABEL_LOG_PATH.to_string(), spec.log_path.to_string_lossy().into_owned()),
+    ]);
+    if let Some(scope) = scope {
+        labels.insert(LABEL_SCOPE.to_string(), scope.to_string());
+    }
+    // A non-empty program replaces the image's entrypoint; otherwise the args follow the image's own.
+    let (entrypoint, cmd) = if spec.program.is_empty() {
+        (None, (!spec.args.is_empty()).then(|| spec.args.clone()))
+    } else {
+        (Some(spec.program.clone()), Some(spec.args.clone()))
+    };
+    let binds = model_mount(&spec.model_path).map(|p| vec![format!("{}:{}:ro", p.display(), p.display())]);
+    let device_requests = (!spec.gpu_indexes.is_empty()).then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            device_ids: Some(spec.gpu_indexes.iter().map(u32::to_string).collect()),
+            capabilities: Some(vec![vec!["gpu".into()]]),
+            ..Default::default()
+        }]
+    });
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint,
+        cmd,
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            // Host networking: the backend's `--port {{port}}` is reachable on the host as rendered.
+            network_mode: Some("host".into()),
+            binds,
+            device_requests,
+            // A tiny init as PID 1 forwards SIGTERM and reaps, so `stop` is honoured.
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One line for a pull progress message, e.g. `a1b2c3: Downloading 12.0/98.0 MB`.
+fn describe_progress(info: &CreateImageInfo) -> Option<String> {
+    let status = info.status.as_deref()?.trim();
+    let mut line = match info.id.as_deref() {
+        Some(id) if !id.is_empty() => format!("{id}: {status}"),
+        _ => status.to_string(),
+    };
+    if let Some(detail) = &info.progress_detail
+        && let (Some(current), Some(total)) = (detail.current, detail.total)
+        && total > 0
+    {
+        let mb = |b: i64| b as f64 / 1_000_000.0;
+        line.push_str(&format!(" {:.1}/{:.1} MB", mb(current), mb(total)));
+    }
+    Some(line)
+}
+
+/// Appends one line to the instance's log (best effort: the log is for people).
+fn append_line(log_path: &Path, line: &str) {
+    let written =
+        std::fs::OpenOptions::new().create(true).append(true).open(log_path).and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(e) = written {
+        tracing::warn!(path = %log_path.display(), "cannot write to the instance log: {e}");
+    }
+}
+
+fn now_unix() -> i32 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i32).unwrap_or(0)
+}
 
 impl ContainerRuntime {
-    pub async fn connect(_socket: Option<std::path::PathBuf>) -> Result<ContainerRuntime, RuntimeError> {
-        Err(RuntimeError::Engine("the container runtime is not available in this build".into()))
+    /// Connects to the engine at `socket` (a path or a `unix://`/`tcp://` address), else `DOCKER_HOST`,
+    /// else the default Docker or Podman socket, and checks within a few seconds that it answers
+    /// `/version`, agreeing on the API version (Podman 4 speaks 1.41).
+    pub async fn connect(socket: Option<PathBuf>) -> Result<ContainerRuntime, RuntimeError> {
+        let endpoint = resolve_endpoint(socket)?;
+        let fail = |what: &str, e: &EngineError| {
+            RuntimeError::Engine(format!("cannot {what} {endpoint}: {}", engine_message(e)))
+        };
+        let version = bollard::API_DEFAULT_VERSION;
+        let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, REQUEST_TIMEOUT_S, version).map_err(|e| fail("reach", &e))?
+        } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+            Docker::connect_with_http(&endpoint, REQUEST_TIMEOUT_S, version).map_err(|e| fail("reach", &e))?
+        } else {
+            return Err(RuntimeError::Engine(format!(
+                "unsupported container engine address {endpoint:?}: use unix:// or tcp:// (no TLS)"
+            )));
+        };
+        let docker = match tokio::time::timeout(PROBE_TIMEOUT, docker.negotiate_version()).await {
+            Ok(Ok(docker)) => docker,
+            Ok(Err(e)) => return Err(fail("query", &e)),
+            Err(_) => {
+                return Err(RuntimeError::Engine(format!(
+                    "{endpoint} did not answer /version within {}s",
+                    PROBE_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        let info = tokio::time::timeout(PROBE_TIMEOUT, docker.version())
+            .await
+            .map_err(|_| RuntimeError::Engine(format!("{endpoint} stopped answering")))?
+            .map_err(|e| fail("query", &e))?;
+        let name = info
+            .components
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| "Docker Engine".into());
+        let engine = format!(
+            "{name} {} (API {})",
+            info.version.as_deref().unwrap_or("?"),
+            info.api_version.as_deref().unwrap_or("?")
+        );
+        tracing::info!(%endpoint, %engine, "connected to the container engine");
+        Ok(ContainerRuntime { docker, endpoint, engine, scope: None, followers: Mutex::new(HashMap::new()) })
     }
 
-    pub async fn start(&self, _spec: &LaunchSpec) -> Result<Handle, RuntimeError> {
-        Err(RuntimeError::Engine("the container runtime is not available in this build".into()))
+    /// Whether a container engine answers at `socket` (or `DOCKER_HOST`, or the default sockets): what
+    /// `--runtime auto` asks.
+    pub async fn available(socket: Option<PathBuf>) -> bool {
+        ContainerRuntime::connect(socket).await.inspect_err(|e| tracing::debug!("no container runtime: {e}")).is_ok()
     }
 
-    pub async fn liveness(&self, _handle: &Handle) -> Liveness {
-        Liveness::Exited("the container runtime is not available in this build".into())
+    /// Labels every container with `ferrostack.scope=<scope>` and only finds (and releases) containers with
+    /// that label: lets several workers, or tests, share one engine.
+    pub fn with_scope(mut self, scope: impl Into<String>) -> ContainerRuntime {
+        self.scope = Some(scope.into());
+        self
     }
 
-    pub async fn stop(&self, _handle: &Handle, _grace: Duration) {}
+    /// Where the engine was reached, e.g. `unix:///run/podman/podman.sock`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
 
+    /// The engine's name, version and the API version in use, e.g. `Podman Engine 4.3.1 (API 1.41)`.
+    pub fn engine(&self) -> &str {
+        &self.engine
+    }
+
+    fn label_filters(&self, extra: &str) -> HashMap<String, Vec<String>> {
+        let mut labels = vec![format!("{LABEL_MANAGED}=true"), extra.to_string()];
+        if let Some(scope) = &self.scope {
+            labels.push(format!("{LABEL_SCOPE}={scope}"));
+        }
+        labels.retain(|l| !l.is_empty());
+        HashMap::from([("label".to_string(), labels)])
+    }
+
+    /// Makes sure `image` is present: used as is when it is, pulled (progress to the log) when not.
+    async fn ensure_image(&self, image: &str, log_path: &Path) -> Result<(), RuntimeError> {
+        let image_err = |message: String| RuntimeError::Image { image: image.to_string(), message };
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(RuntimeError::Engine(format!("cannot inspect image {image:?}: {}", engine_message(&e))));
+            }
+        }
+        tracing::info!(image, "pulling image");
+        append_line(log_path, &format!("[ferrostack] pulling image {image}"));
+        let options = CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() };
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        let (mut last_line, mut last_progress) = (String::new(), None::<Instant>);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| {
+                let message = engine_message(&e);
+                append_line(log_path, &format!("[ferrostack] pull of {image} failed: {message}"));
+                image_err(message)
+            })?;
+            let Some(line) = describe_progress(&info) else { continue };
+            // Byte counters update many times a second: keep one such line a second.
+            let counter = info.progress_detail.as_ref().is_some_and(|d| d.total.is_some());
+            if line == last_line || (counter && last_progress.is_some_and(|t| t.elapsed() < Duration::from_secs(1))) {
+                continue;
+            }
+            if counter {
+                last_progress = Some(Instant::now());
+            }
+            tracing::info!(image, "pull: {line}");
+            append_line(log_path, &format!("[ferrostack] pull {image}: {line}"));
+            last_line = line;
+        }
+        match self.docker.inspect_image(image).await {
+            Ok(_) => {
+                append_line(log_path, &format!("[ferrostack] pulled image {image}"));
+                Ok(())
+            }
+            Err(e) => Err(image_err(format!("the pull ended but the image is not there: {}", engine_message(&e)))),
+        }
+    }
+
+    async fn remove(&self, id_or_name: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        match self.docker.remove_container(id_or_name, Some(options)).await {
+            Err(e) if !is_not_found(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Copies the container's stdout and stderr (from `since`, unix seconds; 0 = everything) into
+    /// `log_path` until the container stops.
+    async fn follow_logs(&self, id: &str, log_path: PathBuf, since: i32) {
+        let docker = self.docker.clone();
+        let container = id.to_string();
+        let task = tokio::spawn(async move {
+            let options = LogsOptions { follow: true, stdout: true, stderr: true, since, ..Default::default() };
+            let mut file = match std::fs::OpenOptions::new().create(true).append(true).open(&log_path) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(path = %log_path.display(), "cannot open the instance log: {e}");
+                    return;
+                }
+            };
+            let mut stream = docker.logs(&container, Some(options));
+            while let Some(item) = stream.next().await {
+                let bytes = match item {
+                    Ok(
+                        LogOutput::StdOut { message } | LogOutput::StdErr { message } | LogOutput::Console { message },
+                    ) => message,
+                    Ok(LogOutput::StdIn { .. }) => continue,
+                    Err(e) => {
+                        tracing::debug!(container, "log stream ended: {}", engine_message(&e));
+                        break;
+                    }
+                };
+                if let Err(e) = file.write_all(&bytes) {
+                    tracing::warn!(path = %log_path.display(), "cannot write to the instance log: {e}");
+                    break;
+                }
+            }
+        });
+        if let Some(old) = self.followers.lock().await.insert(id.to_string(), task) {
+            old.abort();
+        }
+    }
+
+    /// Ends the log follower of a container, after letting it drain what the engine still sends.
+    async fn unfollow(&self, id: &str) {
+        let Some(mut task) = self.followers.lock().await.remove(id) else { return };
+        if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+
+    pub async fn start(&self, spec: &LaunchSpec) -> Result<Handle, RuntimeError> {
+        let program = spec.program.first().cloned().unwrap_or_else(|| "(the image's entrypoint)".into());
+        let start_err = |message: String| RuntimeError::Start { program: program.clone(), message };
+        let image = spec
+            .image
+            .as_deref()
+            .filter(|i| !i.trim().is_empty())
+            .ok_or_else(|| start_err("the container runtime needs an image, and none is set".into()))?;
+        if let Some(dir) = spec.log_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        self.ensure_image(image, &spec.log_path).await?;
+
+        let name = container_name(spec.instance_id, &spec.instance_name);
+        // A container left from an earlier run of this instance holds the name: it goes.
+        self.remove(&name).await.map_err(|e| {
+            RuntimeError::Engine(format!("cannot remove the stale container {name}: {}", engine_message(&e)))
+        })?;
+        let body = create_body(spec, image, self.scope.as_deref());
+        let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+        let created =
+            self.docker.create_container(Some(options), body).await.map_err(|e| {
+                start_err(format!("cannot create container {name} from {image}: {}", engine_message(&e)))
+            })?;
+        let id = created.id;
+        for warning in created.warnings.iter().filter(|w| !w.is_empty()) {
+            tracing::warn!(container = name, "engine warning: {warning}");
+            append_line(&spec.log_path, &format!("[ferrostack] engine warning: {warning}"));
+        }
+        if let Err(e) = self.docker.start_container(&id, None).await {
+            let message = format!("cannot start container {name} from {image}: {}", engine_message(&e));
+            if let Err(e) = self.remove(&id).await {
+                tracing::warn!(container = name, "cannot remove the container that failed to start: {e}");
+            }
+            return Err(start_err(message));
+        }
+        tracing::info!(container = name, id, image, "container started");
+        self.follow_logs(&id, spec.log_path.clone(), 0).await;
+        Ok(Handle::Container { id })
+    }
+
+    pub async fn liveness(&self, handle: &Handle) -> Liveness {
+        let Handle::Container { id } = handle else {
+            return Liveness::Exited("not a container".into());
+        };
+        let inspected = match self.docker.inspect_container(id, None).await {
+            Ok(c) => c,
+            Err(e) if is_not_found(&e) => return Liveness::Exited(format!("container {id} is gone")),
+            Err(e) if is_decode_error(&e) => return self.exit_status(id).await,
+            Err(e) => return Liveness::Exited(format!("cannot inspect container {id}: {}", engine_message(&e))),
+        };
+        let state = inspected.state.unwrap_or_default();
+        if state.running == Some(true) {
+            return Liveness::Running;
+        }
+        let mut message = match state.exit_code {
+            Some(code) => format!("exited with status {code}"),
+            None => "exited".to_string(),
+        };
+        if state.oom_killed == Some(true) {
+            message.push_str(" (killed: out of memory)");
+        }
+        if let Some(error) = state.error.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            message.push_str(": ");
+            message.push_str(error);
+        }
+        Liveness::Exited(message)
+    }
+
+    /// How a container that is not running ended, from `wait` (used where `inspect` cannot be read: only
+    /// states other than running are unknown to bollard, so the container is known not to run).
+    async fn exit_status(&self, id: &str) -> Liveness {
+        let options = WaitContainerOptions { condition: "not-running".into() };
+        let mut wait = self.docker.wait_container(id, Some(options));
+        match tokio::time::timeout(Duration::from_secs(2), wait.next()).await {
+            Ok(Some(Ok(response))) => Liveness::Exited(format!("exited with status {}", response.status_code)),
+            Ok(Some(Err(EngineError::DockerContainerWaitError { error, code }))) => match error.trim() {
+                "" => Liveness::Exited(format!("exited with status {code}")),
+                error => Liveness::Exited(format!("exited with status {code}: {error}")),
+            },
+            Ok(Some(Err(e))) if is_not_found(&e) => Liveness::Exited(format!("container {id} is gone")),
+            Ok(Some(Err(e))) => Liveness::Exited(format!("container {id} is not running: {}", engine_message(&e))),
+            Ok(None) => Liveness::Exited(format!("container {id} is not running")),
+            // `wait` blocks while it runs, yet `inspect` showed a state other than running: report that.
+            Err(_) => Liveness::Exited(format!("container {id} is in a state the engine API does not define")),
+        }
+    }
+
+    /// Stops the container (the engine sends SIGTERM, then SIGKILL after `grace`) and removes it.
+    pub async fn stop(&self, handle: &Handle, grace: Duration) {
+        let Handle::Container { id } = handle else { return };
+        let t = grace.as_secs_f64().ceil() as i32;
+        let options = StopContainerOptions { t: Some(t), ..Default::default() };
+        // The engine answers once the container is down: wait longer than the grace.
+        let docker = self.docker.clone().with_timeout(grace + Duration::from_secs(30));
+        match docker.stop_container(id, Some(options)).await {
+            Ok(()) => {}
+            // 304: already stopped; 404: already gone.
+            Err(EngineError::DockerResponseServerError { status_code: 304 | 404, .. }) => {}
+            Err(e) => tracing::warn!(container = id, "cannot stop container: {}", engine_message(&e)),
+        }
+        self.unfollow(id).await;
+        if let Err(e) = self.remove(id).await {
+            tracing::warn!(container = id, "cannot remove container: {}", engine_message(&e));
+        }
+    }
+
+    /// Running containers this runtime (in this scope) started: (instance id, handle). Each one's log is
+    /// followed again from now on, into the log file recorded in its labels.
     pub async fn managed(&self) -> Vec<(i64, Handle)> {
-        Vec::new()
+        let options = ListContainersOptions { all: false, filters: Some(self.label_filters("")), ..Default::default() };
+        let containers = match self.docker.list_containers(Some(options)).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(endpoint = self.endpoint, "cannot list containers: {}", engine_message(&e));
+                return Vec::new();
+            }
+        };
+        let mut found = Vec::new();
+        for c in containers {
+            let labels = c.labels.unwrap_or_default();
+            let (Some(id), Some(instance)) = (c.id, labels.get(LABEL_INSTANCE_ID).and_then(|v| v.parse::<i64>().ok()))
+            else {
+                continue;
+            };
+            let following = self.followers.lock().await.get(&id).is_some_and(|t| !t.is_finished());
+            if !following && let Some(path) = labels.get(LABEL_LOG_PATH).filter(|p| !p.is_empty()) {
+                self.follow_logs(&id, PathBuf::from(path), now_unix()).await;
+            }
+            found.push((instance, Handle::Container { id }));
+        }
+        found.sort_by_key(|(instance, _)| *instance);
+        found
     }
 
-    pub async fn release(&self, _instance_id: i64) {}
+    /// Removes whatever container is left for `instance_id`, running or not.
+    pub async fn release(&self, instance_id: i64) {
+        let filters = self.label_filters(&format!("{LABEL_INSTANCE_ID}={instance_id}"));
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let mut attempt = 0;
+        let containers = loop {
+            attempt += 1;
+            match self.docker.list_containers(Some(options.clone())).await {
+                Ok(list) => break list,
+                // Podman's transient "stopped" state (see is_decode_error) passes within a second or so.
+                Err(e) if is_decode_error(&e) && attempt < 20 => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(instance_id, "cannot list containers to release: {}", engine_message(&e));
+                    return;
+                }
+            }
+        };
+        for id in containers.into_iter().filter_map(|c| c.id) {
+            self.unfollow(&id).await;
+            if let Err(e) = self.remove(&id).await {
+                tracing::warn!(instance_id, container = id, "cannot remove container: {}", engine_message(&e));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path) -> LaunchSpec {
+        LaunchSpec {
+            instance_id: 42,
+            instance_name: "qwen/Qwen2.5 0.5B:q4".into(),
+            program: vec!["llama-server".into()],
+            args: vec!["--port".into(), "8080".into()],
+            env: [("A".to_string(), "1".to_string())].into(),
+            image: Some("localhost/x:1".into()),
+            model_path: dir.join("m.gguf"),
+            port: 8080,
+            gpu_indexes: vec![],
+            log_path: dir.join("log"),
+        }
+    }
+
+    #[test]
+    fn names_are_docker_safe() {
+        assert_eq!(container_name(3, "qwen/Qwen2.5 0.5B:q4"), "ferrostack-3-qwen-Qwen2.5-0.5B-q4");
+        assert_eq!(container_name(3, "///"), "ferrostack-3");
+        assert!(container_name(1, &"x".repeat(500)).len() < 130);
+    }
+
+    #[test]
+    fn create_body_follows_the_rules() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("m.gguf"), b"GGUF").expect("model");
+        let mut s = spec(dir.path());
+        let body = create_body(&s, "localhost/x:1", Some("t"));
+        assert_eq!(body.entrypoint, Some(vec!["llama-server".to_string()]));
+        assert_eq!(body.cmd, Some(vec!["--port".to_string(), "8080".to_string()]));
+        assert_eq!(body.env, Some(vec!["A=1".to_string()]));
+        let labels = body.labels.expect("labels");
+        assert_eq!(labels[LABEL_INSTANCE_ID], "42");
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_SCOPE], "t");
+        let host = body.host_config.expect("host config");
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.init, Some(true));
+        let d = dir.path().display();
+        assert_eq!(host.binds, Some(vec![format!("{d}:{d}:ro")]));
+        assert!(host.device_requests.is_none());
+
+        s.program.clear();
+        s.gpu_indexes = vec![0, 2];
+        let body = create_body(&s, "localhost/x:1", None);
+        assert_eq!(body.entrypoint, None);
+        assert_eq!(body.cmd, Some(vec!["--port".to_string(), "8080".to_string()]));
+        assert!(!body.labels.expect("labels").contains_key(LABEL_SCOPE));
+        let requests = body.host_config.and_then(|h| h.device_requests).expect("device requests");
+        assert_eq!(requests[0].driver.as_deref(), Some("nvidia"));
+        assert_eq!(requests[0].device_ids, Some(vec!["0".to_string(), "2".to_string()]));
+    }
+
+    #[test]
+    fn explicit_sockets_win() {
+        for (given, endpoint) in [("/tmp/x.sock", "unix:///tmp/x.sock"), ("tcp://h:2375", "tcp://h:2375")] {
+            assert_eq!(resolve_endpoint(Some(PathBuf::from(given))).expect("endpoint"), endpoint);
+        }
+    }
+
+    /// The engine from `DOCKER_HOST`, or None (test skipped, reason printed) unless
+    /// `FERROSTACK_REQUIRE_CONTAINERS=1`, which turns a skip into a failure.
+    async fn engine_or_skip(test: &str) -> Option<ContainerRuntime> {
+        let required = std::env::var("FERROSTACK_REQUIRE_CONTAINERS").is_ok_and(|v| v == "1");
+        let reason = match std::env::var("DOCKER_HOST") {
+            Err(_) => "DOCKER_HOST is unset (run: eval \"$(scripts/setup-podman.sh)\")".to_string(),
+            Ok(host) => match ContainerRuntime::connect(Some(PathBuf::from(&host))).await {
+                Ok(rt) => return Some(rt),
+                Err(e) => format!("no container engine at DOCKER_HOST={host}: {e}"),
+            },
+        };
+        assert!(!required, "{test}: FERROSTACK_REQUIRE_CONTAINERS=1 but {reason}");
+        eprintln!("SKIPPED {test}: {reason}");
+        None
+    }
+
+    /// Polls `check` every 100 ms until it holds, for at most `tries` times.
+    async fn eventually<F: std::future::Future<Output = bool>>(tries: u32, mut check: impl FnMut() -> F) -> bool {
+        for _ in 0..tries {
+            if check().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    }
+
+    #[tokio::test]
+    async fn runs_logs_finds_and_stops_containers() {
+        let Some(rt) = engine_or_skip("runs_logs_finds_and_stops_containers").await else { return };
+        let image =
+            std::env::var("FERROSTACK_TEST_IMAGE").unwrap_or_else(|_| "localhost/ferrostack-busybox:test".into());
+        let scope = format!("test-{}", std::process::id());
+        let rt = rt.with_scope(scope.clone());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let instance_id = 900_000 + i64::from(std::process::id() % 100_000);
+        let spec = LaunchSpec {
+            instance_id,
+            instance_name: "busybox httpd".into(),
+            program: vec!["/bin/sh".into(), "-c".into()],
+            args: vec![format!("echo hello from the container; echo to-stderr >&2; exec httpd -f -p 127.0.0.1:{port}")],
+            env: Default::default(),
+            image: Some(image.clone()),
+            model_path: dir.path().to_path_buf(),
+            port,
+            gpu_indexes: vec![],
+            log_path: dir.path().join("logs/0.log"),
+        };
+        let t0 = Instant::now();
+        let handle = rt.start(&spec).await.expect("start");
+        eprintln!("container started in {:?} on {}", t0.elapsed(), rt.engine());
+        assert_eq!(rt.liveness(&handle).await, Liveness::Running);
+
+        // Host networking: httpd answers on the host's loopback.
+        let answered =
+            eventually(50, || async { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() }).await;
+        assert!(answered, "httpd in the container never listened on 127.0.0.1:{port}");
+        eprintln!("container create -> listening in {:?}", t0.elapsed());
+
+        // Its output reaches the instance log.
+        let read_log = || std::fs::read_to_string(&spec.log_path).unwrap_or_default();
+        let logged = eventually(50, || async {
+            read_log().contains("hello from the container") && read_log().contains("to-stderr")
+        })
+        .await;
+        assert!(logged, "log: {:?}", read_log());
+
+        // A restarted worker (a new runtime in the same scope) finds it; another scope does not.
+        let again = ContainerRuntime::connect(None).await.expect("connect again").with_scope(scope.clone());
+        assert_eq!(again.managed().await, vec![(instance_id, handle.clone())]);
+        let other = ContainerRuntime::connect(None).await.expect("connect").with_scope("someone-else");
+        assert!(other.managed().await.is_empty());
+
+        // Starting the same instance again replaces the stale container instead of failing on its name.
+        let handle2 = rt.start(&spec).await.expect("restart over a stale container");
+        assert_ne!(handle, handle2);
+        assert!(matches!(rt.liveness(&handle).await, Liveness::Exited(_)));
+
+        // Stop within the grace (httpd ignores SIGTERM as PID 1; the init forwards it), then it is gone.
+        let t1 = Instant::now();
+        rt.stop(&handle2, Duration::from_secs(5)).await;
+        let took = t1.elapsed();
+        assert!(took < Duration::from_secs(8), "stop took {took:?}");
+        eprintln!("stop + remove took {took:?}");
+        assert!(matches!(rt.liveness(&handle2).await, Liveness::Exited(m) if m.contains("gone")));
+        assert!(rt.managed().await.is_empty());
+        rt.release(instance_id).await;
+
+        // A container that exits reports its status.
+        let failing = LaunchSpec {
+            args: vec!["echo dying; exit 3".into()],
+            log_path: dir.path().join("logs/1.log"),
+            ..spec.clone()
+        };
+        let h = rt.start(&failing).await.expect("start failing");
+        eventually(50, || async { rt.liveness(&h).await != Liveness::Running }).await;
+        let status = rt.liveness(&h).await;
+        assert!(matches!(&status, Liveness::Exited(m) if m.contains("status 3")), "{status:?}");
+        // The fallback used when Podman reports a state bollard cannot read says the same.
+        let Handle::Container { id } = &h else { panic!("not a container handle") };
+        assert_eq!(rt.exit_status(id).await, Liveness::Exited("exited with status 3".into()));
+        rt.release(instance_id).await;
+        assert!(matches!(rt.liveness(&h).await, Liveness::Exited(m) if m.contains("gone")));
+
+        // No registry here: a missing image is an Image error naming it, and the pull failure is logged.
+        let missing = "docker.io/ferrostack/does-not-exist:0.0.0";
+        let err = rt
+            .start(&LaunchSpec { image: Some(missing.into()), log_path: dir.path().join("logs/2.log"), ..spec.clone() })
+            .await
+            .expect_err("a missing image cannot start");
+        match &err {
+            RuntimeError::Image { image, message } => {
+                assert_eq!(image, missing);
+                assert!(!message.is_empty());
+                eprintln!("missing image: {err}");
+            }
+            other => panic!("expected an Image error, got {other:?}"),
+        }
+        assert!(err.to_string().contains(missing));
+        let log = std::fs::read_to_string(dir.path().join("logs/2.log")).unwrap_or_default();
+        assert!(log.contains("pulling image"), "{log}");
+    }
+
+    /// The llama.cpp server (xllamacpp shim) from the image `scripts/setup-podman.sh --llama-image` builds,
+    /// started through this runtime, answers a chat completion on its port. Needs FERROSTACK_LLAMA_IMAGE
+    /// and SMOLLM2_GGUF (from scripts/setup-llm.sh); skipped without them.
+    #[tokio::test]
+    async fn serves_a_chat_completion_from_the_llama_image() {
+        let test = "serves_a_chat_completion_from_the_llama_image";
+        let (Ok(image), Ok(model)) = (std::env::var("FERROSTACK_LLAMA_IMAGE"), std::env::var("SMOLLM2_GGUF")) else {
+            eprintln!("SKIPPED {test}: FERROSTACK_LLAMA_IMAGE or SMOLLM2_GGUF is unset");
+            return;
+        };
+        let Some(rt) = engine_or_skip(test).await else { return };
+        let rt = rt.with_scope(format!("test-llama-{}", std::process::id()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let instance_id = 800_000 + i64::from(std::process::id() % 100_000);
+        let spec = LaunchSpec {
+            instance_id,
+            instance_name: "smollm2".into(),
+            program: vec!["llama-server".into()],
+            args: ["-m", &model, "--host", "127.0.0.1", "--port", &port.to_string(), "-a", "smol", "-c", "2048"]
+                .map(String::from)
+                .to_vec(),
+            env: Default::default(),
+            image: Some(image),
+            model_path: PathBuf::from(&model),
+            port,
+            gpu_indexes: vec![],
+            log_path: dir.path().join("logs/0.log"),
+        };
+        let t0 = Instant::now();
+        let handle = rt.start(&spec).await.expect("start");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let healthy = eventually(600, || async {
+            let up = http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success());
+            up || rt.liveness(&handle).await != Liveness::Running
+        })
+        .await;
+        let log = std::fs::read_to_string(&spec.log_path).unwrap_or_default();
+        assert!(healthy && rt.liveness(&handle).await == Liveness::Running, "the server never became healthy: {log}");
+        eprintln!("llama container: create -> /health 200 in {:?}", t0.elapsed());
+        let t1 = Instant::now();
+        let body = serde_json::json!({
+            "model": "smol",
+            "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+            "max_tokens": 16,
+            "temperature": 0
+        });
+        let response = http.post(format!("{base}/v1/chat/completions")).json(&body).send().await.expect("chat");
+        let answer: serde_json::Value = response.json().await.expect("chat json");
+        let text = answer["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string();
+        eprintln!("chat completion in {:?}: {text:?}", t1.elapsed());
+        assert!(!text.is_empty(), "{answer}");
+        let t2 = Instant::now();
+        rt.stop(&handle, Duration::from_secs(10)).await;
+        eprintln!("stop + remove in {:?}", t2.elapsed());
+        let log = std::fs::read_to_string(&spec.log_path).unwrap_or_default();
+        assert!(log.contains("llama") || log.contains("server"), "the server's output is not in the log: {log}");
+        rt.release(instance_id).await;
+    }
 }

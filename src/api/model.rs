@@ -1,0 +1,159 @@
+//! Wire types for model deployments (`/v2/models`), with GPUStack's field names.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Record;
+
+/// Where a model's files come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSource {
+    Huggingface,
+    ModelScope,
+    LocalPath,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementStrategy {
+    #[default]
+    Spread,
+    Binpack,
+}
+
+/// Manual GPU selection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSelector {
+    /// `<worker_name>:<type>:<index>` of each GPU the replicas may use.
+    #[serde(default)]
+    pub gpu_ids: Vec<String>,
+    /// GPUs per replica; absent = the largest power of two that fits the selection.
+    #[serde(default)]
+    pub gpus_per_replica: Option<u32>,
+}
+
+/// Extended KV cache in host memory (LMCache for vLLM, HiCache for SGLang).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendedKvCache {
+    #[serde(default)]
+    pub enabled: bool,
+    /// RAM as a multiple of the VRAM claim.
+    #[serde(default)]
+    pub ram_ratio: Option<f64>,
+    /// RAM in GiB (wins over the ratio).
+    #[serde(default)]
+    pub ram_size: Option<f64>,
+    /// Tokens per chunk.
+    #[serde(default)]
+    pub chunk_size: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A model deployment: what to serve, with which backend, how many replicas, where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Unique; also the name clients send as `model`.
+    pub name: String,
+    pub source: ModelSource,
+    #[serde(default)]
+    pub huggingface_repo_id: Option<String>,
+    #[serde(default)]
+    pub huggingface_filename: Option<String>,
+    #[serde(default)]
+    pub model_scope_model_id: Option<String>,
+    #[serde(default)]
+    pub model_scope_file_path: Option<String>,
+    /// A directory or a GGUF file on the workers.
+    #[serde(default)]
+    pub local_path: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub cluster_id: Option<i64>,
+    /// Backend name; chosen from the model's type when absent.
+    #[serde(default)]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub backend_version: Option<String>,
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Running replicas (maintained by the server; ignored on input).
+    #[serde(default)]
+    pub ready_replicas: u32,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub placement_strategy: PlacementStrategy,
+    #[serde(default)]
+    pub worker_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub gpu_selector: Option<GpuSelector>,
+    #[serde(default)]
+    pub backend_parameters: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cpu_offloading: bool,
+    #[serde(default)]
+    pub distributed_inference_across_workers: bool,
+    #[serde(default = "yes")]
+    pub restart_on_error: bool,
+    #[serde(default)]
+    pub extended_kv_cache: Option<ExtendedKvCache>,
+    /// Image for the "Custom" flexible backend.
+    #[serde(default)]
+    pub image_name: Option<String>,
+    /// Command for the "Custom" flexible backend (or to override a backend's).
+    #[serde(default)]
+    pub run_command: Option<String>,
+    /// What evaluation found out about the model (maintained by the server).
+    #[serde(default)]
+    pub meta: Option<serde_json::Value>,
+    /// Whether a model route named after the deployment is created with it.
+    #[serde(default = "yes")]
+    pub enable_model_route: bool,
+}
+
+pub type Model = Record<ModelSpec>;
+
+/// `POST /v2/model-evaluations`: would these deployments fit, where, and why not.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationRequest {
+    pub model_specs: Vec<ModelSpec>,
+}
+
+/// The answer for one spec.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EvaluationResult {
+    pub name: String,
+    pub compatible: bool,
+    /// Why not, or where it would go.
+    pub compatibility_messages: Vec<String>,
+    pub backend: Option<String>,
+    pub categories: Vec<String>,
+    /// Estimated bytes per replica.
+    pub vram: Option<u64>,
+    pub ram: Option<u64>,
+    pub meta: Option<serde_json::Value>,
+    /// The parameters the server would inject.
+    pub injected_parameters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EvaluationResponse {
+    pub results: Vec<EvaluationResult>,
+}

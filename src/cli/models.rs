@@ -1,0 +1,163 @@
+//! `ferrostack deploy`, `ps`, `scale`, `undeploy`: deployments from the command line, with a
+//! progress line while waiting for replicas to run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::ClientArgs;
+use super::output::print_table;
+use crate::api::{Model, ModelInstance, ModelSpec};
+use crate::client::Client;
+
+/// `ferrostack deploy`.
+#[derive(clap::Args, Debug)]
+pub struct DeployArgs {
+    /// Deployment name (also the `model` clients send).
+    pub name: String,
+    /// A GGUF file or a model directory on the workers.
+    #[arg(long, conflicts_with_all = ["huggingface", "model_scope"])]
+    pub local_path: Option<String>,
+    /// Hugging Face repository id.
+    #[arg(long)]
+    pub huggingface: Option<String>,
+    /// ModelScope model id.
+    #[arg(long)]
+    pub model_scope: Option<String>,
+    /// Backend name [default: chosen from the model type].
+    #[arg(long)]
+    pub backend: Option<String>,
+    #[arg(long)]
+    pub backend_version: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    /// Backend parameter, e.g. --param=--ctx-size=4096 (repeatable).
+    #[arg(long = "param", allow_hyphen_values = true)]
+    pub params: Vec<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Return at once instead of waiting for the replicas to run.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn client(args: &ClientArgs) -> Client {
+    Client::new(&args.server_url, args.api_key.clone())
+}
+
+async fn find(client: &Client, name: &str) -> anyhow::Result<Model> {
+    let list = client.list::<Model>(&format!("/v2/models?search={name}")).await?;
+    list.items
+        .into_iter()
+        .find(|m| m.spec.name == name)
+        .with_context(|| format!("no deployment named {name:?}; `ferrostack ps` lists them"))
+}
+
+pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let (source, local_path, hf, ms) = match (&args.local_path, &args.huggingface, &args.model_scope) {
+        (Some(p), _, _) => ("local_path", Some(p.clone()), None, None),
+        (_, Some(r), _) => ("huggingface", None, Some(r.clone()), None),
+        (_, _, Some(m)) => ("model_scope", None, None, Some(m.clone())),
+        _ => anyhow::bail!("say where the model is: --local-path, --huggingface or --model-scope"),
+    };
+    let env: BTreeMap<String, String> = args
+        .env
+        .iter()
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect::<Option<_>>()
+        .context("--env must be KEY=VALUE")?;
+    let body = serde_json::json!({
+        "name": args.name, "source": source, "local_path": local_path, "huggingface_repo_id": hf,
+        "model_scope_model_id": ms, "backend": args.backend, "backend_version": args.backend_version,
+        "replicas": args.replicas, "backend_parameters": args.params, "env": env,
+    });
+    let c = client(&args.client);
+    let model: Model = c.post("/v2/models", &body).await?;
+    println!("deployed {} (id {})", model.spec.name, model.id);
+    if !args.no_wait && args.replicas > 0 {
+        wait_ready(&c, model.id, args.replicas).await?;
+    }
+    Ok(())
+}
+
+/// Waits until `want` replicas run, printing a progress line; fails if an instance errors.
+pub async fn wait_ready(c: &Client, model_id: i64, want: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+    loop {
+        let list = c.list::<ModelInstance>(&format!("/v2/model-instances?model_id={model_id}")).await?;
+        let running = list.items.iter().filter(|i| i.spec.state == crate::api::InstanceState::Running).count();
+        let states: Vec<String> = list.items.iter().map(|i| i.spec.state.as_str().to_string()).collect();
+        eprint!("\r{running}/{want} running [{}]            ", states.join(", "));
+        let _ = std::io::stderr().flush();
+        if running >= want as usize {
+            eprintln!();
+            return Ok(());
+        }
+        if let Some(failed) = list.items.iter().find(|i| i.spec.state == crate::api::InstanceState::Error) {
+            eprintln!();
+            let why = failed.spec.state_message.clone().unwrap_or_default();
+            eprintln!("instance {} failed: {why}", failed.spec.name);
+            if !failed.spec.restart_on_error {
+                anyhow::bail!("instance {} failed; see `ferrostack logs {}`", failed.spec.name, failed.id);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("gave up waiting after 15 minutes; see `ferrostack ps`");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn scale(args: &ClientArgs, name: &str, replicas: u32, wait: bool) -> anyhow::Result<()> {
+    let c = client(args);
+    let model = find(&c, name).await?;
+    let spec = ModelSpec { replicas, ..model.spec };
+    let updated: Model = c.put(&format!("/v2/models/{}?version={}", model.id, model.version), &spec).await?;
+    println!("{} scaled to {replicas}", updated.spec.name);
+    if wait && replicas > 0 {
+        wait_ready(&c, updated.id, replicas).await?;
+    }
+    Ok(())
+}
+
+pub async fn undeploy(args: &ClientArgs, name: &str) -> anyhow::Result<()> {
+    let c = client(args);
+    let model = find(&c, name).await?;
+    c.delete(&format!("/v2/models/{}", model.id)).await?;
+    println!("deleted {name}");
+    Ok(())
+}
+
+pub async fn ps(args: &ClientArgs) -> anyhow::Result<()> {
+    let c = client(args);
+    let models = c.list::<Model>("/v2/models").await?;
+    let rows = models.items.iter().map(|m| {
+        vec![
+            m.id.to_string(),
+            m.spec.name.clone(),
+            m.spec.backend.clone().unwrap_or_default(),
+            format!("{}/{}", m.spec.ready_replicas, m.spec.replicas),
+        ]
+    });
+    print_table(&["ID", "DEPLOYMENT", "BACKEND", "READY"], rows);
+    println!();
+    let instances = c.list::<ModelInstance>("/v2/model-instances").await?;
+    let rows = instances.items.iter().map(|i| {
+        vec![
+            i.id.to_string(),
+            i.spec.name.clone(),
+            i.spec.state.as_str().to_string(),
+            i.spec.worker_name.clone().unwrap_or_else(|| "-".into()),
+            i.spec.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            i.spec.restart_count.to_string(),
+            i.spec.state_message.as_deref().unwrap_or("").lines().next().unwrap_or("").chars().take(60).collect(),
+        ]
+    });
+    print_table(&["ID", "INSTANCE", "STATE", "WORKER", "PORT", "RESTARTS", "MESSAGE"], rows);
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! What the server injects into built-in backends' commands (vLLM, SGLang, VoxBox, llama.cpp):
+//! parallelism, context cap, memory fraction, served name, bind address, and the extended KV
+//! cache (LMCache env + `--kv-transfer-config` for vLLM, HiCache flags for SGLang). Flags the user
+//! already set (under any spelling) are not injected; `command_parameters` merges the rest.
+
+use super::calc::{BadParameters, ExtendedKv, Kind, find_any, kind_of};
+use super::{Estimate, MindieParams, ModelMeta};
+use crate::api::backend::ParameterFormat;
+use crate::backends::params::{Param, ParamError, merge_params, parse_params};
+use crate::placement::Claim;
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+/// LMCache's default chunk size (tokens).
+const LMCACHE_CHUNK: u32 = 256;
+
+/// Everything injection depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct InjectInput<'a> {
+    pub backend: &'a str,
+    pub meta: &'a ModelMeta,
+    pub estimate: &'a Estimate,
+    /// GPUs this replica got on its main worker.
+    pub n_gpus: u32,
+    /// Served model name (or the `{{model_name}}` placeholder).
+    pub model_name: &'a str,
+    /// Port (or the `{{port}}` placeholder).
+    pub port: &'a str,
+    pub user_parameters: &'a [String],
+    pub extended_kv: Option<ExtendedKv>,
+    /// Total memory of the smallest GPU used, to turn an estimate claim into a vLLM fraction.
+    pub gpu_total_memory: Option<u64>,
+}
+
+/// Injected arguments (`--flag=value` items, for display and for merging) and environment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Injection {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+struct Builder<'a> {
+    user: Vec<Param>,
+    out: &'a mut Injection,
+}
+
+impl Builder<'_> {
+    /// Adds `--flag=value` unless the user set any of `aliases` (the flag itself included).
+    fn arg(&mut self, aliases: &[&str], value: Option<String>) {
+        if find_any(&self.user, aliases).is_some() {
+            return;
+        }
+        let flag = aliases.first().copied().unwrap_or_default();
+        self.out.args.push(match value {
+            Some(v) => format!("--{flag}={v}"),
+            None => format!("--{flag}"),
+        });
+    }
+
+    fn user_has(&self, aliases: &[&str]) -> bool {
+        find_any(&self.user, aliases).is_some()
+    }
+
+    /// The estimate's own injections (`--max-model-len=8192`, …), unless the user set them.
+    fn add_estimated(&mut self, estimate: &Estimate) {
+        for item in &estimate.injected_parameters {
+            let flag = item.split('=').next().unwrap_or_default().trim_start_matches('-');
+            let aliases: &[&str] = match flag {
+                "ctx-size" => &["ctx-size", "c"],
+                _ => &[flag],
+            };
+            if !self.user_has(aliases) && !self.out.args.contains(item) {
+                self.out.args.push(item.clone());
+            }
+        }
+    }
+}
+
+fn gib(bytes: f64) -> String {
+    format!("{:.2}", bytes / GIB)
+}
+
+/// The per-GPU VRAM claim as bytes, for sizing host caches from a ratio.
+fn claim_bytes(input: &InjectInput<'_>) -> f64 {
+    match (input.estimate.claim, input.gpu_total_memory) {
+        (Claim::Fraction(f), Some(total)) => f * total as f64 * f64::from(input.n_gpus.max(1)),
+        _ => input.estimate.vram as f64,
+    }
+}
+
+/// What the server injects for `input.backend`. Community and custom backends get nothing
+/// (their command template carries everything) except llama.cpp's `--ctx-size`.
+pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadParameters> {
+    let mut out = Injection::default();
+    let mut b = Builder { user: parse_params(input.user_parameters)?, out: &mut out };
+    let multi = input.n_gpus > 1;
+    match kind_of(input.backend) {
+        Kind::Vllm => {
+            if multi
+                && !b.user_has(&[
+                    "tensor-parallel-size",
+                    "tp",
+                    "pipeline-parallel-size",
+                    "pp",
+                    "data-parallel-size",
+                    "dp",
+                ])
+            {
+                b.arg(&["tensor-parallel-size", "tp"], Some(input.n_gpus.to_string()));
+            }
+            b.add_estimated(input.estimate);
+            let gmu = match (input.estimate.claim, input.gpu_total_memory) {
+                (Claim::Fraction(f), _) => Some(f),
+                // Sharing a GPU: tell vLLM to take only what was claimed.
+                (Claim::Estimate, Some(total)) if total > 0 => {
+                    let per_gpu = input.estimate.vram as f64 / f64::from(input.n_gpus.max(1));
+                    Some(((per_gpu / total as f64 * 100.0).ceil() / 100.0).clamp(0.01, 0.9))
+                }
+                _ => None,
+            };
+            b.arg(&["gpu-memory-utilization"], gmu.map(|g| g.to_string()));
+            if let Some(kv) = input.extended_kv {
+                let size = kv.ram_size_gib.map(|g| g * GIB).or_else(|| kv.ram_ratio.map(|r| r * claim_bytes(input)));
+                b.arg(
+                    &["kv-transfer-config"],
+                    Some(r#"{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#.to_owned()),
+                );
+                b.out.env.push(("LMCACHE_LOCAL_CPU".into(), "True".into()));
+                b.out.env.push(("LMCACHE_CHUNK_SIZE".into(), kv.chunk_size.unwrap_or(LMCACHE_CHUNK).to_string()));
+                if let Some(size) = size {
+                    b.out.env.push(("LMCACHE_MAX_LOCAL_CPU_SIZE".into(), gib(size)));
+                }
+            }
+            b.arg(&["served-model-name"], Some(input.model_name.to_owned()));
+            b.arg(&["host"], Some("0.0.0.0".into()));
+            b.arg(&["port"], Some(input.port.to_owned()));
+        }
+        Kind::Sglang => {
+            if multi
+                && !b.user_has(&[
+                    "tp-size",
+                    "tensor-parallel-size",
+                    "pp-size",
+                    "pipeline-parallel-size",
+                    "dp-size",
+                    "data-parallel-size",
+                ])
+            {
+                b.arg(&["tp-size", "tensor-parallel-size"], Some(input.n_gpus.to_string()));
+            }
+            b.add_estimated(input.estimate);
+            if let Claim::Fraction(f) = input.estimate.claim
+                && !b.out.args.iter().any(|a| a.starts_with("--mem-fraction-static"))
+            {
+                b.arg(&["mem-fraction-static"], Some(f.to_string()));
+            }
+            b.arg(&["enable-metrics"], None);
+            if let Some(kv) = input.extended_kv {
+                b.arg(&["enable-hierarchical-cache"], None);
+                if let Some(chunk) = kv.chunk_size {
+                    b.arg(&["page-size"], Some(chunk.to_string()));
+                }
+                match (kv.ram_size_gib, kv.ram_ratio) {
+                    (Some(size), _) => b.arg(&["hicache-size"], Some(format!("{}", size.ceil() as u64))),
+                    (None, Some(ratio)) => b.arg(&["hicache-ratio"], Some(ratio.to_string())),
+                    (None, None) => {}
+                }
+            }
+            b.arg(&["served-model-name"], Some(input.model_name.to_owned()));
+            b.arg(&["host"], Some("0.0.0.0".into()));
+            b.arg(&["port"], Some(input.port.to_owned()));
+        }
+        Kind::Mindie => {
+            // No CLI: the parameters become MindIE's JSON config (`mindie_config`) and env.
+            let params = MindieParams::parse(input.user_parameters, input.estimate.context_length)?;
+            b.out.env = params.env();
+        }
+        Kind::Voxbox => {
+            let device = if input.n_gpus == 0 { "cpu".to_owned() } else { "cuda:0".to_owned() };
+            b.arg(&["device"], Some(device));
+            b.arg(&["host"], Some("0.0.0.0".into()));
+            b.arg(&["port"], Some(input.port.to_owned()));
+        }
+        Kind::LlamaCpp => b.add_estimated(input.estimate),
+        Kind::Other => {}
+    }
+    Ok(out)
+}
+
+/// Injected arguments followed by the user's, the user's winning (`backends::params::merge_params`).
+pub fn command_parameters(
+    injection: &Injection,
+    user: &[String],
+    format: Option<ParameterFormat>,
+) -> Result<Vec<String>, ParamError> {
+    merge_params(&injection.args, user, format)
+}

@@ -1,0 +1,230 @@
+//! The model controller: compares each deployment's desired replicas with its instances and acts.
+//! Creates pending instances, removes the least healthy on scale-down, rolls instances one at a
+//! time when a run-affecting field changes, and keeps `ready_replicas` current. Steppable: `tick`.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::api::{
+    InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, Record, WorkerSpec, WorkerState,
+};
+use crate::db::{Db, DbError, instance_columns, model_columns};
+use crate::placement::{ScaleDownView, scale_down_order};
+use crate::server::auth::random_token;
+
+/// Fingerprint of the fields that change how an instance runs. Replicas, description and
+/// categories are not in it: changing them never restarts anything.
+pub fn spec_hash(m: &ModelSpec) -> String {
+    let relevant = serde_json::json!({
+        "source": m.source, "hf": m.huggingface_repo_id, "hf_file": m.huggingface_filename,
+        "ms": m.model_scope_model_id, "ms_file": m.model_scope_file_path, "local": m.local_path,
+        "backend": m.backend, "version": m.backend_version, "params": m.backend_parameters, "env": m.env,
+        "gpus": m.gpu_selector, "workers": m.worker_selector, "cpu": m.cpu_offloading,
+        "distributed": m.distributed_inference_across_workers, "kv": m.extended_kv_cache,
+        "image": m.image_name, "cmd": m.run_command, "strategy": m.placement_strategy,
+        "restart": m.restart_on_error,
+    });
+    hex::encode(&Sha256::digest(relevant.to_string().as_bytes())[..8])
+}
+
+/// A new pending instance of a model.
+pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
+    let m = &model.spec;
+    let model_path = match m.source {
+        ModelSource::LocalPath => m.local_path.clone().unwrap_or_default(),
+        ModelSource::Huggingface => m.huggingface_repo_id.clone().unwrap_or_default(),
+        ModelSource::ModelScope => m.model_scope_model_id.clone().unwrap_or_default(),
+    };
+    ModelInstanceSpec {
+        name: format!("{}-{}", m.name, random_token(5).to_lowercase()),
+        model_id: Some(model.id),
+        model_name: m.name.clone(),
+        model_path,
+        backend: m.backend.clone().unwrap_or_default(),
+        backend_version: m.backend_version.clone(),
+        backend_parameters: m.backend_parameters.clone(),
+        env: m.env.clone(),
+        run_command: m.run_command.clone(),
+        image_name: m.image_name.clone(),
+        restart_on_error: m.restart_on_error,
+        worker_id: None,
+        worker_name: None,
+        worker_ip: None,
+        gpu_indexes: Vec::new(),
+        port: None,
+        pid: None,
+        container_id: None,
+        computed_resource_claim: None,
+        injected_backend_parameters: Vec::new(),
+        spec_hash: Some(spec_hash(m)),
+        command: Vec::new(),
+        download_progress: None,
+        state: InstanceState::Pending,
+        state_message: None,
+        restart_count: 0,
+        last_restart_time: None,
+        next_restart_time: None,
+    }
+}
+
+pub struct ModelController {
+    pub db: Db,
+}
+
+impl ModelController {
+    /// One pass over every deployment. Returns how many writes it made.
+    pub async fn tick(&self) -> Result<usize, DbError> {
+        let workers: BTreeMap<i64, Record<WorkerSpec>> =
+            self.db.all::<WorkerSpec>().await?.into_iter().map(|w| (w.id, w)).collect();
+        let mut writes = 0;
+        for model in self.db.all::<ModelSpec>().await? {
+            writes += self.reconcile(&model, &workers).await?;
+        }
+        Ok(writes)
+    }
+
+    async fn reconcile(
+        &self,
+        model: &Record<ModelSpec>,
+        workers: &BTreeMap<i64, Record<WorkerSpec>>,
+    ) -> Result<usize, DbError> {
+        let instances = self.db.instances_of_model(model.id).await?;
+        let desired = model.spec.replicas as usize;
+        let hash = spec_hash(&model.spec);
+        let (fresh, outdated): (Vec<&ModelInstance>, Vec<&ModelInstance>) =
+            instances.iter().partition(|i| i.spec.spec_hash.as_deref() == Some(hash.as_str()));
+        let running = |list: &[&ModelInstance]| list.iter().filter(|i| i.spec.state == InstanceState::Running).count();
+        let mut writes = 0;
+
+        if outdated.is_empty() {
+            if fresh.len() < desired {
+                for _ in fresh.len()..desired {
+                    let spec = new_instance(model);
+                    self.db.insert(&spec, &instance_columns(&spec)).await?;
+                    writes += 1;
+                }
+            } else if fresh.len() > desired {
+                let views: Vec<ScaleDownView> = fresh.iter().map(|i| health_view(i, workers)).collect();
+                for id in scale_down_order(&views).into_iter().take(fresh.len() - desired) {
+                    writes += delete_quietly(&self.db, id).await?;
+                }
+            }
+        } else if desired == 0 {
+            for i in &outdated {
+                writes += delete_quietly(&self.db, i.id).await?;
+            }
+        } else {
+            // Rolling replacement: one extra instance at a time; an old one goes only once a new
+            // one runs, so serving never drops below what was running.
+            if fresh.len() < desired && instances.len() <= desired {
+                let spec = new_instance(model);
+                self.db.insert(&spec, &instance_columns(&spec)).await?;
+                writes += 1;
+            }
+            if running(&fresh) > 0 && instances.len() > desired {
+                let views: Vec<ScaleDownView> = outdated.iter().map(|i| health_view(i, workers)).collect();
+                if let Some(id) = scale_down_order(&views).into_iter().next() {
+                    writes += delete_quietly(&self.db, id).await?;
+                }
+            }
+        }
+
+        let ready = running(&fresh) as u32 + running(&outdated) as u32;
+        if ready != model.spec.ready_replicas {
+            let res = self
+                .db
+                .modify::<ModelSpec, DbError, _>(model.id, Some(model.version), |m| {
+                    m.ready_replicas = ready;
+                    Ok(model_columns(m))
+                })
+                .await;
+            match res {
+                Ok(_) => writes += 1,
+                Err(DbError::VersionConflict { .. } | DbError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(writes)
+    }
+}
+
+/// Runs the model controller and the scheduler on every committed change, and every 5 s anyway
+/// (the slow periodic scan), until shutdown.
+pub fn spawn_loops(db: Db, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let controller = ModelController { db: db.clone() };
+        let scheduler = crate::server::scheduler::Scheduler { db: db.clone() };
+        let mut changed = db.subscribe();
+        loop {
+            let mut writes = 0;
+            match controller.tick().await {
+                Ok(n) => writes += n,
+                Err(e) => tracing::warn!(error = %e, "model controller pass failed"),
+            }
+            match scheduler.tick().await {
+                Ok(n) => writes += n,
+                Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
+            }
+            if writes > 0 {
+                changed.borrow_and_update();
+                continue;
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}
+
+fn health_view(i: &ModelInstance, workers: &BTreeMap<i64, Record<WorkerSpec>>) -> ScaleDownView {
+    let worker_ready =
+        i.spec.worker_id.and_then(|w| workers.get(&w)).is_some_and(|w| w.spec.state == WorkerState::Ready);
+    ScaleDownView {
+        instance_id: i.id,
+        worker_ready,
+        running: i.spec.state == InstanceState::Running,
+        error: i.spec.state == InstanceState::Error,
+    }
+}
+
+async fn delete_quietly(db: &Db, id: i64) -> Result<usize, DbError> {
+    match db.delete::<ModelInstanceSpec>(id).await {
+        Ok(_) => Ok(1),
+        Err(DbError::NotFound { .. }) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> ModelSpec {
+        serde_json::from_value(serde_json::json!({"name": "m", "source": "local_path", "local_path": "/m.gguf"}))
+            .expect("spec")
+    }
+
+    #[test]
+    fn only_run_affecting_fields_change_the_hash() {
+        let base = model();
+        let same = [
+            ModelSpec { replicas: 5, ..base.clone() },
+            ModelSpec { description: Some("d".into()), ..base.clone() },
+            ModelSpec { categories: vec!["llm".into()], ..base.clone() },
+        ];
+        for m in same {
+            assert_eq!(spec_hash(&m), spec_hash(&base), "{m:?}");
+        }
+        let different = [
+            ModelSpec { backend_parameters: vec!["--ctx-size=4096".into()], ..base.clone() },
+            ModelSpec { env: [("A".to_string(), "1".to_string())].into(), ..base.clone() },
+            ModelSpec { backend_version: Some("v2".into()), ..base.clone() },
+        ];
+        for m in different {
+            assert_ne!(spec_hash(&m), spec_hash(&base), "{m:?}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Model evaluation for the server: read what a deployment's model is (local files or a hub by
+//! HTTP range requests), estimate what one replica needs on its backend, and say what the
+//! server will inject. Used by the scheduler and by `POST /v2/model-evaluations`.
+
+use std::path::Path;
+
+use crate::api::backend::InferenceBackendSpec;
+use crate::api::{ModelSource, ModelSpec};
+use crate::estimate::{self, Estimate, EstimateInput, ExtendedKv, InjectInput, ModelMeta};
+use crate::placement::Claim;
+
+/// Everything the scheduler needs to know about one replica of a deployment.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub meta: ModelMeta,
+    pub estimate: Estimate,
+    pub vram: u64,
+    pub ram: u64,
+    pub claim: Claim,
+    pub tp_divisors: Vec<u64>,
+    pub gpus_per_replica: Option<u32>,
+    /// What could not be read or is wrong (the deployment can still be scheduled on estimates).
+    pub problems: Vec<String>,
+    backend: String,
+    user_parameters: Vec<String>,
+    extended_kv: Option<ExtendedKv>,
+}
+
+fn extended_kv(m: &ModelSpec) -> Option<ExtendedKv> {
+    m.extended_kv_cache.as_ref().filter(|k| k.enabled).map(|k| ExtendedKv {
+        ram_ratio: k.ram_ratio,
+        ram_size_gib: k.ram_size,
+        chunk_size: k.chunk_size,
+    })
+}
+
+/// Reads the model's metadata: local files directly; hub sources via `HF_ENDPOINT` (range
+/// requests, never the weights). Unreadable sources fall back to "an LLM of unknown size".
+pub async fn read_meta(m: &ModelSpec) -> (ModelMeta, Vec<String>) {
+    let mut problems = Vec::new();
+    let read = match m.source {
+        ModelSource::LocalPath => {
+            let path = m.local_path.clone().unwrap_or_default();
+            match tokio::task::spawn_blocking(move || estimate::read_local(Path::new(&path))).await {
+                Ok(res) => res.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        ModelSource::Huggingface => {
+            let base = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
+            let token = std::env::var("HF_TOKEN").ok();
+            let repo = m.huggingface_repo_id.clone().unwrap_or_default();
+            let client =
+                reqwest::Client::builder().timeout(std::time::Duration::from_secs(15)).build().unwrap_or_default();
+            estimate::read_remote(&base, &repo, "main", token.as_deref(), &client).await.map_err(|e| e.to_string())
+        }
+        ModelSource::ModelScope => Err("reading ModelScope metadata is not supported yet".to_string()),
+    };
+    let meta = match read {
+        Ok(meta) => meta,
+        Err(e) => {
+            problems.push(format!("cannot read the model's metadata: {e}"));
+            let size = m.local_path.as_deref().and_then(|p| std::fs::metadata(p).ok()).map(|md| md.len()).unwrap_or(0);
+            ModelMeta { weight_bytes: size, kv_bytes_per_elem: 2, ..Default::default() }
+        }
+    };
+    (meta, problems)
+}
+
+/// Evaluates one replica of `m` on `backend`.
+pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec) -> Evaluation {
+    let (mut meta, mut problems) = read_meta(m).await;
+    if let Some(category) = m.categories.first().and_then(|c| estimate::Category::parse(c)) {
+        meta.category = category;
+    }
+    // A backend version that only runs on CPU is estimated for CPU (everything in RAM).
+    let version = m.backend_version.clone().or_else(|| backend.default_version.clone());
+    let frameworks: Vec<String> =
+        version.as_ref().and_then(|v| backend.version_configs.get(v)).map(|vc| vc.frameworks()).unwrap_or_default();
+    let cpu_only = !frameworks.is_empty() && frameworks.iter().all(|f| f == "cpu");
+    let input = EstimateInput {
+        backend: &backend.backend_name,
+        backend_parameters: &m.backend_parameters,
+        gpu_total_memory: None,
+        n_gpus: u32::from(!cpu_only),
+        extended_kv: extended_kv(m),
+    };
+    let est = match estimate::estimate(&meta, &input) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(format!("backend_parameters: {e}"));
+            let no_params = EstimateInput { backend_parameters: &[], ..input };
+            match estimate::estimate(&meta, &no_params) {
+                Ok(e) => e,
+                Err(_) => Estimate {
+                    vram: meta.weight_bytes,
+                    ram: 0,
+                    weights: meta.weight_bytes,
+                    kv_cache: 0,
+                    overhead: 0,
+                    context_length: 0,
+                    claim: Claim::Estimate,
+                    tp_divisors: Vec::new(),
+                    gpus_per_replica: None,
+                    injected_parameters: Vec::new(),
+                    notes: Vec::new(),
+                },
+            }
+        }
+    };
+    Evaluation {
+        vram: est.vram,
+        ram: est.ram,
+        claim: est.claim,
+        tp_divisors: est.tp_divisors.clone(),
+        gpus_per_replica: est.gpus_per_replica,
+        meta,
+        estimate: est,
+        problems,
+        backend: backend.backend_name.clone(),
+        user_parameters: m.backend_parameters.clone(),
+        extended_kv: extended_kv(m),
+    }
+}
+
+impl Evaluation {
+    /// The parameters and environment the server injects for a replica on `n_gpus` GPUs.
+    pub fn injection(&self, n_gpus: u32, gpu_total_memory: Option<u64>) -> estimate::Injection {
+        let input = InjectInput {
+            backend: &self.backend,
+            meta: &self.meta,
+            estimate: &self.estimate,
+            n_gpus,
+            model_name: "{{model_name}}",
+            port: "{{port}}",
+            user_parameters: &self.user_parameters,
+            extended_kv: self.extended_kv,
+            gpu_total_memory,
+        };
+        estimate::injected_parameters(&input).unwrap_or_default()
+    }
+
+    /// The metadata as JSON, for the deployment's `meta` and the evaluation answer.
+    pub fn meta_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.meta).unwrap_or_default()
+    }
+}

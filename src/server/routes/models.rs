@@ -1,0 +1,245 @@
+//! `/v2/models`: model deployments. Create, edit, scale (replicas; 0 = stop), delete (cascades to
+//! instances). The controller turns replicas into instances; the scheduler places them.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::{ListResponse, Model, ModelInstanceSpec, ModelSource, ModelSpec, WorkerSpec};
+use crate::backends::admission::for_display;
+use crate::db::{DbError, model_columns};
+use crate::server::AppState;
+use crate::server::auth::Auth;
+use crate::server::bootstrap;
+use crate::server::error::{ApiError, ApiResult, ErrorCode};
+use crate::server::extract::{Json, ListParams, RawQuery, int_param};
+use crate::server::watch::list_or_watch;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_models, create_model)).routes(routes!(
+        get_model,
+        update_model,
+        delete_model
+    ))
+}
+
+#[utoipa::path(get, path = "/v2/models", tag = "models",
+    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
+           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    responses((status = 200, body = ListResponse<Model>)))]
+async fn list_models(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = ListParams::parse(&raw, &["since"])?;
+    list_or_watch::<ModelSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, |m| m).await
+}
+
+fn non_empty(field: &str, value: &Option<String>, why: &str) -> ApiResult<String> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v.to_string()),
+        _ => Err(ApiError::field(field, why)),
+    }
+}
+
+/// Checks a deployment and fills what the server decides (backend, cluster). Pure checks first,
+/// then lookups; every refusal names its field.
+pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec> {
+    let valid_name = !spec.name.is_empty()
+        && spec.name.len() <= 63
+        && spec.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid_name {
+        return Err(ApiError::field("name", "must be 1-63 characters of letters, digits, '-', '_', '.'"));
+    }
+    match spec.source {
+        ModelSource::Huggingface => {
+            non_empty("huggingface_repo_id", &spec.huggingface_repo_id, "required when source is huggingface")?;
+        }
+        ModelSource::ModelScope => {
+            non_empty("model_scope_model_id", &spec.model_scope_model_id, "required when source is model_scope")?;
+        }
+        ModelSource::LocalPath => {
+            let path = non_empty("local_path", &spec.local_path, "required when source is local_path")?;
+            if !std::path::Path::new(&path).is_absolute() {
+                return Err(ApiError::field("local_path", format!("must be an absolute path, got {path:?}")));
+            }
+            if !std::path::Path::new(&path).exists() {
+                return Err(ApiError::field("local_path", format!("{path:?} does not exist")));
+            }
+        }
+    }
+    if spec.replicas > 1024 {
+        return Err(ApiError::field("replicas", "must be between 0 and 1024"));
+    }
+    spec.ready_replicas = 0;
+    spec.cluster_id = Some(match spec.cluster_id {
+        Some(id) => match state.db.get::<crate::api::ClusterSpec>(id).await {
+            Ok(c) => c.id,
+            Err(DbError::NotFound { .. }) => return Err(ApiError::field("cluster_id", format!("no cluster {id}"))),
+            Err(e) => return Err(e.into()),
+        },
+        None => default_cluster(state).await?,
+    });
+    let backend_name = match &spec.backend {
+        Some(b) => b.clone(),
+        None => preselect(&spec),
+    };
+    let backend = match state.db.backend_by_name(&backend_name).await {
+        Ok(b) => b,
+        Err(DbError::NotFound { .. }) => {
+            return Err(ApiError::field("backend", format!("no inference backend named {backend_name:?}")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let catalog = bootstrap::catalog().map_err(ApiError::internal)?;
+    let backend = for_display(catalog, &backend.spec);
+    if !backend.enabled {
+        return Err(ApiError::field(
+            "backend",
+            format!("backend {:?} is disabled; enable it first", backend.backend_name),
+        ));
+    }
+    if let Some(v) = &spec.backend_version
+        && !backend.version_configs.contains_key(v)
+    {
+        let known: Vec<&str> = backend.version_configs.keys().map(String::as_str).collect();
+        return Err(ApiError::field(
+            "backend_version",
+            format!("backend {:?} has no version {v:?} (it has: {})", backend.backend_name, known.join(", ")),
+        ));
+    }
+    spec.backend = Some(backend.backend_name.clone());
+    check_gpu_selector(state, &spec).await?;
+    Ok(spec)
+}
+
+/// The backend a model gets when none is named (GPUStack's pre-selection by model type).
+fn preselect(spec: &ModelSpec) -> String {
+    let file =
+        spec.local_path.as_deref().or(spec.huggingface_filename.as_deref()).or(spec.model_scope_file_path.as_deref());
+    if file.is_some_and(|f| f.to_ascii_lowercase().ends_with(".gguf")) {
+        return "llama.cpp".into();
+    }
+    let categories: Vec<&str> = spec.categories.iter().map(String::as_str).collect();
+    if categories.iter().any(|c| *c == "text_to_speech" || *c == "speech_to_text") {
+        "VoxBox".into()
+    } else if categories.contains(&"image") {
+        "SGLang".into()
+    } else {
+        "vLLM".into()
+    }
+}
+
+async fn default_cluster(state: &AppState) -> ApiResult<i64> {
+    let clusters = state.db.all::<crate::api::ClusterSpec>().await?;
+    clusters
+        .iter()
+        .find(|c| c.spec.is_default)
+        .or(clusters.first())
+        .map(|c| c.id)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "no cluster exists"))
+}
+
+async fn check_gpu_selector(state: &AppState, spec: &ModelSpec) -> ApiResult<()> {
+    let Some(sel) = &spec.gpu_selector else { return Ok(()) };
+    if sel.gpu_ids.is_empty() {
+        return Err(ApiError::field("gpu_selector.gpu_ids", "must list at least one <worker>:<type>:<index>"));
+    }
+    let workers = state.db.all::<WorkerSpec>().await?;
+    for id in &sel.gpu_ids {
+        let known = workers.iter().any(|w| w.spec.status.gpu_devices.iter().any(|g| g.id(&w.spec.name) == *id));
+        if !known {
+            return Err(ApiError::field(
+                "gpu_selector.gpu_ids",
+                format!("no GPU {id:?} (expected <worker>:<type>:<index> of an existing GPU; see /v2/gpu-devices)"),
+            ));
+        }
+    }
+    if let Some(n) = sel.gpus_per_replica
+        && (n == 0 || n as usize > sel.gpu_ids.len())
+    {
+        return Err(ApiError::field(
+            "gpu_selector.gpus_per_replica",
+            format!("must be between 1 and the {} selected GPUs, got {n}", sel.gpu_ids.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Deploys a model.
+#[utoipa::path(post, path = "/v2/models", tag = "models", request_body = ModelSpec,
+    responses((status = 201, body = Model), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+async fn create_model(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Json(spec): Json<ModelSpec>,
+) -> ApiResult<(StatusCode, axum::Json<Model>)> {
+    p.require_admin()?;
+    let spec = admit(&state, spec).await?;
+    let model = state.db.insert(&spec, &model_columns(&spec)).await?;
+    Ok((StatusCode::CREATED, axum::Json(model)))
+}
+
+#[utoipa::path(get, path = "/v2/models/{id}", tag = "models", params(("id" = i64, Path)),
+    responses((status = 200, body = Model), (status = 404, body = crate::api::ErrorBody)))]
+async fn get_model(State(state): State<AppState>, Auth(_p): Auth, Path(id): Path<i64>) -> ApiResult<axum::Json<Model>> {
+    Ok(axum::Json(state.db.get::<ModelSpec>(id).await?))
+}
+
+/// Replaces a deployment's spec (scale with `replicas`; 0 stops it). Send the version you read
+/// as `If-Match` or `?version=` to get 409 on a concurrent change.
+#[utoipa::path(put, path = "/v2/models/{id}", tag = "models", params(("id" = i64, Path), ("version" = Option<i64>, Query)),
+    request_body = ModelSpec, responses((status = 200, body = Model), (status = 409, body = crate::api::ErrorBody)))]
+async fn update_model(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    Json(spec): Json<ModelSpec>,
+) -> ApiResult<axum::Json<Model>> {
+    p.require_admin()?;
+    let version = match headers.get("if-match").and_then(|v| v.to_str().ok()) {
+        Some(v) => Some(
+            v.trim_matches('"')
+                .parse::<i64>()
+                .map_err(|_| ApiError::field("If-Match", format!("must be a version number, got {v:?}")))?,
+        ),
+        None => int_param(&raw, "version")?,
+    };
+    let current = state.db.get::<ModelSpec>(id).await?;
+    if spec.name != current.spec.name {
+        return Err(ApiError::field("name", "cannot change; deploy under the new name and delete this one"));
+    }
+    let mut spec = admit(&state, spec).await?;
+    spec.meta = current.spec.meta.clone();
+    let model = state
+        .db
+        .modify::<ModelSpec, ApiError, _>(id, version, |m| {
+            let ready = m.ready_replicas;
+            *m = spec.clone();
+            m.ready_replicas = ready;
+            Ok(model_columns(m))
+        })
+        .await?;
+    Ok(axum::Json(model))
+}
+
+/// Deletes a deployment and all its instances.
+#[utoipa::path(delete, path = "/v2/models/{id}", tag = "models", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+async fn delete_model(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    p.require_admin()?;
+    state.db.delete::<ModelSpec>(id).await?;
+    for instance in state.db.instances_of_model(id).await? {
+        match state.db.delete::<ModelInstanceSpec>(instance.id).await {
+            Ok(_) | Err(DbError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,243 @@
+//! The scheduler: places pending instances. For each it evaluates the model (what it needs),
+//! builds a snapshot of the cluster (capacity minus existing claims), asks `placement`, and binds
+//! the instance with its claim in one transaction guarded by the scheduling epoch, so two
+//! schedulers can never book the same memory twice. A miss leaves the instance pending with a
+//! message that says, per worker and GPU, why. Steppable: `tick`.
+
+use std::collections::BTreeMap;
+
+use crate::api::backend::InferenceBackendSpec;
+use crate::api::{
+    InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, PlacementStrategy, Record, ResourceClaim,
+    WorkerSpec, WorkerState,
+};
+use crate::backends::admission::for_display;
+use crate::db::{Db, DbError, ListQuery, SCHEDULING_EPOCH, Val, instance_columns};
+use crate::placement::{Claim, GpuView, Placement, Request, Snapshot, Strategy, WorkerView, place};
+use crate::server::bootstrap;
+use crate::server::evaluate::{Evaluation, evaluate};
+
+/// Binding attempts per instance when other schedulers keep winning the epoch.
+const BIND_ATTEMPTS: usize = 8;
+
+pub struct Scheduler {
+    pub db: Db,
+}
+
+/// Per-worker capacity minus what bound instances claim.
+pub fn snapshot(workers: &[Record<WorkerSpec>], instances: &[ModelInstance], model_id: Option<i64>) -> Snapshot {
+    let mut vram: BTreeMap<(i64, u32), u64> = BTreeMap::new();
+    let mut ram: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut same: BTreeMap<i64, u32> = BTreeMap::new();
+    let mut other: BTreeMap<i64, u32> = BTreeMap::new();
+    let mut per_gpu_same: BTreeMap<(i64, u32), u32> = BTreeMap::new();
+    let mut per_gpu_other: BTreeMap<(i64, u32), u32> = BTreeMap::new();
+    for i in instances {
+        let Some(w) = i.spec.worker_id else { continue };
+        let mine = i.spec.model_id.is_some() && i.spec.model_id == model_id;
+        for gpu in &i.spec.gpu_indexes {
+            *(if mine { &mut per_gpu_same } else { &mut per_gpu_other }).entry((w, *gpu)).or_default() += 1;
+        }
+        if let Some(claim) = &i.spec.computed_resource_claim {
+            for (gpu, bytes) in &claim.vram {
+                if let Ok(gpu) = gpu.parse::<u32>() {
+                    *vram.entry((w, gpu)).or_default() += bytes;
+                }
+            }
+            *ram.entry(w).or_default() += claim.ram;
+        }
+        let counter = if mine { &mut same } else { &mut other };
+        *counter.entry(w).or_default() += 1;
+    }
+    Snapshot {
+        workers: workers
+            .iter()
+            .map(|w| WorkerView {
+                id: w.id,
+                name: w.spec.name.clone(),
+                cluster_id: w.spec.cluster_id,
+                labels: w.spec.labels.clone(),
+                ready: w.spec.state == WorkerState::Ready && !w.spec.maintenance.enabled,
+                gpus: w
+                    .spec
+                    .status
+                    .gpu_devices
+                    .iter()
+                    .map(|g| GpuView {
+                        index: g.index,
+                        gpu_type: g.gpu_type.as_str().to_string(),
+                        total: g.memory_total,
+                        allocated: vram.get(&(w.id, g.index)).copied().unwrap_or(0),
+                        instances_of_model: per_gpu_same.get(&(w.id, g.index)).copied().unwrap_or(0),
+                        instances_other: per_gpu_other.get(&(w.id, g.index)).copied().unwrap_or(0),
+                    })
+                    .collect(),
+                ram_total: w.spec.status.memory.total,
+                ram_allocated: ram.get(&w.id).copied().unwrap_or(0),
+                instances_of_model: same.get(&w.id).copied().unwrap_or(0),
+                instances_other: other.get(&w.id).copied().unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
+/// The placement request for one replica of `model`.
+pub fn request(model: &Record<ModelSpec>, backend: &InferenceBackendSpec, eval: &Evaluation) -> Request {
+    let m = &model.spec;
+    let version = m.backend_version.clone().or_else(|| backend.default_version.clone());
+    let frameworks: Vec<String> = match version.as_ref().and_then(|v| backend.version_configs.get(v)) {
+        Some(vc) => vc.frameworks(),
+        None => backend.version_configs.values().flat_map(|vc| vc.frameworks()).collect(),
+    };
+    // A backend that only runs on CPU needs no GPU: that is not "offloading".
+    let cpu_only = !frameworks.is_empty() && frameworks.iter().all(|f| f == "cpu");
+    Request {
+        cluster_id: m.cluster_id.unwrap_or(0),
+        strategy: match m.placement_strategy {
+            PlacementStrategy::Spread => Strategy::Spread,
+            PlacementStrategy::Binpack => Strategy::Binpack,
+        },
+        worker_selector: m.worker_selector.clone(),
+        gpu_ids: m.gpu_selector.as_ref().map(|s| s.gpu_ids.clone()).unwrap_or_default(),
+        gpus_per_replica: m.gpu_selector.as_ref().and_then(|s| s.gpus_per_replica).or(eval.gpus_per_replica),
+        vram: eval.vram,
+        ram: eval.ram,
+        claim: eval.claim,
+        tp_divisors: eval.tp_divisors.clone(),
+        frameworks,
+        cpu_offloading: m.cpu_offloading || cpu_only,
+        distributed: m.distributed_inference_across_workers,
+        replicas: m.replicas,
+    }
+}
+
+impl Scheduler {
+    /// One pass over the pending instances. Returns how many it placed.
+    pub async fn tick(&self) -> Result<usize, DbError> {
+        let q = ListQuery { filters: vec![("state", Val::Text("pending".into()))], ..Default::default() };
+        let (pending, _) = self.db.list::<ModelInstanceSpec>(&q).await?;
+        let mut placed = 0;
+        for instance in pending.into_iter().filter(|i| i.spec.worker_id.is_none()) {
+            match self.schedule_one(&instance).await {
+                Ok(true) => placed += 1,
+                Ok(false) => {}
+                Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(placed)
+    }
+
+    async fn schedule_one(&self, instance: &ModelInstance) -> Result<bool, DbError> {
+        let Some(model_id) = instance.spec.model_id else { return Ok(false) };
+        let model = self.db.get::<ModelSpec>(model_id).await?;
+        let backend_name = model.spec.backend.clone().unwrap_or_default();
+        let backend = match self.db.backend_by_name(&backend_name).await {
+            Ok(b) => match bootstrap::catalog() {
+                Ok(catalog) => for_display(catalog, &b.spec),
+                Err(_) => b.spec,
+            },
+            Err(DbError::NotFound { .. }) => {
+                return self.leave_pending(instance, format!("backend {backend_name:?} does not exist")).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let eval = evaluate(&model.spec, &backend).await;
+        for _ in 0..BIND_ATTEMPTS {
+            let epoch = self.db.scheduling_epoch().await?;
+            let workers = self.db.all::<WorkerSpec>().await?;
+            let instances = self.db.all::<ModelInstanceSpec>().await?;
+            let req = request(&model, &backend, &eval);
+            let placement = match place(&snapshot(&workers, &instances, Some(model.id)), &req) {
+                Ok(p) => p,
+                Err(nofit) => {
+                    let mut msg = String::from("No suitable workers.");
+                    for reason in nofit.reasons.iter().take(20) {
+                        msg.push_str("\n- ");
+                        msg.push_str(reason);
+                    }
+                    if nofit.reasons.len() > 20 {
+                        msg.push_str(&format!("\n- … {} more", nofit.reasons.len() - 20));
+                    }
+                    return self.leave_pending(instance, msg).await;
+                }
+            };
+            let spec = bound(instance, &model.spec, &workers, &placement, &eval);
+            match self
+                .db
+                .update_guarded(
+                    Some((SCHEDULING_EPOCH, epoch)),
+                    instance.id,
+                    instance.version,
+                    &spec,
+                    &instance_columns(&spec),
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(instance = %spec.name, worker = ?spec.worker_name, gpus = ?spec.gpu_indexes, "scheduled");
+                    return Ok(true);
+                }
+                // Another scheduler bound something meanwhile: look again with fresh numbers.
+                Err(DbError::VersionConflict { kind: "scheduling epoch", .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    async fn leave_pending(&self, instance: &ModelInstance, message: String) -> Result<bool, DbError> {
+        if instance.spec.state_message.as_deref() != Some(message.as_str()) {
+            self.db
+                .modify::<ModelInstanceSpec, DbError, _>(instance.id, Some(instance.version), |i| {
+                    i.state_message = Some(message.clone());
+                    Ok(instance_columns(i))
+                })
+                .await?;
+        }
+        Ok(false)
+    }
+}
+
+/// The instance after binding: where it goes, what it claims, the parameters injected.
+fn bound(
+    instance: &ModelInstance,
+    model: &ModelSpec,
+    workers: &[Record<WorkerSpec>],
+    p: &Placement,
+    eval: &Evaluation,
+) -> ModelInstanceSpec {
+    let worker = workers.iter().find(|w| w.id == p.worker_id);
+    let mut spec = instance.spec.clone();
+    spec.worker_id = Some(p.worker_id);
+    spec.worker_name = worker.map(|w| w.spec.name.clone());
+    spec.worker_ip = worker.map(|w| w.spec.ip.clone());
+    spec.gpu_indexes = p.gpu_indexes.clone();
+    let vram = p.vram_claim.iter().map(|(gpu, bytes)| (gpu.to_string(), *bytes)).collect();
+    spec.computed_resource_claim = Some(ResourceClaim { vram, ram: p.ram_claim });
+    let gpu_total = worker.and_then(|w| {
+        w.spec.status.gpu_devices.iter().filter(|g| p.gpu_indexes.contains(&g.index)).map(|g| g.memory_total).min()
+    });
+    let injection = eval.injection(p.gpu_indexes.len() as u32, gpu_total);
+    spec.backend_parameters = crate::backends::params::merge_params(&injection.args, &model.backend_parameters, None)
+        .unwrap_or_else(|_| injection.args.iter().chain(&model.backend_parameters).cloned().collect());
+    for (k, v) in injection.env {
+        spec.env.entry(k).or_insert(v);
+    }
+    spec.injected_backend_parameters = injection.args;
+    spec.model_path = match model.source {
+        ModelSource::LocalPath => model.local_path.clone().unwrap_or_default(),
+        _ => spec.model_path,
+    };
+    spec.state = InstanceState::Scheduled;
+    spec.state_message = p.message.clone();
+    spec
+}
+
+/// `Claim` as a readable fraction, for messages.
+pub fn describe_claim(claim: Claim) -> String {
+    match claim {
+        Claim::Fraction(f) => format!("{:.0}% of each GPU", f * 100.0),
+        Claim::Estimate => "the estimate".into(),
+    }
+}

@@ -1,0 +1,239 @@
+//! Deployments end to end: bad input, pending with reasons on simulated GPUs, two schedulers that
+//! never overbook, and the real llama.cpp backend through deploy → running → chat → scale →
+//! stop → start → delete, by API and by CLI.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_dbs;
+use crate::support::{DbKind, TestServer};
+use crate::workers::{import_backend, llama, llama_backend_yaml, start_worker, worker_options};
+
+both_dbs!(bad_deployments_name_the_field, scheduling_explains_and_never_overbooks);
+
+async fn bad_deployments_name_the_field(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    let file = tempfile::NamedTempFile::new().expect("file");
+    let path = file.path().to_str().expect("path").to_string();
+    let cases = [
+        (json!({"name": "a", "source": "huggingface"}), "huggingface_repo_id"),
+        (json!({"name": "a", "source": "model_scope"}), "model_scope_model_id"),
+        (json!({"name": "a", "source": "local_path"}), "local_path"),
+        (json!({"name": "a", "source": "local_path", "local_path": "/no/such/model.gguf"}), "local_path"),
+        (json!({"name": "a", "source": "local_path", "local_path": path, "backend": "nope"}), "backend"),
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "backend": "vLLM", "backend_version": "v0"}),
+            "backend_version",
+        ),
+        (json!({"name": "a", "source": "local_path", "local_path": path, "replicas": -1}), "replicas"),
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "gpu_selector": {"gpu_ids": ["w9:cuda:7"]}}),
+            "gpu_selector.gpu_ids",
+        ),
+        (json!({"name": "a", "source": "local_path", "local_path": path, "sauce": 1}), "sauce"),
+        (json!({"name": "a b", "source": "local_path", "local_path": path}), "name"),
+        (json!({"name": "a", "source": "ftp"}), "source"),
+    ];
+    for (body, field) in cases {
+        let (status, err) = s.post("/v2/models", body.clone()).await;
+        assert!(status.is_client_error(), "{body}: {status} {err}");
+        assert_eq!(err["field"].as_str(), Some(field), "{body}: {err}");
+    }
+    let (_, list) = s.get("/v2/models").await;
+    assert_eq!(list["pagination"]["total"], 0, "nothing stored");
+}
+
+async fn wait_models_instances(
+    s: &TestServer,
+    model_id: i64,
+    what: &str,
+    pred: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, list) = s.get(&format!("/v2/model-instances?model_id={model_id}")).await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        if pred(&items) {
+            return items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {what}: {list:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const SLEEPY_GPU_YAML: &str = "backend_name: gpu-sleeper-custom
+default_version: v1
+default_run_command: \"-c 'exec sleep 300'\"
+health_check_path:
+version_configs:
+  v1:
+    image_name: busybox
+    entrypoint: sh
+    custom_framework: cuda
+";
+
+async fn scheduling_explains_and_never_overbooks(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPY_GPU_YAML).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = worker_options("gpu1", (45300, 45349));
+    opts.simulate_gpus = Some("2xL4-24GB".into());
+    let worker = start_worker(&s, dir.path(), &opts).await;
+    // A "model" of 7 GiB (a sparse file, so nothing is written): 9 GiB with overhead.
+    let model = tempfile::NamedTempFile::new().expect("file");
+    model.as_file().set_len(7 << 30).expect("size");
+    let body = json!({"name": "big", "source": "local_path", "local_path": model.path(), "backend": "gpu-sleeper-custom",
+                      "replicas": 6});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    // 2 GPUs of 24 GB hold 2 replicas of 9 GiB each, and a fifth split over both; the last stays
+    // pending and says why, per GPU.
+    let items = wait_models_instances(&s, id, "5 running and 1 explained", |items| {
+        let explained = |i: &&Value| {
+            i["state"] == "pending" && i["state_message"].as_str().is_some_and(|m| m.contains("gpu1:cuda:1"))
+        };
+        items.len() == 6
+            && items.iter().filter(|i| i["state"] == "running").count() == 5
+            && items.iter().filter(explained).count() == 1
+    })
+    .await;
+    let pending = items.iter().find(|i| i["state"] == "pending").expect("pending");
+    assert!(pending["state_message"].as_str().unwrap_or("").contains("No suitable workers"), "{pending}");
+    // No GPU is booked beyond its size.
+    let mut booked = std::collections::BTreeMap::<String, u64>::new();
+    for i in &items {
+        for (gpu, bytes) in i["computed_resource_claim"]["vram"].as_object().into_iter().flatten() {
+            *booked.entry(gpu.clone()).or_default() += bytes.as_u64().unwrap_or(0);
+        }
+    }
+    let (_, gpus) = s.get("/v2/gpu-devices").await;
+    let capacity = gpus["items"][0]["memory_total"].as_u64().expect("memory_total");
+    assert!(booked.values().all(|b| *b <= capacity), "{booked:?} over {capacity}");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_never_place_more_than_a_gpu_holds() {
+    use ferrostack::server::scheduler::Scheduler;
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPY_GPU_YAML).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = worker_options("gpu2", (45350, 45399));
+    opts.simulate_gpus = Some("1xL4-24GB".into());
+    let worker = start_worker(&s, dir.path(), &opts).await;
+    let model = tempfile::NamedTempFile::new().expect("file");
+    model.as_file().set_len(7 << 30).expect("size");
+    let body = json!({"name": "race", "source": "local_path", "local_path": model.path(), "backend": "gpu-sleeper-custom",
+                      "replicas": 5});
+    let (_, m) = s.post("/v2/models", body).await;
+    let id = m["id"].as_i64().expect("id");
+    let items = wait_models_instances(&s, id, "placed", |items| {
+        items.len() == 5
+            && items.iter().all(|i| i["state"] != "scheduled" && (i["worker_id"].is_null() || i["state"] != "pending"))
+            && items.iter().filter(|i| !i["worker_id"].is_null()).count() >= 2
+    })
+    .await;
+    // Two more schedulers racing the built-in one change nothing: the one GPU holds 2.
+    let a = Scheduler { db: s.db().clone() };
+    let b = Scheduler { db: s.db().clone() };
+    let (ra, rb) = tokio::join!(a.tick(), b.tick());
+    assert_eq!(ra.expect("tick") + rb.expect("tick"), 0);
+    let placed = items.iter().filter(|i| !i["worker_id"].is_null()).count();
+    assert_eq!(placed, 2, "{items:#?}");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_deployment_lifecycle_through_api_and_cli() {
+    let Some((server, gguf)) = llama() else { return };
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    import_backend(&s, &llama_backend_yaml(&server)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("cpu1", (45400, 45449))).await;
+    let key = s.api_key(json!({"name": "cli"})).await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrostack"))
+            .args(args)
+            .env("FERROSTACK_SERVER_URL", &s.base)
+            .env("FERROSTACK_API_KEY", &key)
+            .output()
+            .expect("run cli");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ferrostack {args:?}: {text}");
+        text
+    };
+    let gguf = gguf.to_str().expect("path").to_string();
+    let out = tokio::task::spawn_blocking({
+        let cli_args = ["deploy", "smol", "--local-path", &gguf, "--backend", "llama-cpp-custom"].map(String::from);
+        let base = s.base.clone();
+        let key = key.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ferrostack"))
+                .args(&cli_args)
+                .env("FERROSTACK_SERVER_URL", base)
+                .env("FERROSTACK_API_KEY", key)
+                .output()
+                .expect("deploy")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1/1 running"));
+    let (_, models) = s.get("/v2/models").await;
+    let id = models["items"][0]["id"].as_i64().expect("id");
+
+    let chat = |port: u64| {
+        let body = json!({"model": "smol", "max_tokens": 8, "temperature": 0,
+                          "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]});
+        async move {
+            let res = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+                .json(&body)
+                .send()
+                .await
+                .expect("chat");
+            let v: Value = res.json().await.expect("json");
+            v["choices"][0]["message"]["content"].as_str().unwrap_or("").to_lowercase()
+        }
+    };
+    let items = wait_models_instances(&s, id, "running", |i| i.len() == 1 && i[0]["state"] == "running").await;
+    assert!(chat(items[0]["port"].as_u64().expect("port")).await.contains("paris"));
+
+    // Scale to 2 by the API (with the version read), then stop (0) and start (1) by the CLI.
+    let (_, m) = s.get(&format!("/v2/models/{id}")).await;
+    let mut spec = m.clone();
+    for k in ["id", "version", "created_at", "updated_at"] {
+        spec.as_object_mut().expect("object").remove(k);
+    }
+    spec["replicas"] = json!(2);
+    let (status, body) = s.put(&format!("/v2/models/{id}?version={}", m["version"]), spec.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = s.put(&format!("/v2/models/{id}?version={}", m["version"]), spec).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a stale version is refused");
+    let items =
+        wait_models_instances(&s, id, "2 running", |i| i.len() == 2 && i.iter().all(|x| x["state"] == "running")).await;
+    for i in &items {
+        assert!(chat(i["port"].as_u64().expect("port")).await.contains("paris"));
+    }
+    let ps = cli(&["ps"]);
+    assert!(ps.contains("smol") && ps.contains("2/2"), "{ps}");
+
+    cli(&["scale", "smol", "0"]);
+    wait_models_instances(&s, id, "stopped", |i| i.is_empty()).await;
+    cli(&["scale", "smol", "1"]);
+    wait_models_instances(&s, id, "started", |i| i.len() == 1 && i[0]["state"] == "running").await;
+
+    cli(&["undeploy", "smol"]);
+    wait_models_instances(&s, id, "deleted", |i| i.is_empty()).await;
+    let (status, _) = s.get(&format!("/v2/models/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    worker.shutdown().await;
+}
