@@ -75,10 +75,14 @@ async fn pick_runtime(cfg: &WorkerConfig, instances_root: PathBuf) -> anyhow::Re
     match cfg.runtime {
         RuntimeChoice::Process => Ok(Runtime::Process(ProcessRuntime::new(instances_root))),
         RuntimeChoice::Container => Ok(Runtime::Container(
-            ContainerRuntime::connect(socket).await.context("--runtime container: no container engine answers")?,
+            ContainerRuntime::connect(socket)
+                .await
+                .context("--runtime container: no container engine answers")?
+                .with_scope(&cfg.name),
         )),
+        // Scoped by worker name: workers sharing an engine never take each other's containers.
         RuntimeChoice::Auto => match ContainerRuntime::connect(socket).await {
-            Ok(rt) => Ok(Runtime::Container(rt)),
+            Ok(rt) => Ok(Runtime::Container(rt.with_scope(&cfg.name))),
             Err(_) => Ok(Runtime::Process(ProcessRuntime::new(instances_root))),
         },
     }

@@ -86,6 +86,11 @@ async fn scheduling_explains_and_never_overbooks(kind: DbKind) {
     // A "model" of 7 GiB (a sparse file, so nothing is written): 9 GiB with overhead.
     let model = tempfile::NamedTempFile::new().expect("file");
     model.as_file().set_len(7 << 30).expect("size");
+    let fits = json!({"model_specs": [{"name": "big", "source": "local_path", "local_path": model.path(),
+                                       "backend": "gpu-sleeper-custom"}]});
+    let (_, eval) = s.post("/v2/model-evaluations", fits).await;
+    assert_eq!(eval["results"][0]["compatible"], true, "{eval:#}");
+    assert!(eval["results"][0]["compatibility_messages"].to_string().contains("fits on worker gpu1"), "{eval:#}");
     let body = json!({"name": "big", "source": "local_path", "local_path": model.path(), "backend": "gpu-sleeper-custom",
                       "replicas": 6});
     let (status, m) = s.post("/v2/models", body).await;
@@ -111,6 +116,22 @@ async fn scheduling_explains_and_never_overbooks(kind: DbKind) {
             *booked.entry(gpu.clone()).or_default() += bytes.as_u64().unwrap_or(0);
         }
     }
+    // The up-front check answers without deploying: what fits and, for what doesn't, why.
+    let huge = tempfile::NamedTempFile::new().expect("file");
+    huge.as_file().set_len(60 << 30).expect("size");
+    let spec = |name: &str, path: &std::path::Path| json!({"name": name, "source": "local_path", "local_path": path, "backend": "gpu-sleeper-custom"});
+    let (status, eval) = s
+        .post("/v2/model-evaluations", json!({"model_specs": [spec("small", model.path()), spec("huge", huge.path())]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{eval}");
+    let results = eval["results"].as_array().expect("results");
+    assert_eq!(results[0]["compatible"], false, "every GPU is full by now: {eval:#}");
+    assert_eq!(results[1]["compatible"], false);
+    assert!(results[1]["compatibility_messages"].to_string().contains("gpu1:cuda:0"), "{eval:#}");
+    assert!(results[1]["vram"].as_u64().expect("vram") > 60 << 30);
+    let (_, before) = s.get("/v2/models").await;
+    assert_eq!(before["pagination"]["total"], 1, "evaluating deploys nothing");
+
     let (_, gpus) = s.get("/v2/gpu-devices").await;
     let capacity = gpus["items"][0]["memory_total"].as_u64().expect("memory_total");
     assert!(booked.values().all(|b| *b <= capacity), "{booked:?} over {capacity}");

@@ -299,3 +299,63 @@ async fn real_llama_runs_crashes_restarts_and_survives_worker_restarts() {
     }
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_runtime_runs_the_llama_image_through_the_docker_api() {
+    let required = std::env::var("FERROSTACK_REQUIRE_CONTAINERS").is_ok();
+    let (Ok(host), Ok(image)) = (std::env::var("DOCKER_HOST"), std::env::var("FERROSTACK_LLAMA_IMAGE")) else {
+        assert!(!required, "FERROSTACK_REQUIRE_CONTAINERS is set but DOCKER_HOST/FERROSTACK_LLAMA_IMAGE are not");
+        eprintln!("skipped: no container engine (scripts/setup-podman.sh --llama-image sets one up)");
+        return;
+    };
+    let Some((_, model)) = llama() else { return };
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    let yaml = format!(
+        "backend_name: llama-image-custom
+default_version: cpu
+default_run_command: \"-m {{{{model_path}}}} --host 127.0.0.1 --port {{{{port}}}} --alias {{{{model_name}}}} -c 2048 -t 2\"
+health_check_path: /v1/models
+version_configs:
+  cpu:
+    image_name: {image}
+    custom_framework: cpu
+"
+    );
+    import_backend(&s, &yaml).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = worker_options("container-worker", (45500, 45549));
+    opts.runtime = RuntimeChoice::Container;
+    opts.docker_host = Some(host);
+    let worker = start_worker(&s, dir.path(), &opts).await;
+    let (_, w) = s.get(&format!("/v2/workers/{}", worker.worker_id)).await;
+    assert_eq!(w["runtime"], "container");
+    let id = place(
+        &s,
+        json!({"name": "boxed", "model_name": "smollm2", "model_path": model, "backend": "llama-image-custom",
+               "worker_id": worker.worker_id}),
+    )
+    .await;
+    let running = wait_instance(&s, id, "running in a container", |i| i["state"] == "running").await;
+    assert!(running["container_id"].as_str().is_some_and(|c| !c.is_empty()), "{running}");
+    let port = running["port"].as_u64().expect("port");
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .json(&json!({"model": "smollm2", "max_tokens": 8, "temperature": 0,
+                      "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]}))
+        .send()
+        .await
+        .expect("chat");
+    let answer: Value = res.json().await.expect("json");
+    assert!(
+        answer["choices"][0]["message"]["content"].as_str().unwrap_or("").to_lowercase().contains("paris"),
+        "{answer}"
+    );
+    assert_eq!(s.delete(&format!("/v2/model-instances/{id}")).await.0, StatusCode::NO_CONTENT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the container still serves after delete");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    worker.shutdown().await;
+}

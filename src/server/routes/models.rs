@@ -7,22 +7,27 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{ListResponse, Model, ModelInstanceSpec, ModelSource, ModelSpec, WorkerSpec};
+use crate::api::{
+    EvaluationRequest, EvaluationResponse, EvaluationResult, ListResponse, Model, ModelInstanceSpec, ModelSource,
+    ModelSpec, WorkerSpec,
+};
 use crate::backends::admission::for_display;
 use crate::db::{DbError, model_columns};
+use crate::placement::place;
 use crate::server::AppState;
 use crate::server::auth::Auth;
 use crate::server::bootstrap;
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
+use crate::server::evaluate::evaluate;
 use crate::server::extract::{Json, ListParams, RawQuery, int_param};
+use crate::server::scheduler;
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_models, create_model)).routes(routes!(
-        get_model,
-        update_model,
-        delete_model
-    ))
+    OpenApiRouter::new()
+        .routes(routes!(list_models, create_model))
+        .routes(routes!(get_model, update_model, delete_model))
+        .routes(routes!(evaluate_models))
 }
 
 #[utoipa::path(get, path = "/v2/models", tag = "models",
@@ -242,4 +247,77 @@ async fn delete_model(State(state): State<AppState>, Auth(p): Auth, Path(id): Pa
         }
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn result(name: String, compatible: bool, messages: Vec<String>) -> EvaluationResult {
+    EvaluationResult {
+        name,
+        compatible,
+        compatibility_messages: messages,
+        backend: None,
+        categories: Vec::new(),
+        vram: None,
+        ram: None,
+        meta: None,
+        injected_parameters: Vec::new(),
+    }
+}
+
+/// Would these deployments fit, where, and why not, without deploying anything.
+#[utoipa::path(post, path = "/v2/model-evaluations", tag = "models", request_body = EvaluationRequest,
+    responses((status = 200, body = EvaluationResponse), (status = 400, body = crate::api::ErrorBody)))]
+async fn evaluate_models(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    Json(body): Json<EvaluationRequest>,
+) -> ApiResult<axum::Json<EvaluationResponse>> {
+    if body.model_specs.len() > 16 {
+        return Err(ApiError::field("model_specs", "at most 16 specs per evaluation"));
+    }
+    let workers = state.db.all::<WorkerSpec>().await?;
+    let instances = state.db.all::<ModelInstanceSpec>().await?;
+    let catalog = bootstrap::catalog().map_err(ApiError::internal)?;
+    let mut results = Vec::new();
+    for spec in body.model_specs {
+        let name = spec.name.clone();
+        let spec = match admit(&state, spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                results.push(result(name, false, vec![e.message]));
+                continue;
+            }
+        };
+        let backend = state.db.backend_by_name(spec.backend.as_deref().unwrap_or_default()).await?;
+        let backend = for_display(catalog, &backend.spec);
+        let eval = evaluate(&spec, &backend).await;
+        let now = chrono::Utc::now();
+        let record = crate::api::Record { id: 0, version: 0, created_at: now, updated_at: now, spec: spec.clone() };
+        let req = scheduler::request(&record, &backend, &eval);
+        let mut messages = eval.problems.clone();
+        let compatible = match place(&scheduler::snapshot(&workers, &instances, None), &req) {
+            Ok(p) => {
+                let worker = workers.iter().find(|w| w.id == p.worker_id).map(|w| w.spec.name.as_str()).unwrap_or("");
+                let on = if p.gpu_indexes.is_empty() { "CPU".to_string() } else { format!("GPUs {:?}", p.gpu_indexes) };
+                messages.push(format!("fits on worker {worker}, {on}"));
+                messages.extend(p.message);
+                true
+            }
+            Err(nofit) => {
+                messages.push("does not fit:".into());
+                messages.extend(nofit.reasons.into_iter().take(20));
+                false
+            }
+        };
+        let category = serde_json::to_value(eval.meta.category).ok().and_then(|v| v.as_str().map(String::from));
+        results.push(EvaluationResult {
+            backend: spec.backend.clone(),
+            categories: category.into_iter().collect(),
+            vram: Some(eval.vram),
+            ram: Some(eval.ram),
+            meta: Some(eval.meta_json()),
+            injected_parameters: eval.injection(req.gpus_per_replica.unwrap_or(1), None).args,
+            ..result(name, compatible, messages)
+        });
+    }
+    Ok(axum::Json(EvaluationResponse { results }))
 }
