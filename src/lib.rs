@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod estimate;
+pub mod gateway;
 pub mod placement;
 pub mod server;
 pub mod worker;

@@ -100,6 +100,12 @@ pub struct ApiKeySpec {
     pub allowed_model_names: Option<Vec<String>>,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Requests per minute this key may make through the gateway; absent = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm_limit: Option<u32>,
+    /// Tokens (prompt + completion) per minute; absent = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_limit: Option<u64>,
 }
 
 pub type ApiKey = Record<ApiKeySpec>;
@@ -119,6 +125,10 @@ pub struct ApiKeyCreate {
     pub scope: Option<Vec<Scope>>,
     #[serde(default)]
     pub allowed_model_names: Option<Vec<String>>,
+    #[serde(default)]
+    pub rpm_limit: Option<u32>,
+    #[serde(default)]
+    pub tpm_limit: Option<u64>,
 }
 
 /// `PUT /v2/api-keys/{id}`.
@@ -131,6 +141,10 @@ pub struct ApiKeyUpdate {
     pub scope: Option<Vec<Scope>>,
     #[serde(default)]
     pub allowed_model_names: Option<Vec<String>>,
+    #[serde(default)]
+    pub rpm_limit: Option<u32>,
+    #[serde(default)]
+    pub tpm_limit: Option<u64>,
     #[serde(default)]
     pub version: Option<i64>,
 }

@@ -6,11 +6,13 @@
 
 pub mod auth;
 pub mod backend;
+pub mod gateway;
 pub mod gpu;
 pub mod model;
 pub mod worker;
 
 pub use auth::*;
+pub use gateway::*;
 pub use gpu::*;
 pub use model::*;
 pub use worker::*;

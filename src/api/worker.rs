@@ -214,8 +214,22 @@ pub struct ModelInstanceSpec {
     #[serde(default)]
     pub model_id: Option<i64>,
     pub model_name: String,
-    /// What to load: a local file or directory on the worker.
+    /// What to load: a local file or directory on the worker (for hub sources: the repository id;
+    /// the worker downloads it and reports `resolved_path`).
     pub model_path: String,
+    #[serde(default)]
+    pub source: Option<super::model::ModelSource>,
+    #[serde(default)]
+    pub huggingface_repo_id: Option<String>,
+    #[serde(default)]
+    pub huggingface_filename: Option<String>,
+    #[serde(default)]
+    pub model_scope_model_id: Option<String>,
+    #[serde(default)]
+    pub model_scope_file_path: Option<String>,
+    /// Where the worker found or downloaded the model.
+    #[serde(default)]
+    pub resolved_path: Option<String>,
     pub backend: String,
     #[serde(default)]
     pub backend_version: Option<String>,
@@ -314,6 +328,8 @@ pub struct InstanceStatusReport {
     pub command: Option<Vec<String>>,
     #[serde(default)]
     pub download_progress: Option<f64>,
+    #[serde(default)]
+    pub resolved_path: Option<String>,
     pub restart_count: u32,
     #[serde(default)]
     pub last_restart_time: Option<DateTime<Utc>>,

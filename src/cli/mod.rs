@@ -37,7 +37,7 @@ pub struct ClientArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// All-in-one for one machine: the server with SQLite in the data dir (the embedded worker joins with worker support).
+    /// All-in-one for one machine: the server plus an embedded worker, SQLite in the data dir.
     Start(serve::StartArgs),
     /// The server alone: API, UI, gateway, scheduler. Use --database-url for PostgreSQL.
     Server(ServerArgs),
@@ -197,7 +197,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|_| anyhow::anyhow!("--scope must be one of *, management, inference"))?,
                 )
             };
-            let body = ApiKeyCreate { name, description: None, expires_in, scope, allowed_model_names: None };
+            let body = ApiKeyCreate {
+                name,
+                description: None,
+                expires_in,
+                scope,
+                allowed_model_names: None,
+                rpm_limit: None,
+                tpm_limit: None,
+            };
             let created: ApiKeyCreated = client(&args).post("/v2/api-keys", &body).await?;
             println!("{}", created.value);
             eprintln!("(this is the only time the key is shown; keep it safe)");

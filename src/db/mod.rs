@@ -4,11 +4,13 @@
 
 mod auth;
 mod backends;
+mod gateway;
 mod models;
 mod store;
 mod workers;
 
 pub use auth::*;
+pub use gateway::*;
 pub use models::*;
 pub use store::*;
 pub use workers::*;

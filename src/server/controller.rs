@@ -41,6 +41,12 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         model_id: Some(model.id),
         model_name: m.name.clone(),
         model_path,
+        source: Some(m.source),
+        huggingface_repo_id: m.huggingface_repo_id.clone(),
+        huggingface_filename: m.huggingface_filename.clone(),
+        model_scope_model_id: m.model_scope_model_id.clone(),
+        model_scope_file_path: m.model_scope_file_path.clone(),
+        resolved_path: None,
         backend: m.backend.clone().unwrap_or_default(),
         backend_version: m.backend_version.clone(),
         backend_parameters: m.backend_parameters.clone(),
@@ -115,14 +121,18 @@ impl ModelController {
                 writes += delete_quietly(&self.db, i.id).await?;
             }
         } else {
-            // Rolling replacement: one extra instance at a time; an old one goes only once a new
-            // one runs, so serving never drops below what was running.
+            // Rolling replacement, one extra instance at a time: an outdated instance that does
+            // not serve goes at once; a serving one only while more than `desired` serve.
             if fresh.len() < desired && instances.len() <= desired {
                 let spec = new_instance(model);
                 self.db.insert(&spec, &instance_columns(&spec)).await?;
                 writes += 1;
             }
-            if running(&fresh) > 0 && instances.len() > desired {
+            let idle: Vec<&&ModelInstance> =
+                outdated.iter().filter(|i| i.spec.state != InstanceState::Running).collect();
+            if let Some(i) = idle.first() {
+                writes += delete_quietly(&self.db, i.id).await?;
+            } else if running(&fresh) + running(&outdated) > desired {
                 let views: Vec<ScaleDownView> = outdated.iter().map(|i| health_view(i, workers)).collect();
                 if let Some(id) = scale_down_order(&views).into_iter().next() {
                     writes += delete_quietly(&self.db, id).await?;

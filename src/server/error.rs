@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::api::ErrorBody;
 use crate::backends::{ValidationError, YamlError};
 use crate::db::DbError;
+use crate::gateway::GatewayError;
 
 macro_rules! error_codes {
     ($($variant:ident => ($status:expr, $reason:literal),)*) => {
@@ -50,6 +51,8 @@ error_codes! {
     TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
     Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
     Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+    BadGateway => (StatusCode::BAD_GATEWAY, "BadGateway"),
+    GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout"),
 }
 
 /// An error on its way to the client.
@@ -171,6 +174,77 @@ impl From<YamlError> for ApiError {
             YamlError::Export { .. } => return ApiError::internal(&e),
         };
         ApiError { code, message: e.to_string(), field: Some(field) }
+    }
+}
+
+/// An error on `/v1` and `/model/proxy`: OpenAI's envelope `{"error": {message, type, code}}`,
+/// with `Retry-After` on 429. Every gateway error becomes one here and only here.
+#[derive(Debug)]
+pub struct OpenAiError {
+    pub error: ApiError,
+    /// OpenAI's machine-readable `code` (`invalid_api_key`, `model_not_found`, …).
+    pub code: &'static str,
+    pub retry_after: Option<u64>,
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(error: ApiError) -> Self {
+        let code = match error.code {
+            ErrorCode::Unauthorized => "invalid_api_key",
+            ErrorCode::Forbidden => "permission_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::TooManyRequests => "rate_limit_exceeded",
+            ErrorCode::Unavailable => "service_unavailable",
+            ErrorCode::Internal => "internal_error",
+            _ => "invalid_request",
+        };
+        OpenAiError { error, code, retry_after: None }
+    }
+}
+
+impl From<DbError> for OpenAiError {
+    fn from(e: DbError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<GatewayError> for OpenAiError {
+    fn from(e: GatewayError) -> Self {
+        let (code, openai_code) = match &e {
+            GatewayError::BadRequest(_) => (ErrorCode::InvalidInput, "invalid_request"),
+            GatewayError::UnknownModel(_) => (ErrorCode::NotFound, "model_not_found"),
+            GatewayError::UnknownRoute(_) => (ErrorCode::NotFound, "model_not_found"),
+            GatewayError::NotAllowed(_) => (ErrorCode::Forbidden, "model_not_allowed"),
+            GatewayError::RateLimited { .. } => (ErrorCode::TooManyRequests, "rate_limit_exceeded"),
+            GatewayError::NoInstance(_) => (ErrorCode::Unavailable, "no_running_instance"),
+            GatewayError::Upstream(_) => (ErrorCode::BadGateway, "upstream_error"),
+            GatewayError::Timeout(_) => (ErrorCode::GatewayTimeout, "upstream_timeout"),
+        };
+        let retry_after = match &e {
+            GatewayError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        OpenAiError { error: ApiError::new(code, e.to_string()), code: openai_code, retry_after }
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let status = self.error.code.status();
+        let kind = match status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        };
+        let body = serde_json::json!({"error": {"message": self.error.message, "type": kind, "code": self.code}});
+        let mut res = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        res
     }
 }
 

@@ -8,7 +8,9 @@ pub mod evaluate;
 pub mod extract;
 pub mod monitor;
 mod routes;
+pub mod routing;
 pub mod scheduler;
+pub mod ui;
 pub mod watch;
 
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct AppState {
     pub leases: monitor::Leases,
     /// Secret from which the tokens the server presents to workers are derived.
     pub server_secret: Arc<String>,
+    /// The inference gateway (`/v1`, `/model/proxy`) and its key cache.
+    pub gateway: Arc<routing::GatewayState>,
 }
 
 #[derive(OpenApi)]
@@ -63,7 +67,8 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(doc.as_ref().clone()) }
         }),
     )
-    .fallback(not_found)
+    .merge(routes::openai::router())
+    .fallback(ui::serve)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
     .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -112,12 +117,17 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let leases = monitor::Leases::default();
     monitor::WorkerMonitor { db: db.clone(), leases: leases.clone(), grace: config.worker_grace }
         .spawn(shutdown.clone());
+    let (gateway, usage_events) = crate::gateway::Gateway::new()?;
+    gateway.publish(routing::sync(&db).await?);
+    routing::spawn_snapshot_loop(db.clone(), gateway.clone(), shutdown.clone());
+    routing::spawn_usage_writer(db.clone(), usage_events, shutdown.clone());
     let state = AppState {
         db: db.clone(),
         config: Arc::new(config),
         shutdown: shutdown.clone(),
         leases,
         server_secret: Arc::new(server_secret),
+        gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db)),
     };
     bootstrap::spawn_housekeeping(db.clone(), shutdown.clone());
     controller::spawn_loops(db.clone(), shutdown.clone());

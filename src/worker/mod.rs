@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod download;
 pub mod gpu;
 pub mod logs;
 mod reconcile;
@@ -65,6 +66,18 @@ pub struct WorkerOptions {
     /// Leave instances running when the worker stops (a restarted worker reattaches to them).
     #[arg(long)]
     pub leave_running: bool,
+    /// Hugging Face endpoint (a mirror, or a local server in tests).
+    #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
+    pub hf_endpoint: String,
+    /// Hugging Face token for private or gated models.
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+    pub hf_token: Option<String>,
+    /// ModelScope endpoint.
+    #[arg(long, env = "MODELSCOPE_ENDPOINT", default_value = "https://www.modelscope.cn")]
+    pub modelscope_endpoint: String,
+    /// ModelScope token.
+    #[arg(long, env = "MODELSCOPE_API_TOKEN", hide_env_values = true)]
+    pub modelscope_token: Option<String>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -102,6 +115,7 @@ pub struct WorkerConfig {
     pub heartbeat_interval: Duration,
     pub startup_timeout: Duration,
     pub leave_running: bool,
+    pub hub: download::HubConfig,
 }
 
 impl WorkerConfig {
@@ -121,6 +135,12 @@ impl WorkerConfig {
             heartbeat_interval: Duration::from_secs(opts.heartbeat_interval.max(1)),
             startup_timeout: Duration::from_secs(opts.startup_timeout.max(1)),
             leave_running: opts.leave_running,
+            hub: download::HubConfig {
+                hf_endpoint: opts.hf_endpoint.clone(),
+                hf_token: opts.hf_token.clone(),
+                ms_endpoint: opts.modelscope_endpoint.clone(),
+                ms_token: opts.modelscope_token.clone(),
+            },
         }
     }
 }

@@ -13,10 +13,11 @@ use tokio::time::Instant;
 
 use super::WorkerConfig;
 use super::agent::Cache;
+use super::download::{Downloader, HubSource};
 use super::logs;
 use super::runtime::{Handle, LaunchSpec, Liveness, Runtime};
 use crate::api::backend::InferenceBackendSpec;
-use crate::api::{InstanceState, InstanceStatusReport, ModelInstance};
+use crate::api::{InstanceState, InstanceStatusReport, ModelInstance, ModelSource};
 use crate::backends::{DeploymentOverrides, RenderContext, render_command};
 use crate::client::{Client, ClientError};
 
@@ -63,6 +64,31 @@ pub struct Reconciler {
     cache: Arc<Cache>,
     local: Mutex<HashMap<i64, Local>>,
     http: reqwest::Client,
+    downloader: Arc<Downloader>,
+    downloads: Arc<std::sync::Mutex<HashMap<i64, Download>>>,
+}
+
+/// A hub download an instance waits for.
+#[derive(Debug, Clone)]
+enum Download {
+    Running(f64),
+    Done(PathBuf),
+    Failed(String),
+}
+
+/// The hub source of an instance, if its model comes from a hub.
+fn hub_source(i: &ModelInstance) -> Option<HubSource> {
+    match i.spec.source? {
+        ModelSource::Huggingface => Some(HubSource::Huggingface {
+            repo: i.spec.huggingface_repo_id.clone()?,
+            file: i.spec.huggingface_filename.clone(),
+        }),
+        ModelSource::ModelScope => Some(HubSource::ModelScope {
+            model: i.spec.model_scope_model_id.clone()?,
+            file: i.spec.model_scope_file_path.clone(),
+        }),
+        ModelSource::LocalPath => None,
+    }
 }
 
 impl Reconciler {
@@ -75,7 +101,20 @@ impl Reconciler {
         cache: Arc<Cache>,
     ) -> Reconciler {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
-        Reconciler { client, worker_id, cfg, runtime, root, cache, local: Mutex::new(HashMap::new()), http }
+        let cache_dir = cfg.data_dir.join("cache");
+        let downloader = Arc::new(Downloader::new(cache_dir, cfg.hub.clone()));
+        Reconciler {
+            client,
+            worker_id,
+            cfg,
+            runtime,
+            root,
+            cache,
+            local: Mutex::new(HashMap::new()),
+            http,
+            downloader,
+            downloads: Arc::default(),
+        }
     }
 
     /// Stops workloads left by an earlier run whose instances no longer exist on the server.
@@ -259,19 +298,25 @@ impl Reconciler {
     /// Starts (or restarts) an instance: checks the model, renders the command, takes a port, runs it.
     async fn launch(&self, i: &ModelInstance, restart: bool) -> Result<(), ClientError> {
         let restart_count = i.spec.restart_count + u32::from(restart);
+        let model_path = match self.hub_model(i, restart_count).await? {
+            Some(path) => path,
+            None => return Ok(()),
+        };
         let mut report = self.report_of(i);
         report.state = InstanceState::Initializing;
         report.state_message = None;
         report.restart_count = restart_count;
         report.next_restart_time = None;
+        if hub_source(i).is_some() {
+            report.download_progress = Some(1.0);
+        }
         if restart {
             report.last_restart_time = Some(Utc::now());
             tracing::info!(instance = i.id, restart_count, "restarting instance");
         }
         let i = &self.report(i, report).await?;
-        let model_path = PathBuf::from(&i.spec.model_path);
         if !model_path.exists() {
-            let msg = format!("model_path {:?} does not exist on worker {}", i.spec.model_path, self.cfg.name);
+            let msg = format!("model_path {:?} does not exist on worker {}", model_path.display(), self.cfg.name);
             return self.fail(i, msg, Some(restart_count)).await;
         }
         let backend = match self.backend(&i.spec.backend).await {
@@ -291,8 +336,9 @@ impl Reconciler {
             env: Some(&i.spec.env),
             backend_parameters: &i.spec.backend_parameters,
         };
+        let model_path_text = model_path.display().to_string();
         let ctx = RenderContext {
-            model_path: &i.spec.model_path,
+            model_path: &model_path_text,
             model_name: &i.spec.model_name,
             port,
             worker_ip: &self.cfg.advertise_address,
@@ -339,7 +385,60 @@ impl Reconciler {
         report.pid = handle.pid();
         report.container_id = handle.container_id();
         report.command = Some(argv);
+        report.resolved_path = Some(model_path_text);
         self.report(i, report).await.map(|_| ())
+    }
+
+    /// The path to load. For hub sources: starts the download (in the background, one per
+    /// source), reports progress, and answers `None` until the files are there.
+    async fn hub_model(&self, i: &ModelInstance, restart_count: u32) -> Result<Option<PathBuf>, ClientError> {
+        let Some(source) = hub_source(i) else { return Ok(Some(PathBuf::from(&i.spec.model_path))) };
+        let state = self.downloads.lock().ok().and_then(|d| d.get(&i.id).cloned());
+        let progress = match state {
+            Some(Download::Done(path)) => return Ok(Some(path)),
+            Some(Download::Failed(msg)) => {
+                if let Ok(mut d) = self.downloads.lock() {
+                    d.remove(&i.id);
+                }
+                self.fail(i, format!("download failed: {msg}"), Some(restart_count)).await?;
+                return Ok(None);
+            }
+            Some(Download::Running(p)) => p,
+            None => {
+                if let Ok(mut d) = self.downloads.lock() {
+                    d.insert(i.id, Download::Running(0.0));
+                }
+                let (downloader, downloads, id) = (self.downloader.clone(), self.downloads.clone(), i.id);
+                let on_progress = {
+                    let downloads = downloads.clone();
+                    Arc::new(move |p: f64| {
+                        if let Ok(mut d) = downloads.lock() {
+                            d.insert(id, Download::Running(p));
+                        }
+                    })
+                };
+                tokio::spawn(async move {
+                    let outcome = match downloader.ensure(&source, on_progress).await {
+                        Ok(path) => Download::Done(path),
+                        Err(e) => Download::Failed(e.to_string()),
+                    };
+                    if let Ok(mut d) = downloads.lock() {
+                        d.insert(id, outcome);
+                    }
+                });
+                0.0
+            }
+        };
+        let shown = i.spec.download_progress.unwrap_or(-1.0);
+        if i.spec.state != InstanceState::Downloading || progress - shown >= 0.05 {
+            let mut report = self.report_of(i);
+            report.state = InstanceState::Downloading;
+            report.state_message = None;
+            report.download_progress = Some((progress * 100.0).round() / 100.0);
+            report.restart_count = restart_count;
+            self.report(i, report).await?;
+        }
+        Ok(None)
     }
 
     async fn take_port(&self) -> Option<u16> {
@@ -372,6 +471,7 @@ impl Reconciler {
             container_id: i.spec.container_id.clone(),
             command: None,
             download_progress: i.spec.download_progress,
+            resolved_path: None,
             restart_count: i.spec.restart_count,
             last_restart_time: i.spec.last_restart_time,
             next_restart_time: i.spec.next_restart_time,

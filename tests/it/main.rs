@@ -2,7 +2,11 @@
 //! dirs, SQLite and PostgreSQL (see `support::both_dbs!`).
 
 mod backends;
+mod docs;
+mod downloads;
+mod e2e;
 mod foundation;
+mod gateway;
 mod models;
 mod repository;
 mod support;

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use crate::both_dbs;
 use crate::support::{DbKind, TestServer};
-use crate::workers::{import_backend, llama, llama_backend_yaml, start_worker, worker_options};
+use crate::workers::{SLEEPER_YAML, import_backend, llama, llama_backend_yaml, start_worker, worker_options};
 
-both_dbs!(bad_deployments_name_the_field, scheduling_explains_and_never_overbooks);
+both_dbs!(bad_deployments_name_the_field, scheduling_explains_and_never_overbooks, edits_roll_instances_one_at_a_time);
 
 async fn bad_deployments_name_the_field(kind: DbKind) {
     let s = TestServer::start(kind).await;
@@ -256,5 +256,52 @@ async fn llama_deployment_lifecycle_through_api_and_cli() {
     wait_models_instances(&s, id, "deleted", |i| i.is_empty()).await;
     let (status, _) = s.get(&format!("/v2/models/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    worker.shutdown().await;
+}
+
+async fn edits_roll_instances_one_at_a_time(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("roller", (45800, 45849))).await;
+    let body = json!({"name": "rolling", "source": "local_path", "local_path": "/", "backend": "sleeper-custom", "replicas": 2});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    let before =
+        wait_models_instances(&s, id, "2 running", |i| i.len() == 2 && i.iter().all(|x| x["state"] == "running")).await;
+    let old: Vec<i64> = before.iter().filter_map(|i| i["id"].as_i64()).collect();
+
+    // A description change restarts nothing.
+    let mut spec = m.clone();
+    for k in ["id", "version", "created_at", "updated_at"] {
+        spec.as_object_mut().expect("object").remove(k);
+    }
+    spec["description"] = json!("now described");
+    assert_eq!(s.put(&format!("/v2/models/{id}"), spec.clone()).await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, same) = s.get(&format!("/v2/model-instances?model_id={id}")).await;
+    let ids: Vec<i64> = same["items"].as_array().expect("items").iter().filter_map(|i| i["id"].as_i64()).collect();
+    assert_eq!(ids, old, "no instance was replaced");
+
+    // An env change replaces them, one at a time: never fewer than 2 running meanwhile.
+    spec["env"] = json!({"GREETING": "hello"});
+    assert_eq!(s.put(&format!("/v2/models/{id}"), spec).await.0, StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, list) = s.get(&format!("/v2/model-instances?model_id={id}")).await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let running = items.iter().filter(|i| i["state"] == "running").count();
+        assert!(running >= 2, "fewer than 2 running during the roll: {list:#}");
+        assert!(items.len() <= 3, "more than one extra instance at a time: {list:#}");
+        let replaced =
+            items.iter().all(|i| !old.contains(&i["id"].as_i64().unwrap_or(0)) && i["env"]["GREETING"] == "hello");
+        if items.len() == 2 && replaced && running == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the roll never finished: {list:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     worker.shutdown().await;
 }

@@ -12,10 +12,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("estimate", &["api", "backends", "placement"]),
     ("config", &[]),
     ("db", &["api"]),
-    ("server", &["api", "backends", "config", "db", "estimate", "placement"]),
+    ("gateway", &["api"]),
+    ("server", &["api", "backends", "config", "db", "estimate", "gateway", "placement"]),
     ("client", &["api"]),
     ("worker", &["api", "backends", "client"]),
-    ("cli", &["api", "backends", "config", "client", "server", "worker"]),
+    ("cli", &["api", "backends", "config", "client", "gateway", "server", "worker"]),
 ];
 
 const MAX_LINES: usize = 800;

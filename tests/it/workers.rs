@@ -15,7 +15,7 @@ use crate::support::{DbKind, TestServer};
 both_dbs!(heartbeats_grace_reattach_and_simulated_gpus, tokens_and_isolation);
 
 /// A backend whose "server" is `sleep`: always healthy (no health path), needs no port.
-const SLEEPER_YAML: &str = "backend_name: sleeper-custom
+pub const SLEEPER_YAML: &str = "backend_name: sleeper-custom
 default_version: v1
 default_run_command: \"-c 'echo serving {{model_name}} on {{port}}; exec sleep 300'\"
 health_check_path:

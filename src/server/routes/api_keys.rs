@@ -99,6 +99,8 @@ async fn create_key(
         scope,
         allowed_model_names: body.allowed_model_names,
         expires_at,
+        rpm_limit: body.rpm_limit,
+        tpm_limit: body.tpm_limit,
     };
     let key = state
         .db
@@ -154,6 +156,12 @@ async fn update_key(
             }
             if let Some(v) = &body.allowed_model_names {
                 k.allowed_model_names = Some(v.clone());
+            }
+            if let Some(v) = body.rpm_limit {
+                k.rpm_limit = Some(v);
+            }
+            if let Some(v) = body.tpm_limit {
+                k.tpm_limit = Some(v);
             }
             Ok(vec![])
         })

@@ -4,9 +4,13 @@ mod api_keys;
 mod auth;
 mod clusters;
 mod inference_backends;
+mod metrics;
 mod model_instances;
+mod model_routes;
 pub mod models;
+pub mod openai;
 mod probes;
+mod usage;
 mod users;
 mod workers;
 
@@ -29,4 +33,6 @@ pub fn management(_state: AppState) -> OpenApiRouter<AppState> {
         .merge(workers::routes())
         .merge(model_instances::routes())
         .merge(models::routes())
+        .merge(model_routes::routes())
+        .merge(usage::routes())
 }

@@ -102,6 +102,12 @@ async fn create_instance(
         model_id: None,
         model_name: body.model_name,
         model_path: body.model_path,
+        source: None,
+        huggingface_repo_id: None,
+        huggingface_filename: None,
+        model_scope_model_id: None,
+        model_scope_file_path: None,
+        resolved_path: None,
         backend: body.backend,
         backend_version: body.backend_version,
         backend_parameters: body.backend_parameters,
@@ -184,6 +190,9 @@ async fn report_status(
                 i.command = command.clone();
             }
             i.download_progress = body.download_progress;
+            if body.resolved_path.is_some() {
+                i.resolved_path = body.resolved_path.clone();
+            }
             i.restart_count = body.restart_count;
             i.last_restart_time = body.last_restart_time;
             i.next_restart_time = body.next_restart_time;

@@ -186,6 +186,7 @@ async fn create_model(
     p.require_admin()?;
     let spec = admit(&state, spec).await?;
     let model = state.db.insert(&spec, &model_columns(&spec)).await?;
+    crate::server::routing::create_model_route(&state.db, &model).await?;
     Ok((StatusCode::CREATED, axum::Json(model)))
 }
 

@@ -191,10 +191,14 @@ mod tests {
         // A second runtime over the same directory (a restarted worker) finds it.
         let again = ProcessRuntime::new(dir.path().to_path_buf());
         assert_eq!(again.managed().await, vec![(7, handle.clone())]);
+        // Its output reaches the log file.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&spec.log_path).unwrap_or_default().contains("started") {
+            assert!(tokio::time::Instant::now() < deadline, "the log never showed the output");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         rt.stop(&handle, Duration::from_secs(5)).await;
         assert!(matches!(rt.liveness(&handle).await, Liveness::Exited(_)));
         assert!(again.managed().await.is_empty());
-        let log = std::fs::read_to_string(&spec.log_path).expect("log");
-        assert!(log.contains("started"), "{log}");
     }
 }

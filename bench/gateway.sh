@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Gateway benchmark: added latency (p50, p99) and throughput ratio of POST /v1/chat/completions
+# through the gateway vs straight to the upstream, at several concurrency levels (wrk), and the
+# time to first streamed byte added (examples/bench_ttfb.rs). The upstream is a fast stub
+# (examples/stub_upstream.rs) deployed as a custom backend on a real `ferrostack start`
+# (SQLite, process runtime, free ports), so the gateway path is the production one: API key
+# auth, route lookup, balancing, proxying, usage accounting.
+# Usage: bench/gateway.sh [SECONDS]   (default 10 s per run; builds release; needs `wrk`: apt-get install wrk)
+# Prints markdown tables; docs/benchmarks.md keeps the latest results.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
+DURATION="${1:-10}"
+cargo build --release --quiet --bin ferrostack --example stub_upstream --example bench_ttfb
+BIN="$PWD/target/release/ferrostack"
+STUB="$PWD/target/release/examples/stub_upstream"
+TTFB="$PWD/target/release/examples/bench_ttfb"
+WORK="$(mktemp -d)"
+SERVER_PID=
+STUB_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  # The worker stops its instances on shutdown; this is in case it could not.
+  if [ -n "$STUB_PID" ]; then kill "$STUB_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+json() { python3 -c "import json,sys;d=json.load(sys.stdin);print($1)"; }
+
+PORT=$(free_port)
+STUB_PORT=$(free_port)
+"$BIN" start --data-dir "$WORK/data" --host 127.0.0.1 --port "$PORT" --bootstrap-password bench-password \
+  --runtime process --advertise-address 127.0.0.1 --port-range "$STUB_PORT-$STUB_PORT" --worker-name bench \
+  --heartbeat-interval 5 >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null; do sleep 0.05; done
+API="http://127.0.0.1:$PORT"
+curl -sf -c "$WORK/jar" -d 'username=admin&password=bench-password' "$API/auth/login" >/dev/null
+post() { curl -sf -b "$WORK/jar" -H 'content-type: application/json' -d "$2" "$API$1"; }
+
+# The stub as a custom backend; the deployment's "model file" is any existing file.
+BACKEND=$(python3 - "$STUB" <<'PY'
+import json, sys
+print(json.dumps({"content": f"""backend_name: stub-custom
+default_version: v1
+default_run_command: "--host 127.0.0.1 --port {{{{port}}}}"
+health_check_path: /health
+parameter_format: space
+version_configs:
+  v1:
+    image_name: stub-upstream:local
+    entrypoint: {sys.argv[1]}
+    custom_framework: cpu
+"""}))
+PY
+)
+post /v2/inference-backends/from-yaml "$BACKEND" >/dev/null
+post /v2/models "{\"name\":\"stub\",\"source\":\"local_path\",\"local_path\":\"$STUB\",\"backend\":\"stub-custom\"}" >/dev/null
+KEY=$(post /v2/api-keys '{"name":"bench","scope":["inference"]}' | json 'd["value"]')
+for _ in $(seq 1 600); do
+  ready=$(curl -sf -b "$WORK/jar" "$API/v2/model-routes" | json '[r["ready_targets"] for r in d["items"] if r["name"]=="stub"]')
+  [ "$ready" = "[1]" ] && break
+  sleep 0.1
+done
+[ "$ready" = "[1]" ] || { echo "the stub deployment never became ready" >&2; cat "$WORK/server.log" >&2; exit 1; }
+INSTANCE=$(curl -sf -b "$WORK/jar" "$API/v2/model-instances" | json '[(i["port"], i["pid"]) for i in d["items"] if i["state"]=="running"][0]')
+read -r UPSTREAM_PORT STUB_PID < <(tr -d '(),' <<<"$INSTANCE")
+DIRECT="http://127.0.0.1:$UPSTREAM_PORT"
+# Both paths must answer the same request successfully before anything is measured.
+BODY='{"model":"stub","messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":8}'
+curl -sf -H 'content-type: application/json' -d "$BODY" "$DIRECT/v1/chat/completions" >/dev/null
+curl -sf -H 'content-type: application/json' -H "Authorization: Bearer $KEY" -d "$BODY" "$API/v1/chat/completions" >/dev/null
+
+cat >"$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$BODY'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+end
+LUA
+# Prints "requests/s p50_us p99_us errors".
+load() {
+  local c=$1 url=$2; shift 2
+  local t=$(( c < 2 ? 1 : 2 ))
+  wrk -t"$t" -c"$c" -d2s -s "$WORK/post.lua" "$@" "$url/v1/chat/completions" >/dev/null
+  wrk -t"$t" -c"$c" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$@" "$url/v1/chat/completions" |
+    awk '$1=="RESULT" {printf "%.0f %d %d %d\n", $2 / ($3 / 1e6), $4, $5, $6}'
+}
+echo "Gateway at $API, upstream stub at $DIRECT; wrk ${DURATION} s per run; $(nproc) cores shared by wrk, gateway and stub."
+echo
+echo "| concurrency | direct req/s | gateway req/s | ratio | direct p50 | gateway p50 | added p50 | direct p99 | gateway p99 | added p99 | errors |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for c in 1 8 32 64; do
+  read -r drps dp50 dp99 derr < <(load "$c" "$DIRECT")
+  read -r grps gp50 gp99 gerr < <(load "$c" "$API" -H "Authorization: Bearer $KEY")
+  python3 - "$c" "$drps" "$dp50" "$dp99" "$derr" "$grps" "$gp50" "$gp99" "$gerr" <<'PY'
+import sys
+c, drps, dp50, dp99, derr, grps, gp50, gp99, gerr = map(int, sys.argv[1:])
+ms = lambda us: f"{us / 1000:.3f} ms"
+add = lambda us: f"{us / 1000:+.3f} ms"
+print(f"| {c} | {drps} | {grps} | {grps / drps * 100:.0f} % | {ms(dp50)} | {ms(gp50)} | {add(gp50 - dp50)} "
+      f"| {ms(dp99)} | {ms(gp99)} | {add(gp99 - dp99)} | {derr} / {gerr} |")
+PY
+done
+echo
+"$TTFB" "$DIRECT" "$API" "$KEY" 200
+echo
+echo "Server RSS after the runs: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$SERVER_PID/status")"

@@ -1,0 +1,187 @@
+//! Wire types for the gateway's management side: model routes and their targets (GPUStack's field
+//! names), token usage and the dashboard.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Record;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessPolicy {
+    Public,
+    #[default]
+    Authed,
+    AllowedPrincipals,
+}
+
+/// A model route: the public model name clients call, mapped to weighted targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelRouteSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub meta: Option<serde_json::Value>,
+    #[serde(default)]
+    pub generic_proxy: Option<bool>,
+    /// The deployment this route was created with (it goes when the deployment goes).
+    #[serde(default)]
+    pub created_model_id: Option<i64>,
+    /// Number of targets (maintained by the server).
+    #[serde(default)]
+    pub targets: u32,
+    /// Number of targets with running instances (maintained by the server).
+    #[serde(default)]
+    pub ready_targets: u32,
+    #[serde(default)]
+    pub access_policy: AccessPolicy,
+    /// Seconds to wait for the upstream's response headers; absent = no limit. Streams are never
+    /// cut for being slow or idle.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+pub type ModelRoute = Record<ModelRouteSpec>;
+
+/// Target state: `active` while its deployment has running instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    Active,
+    #[default]
+    Unavailable,
+}
+
+/// One weighted target of a route: a deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelRouteTargetSpec {
+    pub name: String,
+    pub route_id: i64,
+    pub route_name: String,
+    #[serde(default)]
+    pub model_id: Option<i64>,
+    #[serde(default)]
+    pub provider_id: Option<i64>,
+    /// The name sent upstream as `model` instead of the route's.
+    #[serde(default)]
+    pub overridden_model_name: Option<String>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// `"4xx"` and/or `"5xx"`: this target takes requests that the others answer with these.
+    #[serde(default)]
+    pub fallback_status_codes: Option<Vec<String>>,
+    #[serde(default)]
+    pub state: TargetState,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+pub type ModelRouteTarget = Record<ModelRouteTargetSpec>;
+
+/// A target as given inside a route create/update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRouteTargetItem {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub model_id: i64,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub overridden_model_name: Option<String>,
+    #[serde(default)]
+    pub fallback_status_codes: Option<Vec<String>>,
+}
+
+/// `POST /v2/model-routes` and `PUT /v2/model-routes/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRouteCreate {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub meta: Option<serde_json::Value>,
+    #[serde(default)]
+    pub generic_proxy: Option<bool>,
+    #[serde(default)]
+    pub access_policy: AccessPolicy,
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    /// Replaces the route's targets when present.
+    #[serde(default)]
+    pub targets: Option<Vec<ModelRouteTargetItem>>,
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// `POST /v2/model-route-targets` and `PUT /v2/model-route-targets/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRouteTargetCreate {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub route_id: i64,
+    pub model_id: i64,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub overridden_model_name: Option<String>,
+    #[serde(default)]
+    pub fallback_status_codes: Option<Vec<String>>,
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// One row of token usage: a day, a caller (user and API key), a route and an operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageRow {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    pub user_id: i64,
+    /// 0 when the call came through a session rather than an API key.
+    pub api_key_id: i64,
+    pub route_id: i64,
+    pub route_name: String,
+    pub model_name: String,
+    pub operation: String,
+    pub request_count: i64,
+    pub prompt_token_count: i64,
+    pub completion_token_count: i64,
+}
+
+/// `GET /v2/usage`: rows matching the filters plus per-day totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageResponse {
+    pub items: Vec<UsageRow>,
+    pub per_day: Vec<UsageDay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageDay {
+    pub date: String,
+    pub request_count: i64,
+    pub prompt_token_count: i64,
+    pub completion_token_count: i64,
+}
+
+/// `GET /v2/dashboard`: resource counts by state and the last 31 days of usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Dashboard {
+    pub workers: BTreeMap<String, i64>,
+    pub gpus: i64,
+    pub models: i64,
+    pub model_routes: i64,
+    pub instances: BTreeMap<String, i64>,
+    pub usage: Vec<UsageDay>,
+}

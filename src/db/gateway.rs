@@ -1,0 +1,138 @@
+//! Repository for model routes, their targets and daily token usage.
+
+use sqlx::Row;
+
+use super::{Db, DbResult, ListQuery, Resource, Val};
+use crate::api::{ModelRouteSpec, ModelRouteTargetSpec, Record, UsageRow};
+
+impl Resource for ModelRouteSpec {
+    const TABLE: &'static str = "model_routes";
+    const NOUN: &'static str = "model route";
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Resource for ModelRouteTargetSpec {
+    const TABLE: &'static str = "model_route_targets";
+    const NOUN: &'static str = "model route target";
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The extra columns of a route row.
+pub fn route_columns(spec: &ModelRouteSpec) -> Vec<(&'static str, Val)> {
+    vec![("created_model_id", Val::OptInt(spec.created_model_id))]
+}
+
+/// The extra columns of a target row.
+pub fn target_columns(spec: &ModelRouteTargetSpec) -> Vec<(&'static str, Val)> {
+    vec![("route_id", Val::Int(spec.route_id)), ("model_id", Val::OptInt(spec.model_id))]
+}
+
+/// What `GET /v2/usage` may filter on; dates are `YYYY-MM-DD`, inclusive.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageFilter {
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+    pub route_name: Option<String>,
+    pub api_key_id: Option<i64>,
+    pub user_id: Option<i64>,
+}
+
+impl Db {
+    /// Every target of a route.
+    pub async fn targets_of_route(&self, route_id: i64) -> DbResult<Vec<Record<ModelRouteTargetSpec>>> {
+        let q = ListQuery { filters: vec![("route_id", Val::Int(route_id))], ..Default::default() };
+        Ok(self.list::<ModelRouteTargetSpec>(&q).await?.0)
+    }
+
+    /// Adds usage rows to the daily aggregates, in one transaction.
+    pub async fn add_usage(&self, rows: &[UsageRow]) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO model_usages (date, user_id, api_key_id, route_id, route_name, model_name, operation, \
+                 request_count, prompt_token_count, completion_token_count) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (date, user_id, api_key_id, route_id, model_name, operation) DO UPDATE SET \
+                 request_count = model_usages.request_count + excluded.request_count, \
+                 prompt_token_count = model_usages.prompt_token_count + excluded.prompt_token_count, \
+                 completion_token_count = model_usages.completion_token_count + excluded.completion_token_count, \
+                 route_name = excluded.route_name",
+            )
+            .bind(r.date.clone())
+            .bind(r.user_id)
+            .bind(r.api_key_id)
+            .bind(r.route_id)
+            .bind(r.route_name.clone())
+            .bind(r.model_name.clone())
+            .bind(r.operation.clone())
+            .bind(r.request_count)
+            .bind(r.prompt_token_count)
+            .bind(r.completion_token_count)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Usage rows matching `f`, oldest day first.
+    pub async fn usage(&self, f: &UsageFilter) -> DbResult<Vec<UsageRow>> {
+        let mut conditions = Vec::new();
+        let mut values = Vec::new();
+        let mut add = |cond: &str, v: Val| {
+            values.push(v);
+            conditions.push(format!("{cond} ${}", values.len()));
+        };
+        if let Some(d) = &f.start_date {
+            add("date >=", Val::Text(d.clone()));
+        }
+        if let Some(d) = &f.end_date {
+            add("date <=", Val::Text(d.clone()));
+        }
+        if let Some(r) = &f.route_name {
+            add("route_name =", Val::Text(r.clone()));
+        }
+        if let Some(k) = f.api_key_id {
+            add("api_key_id =", Val::Int(k));
+        }
+        if let Some(u) = f.user_id {
+            add("user_id =", Val::Int(u));
+        }
+        let where_clause =
+            if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+        let sql = format!(
+            "SELECT date, user_id, api_key_id, route_id, route_name, model_name, operation, request_count, \
+             prompt_token_count, completion_token_count FROM model_usages{where_clause} ORDER BY date, id"
+        );
+        let mut q = sqlx::query(&sql);
+        for v in &values {
+            q = match v {
+                Val::Int(x) => q.bind(*x),
+                Val::Text(s) => q.bind(s.clone()),
+                Val::OptInt(x) => q.bind(*x),
+                Val::OptText(s) => q.bind(s.clone()),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    date: row.try_get(0)?,
+                    user_id: row.try_get(1)?,
+                    api_key_id: row.try_get(2)?,
+                    route_id: row.try_get(3)?,
+                    route_name: row.try_get(4)?,
+                    model_name: row.try_get(5)?,
+                    operation: row.try_get(6)?,
+                    request_count: row.try_get(7)?,
+                    prompt_token_count: row.try_get(8)?,
+                    completion_token_count: row.try_get(9)?,
+                })
+            })
+            .collect()
+    }
+}

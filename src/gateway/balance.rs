@@ -1,0 +1,273 @@
+//! Choosing an instance: smooth weighted round-robin over a route's targets, then the instance
+//! with the fewest outstanding requests (ties broken in turn), skipping instances whose circuit
+//! is open after repeated connect failures.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::snapshot::{Endpoint, Route, Target};
+
+/// Consecutive connect failures after which an instance is skipped.
+pub const TRIP_AFTER: u32 = 2;
+/// How long a tripped instance is skipped before one request may probe it again.
+pub const OPEN_FOR: Duration = Duration::from_secs(5);
+
+/// Live counters of one instance.
+#[derive(Debug, Default)]
+pub struct InstanceStats {
+    outstanding: AtomicUsize,
+    failures: AtomicU32,
+    /// Milliseconds since the balancer's epoch until which the circuit is open.
+    open_until: AtomicU64,
+}
+
+impl InstanceStats {
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds one outstanding request on an instance; dropping it ends the request.
+#[derive(Debug)]
+pub struct Lease {
+    pub endpoint: Endpoint,
+    /// Index of the chosen target in the route.
+    pub target: usize,
+    stats: Arc<InstanceStats>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct RouteState {
+    /// Smooth weighted round-robin's current weights, one per target.
+    current: Vec<i64>,
+    /// Rotates the start of the least-outstanding scan, so ties take turns.
+    cursor: usize,
+}
+
+/// The balancer's shared state (instance counters, per-route rotation).
+pub struct Balancer {
+    epoch: Instant,
+    instances: Mutex<HashMap<i64, Arc<InstanceStats>>>,
+    routes: Mutex<HashMap<i64, RouteState>>,
+}
+
+impl Default for Balancer {
+    fn default() -> Self {
+        Balancer { epoch: Instant::now(), instances: Mutex::default(), routes: Mutex::default() }
+    }
+}
+
+impl Balancer {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn stats(&self, instance_id: i64) -> Arc<InstanceStats> {
+        let mut map = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(instance_id).or_default().clone()
+    }
+
+    /// Counters of an instance (for metrics and tests).
+    pub fn instance(&self, instance_id: i64) -> Arc<InstanceStats> {
+        self.stats(instance_id)
+    }
+
+    /// Drops counters of instances no longer in any route.
+    pub fn retain(&self, live: &std::collections::HashSet<i64>) {
+        let mut map = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|id, s| live.contains(id) || s.outstanding() > 0);
+    }
+
+    fn usable(&self, stats: &InstanceStats, now: u64) -> bool {
+        stats.open_until.load(Ordering::Relaxed) <= now
+    }
+
+    /// Picks an instance of `route` among its primary targets (or, with `fallback_for`, among the
+    /// fallback targets that catch that status), never one in `exclude`.
+    pub fn pick(&self, route: &Route, exclude: &[i64], fallback_for: Option<u16>) -> Option<Lease> {
+        let eligible: Vec<usize> = route
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| match fallback_for {
+                None => !t.is_fallback(),
+                Some(status) => t.catches(status),
+            })
+            .filter(|(_, t)| t.instances.iter().any(|e| !exclude.contains(&e.instance_id)))
+            .map(|(i, _)| i)
+            .collect();
+        // With no primary instances at all, the fallback targets serve as primaries.
+        let eligible = if eligible.is_empty() && fallback_for.is_none() {
+            (0..route.targets.len())
+                .filter(|i| route.targets[*i].instances.iter().any(|e| !exclude.contains(&e.instance_id)))
+                .collect()
+        } else {
+            eligible
+        };
+        if eligible.is_empty() {
+            return None;
+        }
+        let (target, cursor) = {
+            let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            let state = routes.entry(route.id).or_default();
+            if state.current.len() != route.targets.len() {
+                state.current = vec![0; route.targets.len()];
+            }
+            let target = swrr(&mut state.current, &route.targets, &eligible);
+            state.cursor = state.cursor.wrapping_add(1);
+            (target, state.cursor)
+        };
+        self.least_outstanding(route, target, exclude, cursor)
+    }
+
+    fn least_outstanding(&self, route: &Route, index: usize, exclude: &[i64], cursor: usize) -> Option<Lease> {
+        let target: &Target = &route.targets[index];
+        let now = self.now_ms();
+        let candidates: Vec<(&Endpoint, Arc<InstanceStats>)> = target
+            .instances
+            .iter()
+            .filter(|e| !exclude.contains(&e.instance_id))
+            .map(|e| (e, self.stats(e.instance_id)))
+            .collect();
+        let n = candidates.len();
+        if n == 0 {
+            return None;
+        }
+        let mut best: Option<usize> = None;
+        // Closed circuits first; if every circuit is open, try anyway rather than refuse.
+        for require_closed in [true, false] {
+            for k in 0..n {
+                let i = (cursor + k) % n;
+                let (_, stats) = &candidates[i];
+                if require_closed && !self.usable(stats, now) {
+                    continue;
+                }
+                if best.is_none_or(|b| stats.outstanding() < candidates[b].1.outstanding()) {
+                    best = Some(i);
+                }
+            }
+            if best.is_some() {
+                break;
+            }
+        }
+        let (endpoint, stats) = &candidates[best?];
+        stats.outstanding.fetch_add(1, Ordering::Relaxed);
+        Some(Lease { endpoint: (*endpoint).clone(), target: index, stats: stats.clone() })
+    }
+
+    /// Records a connect failure; the circuit opens after [`TRIP_AFTER`] in a row.
+    pub fn failed(&self, lease: &Lease) {
+        let n = lease.stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= TRIP_AFTER {
+            lease.stats.open_until.store(self.now_ms() + OPEN_FOR.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a successful connection: the circuit closes.
+    pub fn succeeded(&self, lease: &Lease) {
+        if lease.stats.failures.load(Ordering::Relaxed) != 0 {
+            lease.stats.failures.store(0, Ordering::Relaxed);
+            lease.stats.open_until.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Smooth weighted round-robin (as nginx does) over the eligible targets; all-zero weights count
+/// as equal.
+fn swrr(current: &mut [i64], targets: &[Target], eligible: &[usize]) -> usize {
+    let all_zero = eligible.iter().all(|i| targets[*i].weight == 0);
+    let weight = |i: usize| if all_zero { 1 } else { i64::from(targets[i].weight) };
+    let total: i64 = eligible.iter().map(|i| weight(*i)).sum();
+    let mut best = eligible[0];
+    for &i in eligible {
+        current[i] += weight(i);
+        if current[i] > current[best] {
+            best = i;
+        }
+    }
+    current[best] -= total;
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str, weight: u32, ids: &[i64]) -> Target {
+        Target {
+            name: name.into(),
+            weight,
+            served_name: "m".into(),
+            fallback_status_codes: vec![],
+            instances: ids.iter().map(|i| Endpoint { instance_id: *i, addr: format!("127.0.0.1:{i}") }).collect(),
+        }
+    }
+
+    fn route(targets: Vec<Target>) -> Route {
+        Route { id: 1, name: "m".into(), categories: vec![], created: 0, timeout: None, targets }
+    }
+
+    #[test]
+    fn weights_split_traffic_exactly() {
+        let b = Balancer::default();
+        let r = route(vec![target("a", 95, &[1]), target("b", 5, &[2])]);
+        let mut counts = HashMap::new();
+        for _ in 0..100 {
+            let lease = b.pick(&r, &[], None).expect("pick");
+            *counts.entry(lease.endpoint.instance_id).or_insert(0) += 1;
+        }
+        assert_eq!((counts[&1], counts[&2]), (95, 5));
+    }
+
+    #[test]
+    fn least_outstanding_wins_and_ties_alternate() {
+        let b = Balancer::default();
+        let r = route(vec![target("a", 1, &[1, 2, 3])]);
+        let held: Vec<Lease> = (0..3).map(|_| b.pick(&r, &[], None).expect("pick")).collect();
+        let mut ids: Vec<i64> = held.iter().map(|l| l.endpoint.instance_id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![1, 2, 3], "each busy instance gets one before any gets two");
+        drop(held);
+        let busy = b.pick(&r, &[], None).expect("pick");
+        let next = b.pick(&r, &[], None).expect("pick");
+        assert_ne!(busy.endpoint.instance_id, next.endpoint.instance_id);
+    }
+
+    #[test]
+    fn failing_instances_are_skipped_then_probed() {
+        let b = Balancer::default();
+        let r = route(vec![target("a", 1, &[1, 2])]);
+        let bad = b.pick(&r, &[2], None).expect("pick");
+        assert_eq!(bad.endpoint.instance_id, 1);
+        b.failed(&bad);
+        b.failed(&bad);
+        drop(bad);
+        for _ in 0..10 {
+            assert_eq!(b.pick(&r, &[], None).expect("pick").endpoint.instance_id, 2);
+        }
+        // With only the tripped instance left, it is still tried rather than refused.
+        assert_eq!(b.pick(&r, &[2], None).expect("pick").endpoint.instance_id, 1);
+        assert!(b.pick(&r, &[1, 2], None).is_none());
+    }
+
+    #[test]
+    fn fallback_targets_serve_only_their_status_classes() {
+        let b = Balancer::default();
+        let mut fb = target("fb", 1, &[9]);
+        fb.fallback_status_codes = vec!["5xx".into()];
+        let r = route(vec![target("a", 1, &[1]), fb]);
+        for _ in 0..5 {
+            assert_eq!(b.pick(&r, &[], None).expect("pick").endpoint.instance_id, 1);
+        }
+        assert_eq!(b.pick(&r, &[], Some(503)).expect("pick").endpoint.instance_id, 9);
+        assert!(b.pick(&r, &[], Some(404)).is_none());
+    }
+}

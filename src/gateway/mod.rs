@@ -1,0 +1,131 @@
+//! The gateway: OpenAI-compatible routing of inference requests to running model instances.
+//!
+//! It never reads the database. The server builds a [`Snapshot`] of routes, targets and running
+//! instances and [`Gateway::publish`]es it on every committed change; requests read the current
+//! snapshot lock-free. Responses stream back chunk by chunk as they arrive, with no idle timeout;
+//! usage is read on the way and handed to the server through a channel, in batches.
+
+pub mod balance;
+pub mod limits;
+pub mod metrics;
+pub mod openai;
+mod proxy;
+pub mod snapshot;
+pub mod usage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub use snapshot::{Endpoint, Route, Snapshot, Target};
+pub use usage::{Usage, UsageEvent};
+
+/// How many finished requests may wait for the usage writer before new ones are dropped.
+pub const USAGE_QUEUE: usize = 65_536;
+
+/// Why the gateway could not serve a request. The server turns these into OpenAI-shaped errors
+/// (`server::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("model {0:?} not found")]
+    UnknownModel(String),
+    #[error("model route {0} not found")]
+    UnknownRoute(i64),
+    #[error("this API key may not use model {0:?}")]
+    NotAllowed(String),
+    #[error("rate limit reached for this API key; retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("no running instance of model {0:?}")]
+    NoInstance(String),
+    #[error("the model's instances could not be reached: {0}")]
+    Upstream(String),
+    #[error("the model's instance did not answer within the route's timeout of {0} s")]
+    Timeout(u64),
+}
+
+/// Who is calling, as far as the gateway cares (the server authenticates).
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub user_id: i64,
+    /// 0 when the call came with a session.
+    pub api_key_id: i64,
+    /// `None`: every model.
+    pub allowed_model_names: Option<Vec<String>>,
+    pub rpm_limit: Option<u32>,
+    pub tpm_limit: Option<u64>,
+}
+
+impl Caller {
+    pub fn may_use(&self, route: &str) -> bool {
+        self.allowed_model_names.as_ref().is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(route)))
+    }
+}
+
+pub(crate) struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    pub balancer: balance::Balancer,
+    client: Client<HttpConnector, Body>,
+    pub limiter: limits::RateLimiter,
+    pub metrics: metrics::Metrics,
+    pub usage_tx: tokio::sync::mpsc::Sender<UsageEvent>,
+}
+
+/// The gateway; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    /// A gateway with an empty snapshot, and the receiving end of its usage events.
+    pub fn new() -> Result<(Gateway, tokio::sync::mpsc::Receiver<UsageEvent>), prometheus::Error> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        let (usage_tx, usage_rx) = tokio::sync::mpsc::channel(USAGE_QUEUE);
+        let shared = Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            balancer: balance::Balancer::default(),
+            client,
+            limiter: limits::RateLimiter::default(),
+            metrics: metrics::Metrics::new()?,
+            usage_tx,
+        };
+        Ok((Gateway { shared: Arc::new(shared) }, usage_rx))
+    }
+
+    /// Replaces the routing snapshot; requests in flight keep the one they started with.
+    pub fn publish(&self, snapshot: Snapshot) {
+        let live = snapshot.routes().iter().flat_map(|r| r.targets.iter()).flat_map(|t| t.instances.iter());
+        let live = live.map(|e| e.instance_id).collect();
+        self.shared.balancer.retain(&live);
+        self.shared.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// Outstanding requests on an instance (for tests and metrics).
+    pub fn outstanding(&self, instance_id: i64) -> usize {
+        self.shared.balancer.instance(instance_id).outstanding()
+    }
+
+    /// The gateway's metrics in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.shared.metrics.render()
+    }
+}

@@ -1,0 +1,199 @@
+//! Forwarding one request to an instance: pick, connect (retrying a connect failure on another
+//! instance), hand a fallback target the answers it catches, and stream the response back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, Request, Response, Uri};
+
+use super::usage::{Accounting, MeteredBody, Scanner, Usage, UsageEvent};
+use super::{Gateway, GatewayError, Route};
+
+/// Most attempts per request when instances refuse connections.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// Headers that belong to one hop (RFC 9110 §7.6.1) or carry the caller's credentials.
+fn dropped(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "authorization"
+            | "x-api-key"
+            | "cookie"
+            | "x-gpustack-model"
+    )
+}
+
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    )
+}
+
+/// One request on its way upstream.
+pub(crate) struct Outgoing {
+    pub route: Arc<Route>,
+    pub method: Method,
+    /// Path and query as the instance sees them.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The `model` the client sent, if any (rewritten when a target serves another name).
+    pub model: Option<String>,
+    pub operation: &'static str,
+    /// Drop the usage-only stream chunk the gateway asked for.
+    pub strip_usage: bool,
+    pub user_id: i64,
+    pub api_key_id: i64,
+}
+
+fn rewrite_model(body: &Bytes, served: &str) -> Bytes {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut v) if v.is_object() => {
+            v["model"] = serde_json::Value::String(served.to_string());
+            serde_json::to_vec(&v).map(Bytes::from).unwrap_or_else(|_| body.clone())
+        }
+        _ => body.clone(),
+    }
+}
+
+impl Gateway {
+    pub(crate) async fn forward(&self, out: Outgoing) -> Result<Response<Body>, GatewayError> {
+        let shared = &self.shared;
+        let route = out.route.clone();
+        let started = Instant::now();
+        let mut exclude: Vec<i64> = Vec::new();
+        let mut fallback_for: Option<u16> = None;
+        let mut connect_failures = 0;
+        loop {
+            let Some(lease) = shared.balancer.pick(&route, &exclude, fallback_for) else {
+                return Err(if connect_failures > 0 {
+                    GatewayError::Upstream(format!("{connect_failures} instance(s) refused the connection"))
+                } else {
+                    GatewayError::NoInstance(route.name.clone())
+                });
+            };
+            let target = &route.targets[lease.target];
+            let body = match &out.model {
+                Some(m) if *m != target.served_name && out.headers.get(header::CONTENT_TYPE).is_some_and(is_json) => {
+                    rewrite_model(&out.body, &target.served_name)
+                }
+                _ => out.body.clone(),
+            };
+            let uri: Uri = format!("http://{}{}", lease.endpoint.addr, out.path_and_query)
+                .parse()
+                .map_err(|e| GatewayError::BadRequest(format!("invalid path: {e}")))?;
+            let mut req = Request::builder().method(out.method.clone()).uri(uri);
+            if let Some(h) = req.headers_mut() {
+                for (k, v) in &out.headers {
+                    if !dropped(k) {
+                        h.append(k.clone(), v.clone());
+                    }
+                }
+                if !body.is_empty() || out.method != Method::GET {
+                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                }
+            }
+            let req = req.body(Body::from(body)).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+            let sent = shared.client.request(req);
+            let res = match route.timeout {
+                None => sent.await,
+                Some(t) => match tokio::time::timeout(t, sent).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(GatewayError::Timeout(t.as_secs())),
+                },
+            };
+            let res = match res {
+                Ok(res) => res,
+                Err(e) if retryable(&e) => {
+                    tracing::debug!(instance = lease.endpoint.instance_id, error = %e, "connect failed; retrying");
+                    shared.balancer.failed(&lease);
+                    shared.metrics.retries.inc();
+                    exclude.push(lease.endpoint.instance_id);
+                    connect_failures += 1;
+                    if connect_failures >= MAX_CONNECT_ATTEMPTS {
+                        return Err(GatewayError::Upstream(format!("{connect_failures} connect failures; last: {e}")));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(GatewayError::Upstream(e.to_string())),
+            };
+            shared.balancer.succeeded(&lease);
+            let status = res.status().as_u16();
+            if fallback_for.is_none()
+                && status >= 400
+                && route.targets.iter().any(|t| t.is_fallback() && t.catches(status))
+            {
+                let excluded = exclude.len();
+                exclude.push(lease.endpoint.instance_id);
+                if shared.balancer.pick(&route, &exclude, Some(status)).is_some() {
+                    fallback_for = Some(status);
+                    continue;
+                }
+                exclude.truncate(excluded);
+            }
+            shared.metrics.requests.with_label_values(&[route.name.as_str(), res.status().as_str()]).inc();
+            let (parts, incoming) = res.into_parts();
+            let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let scanner = Scanner::for_content_type(content_type, out.strip_usage);
+            let accounting = Accounting {
+                shared: shared.clone(),
+                event: UsageEvent {
+                    at: chrono::Utc::now(),
+                    user_id: out.user_id,
+                    api_key_id: out.api_key_id,
+                    route_id: route.id,
+                    route_name: route.name.clone(),
+                    model_name: target.served_name.clone(),
+                    operation: out.operation,
+                    usage: Usage::default(),
+                },
+                started,
+                lease: Some(lease),
+            };
+            let stripping = matches!(scanner, Scanner::Sse { strip: true, .. });
+            let mut response = Response::new(Body::new(MeteredBody::new(incoming, scanner, accounting)));
+            *response.status_mut() = parts.status;
+            let headers = response.headers_mut();
+            for (k, v) in &parts.headers {
+                if !(hop_by_hop(k) || stripping && k == header::CONTENT_LENGTH) {
+                    headers.append(k.clone(), v.clone());
+                }
+            }
+            return Ok(response);
+        }
+    }
+}
+
+fn is_json(v: &HeaderValue) -> bool {
+    v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("json"))
+}
+
+/// A failure before the instance could have answered: the connection was refused, or a pooled
+/// connection closed under the request (the instance is going away). Safe to send elsewhere.
+fn retryable(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            return h.is_canceled() || h.is_incomplete_message();
+        }
+        source = s.source();
+    }
+    false
+}

@@ -1,0 +1,102 @@
+//! The gateway's HTTP surface: `/v1/*` (OpenAI-compatible), the generic proxy `/model/proxy/*`
+//! and `/metrics`. Authenticates the caller (API key with the `inference` scope, or the UI's
+//! session), then hands the request to [`crate::gateway`]. Errors leave in OpenAI's shape.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+
+use crate::api::Scope;
+use crate::gateway::Caller;
+use crate::server::AppState;
+use crate::server::auth::{authenticate, digest};
+use crate::server::error::{ApiError, ErrorCode, OpenAiError};
+
+/// Largest request body the gateway forwards (audio uploads, long prompts).
+pub const MAX_GATEWAY_BODY: usize = 64 << 20;
+
+const POST_PATHS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v1/responses",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/images/generations",
+];
+
+pub fn router() -> Router<AppState> {
+    let mut r = Router::new()
+        .route("/v1/models", get(models))
+        .route("/model/proxy/{*path}", any(proxy))
+        .route("/metrics", get(super::metrics::metrics));
+    for path in POST_PATHS {
+        r = r.route(path, post(v1));
+    }
+    r
+}
+
+/// The caller, from a (cached) API key or the session cookie; needs the `inference` scope.
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, OpenAiError> {
+    let credential = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .or_else(|| headers.get("x-api-key"))
+        .and_then(|v| v.to_str().ok());
+    let key = credential.map(digest);
+    let principal = match key.as_deref().and_then(|k| state.gateway.cached(k)) {
+        Some(p) => p,
+        None => {
+            let p = authenticate(state, headers).await?;
+            if let (Some(k), Some(_)) = (key, &p.api_key) {
+                state.gateway.remember(k, &p);
+            }
+            p
+        }
+    };
+    if !principal.has_scope(Scope::Inference) {
+        return Err(ApiError::forbidden("this API key lacks the \"inference\" scope").into());
+    }
+    let key = principal.api_key.as_ref();
+    Ok(Caller {
+        user_id: principal.user.id,
+        api_key_id: key.map_or(0, |k| k.id),
+        allowed_model_names: key.and_then(|k| k.spec.allowed_model_names.clone()),
+        rpm_limit: key.and_then(|k| k.spec.rpm_limit),
+        tpm_limit: key.and_then(|k| k.spec.tpm_limit),
+    })
+}
+
+async fn read_body(body: Body) -> Result<axum::body::Bytes, OpenAiError> {
+    axum::body::to_bytes(body, MAX_GATEWAY_BODY).await.map_err(|_| {
+        ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is larger than {MAX_GATEWAY_BODY} bytes"))
+            .into()
+    })
+}
+
+async fn models(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, OpenAiError> {
+    let caller = caller(&state, &headers).await?;
+    Ok(axum::Json(state.gateway.gateway.models(&caller)).into_response())
+}
+
+async fn v1(State(state): State<AppState>, req: Request) -> Result<Response, OpenAiError> {
+    let caller = caller(&state, req.headers()).await?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body).await?;
+    Ok(state.gateway.gateway.openai(&caller, parts, body).await?)
+}
+
+async fn proxy(State(state): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Response, OpenAiError> {
+    let caller = caller(&state, req.headers()).await?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body).await?;
+    let gateway = &state.gateway.gateway;
+    let (first, rest) = path.split_once('/').unwrap_or((path.as_str(), ""));
+    match first.parse::<i64>() {
+        Ok(route_id) => Ok(gateway.proxy_route(&caller, route_id, rest, parts, body).await?),
+        Err(_) => Ok(gateway.proxy_model(&caller, &path, parts, body).await?),
+    }
+}

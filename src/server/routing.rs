@@ -1,0 +1,293 @@
+//! Feeds the gateway: builds its routing snapshot from the database on every committed change
+//! (and every few seconds, for changes made by other server processes), keeps route targets'
+//! `active` state and counters current, removes routes of deleted deployments, and writes the
+//! gateway's usage events to the daily aggregates in batches.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use crate::api::{
+    InstanceState, ModelInstanceSpec, ModelRouteSpec, ModelRouteTargetSpec, ModelSpec, Record, TargetState, UsageRow,
+    WorkerSpec, WorkerState,
+};
+use crate::db::{Db, DbError, DbResult, route_columns, target_columns};
+use crate::gateway::{Endpoint, Gateway, Route, Snapshot, Target, UsageEvent};
+
+/// How often the snapshot is rebuilt when nothing was committed here.
+const REFRESH: Duration = Duration::from_secs(3);
+/// How often buffered usage is written.
+const FLUSH: Duration = Duration::from_secs(2);
+
+/// Creates the route named after a new deployment, with the deployment as its one target.
+/// A route of that name that already exists is left alone.
+pub async fn create_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<()> {
+    if !model.spec.enable_model_route || db.get_by_name::<ModelRouteSpec>(&model.spec.name).await?.is_some() {
+        return Ok(());
+    }
+    let route = ModelRouteSpec {
+        name: model.spec.name.clone(),
+        description: model.spec.description.clone(),
+        categories: model.spec.categories.clone(),
+        meta: None,
+        generic_proxy: Some(true),
+        created_model_id: Some(model.id),
+        targets: 1,
+        ready_targets: 0,
+        access_policy: Default::default(),
+        timeout: None,
+    };
+    let route = match db.insert(&route, &route_columns(&route)).await {
+        Ok(r) => r,
+        Err(DbError::Duplicate { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let target = ModelRouteTargetSpec {
+        name: format!("{}-{}", route.spec.name, model.spec.name),
+        route_id: route.id,
+        route_name: route.spec.name.clone(),
+        model_id: Some(model.id),
+        provider_id: None,
+        overridden_model_name: None,
+        weight: 100,
+        fallback_status_codes: None,
+        state: TargetState::Unavailable,
+    };
+    db.insert(&target, &target_columns(&target)).await?;
+    Ok(())
+}
+
+/// Running instances per deployment, on workers that are up.
+fn running_by_model(
+    instances: &[Record<ModelInstanceSpec>],
+    workers: &[Record<WorkerSpec>],
+) -> HashMap<i64, Vec<Endpoint>> {
+    let up: HashSet<i64> = workers
+        .iter()
+        .filter(|w| matches!(w.spec.state, WorkerState::Ready | WorkerState::Maintenance))
+        .map(|w| w.id)
+        .collect();
+    let mut out: HashMap<i64, Vec<Endpoint>> = HashMap::new();
+    for i in instances {
+        let s = &i.spec;
+        if s.state != InstanceState::Running || !s.worker_id.is_some_and(|w| up.contains(&w)) {
+            continue;
+        }
+        let (Some(model_id), Some(ip), Some(port)) = (s.model_id, s.worker_ip.as_deref(), s.port) else { continue };
+        let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+        out.entry(model_id).or_default().push(Endpoint { instance_id: i.id, addr: format!("{host}:{port}") });
+    }
+    out
+}
+
+/// Whether deployment `id` no longer exists (read now, not from an earlier snapshot).
+async fn model_gone(db: &Db, id: i64) -> DbResult<bool> {
+    match db.get::<ModelSpec>(id).await {
+        Ok(_) => Ok(false),
+        Err(DbError::NotFound { .. }) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// One pass: reads routes, targets, deployments, instances and workers; fixes target states,
+/// counters and orphans; returns the snapshot.
+pub async fn sync(db: &Db) -> DbResult<Snapshot> {
+    let models: BTreeMap<i64, Record<ModelSpec>> =
+        db.all::<ModelSpec>().await?.into_iter().map(|m| (m.id, m)).collect();
+    let running = running_by_model(&db.all::<ModelInstanceSpec>().await?, &db.all::<WorkerSpec>().await?);
+    let mut by_route: BTreeMap<i64, Vec<Record<ModelRouteTargetSpec>>> = BTreeMap::new();
+    for t in db.all::<ModelRouteTargetSpec>().await? {
+        if let Some(m) = t.spec.model_id.filter(|m| !models.contains_key(m)) {
+            // The model list above may predate this target's deployment: ask again before deleting.
+            if model_gone(db, m).await? {
+                ignore_gone(db.delete::<ModelRouteTargetSpec>(t.id).await.map(drop))?;
+            }
+            continue;
+        }
+        let active = t.spec.model_id.and_then(|m| running.get(&m)).is_some_and(|e| !e.is_empty());
+        let state = if active { TargetState::Active } else { TargetState::Unavailable };
+        if t.spec.state != state {
+            let mut spec = t.spec.clone();
+            spec.state = state;
+            ignore_gone(db.update(t.id, t.version, &spec, &target_columns(&spec)).await.map(drop))?;
+        }
+        let mut t = t;
+        t.spec.state = state;
+        by_route.entry(t.spec.route_id).or_default().push(t);
+    }
+    let mut routes = Vec::new();
+    for r in db.all::<ModelRouteSpec>().await? {
+        let targets = by_route.remove(&r.id).unwrap_or_default();
+        if let Some(m) = r.spec.created_model_id.filter(|m| targets.is_empty() && !models.contains_key(m)) {
+            if model_gone(db, m).await? {
+                ignore_gone(db.delete::<ModelRouteSpec>(r.id).await.map(drop))?;
+            }
+            continue;
+        }
+        let ready = targets.iter().filter(|t| t.spec.state == TargetState::Active).count() as u32;
+        if r.spec.targets != targets.len() as u32 || r.spec.ready_targets != ready {
+            let mut spec = r.spec.clone();
+            spec.targets = targets.len() as u32;
+            spec.ready_targets = ready;
+            ignore_gone(db.update(r.id, r.version, &spec, &route_columns(&spec)).await.map(drop))?;
+        }
+        let targets = targets
+            .into_iter()
+            .filter_map(|t| {
+                let model = models.get(&t.spec.model_id?)?;
+                Some(Target {
+                    name: t.spec.name,
+                    weight: t.spec.weight,
+                    served_name: t.spec.overridden_model_name.unwrap_or_else(|| model.spec.name.clone()),
+                    fallback_status_codes: t.spec.fallback_status_codes.unwrap_or_default(),
+                    instances: running.get(&model.id).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        routes.push(Route {
+            id: r.id,
+            name: r.spec.name,
+            categories: r.spec.categories,
+            created: r.created_at.timestamp(),
+            timeout: r.spec.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+            targets,
+        });
+    }
+    Ok(Snapshot::new(routes))
+}
+
+fn ignore_gone(res: DbResult<()>) -> DbResult<()> {
+    match res {
+        Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// Keeps the gateway's snapshot current until shutdown.
+pub fn spawn_snapshot_loop(db: Db, gateway: Gateway, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut changed = db.subscribe();
+        loop {
+            changed.borrow_and_update();
+            match sync(&db).await {
+                Ok(snapshot) => gateway.publish(snapshot),
+                Err(e) => tracing::warn!(error = %e, "gateway snapshot refresh failed"),
+            }
+            let commit = tokio::select! {
+                _ = changed.changed() => true,
+                _ = tokio::time::sleep(REFRESH) => false,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            if commit {
+                // Let a burst of commits settle into one rebuild.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+}
+
+type UsageKey = (String, i64, i64, i64, String, &'static str);
+
+fn add(pending: &mut HashMap<UsageKey, UsageRow>, e: UsageEvent) {
+    let date = e.at.format("%Y-%m-%d").to_string();
+    let key = (date.clone(), e.user_id, e.api_key_id, e.route_id, e.model_name.clone(), e.operation);
+    let row = pending.entry(key).or_insert_with(|| UsageRow {
+        date,
+        user_id: e.user_id,
+        api_key_id: e.api_key_id,
+        route_id: e.route_id,
+        route_name: e.route_name.clone(),
+        model_name: e.model_name.clone(),
+        operation: e.operation.to_string(),
+        request_count: 0,
+        prompt_token_count: 0,
+        completion_token_count: 0,
+    });
+    row.request_count += 1;
+    row.prompt_token_count += e.usage.prompt_tokens as i64;
+    row.completion_token_count += e.usage.completion_tokens as i64;
+}
+
+async fn flush(db: &Db, pending: &mut HashMap<UsageKey, UsageRow>) {
+    if pending.is_empty() {
+        return;
+    }
+    let rows: Vec<UsageRow> = pending.values().cloned().collect();
+    match db.add_usage(&rows).await {
+        Ok(()) => pending.clear(),
+        Err(e) => tracing::warn!(error = %e, rows = rows.len(), "cannot write usage; will retry"),
+    }
+}
+
+/// Aggregates usage events in memory and writes them every [`FLUSH`] and at shutdown.
+pub fn spawn_usage_writer(
+    db: Db,
+    mut events: tokio::sync::mpsc::Receiver<UsageEvent>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut pending: HashMap<UsageKey, UsageRow> = HashMap::new();
+        let mut tick = tokio::time::interval(FLUSH);
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => match e {
+                    Some(e) => Some(e),
+                    None => break,
+                },
+                _ = tick.tick() => None,
+                _ = shutdown.wait_for(|s| *s) => break,
+            };
+            match event {
+                Some(e) => add(&mut pending, e),
+                None => flush(&db, &mut pending).await,
+            }
+        }
+        while let Ok(e) = events.try_recv() {
+            add(&mut pending, e);
+        }
+        flush(&db, &mut pending).await;
+    })
+}
+
+/// The gateway as the server holds it, with a cache of authenticated API keys. A cached key is
+/// dropped on any committed change (so a revoked key or a narrowed allow-list applies at once)
+/// and after [`KEY_TTL`] (for changes made through another server process).
+pub struct GatewayState {
+    pub gateway: Gateway,
+    keys: std::sync::Mutex<HashMap<String, (crate::server::auth::Principal, u64, std::time::Instant)>>,
+    changes: tokio::sync::watch::Receiver<u64>,
+}
+
+/// How long an authenticated key is trusted without a database lookup.
+pub const KEY_TTL: Duration = Duration::from_secs(5);
+
+impl GatewayState {
+    pub fn new(gateway: Gateway, db: &Db) -> GatewayState {
+        GatewayState { gateway, keys: Default::default(), changes: db.subscribe() }
+    }
+
+    /// A cached principal for a credential digest, if still valid.
+    pub fn cached(&self, digest: &str) -> Option<crate::server::auth::Principal> {
+        let generation = *self.changes.borrow();
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let (p, seen, at) = keys.get(digest)?;
+        let fresh = *seen == generation
+            && at.elapsed() < KEY_TTL
+            && p.api_key.as_ref().and_then(|k| k.spec.expires_at).is_none_or(|t| t > chrono::Utc::now());
+        fresh.then(|| p.clone())
+    }
+
+    /// Rebuilds and publishes the snapshot now (after a route edit, so the next call sees it).
+    pub async fn refresh(&self, db: &Db) -> DbResult<()> {
+        self.gateway.publish(sync(db).await?);
+        Ok(())
+    }
+
+    pub fn remember(&self, digest: String, p: &crate::server::auth::Principal) {
+        let generation = *self.changes.borrow();
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() > 10_000 {
+            keys.clear();
+        }
+        keys.insert(digest, (p.clone(), generation, std::time::Instant::now()));
+    }
+}

@@ -1,0 +1,398 @@
+//! The gateway: balancing, failover and slow streams against in-process fake upstreams (the
+//! gateway layer with a hand-made snapshot); OpenAI-shaped errors, limits, routes, usage and
+//! metrics through the server; and the official `openai` client against real llama.cpp.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use ferrostack::gateway::{Caller, Endpoint, Gateway, Route, Snapshot, Target};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_dbs;
+use crate::support::{DbKind, TestServer};
+use crate::workers::{import_backend, llama, llama_backend_yaml, start_worker, worker_options};
+
+both_dbs!(errors_limits_routes_usage_and_metrics);
+
+/// A fake upstream: answers every request with its name, counting them; `delay` before headers.
+struct Upstream {
+    addr: std::net::SocketAddr,
+    hits: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn upstream(name: &'static str) -> Upstream {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let path = req.uri().path().to_string();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+            let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            axum::Json(json!({"replica": name, "path": path, "model": sent["model"],
+                               "usage": {"prompt_tokens": 3, "completion_tokens": 2}}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Upstream { addr, hits, stop: Some(stop), task }
+}
+
+fn route(endpoints: &[(i64, std::net::SocketAddr)]) -> Route {
+    Route {
+        id: 1,
+        name: "fake".into(),
+        categories: vec![],
+        created: 0,
+        timeout: None,
+        targets: vec![Target {
+            name: "fake".into(),
+            weight: 100,
+            served_name: "fake".into(),
+            fallback_status_codes: vec![],
+            instances: endpoints.iter().map(|(id, a)| Endpoint { instance_id: *id, addr: a.to_string() }).collect(),
+        }],
+    }
+}
+
+/// The gateway layer alone, served on a port: no auth, errors as plain status codes.
+async fn serve_gateway(gw: Gateway) -> String {
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let gw = gw.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            match gw.openai(&Caller::default(), parts, body).await {
+                Ok(res) => res,
+                Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+async fn chat(http: &reqwest::Client, base: &str) -> (StatusCode, String) {
+    let res = http
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": "fake", "messages": []}))
+        .send()
+        .await
+        .expect("request reaches the gateway");
+    let status = res.status();
+    (status, res.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_evenly_and_a_killed_one_costs_no_request() {
+    let a = upstream("a").await;
+    let mut b = upstream("b").await;
+    let (gw, _usage) = Gateway::new().expect("gateway");
+    gw.publish(Snapshot::new(vec![route(&[(1, a.addr), (2, b.addr)])]));
+    let base = serve_gateway(gw.clone()).await;
+    let http = reqwest::Client::new();
+
+    // 200 requests, 8 at a time: each replica gets 45-55 %.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (http, base) = (http.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let (status, body) = chat(&http, &base).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let (ha, hb) = (a.hits.load(Ordering::Relaxed), b.hits.load(Ordering::Relaxed));
+    assert_eq!(ha + hb, 200);
+    assert!((90..=110).contains(&ha), "split {ha}/{hb}");
+    assert_eq!((gw.outstanding(1), gw.outstanding(2)), (0, 0), "every request ended");
+
+    // Kill b while 8 clients keep sending: every request still succeeds (on a).
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (http, base, sent) = (http.clone(), base.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for _ in 0..50 {
+                sent.fetch_add(1, Ordering::Relaxed);
+                let (status, body) = chat(&http, &base).await;
+                if status != StatusCode::OK {
+                    failures.push(format!("{status} {body}"));
+                }
+            }
+            failures
+        }));
+    }
+    while sent.load(Ordering::Relaxed) < 100 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = b.stop.take().map(|s| s.send(()));
+    let _ = (&mut b.task).await;
+    let b_hits_at_kill = b.hits.load(Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.expect("client"));
+    }
+    assert!(failures.is_empty(), "{} of 400 failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert_eq!(b.hits.load(Ordering::Relaxed), b_hits_at_kill, "nothing reached the killed replica");
+    assert!(b_hits_at_kill > 100, "b served its share before the kill: {b_hits_at_kill}");
+}
+
+/// An upstream that waits `first_byte` before answering, then streams three SSE events 300 ms apart.
+async fn slow_upstream(first_byte: Duration) -> std::net::SocketAddr {
+    let app = axum::Router::new().fallback(move || async move {
+        tokio::time::sleep(first_byte).await;
+        let stream = async_stream::stream! {
+            for i in 0..3 {
+                yield Ok::<_, std::convert::Infallible>(format!("data: {{\"choices\":[{{\"index\":{i}}}]}}\n\n"));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            yield Ok("data: [DONE]\n\n".to_string());
+        };
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(stream))
+            .expect("response")
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_byte_after_two_minutes_still_streams_through() {
+    let wait = Duration::from_secs(120);
+    let addr = slow_upstream(wait).await;
+    let (gw, _usage) = Gateway::new().expect("gateway");
+    gw.publish(Snapshot::new(vec![route(&[(1, addr)])]));
+    let base = serve_gateway(gw).await;
+    let started = tokio::time::Instant::now();
+    let mut res = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": "fake", "stream": true, "stream_options": {"include_usage": true}}))
+        .send()
+        .await
+        .expect("response headers arrive");
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut arrivals = Vec::new();
+    let mut text = String::new();
+    while let Some(chunk) = res.chunk().await.expect("stream") {
+        arrivals.push(started.elapsed());
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(arrivals[0] >= wait, "{arrivals:?}");
+    assert!(text.contains("\"index\":2") && text.ends_with("data: [DONE]\n\n"), "{text}");
+    // Events arrive as sent, not buffered to the end: the first well before the last.
+    let spread = *arrivals.last().expect("chunks") - arrivals[0];
+    assert!(arrivals.len() >= 3 && spread >= Duration::from_millis(500), "{arrivals:?}");
+}
+
+/// An OpenAI-shaped error: status, `error.type`, `error.code`, and the Retry-After header.
+async fn openai_error(res: reqwest::Response) -> (StatusCode, String, String, Option<String>) {
+    let status = res.status();
+    let retry = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body: Value = res.json().await.expect("json error");
+    let e = &body["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    (status, e["type"].as_str().unwrap_or("").into(), e["code"].as_str().unwrap_or("").into(), retry)
+}
+
+async fn errors_limits_routes_usage_and_metrics(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    let open = s.api_key(json!({"name": "open", "scope": ["inference"], "rpm_limit": 2})).await;
+    let narrow = s.api_key(json!({"name": "narrow", "scope": ["inference"], "allowed_model_names": ["other"]})).await;
+    let manage = s.api_key(json!({"name": "manage", "scope": ["management"]})).await;
+    // A route with no target: known, but nothing runs it.
+    let (status, route) = s.post("/v2/model-routes", json!({"name": "idle", "description": "nothing yet"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{route}");
+    let (status, bad) = s.post("/v2/model-routes", json!({"name": "9bad"})).await;
+    assert_eq!((status, bad["field"].as_str()), (StatusCode::BAD_REQUEST, Some("name")), "{bad}");
+    let (status, bad) = s.post("/v2/model-route-targets", json!({"route_id": route["id"], "model_id": 999})).await;
+    assert_eq!((status, bad["field"].as_str()), (StatusCode::BAD_REQUEST, Some("model_id")), "{bad}");
+
+    let http = reqwest::Client::new();
+    let call = |key: &str, model: &str| {
+        http.post(s.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let cases = [
+        ("fs_nope_wrong", "idle", StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key"),
+        (manage.as_str(), "idle", StatusCode::FORBIDDEN, "permission_error", "permission_denied"),
+        (narrow.as_str(), "idle", StatusCode::FORBIDDEN, "permission_error", "model_not_allowed"),
+        (open.as_str(), "missing", StatusCode::NOT_FOUND, "not_found_error", "model_not_found"),
+        (open.as_str(), "idle", StatusCode::SERVICE_UNAVAILABLE, "server_error", "no_running_instance"),
+    ];
+    for (key, model, want, kind, code) in cases {
+        let (status, t, c, _) = openai_error(call(key, model).await.expect("send")).await;
+        assert_eq!((status, t.as_str(), c.as_str()), (want, kind, code), "{key} {model}");
+    }
+    // rpm_limit 2: the second request above counted; the third is refused with Retry-After.
+    let (_, _, _, _) = openai_error(call(&open, "idle").await.expect("send")).await;
+    let (status, t, _, retry) = openai_error(call(&open, "idle").await.expect("send")).await;
+    assert_eq!((status, t.as_str()), (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"));
+    let retry: u64 = retry.expect("Retry-After").parse().expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+
+    // /v1/models lists nothing that cannot run; the session works for the playground.
+    let (status, models) = s.get("/v1/models").await;
+    assert_eq!((status, models["data"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{models}");
+    // The generic proxy: unknown route id → 404, route without instances → 503.
+    let res = http.get(s.url("/model/proxy/9999/health")).bearer_auth(&open).send().await.expect("send");
+    assert_eq!(openai_error(res).await.0, StatusCode::NOT_FOUND);
+    let res = http.get(s.url("/model/proxy/health")).header("X-GPUStack-Model", "idle").bearer_auth(&narrow);
+    assert_eq!(openai_error(res.send().await.expect("send")).await.0, StatusCode::FORBIDDEN);
+
+    let (status, usage) = s.get("/v2/usage?start_date=2020-01-01").await;
+    assert_eq!(status, StatusCode::OK, "{usage}");
+    let (status, bad) = s.get("/v2/usage?start_date=yesterday").await;
+    assert_eq!((status, bad["field"].as_str()), (StatusCode::BAD_REQUEST, Some("start_date")));
+    let (status, dash) = s.get("/v2/dashboard").await;
+    assert_eq!((status, dash["model_routes"].as_i64()), (StatusCode::OK, Some(1)), "{dash}");
+    let metrics = http.get(s.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("ferrostack_gateway_errors_total{reason=\"no_instance\",route=\"idle\"}"), "{metrics}");
+    assert!(metrics.contains("ferrostack_gateway_errors_total{reason=\"rate_limited\",route=\"idle\"} 1"), "{metrics}");
+    assert_eq!(s.delete(&format!("/v2/model-routes/{}", route["id"])).await.0, StatusCode::NO_CONTENT);
+    let (_, t, c, _) = openai_error(call(&open, "idle").await.expect("send")).await;
+    assert_eq!((t.as_str(), c.as_str()), ("not_found_error", "model_not_found"), "a deleted route is gone at once");
+}
+
+const OPENAI_SCRIPT: &str = r#"
+import sys, time, openai
+base, key, bad = sys.argv[1], sys.argv[2], sys.argv[3]
+c = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+q = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+r = c.chat.completions.create(model="smol", messages=q, max_tokens=8, temperature=0)
+assert "paris" in r.choices[0].message.content.lower(), r
+assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0, r.usage
+arrivals, text = [], ""
+for ch in c.chat.completions.create(model="smol", messages=q, max_tokens=40, temperature=0, stream=True,
+                                    extra_body={"ignore_eos": True}):
+    arrivals.append(time.monotonic())
+    assert ch.choices, "the gateway's own usage chunk reached the client: %r" % ch
+    text += ch.choices[0].delta.content or ""
+gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+assert len(arrivals) >= 10 and sum(g > 0.001 for g in gaps) >= 5, (len(arrivals), gaps)
+assert "paris" in text.lower(), text
+e = c.embeddings.create(model="smol-embed", input=["hello", "world"])
+assert len(e.data) == 2 and len(e.data[0].embedding) > 10, e
+try:
+    openai.OpenAI(base_url=base + "/v1", api_key=bad, max_retries=0).chat.completions.create(model="smol", messages=q)
+    raise SystemExit("a wrong key was accepted")
+except openai.AuthenticationError as err:
+    assert err.status_code == 401 and err.body["code"] == "invalid_api_key", err.body
+try:
+    c.chat.completions.create(model="nope", messages=q)
+    raise SystemExit("an unknown model was accepted")
+except openai.NotFoundError as err:
+    assert err.body["code"] == "model_not_found", err.body
+print("ok", len(arrivals), "chunks")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_client_through_the_gateway_to_llama() {
+    let Some((server, gguf)) = llama() else { return };
+    let python = std::env::var("LLM_PYTHON").expect("LLM_PYTHON (eval \"$(scripts/setup-llm.sh)\")");
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    import_backend(&s, &llama_backend_yaml(&server)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("gw1", (45500, 45549))).await;
+    for (name, params) in [("smol", json!([])), ("smol-embed", json!(["--embeddings", "--pooling=mean"]))] {
+        let body = json!({"name": name, "source": "local_path", "local_path": gguf, "backend": "llama-cpp-custom",
+                          "backend_parameters": params});
+        let (status, m) = s.post("/v2/models", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{m}");
+    }
+    let key = s.api_key(json!({"name": "client", "scope": ["inference"]})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let routes = loop {
+        let (_, routes) = s.get("/v2/model-routes").await;
+        let items = routes["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 2 && items.iter().all(|r| r["ready_targets"] == 1) {
+            break items;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let (_, models) = s.get("/v2/models").await;
+            let (_, instances) = s.get("/v2/model-instances").await;
+            panic!("routes never ready: {routes:#}\n{models:#}\n{instances:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (_, models) = reqwest_json(reqwest::Client::new().get(s.url("/v1/models")).bearer_auth(&key)).await;
+    let mut ids: Vec<&str> = models["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["smol", "smol-embed"], "{models}");
+
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", OPENAI_SCRIPT, &s.base, &key, "fs_wrong_key"])
+        .output()
+        .await
+        .expect("run python");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.starts_with("ok"), "{text}");
+
+    // The generic proxy reaches the backend's own /health, prefix stripped.
+    let smol = routes.iter().find(|r| r["name"] == "smol").expect("route");
+    let res = reqwest::Client::new()
+        .get(s.url(&format!("/model/proxy/{}/health", smol["id"])))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("proxy");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap_or_default().contains("ok"));
+
+    // Usage lands in the daily table within a flush: 2 chat requests (one streamed), 1 embedding.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, usage) = s.get("/v2/usage").await;
+        let rows = usage["items"].as_array().cloned().unwrap_or_default();
+        let chat = rows.iter().find(|r| r["route_name"] == "smol" && r["operation"] == "chat_completion");
+        let embed = rows.iter().find(|r| r["route_name"] == "smol-embed" && r["operation"] == "embedding");
+        if let (Some(chat), Some(embed)) = (chat, embed)
+            && chat["request_count"].as_i64() >= Some(2)
+        {
+            assert!(chat["completion_token_count"].as_i64() >= Some(40), "{chat}");
+            assert!(embed["prompt_token_count"].as_i64() > Some(0), "{embed}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "usage never recorded: {usage:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    worker.shutdown().await;
+}
+
+async fn reqwest_json(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    crate::support::read(req.send().await.expect("send")).await
+}

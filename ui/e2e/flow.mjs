@@ -1,0 +1,244 @@
+// The UI's browser test: drives Debian's headless Chromium (playwright-core) through an operator's day
+// against a real `ferrostack start` with a real llama.cpp deployment. scripts/ui-e2e.sh sets it up.
+//
+// Env: BASE_URL, ADMIN_PASSWORD, SMOLLM2_GGUF, LLAMA_SERVER, ARTIFACTS (screenshot folder),
+//      CHROMIUM (default /usr/bin/chromium).
+
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const BASE_URL = env("BASE_URL");
+const ADMIN_PASSWORD = env("ADMIN_PASSWORD");
+const MODEL_PATH = env("SMOLLM2_GGUF");
+const LLAMA_SERVER = env("LLAMA_SERVER");
+const ARTIFACTS = env("ARTIFACTS");
+const MODEL = "smollm2";
+const BACKEND = "llama-cpp-custom";
+const RUNNING_TIMEOUT_MS = 240_000;
+
+// tests/it/workers.rs `llama_backend_yaml`: llama.cpp's server as a host process on CPU.
+const BACKEND_YAML = `backend_name: ${BACKEND}
+default_version: cpu
+default_run_command: "-m {{model_path}} --host 127.0.0.1 --port {{port}} --alias {{model_name}} -c 2048 -t 2 -np 2"
+health_check_path: /v1/models
+parameter_format: space
+version_configs:
+  cpu:
+    image_name: ghcr.io/ggml-org/llama.cpp:server
+    entrypoint: ${LLAMA_SERVER}
+    custom_framework: cpu
+`;
+
+mkdirSync(ARTIFACTS, { recursive: true });
+const started = Date.now();
+const log = (msg) => console.log(`[ui-e2e ${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+  ],
+});
+const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+page.setDefaultTimeout(20_000);
+const consoleErrors = [];
+page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
+
+let shot = 0;
+async function screenshot(name) {
+  shot += 1;
+  const file = join(ARTIFACTS, `${String(shot).padStart(2, "0")}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  log(`screenshot ${file}`);
+}
+
+async function nav(label, heading) {
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: label }).click();
+  await page.getByRole("heading", { level: 2, name: heading ?? label }).waitFor();
+}
+
+/** Picks `option` in the Mantine Select labelled `label` (a combobox with a listbox of options). */
+async function choose(scope, label, option) {
+  await scope.getByRole("textbox", { name: label, exact: true }).click();
+  await page.getByRole("option", { name: option, exact: true }).click();
+}
+
+async function step(name, fn) {
+  log(`step: ${name}`);
+  await fn();
+}
+
+async function moreActions(action) {
+  await page.getByRole("button", { name: `More actions for ${MODEL}` }).click();
+  await page.getByRole("menuitem", { name: action }).click();
+}
+
+const deployment = () => page.locator(`tr[data-deployment="${MODEL}"]`);
+
+try {
+  await step("log in", async () => {
+    await page.goto(BASE_URL);
+    await page.waitForURL(/\/login$/);
+    await page.getByLabel("Password").first().fill("wrong-password");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("alert").waitFor();
+    await screenshot("login-refused");
+    await page.getByLabel("Password").first().fill(ADMIN_PASSWORD);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { level: 2, name: "Dashboard" }).waitFor();
+    await page.getByRole("group", { name: "Workers" }).getByText("1 ready").waitFor({ timeout: 30_000 });
+    await screenshot("dashboard");
+  });
+
+  await step("import a backend by YAML", async () => {
+    await nav("Inference backends");
+    await page.getByRole("button", { name: "Import YAML" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("textbox", { name: "Backend YAML" }).fill(BACKEND_YAML);
+    await dialog.getByRole("button", { name: "Import" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.locator(`[data-backend="${BACKEND}"]`).waitFor();
+    await screenshot("backends");
+  });
+
+  await step("deploy: invalid input shows the server's field message and keeps the form", async () => {
+    await nav("Deployments");
+    await page.getByRole("button", { name: "Deploy model" }).click();
+    const form = page.getByRole("form", { name: "Deploy a model" });
+    await form.getByLabel("Model path").fill(MODEL_PATH);
+    await choose(form, "Backend", BACKEND);
+    await form.getByRole("textbox", { name: "Name", exact: true }).fill("bad name!");
+    await form.getByTestId("compatibility").waitFor({ timeout: 30_000 });
+    await form.getByRole("button", { name: "Deploy" }).click();
+    const nameInput = form.getByRole("textbox", { name: "Name", exact: true });
+    await nameInput.and(page.locator('[aria-invalid="true"]')).waitFor();
+    const errorId = (await nameInput.getAttribute("aria-describedby"))?.split(" ").find((id) => id.endsWith("-error"));
+    await page.locator(`[id="${errorId}"]`).getByText("must be 1-63 characters").waitFor();
+    await page.waitForFunction(() => document.activeElement?.getAttribute("name") === "name");
+    if ((await form.getByLabel("Model path").inputValue()) !== MODEL_PATH) throw new Error("the model path was lost");
+    const backend = await form.getByRole("textbox", { name: "Backend", exact: true }).inputValue();
+    if (backend !== BACKEND) throw new Error(`the backend choice was lost (now ${JSON.stringify(backend)})`);
+    await screenshot("deploy-form-field-error");
+  });
+
+  await step("deploy the SmolLM2 GGUF by local path", async () => {
+    const form = page.getByRole("form", { name: "Deploy a model" });
+    await form.getByRole("textbox", { name: "Name", exact: true }).fill(MODEL);
+    await form.getByTestId("compatibility").getByText("Compatible", { exact: true }).waitFor({ timeout: 30_000 });
+    await screenshot("deploy-form");
+    await form.getByRole("button", { name: "Deploy" }).click();
+    await form.waitFor({ state: "detached" });
+    await deployment().waitFor();
+  });
+
+  await step("watch it reach running (live, no reload)", async () => {
+    await deployment()
+      .getByRole("button", { name: `Show instances of ${MODEL}` })
+      .click();
+    await deployment().getByTestId("replicas").getByText("1 / 1").waitFor({ timeout: RUNNING_TIMEOUT_MS });
+    await page.locator('[data-state="running"]').first().waitFor();
+    await screenshot("deployment-running");
+  });
+
+  await step("chat in the playground and see the streamed answer", async () => {
+    await nav("Playground");
+    await page.getByLabel("Message").fill("What is the capital of France? Answer in one word.");
+    const response = page.waitForResponse((r) => r.url().endsWith("/v1/chat/completions"));
+    await page.getByRole("button", { name: "Send" }).click();
+    const res = await response;
+    if (res.status() === 404) {
+      await screenshot("playground-no-gateway");
+      throw new Error(
+        `POST /v1/chat/completions answered 404: the /v1 gateway is not available on this server (${await res.text()})`,
+      );
+    }
+    if (!res.ok()) throw new Error(`POST /v1/chat/completions answered ${res.status()}: ${await res.text()}`);
+    const type = res.headers()["content-type"] ?? "";
+    if (!type.includes("text/event-stream")) throw new Error(`chat was not streamed (content-type ${type})`);
+    const answer = page.locator('[data-testid="chat-log"] [data-role="assistant"]:not([data-streaming])');
+    await answer.waitFor({ timeout: 60_000 });
+    const text = (await answer.innerText()).replace(/^assistant\s*/, "").trim();
+    if (!text) throw new Error("the assistant's answer is empty");
+    log(`answer: ${JSON.stringify(text)}`);
+    await page.getByRole("button", { name: "View code" }).click();
+    await page.getByRole("dialog").getByText("/v1/chat/completions").first().waitFor();
+    await screenshot("playground-code");
+    await page.keyboard.press("Escape");
+    await screenshot("playground");
+  });
+
+  await step("view instance logs (follow)", async () => {
+    await nav("Deployments");
+    await deployment()
+      .getByRole("button", { name: `Show instances of ${MODEL}` })
+      .click();
+    await page.getByRole("table", { name: "Instances" }).getByRole("button", { name: "Logs" }).first().click();
+    const logs = page.getByTestId("log-view");
+    await logs.getByText(/\S/).first().waitFor({ timeout: 30_000 });
+    const text = await logs.innerText();
+    if (!/llama|model|server/i.test(text)) throw new Error(`unexpected log text: ${text.slice(0, 300)}`);
+    await screenshot("instance-logs");
+    await page.keyboard.press("Escape");
+  });
+
+  await step("scale to 0", async () => {
+    await moreActions("Scale");
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Replicas").fill("0");
+    await dialog.getByRole("button", { name: "Scale" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await deployment().getByTestId("replicas").getByText("0 / 0").waitFor({ timeout: 60_000 });
+    await deployment().getByText("stopped").waitFor();
+    await page.getByText("No instances (replicas 0").waitFor({ timeout: 60_000 });
+    await screenshot("scaled-to-zero");
+  });
+
+  await step("delete", async () => {
+    await moreActions("Delete");
+    await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+    await deployment().waitFor({ state: "detached" });
+    await page.getByText("Nothing deployed yet.").waitFor();
+    await screenshot("deleted");
+  });
+
+  await step("the other pages", async () => {
+    await nav("Workers & GPUs");
+    await page.locator("tr[data-worker]").first().waitFor();
+    await page.getByTestId("add-worker-command").getByText("ferrostack worker --server-url").waitFor();
+    await screenshot("workers");
+    await nav("API keys");
+    await page.getByRole("button", { name: "Create API key" }).click();
+    await page.getByRole("dialog").getByLabel("Name").fill("e2e");
+    await page.getByRole("dialog").getByRole("button", { name: "Create" }).click();
+    await page.getByTestId("api-key-secret").waitFor();
+    await screenshot("api-key-created");
+    await page.getByRole("dialog").getByRole("button", { name: "Done" }).click();
+    await nav("Users");
+    await screenshot("users");
+    await nav("Usage");
+    await screenshot("usage");
+  });
+
+  log(`passed; screenshots in ${ARTIFACTS}`);
+  if (consoleErrors.length) log(`browser console errors (not failures): ${consoleErrors.join(" | ")}`);
+} catch (e) {
+  await screenshot("failure").catch(() => {});
+  console.error(`[ui-e2e] FAILED: ${e instanceof Error ? e.message : e}`);
+  if (consoleErrors.length) console.error(`browser console errors: ${consoleErrors.join(" | ")}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,200 @@
+// Wire types of the /v2 management API (src/api/*.rs), as the UI uses them.
+
+export interface Meta {
+  id: number;
+  version: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ListResponse<T> {
+  items: T[];
+  pagination: { page: number; perPage: number; total: number; totalPage: number };
+}
+
+export interface User extends Meta {
+  username: string;
+  full_name: string | null;
+  is_admin: boolean;
+  is_active: boolean;
+  require_password_change: boolean;
+}
+
+export type Scope = "*" | "management" | "inference";
+
+export interface ApiKey extends Meta {
+  name: string;
+  description: string | null;
+  user_id: number;
+  access_key: string;
+  masked_value: string;
+  scope: Scope[];
+  allowed_model_names: string[] | null;
+  expires_at: string | null;
+}
+
+export interface Cluster extends Meta {
+  name: string;
+  description: string | null;
+  is_default: boolean;
+  token_hint: string;
+}
+
+export interface GpuDevice {
+  index: number;
+  name: string;
+  vendor: string;
+  type: string;
+  uuid?: string;
+  memory_total: number;
+  memory_used: number;
+  memory_utilization_rate: number;
+  core_utilization_rate?: number;
+  temperature?: number;
+  simulated: boolean;
+}
+
+export interface GpuDeviceView extends GpuDevice {
+  id: string;
+  worker_id: number;
+  worker_name: string;
+}
+
+export type WorkerState = "not_ready" | "ready" | "unreachable" | "maintenance";
+
+export interface Worker extends Meta {
+  name: string;
+  cluster_id: number;
+  labels: Record<string, string>;
+  maintenance: { enabled: boolean; message: string | null };
+  hostname: string;
+  ip: string;
+  port: number;
+  runtime: "process" | "container";
+  state: WorkerState;
+  state_message: string | null;
+  heartbeat_time: string | null;
+  status: {
+    cpu: { total: number; utilization_rate: number };
+    memory: { total: number; used: number; utilization_rate: number };
+    gpu_devices: GpuDevice[];
+  };
+  worker_version: string;
+}
+
+export type ModelSource = "huggingface" | "model_scope" | "local_path";
+export type PlacementStrategy = "spread" | "binpack";
+
+export interface ModelSpec {
+  name: string;
+  source: ModelSource;
+  huggingface_repo_id?: string | null;
+  huggingface_filename?: string | null;
+  model_scope_model_id?: string | null;
+  model_scope_file_path?: string | null;
+  local_path?: string | null;
+  description?: string | null;
+  backend?: string | null;
+  backend_version?: string | null;
+  replicas: number;
+  categories?: string[];
+  placement_strategy?: PlacementStrategy;
+  worker_selector?: Record<string, string>;
+  gpu_selector?: { gpu_ids: string[]; gpus_per_replica?: number | null } | null;
+  backend_parameters?: string[];
+  env?: Record<string, string>;
+  cpu_offloading?: boolean;
+  distributed_inference_across_workers?: boolean;
+  restart_on_error?: boolean;
+  extended_kv_cache?: { enabled: boolean } | null;
+  image_name?: string | null;
+  run_command?: string | null;
+}
+
+export interface Model extends Meta, ModelSpec {
+  ready_replicas: number;
+}
+
+export type InstanceState =
+  | "pending"
+  | "analyzing"
+  | "scheduled"
+  | "initializing"
+  | "downloading"
+  | "starting"
+  | "running"
+  | "error"
+  | "unreachable";
+
+export interface ModelInstance extends Meta {
+  name: string;
+  model_id: number | null;
+  model_name: string;
+  backend: string;
+  backend_version: string | null;
+  worker_id: number | null;
+  worker_name: string | null;
+  worker_ip: string | null;
+  gpu_indexes: number[];
+  port: number | null;
+  injected_backend_parameters: string[];
+  download_progress: number | null;
+  state: InstanceState;
+  state_message: string | null;
+  restart_count: number;
+}
+
+export interface EvaluationResult {
+  name: string;
+  compatible: boolean;
+  compatibility_messages: string[];
+  backend: string | null;
+  vram: number | null;
+  ram: number | null;
+  injected_parameters: string[];
+}
+
+export type BackendSource = "built_in" | "community" | "custom";
+
+export interface VersionConfig {
+  image_name?: string;
+  run_command?: string;
+  entrypoint?: string;
+  custom_framework?: string;
+  built_in_frameworks?: string[];
+  env?: Record<string, string>;
+}
+
+export interface InferenceBackend extends Meta {
+  backend_name: string;
+  description?: string;
+  health_check_path: string | null;
+  default_version?: string;
+  default_backend_param?: string[];
+  default_run_command?: string;
+  default_entrypoint?: string;
+  default_env?: Record<string, string>;
+  parameter_format?: "space" | "equal";
+  common_parameters?: string[];
+  enabled: boolean;
+  backend_source: BackendSource;
+  is_built_in: boolean;
+  icon?: string;
+  version_configs: Record<string, VersionConfig>;
+}
+
+export interface BackendListItem {
+  backend_name: string;
+  enabled: boolean;
+  default_version: string | null;
+  default_backend_param: string[];
+  common_parameters: string[];
+  versions: { version: string; frameworks: string[] }[];
+}
+
+/** A `?watch=true` event; `id` is the change sequence, the resource id is `data.id`. */
+export interface WatchEvent<T> {
+  type: "CREATED" | "UPDATED" | "DELETED" | "RESET";
+  id: number;
+  data: T | null;
+}

@@ -1,0 +1,119 @@
+// Counts of workers, GPUs, deployments and instances, GPU memory per worker, and the deployments' states.
+
+import { Card, Group, SimpleGrid, Stack, Table, Text, Title } from "@mantine/core";
+import { Bar, BarChart, CartesianGrid, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+import { useWatchList } from "../api/hooks";
+import type { Model, ModelInstance, Worker } from "../api/types";
+import { Page } from "../components/Page";
+import { StateBadge } from "../components/StateBadge";
+import { gib } from "../format";
+
+function Stat({ label, value, detail }: { label: string; value: number; detail?: string }) {
+  return (
+    <Card withBorder role="group" aria-label={label}>
+      <Text size="sm" c="dimmed">
+        {label}
+      </Text>
+      <Text fz={32} fw={700}>
+        {value}
+      </Text>
+      {detail && (
+        <Text size="xs" c="dimmed">
+          {detail}
+        </Text>
+      )}
+    </Card>
+  );
+}
+
+function GpuMemoryChart({ workers }: { workers: Worker[] }) {
+  const data = workers.map((w) => {
+    const gpus = w.status.gpu_devices;
+    const total = gpus.reduce((s, g) => s + g.memory_total, 0);
+    const used = gpus.reduce((s, g) => s + g.memory_used, 0);
+    return { worker: w.name, used: gib(used), free: gib(total - used) };
+  });
+  if (data.every((d) => d.used === 0 && d.free === 0)) {
+    return <Text c="dimmed">No GPUs reported yet (CPU-only workers, or none joined).</Text>;
+  }
+  return (
+    <div
+      role="img"
+      aria-label={`GPU memory per worker: ${data.map((d) => `${d.worker} ${d.used} of ${d.used + d.free} GiB used`).join("; ")}`}
+    >
+      <ResponsiveContainer width="100%" height={260}>
+        <BarChart data={data}>
+          <CartesianGrid strokeDasharray="3 3" />
+          <XAxis dataKey="worker" />
+          <YAxis unit=" GiB" width={70} />
+          <Tooltip />
+          <Legend />
+          <Bar dataKey="used" stackId="m" name="Used (GiB)" fill="#e8590c" />
+          <Bar dataKey="free" stackId="m" name="Free (GiB)" fill="#ced4da" />
+        </BarChart>
+      </ResponsiveContainer>
+    </div>
+  );
+}
+
+export function DashboardPage() {
+  const workers = useWatchList<Worker>("/v2/workers");
+  const models = useWatchList<Model>("/v2/models");
+  const instances = useWatchList<ModelInstance>("/v2/model-instances");
+  const gpus = workers.items.flatMap((w) => w.status.gpu_devices);
+  const ready = workers.items.filter((w) => w.state === "ready").length;
+  const running = instances.items.filter((i) => i.state === "running").length;
+
+  return (
+    <Page title="Dashboard">
+      <SimpleGrid cols={{ base: 2, md: 4 }}>
+        <Stat label="Workers" value={workers.items.length} detail={`${ready} ready`} />
+        <Stat label="GPUs" value={gpus.length} detail={`${gpus.filter((g) => g.simulated).length} simulated`} />
+        <Stat label="Deployments" value={models.items.length} />
+        <Stat label="Instances" value={instances.items.length} detail={`${running} running`} />
+      </SimpleGrid>
+      <Card withBorder>
+        <Stack>
+          <Title order={4}>GPU memory per worker</Title>
+          <GpuMemoryChart workers={workers.items} />
+        </Stack>
+      </Card>
+      <Card withBorder>
+        <Title order={4} mb="sm">
+          Active deployments
+        </Title>
+        <Table>
+          <Table.Thead>
+            <Table.Tr>
+              <Table.Th>Name</Table.Th>
+              <Table.Th>Backend</Table.Th>
+              <Table.Th>Replicas (ready / wanted)</Table.Th>
+              <Table.Th>Instances</Table.Th>
+            </Table.Tr>
+          </Table.Thead>
+          <Table.Tbody>
+            {models.items.map((m) => (
+              <Table.Tr key={m.id}>
+                <Table.Td>{m.name}</Table.Td>
+                <Table.Td>{m.backend}</Table.Td>
+                <Table.Td>
+                  {m.ready_replicas} / {m.replicas}
+                </Table.Td>
+                <Table.Td>
+                  <Group gap={4}>
+                    {instances.items
+                      .filter((i) => i.model_id === m.id)
+                      .map((i) => (
+                        <StateBadge key={i.id} state={i.state} />
+                      ))}
+                  </Group>
+                </Table.Td>
+              </Table.Tr>
+            ))}
+          </Table.Tbody>
+        </Table>
+        {models.loaded && models.items.length === 0 && <Text c="dimmed">No deployments yet.</Text>}
+      </Card>
+    </Page>
+  );
+}

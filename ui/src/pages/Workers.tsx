@@ -1,0 +1,249 @@
+// Workers and their GPUs: state, resources, labels (edit), maintenance, and the command to add one.
+
+import {
+  Badge,
+  Button,
+  Card,
+  Code,
+  Group,
+  Modal,
+  Progress,
+  Select,
+  Stack,
+  Table,
+  Text,
+  Textarea,
+  Title,
+} from "@mantine/core";
+import { modals } from "@mantine/modals";
+import { notifications } from "@mantine/notifications";
+import { type FormEvent, useState } from "react";
+import { del, messageOf, postJson, putJson } from "../api/client";
+import { useGet, useSubmit, useWatchList } from "../api/hooks";
+import type { Cluster, ListResponse, Worker } from "../api/types";
+import { FormError } from "../components/FormError";
+import { Page } from "../components/Page";
+import { StateBadge } from "../components/StateBadge";
+import { bytes, formatPairs, parsePairs } from "../format";
+
+function LabelsModal({ worker, onClose }: { worker: Worker; onClose: () => void }) {
+  const [text, setText] = useState(formatPairs(worker.labels));
+  const { busy, fieldErrors, formError, run } = useSubmit();
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    if (await run(() => putJson(`/v2/workers/${worker.id}`, { labels: parsePairs(text) }).then(() => {}))) onClose();
+  };
+  const labelError = Object.entries(fieldErrors).find(([f]) => f.startsWith("labels"))?.[1];
+  return (
+    <Modal opened onClose={onClose} title={`Labels of ${worker.name}`}>
+      <form onSubmit={submit} aria-label="Worker labels">
+        <Stack>
+          <Textarea
+            label="Labels"
+            description="One key=value per line"
+            autosize
+            minRows={4}
+            data-autofocus
+            value={text}
+            error={labelError}
+            onChange={(e) => setText(e.currentTarget.value)}
+          />
+          <FormError message={formError} />
+          <Group justify="flex-end">
+            <Button type="submit" loading={busy}>
+              Save
+            </Button>
+          </Group>
+        </Stack>
+      </form>
+    </Modal>
+  );
+}
+
+function AddWorker() {
+  const clusters = useGet<ListResponse<Cluster>>("/v2/clusters?page=-1");
+  const [clusterId, setClusterId] = useState<string | null>(null);
+  const [token, setToken] = useState<string | null>(null);
+  const items = clusters.data?.items ?? [];
+  const cluster = items.find((c) => String(c.id) === clusterId) ?? items.find((c) => c.is_default) ?? items[0];
+
+  const regenerate = () =>
+    modals.openConfirmModal({
+      title: "Generate a new registration token?",
+      children: (
+        <Text size="sm">The current token stops working for new workers. Joined workers are not affected.</Text>
+      ),
+      labels: { confirm: "Generate", cancel: "Cancel" },
+      onConfirm: () =>
+        void postJson<{ registration_token: string }>(`/v2/clusters/${cluster?.id}/registration-token`, {})
+          .then((r) => setToken(r.registration_token))
+          .catch((e: unknown) => notifications.show({ color: "red", message: messageOf(e) })),
+    });
+
+  const command = `ferrostack worker --server-url ${window.location.origin} --token ${token ?? "<cluster token>"}`;
+  return (
+    <Card withBorder>
+      <Stack>
+        <Title order={4}>Add a worker</Title>
+        <Group align="flex-end">
+          <Select
+            allowDeselect={false}
+            label="Cluster"
+            data={items.map((c) => ({ value: String(c.id), label: c.name }))}
+            value={cluster ? String(cluster.id) : null}
+            onChange={(v) => {
+              setClusterId(v);
+              setToken(null);
+            }}
+          />
+          <Button variant="light" onClick={regenerate} disabled={!cluster}>
+            Generate new token
+          </Button>
+        </Group>
+        <Text size="sm">Run on the GPU machine:</Text>
+        <Code block data-testid="add-worker-command">
+          {command}
+        </Code>
+        <Text size="xs" c="dimmed">
+          {token
+            ? "This token is shown once; copy it now."
+            : `The default cluster's token is in <data-dir>/cluster_token on the server (it starts with ${cluster?.token_hint ?? "…"}), or generate a new one.`}
+        </Text>
+      </Stack>
+    </Card>
+  );
+}
+
+function setMaintenance(w: Worker, enabled: boolean) {
+  putJson(`/v2/workers/${w.id}`, { maintenance: { enabled, message: enabled ? "set in the UI" : null } }).catch(
+    (e: unknown) => notifications.show({ color: "red", message: messageOf(e) }),
+  );
+}
+
+function confirmDelete(w: Worker) {
+  modals.openConfirmModal({
+    title: `Remove worker ${w.name}?`,
+    children: <Text size="sm">Its instances are deleted; it can join again with the cluster token.</Text>,
+    labels: { confirm: "Remove", cancel: "Cancel" },
+    confirmProps: { color: "red" },
+    onConfirm: () =>
+      void del(`/v2/workers/${w.id}`).catch((e: unknown) =>
+        notifications.show({ color: "red", message: messageOf(e) }),
+      ),
+  });
+}
+
+export function WorkersPage() {
+  const workers = useWatchList<Worker>("/v2/workers");
+  const [editing, setEditing] = useState<Worker | null>(null);
+  const gpus = workers.items.flatMap((w) => w.status.gpu_devices.map((g) => ({ ...g, worker: w.name })));
+
+  return (
+    <Page title="Workers & GPUs">
+      <Table aria-label="Workers">
+        <Table.Thead>
+          <Table.Tr>
+            <Table.Th>Name</Table.Th>
+            <Table.Th>State</Table.Th>
+            <Table.Th>Address</Table.Th>
+            <Table.Th>CPU</Table.Th>
+            <Table.Th>Memory</Table.Th>
+            <Table.Th>GPUs</Table.Th>
+            <Table.Th>Labels</Table.Th>
+            <Table.Th>Actions</Table.Th>
+          </Table.Tr>
+        </Table.Thead>
+        <Table.Tbody>
+          {workers.items.map((w) => (
+            <Table.Tr key={w.id} data-worker={w.name}>
+              <Table.Td>{w.name}</Table.Td>
+              <Table.Td>
+                <StateBadge state={w.state} />
+                {w.state_message && (
+                  <Text size="xs" c="dimmed">
+                    {w.state_message}
+                  </Text>
+                )}
+              </Table.Td>
+              <Table.Td>
+                {w.ip} ({w.runtime})
+              </Table.Td>
+              <Table.Td>
+                {w.status.cpu.total} cores, {Math.round(w.status.cpu.utilization_rate)}%
+              </Table.Td>
+              <Table.Td>
+                {bytes(w.status.memory.used)} / {bytes(w.status.memory.total)}
+              </Table.Td>
+              <Table.Td>{w.status.gpu_devices.length}</Table.Td>
+              <Table.Td>
+                <Group gap={4}>
+                  {Object.entries(w.labels).map(([k, v]) => (
+                    <Badge key={k} variant="outline" size="sm" tt="none">
+                      {k}={v}
+                    </Badge>
+                  ))}
+                </Group>
+              </Table.Td>
+              <Table.Td>
+                <Group gap="xs" wrap="nowrap">
+                  <Button size="xs" variant="light" onClick={() => setEditing(w)}>
+                    Labels
+                  </Button>
+                  <Button size="xs" variant="default" onClick={() => setMaintenance(w, !w.maintenance.enabled)}>
+                    {w.maintenance.enabled ? "End maintenance" : "Maintenance"}
+                  </Button>
+                  <Button size="xs" variant="subtle" color="red" onClick={() => confirmDelete(w)}>
+                    Remove
+                  </Button>
+                </Group>
+              </Table.Td>
+            </Table.Tr>
+          ))}
+        </Table.Tbody>
+      </Table>
+      {workers.loaded && workers.items.length === 0 && <Text c="dimmed">No workers have joined yet.</Text>}
+
+      <Title order={3}>GPUs</Title>
+      <Table aria-label="GPUs">
+        <Table.Thead>
+          <Table.Tr>
+            <Table.Th>GPU</Table.Th>
+            <Table.Th>Worker</Table.Th>
+            <Table.Th>Memory</Table.Th>
+            <Table.Th>Utilization</Table.Th>
+            <Table.Th>Temperature</Table.Th>
+          </Table.Tr>
+        </Table.Thead>
+        <Table.Tbody>
+          {gpus.map((g) => (
+            <Table.Tr key={`${g.worker}:${g.type}:${g.index}`}>
+              <Table.Td>
+                {g.index}: {g.name}{" "}
+                {g.simulated && (
+                  <Badge color="grape" size="sm">
+                    SIMULATED
+                  </Badge>
+                )}
+              </Table.Td>
+              <Table.Td>{g.worker}</Table.Td>
+              <Table.Td miw={200}>
+                <Progress value={g.memory_utilization_rate} aria-label={`Memory of GPU ${g.index} on ${g.worker}`} />
+                <Text size="xs">
+                  {bytes(g.memory_used)} / {bytes(g.memory_total)}
+                </Text>
+              </Table.Td>
+              <Table.Td>
+                {g.core_utilization_rate === undefined ? "–" : `${Math.round(g.core_utilization_rate)}%`}
+              </Table.Td>
+              <Table.Td>{g.temperature === undefined ? "–" : `${g.temperature} °C`}</Table.Td>
+            </Table.Tr>
+          ))}
+        </Table.Tbody>
+      </Table>
+      {workers.loaded && gpus.length === 0 && <Text c="dimmed">No GPUs reported (CPU-only workers).</Text>}
+
+      <AddWorker />
+      {editing && <LabelsModal worker={editing} onClose={() => setEditing(null)} />}
+    </Page>
+  );
+}

@@ -1,0 +1,329 @@
+// Deploy a model, or edit a deployment: source, name, backend and version, replicas, scheduling,
+// advanced options, and a live compatibility check (POST /v2/model-evaluations) before submitting.
+
+import {
+  Button,
+  Drawer,
+  Fieldset,
+  Group,
+  MultiSelect,
+  NumberInput,
+  Radio,
+  SegmentedControl,
+  Select,
+  Stack,
+  Switch,
+  Text,
+  TextInput,
+  Textarea,
+} from "@mantine/core";
+import { notifications } from "@mantine/notifications";
+import { type FormEvent, useEffect, useRef, useState } from "react";
+import { postJson, putJson } from "../../api/client";
+import { useFocusInvalid, useGet, useSubmit } from "../../api/hooks";
+import type { BackendListItem, GpuDeviceView, ListResponse, Model, ModelSource } from "../../api/types";
+import { FormError } from "../../components/FormError";
+import { CompatibilityCheck } from "./CompatibilityCheck";
+import { type DeployState, EMPTY, FORM_FIELDS, fromModel, preselectBackend, suggestName, toSpec } from "./spec";
+
+const CATEGORIES = ["llm", "embedding", "reranker", "image", "speech_to_text", "text_to_speech"];
+
+interface Props {
+  /** The deployment being edited; null deploys a new one. */
+  editing: Model | null;
+  onClose: () => void;
+}
+
+export function DeployForm({ editing, onClose }: Props) {
+  const [s, setState] = useState<DeployState>(() => (editing ? fromModel(editing) : EMPTY));
+  const [nameTouched, setNameTouched] = useState(editing !== null);
+  const [backendTouched, setBackendTouched] = useState(editing !== null);
+  const backends = useGet<{ items: BackendListItem[] }>("/v2/inference-backends/list");
+  const gpus = useGet<ListResponse<GpuDeviceView>>("/v2/gpu-devices?page=-1");
+  const { busy, fieldErrors, formError, run } = useSubmit();
+  const formRef = useRef<HTMLFormElement>(null);
+  useFocusInvalid(formRef, fieldErrors);
+  const set = <K extends keyof DeployState>(key: K, value: DeployState[K]) =>
+    setState((prev) => ({ ...prev, [key]: value }));
+
+  const backendItems = backends.data?.items ?? [];
+  const backendNames = backendItems.map((b) => b.backend_name);
+  const backend = backendItems.find((b) => b.backend_name === s.backend);
+
+  // Pre-select the backend from the model type and the version from the backend, until the user picks.
+  useEffect(() => {
+    if (backendTouched || backendNames.length === 0) return;
+    const pick = preselectBackend(s, backendNames);
+    if (pick !== s.backend) setState((prev) => ({ ...prev, backend: pick, backend_version: "" }));
+  }, [s, backendTouched, backendNames.join(",")]);
+  useEffect(() => {
+    if (backend && !s.backend_version)
+      set("backend_version", backend.default_version ?? backend.versions[0]?.version ?? "");
+  }, [backend, s.backend_version]);
+  useEffect(() => {
+    if (!nameTouched) set("name", suggestName(s));
+  }, [s.local_path, s.huggingface_repo_id, s.model_scope_model_id, s.source, nameTouched]);
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    const ok = await run(async () => {
+      if (editing) {
+        await putJson(`/v2/models/${editing.id}?version=${editing.version}`, toSpec(s));
+      } else {
+        await postJson("/v2/models", toSpec(s));
+      }
+    });
+    if (ok) {
+      notifications.show({ message: editing ? `Updated ${s.name}` : `Deploying ${s.name}`, color: "green" });
+      onClose();
+    }
+  };
+
+  const otherFieldError = Object.entries(fieldErrors)
+    .filter(([f]) => !FORM_FIELDS.has(f))
+    .map(([f, m]) => `${f}: ${m}`)[0];
+
+  return (
+    <Drawer
+      opened
+      onClose={onClose}
+      position="right"
+      size="xl"
+      title={editing ? `Edit ${editing.name}` : "Deploy a model"}
+    >
+      <form ref={formRef} onSubmit={submit} aria-label={editing ? "Edit deployment" : "Deploy a model"} noValidate>
+        <Stack>
+          {editing && (
+            <Text size="sm" c="dimmed">
+              Changes that affect how instances run replace them one by one.
+            </Text>
+          )}
+          <Fieldset legend="Model">
+            <Stack>
+              <SegmentedControl
+                aria-label="Source"
+                value={s.source}
+                onChange={(v) => set("source", v as ModelSource)}
+                data={[
+                  { value: "local_path", label: "Local path" },
+                  { value: "huggingface", label: "Hugging Face" },
+                  { value: "model_scope", label: "ModelScope" },
+                ]}
+              />
+              {s.source === "local_path" && (
+                <TextInput
+                  label="Model path"
+                  description="A GGUF file or a model directory on the workers (absolute path)"
+                  name="local_path"
+                  required
+                  value={s.local_path}
+                  error={fieldErrors.local_path}
+                  onChange={(e) => set("local_path", e.currentTarget.value)}
+                />
+              )}
+              {s.source === "huggingface" && (
+                <Group grow align="flex-start">
+                  <TextInput
+                    label="Repository"
+                    placeholder="Qwen/Qwen3-0.6B"
+                    name="huggingface_repo_id"
+                    required
+                    value={s.huggingface_repo_id}
+                    error={fieldErrors.huggingface_repo_id}
+                    onChange={(e) => set("huggingface_repo_id", e.currentTarget.value)}
+                  />
+                  <TextInput
+                    label="File (GGUF, optional)"
+                    name="huggingface_filename"
+                    value={s.huggingface_filename}
+                    onChange={(e) => set("huggingface_filename", e.currentTarget.value)}
+                  />
+                </Group>
+              )}
+              {s.source === "model_scope" && (
+                <Group grow align="flex-start">
+                  <TextInput
+                    label="Model ID"
+                    placeholder="Qwen/Qwen3-0.6B"
+                    name="model_scope_model_id"
+                    required
+                    value={s.model_scope_model_id}
+                    error={fieldErrors.model_scope_model_id}
+                    onChange={(e) => set("model_scope_model_id", e.currentTarget.value)}
+                  />
+                  <TextInput
+                    label="File path (GGUF, optional)"
+                    name="model_scope_file_path"
+                    value={s.model_scope_file_path}
+                    onChange={(e) => set("model_scope_file_path", e.currentTarget.value)}
+                  />
+                </Group>
+              )}
+              <TextInput
+                label="Name"
+                description="Clients call the model by this name"
+                name="name"
+                required
+                disabled={editing !== null}
+                value={s.name}
+                error={fieldErrors.name}
+                onChange={(e) => {
+                  setNameTouched(true);
+                  set("name", e.currentTarget.value);
+                }}
+              />
+              <Group grow align="flex-start">
+                <Select
+                  allowDeselect={false}
+                  label="Backend"
+                  name="backend"
+                  data={backendNames}
+                  value={s.backend || null}
+                  error={fieldErrors.backend ?? backends.error?.message}
+                  onChange={(v) => {
+                    setBackendTouched(true);
+                    setState((prev) => ({ ...prev, backend: v ?? "", backend_version: "" }));
+                  }}
+                />
+                <Select
+                  allowDeselect={false}
+                  label="Backend version"
+                  name="backend_version"
+                  data={backend?.versions.map((v) => v.version) ?? []}
+                  value={s.backend_version || null}
+                  error={fieldErrors.backend_version}
+                  onChange={(v) => set("backend_version", v ?? "")}
+                />
+                <NumberInput
+                  label="Replicas"
+                  name="replicas"
+                  min={0}
+                  max={1024}
+                  value={s.replicas}
+                  error={fieldErrors.replicas}
+                  onChange={(v) => set("replicas", typeof v === "number" ? v : 0)}
+                />
+              </Group>
+            </Stack>
+          </Fieldset>
+
+          <Fieldset legend="Scheduling">
+            <Stack>
+              <Radio.Group
+                label="Placement strategy"
+                value={s.placement_strategy}
+                onChange={(v) => set("placement_strategy", v === "binpack" ? "binpack" : "spread")}
+              >
+                <Group mt={4}>
+                  <Radio value="spread" label="Spread (balance load)" />
+                  <Radio value="binpack" label="Binpack (fill GPUs first)" />
+                </Group>
+              </Radio.Group>
+              <Textarea
+                label="Worker selector"
+                description="Labels a worker must have, one key=value per line"
+                name="worker_selector"
+                autosize
+                minRows={1}
+                value={s.worker_selector}
+                onChange={(e) => set("worker_selector", e.currentTarget.value)}
+              />
+              <Switch
+                label="Select GPUs manually"
+                checked={s.manual_gpus}
+                onChange={(e) => set("manual_gpus", e.currentTarget.checked)}
+              />
+              {s.manual_gpus && (
+                <Group grow align="flex-start">
+                  <MultiSelect
+                    label="GPUs"
+                    name="gpu_ids"
+                    data={(gpus.data?.items ?? []).map((g) => ({
+                      value: g.id,
+                      label: `${g.id} (${g.name}${g.simulated ? ", simulated" : ""})`,
+                    }))}
+                    value={s.gpu_ids}
+                    error={fieldErrors["gpu_selector.gpu_ids"]}
+                    onChange={(v) => set("gpu_ids", v)}
+                  />
+                  <Select
+                    allowDeselect={false}
+                    label="GPUs per replica"
+                    data={["auto", "1", "2", "4", "8"]}
+                    value={String(s.gpus_per_replica)}
+                    error={fieldErrors["gpu_selector.gpus_per_replica"]}
+                    onChange={(v) => set("gpus_per_replica", !v || v === "auto" ? "auto" : Number(v))}
+                  />
+                </Group>
+              )}
+            </Stack>
+          </Fieldset>
+
+          <Fieldset legend="Advanced">
+            <Stack>
+              <MultiSelect
+                label="Categories"
+                data={CATEGORIES}
+                value={s.categories}
+                onChange={(v) => set("categories", v)}
+              />
+              <Textarea
+                label="Backend parameters"
+                description={`One per line: --flag value, --flag=value or --flag${
+                  backend?.common_parameters.length ? `. Common: ${backend.common_parameters.join(" ")}` : ""
+                }`}
+                name="backend_parameters"
+                autosize
+                minRows={2}
+                value={s.backend_parameters}
+                onChange={(e) => set("backend_parameters", e.currentTarget.value)}
+              />
+              <Textarea
+                label="Environment variables"
+                description="One NAME=value per line"
+                name="env"
+                autosize
+                minRows={1}
+                value={s.env}
+                onChange={(e) => set("env", e.currentTarget.value)}
+              />
+              <Group>
+                <Switch
+                  label="Extended KV cache"
+                  checked={s.extended_kv_cache}
+                  onChange={(e) => set("extended_kv_cache", e.currentTarget.checked)}
+                />
+                <Switch
+                  label="Allow CPU offloading"
+                  checked={s.cpu_offloading}
+                  onChange={(e) => set("cpu_offloading", e.currentTarget.checked)}
+                />
+                <Switch
+                  label="Distributed across workers"
+                  checked={s.distributed}
+                  onChange={(e) => set("distributed", e.currentTarget.checked)}
+                />
+                <Switch
+                  label="Restart on error"
+                  checked={s.restart_on_error}
+                  onChange={(e) => set("restart_on_error", e.currentTarget.checked)}
+                />
+              </Group>
+            </Stack>
+          </Fieldset>
+
+          <CompatibilityCheck spec={toSpec(s)} />
+          <FormError message={formError ?? otherFieldError ?? null} />
+          <Group justify="flex-end">
+            <Button variant="default" onClick={onClose}>
+              Cancel
+            </Button>
+            <Button type="submit" loading={busy}>
+              {editing ? "Save" : "Deploy"}
+            </Button>
+          </Group>
+        </Stack>
+      </form>
+    </Drawer>
+  );
+}

@@ -1,0 +1,165 @@
+// Deployments, live from the watch streams: expand a row for its instances; deploy, edit, scale,
+// stop/start and delete.
+
+import { ActionIcon, Alert, Button, Group, Menu, Table, Text } from "@mantine/core";
+import { modals } from "@mantine/modals";
+import { notifications } from "@mantine/notifications";
+import { IconChevronDown, IconChevronRight, IconDots } from "@tabler/icons-react";
+import { Fragment, useState } from "react";
+import { del, messageOf } from "../../api/client";
+import { useWatchList } from "../../api/hooks";
+import type { Model, ModelInstance } from "../../api/types";
+import { Page } from "../../components/Page";
+import { StateBadge } from "../../components/StateBadge";
+import { putReplicas } from "./actions";
+import { DeployForm } from "./DeployForm";
+import { InstancesTable } from "./InstancesTable";
+import { LogsModal } from "./LogsModal";
+import { ScaleModal } from "./ScaleModal";
+
+type Dialog =
+  | { kind: "deploy"; id: number | null }
+  | { kind: "scale"; id: number }
+  | { kind: "logs"; instance: ModelInstance }
+  | null;
+
+function report(action: Promise<void>) {
+  action.catch((e: unknown) => notifications.show({ color: "red", title: "Failed", message: messageOf(e) }));
+}
+
+function deploymentState(m: Model, instances: ModelInstance[]): string {
+  if (m.replicas === 0) return "stopped";
+  if (m.ready_replicas >= m.replicas) return "running";
+  if (instances.some((i) => i.state === "error")) return "error";
+  return instances[0]?.state ?? "pending";
+}
+
+function confirmDelete(m: Model) {
+  modals.openConfirmModal({
+    title: `Delete ${m.name}?`,
+    children: <Text size="sm">The deployment and all its instances are removed.</Text>,
+    labels: { confirm: "Delete", cancel: "Cancel" },
+    confirmProps: { color: "red" },
+    onConfirm: () => report(del(`/v2/models/${m.id}`)),
+  });
+}
+
+export function DeploymentsPage() {
+  const models = useWatchList<Model>("/v2/models");
+  const instances = useWatchList<ModelInstance>("/v2/model-instances");
+  const [expanded, setExpanded] = useState<Set<number>>(new Set());
+  const [dialog, setDialog] = useState<Dialog>(null);
+  const close = () => setDialog(null);
+  // Dialogs read the live row, so a save carries the version the server has now.
+  const live = (id: number | null) => models.items.find((m) => m.id === id) ?? null;
+  const target = dialog && dialog.kind !== "logs" ? live(dialog.id) : null;
+
+  const toggle = (id: number) =>
+    setExpanded((prev) => {
+      const next = new Set(prev);
+      if (!next.delete(id)) next.add(id);
+      return next;
+    });
+
+  return (
+    <Page
+      title="Deployments"
+      actions={<Button onClick={() => setDialog({ kind: "deploy", id: null })}>Deploy model</Button>}
+    >
+      {(models.error ?? instances.error) && <Alert color="yellow">{models.error ?? instances.error}</Alert>}
+      <Table aria-label="Deployments" highlightOnHover>
+        <Table.Thead>
+          <Table.Tr>
+            <Table.Th w={40} />
+            <Table.Th>Name</Table.Th>
+            <Table.Th>State</Table.Th>
+            <Table.Th>Source</Table.Th>
+            <Table.Th>Backend</Table.Th>
+            <Table.Th>Replicas</Table.Th>
+            <Table.Th>Actions</Table.Th>
+          </Table.Tr>
+        </Table.Thead>
+        <Table.Tbody>
+          {models.items.map((m) => {
+            const mine = instances.items.filter((i) => i.model_id === m.id);
+            const open = expanded.has(m.id);
+            return (
+              <Fragment key={m.id}>
+                <Table.Tr data-deployment={m.name}>
+                  <Table.Td>
+                    <ActionIcon
+                      variant="subtle"
+                      aria-expanded={open}
+                      aria-label={`${open ? "Hide" : "Show"} instances of ${m.name}`}
+                      onClick={() => toggle(m.id)}
+                    >
+                      {open ? <IconChevronDown size={16} /> : <IconChevronRight size={16} />}
+                    </ActionIcon>
+                  </Table.Td>
+                  <Table.Td>{m.name}</Table.Td>
+                  <Table.Td>
+                    <StateBadge state={deploymentState(m, mine)} />
+                  </Table.Td>
+                  <Table.Td>
+                    <Text
+                      size="sm"
+                      maw={280}
+                      truncate="end"
+                      title={m.local_path ?? m.huggingface_repo_id ?? m.model_scope_model_id ?? ""}
+                    >
+                      {m.local_path ?? m.huggingface_repo_id ?? m.model_scope_model_id}
+                    </Text>
+                  </Table.Td>
+                  <Table.Td>
+                    {m.backend} {m.backend_version}
+                  </Table.Td>
+                  <Table.Td data-testid="replicas">
+                    {m.ready_replicas} / {m.replicas}
+                  </Table.Td>
+                  <Table.Td>
+                    <Group gap="xs">
+                      {m.replicas === 0 ? (
+                        <Button size="xs" variant="light" onClick={() => report(putReplicas(m, 1))}>
+                          Start
+                        </Button>
+                      ) : (
+                        <Button size="xs" variant="light" onClick={() => report(putReplicas(m, 0))}>
+                          Stop
+                        </Button>
+                      )}
+                      <Menu position="bottom-end">
+                        <Menu.Target>
+                          <ActionIcon variant="subtle" aria-label={`More actions for ${m.name}`}>
+                            <IconDots size={16} />
+                          </ActionIcon>
+                        </Menu.Target>
+                        <Menu.Dropdown>
+                          <Menu.Item onClick={() => setDialog({ kind: "deploy", id: m.id })}>Edit</Menu.Item>
+                          <Menu.Item onClick={() => setDialog({ kind: "scale", id: m.id })}>Scale</Menu.Item>
+                          <Menu.Item color="red" onClick={() => confirmDelete(m)}>
+                            Delete
+                          </Menu.Item>
+                        </Menu.Dropdown>
+                      </Menu>
+                    </Group>
+                  </Table.Td>
+                </Table.Tr>
+                {open && (
+                  <Table.Tr>
+                    <Table.Td colSpan={7} bg="gray.0">
+                      <InstancesTable instances={mine} onLogs={(instance) => setDialog({ kind: "logs", instance })} />
+                    </Table.Td>
+                  </Table.Tr>
+                )}
+              </Fragment>
+            );
+          })}
+        </Table.Tbody>
+      </Table>
+      {models.loaded && models.items.length === 0 && <Text c="dimmed">Nothing deployed yet.</Text>}
+      {dialog?.kind === "deploy" && <DeployForm editing={target} onClose={close} />}
+      {dialog?.kind === "scale" && target && <ScaleModal model={target} onClose={close} />}
+      {dialog?.kind === "logs" && <LogsModal instance={dialog.instance} onClose={close} />}
+    </Page>
+  );
+}

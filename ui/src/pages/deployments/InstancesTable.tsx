@@ -1,0 +1,86 @@
+// A deployment's instances: state and message, worker, GPUs, restarts; delete one or view its logs.
+
+import { Button, Group, Table, Text, Tooltip } from "@mantine/core";
+import { modals } from "@mantine/modals";
+import { notifications } from "@mantine/notifications";
+import { del, messageOf } from "../../api/client";
+import type { ModelInstance } from "../../api/types";
+import { StateBadge } from "../../components/StateBadge";
+
+interface Props {
+  instances: ModelInstance[];
+  onLogs: (instance: ModelInstance) => void;
+}
+
+function confirmDelete(instance: ModelInstance) {
+  modals.openConfirmModal({
+    title: `Delete instance ${instance.name}?`,
+    children: <Text size="sm">The deployment's controller will create a replacement if replicas need it.</Text>,
+    labels: { confirm: "Delete instance", cancel: "Cancel" },
+    confirmProps: { color: "red" },
+    onConfirm: () =>
+      void del(`/v2/model-instances/${instance.id}`).catch((e: unknown) =>
+        notifications.show({ color: "red", message: messageOf(e) }),
+      ),
+  });
+}
+
+export function InstancesTable({ instances, onLogs }: Props) {
+  if (instances.length === 0) return <Text c="dimmed">No instances (replicas 0, or not created yet).</Text>;
+  return (
+    <Table aria-label="Instances">
+      <Table.Thead>
+        <Table.Tr>
+          <Table.Th>Instance</Table.Th>
+          <Table.Th>State</Table.Th>
+          <Table.Th>Worker</Table.Th>
+          <Table.Th>GPUs</Table.Th>
+          <Table.Th>Restarts</Table.Th>
+          <Table.Th>Actions</Table.Th>
+        </Table.Tr>
+      </Table.Thead>
+      <Table.Tbody>
+        {instances.map((i) => (
+          <Table.Tr key={i.id} data-instance={i.name}>
+            <Table.Td>{i.name}</Table.Td>
+            <Table.Td>
+              <StateBadge state={i.state} />
+              {i.download_progress !== null && i.state === "downloading" && ` ${Math.round(i.download_progress)}%`}
+              {i.state_message && (
+                <Text size="xs" c="dimmed" maw={360}>
+                  {i.state_message}
+                </Text>
+              )}
+            </Table.Td>
+            <Table.Td>
+              {i.worker_name ?? "–"}
+              {i.port ? `:${i.port}` : ""}
+            </Table.Td>
+            <Table.Td>
+              {i.gpu_indexes.length ? i.gpu_indexes.join(", ") : "CPU"}
+              {i.injected_backend_parameters.length > 0 && (
+                <Tooltip label={i.injected_backend_parameters.join(" ")}>
+                  <Text size="xs" c="dimmed" span>
+                    {" "}
+                    (+params)
+                  </Text>
+                </Tooltip>
+              )}
+            </Table.Td>
+            <Table.Td>{i.restart_count}</Table.Td>
+            <Table.Td>
+              <Group gap="xs">
+                <Button size="xs" variant="light" onClick={() => onLogs(i)}>
+                  Logs
+                </Button>
+                <Button size="xs" variant="subtle" color="red" onClick={() => confirmDelete(i)}>
+                  Delete
+                </Button>
+              </Group>
+            </Table.Td>
+          </Table.Tr>
+        ))}
+      </Table.Tbody>
+    </Table>
+  );
+}

@@ -1,0 +1,165 @@
+// The deploy form's state and its conversion to and from the wire ModelSpec.
+
+import type { Model, ModelSpec, ModelSource, PlacementStrategy } from "../../api/types";
+import { formatPairs, parsePairs } from "../../format";
+
+export interface DeployState {
+  source: ModelSource;
+  local_path: string;
+  huggingface_repo_id: string;
+  huggingface_filename: string;
+  model_scope_model_id: string;
+  model_scope_file_path: string;
+  name: string;
+  description: string;
+  backend: string;
+  backend_version: string;
+  replicas: number;
+  placement_strategy: PlacementStrategy;
+  worker_selector: string;
+  manual_gpus: boolean;
+  gpu_ids: string[];
+  gpus_per_replica: number | "auto";
+  categories: string[];
+  backend_parameters: string;
+  env: string;
+  cpu_offloading: boolean;
+  distributed: boolean;
+  restart_on_error: boolean;
+  extended_kv_cache: boolean;
+}
+
+export const EMPTY: DeployState = {
+  source: "local_path",
+  local_path: "",
+  huggingface_repo_id: "",
+  huggingface_filename: "",
+  model_scope_model_id: "",
+  model_scope_file_path: "",
+  name: "",
+  description: "",
+  backend: "",
+  backend_version: "",
+  replicas: 1,
+  placement_strategy: "spread",
+  worker_selector: "",
+  manual_gpus: false,
+  gpu_ids: [],
+  gpus_per_replica: "auto",
+  categories: [],
+  backend_parameters: "",
+  env: "",
+  cpu_offloading: false,
+  distributed: false,
+  restart_on_error: true,
+  extended_kv_cache: false,
+};
+
+const blank = (s: string): string | null => (s.trim() ? s.trim() : null);
+
+export function toSpec(s: DeployState): ModelSpec {
+  return {
+    name: s.name.trim(),
+    source: s.source,
+    local_path: s.source === "local_path" ? blank(s.local_path) : null,
+    huggingface_repo_id: s.source === "huggingface" ? blank(s.huggingface_repo_id) : null,
+    huggingface_filename: s.source === "huggingface" ? blank(s.huggingface_filename) : null,
+    model_scope_model_id: s.source === "model_scope" ? blank(s.model_scope_model_id) : null,
+    model_scope_file_path: s.source === "model_scope" ? blank(s.model_scope_file_path) : null,
+    description: blank(s.description),
+    backend: blank(s.backend),
+    backend_version: blank(s.backend_version),
+    replicas: s.replicas,
+    categories: s.categories,
+    placement_strategy: s.placement_strategy,
+    worker_selector: parsePairs(s.worker_selector),
+    gpu_selector: s.manual_gpus
+      ? { gpu_ids: s.gpu_ids, gpus_per_replica: s.gpus_per_replica === "auto" ? null : s.gpus_per_replica }
+      : null,
+    backend_parameters: s.backend_parameters
+      .split("\n")
+      .map((l) => l.trim())
+      .filter(Boolean),
+    env: parsePairs(s.env),
+    cpu_offloading: s.cpu_offloading,
+    distributed_inference_across_workers: s.distributed,
+    restart_on_error: s.restart_on_error,
+    extended_kv_cache: s.extended_kv_cache ? { enabled: true } : null,
+  };
+}
+
+export function fromModel(m: Model): DeployState {
+  return {
+    source: m.source,
+    local_path: m.local_path ?? "",
+    huggingface_repo_id: m.huggingface_repo_id ?? "",
+    huggingface_filename: m.huggingface_filename ?? "",
+    model_scope_model_id: m.model_scope_model_id ?? "",
+    model_scope_file_path: m.model_scope_file_path ?? "",
+    name: m.name,
+    description: m.description ?? "",
+    backend: m.backend ?? "",
+    backend_version: m.backend_version ?? "",
+    replicas: m.replicas,
+    placement_strategy: m.placement_strategy ?? "spread",
+    worker_selector: formatPairs(m.worker_selector),
+    manual_gpus: Boolean(m.gpu_selector),
+    gpu_ids: m.gpu_selector?.gpu_ids ?? [],
+    gpus_per_replica: m.gpu_selector?.gpus_per_replica ?? "auto",
+    categories: m.categories ?? [],
+    backend_parameters: (m.backend_parameters ?? []).join("\n"),
+    env: formatPairs(m.env),
+    cpu_offloading: m.cpu_offloading ?? false,
+    distributed: m.distributed_inference_across_workers ?? false,
+    restart_on_error: m.restart_on_error ?? true,
+    extended_kv_cache: m.extended_kv_cache?.enabled ?? false,
+  };
+}
+
+/** A stored deployment's spec without its metadata, for PUT (the server refuses unknown fields). */
+export function specOf(m: Model): ModelSpec & { ready_replicas: number } {
+  const { id: _id, version: _version, created_at: _c, updated_at: _u, ...spec } = m;
+  return spec;
+}
+
+/** The name a deployment gets from its source when the user has not typed one. */
+export function suggestName(s: DeployState): string {
+  const from =
+    s.source === "local_path"
+      ? s.local_path
+      : s.source === "huggingface"
+        ? s.huggingface_repo_id
+        : s.model_scope_model_id;
+  const last = from.split("/").filter(Boolean).pop() ?? "";
+  return last
+    .replace(/\.gguf$/i, "")
+    .replace(/[^A-Za-z0-9._-]+/g, "-")
+    .slice(0, 63);
+}
+
+/** GPUStack's pre-selection: GGUF files go to llama.cpp, speech to VoxBox, the rest to vLLM. */
+export function preselectBackend(s: DeployState, available: string[]): string {
+  const file =
+    s.source === "local_path"
+      ? s.local_path
+      : s.source === "huggingface"
+        ? s.huggingface_filename
+        : s.model_scope_file_path;
+  const gguf = file.toLowerCase().endsWith(".gguf");
+  const speech = s.categories.some((c) => c === "text_to_speech" || c === "speech_to_text");
+  const wanted = gguf ? ["llama.cpp", ...available.filter((b) => /llama/i.test(b))] : speech ? ["VoxBox"] : ["vLLM"];
+  return wanted.find((b) => available.includes(b)) ?? available[0] ?? "";
+}
+
+/** Server field names the form shows next to an input; an error on any other field is shown form-level. */
+export const FORM_FIELDS = new Set([
+  "name",
+  "local_path",
+  "huggingface_repo_id",
+  "model_scope_model_id",
+  "backend",
+  "backend_version",
+  "replicas",
+  "gpu_selector.gpu_ids",
+  "gpu_selector.gpus_per_replica",
+]);
