@@ -135,6 +135,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let addr = listener.local_addr()?;
     let mut stopped = shutdown;
     let task = tokio::spawn(async move {
+        // No Nagle delay: streamed tokens go out as soon as they are written.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;
