@@ -198,6 +198,36 @@ pub fn int_param(params: &HashMap<String, String>, name: &str) -> Result<Option<
         .transpose()
 }
 
+/// The expected row version: `If-Match: 3` (quotes and `W/` allowed) or `?version=3`.
+pub fn expected_version(
+    headers: &axum::http::HeaderMap,
+    raw: &HashMap<String, String>,
+) -> Result<Option<i64>, ApiError> {
+    if let Some(key) = raw.keys().find(|k| k.as_str() != "version") {
+        return Err(
+            ApiError::new(ErrorCode::InvalidQuery, format!("{key}: unknown query parameter")).with_field(key.clone())
+        );
+    }
+    let from_query = int_param(raw, "version")?;
+    let from_header = match headers.get(axum::http::header::IF_MATCH) {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().unwrap_or("");
+            let bare = text.trim().trim_start_matches("W/").trim_matches('"');
+            let parsed = bare.parse::<i64>().map_err(|_| {
+                ApiError::field("If-Match", format!("must be the row's version (an integer), got {text:?}"))
+            })?;
+            Some(parsed)
+        }
+    };
+    match (from_header, from_query) {
+        (Some(h), Some(q)) if h != q => {
+            Err(ApiError::field("version", format!("If-Match says {h} but ?version= says {q}; send one")))
+        }
+        (h, q) => Ok(h.or(q)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,6 @@
 //! the expected row version from `If-Match` or `?version=` (the body is the backend itself, whose
 //! fields are closed), and answer 409 when it is stale.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +20,7 @@ use crate::server::AppState;
 use crate::server::auth::{Auth, Caller, Principal};
 use crate::server::bootstrap;
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
-use crate::server::extract::{Json, ListParams, RawQuery, int_param};
+use crate::server::extract::{Json, ListParams, RawQuery, expected_version};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -267,33 +265,6 @@ where
     }
 }
 
-/// The expected row version: `If-Match: 3` (quotes and `W/` allowed) or `?version=3`.
-fn expected_version(headers: &HeaderMap, raw: &HashMap<String, String>) -> ApiResult<Option<i64>> {
-    if let Some(key) = raw.keys().find(|k| k.as_str() != "version") {
-        return Err(
-            ApiError::new(ErrorCode::InvalidQuery, format!("{key}: unknown query parameter")).with_field(key.clone())
-        );
-    }
-    let from_query = int_param(raw, "version")?;
-    let from_header = match headers.get(header::IF_MATCH) {
-        None => None,
-        Some(value) => {
-            let text = value.to_str().unwrap_or("");
-            let bare = text.trim().trim_start_matches("W/").trim_matches('"');
-            let parsed = bare.parse::<i64>().map_err(|_| {
-                ApiError::field("If-Match", format!("must be the row's version (an integer), got {text:?}"))
-            })?;
-            Some(parsed)
-        }
-    };
-    match (from_header, from_query) {
-        (Some(h), Some(q)) if h != q => {
-            Err(ApiError::field("version", format!("If-Match says {h} but ?version= says {q}; send one")))
-        }
-        (h, q) => Ok(h.or(q)),
-    }
-}
-
 /// Deletes a custom backend. Built-in and community backends stay (disable them instead).
 #[utoipa::path(delete, path = "/v2/inference-backends/{id}", tag = "inference-backends", params(("id" = i64, Path)),
     responses((status = 204), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
@@ -337,7 +308,7 @@ async fn export_yaml(State(state): State<AppState>, Auth(_p): Auth, Path(id): Pa
 mod tests {
     use super::*;
 
-    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn query(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 

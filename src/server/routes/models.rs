@@ -19,7 +19,7 @@ use crate::server::auth::Auth;
 use crate::server::bootstrap;
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::evaluate::evaluate;
-use crate::server::extract::{Json, ListParams, RawQuery, int_param};
+use crate::server::extract::{Json, ListParams, RawQuery, expected_version};
 use crate::server::scheduler;
 use crate::server::watch::list_or_watch;
 
@@ -209,14 +209,7 @@ async fn update_model(
     Json(spec): Json<ModelSpec>,
 ) -> ApiResult<axum::Json<Model>> {
     p.require_admin()?;
-    let version = match headers.get("if-match").and_then(|v| v.to_str().ok()) {
-        Some(v) => Some(
-            v.trim_matches('"')
-                .parse::<i64>()
-                .map_err(|_| ApiError::field("If-Match", format!("must be a version number, got {v:?}")))?,
-        ),
-        None => int_param(&raw, "version")?,
-    };
+    let version = expected_version(&headers, &raw)?;
     let current = state.db.get::<ModelSpec>(id).await?;
     if spec.name != current.spec.name {
         return Err(ApiError::field("name", "cannot change; deploy under the new name and delete this one"));
