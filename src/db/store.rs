@@ -344,6 +344,16 @@ impl Db {
         Ok(record)
     }
 
+    /// Deletes one resource if it still exists; `true` if this call deleted it. For cascades,
+    /// where a concurrent delete of the same row is not an error.
+    pub async fn delete_if_present<T: Resource>(&self, id: i64) -> DbResult<bool> {
+        match self.delete::<T>(id).await {
+            Ok(_) => Ok(true),
+            Err(DbError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn record_change<R: Serialize>(
         &self,
         tx: &mut Transaction<'_, Any>,

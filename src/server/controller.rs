@@ -201,11 +201,7 @@ fn health_view(i: &ModelInstance, workers: &BTreeMap<i64, Record<WorkerSpec>>) -
 }
 
 async fn delete_quietly(db: &Db, id: i64) -> Result<usize, DbError> {
-    match db.delete::<ModelInstanceSpec>(id).await {
-        Ok(_) => Ok(1),
-        Err(DbError::NotFound { .. }) => Ok(0),
-        Err(e) => Err(e),
-    }
+    Ok(usize::from(db.delete_if_present::<ModelInstanceSpec>(id).await?))
 }
 
 #[cfg(test)]

@@ -182,10 +182,7 @@ async fn delete_route(State(state): State<AppState>, Auth(p): Auth, Path(id): Pa
     p.require_admin()?;
     state.db.delete::<ModelRouteSpec>(id).await?;
     for t in state.db.targets_of_route(id).await? {
-        match state.db.delete::<ModelRouteTargetSpec>(t.id).await {
-            Ok(_) | Err(DbError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        state.db.delete_if_present::<ModelRouteTargetSpec>(t.id).await?;
     }
     state.gateway.refresh(&state.db).await?;
     Ok(StatusCode::NO_CONTENT)

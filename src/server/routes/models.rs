@@ -235,10 +235,7 @@ async fn delete_model(State(state): State<AppState>, Auth(p): Auth, Path(id): Pa
     p.require_admin()?;
     state.db.delete::<ModelSpec>(id).await?;
     for instance in state.db.instances_of_model(id).await? {
-        match state.db.delete::<ModelInstanceSpec>(instance.id).await {
-            Ok(_) | Err(DbError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        state.db.delete_if_present::<ModelInstanceSpec>(instance.id).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

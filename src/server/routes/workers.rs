@@ -10,7 +10,7 @@ use crate::api::{
     GpuDeviceView, ListResponse, ModelInstanceSpec, Pagination, Worker, WorkerRegister, WorkerRegistered, WorkerSpec,
     WorkerState, WorkerStatusReport, WorkerUpdate,
 };
-use crate::db::{DbError, Val};
+use crate::db::Val;
 use crate::server::AppState;
 use crate::server::auth::{Auth, Caller, digest, new_worker_credential, server_token};
 use crate::server::error::{ApiError, ApiResult};
@@ -183,10 +183,7 @@ async fn update_worker(
 async fn delete_worker(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
     for instance in state.db.instances_on_worker(id).await? {
-        match state.db.delete::<ModelInstanceSpec>(instance.id).await {
-            Ok(_) | Err(DbError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        state.db.delete_if_present::<ModelInstanceSpec>(instance.id).await?;
     }
     state.db.delete::<WorkerSpec>(id).await?;
     state.leases.forget(id);
