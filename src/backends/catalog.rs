@@ -17,6 +17,32 @@ use crate::api::backend::{InferenceBackendSpec, VersionConfig};
 /// Names no stored backend may take, in any case: the built-ins and GPUStack's virtual `Custom`.
 pub const RESERVED_NAMES: &[&str] = &["vLLM", "SGLang", "MindIE", "VoxBox", "Custom"];
 
+/// GPUStack's virtual `Custom` backend: the deployment's own image and run command ("flexible
+/// testing mode"). Never stored; built per deployment. No health path: running once started.
+pub const CUSTOM: &str = "Custom";
+
+/// The `Custom` backend for a deployment's `image_name` and `run_command`.
+pub fn custom_backend(image_name: Option<&str>, run_command: &str) -> InferenceBackendSpec {
+    let version = crate::api::backend::VersionConfig {
+        image_name: image_name.map(String::from),
+        run_command: Some(run_command.to_string()),
+        ..Default::default()
+    };
+    InferenceBackendSpec {
+        health_check_path: None,
+        default_version: Some("custom".into()),
+        backend_source: crate::api::backend::BackendSource::BuiltIn,
+        is_built_in: true,
+        version_configs: [("custom".to_string(), version)].into(),
+        ..InferenceBackendSpec::named(CUSTOM)
+    }
+}
+
+/// Whether `name` is the virtual `Custom` backend.
+pub fn is_custom(name: &str) -> bool {
+    name.eq_ignore_ascii_case(CUSTOM)
+}
+
 const BUILT_IN_FILES: &[(&str, &str)] = &[
     ("vllm.yaml", include_str!("catalog/vllm.yaml")),
     ("sglang.yaml", include_str!("catalog/sglang.yaml")),

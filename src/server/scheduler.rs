@@ -132,15 +132,22 @@ impl Scheduler {
         let Some(model_id) = instance.spec.model_id else { return Ok(false) };
         let model = self.db.get::<ModelSpec>(model_id).await?;
         let backend_name = model.spec.backend.clone().unwrap_or_default();
-        let backend = match self.db.backend_by_name(&backend_name).await {
-            Ok(b) => match bootstrap::catalog() {
-                Ok(catalog) => for_display(catalog, &b.spec),
-                Err(_) => b.spec,
-            },
-            Err(DbError::NotFound { .. }) => {
-                return self.leave_pending(instance, format!("backend {backend_name:?} does not exist")).await;
+        let backend = if crate::backends::catalog::is_custom(&backend_name) {
+            crate::backends::catalog::custom_backend(
+                model.spec.image_name.as_deref(),
+                model.spec.run_command.as_deref().unwrap_or_default(),
+            )
+        } else {
+            match self.db.backend_by_name(&backend_name).await {
+                Ok(b) => match bootstrap::catalog() {
+                    Ok(catalog) => for_display(catalog, &b.spec),
+                    Err(_) => b.spec,
+                },
+                Err(DbError::NotFound { .. }) => {
+                    return self.leave_pending(instance, format!("backend {backend_name:?} does not exist")).await;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
         let eval = evaluate(&model.spec, &backend).await;
         for _ in 0..BIND_ATTEMPTS {

@@ -200,7 +200,7 @@ impl Reconciler {
         match (found, i.spec.port) {
             (Some((_, handle)), Some(port)) => {
                 tracing::info!(instance = i.id, "reattached to a running workload");
-                let health_path = self.backend(&i.spec.backend).await.ok().and_then(|b| b.health_check_path);
+                let health_path = self.backend_of(i).await.ok().and_then(|b| b.health_check_path);
                 let l = Local {
                     handle,
                     port,
@@ -289,6 +289,14 @@ impl Reconciler {
         self.local.lock().await.remove(&id);
     }
 
+    async fn backend_of(&self, i: &ModelInstance) -> Result<InferenceBackendSpec, ClientError> {
+        if crate::backends::catalog::is_custom(&i.spec.backend) {
+            let command = i.spec.run_command.as_deref().unwrap_or_default();
+            return Ok(crate::backends::catalog::custom_backend(i.spec.image_name.as_deref(), command));
+        }
+        self.backend(&i.spec.backend).await
+    }
+
     async fn backend(&self, name: &str) -> Result<InferenceBackendSpec, ClientError> {
         let path = format!("/v2/inference-backends/backend_name/{}", urlencode(name));
         let record: crate::api::Record<InferenceBackendSpec> = self.client.get(&path).await?;
@@ -319,7 +327,7 @@ impl Reconciler {
             let msg = format!("model_path {:?} does not exist on worker {}", model_path.display(), self.cfg.name);
             return self.fail(i, msg, Some(restart_count)).await;
         }
-        let backend = match self.backend(&i.spec.backend).await {
+        let backend = match self.backend_of(i).await {
             Ok(b) => b,
             Err(e) => return self.fail(i, format!("backend {:?}: {e}", i.spec.backend), Some(restart_count)).await,
         };

@@ -11,7 +11,12 @@ use crate::both_dbs;
 use crate::support::{DbKind, TestServer};
 use crate::workers::{SLEEPER_YAML, import_backend, llama, llama_backend_yaml, start_worker, worker_options};
 
-both_dbs!(bad_deployments_name_the_field, scheduling_explains_and_never_overbooks, edits_roll_instances_one_at_a_time);
+both_dbs!(
+    bad_deployments_name_the_field,
+    scheduling_explains_and_never_overbooks,
+    edits_roll_instances_one_at_a_time,
+    the_custom_backend_runs_the_deployments_own_command
+);
 
 async fn bad_deployments_name_the_field(kind: DbKind) {
     let s = TestServer::start(kind).await;
@@ -303,5 +308,28 @@ async fn edits_roll_instances_one_at_a_time(kind: DbKind) {
         assert!(tokio::time::Instant::now() < deadline, "the roll never finished: {list:#}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    worker.shutdown().await;
+}
+
+async fn the_custom_backend_runs_the_deployments_own_command(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("custom1", (45850, 45899))).await;
+    // Without a run command the Custom backend has nothing to run.
+    let (status, err) = s
+        .post("/v2/models", json!({"name": "c", "source": "local_path", "local_path": "/", "backend": "Custom"}))
+        .await;
+    assert_eq!((status, err["field"].as_str()), (StatusCode::BAD_REQUEST, Some("run_command")), "{err}");
+    let body = json!({"name": "flex", "source": "local_path", "local_path": "/", "backend": "Custom", "cpu_offloading": true,
+                      "image_name": "busybox", "run_command": "sh -c 'echo flexible {{model_name}} on {{port}}; exec sleep 300'"});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    let items = wait_models_instances(&s, m["id"].as_i64().expect("id"), "running", |i| {
+        i.len() == 1 && i[0]["state"] == "running"
+    })
+    .await;
+    let command = items[0]["command"].to_string();
+    assert!(command.contains("echo flexible flex on"), "{command}");
     worker.shutdown().await;
 }

@@ -93,6 +93,14 @@ pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec
         Some(b) => b.clone(),
         None => preselect(&spec),
     };
+    if crate::backends::catalog::is_custom(&backend_name) {
+        // GPUStack's flexible testing mode: the deployment brings its own command (and image).
+        non_empty("run_command", &spec.run_command, "required with the Custom backend")?;
+        spec.backend = Some(crate::backends::catalog::CUSTOM.into());
+        spec.backend_version = None;
+        check_gpu_selector(state, &spec).await?;
+        return Ok(spec);
+    }
     let backend = match state.db.backend_by_name(&backend_name).await {
         Ok(b) => b,
         Err(DbError::NotFound { .. }) => {
@@ -278,8 +286,15 @@ async fn evaluate_models(
                 continue;
             }
         };
-        let backend = state.db.backend_by_name(spec.backend.as_deref().unwrap_or_default()).await?;
-        let backend = for_display(catalog, &backend.spec);
+        let name = spec.backend.clone().unwrap_or_default();
+        let backend = if crate::backends::catalog::is_custom(&name) {
+            crate::backends::catalog::custom_backend(
+                spec.image_name.as_deref(),
+                spec.run_command.as_deref().unwrap_or(""),
+            )
+        } else {
+            for_display(catalog, &state.db.backend_by_name(&name).await?.spec)
+        };
         let eval = evaluate(&spec, &backend).await;
         let now = chrono::Utc::now();
         let record = crate::api::Record { id: 0, version: 0, created_at: now, updated_at: now, spec: spec.clone() };
