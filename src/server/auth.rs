@@ -61,16 +61,6 @@ pub enum Caller {
     Registrant { cluster_id: i64 },
 }
 
-impl Caller {
-    /// The user behind the call, or 403 for workers and registrants.
-    pub fn user(&self) -> ApiResult<&Principal> {
-        match self {
-            Caller::User(p) => Ok(p),
-            _ => Err(ApiError::forbidden("this operation needs a user (session or API key)")),
-        }
-    }
-}
-
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 

@@ -99,11 +99,6 @@ impl Running {
         self.db.close().await;
         res
     }
-
-    /// Waits until the server stops by itself (it does not, unless it fails).
-    pub async fn wait(&mut self) -> std::io::Result<()> {
-        (&mut self.task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
-    }
 }
 
 /// Opens the database, bootstraps a first start, and serves on `listener` in the background.

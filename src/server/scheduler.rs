@@ -4,7 +4,7 @@
 //! schedulers can never book the same memory twice. A miss leaves the instance pending with a
 //! message that says, per worker and GPU, why. Steppable: `tick`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::api::backend::InferenceBackendSpec;
 use crate::api::{
@@ -13,7 +13,7 @@ use crate::api::{
 };
 use crate::backends::admission::for_display;
 use crate::db::{Db, DbError, ListQuery, SCHEDULING_EPOCH, Val, instance_columns};
-use crate::placement::{Claim, GpuView, Placement, Request, Snapshot, Strategy, WorkerView, place};
+use crate::placement::{GpuView, Placement, Request, Snapshot, Strategy, WorkerView, place};
 use crate::server::bootstrap;
 use crate::server::evaluate::{Evaluation, evaluate};
 
@@ -117,8 +117,10 @@ impl Scheduler {
         let q = ListQuery { filters: vec![("state", Val::Text("pending".into()))], ..Default::default() };
         let (pending, _) = self.db.list::<ModelInstanceSpec>(&q).await?;
         let mut placed = 0;
+        // Replicas of one deployment share one evaluation per pass (it reads model files or a hub).
+        let mut evaluations = HashMap::new();
         for instance in pending.into_iter().filter(|i| i.spec.worker_id.is_none()) {
-            match self.schedule_one(&instance).await {
+            match self.schedule_one(&instance, &mut evaluations).await {
                 Ok(true) => placed += 1,
                 Ok(false) => {}
                 Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => {}
@@ -128,7 +130,11 @@ impl Scheduler {
         Ok(placed)
     }
 
-    async fn schedule_one(&self, instance: &ModelInstance) -> Result<bool, DbError> {
+    async fn schedule_one(
+        &self,
+        instance: &ModelInstance,
+        evaluations: &mut HashMap<(i64, i64), Evaluation>,
+    ) -> Result<bool, DbError> {
         let Some(model_id) = instance.spec.model_id else { return Ok(false) };
         let model = self.db.get::<ModelSpec>(model_id).await?;
         let backend_name = model.spec.backend.clone().unwrap_or_default();
@@ -149,7 +155,14 @@ impl Scheduler {
                 Err(e) => return Err(e),
             }
         };
-        let eval = evaluate(&model.spec, &backend).await;
+        let eval = match evaluations.get(&(model.id, model.version)) {
+            Some(e) => e.clone(),
+            None => {
+                let e = evaluate(&model.spec, &backend).await;
+                evaluations.insert((model.id, model.version), e.clone());
+                e
+            }
+        };
         for _ in 0..BIND_ATTEMPTS {
             let epoch = self.db.scheduling_epoch().await?;
             let workers = self.db.all::<WorkerSpec>().await?;
@@ -239,12 +252,4 @@ fn bound(
     spec.state = InstanceState::Scheduled;
     spec.state_message = p.message.clone();
     spec
-}
-
-/// `Claim` as a readable fraction, for messages.
-pub fn describe_claim(claim: Claim) -> String {
-    match claim {
-        Claim::Fraction(f) => format!("{:.0}% of each GPU", f * 100.0),
-        Claim::Estimate => "the estimate".into(),
-    }
 }
