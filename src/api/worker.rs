@@ -207,6 +207,40 @@ pub struct ResourceClaim {
     pub ram: u64,
 }
 
+/// A worker that runs part of a distributed instance (GPUStack's `subordinate_workers[]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubordinateWorker {
+    pub worker_id: i64,
+    #[serde(default)]
+    pub worker_name: Option<String>,
+    #[serde(default)]
+    pub worker_ip: Option<String>,
+    #[serde(default)]
+    pub gpu_indexes: Vec<u32>,
+    /// What the scheduler reserved on this worker.
+    #[serde(default)]
+    pub computed_resource_claim: Option<ResourceClaim>,
+    #[serde(default)]
+    pub state: InstanceState,
+    #[serde(default)]
+    pub state_message: Option<String>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// The follower command as run.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+/// The other workers of an instance spread across workers. Subordinates start only once the main
+/// worker's server is starting (it owns the rendezvous port), as GPUStack's `initialize_later`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DistributedServers {
+    #[serde(default)]
+    pub subordinate_workers: Vec<SubordinateWorker>,
+}
+
 /// A model instance: one running copy of a model on one worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelInstanceSpec {
@@ -254,10 +288,16 @@ pub struct ModelInstanceSpec {
     pub gpu_indexes: Vec<u32>,
     #[serde(default)]
     pub port: Option<u16>,
+    /// `ports[0]` is the HTTP port; a distributed instance adds its rendezvous port.
+    #[serde(default)]
+    pub ports: Vec<u16>,
     #[serde(default)]
     pub pid: Option<u32>,
     #[serde(default)]
     pub container_id: Option<String>,
+    /// Set when the instance spans several workers.
+    #[serde(default)]
+    pub distributed_servers: Option<DistributedServers>,
     /// What the scheduler reserved for this instance.
     #[serde(default)]
     pub computed_resource_claim: Option<ResourceClaim>,
@@ -286,6 +326,23 @@ pub struct ModelInstanceSpec {
 
 pub type ModelInstance = Record<ModelInstanceSpec>;
 
+impl ModelInstanceSpec {
+    /// This worker's part if it is a subordinate of the instance.
+    pub fn subordinate(&self, worker_id: i64) -> Option<&SubordinateWorker> {
+        self.distributed_servers.as_ref()?.subordinate_workers.iter().find(|s| s.worker_id == worker_id)
+    }
+
+    /// Whether the worker runs the instance or a part of it.
+    pub fn involves(&self, worker_id: i64) -> bool {
+        self.worker_id == Some(worker_id) || self.subordinate(worker_id).is_some()
+    }
+
+    /// Every worker taking part: the main worker first.
+    pub fn subordinate_workers(&self) -> &[SubordinateWorker] {
+        self.distributed_servers.as_ref().map(|d| d.subordinate_workers.as_slice()).unwrap_or_default()
+    }
+}
+
 /// `POST /v2/model-instances`: place an instance by hand on a worker.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -311,6 +368,21 @@ pub struct ModelInstanceCreate {
     pub gpu_indexes: Vec<u32>,
 }
 
+/// `PUT /v2/model-instances/{id}/subordinate-status`: a subordinate worker's report on its part.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubordinateStatusReport {
+    pub state: InstanceState,
+    #[serde(default)]
+    pub state_message: Option<String>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub container_id: Option<String>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
 /// `PUT /v2/model-instances/{id}/status`: what a worker reports about its own instance.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -320,6 +392,8 @@ pub struct InstanceStatusReport {
     pub state_message: Option<String>,
     #[serde(default)]
     pub port: Option<u16>,
+    #[serde(default)]
+    pub ports: Option<Vec<u16>>,
     #[serde(default)]
     pub pid: Option<u32>,
     #[serde(default)]

@@ -3,8 +3,10 @@
 
 pub mod admission;
 pub mod catalog;
+pub mod distributed;
 #[cfg(test)]
 mod fixtures;
+pub mod kind;
 pub mod params;
 pub mod render;
 pub mod shell;

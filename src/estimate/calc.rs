@@ -80,26 +80,7 @@ pub enum BadParameters {
     TpNotDivisible { flag: String, tp: u64, heads: u64, vocab: u64 },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    Vllm,
-    Sglang,
-    Mindie,
-    Voxbox,
-    LlamaCpp,
-    Other,
-}
-
-pub(super) fn kind_of(backend: &str) -> Kind {
-    match backend.to_ascii_lowercase().as_str() {
-        "vllm" => Kind::Vllm,
-        "sglang" => Kind::Sglang,
-        "mindie" | "ascend-mindie" | "ascend_mindie" => Kind::Mindie,
-        "voxbox" | "vox-box" => Kind::Voxbox,
-        "llama.cpp" | "llama-cpp" | "llamacpp" | "llama-box" => Kind::LlamaCpp,
-        _ => Kind::Other,
-    }
-}
+pub(super) use crate::backends::kind::{Kind, kind_of};
 
 /// The first of several flag spellings the user gave.
 pub(super) fn find_any<'a>(params: &'a [Param], names: &[&'a str]) -> Option<(&'a str, &'a str)> {

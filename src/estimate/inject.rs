@@ -19,8 +19,10 @@ pub struct InjectInput<'a> {
     pub backend: &'a str,
     pub meta: &'a ModelMeta,
     pub estimate: &'a Estimate,
-    /// GPUs this replica got on its main worker.
+    /// GPUs this replica got on its main worker (each worker of a distributed replica has as many).
     pub n_gpus: u32,
+    /// Workers the replica spans: 1, or more for distributed inference.
+    pub nodes: u32,
     /// Served model name (or the `{{model_name}}` placeholder).
     pub model_name: &'a str,
     /// Port (or the `{{port}}` placeholder).
@@ -82,7 +84,7 @@ fn gib(bytes: f64) -> String {
 /// The per-GPU VRAM claim as bytes, for sizing host caches from a ratio.
 fn claim_bytes(input: &InjectInput<'_>) -> f64 {
     match (input.estimate.claim, input.gpu_total_memory) {
-        (Claim::Fraction(f), Some(total)) => f * total as f64 * f64::from(input.n_gpus.max(1)),
+        (Claim::Fraction(f), Some(total)) => f * total as f64 * f64::from(input.n_gpus.max(1) * input.nodes.max(1)),
         _ => input.estimate.vram as f64,
     }
 }
@@ -92,7 +94,9 @@ fn claim_bytes(input: &InjectInput<'_>) -> f64 {
 pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadParameters> {
     let mut out = Injection::default();
     let mut b = Builder { user: parse_params(input.user_parameters)?, out: &mut out };
-    let multi = input.n_gpus > 1;
+    let nodes = input.nodes.max(1);
+    let multi = input.n_gpus > 1 || nodes > 1;
+    let all_gpus = input.n_gpus.max(1) * nodes;
     match kind_of(input.backend) {
         Kind::Vllm => {
             if multi
@@ -105,14 +109,21 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
                     "dp",
                 ])
             {
-                b.arg(&["tensor-parallel-size", "tp"], Some(input.n_gpus.to_string()));
+                // Across workers (Ray): tensor parallel inside a worker, pipeline stages across.
+                b.arg(&["tensor-parallel-size", "tp"], Some(input.n_gpus.max(1).to_string()));
+                if nodes > 1 {
+                    b.arg(&["pipeline-parallel-size", "pp"], Some(nodes.to_string()));
+                }
+            }
+            if nodes > 1 {
+                b.arg(&["distributed-executor-backend"], Some("ray".into()));
             }
             b.add_estimated(input.estimate);
             let gmu = match (input.estimate.claim, input.gpu_total_memory) {
                 (Claim::Fraction(f), _) => Some(f),
                 // Sharing a GPU: tell vLLM to take only what was claimed.
                 (Claim::Estimate, Some(total)) if total > 0 => {
-                    let per_gpu = input.estimate.vram as f64 / f64::from(input.n_gpus.max(1));
+                    let per_gpu = input.estimate.vram as f64 / f64::from(all_gpus);
                     Some(((per_gpu / total as f64 * 100.0).ceil() / 100.0).clamp(0.01, 0.9))
                 }
                 _ => None,
@@ -145,7 +156,12 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
                     "data-parallel-size",
                 ])
             {
-                b.arg(&["tp-size", "tensor-parallel-size"], Some(input.n_gpus.to_string()));
+                b.arg(&["tp-size", "tensor-parallel-size"], Some(all_gpus.to_string()));
+            }
+            // The node rank and rendezvous address are added per worker at launch
+            // (`backends::distributed`): the rendezvous port is the main worker's to pick.
+            if nodes > 1 {
+                b.arg(&["nnodes"], Some(nodes.to_string()));
             }
             b.add_estimated(input.estimate);
             if let Claim::Fraction(f) = input.estimate.claim

@@ -22,6 +22,8 @@ mod mindie;
 mod tests;
 #[cfg(test)]
 mod tests_calc;
+#[cfg(test)]
+mod tests_inject;
 
 use serde::Serialize;
 use thiserror::Error;

@@ -6,14 +6,14 @@ use crate::api::backend::ParameterFormat;
 use crate::placement::Claim;
 
 const MIB: u64 = 1024 * 1024;
-const GIB: u64 = 1024 * MIB;
+pub(super) const GIB: u64 = 1024 * MIB;
 
-fn strings(items: &[&str]) -> Vec<String> {
+pub(super) fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// Llama-3-8B-like: 16 GiB of weights; KV for 8192 tokens = exactly 1 GiB.
-fn llm() -> ModelMeta {
+pub(super) fn llm() -> ModelMeta {
     ModelMeta {
         architecture: "LlamaForCausalLM".into(),
         category: Category::Llm,
@@ -40,7 +40,7 @@ fn tiny_gguf() -> ModelMeta {
     meta_from_gguf(&gguf::parse_gguf(tiny_llama_gguf().as_slice(), "tiny.gguf").unwrap())
 }
 
-fn run(meta: &ModelMeta, backend: &str, params: &[&str], gpu: Option<u64>, n_gpus: u32) -> Estimate {
+pub(super) fn run(meta: &ModelMeta, backend: &str, params: &[&str], gpu: Option<u64>, n_gpus: u32) -> Estimate {
     let params = strings(params);
     let input =
         EstimateInput { backend, backend_parameters: &params, gpu_total_memory: gpu, n_gpus, extended_kv: None };
@@ -544,11 +544,11 @@ fn mindie_ranges() {
     }
 }
 
-fn inject(
+pub(super) fn inject(
     backend: &str,
     meta: &ModelMeta,
     est: &Estimate,
-    n_gpus: u32,
+    (n_gpus, nodes): (u32, u32),
     user: &[&str],
     kv: Option<ExtendedKv>,
     gpu: Option<u64>,
@@ -559,6 +559,7 @@ fn inject(
         meta,
         estimate: est,
         n_gpus,
+        nodes,
         model_name: "{{model_name}}",
         port: "{{port}}",
         user_parameters: &user,
@@ -642,10 +643,10 @@ fn injected_parameters_per_backend() {
         ("MindIE", &meta, &vllm, 1, &[], &[]),
     ];
     for (backend, meta, est, n_gpus, user, expected) in cases {
-        let got = inject(backend, meta, est, n_gpus, user, None, None);
+        let got = inject(backend, meta, est, (n_gpus, 1), user, None, None);
         assert_eq!(got.args, expected, "{backend} {n_gpus} {user:?}");
     }
-    let mindie = inject("MindIE", &meta, &vllm, 1, &["--npu-memory-fraction 0.7"], None, None);
+    let mindie = inject("MindIE", &meta, &vllm, (1, 1), &["--npu-memory-fraction 0.7"], None, None);
     assert!(mindie.env.contains(&("NPU_MEMORY_FRACTION".into(), "0.7".into())));
 }
 
@@ -659,7 +660,7 @@ fn non_llm_vllm_gets_its_share_of_the_gpu() {
     let est = run(&bert, "vLLM", &[], None, 1);
     assert_eq!(est.claim, Claim::Estimate);
     // 1.2 GiB + 0.5 GiB of 80 GiB → 0.03.
-    let got = inject("vLLM", &bert, &est, 1, &[], None, Some(80 * GIB));
+    let got = inject("vLLM", &bert, &est, (1, 1), &[], None, Some(80 * GIB));
     assert!(got.args.contains(&"--gpu-memory-utilization=0.03".to_owned()), "{:?}", got.args);
 }
 
@@ -668,7 +669,7 @@ fn extended_kv_cache() {
     let meta = llm();
     let vllm = run(&meta, "vLLM", &[], None, 1);
     let size = Some(ExtendedKv { ram_size_gib: Some(32.0), chunk_size: Some(512), ..ExtendedKv::default() });
-    let got = inject("vLLM", &meta, &vllm, 1, &[], size, None);
+    let got = inject("vLLM", &meta, &vllm, (1, 1), &[], size, None);
     assert!(
         got.args
             .contains(&r#"--kv-transfer-config={"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}"#.to_owned())
@@ -679,12 +680,12 @@ fn extended_kv_cache() {
         assert!(got.env.contains(&(k.into(), v.into())), "{k}={v} not in {:?}", got.env);
     }
     let ratio = Some(ExtendedKv { ram_ratio: Some(2.0), ..ExtendedKv::default() });
-    let got = inject("vLLM", &meta, &vllm, 1, &[], ratio, Some(80 * GIB));
+    let got = inject("vLLM", &meta, &vllm, (1, 1), &[], ratio, Some(80 * GIB));
     assert!(got.env.contains(&("LMCACHE_MAX_LOCAL_CPU_SIZE".into(), "144.00".into())), "{:?}", got.env);
     assert!(got.env.contains(&("LMCACHE_CHUNK_SIZE".into(), "256".into())));
 
     let sglang = run(&meta, "SGLang", &[], Some(80 * GIB), 1);
-    let got = inject("SGLang", &meta, &sglang, 1, &[], ratio, None);
+    let got = inject("SGLang", &meta, &sglang, (1, 1), &[], ratio, None);
     assert!(
         got.args.contains(&"--enable-hierarchical-cache".to_owned())
             && got.args.contains(&"--hicache-ratio=2".to_owned()),
@@ -695,7 +696,7 @@ fn extended_kv_cache() {
         "SGLang",
         &meta,
         &sglang,
-        1,
+        (1, 1),
         &["--hicache-size 8"],
         Some(ExtendedKv { ram_size_gib: Some(20.5), chunk_size: Some(64), ..ExtendedKv::default() }),
         None,
@@ -709,7 +710,7 @@ fn command_parameters_let_the_user_win() {
     let meta = llm();
     let est = run(&meta, "vLLM", &[], None, 1);
     let user = strings(&["--max-model-len=2048", "--enforce-eager"]);
-    let injection = inject("vLLM", &meta, &est, 1, &[], None, None);
+    let injection = inject("vLLM", &meta, &est, (1, 1), &[], None, None);
     let argv = command_parameters(&injection, &user, Some(ParameterFormat::Space)).unwrap();
     assert_eq!(
         argv,

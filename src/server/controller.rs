@@ -61,6 +61,8 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         port: None,
         pid: None,
         container_id: None,
+        ports: Vec::new(),
+        distributed_servers: None,
         computed_resource_claim: None,
         injected_backend_parameters: Vec::new(),
         spec_hash: Some(spec_hash(m)),

@@ -125,12 +125,13 @@ pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec) -> Evaluati
 
 impl Evaluation {
     /// The parameters and environment the server injects for a replica on `n_gpus` GPUs.
-    pub fn injection(&self, n_gpus: u32, gpu_total_memory: Option<u64>) -> estimate::Injection {
+    pub fn injection(&self, n_gpus: u32, nodes: u32, gpu_total_memory: Option<u64>) -> estimate::Injection {
         let input = InjectInput {
             backend: &self.backend,
             meta: &self.meta,
             estimate: &self.estimate,
             n_gpus,
+            nodes,
             model_name: "{{model_name}}",
             port: "{{port}}",
             user_parameters: &self.user_parameters,

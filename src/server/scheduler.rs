@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::api::backend::InferenceBackendSpec;
 use crate::api::{
-    InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, PlacementStrategy, Record, ResourceClaim,
-    WorkerSpec, WorkerState,
+    DistributedServers, InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, PlacementStrategy,
+    Record, ResourceClaim, SubordinateWorker, WorkerSpec, WorkerState,
 };
 use crate::backends::admission::for_display;
 use crate::db::{Db, DbError, ListQuery, SCHEDULING_EPOCH, Val, instance_columns};
@@ -33,21 +33,27 @@ pub fn snapshot(workers: &[Record<WorkerSpec>], instances: &[ModelInstance], mod
     let mut per_gpu_same: BTreeMap<(i64, u32), u32> = BTreeMap::new();
     let mut per_gpu_other: BTreeMap<(i64, u32), u32> = BTreeMap::new();
     for i in instances {
-        let Some(w) = i.spec.worker_id else { continue };
+        let Some(main) = i.spec.worker_id else { continue };
         let mine = i.spec.model_id.is_some() && i.spec.model_id == model_id;
-        for gpu in &i.spec.gpu_indexes {
-            *(if mine { &mut per_gpu_same } else { &mut per_gpu_other }).entry((w, *gpu)).or_default() += 1;
-        }
-        if let Some(claim) = &i.spec.computed_resource_claim {
-            for (gpu, bytes) in &claim.vram {
-                if let Ok(gpu) = gpu.parse::<u32>() {
-                    *vram.entry((w, gpu)).or_default() += bytes;
-                }
+        // The main worker's part, then each subordinate's: all of them hold memory.
+        let parts = std::iter::once((main, &i.spec.gpu_indexes, &i.spec.computed_resource_claim)).chain(
+            i.spec.subordinate_workers().iter().map(|s| (s.worker_id, &s.gpu_indexes, &s.computed_resource_claim)),
+        );
+        for (w, gpus, claim) in parts {
+            for gpu in gpus {
+                *(if mine { &mut per_gpu_same } else { &mut per_gpu_other }).entry((w, *gpu)).or_default() += 1;
             }
-            *ram.entry(w).or_default() += claim.ram;
+            if let Some(claim) = claim {
+                for (gpu, bytes) in &claim.vram {
+                    if let Ok(gpu) = gpu.parse::<u32>() {
+                        *vram.entry((w, gpu)).or_default() += bytes;
+                    }
+                }
+                *ram.entry(w).or_default() += claim.ram;
+            }
+            let counter = if mine { &mut same } else { &mut other };
+            *counter.entry(w).or_default() += 1;
         }
-        let counter = if mine { &mut same } else { &mut other };
-        *counter.entry(w).or_default() += 1;
     }
     Snapshot {
         workers: workers
@@ -238,7 +244,32 @@ fn bound(
     let gpu_total = worker.and_then(|w| {
         w.spec.status.gpu_devices.iter().filter(|g| p.gpu_indexes.contains(&g.index)).map(|g| g.memory_total).min()
     });
-    let injection = eval.injection(p.gpu_indexes.len() as u32, gpu_total);
+    let nodes = 1 + p.subordinates.len() as u32;
+    let injection = eval.injection(p.gpu_indexes.len() as u32, nodes, gpu_total);
+    spec.distributed_servers = (!p.subordinates.is_empty()).then(|| DistributedServers {
+        subordinate_workers: p
+            .subordinates
+            .iter()
+            .map(|sub| {
+                let w = workers.iter().find(|w| w.id == sub.worker_id);
+                SubordinateWorker {
+                    worker_id: sub.worker_id,
+                    worker_name: w.map(|w| w.spec.name.clone()),
+                    worker_ip: w.map(|w| w.spec.ip.clone()),
+                    gpu_indexes: sub.gpu_indexes.clone(),
+                    computed_resource_claim: Some(ResourceClaim {
+                        vram: sub.vram_claim.iter().map(|(gpu, bytes)| (gpu.to_string(), *bytes)).collect(),
+                        ram: 0,
+                    }),
+                    state: InstanceState::Scheduled,
+                    state_message: None,
+                    pid: None,
+                    container_id: None,
+                    command: Vec::new(),
+                }
+            })
+            .collect(),
+    });
     spec.backend_parameters = crate::backends::params::merge_params(&injection.args, &model.backend_parameters, None)
         .unwrap_or_else(|_| injection.args.iter().chain(&model.backend_parameters).cloned().collect());
     for (k, v) in injection.env {

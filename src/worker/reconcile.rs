@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+mod follower;
+
 use super::WorkerConfig;
 use super::agent::Cache;
 use super::download::{Downloader, HubSource};
@@ -18,6 +20,7 @@ use super::logs;
 use super::runtime::{Handle, LaunchSpec, Liveness, Runtime};
 use crate::api::backend::InferenceBackendSpec;
 use crate::api::{InstanceState, InstanceStatusReport, ModelInstance, ModelSource};
+use crate::backends::distributed::{self, Launch, Role, Topology};
 use crate::backends::{DeploymentOverrides, RenderContext, render_command};
 use crate::client::{Client, ClientError};
 
@@ -48,6 +51,8 @@ enum Phase {
 struct Local {
     handle: Handle,
     port: u16,
+    /// Every port this instance holds: HTTP first, then a distributed instance's rendezvous port.
+    ports: Vec<u16>,
     phase: Phase,
     since: Instant,
     last_probe: Option<Instant>,
@@ -66,6 +71,8 @@ pub struct Reconciler {
     http: reqwest::Client,
     downloader: Arc<Downloader>,
     downloads: Arc<std::sync::Mutex<HashMap<i64, Download>>>,
+    /// Parts of distributed instances this worker runs as a subordinate.
+    parts: Mutex<HashMap<i64, follower::Part>>,
 }
 
 /// A hub download an instance waits for.
@@ -73,6 +80,13 @@ pub struct Reconciler {
 enum Download {
     Running(f64),
     Done(PathBuf),
+    Failed(String),
+}
+
+/// What `poll_download` found.
+enum DownloadPoll {
+    Ready(PathBuf),
+    Progress(f64),
     Failed(String),
 }
 
@@ -114,6 +128,7 @@ impl Reconciler {
             http,
             downloader,
             downloads: Arc::default(),
+            parts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,6 +151,10 @@ impl Reconciler {
         let mut local = self.local.lock().await;
         for (id, l) in local.drain() {
             self.runtime.stop(&l.handle, STOP_GRACE).await;
+            self.runtime.release(id).await;
+        }
+        for (id, part) in self.parts.lock().await.drain() {
+            self.runtime.stop(&part.handle, STOP_GRACE).await;
             self.runtime.release(id).await;
         }
     }
@@ -169,6 +188,7 @@ impl Reconciler {
             }
             logs::enforce_bounds(&self.root, instance.id);
         }
+        self.tick_parts().await;
     }
 
     async fn step(&self, i: &ModelInstance) -> Result<(), ClientError> {
@@ -201,9 +221,12 @@ impl Reconciler {
             (Some((_, handle)), Some(port)) => {
                 tracing::info!(instance = i.id, "reattached to a running workload");
                 let health_path = self.backend_of(i).await.ok().and_then(|b| b.health_check_path);
+                let mut ports = vec![port];
+                ports.extend(i.spec.ports.iter().skip(1));
                 let l = Local {
                     handle,
                     port,
+                    ports,
                     phase: Phase::Starting,
                     since: Instant::now(),
                     last_probe: None,
@@ -222,6 +245,13 @@ impl Reconciler {
             let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
             self.drop_local(i.id, &l).await;
             return self.fail(i, format!("the inference server {how}; last log lines:\n{tail}"), None).await;
+        }
+        // A distributed instance is whole or broken: a failed part fails it (and restarts all).
+        if let Some(part) = i.spec.subordinate_workers().iter().find(|p| p.state == InstanceState::Error) {
+            self.drop_local(i.id, &l).await;
+            let name = part.worker_name.clone().unwrap_or_else(|| part.worker_id.to_string());
+            let why = part.state_message.clone().unwrap_or_default();
+            return self.fail(i, format!("its part on subordinate worker {name} failed: {why}"), None).await;
         }
         let now = Instant::now();
         let due = match (l.phase, l.last_probe) {
@@ -331,13 +361,67 @@ impl Reconciler {
             Ok(b) => b,
             Err(e) => return self.fail(i, format!("backend {:?}: {e}", i.spec.backend), Some(restart_count)).await,
         };
-        let port = match self.take_port().await {
-            Some(p) => p,
-            None => {
-                let (a, b) = self.cfg.port_range;
-                return self.fail(i, format!("no free port in {a}-{b}"), Some(restart_count)).await;
+        // A distributed instance also needs a rendezvous port for its subordinates.
+        let wanted = if i.spec.subordinate_workers().is_empty() { 1 } else { 2 };
+        let mut ports = Vec::new();
+        while ports.len() < wanted {
+            match self.take_port(&ports).await {
+                Some(p) => ports.push(p),
+                None => {
+                    let (a, b) = self.cfg.port_range;
+                    return self.fail(i, format!("no free port in {a}-{b}"), Some(restart_count)).await;
+                }
             }
+        }
+        let port = ports[0];
+        let rendezvous = ports.get(1).map(|&port| (Role::Main, port));
+        let spec = match self.launch_spec(i, &backend, model_path, port, &i.spec.gpu_indexes, rendezvous, restart_count)
+        {
+            Ok(spec) => spec,
+            Err(e) => return self.fail(i, format!("cannot render the launch command: {e}"), Some(restart_count)).await,
         };
+        let argv: Vec<String> = spec.program.iter().chain(&spec.args).cloned().collect();
+        let model_path_text = spec.model_path.display().to_string();
+        let handle = match self.runtime.start(&spec).await {
+            Ok(h) => h,
+            Err(e) => return self.fail(i, e.to_string(), Some(restart_count)).await,
+        };
+        let local = Local {
+            handle: handle.clone(),
+            port,
+            ports: ports.clone(),
+            phase: Phase::Starting,
+            since: Instant::now(),
+            last_probe: None,
+            failures: 0,
+            health_path: backend.health_check_path.clone(),
+        };
+        self.local.lock().await.insert(i.id, local);
+        let mut report = self.report_of(i);
+        report.state = InstanceState::Starting;
+        report.port = Some(port);
+        report.ports = Some(ports);
+        report.pid = handle.pid();
+        report.container_id = handle.container_id();
+        report.command = Some(argv);
+        report.resolved_path = Some(model_path_text);
+        self.report(i, report).await.map(|_| ())
+    }
+
+    /// What to run for instance `i` on this worker: the backend's command rendered with this
+    /// worker's port and GPUs, adapted to the worker's role when the instance is distributed
+    /// (`rendezvous`: the role and the main worker's rendezvous port).
+    #[allow(clippy::too_many_arguments)]
+    fn launch_spec(
+        &self,
+        i: &ModelInstance,
+        backend: &InferenceBackendSpec,
+        model_path: PathBuf,
+        port: u16,
+        gpu_indexes: &[u32],
+        rendezvous: Option<(Role, u16)>,
+        restart_count: u32,
+    ) -> Result<LaunchSpec, crate::backends::RenderError> {
         let overrides = DeploymentOverrides {
             version: i.spec.backend_version.as_deref(),
             run_command: i.spec.run_command.as_deref(),
@@ -350,68 +434,83 @@ impl Reconciler {
             model_name: &i.spec.model_name,
             port,
             worker_ip: &self.cfg.advertise_address,
-            gpu_ids: &i.spec.gpu_indexes,
+            gpu_ids: gpu_indexes,
         };
-        let rendered = match render_command(&backend, &overrides, &ctx) {
-            Ok(r) => r,
-            Err(e) => return self.fail(i, format!("cannot render the launch command: {e}"), Some(restart_count)).await,
+        let rendered = render_command(backend, &overrides, &ctx)?;
+        let image = i
+            .spec
+            .image_name
+            .clone()
+            .or_else(|| backend.version_configs.get(&rendered.version).and_then(|v| v.image_name.clone()));
+        let mut launch = Launch { entrypoint: rendered.entrypoint, args: rendered.args, env: rendered.env };
+        if let Some((role, rendezvous)) = rendezvous {
+            let main_ip = match role {
+                Role::Main => self.cfg.advertise_address.as_str(),
+                Role::Follower { .. } => i.spec.worker_ip.as_deref().unwrap_or_default(),
+            };
+            let topology = Topology {
+                nodes: 1 + i.spec.subordinate_workers().len() as u32,
+                main_ip,
+                port: rendezvous,
+                own_ip: &self.cfg.advertise_address,
+            };
+            launch = distributed::adapt(&i.spec.backend, role, &topology, launch);
+        }
+        let name = match rendezvous {
+            Some((Role::Follower { rank }, _)) => format!("{}-part{rank}", i.spec.name),
+            _ => i.spec.name.clone(),
         };
-        let argv = rendered.process_argv();
-        let spec = LaunchSpec {
+        Ok(LaunchSpec {
             instance_id: i.id,
-            instance_name: i.spec.name.clone(),
-            program: rendered.entrypoint.clone(),
-            args: rendered.args.clone(),
-            env: rendered.env.clone(),
-            image: i
-                .spec
-                .image_name
-                .clone()
-                .or_else(|| backend.version_configs.get(&rendered.version).and_then(|v| v.image_name.clone())),
+            instance_name: name,
+            program: launch.entrypoint,
+            args: launch.args,
+            env: launch.env,
+            image,
             model_path,
             port,
-            gpu_indexes: i.spec.gpu_indexes.clone(),
+            gpu_indexes: gpu_indexes.to_vec(),
             log_path: logs::log_path(&self.root, i.id, restart_count),
-        };
-        let handle = match self.runtime.start(&spec).await {
-            Ok(h) => h,
-            Err(e) => return self.fail(i, e.to_string(), Some(restart_count)).await,
-        };
-        let local = Local {
-            handle: handle.clone(),
-            port,
-            phase: Phase::Starting,
-            since: Instant::now(),
-            last_probe: None,
-            failures: 0,
-            health_path: backend.health_check_path.clone(),
-        };
-        self.local.lock().await.insert(i.id, local);
-        let mut report = self.report_of(i);
-        report.state = InstanceState::Starting;
-        report.port = Some(port);
-        report.pid = handle.pid();
-        report.container_id = handle.container_id();
-        report.command = Some(argv);
-        report.resolved_path = Some(model_path_text);
-        self.report(i, report).await.map(|_| ())
+        })
     }
 
     /// The path to load. For hub sources: starts the download (in the background, one per
     /// source), reports progress, and answers `None` until the files are there.
     async fn hub_model(&self, i: &ModelInstance, restart_count: u32) -> Result<Option<PathBuf>, ClientError> {
-        let Some(source) = hub_source(i) else { return Ok(Some(PathBuf::from(&i.spec.model_path))) };
+        let progress = match self.poll_download(i) {
+            DownloadPoll::Ready(path) => return Ok(Some(path)),
+            DownloadPoll::Failed(msg) => {
+                self.fail(i, format!("download failed: {msg}"), Some(restart_count)).await?;
+                return Ok(None);
+            }
+            DownloadPoll::Progress(p) => p,
+        };
+        let shown = i.spec.download_progress.unwrap_or(-1.0);
+        if i.spec.state != InstanceState::Downloading || progress - shown >= 0.05 {
+            let mut report = self.report_of(i);
+            report.state = InstanceState::Downloading;
+            report.state_message = None;
+            report.download_progress = Some((progress * 100.0).round() / 100.0);
+            report.restart_count = restart_count;
+            self.report(i, report).await?;
+        }
+        Ok(None)
+    }
+
+    /// Where the instance's model files stand on this worker; starts the download in the
+    /// background the first time (the downloader keeps it to one per source).
+    fn poll_download(&self, i: &ModelInstance) -> DownloadPoll {
+        let Some(source) = hub_source(i) else { return DownloadPoll::Ready(PathBuf::from(&i.spec.model_path)) };
         let state = self.downloads.lock().ok().and_then(|d| d.get(&i.id).cloned());
-        let progress = match state {
-            Some(Download::Done(path)) => return Ok(Some(path)),
+        match state {
+            Some(Download::Done(path)) => DownloadPoll::Ready(path),
             Some(Download::Failed(msg)) => {
                 if let Ok(mut d) = self.downloads.lock() {
                     d.remove(&i.id);
                 }
-                self.fail(i, format!("download failed: {msg}"), Some(restart_count)).await?;
-                return Ok(None);
+                DownloadPoll::Failed(msg)
             }
-            Some(Download::Running(p)) => p,
+            Some(Download::Running(p)) => DownloadPoll::Progress(p),
             None => {
                 if let Ok(mut d) = self.downloads.lock() {
                     d.insert(i.id, Download::Running(0.0));
@@ -434,23 +533,16 @@ impl Reconciler {
                         d.insert(id, outcome);
                     }
                 });
-                0.0
+                DownloadPoll::Progress(0.0)
             }
-        };
-        let shown = i.spec.download_progress.unwrap_or(-1.0);
-        if i.spec.state != InstanceState::Downloading || progress - shown >= 0.05 {
-            let mut report = self.report_of(i);
-            report.state = InstanceState::Downloading;
-            report.state_message = None;
-            report.download_progress = Some((progress * 100.0).round() / 100.0);
-            report.restart_count = restart_count;
-            self.report(i, report).await?;
         }
-        Ok(None)
     }
 
-    async fn take_port(&self) -> Option<u16> {
-        let used: BTreeSet<u16> = self.local.lock().await.values().map(|l| l.port).collect();
+    /// A free port from the range, other than `also_taken` and those handed out already.
+    async fn take_port(&self, also_taken: &[u16]) -> Option<u16> {
+        let mut used: BTreeSet<u16> = self.local.lock().await.values().flat_map(|l| l.ports.clone()).collect();
+        used.extend(self.parts.lock().await.values().map(|p| p.port));
+        used.extend(also_taken);
         let (first, last) = self.cfg.port_range;
         (first..=last).find(|p| !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
     }
@@ -475,6 +567,7 @@ impl Reconciler {
             state: i.spec.state,
             state_message: i.spec.state_message.clone(),
             port: i.spec.port,
+            ports: None,
             pid: i.spec.pid,
             container_id: i.spec.container_id.clone(),
             command: None,

@@ -2,6 +2,7 @@
 //! dirs, SQLite and PostgreSQL (see `support::both_dbs!`).
 
 mod backends;
+mod distributed;
 mod docs;
 mod downloads;
 mod e2e;

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use crate::api::{
     InstanceState, InstanceStatusReport, ListResponse, ModelInstance, ModelInstanceCreate, ModelInstanceSpec,
-    WorkerSpec,
+    SubordinateStatusReport, WorkerSpec,
 };
 use crate::db::{DbError, Val, instance_columns};
 use crate::server::AppState;
@@ -26,6 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_instances, create_instance))
         .routes(routes!(get_instance, delete_instance))
         .routes(routes!(report_status))
+        .routes(routes!(report_subordinate_status))
         .routes(routes!(instance_logs))
 }
 
@@ -68,7 +69,7 @@ async fn list_instances(
         filters.push(("state", Val::Text(s.as_str().to_string())));
     }
     let visible = move |i: &ModelInstance| {
-        worker_id.is_none_or(|w| i.spec.worker_id == Some(w))
+        worker_id.is_none_or(|w| i.spec.involves(w))
             && model_id.is_none_or(|m| i.spec.model_id == Some(m))
             && wanted_state.is_none_or(|s| i.spec.state == s)
     };
@@ -122,6 +123,8 @@ async fn create_instance(
         port: None,
         pid: None,
         container_id: None,
+        ports: Vec::new(),
+        distributed_servers: None,
         computed_resource_claim: None,
         injected_backend_parameters: Vec::new(),
         spec_hash: None,
@@ -146,7 +149,7 @@ async fn get_instance(
 ) -> ApiResult<axum::Json<ModelInstance>> {
     let instance = state.db.get::<ModelInstanceSpec>(id).await?;
     if let Caller::Worker(w) = caller
-        && instance.spec.worker_id != Some(w.worker_id)
+        && !instance.spec.involves(w.worker_id)
     {
         return Err(ApiError::forbidden("a worker may only read its own instances"));
     }
@@ -184,6 +187,9 @@ async fn report_status(
             i.state = body.state;
             i.state_message = body.state_message.clone();
             i.port = body.port;
+            if let Some(ports) = &body.ports {
+                i.ports = ports.clone();
+            }
             i.pid = body.pid;
             i.container_id = body.container_id.clone();
             if let Some(command) = &body.command {
@@ -196,6 +202,43 @@ async fn report_status(
             i.restart_count = body.restart_count;
             i.last_restart_time = body.last_restart_time;
             i.next_restart_time = body.next_restart_time;
+            Ok(instance_columns(i))
+        })
+        .await?;
+    Ok(axum::Json(instance))
+}
+
+/// A subordinate worker's report on its part of a distributed instance. Not version-guarded: each
+/// subordinate writes only its own entry, inside one read-modify-write.
+#[utoipa::path(put, path = "/v2/model-instances/{id}/subordinate-status", tag = "model-instances",
+    params(("id" = i64, Path)), request_body = SubordinateStatusReport,
+    responses((status = 200, body = ModelInstance), (status = 403, body = crate::api::ErrorBody)))]
+async fn report_subordinate_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<SubordinateStatusReport>,
+) -> ApiResult<axum::Json<ModelInstance>> {
+    let Caller::Worker(w) = caller else {
+        return Err(ApiError::forbidden("only a subordinate worker of the instance reports its part"));
+    };
+    let instance = state
+        .db
+        .modify::<ModelInstanceSpec, ApiError, _>(id, None, |i| {
+            let part = i
+                .distributed_servers
+                .as_mut()
+                .and_then(|d| d.subordinate_workers.iter_mut().find(|s| s.worker_id == w.worker_id))
+                .ok_or_else(|| {
+                    ApiError::forbidden(format!("worker {} is not a subordinate of instance {id}", w.worker_id))
+                })?;
+            part.state = body.state;
+            part.state_message = body.state_message.clone();
+            part.pid = body.pid;
+            part.container_id = body.container_id.clone();
+            if let Some(command) = &body.command {
+                part.command = command.clone();
+            }
             Ok(instance_columns(i))
         })
         .await?;

@@ -321,7 +321,7 @@ async fn evaluate_models(
             vram: Some(eval.vram),
             ram: Some(eval.ram),
             meta: Some(eval.meta_json()),
-            injected_parameters: eval.injection(req.gpus_per_replica.unwrap_or(1), None).args,
+            injected_parameters: eval.injection(req.gpus_per_replica.unwrap_or(1), 1, None).args,
             ..result(name, compatible, messages)
         });
     }

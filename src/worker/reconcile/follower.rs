@@ -1,0 +1,216 @@
+//! The subordinate side of distributed instances. A part starts only once the main worker's
+//! server is starting (its rendezvous port is known), stops whenever the main server is not up
+//! (so a restart of the instance restarts every part), and reports its own state into the
+//! instance's `distributed_servers`; a failed part makes the main worker fail the instance.
+
+use std::collections::BTreeSet;
+
+use super::{DownloadPoll, LOG_LINES_IN_ERRORS, Reconciler, STOP_GRACE};
+use crate::api::{InstanceState, ModelInstance, SubordinateStatusReport, SubordinateWorker};
+use crate::backends::distributed::Role;
+use crate::client::ClientError;
+use crate::worker::logs;
+use crate::worker::runtime::{Handle, Liveness};
+
+/// A part this worker runs.
+#[derive(Debug, Clone)]
+pub(in crate::worker) struct Part {
+    pub handle: Handle,
+    pub port: u16,
+    /// The instance's restart count when the part started: a newer one means start again.
+    pub main_restarts: u32,
+}
+
+/// What a part reports.
+struct PartReport {
+    state: InstanceState,
+    message: Option<String>,
+    handle: Option<Handle>,
+    command: Option<Vec<String>>,
+}
+
+impl PartReport {
+    fn state(state: InstanceState, message: impl Into<Option<String>>) -> PartReport {
+        PartReport { state, message: message.into(), handle: None, command: None }
+    }
+}
+
+impl Reconciler {
+    /// One pass over the instances this worker is a subordinate of.
+    pub(super) async fn tick_parts(&self) {
+        let mine: Vec<ModelInstance> = self
+            .cache
+            .instances
+            .lock()
+            .await
+            .values()
+            .filter(|i| i.spec.subordinate(self.worker_id).is_some())
+            .cloned()
+            .collect();
+        let present: BTreeSet<i64> = mine.iter().map(|i| i.id).collect();
+        let gone: Vec<(i64, Part)> = {
+            let mut parts = self.parts.lock().await;
+            let ids: Vec<i64> = parts.keys().filter(|id| !present.contains(id)).copied().collect();
+            ids.into_iter().filter_map(|id| parts.remove(&id).map(|p| (id, p))).collect()
+        };
+        for (id, part) in gone {
+            tracing::info!(instance = id, "distributed instance gone: stopping this worker's part");
+            self.runtime.stop(&part.handle, STOP_GRACE).await;
+            self.runtime.release(id).await;
+        }
+        for i in mine {
+            if let Err(e) = self.step_part(&i).await {
+                tracing::warn!(instance = i.id, error = %e, "reconciling a distributed part failed");
+            }
+            logs::enforce_bounds(&self.root, i.id);
+        }
+    }
+
+    async fn step_part(&self, i: &ModelInstance) -> Result<(), ClientError> {
+        let subordinates = i.spec.subordinate_workers();
+        let Some(index) = subordinates.iter().position(|s| s.worker_id == self.worker_id) else { return Ok(()) };
+        let me = &subordinates[index];
+        let rank = index as u32 + 1;
+        let main_up = matches!(i.spec.state, InstanceState::Starting | InstanceState::Running)
+            && i.spec.ports.len() >= 2
+            && i.spec.worker_ip.is_some();
+        let part = self.parts.lock().await.get(&i.id).cloned();
+        match part {
+            Some(p) if !main_up || p.main_restarts != i.spec.restart_count => {
+                tracing::info!(instance = i.id, "the main server is not up: stopping this part");
+                self.stop_part(i.id, &p).await;
+                self.report_part(i, me, PartReport::state(InstanceState::Scheduled, waiting())).await
+            }
+            Some(p) => {
+                if let Liveness::Exited(how) = self.runtime.liveness(&p.handle).await {
+                    let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
+                    self.stop_part(i.id, &p).await;
+                    let message = format!("rank {rank} {how}; last log lines:\n{tail}");
+                    return self.report_part(i, me, PartReport::state(InstanceState::Error, message)).await;
+                }
+                if me.state != InstanceState::Running {
+                    let report =
+                        PartReport { handle: Some(p.handle), ..PartReport::state(InstanceState::Running, None) };
+                    return self.report_part(i, me, report).await;
+                }
+                Ok(())
+            }
+            None if !main_up => {
+                // Left over from before a worker restart while the instance restarts: stop it.
+                if let Some((_, handle)) = self.runtime.managed().await.into_iter().find(|(id, _)| *id == i.id) {
+                    self.runtime.stop(&handle, STOP_GRACE).await;
+                    self.runtime.release(i.id).await;
+                }
+                if !matches!(me.state, InstanceState::Scheduled | InstanceState::Pending) {
+                    return self.report_part(i, me, PartReport::state(InstanceState::Scheduled, waiting())).await;
+                }
+                Ok(())
+            }
+            // The main worker fails the instance for this; the restart starts the part again.
+            None if me.state == InstanceState::Error => Ok(()),
+            None => {
+                if let Some((_, handle)) = self.runtime.managed().await.into_iter().find(|(id, _)| *id == i.id) {
+                    tracing::info!(instance = i.id, "reattached to this worker's distributed part");
+                    let part = Part { handle, port: 0, main_restarts: i.spec.restart_count };
+                    self.parts.lock().await.insert(i.id, part);
+                    return Ok(());
+                }
+                self.launch_part(i, me, rank).await
+            }
+        }
+    }
+
+    async fn launch_part(&self, i: &ModelInstance, me: &SubordinateWorker, rank: u32) -> Result<(), ClientError> {
+        let model_path = match self.poll_download(i) {
+            DownloadPoll::Ready(path) => path,
+            DownloadPoll::Progress(p) => {
+                let message = format!("downloading the model files: {:.0} %", p * 100.0);
+                if me.state != InstanceState::Downloading || me.state_message.as_deref() != Some(message.as_str()) {
+                    return self.report_part(i, me, PartReport::state(InstanceState::Downloading, message)).await;
+                }
+                return Ok(());
+            }
+            DownloadPoll::Failed(msg) => {
+                let report = PartReport::state(InstanceState::Error, format!("download failed: {msg}"));
+                return self.report_part(i, me, report).await;
+            }
+        };
+        if !model_path.exists() {
+            let message = format!("model_path {:?} does not exist on worker {}", model_path.display(), self.cfg.name);
+            return self.report_part(i, me, PartReport::state(InstanceState::Error, message)).await;
+        }
+        let backend = match self.backend_of(i).await {
+            Ok(b) => b,
+            Err(e) => {
+                let report = PartReport::state(InstanceState::Error, format!("backend {:?}: {e}", i.spec.backend));
+                return self.report_part(i, me, report).await;
+            }
+        };
+        let Some(port) = self.take_port(&[]).await else {
+            let (a, b) = self.cfg.port_range;
+            return self
+                .report_part(i, me, PartReport::state(InstanceState::Error, format!("no free port in {a}-{b}")))
+                .await;
+        };
+        let rendezvous = i.spec.ports.get(1).copied().unwrap_or_default();
+        let role = Role::Follower { rank };
+        let spec = match self.launch_spec(
+            i,
+            &backend,
+            model_path,
+            port,
+            &me.gpu_indexes,
+            Some((role, rendezvous)),
+            i.spec.restart_count,
+        ) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let message = format!("cannot render the launch command: {e}");
+                return self.report_part(i, me, PartReport::state(InstanceState::Error, message)).await;
+            }
+        };
+        let argv: Vec<String> = spec.program.iter().chain(&spec.args).cloned().collect();
+        tracing::info!(instance = i.id, rank, command = ?argv, "starting this worker's distributed part");
+        let handle = match self.runtime.start(&spec).await {
+            Ok(h) => h,
+            Err(e) => return self.report_part(i, me, PartReport::state(InstanceState::Error, e.to_string())).await,
+        };
+        let part = Part { handle: handle.clone(), port, main_restarts: i.spec.restart_count };
+        self.parts.lock().await.insert(i.id, part);
+        let report =
+            PartReport { handle: Some(handle), command: Some(argv), ..PartReport::state(InstanceState::Running, None) };
+        self.report_part(i, me, report).await
+    }
+
+    async fn stop_part(&self, id: i64, part: &Part) {
+        self.runtime.stop(&part.handle, STOP_GRACE).await;
+        self.runtime.release(id).await;
+        self.parts.lock().await.remove(&id);
+    }
+
+    /// Writes this worker's entry in the instance's `distributed_servers`; keeps the cache current.
+    async fn report_part(&self, i: &ModelInstance, me: &SubordinateWorker, r: PartReport) -> Result<(), ClientError> {
+        let body = SubordinateStatusReport {
+            state: r.state,
+            state_message: r.message.map(|m| m.trim_end().to_string()),
+            pid: r.handle.as_ref().and_then(Handle::pid).or(if r.state == InstanceState::Running {
+                me.pid
+            } else {
+                None
+            }),
+            container_id: r.handle.as_ref().and_then(Handle::container_id),
+            command: r.command,
+        };
+        let path = format!("/v2/model-instances/{}/subordinate-status", i.id);
+        let updated: ModelInstance = self.client.put(&path, &body).await?;
+        let mut map = self.cache.instances.lock().await;
+        if map.get(&updated.id).is_none_or(|old| old.version <= updated.version) {
+            map.insert(updated.id, updated);
+        }
+        Ok(())
+    }
+}
+
+fn waiting() -> String {
+    "waiting for the main worker's server to start".into()
+}
