@@ -2,9 +2,10 @@
 # build-ui.sh - build the web UI (ui/) into ui/dist, which the binary embeds (src/server/ui.rs).
 #
 # Usage:
-#   scripts/build-ui.sh           # npm ci + npm run build, then record the sources' hash in ui/dist.sha256
+#   scripts/build-ui.sh           # npm ci + unit tests + npm run build, then record the sources' hash in ui/dist.sha256
 #   scripts/build-ui.sh --check   # only check that ui/dist was built from the current ui sources (no npm)
 #   scripts/build-ui.sh --deps    # only install ui/node_modules (npm ci), when package-lock.json changed
+#   scripts/build-ui.sh --test    # install ui/node_modules if needed and run the UI's unit tests (vitest, src/**/*.test.ts)
 #
 # ui/dist and ui/dist.sha256 are committed, so `cargo build` works without Node. Run this after any change
 # under ui/ and commit the result; the test suite runs --check and fails when the build is stale.
@@ -43,7 +44,14 @@ if [ "${1:-}" = "--deps" ]; then
     exit 0
 fi
 
+if [ "${1:-}" = "--test" ]; then
+    install_deps
+    npm test --silent
+    exit 0
+fi
+
 install_deps
+npm test --silent
 npm run build
 sources_hash > dist.sha256
 echo "built ui/dist ($(du -sh dist | cut -f1)); sources hash $(cat dist.sha256)" >&2

@@ -2,6 +2,7 @@
 # ui-e2e.sh - the web UI's browser test (ui/e2e/flow.mjs) against a real server and a real llama.cpp model.
 #
 # Usage: scripts/ui-e2e.sh
+#   Runs the UI's unit tests (scripts/build-ui.sh --test), then the browser test.
 #   Installs what it needs when missing (Debian's chromium via apt, ui/node_modules via npm ci),
 #   prepares llama.cpp and SmolLM2 (scripts/setup-llm.sh), starts `ferrostack start` on a free port with a
 #   temp data dir, the process runtime and a worker on 127.0.0.1, and drives: log in, import a backend by YAML, deploy SmolLM2 by
@@ -23,7 +24,8 @@ if [ ! -x "$CHROMIUM" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
-scripts/build-ui.sh --deps
+# The UI's unit tests first (seconds; also installs ui/node_modules when missing).
+scripts/build-ui.sh --test
 
 if [ -z "${FERROSTACK_BIN:-}" ]; then
     cargo build --locked --quiet
