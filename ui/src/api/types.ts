@@ -138,6 +138,8 @@ export interface ModelInstance extends Meta {
   gpu_indexes: number[];
   port: number | null;
   injected_backend_parameters: string[];
+  /** The launch command as run (program and arguments). */
+  command?: string[];
   download_progress: number | null;
   state: InstanceState;
   state_message: string | null;

@@ -18,13 +18,26 @@ import {
   Textarea,
 } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
-import { type FormEvent, useEffect, useRef, useState } from "react";
+import { type FormEvent, useEffect, useMemo, useRef, useState } from "react";
 import { postJson, putJson } from "../../api/client";
 import { useFocusInvalid, useGet, useSubmit } from "../../api/hooks";
 import type { BackendListItem, GpuDeviceView, ListResponse, Model, ModelSource } from "../../api/types";
 import { FormError } from "../../components/FormError";
 import { CompatibilityCheck } from "./CompatibilityCheck";
-import { type DeployState, EMPTY, FORM_FIELDS, fromModel, preselectBackend, suggestName, toSpec } from "./spec";
+import { BUILT_IN_PLACEHOLDERS, describeParams } from "./command";
+import { HubFileInput, HubRepoInput } from "./HubFields";
+import {
+  CUSTOM_BACKEND,
+  clientProblems,
+  type DeployState,
+  EMPTY,
+  fromModel,
+  isCustom,
+  preselectBackend,
+  splitFieldErrors,
+  suggestName,
+  toSpec,
+} from "./spec";
 
 const CATEGORIES = ["llm", "embedding", "reranker", "image", "speech_to_text", "text_to_speech"];
 
@@ -40,15 +53,28 @@ export function DeployForm({ editing, onClose }: Props) {
   const [backendTouched, setBackendTouched] = useState(editing !== null);
   const backends = useGet<{ items: BackendListItem[] }>("/v2/inference-backends/list");
   const gpus = useGet<ListResponse<GpuDeviceView>>("/v2/gpu-devices?page=-1");
-  const { busy, fieldErrors, formError, run } = useSubmit();
+  const { busy, fieldErrors, formError, run, clear } = useSubmit();
   const formRef = useRef<HTMLFormElement>(null);
+  // What the server would refuse, checked here first: live while typing, "required" after a submit.
+  const [tried, setTried] = useState(false);
+  const [refused, setRefused] = useState<Record<string, string>>({});
   useFocusInvalid(formRef, fieldErrors);
+  useFocusInvalid(formRef, refused);
   const set = <K extends keyof DeployState>(key: K, value: DeployState[K]) =>
     setState((prev) => ({ ...prev, [key]: value }));
 
   const backendItems = backends.data?.items ?? [];
   const backendNames = backendItems.map((b) => b.backend_name);
   const backend = backendItems.find((b) => b.backend_name === s.backend);
+  const custom = isCustom(s.backend);
+  const problems = useMemo(() => clientProblems(s), [s]);
+  const server = useMemo(() => splitFieldErrors(fieldErrors), [fieldErrors]);
+  /** The message next to an input: the server's, else what the server would say. */
+  const errorOf = (field: string): string | undefined => {
+    const problem = problems[field];
+    const live = problem && (tried || !problem.startsWith("required")) ? problem : undefined;
+    return server.byField[field] ?? live;
+  };
 
   // Pre-select the backend from the model type and the version from the backend, until the user picks.
   useEffect(() => {
@@ -66,6 +92,12 @@ export function DeployForm({ editing, onClose }: Props) {
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
+    setTried(true);
+    if (Object.keys(problems).length > 0) {
+      clear();
+      setRefused({ ...problems });
+      return;
+    }
     const ok = await run(async () => {
       if (editing) {
         await putJson(`/v2/models/${editing.id}?version=${editing.version}`, toSpec(s));
@@ -79,9 +111,7 @@ export function DeployForm({ editing, onClose }: Props) {
     }
   };
 
-  const otherFieldError = Object.entries(fieldErrors)
-    .filter(([f]) => !FORM_FIELDS.has(f))
-    .map(([f, m]) => `${f}: ${m}`)[0];
+  const otherFieldError = server.other[0];
 
   return (
     <Drawer
@@ -117,45 +147,49 @@ export function DeployForm({ editing, onClose }: Props) {
                   name="local_path"
                   required
                   value={s.local_path}
-                  error={fieldErrors.local_path}
+                  error={errorOf("local_path")}
                   onChange={(e) => set("local_path", e.currentTarget.value)}
                 />
               )}
               {s.source === "huggingface" && (
                 <Group grow align="flex-start">
-                  <TextInput
+                  <HubRepoInput
+                    hub="huggingface"
                     label="Repository"
-                    placeholder="Qwen/Qwen3-0.6B"
                     name="huggingface_repo_id"
-                    required
                     value={s.huggingface_repo_id}
-                    error={fieldErrors.huggingface_repo_id}
-                    onChange={(e) => set("huggingface_repo_id", e.currentTarget.value)}
+                    error={errorOf("huggingface_repo_id")}
+                    onChange={(v) => set("huggingface_repo_id", v)}
                   />
-                  <TextInput
+                  <HubFileInput
+                    hub="huggingface"
                     label="File (GGUF, optional)"
                     name="huggingface_filename"
+                    repo={s.huggingface_repo_id}
                     value={s.huggingface_filename}
-                    onChange={(e) => set("huggingface_filename", e.currentTarget.value)}
+                    error={errorOf("huggingface_filename")}
+                    onChange={(v) => set("huggingface_filename", v)}
                   />
                 </Group>
               )}
               {s.source === "model_scope" && (
                 <Group grow align="flex-start">
-                  <TextInput
+                  <HubRepoInput
+                    hub="model_scope"
                     label="Model ID"
-                    placeholder="Qwen/Qwen3-0.6B"
                     name="model_scope_model_id"
-                    required
                     value={s.model_scope_model_id}
-                    error={fieldErrors.model_scope_model_id}
-                    onChange={(e) => set("model_scope_model_id", e.currentTarget.value)}
+                    error={errorOf("model_scope_model_id")}
+                    onChange={(v) => set("model_scope_model_id", v)}
                   />
-                  <TextInput
+                  <HubFileInput
+                    hub="model_scope"
                     label="File path (GGUF, optional)"
                     name="model_scope_file_path"
+                    repo={s.model_scope_model_id}
                     value={s.model_scope_file_path}
-                    onChange={(e) => set("model_scope_file_path", e.currentTarget.value)}
+                    error={errorOf("model_scope_file_path")}
+                    onChange={(v) => set("model_scope_file_path", v)}
                   />
                 </Group>
               )}
@@ -166,7 +200,7 @@ export function DeployForm({ editing, onClose }: Props) {
                 required
                 disabled={editing !== null}
                 value={s.name}
-                error={fieldErrors.name}
+                error={errorOf("name")}
                 onChange={(e) => {
                   setNameTouched(true);
                   set("name", e.currentTarget.value);
@@ -177,33 +211,71 @@ export function DeployForm({ editing, onClose }: Props) {
                   allowDeselect={false}
                   label="Backend"
                   name="backend"
-                  data={backendNames}
+                  data={[
+                    ...backendNames.filter((b) => !isCustom(b)),
+                    { value: CUSTOM_BACKEND, label: "Custom (own image and command)" },
+                  ]}
                   value={s.backend || null}
-                  error={fieldErrors.backend ?? backends.error?.message}
+                  error={errorOf("backend") ?? backends.error?.message}
                   onChange={(v) => {
                     setBackendTouched(true);
                     setState((prev) => ({ ...prev, backend: v ?? "", backend_version: "" }));
                   }}
                 />
-                <Select
-                  allowDeselect={false}
-                  label="Backend version"
-                  name="backend_version"
-                  data={backend?.versions.map((v) => v.version) ?? []}
-                  value={s.backend_version || null}
-                  error={fieldErrors.backend_version}
-                  onChange={(v) => set("backend_version", v ?? "")}
-                />
+                {!custom && (
+                  <Select
+                    allowDeselect={false}
+                    label="Backend version"
+                    name="backend_version"
+                    data={backend?.versions.map((v) => v.version) ?? []}
+                    value={s.backend_version || null}
+                    error={errorOf("backend_version")}
+                    onChange={(v) => set("backend_version", v ?? "")}
+                  />
+                )}
                 <NumberInput
                   label="Replicas"
                   name="replicas"
                   min={0}
                   max={1024}
                   value={s.replicas}
-                  error={fieldErrors.replicas}
+                  error={errorOf("replicas")}
                   onChange={(v) => set("replicas", typeof v === "number" ? v : 0)}
                 />
               </Group>
+              {custom && (
+                <Fieldset legend="Custom backend" variant="filled" data-testid="custom-backend">
+                  <Stack>
+                    <TextInput
+                      label="Image name"
+                      description="The container image to run; leave empty to run the command as a process on the worker (process runtime)"
+                      placeholder="ghcr.io/ggml-org/llama.cpp:server"
+                      name="image_name"
+                      value={s.image_name}
+                      error={errorOf("image_name")}
+                      onChange={(e) => set("image_name", e.currentTarget.value)}
+                    />
+                    <Textarea
+                      label="Run command"
+                      description={`Split like a shell line (quotes kept whole). Placeholders: ${BUILT_IN_PLACEHOLDERS.map(
+                        (p) => `{{${p}}}`,
+                      ).join(" ")}, or {{NAME}} of an environment variable below. Serve on {{port}}.`}
+                      placeholder="llama-server -m {{model_path}} --host 0.0.0.0 --port {{port}}"
+                      name="run_command"
+                      required
+                      autosize
+                      minRows={2}
+                      value={s.run_command}
+                      error={errorOf("run_command")}
+                      onChange={(e) => set("run_command", e.currentTarget.value)}
+                    />
+                    <Text size="xs" c="dimmed">
+                      A Custom backend names no GPU framework and has no health check: its instances are running once
+                      started. On CPU-only workers, turn on "Allow CPU offloading" under Advanced.
+                    </Text>
+                  </Stack>
+                </Fieldset>
+              )}
             </Stack>
           </Fieldset>
 
@@ -226,6 +298,7 @@ export function DeployForm({ editing, onClose }: Props) {
                 autosize
                 minRows={1}
                 value={s.worker_selector}
+                error={errorOf("worker_selector")}
                 onChange={(e) => set("worker_selector", e.currentTarget.value)}
               />
               <Switch
@@ -243,7 +316,7 @@ export function DeployForm({ editing, onClose }: Props) {
                       label: `${g.id} (${g.name}${g.simulated ? ", simulated" : ""})`,
                     }))}
                     value={s.gpu_ids}
-                    error={fieldErrors["gpu_selector.gpu_ids"]}
+                    error={errorOf("gpu_selector.gpu_ids")}
                     onChange={(v) => set("gpu_ids", v)}
                   />
                   <Select
@@ -251,7 +324,7 @@ export function DeployForm({ editing, onClose }: Props) {
                     label="GPUs per replica"
                     data={["auto", "1", "2", "4", "8"]}
                     value={String(s.gpus_per_replica)}
-                    error={fieldErrors["gpu_selector.gpus_per_replica"]}
+                    error={errorOf("gpu_selector.gpus_per_replica")}
                     onChange={(v) => set("gpus_per_replica", !v || v === "auto" ? "auto" : Number(v))}
                   />
                 </Group>
@@ -263,21 +336,30 @@ export function DeployForm({ editing, onClose }: Props) {
             <Stack>
               <MultiSelect
                 label="Categories"
+                name="categories"
                 data={CATEGORIES}
+                error={errorOf("categories")}
                 value={s.categories}
                 onChange={(v) => set("categories", v)}
               />
               <Textarea
                 label="Backend parameters"
-                description={`One per line: --flag value, --flag=value or --flag${
-                  backend?.common_parameters.length ? `. Common: ${backend.common_parameters.join(" ")}` : ""
+                description={`One per line, in any of the forms the server reads: --flag value, --flag=value, or --flag alone with its value on the next line. Quotes and JSON values stay whole.${
+                  backend?.common_parameters.length ? ` Common: ${backend.common_parameters.join(" ")}` : ""
                 }`}
+                placeholder={"--ctx-size 4096\n--threads=2"}
                 name="backend_parameters"
                 autosize
                 minRows={2}
                 value={s.backend_parameters}
+                error={errorOf("backend_parameters")}
                 onChange={(e) => set("backend_parameters", e.currentTarget.value)}
               />
+              {s.backend_parameters.trim() && !errorOf("backend_parameters") && (
+                <Text size="xs" c="dimmed" data-testid="params-reading">
+                  Read as: {describeParams(s.backend_parameters)}
+                </Text>
+              )}
               <Textarea
                 label="Environment variables"
                 description="One NAME=value per line"
@@ -285,8 +367,29 @@ export function DeployForm({ editing, onClose }: Props) {
                 autosize
                 minRows={1}
                 value={s.env}
+                error={errorOf("env")}
                 onChange={(e) => set("env", e.currentTarget.value)}
               />
+              {!custom && (
+                <Group grow align="flex-start">
+                  <TextInput
+                    label="Run command override"
+                    description="Replaces the backend's command (same placeholders); empty keeps it"
+                    name="run_command"
+                    value={s.run_command}
+                    error={errorOf("run_command")}
+                    onChange={(e) => set("run_command", e.currentTarget.value)}
+                  />
+                  <TextInput
+                    label="Image override"
+                    description="Replaces the version's container image; empty keeps it"
+                    name="image_name"
+                    value={s.image_name}
+                    error={errorOf("image_name")}
+                    onChange={(e) => set("image_name", e.currentTarget.value)}
+                  />
+                </Group>
+              )}
               <Group>
                 <Switch
                   label="Extended KV cache"

@@ -1,11 +1,12 @@
-// A deployment's instances: state and message, worker, GPUs, restarts; delete one or view its logs.
+// A deployment's instances: state and message, command as run, worker, GPUs, restarts; delete one or view its logs.
 
-import { Button, Group, Table, Text, Tooltip } from "@mantine/core";
+import { Button, Code, Group, Table, Text, Tooltip } from "@mantine/core";
 import { modals } from "@mantine/modals";
 import { notifications } from "@mantine/notifications";
 import { del, messageOf } from "../../api/client";
 import type { ModelInstance } from "../../api/types";
 import { StateBadge } from "../../components/StateBadge";
+import { shellJoin } from "./command";
 
 interface Props {
   instances: ModelInstance[];
@@ -42,7 +43,14 @@ export function InstancesTable({ instances, onLogs }: Props) {
       <Table.Tbody>
         {instances.map((i) => (
           <Table.Tr key={i.id} data-instance={i.name}>
-            <Table.Td>{i.name}</Table.Td>
+            <Table.Td>
+              {i.name}
+              {i.command && i.command.length > 0 && (
+                <Code block fz="xs" mt={4} maw={520} data-testid="instance-command">
+                  {shellJoin(i.command)}
+                </Code>
+              )}
+            </Table.Td>
             <Table.Td>
               <StateBadge state={i.state} />
               {i.download_progress !== null && i.state === "downloading" && ` ${Math.round(i.download_progress)}%`}

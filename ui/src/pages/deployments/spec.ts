@@ -2,6 +2,14 @@
 
 import type { Model, ModelSpec, ModelSource, PlacementStrategy } from "../../api/types";
 import { formatPairs, parsePairs } from "../../format";
+import { paramItems, paramText, paramsProblem, runCommandProblem } from "./command";
+
+/** GPUStack's virtual backend for a deployment's own image and run command ("flexible testing mode"). */
+export const CUSTOM_BACKEND = "Custom";
+
+export function isCustom(backend: string): boolean {
+  return backend.trim().toLowerCase() === CUSTOM_BACKEND.toLowerCase();
+}
 
 export interface DeployState {
   source: ModelSource;
@@ -23,6 +31,13 @@ export interface DeployState {
   categories: string[];
   backend_parameters: string;
   env: string;
+  /**
+   * The Custom backend's image (optional: without one the command runs as a host process); for other
+   * backends an optional override of the version's image.
+   */
+  image_name: string;
+  /** The Custom backend's command; for other backends an optional override of theirs. */
+  run_command: string;
   cpu_offloading: boolean;
   distributed: boolean;
   restart_on_error: boolean;
@@ -49,6 +64,8 @@ export const EMPTY: DeployState = {
   categories: [],
   backend_parameters: "",
   env: "",
+  image_name: "",
+  run_command: "",
   cpu_offloading: false,
   distributed: false,
   restart_on_error: true,
@@ -58,6 +75,7 @@ export const EMPTY: DeployState = {
 const blank = (s: string): string | null => (s.trim() ? s.trim() : null);
 
 export function toSpec(s: DeployState): ModelSpec {
+  const custom = isCustom(s.backend);
   return {
     name: s.name.trim(),
     source: s.source,
@@ -68,7 +86,7 @@ export function toSpec(s: DeployState): ModelSpec {
     model_scope_file_path: s.source === "model_scope" ? blank(s.model_scope_file_path) : null,
     description: blank(s.description),
     backend: blank(s.backend),
-    backend_version: blank(s.backend_version),
+    backend_version: custom ? null : blank(s.backend_version),
     replicas: s.replicas,
     categories: s.categories,
     placement_strategy: s.placement_strategy,
@@ -76,15 +94,14 @@ export function toSpec(s: DeployState): ModelSpec {
     gpu_selector: s.manual_gpus
       ? { gpu_ids: s.gpu_ids, gpus_per_replica: s.gpus_per_replica === "auto" ? null : s.gpus_per_replica }
       : null,
-    backend_parameters: s.backend_parameters
-      .split("\n")
-      .map((l) => l.trim())
-      .filter(Boolean),
+    backend_parameters: paramItems(s.backend_parameters),
     env: parsePairs(s.env),
     cpu_offloading: s.cpu_offloading,
     distributed_inference_across_workers: s.distributed,
     restart_on_error: s.restart_on_error,
     extended_kv_cache: s.extended_kv_cache ? { enabled: true } : null,
+    image_name: blank(s.image_name),
+    run_command: blank(s.run_command),
   };
 }
 
@@ -107,12 +124,14 @@ export function fromModel(m: Model): DeployState {
     gpu_ids: m.gpu_selector?.gpu_ids ?? [],
     gpus_per_replica: m.gpu_selector?.gpus_per_replica ?? "auto",
     categories: m.categories ?? [],
-    backend_parameters: (m.backend_parameters ?? []).join("\n"),
+    backend_parameters: paramText(m.backend_parameters),
     env: formatPairs(m.env),
     cpu_offloading: m.cpu_offloading ?? false,
     distributed: m.distributed_inference_across_workers ?? false,
     restart_on_error: m.restart_on_error ?? true,
     extended_kv_cache: m.extended_kv_cache?.enabled ?? false,
+    image_name: m.image_name ?? "",
+    run_command: m.run_command ?? "",
   };
 }
 
@@ -156,10 +175,60 @@ export const FORM_FIELDS = new Set([
   "name",
   "local_path",
   "huggingface_repo_id",
+  "huggingface_filename",
   "model_scope_model_id",
+  "model_scope_file_path",
   "backend",
   "backend_version",
   "replicas",
+  "worker_selector",
   "gpu_selector.gpu_ids",
   "gpu_selector.gpus_per_replica",
+  "categories",
+  "backend_parameters",
+  "env",
+  "image_name",
+  "run_command",
 ]);
+
+/**
+ * The form input a server error's `field` belongs to: the field itself, or the nearest enclosing one
+ * the form shows (`backend_parameters[2]` → `backend_parameters`, `env.HF_TOKEN` → `env`); null when
+ * the form has no input for it (then the message is shown form-level).
+ */
+export function formFieldOf(field: string): string | null {
+  let f = field.trim().replace(/^\$\.?/, "");
+  for (;;) {
+    if (FORM_FIELDS.has(f)) return f;
+    const cut = Math.max(f.lastIndexOf("."), f.lastIndexOf("["));
+    if (cut <= 0) return null;
+    f = f.slice(0, cut);
+  }
+}
+
+/** Server field errors split into those shown next to an input and the rest (shown form-level). */
+export function splitFieldErrors(errors: Record<string, string>): { byField: Record<string, string>; other: string[] } {
+  const byField: Record<string, string> = {};
+  const other: string[] = [];
+  for (const [field, message] of Object.entries(errors)) {
+    const target = formFieldOf(field);
+    if (target) byField[target] ??= message;
+    else other.push(`${field}: ${message}`);
+  }
+  return { byField, other };
+}
+
+/**
+ * What the server (or, for the run command, the worker that renders it) would refuse, found before
+ * submitting: the same messages, by field.
+ */
+export function clientProblems(s: DeployState): Record<string, string> {
+  const problems: Record<string, string> = {};
+  const params = paramsProblem(s.backend_parameters);
+  if (params) problems.backend_parameters = params;
+  if (isCustom(s.backend) || s.run_command.trim()) {
+    const command = runCommandProblem(s.run_command, parsePairs(s.env));
+    if (command) problems.run_command = command;
+  }
+  return problems;
+}

@@ -1,0 +1,139 @@
+import { describe, expect, it } from "vitest";
+import type { Model } from "../../api/types";
+import {
+  clientProblems,
+  type DeployState,
+  EMPTY,
+  formFieldOf,
+  fromModel,
+  preselectBackend,
+  splitFieldErrors,
+  suggestName,
+  toSpec,
+} from "./spec";
+
+const state = (over: Partial<DeployState>): DeployState => ({ ...EMPTY, ...over });
+
+describe("toSpec", () => {
+  it("sends only the chosen source's fields and parameters as one item per line", () => {
+    const spec = toSpec(
+      state({
+        source: "huggingface",
+        local_path: "/ignored",
+        huggingface_repo_id: " Qwen/Qwen3-0.6B ",
+        name: "qwen",
+        backend: "vLLM",
+        backend_version: "0.11.0",
+        backend_parameters: "--max-model-len 8192\n\n--enforce-eager",
+        worker_selector: "gpu=a100",
+        env: "HF_TOKEN=x",
+      }),
+    );
+    expect(spec).toMatchObject({
+      name: "qwen",
+      source: "huggingface",
+      local_path: null,
+      huggingface_repo_id: "Qwen/Qwen3-0.6B",
+      backend: "vLLM",
+      backend_version: "0.11.0",
+      backend_parameters: ["--max-model-len 8192", "--enforce-eager"],
+      worker_selector: { gpu: "a100" },
+      env: { HF_TOKEN: "x" },
+      image_name: null,
+      run_command: null,
+      gpu_selector: null,
+    });
+  });
+
+  it("sends the Custom backend's image and command and no version", () => {
+    const spec = toSpec(
+      state({
+        local_path: "/m.gguf",
+        name: "m",
+        backend: "Custom",
+        backend_version: "cpu",
+        image_name: " ghcr.io/x:1 ",
+        run_command: "serve {{model_path}} --port {{port}}",
+      }),
+    );
+    expect(spec.backend).toBe("Custom");
+    expect(spec.backend_version).toBeNull();
+    expect(spec.image_name).toBe("ghcr.io/x:1");
+    expect(spec.run_command).toBe("serve {{model_path}} --port {{port}}");
+  });
+
+  it("round-trips a stored deployment", () => {
+    const model = {
+      id: 3,
+      version: 7,
+      created_at: "",
+      updated_at: "",
+      ready_replicas: 1,
+      ...toSpec(
+        state({
+          local_path: "/m.gguf",
+          name: "m",
+          backend: "Custom",
+          run_command: "serve",
+          backend_parameters: "--a 1\n--b=2",
+          manual_gpus: true,
+          gpu_ids: ["w:cuda:0"],
+          gpus_per_replica: 1,
+        }),
+      ),
+    } as Model;
+    const back = fromModel(model);
+    expect(back.backend_parameters).toBe("--a 1\n--b=2");
+    expect(back.run_command).toBe("serve");
+    expect(back.gpus_per_replica).toBe(1);
+    expect(toSpec(back)).toEqual(toSpec(fromModel(model)));
+  });
+});
+
+describe("formFieldOf / splitFieldErrors", () => {
+  it("maps a server field to the input that shows it", () => {
+    expect(formFieldOf("name")).toBe("name");
+    expect(formFieldOf("backend_parameters[2]")).toBe("backend_parameters");
+    expect(formFieldOf("env.HF_TOKEN")).toBe("env");
+    expect(formFieldOf("gpu_selector.gpu_ids[0]")).toBe("gpu_selector.gpu_ids");
+    expect(formFieldOf("gpu_selector")).toBeNull();
+    expect(formFieldOf("cluster_id")).toBeNull();
+    expect(formFieldOf("run_command")).toBe("run_command");
+  });
+
+  it("keeps the rest for the form-level message", () => {
+    expect(splitFieldErrors({ replicas: "must be between 0 and 1024", cluster_id: "no cluster 9" })).toEqual({
+      byField: { replicas: "must be between 0 and 1024" },
+      other: ["cluster_id: no cluster 9"],
+    });
+  });
+});
+
+describe("clientProblems", () => {
+  it("finds what the server or worker would refuse", () => {
+    expect(clientProblems(state({ backend: "vLLM", backend_parameters: "--a 'x" }))).toEqual({
+      backend_parameters: expect.stringContaining("unterminated single quote") as string,
+    });
+    expect(clientProblems(state({ backend: "Custom" }))).toEqual({ run_command: "required with the Custom backend" });
+    expect(clientProblems(state({ backend: "Custom", run_command: "serve {{nope}}" })).run_command).toContain(
+      "unknown placeholder {{nope}}",
+    );
+    expect(clientProblems(state({ backend: "Custom", run_command: "serve {{X}}", env: "X=1" }))).toEqual({});
+    expect(clientProblems(state({ backend: "vLLM" }))).toEqual({});
+  });
+});
+
+describe("suggestName / preselectBackend", () => {
+  it("names a deployment after its source", () => {
+    expect(suggestName(state({ local_path: "/models/SmolLM2-135M.Q8_0.gguf" }))).toBe("SmolLM2-135M.Q8_0");
+    expect(suggestName(state({ source: "huggingface", huggingface_repo_id: "Qwen/Qwen3 0.6B" }))).toBe("Qwen3-0.6B");
+  });
+
+  it("picks llama.cpp for GGUF, VoxBox for speech, else vLLM", () => {
+    const all = ["vLLM", "VoxBox", "llama.cpp"];
+    expect(preselectBackend(state({ local_path: "/a.GGUF" }), all)).toBe("llama.cpp");
+    expect(preselectBackend(state({ categories: ["text_to_speech"] }), all)).toBe("VoxBox");
+    expect(preselectBackend(state({ local_path: "/dir" }), all)).toBe("vLLM");
+    expect(preselectBackend(state({ local_path: "/a.gguf" }), ["my-llama-custom"])).toBe("my-llama-custom");
+  });
+});
