@@ -19,6 +19,7 @@ const MODEL_PATH = env("SMOLLM2_GGUF");
 const LLAMA_SERVER = env("LLAMA_SERVER");
 const ARTIFACTS = env("ARTIFACTS");
 const MODEL = "smollm2";
+const CUSTOM_MODEL = "smollm2-own-command";
 const BACKEND = "llama-cpp-custom";
 const RUNNING_TIMEOUT_MS = 240_000;
 
@@ -81,12 +82,19 @@ async function step(name, fn) {
   await fn();
 }
 
-async function moreActions(action) {
-  await page.getByRole("button", { name: `More actions for ${MODEL}` }).click();
+async function moreActions(action, model = MODEL) {
+  await page.getByRole("button", { name: `More actions for ${model}` }).click();
   await page.getByRole("menuitem", { name: action }).click();
 }
 
-const deployment = () => page.locator(`tr[data-deployment="${MODEL}"]`);
+const deployment = (model = MODEL) => page.locator(`tr[data-deployment="${model}"]`);
+
+/** Waits until the input's own error message (aria-describedby …-error) contains `text`. */
+async function fieldError(input, text) {
+  await input.and(page.locator('[aria-invalid="true"]')).waitFor();
+  const errorId = (await input.getAttribute("aria-describedby"))?.split(" ").find((id) => id.endsWith("-error"));
+  await page.locator(`[id="${errorId}"]`).getByText(text).waitFor();
+}
 
 try {
   await step("log in", async () => {
@@ -124,14 +132,33 @@ try {
     await form.getByTestId("compatibility").waitFor({ timeout: 30_000 });
     await form.getByRole("button", { name: "Deploy" }).click();
     const nameInput = form.getByRole("textbox", { name: "Name", exact: true });
-    await nameInput.and(page.locator('[aria-invalid="true"]')).waitFor();
-    const errorId = (await nameInput.getAttribute("aria-describedby"))?.split(" ").find((id) => id.endsWith("-error"));
-    await page.locator(`[id="${errorId}"]`).getByText("must be 1-63 characters").waitFor();
+    await fieldError(nameInput, "must be 1-63 characters");
     await page.waitForFunction(() => document.activeElement?.getAttribute("name") === "name");
     if ((await form.getByLabel("Model path").inputValue()) !== MODEL_PATH) throw new Error("the model path was lost");
     const backend = await form.getByRole("textbox", { name: "Backend", exact: true }).inputValue();
     if (backend !== BACKEND) throw new Error(`the backend choice was lost (now ${JSON.stringify(backend)})`);
     await screenshot("deploy-form-field-error");
+  });
+
+  await step("deploy form: hub search never blocks the form (offline it says so)", async () => {
+    const form = page.getByRole("form", { name: "Deploy a model" });
+    await form.getByRole("radiogroup", { name: "Source" }).getByText("Hugging Face", { exact: true }).click();
+    const repo = form.getByRole("textbox", { name: "Repository" });
+    await repo.fill("smollm2");
+    // Whatever the network allows, the search settles (results or "unavailable") and the text stays.
+    await form
+      .locator(
+        '[name="huggingface_repo_id"][data-hub-status="ok"], [name="huggingface_repo_id"][data-hub-status="unavailable"]',
+      )
+      .waitFor({ timeout: 15_000 });
+    if ((await repo.inputValue()) !== "smollm2") throw new Error("the repository text was changed by the search");
+    const status = await repo.getAttribute("data-hub-status");
+    if (status === "unavailable") await form.getByText("Hugging Face search unavailable").waitFor();
+    log(`hub search: ${status}`);
+    await page.keyboard.press("Escape");
+    await screenshot("deploy-form-hub-search");
+    await form.getByRole("radiogroup", { name: "Source" }).getByText("Local path", { exact: true }).click();
+    if ((await form.getByLabel("Model path").inputValue()) !== MODEL_PATH) throw new Error("the model path was lost");
   });
 
   await step("deploy the SmolLM2 GGUF by local path", async () => {
@@ -214,6 +241,45 @@ try {
     await screenshot("deleted");
   });
 
+  await step("deploy with the Custom backend: own command, parameters checked like the server", async () => {
+    await page.getByRole("button", { name: "Deploy model" }).click();
+    const form = page.getByRole("form", { name: "Deploy a model" });
+    await form.getByLabel("Model path").fill(MODEL_PATH);
+    await form.getByRole("textbox", { name: "Name", exact: true }).fill(CUSTOM_MODEL);
+    await choose(form, "Backend", "Custom (own image and command)");
+    await form.getByTestId("custom-backend").waitFor();
+    const params = form.getByRole("textbox", { name: "Backend parameters" });
+    await params.fill("--ctx-size=512\n--alias 'open");
+    await form.getByRole("button", { name: "Deploy" }).click();
+    const command = form.getByRole("textbox", { name: "Run command" });
+    await fieldError(command, "required with the Custom backend");
+    await fieldError(params, "unterminated single quote");
+    await screenshot("deploy-form-custom-errors");
+    await command.fill(
+      `${LLAMA_SERVER} -m {{model_path}} --host 127.0.0.1 --port {{port}} --alias {{model_name}} -t 1 -np 1`,
+    );
+    await params.fill("--ctx-size=512\n--batch-size\n64");
+    await form.getByTestId("params-reading").getByText("--ctx-size 512 · --batch-size 64").waitFor();
+    // The Custom backend names no framework: on this CPU-only worker it runs with CPU offloading allowed.
+    await form.getByText("Allow CPU offloading", { exact: true }).click();
+    await form.getByTestId("compatibility").getByText("Compatible", { exact: true }).waitFor({ timeout: 30_000 });
+    await screenshot("deploy-form-custom");
+    await form.getByRole("button", { name: "Deploy" }).click();
+    await form.waitFor({ state: "detached" });
+    await deployment(CUSTOM_MODEL).getByTestId("replicas").getByText("1 / 1").waitFor({ timeout: RUNNING_TIMEOUT_MS });
+    await deployment(CUSTOM_MODEL)
+      .getByRole("button", { name: `Show instances of ${CUSTOM_MODEL}` })
+      .click();
+    // The worker ran the deployment's own command with its parameters appended as entered.
+    const ran = page.getByTestId("instance-command").filter({ hasText: `--alias ${CUSTOM_MODEL}` });
+    await ran.getByText("--ctx-size=512 --batch-size 64").waitFor();
+    log(`custom command: ${await ran.innerText()}`);
+    await screenshot("custom-running");
+    await moreActions("Delete", CUSTOM_MODEL);
+    await page.getByRole("dialog").getByRole("button", { name: "Delete" }).click();
+    await deployment(CUSTOM_MODEL).waitFor({ state: "detached" });
+  });
+
   await step("the other pages", async () => {
     await nav("Workers & GPUs");
     await page.locator("tr[data-worker]").first().waitFor();
@@ -229,7 +295,13 @@ try {
     await nav("Users");
     await screenshot("users");
     await nav("Usage");
+    // The playground chat above went through the gateway: its tokens are counted for the model, by session.
+    await page.getByTestId("usage-table").getByRole("rowheader", { name: MODEL, exact: true }).waitFor();
+    await page.getByRole("img", { name: /^Tokens per day/ }).waitFor();
     await screenshot("usage");
+    await page.getByRole("radiogroup", { name: "Split by" }).getByText("API key", { exact: true }).click();
+    await page.getByTestId("usage-table").getByRole("rowheader", { name: "session (no API key)" }).waitFor();
+    await screenshot("usage-by-key");
   });
 
   log(`passed; screenshots in ${ARTIFACTS}`);
