@@ -302,6 +302,9 @@ try {
     await page.getByRole("radiogroup", { name: "Split by" }).getByText("API key", { exact: true }).click();
     await page.getByTestId("usage-table").getByRole("rowheader", { name: "session (no API key)" }).waitFor();
     await screenshot("usage-by-key");
+    await nav("Dashboard");
+    await page.getByRole("img", { name: /^Tokens per day, last 31 days: 1 requests/ }).waitFor();
+    await screenshot("dashboard-usage");
   });
 
   log(`passed; screenshots in ${ARTIFACTS}`);

@@ -1,12 +1,15 @@
-// Counts of workers, GPUs, deployments and instances, GPU memory per worker, and the deployments' states.
+// Counts of workers, GPUs, deployments and instances, GPU memory per worker, the deployments' states,
+// and the last 31 days of token usage (GET /v2/dashboard).
 
-import { Card, Group, SimpleGrid, Stack, Table, Text, Title } from "@mantine/core";
+import { Anchor, Card, Group, SimpleGrid, Stack, Table, Text, Title } from "@mantine/core";
+import { Link } from "react-router-dom";
 import { Bar, BarChart, CartesianGrid, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
-import { useWatchList } from "../api/hooks";
+import { useGet, useWatchList } from "../api/hooks";
 import type { Model, ModelInstance, Worker } from "../api/types";
 import { Page } from "../components/Page";
 import { StateBadge } from "../components/StateBadge";
 import { gib } from "../format";
+import { compact, fillDays, lastDays, type UsageDay } from "./usage";
 
 function Stat({ label, value, detail }: { label: string; value: number; detail?: string }) {
   return (
@@ -56,6 +59,36 @@ function GpuMemoryChart({ workers }: { workers: Worker[] }) {
   );
 }
 
+/** Tokens per day over the last 31 days, from the dashboard's summary (the caller's own for non-admins). */
+function UsageChart() {
+  const dashboard = useGet<{ usage: UsageDay[] }>("/v2/dashboard");
+  if (dashboard.error) return <Text c="dimmed">Usage unavailable: {dashboard.error.message}</Text>;
+  if (!dashboard.data) return null;
+  const days = fillDays(dashboard.data.usage, lastDays(31));
+  const prompt = days.reduce((s, d) => s + d.prompt, 0);
+  const completion = days.reduce((s, d) => s + d.completion, 0);
+  const requests = days.reduce((s, d) => s + d.requests, 0);
+  if (requests === 0) return <Text c="dimmed">No requests through the gateway in the last 31 days.</Text>;
+  return (
+    <div
+      role="img"
+      aria-label={`Tokens per day, last 31 days: ${requests} requests, ${prompt} prompt and ${completion} completion tokens`}
+    >
+      <ResponsiveContainer width="100%" height={200}>
+        <BarChart data={days}>
+          <CartesianGrid strokeDasharray="3 3" />
+          <XAxis dataKey="date" />
+          <YAxis width={60} tickFormatter={(v: number) => compact(v)} />
+          <Tooltip />
+          <Legend />
+          <Bar dataKey="prompt" stackId="t" name="Prompt tokens" fill="#e8590c" isAnimationActive={false} />
+          <Bar dataKey="completion" stackId="t" name="Completion tokens" fill="#1c7ed6" isAnimationActive={false} />
+        </BarChart>
+      </ResponsiveContainer>
+    </div>
+  );
+}
+
 export function DashboardPage() {
   const workers = useWatchList<Worker>("/v2/workers");
   const models = useWatchList<Model>("/v2/models");
@@ -74,12 +107,27 @@ export function DashboardPage() {
       </SimpleGrid>
       <Card withBorder>
         <Stack>
-          <Title order={4}>GPU memory per worker</Title>
+          <Title order={3} size="h4">
+            GPU memory per worker
+          </Title>
           <GpuMemoryChart workers={workers.items} />
         </Stack>
       </Card>
       <Card withBorder>
-        <Title order={4} mb="sm">
+        <Stack>
+          <Group justify="space-between">
+            <Title order={3} size="h4">
+              Tokens, last 31 days
+            </Title>
+            <Anchor component={Link} to="/usage" size="sm">
+              Usage by model and key
+            </Anchor>
+          </Group>
+          <UsageChart />
+        </Stack>
+      </Card>
+      <Card withBorder>
+        <Title order={3} size="h4" mb="sm">
           Active deployments
         </Title>
         <Table>

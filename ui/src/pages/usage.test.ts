@@ -4,6 +4,7 @@ import {
   aggregate,
   compact,
   daysBetween,
+  fillDays,
   groupLabel,
   lastDays,
   OTHERS,
@@ -131,5 +132,17 @@ describe("labels", () => {
     expect(compact(950)).toBe("950");
     expect(compact(1200)).toBe("1.2k");
     expect(compact(3_000_000)).toBe("3M");
+  });
+});
+
+describe("fillDays", () => {
+  it("spreads per-day totals over the whole range", () => {
+    const perDay = [{ date: "2025-03-02", request_count: 2, prompt_token_count: 7, completion_token_count: 3 }];
+    expect(fillDays(perDay, { start_date: "2025-03-01", end_date: "2025-03-03" })).toEqual([
+      { date: "2025-03-01", prompt: 0, completion: 0, requests: 0 },
+      { date: "2025-03-02", prompt: 7, completion: 3, requests: 2 },
+      { date: "2025-03-03", prompt: 0, completion: 0, requests: 0 },
+    ]);
+    expect(fillDays(perDay, { start_date: "", end_date: "" }).map((d) => d.date)).toEqual(["2025-03-02"]);
   });
 });

@@ -224,3 +224,22 @@ export function groupLabel(by: GroupBy, key: string, names: Names): string {
   if (by === "user") return names.users.get(Number(key)) ?? `user #${key}`;
   return key;
 }
+
+/** Per-day totals (GET /v2/dashboard `usage`, /v2/usage `per_day`) over every day of the range, zeros included. */
+export function fillDays(
+  perDay: UsageDay[],
+  range: { start_date: string; end_date: string },
+): { date: string; prompt: number; completion: number; requests: number }[] {
+  const known = new Map(perDay.map((d) => [d.date, d]));
+  const days = daysBetween(range.start_date, range.end_date);
+  for (const d of perDay) if (!days.includes(d.date)) days.push(d.date);
+  return days.sort().map((date) => {
+    const d = known.get(date);
+    return {
+      date,
+      prompt: d?.prompt_token_count ?? 0,
+      completion: d?.completion_token_count ?? 0,
+      requests: d?.request_count ?? 0,
+    };
+  });
+}
