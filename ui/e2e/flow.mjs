@@ -142,6 +142,7 @@ try {
 
   await step("deploy form: hub search never blocks the form (offline it says so)", async () => {
     const form = page.getByRole("form", { name: "Deploy a model" });
+    await page.getByRole("dialog", { name: "Deploy a model" }).getByRole("button", { name: "Close" }).waitFor();
     await form.getByRole("radiogroup", { name: "Source" }).getByText("Hugging Face", { exact: true }).click();
     const repo = form.getByRole("textbox", { name: "Repository" });
     await repo.fill("smollm2");
