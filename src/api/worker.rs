@@ -301,6 +301,11 @@ pub struct ModelInstanceSpec {
     /// What the scheduler reserved for this instance.
     #[serde(default)]
     pub computed_resource_claim: Option<ResourceClaim>,
+    /// For backends configured by a file (MindIE): the file's sections, from the backend
+    /// parameters; the worker adds the run-time fields and hands the file to the server.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub backend_config: Option<serde_json::Value>,
     /// The parameters the server added to the backend's command (shown in the UI).
     #[serde(default)]
     pub injected_backend_parameters: Vec<String>,

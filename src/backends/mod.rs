@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod catalog;
+pub mod config_file;
 pub mod distributed;
 #[cfg(test)]
 mod fixtures;

@@ -38,6 +38,8 @@ pub struct InjectInput<'a> {
 pub struct Injection {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// For backends configured by a file (MindIE): the file's sections from the parameters.
+    pub config: Option<serde_json::Value>,
 }
 
 struct Builder<'a> {
@@ -189,6 +191,7 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
             // No CLI: the parameters become MindIE's JSON config (`mindie_config`) and env.
             let params = MindieParams::parse(input.user_parameters, input.estimate.context_length)?;
             b.out.env = params.env();
+            b.out.config = Some(params.to_config());
         }
         Kind::Voxbox => {
             let device = if input.n_gpus == 0 { "cpu".to_owned() } else { "cuda:0".to_owned() };

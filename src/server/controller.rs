@@ -63,6 +63,7 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         container_id: None,
         ports: Vec::new(),
         distributed_servers: None,
+        backend_config: None,
         computed_resource_claim: None,
         injected_backend_parameters: Vec::new(),
         spec_hash: Some(spec_hash(m)),

@@ -275,6 +275,11 @@ fn bound(
     for (k, v) in injection.env {
         spec.env.entry(k).or_insert(v);
     }
+    // A backend configured by a file takes its parameters there, not on the command line.
+    if injection.config.is_some() {
+        spec.backend_parameters = injection.args.clone();
+    }
+    spec.backend_config = injection.config;
     spec.injected_backend_parameters = injection.args;
     spec.model_path = match model.source {
         ModelSource::LocalPath => model.local_path.clone().unwrap_or_default(),

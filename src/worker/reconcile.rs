@@ -18,8 +18,10 @@ use super::agent::Cache;
 use super::download::{Downloader, HubSource};
 use super::logs;
 use super::runtime::{Handle, LaunchSpec, Liveness, Runtime};
+use crate::api::RuntimeKind;
 use crate::api::backend::InferenceBackendSpec;
 use crate::api::{InstanceState, InstanceStatusReport, ModelInstance, ModelSource};
+use crate::backends::config_file;
 use crate::backends::distributed::{self, Launch, Role, Topology};
 use crate::backends::{DeploymentOverrides, RenderContext, render_command};
 use crate::client::{Client, ClientError};
@@ -81,6 +83,15 @@ enum Download {
     Running(f64),
     Done(PathBuf),
     Failed(String),
+}
+
+/// Why a launch could not be prepared.
+#[derive(Debug, thiserror::Error)]
+enum LaunchError {
+    #[error("cannot render the launch command: {0}")]
+    Render(#[from] crate::backends::RenderError),
+    #[error("cannot write the backend's config file: {0}")]
+    Config(String),
 }
 
 /// What `poll_download` found.
@@ -378,7 +389,7 @@ impl Reconciler {
         let spec = match self.launch_spec(i, &backend, model_path, port, &i.spec.gpu_indexes, rendezvous, restart_count)
         {
             Ok(spec) => spec,
-            Err(e) => return self.fail(i, format!("cannot render the launch command: {e}"), Some(restart_count)).await,
+            Err(e) => return self.fail(i, e.to_string(), Some(restart_count)).await,
         };
         let argv: Vec<String> = spec.program.iter().chain(&spec.args).cloned().collect();
         let model_path_text = spec.model_path.display().to_string();
@@ -421,7 +432,7 @@ impl Reconciler {
         gpu_indexes: &[u32],
         rendezvous: Option<(Role, u16)>,
         restart_count: u32,
-    ) -> Result<LaunchSpec, crate::backends::RenderError> {
+    ) -> Result<LaunchSpec, LaunchError> {
         let overrides = DeploymentOverrides {
             version: i.spec.backend_version.as_deref(),
             run_command: i.spec.run_command.as_deref(),
@@ -460,6 +471,29 @@ impl Reconciler {
             Some((Role::Follower { rank }, _)) => format!("{}-part{rank}", i.spec.name),
             _ => i.spec.name.clone(),
         };
+        let mut files = Vec::new();
+        if let Some(config) = &i.spec.backend_config {
+            let run_time = config_file::RunTime {
+                ip: &self.cfg.advertise_address,
+                port,
+                devices: gpu_indexes.len() as u32,
+                model_name: &i.spec.model_name,
+                model_path: &model_path_text,
+                multi_node_port: rendezvous.map(|(_, p)| p),
+            };
+            let text = serde_json::to_string_pretty(&config_file::finish_mindie(config.clone(), &run_time))
+                .map_err(|e| LaunchError::Config(e.to_string()))?;
+            let host = self.root.join(i.id.to_string()).join("backend-config.json");
+            std::fs::create_dir_all(self.root.join(i.id.to_string()))
+                .and_then(|()| std::fs::write(&host, text))
+                .map_err(|e| LaunchError::Config(format!("cannot write {}: {e}", host.display())))?;
+            let seen_as = match self.runtime.kind() {
+                RuntimeKind::Container => config_file::MINDIE_CONFIG_PATH.to_string(),
+                RuntimeKind::Process => host.display().to_string(),
+            };
+            launch.env.insert(config_file::MINDIE_CONFIG_ENV.into(), seen_as);
+            files.push((host, config_file::MINDIE_CONFIG_PATH.to_string()));
+        }
         Ok(LaunchSpec {
             instance_id: i.id,
             instance_name: name,
@@ -471,6 +505,7 @@ impl Reconciler {
             port,
             gpu_indexes: gpu_indexes.to_vec(),
             log_path: logs::log_path(&self.root, i.id, restart_count),
+            files,
         })
     }
 

@@ -15,7 +15,8 @@ both_dbs!(
     bad_deployments_name_the_field,
     scheduling_explains_and_never_overbooks,
     edits_roll_instances_one_at_a_time,
-    the_custom_backend_runs_the_deployments_own_command
+    the_custom_backend_runs_the_deployments_own_command,
+    mindie_reads_its_parameters_from_a_config_file
 );
 
 async fn bad_deployments_name_the_field(kind: DbKind) {
@@ -41,6 +42,21 @@ async fn bad_deployments_name_the_field(kind: DbKind) {
         (json!({"name": "a", "source": "local_path", "local_path": path, "sauce": 1}), "sauce"),
         (json!({"name": "a b", "source": "local_path", "local_path": path}), "name"),
         (json!({"name": "a", "source": "ftp"}), "source"),
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "backend": "vLLM",
+                   "backend_parameters": ["--chat-template 'unclosed"]}),
+            "backend_parameters",
+        ),
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "backend": "Custom",
+                   "run_command": "serve {{model_path}} --port {{prot}}"}),
+            "run_command",
+        ),
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "backend": "Custom",
+                   "run_command": "serve 'unclosed"}),
+            "run_command",
+        ),
     ];
     for (body, field) in cases {
         let (status, err) = s.post("/v2/models", body.clone()).await;
@@ -331,5 +347,59 @@ async fn the_custom_backend_runs_the_deployments_own_command(kind: DbKind) {
     .await;
     let command = items[0]["command"].to_string();
     assert!(command.contains("echo flexible flex on"), "{command}");
+    worker.shutdown().await;
+}
+
+async fn mindie_reads_its_parameters_from_a_config_file(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    // MindIE itself needs Ascend NPUs; a custom version of the built-in backend stands in for its
+    // daemon and prints the config file it was handed.
+    let (_, mindie) = s.get("/v2/inference-backends/backend_name/MindIE").await;
+    let id = mindie["id"].as_i64().expect("id");
+    let yaml = "backend_name: MindIE\nversion_configs:\n  probe-custom:\n    image_name: busybox\n    entrypoint: sh\n    \
+                run_command: \"-c 'cat $MIES_CONFIG_JSON_PATH; exec sleep 300'\"\n    custom_framework: cpu\n";
+    let (status, body) = s.put(&format!("/v2/inference-backends/{id}/from-yaml"), json!({ "content": yaml })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("npu1", (46100, 46149))).await;
+    let model = tempfile::tempdir().expect("model dir");
+    let body = |params: &[&str]| {
+        json!({"name": "mi", "source": "local_path", "local_path": model.path(), "backend": "MindIE",
+               "backend_version": "probe-custom", "backend_parameters": params})
+    };
+    // Every documented range is checked up front.
+    let (status, err) = s.post("/v2/models", body(&["--max-batch-size 0"])).await;
+    assert_eq!((status, err["field"].as_str()), (StatusCode::BAD_REQUEST, Some("backend_parameters")), "{err}");
+    assert!(err["message"].as_str().unwrap_or("").contains("max-batch-size"), "{err}");
+    let (status, m) = s.post("/v2/models", body(&["--max-batch-size 64", "--max-seq-len 4096"])).await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    // The stand-in serves no /info, so it stays `starting`: its log is what counts.
+    let items = wait_models_instances(&s, m["id"].as_i64().expect("id"), "started", |i| {
+        i.len() == 1 && i[0]["state"] == "starting"
+    })
+    .await;
+    let instance = &items[0];
+    // The parameters went into the config, not onto the command line.
+    assert!(!instance["command"].to_string().contains("max-batch-size"), "{instance:#}");
+    let mut text = String::new();
+    for _ in 0..100 {
+        let (_, logs) = s.get(&format!("/v2/model-instances/{}/logs?tail=400", instance["id"])).await;
+        // (A log that is one JSON document comes back parsed.)
+        text = logs.as_str().map(str::to_string).unwrap_or_else(|| logs.to_string());
+        if text.contains("maxBatchSize") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let start = text.find('{').unwrap_or_else(|| panic!("no config in the log: {text:?}"));
+    let config: Value = serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(config["BackendConfig"]["ScheduleConfig"]["maxBatchSize"], 64, "{config:#}");
+    assert_eq!(config["BackendConfig"]["ModelDeployConfig"]["maxSeqLen"], 4096);
+    assert_eq!(config["ServerConfig"]["port"], instance["port"]);
+    assert_eq!(config["ServerConfig"]["ipAddress"], "127.0.0.1");
+    let model_config = &config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0];
+    assert_eq!(model_config["modelName"], "mi");
+    assert_eq!(model_config["modelWeightPath"].as_str(), model.path().to_str());
     worker.shutdown().await;
 }

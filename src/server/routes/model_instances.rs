@@ -125,6 +125,7 @@ async fn create_instance(
         container_id: None,
         ports: Vec::new(),
         distributed_servers: None,
+        backend_config: None,
         computed_resource_claim: None,
         injected_backend_parameters: Vec::new(),
         spec_hash: None,

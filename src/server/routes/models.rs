@@ -98,6 +98,8 @@ pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec
         non_empty("run_command", &spec.run_command, "required with the Custom backend")?;
         spec.backend = Some(crate::backends::catalog::CUSTOM.into());
         spec.backend_version = None;
+        let custom = crate::backends::catalog::custom_backend(spec.image_name.as_deref(), "");
+        check_command(&custom, &spec)?;
         check_gpu_selector(state, &spec).await?;
         return Ok(spec);
     }
@@ -126,8 +128,39 @@ pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec
         ));
     }
     spec.backend = Some(backend.backend_name.clone());
+    check_command(&backend, &spec)?;
+    if crate::backends::kind::kind_of(&backend.backend_name) == crate::backends::kind::Kind::Mindie {
+        // MindIE's parameters become its config file: every documented range is checked now.
+        crate::estimate::mindie_config(&spec.backend_parameters)
+            .map_err(|e| ApiError::field("backend_parameters", e.to_string()))?;
+    }
     check_gpu_selector(state, &spec).await?;
     Ok(spec)
+}
+
+/// Renders the deployment's command once with stand-in values, so that a run command that does
+/// not split, an unknown placeholder or unparsable backend parameters are refused now (naming the
+/// field) instead of failing on a worker later.
+fn check_command(backend: &crate::api::backend::InferenceBackendSpec, spec: &ModelSpec) -> ApiResult<()> {
+    use crate::backends::{DeploymentOverrides, RenderContext, RenderError, render_command};
+    let overrides = DeploymentOverrides {
+        version: spec.backend_version.as_deref(),
+        run_command: spec.run_command.as_deref(),
+        env: Some(&spec.env),
+        backend_parameters: &spec.backend_parameters,
+    };
+    let ctx =
+        RenderContext { model_path: "/model", model_name: &spec.name, port: 1, worker_ip: "127.0.0.1", gpu_ids: &[0] };
+    let Err(e) = render_command(backend, &overrides, &ctx) else { return Ok(()) };
+    let field = match &e {
+        RenderError::Params(_) => "backend_parameters",
+        RenderError::UnknownPlaceholder { field, .. } | RenderError::Split { field, .. } if field == "run_command" => {
+            "run_command"
+        }
+        // The backend's own templates are checked when it is stored; anything else is the backend's.
+        _ => "backend",
+    };
+    Err(ApiError::field(field, e.to_string()))
 }
 
 /// The backend a model gets when none is named (GPUStack's pre-selection by model type).

@@ -165,8 +165,7 @@ impl Reconciler {
         ) {
             Ok(spec) => spec,
             Err(e) => {
-                let message = format!("cannot render the launch command: {e}");
-                return self.report_part(i, me, PartReport::state(InstanceState::Error, message)).await;
+                return self.report_part(i, me, PartReport::state(InstanceState::Error, e.to_string())).await;
             }
         };
         let argv: Vec<String> = spec.program.iter().chain(&spec.args).cloned().collect();

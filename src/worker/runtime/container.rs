@@ -141,7 +141,10 @@ fn create_body(spec: &LaunchSpec, image: &str, scope: Option<&str>) -> Container
     } else {
         (Some(spec.program.clone()), Some(spec.args.clone()))
     };
-    let binds = model_mount(&spec.model_path).map(|p| vec![format!("{}:{}:ro", p.display(), p.display())]);
+    let mut binds: Vec<String> =
+        model_mount(&spec.model_path).map(|p| format!("{}:{}:ro", p.display(), p.display())).into_iter().collect();
+    binds.extend(spec.files.iter().map(|(host, inside)| format!("{}:{inside}:ro", host.display())));
+    let binds = (!binds.is_empty()).then_some(binds);
     let device_requests = (!spec.gpu_indexes.is_empty()).then(|| {
         vec![DeviceRequest {
             driver: Some("nvidia".into()),
@@ -554,6 +557,7 @@ mod tests {
             port: 8080,
             gpu_indexes: vec![],
             log_path: dir.join("log"),
+            files: vec![],
         }
     }
 
@@ -586,7 +590,10 @@ mod tests {
 
         s.program.clear();
         s.gpu_indexes = vec![0, 2];
+        s.files = vec![(dir.path().join("c.json"), "/etc/app/config.json".into())];
         let body = create_body(&s, "localhost/x:1", None);
+        let binds = body.host_config.as_ref().and_then(|h| h.binds.clone()).expect("binds");
+        assert_eq!(binds, [format!("{d}:{d}:ro"), format!("{d}/c.json:/etc/app/config.json:ro")]);
         assert_eq!(body.entrypoint, None);
         assert_eq!(body.cmd, Some(vec!["--port".to_string(), "8080".to_string()]));
         assert!(!body.labels.expect("labels").contains_key(LABEL_SCOPE));
@@ -647,14 +654,20 @@ mod tests {
             instance_id,
             instance_name: "busybox httpd".into(),
             program: vec!["/bin/sh".into(), "-c".into()],
-            args: vec![format!("echo hello from the container; echo to-stderr >&2; exec httpd -f -p 127.0.0.1:{port}")],
+            args: vec![format!(
+                "echo hello from the container; cat /etc/ferrostack/config.json; echo to-stderr >&2; \
+                 exec httpd -f -p 127.0.0.1:{port}"
+            )],
             env: Default::default(),
             image: Some(image.clone()),
             model_path: dir.path().to_path_buf(),
             port,
             gpu_indexes: vec![],
             log_path: dir.path().join("logs/0.log"),
+            // A config file handed in (how MindIE gets its config.json).
+            files: vec![(dir.path().join("config.json"), "/etc/ferrostack/config.json".into())],
         };
+        std::fs::write(dir.path().join("config.json"), r#"{"handed":"in"}"#).expect("config file");
         let t0 = Instant::now();
         let handle = rt.start(&spec).await.expect("start");
         eprintln!("container started in {:?} on {}", t0.elapsed(), rt.engine());
@@ -669,7 +682,9 @@ mod tests {
         // Its output reaches the instance log.
         let read_log = || std::fs::read_to_string(&spec.log_path).unwrap_or_default();
         let logged = eventually(50, || async {
-            read_log().contains("hello from the container") && read_log().contains("to-stderr")
+            read_log().contains("hello from the container")
+                && read_log().contains("to-stderr")
+                && read_log().contains(r#"{"handed":"in"}"#)
         })
         .await;
         assert!(logged, "log: {:?}", read_log());
@@ -758,6 +773,7 @@ mod tests {
             port,
             gpu_indexes: vec![],
             log_path: dir.path().join("logs/0.log"),
+            files: vec![],
         };
         let t0 = Instant::now();
         let handle = rt.start(&spec).await.expect("start");

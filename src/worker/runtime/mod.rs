@@ -26,6 +26,8 @@ pub struct LaunchSpec {
     pub gpu_indexes: Vec<u32>,
     /// Where stdout and stderr go.
     pub log_path: PathBuf,
+    /// Extra files for a container: (host path, path inside), mounted read-only.
+    pub files: Vec<(PathBuf, String)>,
 }
 
 /// How to find a running workload again.

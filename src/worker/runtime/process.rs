@@ -185,6 +185,7 @@ mod tests {
             port: 0,
             gpu_indexes: vec![],
             log_path: dir.path().join("7/logs/0.log"),
+            files: vec![],
         };
         let handle = rt.start(&spec).await.expect("start");
         assert_eq!(rt.liveness(&handle).await, Liveness::Running);
