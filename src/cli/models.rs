@@ -1,5 +1,5 @@
 //! `ferrostack deploy`, `ps`, `scale`, `undeploy`: deployments from the command line, with a
-//! progress line while waiting for replicas to run.
+//! progress bar (downloads, then replicas) while waiting for replicas to run.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -84,33 +84,78 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until `want` replicas run, printing a progress line; fails if an instance errors.
+/// Waits until `want` replicas run, with a progress bar (model downloads, then the replicas
+/// that run); fails if an instance errors and will not restart.
 pub async fn wait_ready(c: &Client, model_id: i64, want: u32) -> anyhow::Result<()> {
-    use std::io::Write;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {percent:>3}% {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut last_plain = String::new();
     loop {
         let list = c.list::<ModelInstance>(&format!("/v2/model-instances?model_id={model_id}")).await?;
-        let running = list.items.iter().filter(|i| i.spec.state == crate::api::InstanceState::Running).count();
-        let states: Vec<String> = list.items.iter().map(|i| i.spec.state.as_str().to_string()).collect();
-        eprint!("\r{running}/{want} running [{}]            ", states.join(", "));
-        let _ = std::io::stderr().flush();
-        if running >= want as usize {
-            eprintln!();
+        let p = progress(&list.items, want);
+        bar.set_prefix(p.prefix.clone());
+        bar.set_message(p.message.clone());
+        bar.set_position((p.fraction * 1000.0).round() as u64);
+        // Without a terminal the bar draws nothing: print each new state once instead.
+        let plain = format!("{} {}", p.prefix, p.message);
+        if bar.is_hidden() && plain != last_plain {
+            eprintln!("{plain} ({:.0} %)", p.fraction * 100.0);
+            last_plain = plain;
+        }
+        if p.running >= want as usize {
+            bar.finish_and_clear();
+            eprintln!("{} of {want} replicas running", p.running);
             return Ok(());
         }
         if let Some(failed) = list.items.iter().find(|i| i.spec.state == crate::api::InstanceState::Error) {
-            eprintln!();
             let why = failed.spec.state_message.clone().unwrap_or_default();
-            eprintln!("instance {} failed: {why}", failed.spec.name);
+            bar.suspend(|| eprintln!("instance {} failed: {why}", failed.spec.name));
             if !failed.spec.restart_on_error {
+                bar.abandon();
                 anyhow::bail!("instance {} failed; see `ferrostack logs {}`", failed.spec.name, failed.id);
             }
         }
         if tokio::time::Instant::now() > deadline {
+            bar.abandon();
             anyhow::bail!("gave up waiting after 15 minutes; see `ferrostack ps`");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// What the progress bar shows.
+#[derive(Debug, Clone, PartialEq)]
+struct Progress {
+    running: usize,
+    /// Downloads while any instance downloads, else the share of replicas running.
+    fraction: f64,
+    prefix: String,
+    message: String,
+}
+
+fn progress(items: &[ModelInstance], want: u32) -> Progress {
+    use crate::api::InstanceState;
+    let running = items.iter().filter(|i| i.spec.state == InstanceState::Running).count();
+    let downloading: Vec<f64> = items
+        .iter()
+        .filter(|i| i.spec.state == InstanceState::Downloading)
+        .map(|i| i.spec.download_progress.unwrap_or(0.0).clamp(0.0, 1.0))
+        .collect();
+    let mut states: Vec<&str> = items.iter().map(|i| i.spec.state.as_str()).collect();
+    states.sort_unstable();
+    states.dedup();
+    let (prefix, fraction) = if downloading.is_empty() {
+        ("running".to_string(), if want == 0 { 1.0 } else { (running as f64 / f64::from(want)).min(1.0) })
+    } else {
+        ("downloading".to_string(), downloading.iter().sum::<f64>() / downloading.len() as f64)
+    };
+    Progress { running, fraction, prefix, message: format!("{running}/{want} running [{}]", states.join(", ")) }
 }
 
 pub async fn scale(args: &ClientArgs, name: &str, replicas: u32, wait: bool) -> anyhow::Result<()> {
@@ -160,4 +205,53 @@ pub async fn ps(args: &ClientArgs) -> anyhow::Result<()> {
     });
     print_table(&["ID", "INSTANCE", "STATE", "WORKER", "PORT", "RESTARTS", "MESSAGE"], rows);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::InstanceState;
+
+    fn instance(state: InstanceState, download: Option<f64>) -> ModelInstance {
+        let record = serde_json::json!({
+            "id": 1, "version": 1, "created_at": "2026-11-24T00:00:00Z", "updated_at": "2026-11-24T00:00:00Z",
+            "name": "m-1", "model_name": "m", "model_path": "/m", "backend": "b",
+            "state": state, "download_progress": download,
+        });
+        serde_json::from_value(record).expect("instance")
+    }
+
+    /// Instances (state, download), replicas wanted, prefix, fraction, message.
+    type Case<'a> = (Vec<(InstanceState, Option<f64>)>, u32, &'a str, f64, &'a str);
+
+    #[test]
+    fn the_bar_shows_downloads_first_then_replicas() {
+        use InstanceState::*;
+        let cases: Vec<Case<'_>> = vec![
+            (
+                vec![(Downloading, Some(0.2)), (Downloading, Some(0.6))],
+                2,
+                "downloading",
+                0.4,
+                "0/2 running [downloading]",
+            ),
+            (
+                vec![(Downloading, None), (Running, Some(1.0))],
+                2,
+                "downloading",
+                0.0,
+                "1/2 running [downloading, running]",
+            ),
+            (vec![(Starting, Some(1.0)), (Running, None)], 2, "running", 0.5, "1/2 running [running, starting]"),
+            (vec![(Running, None), (Running, None)], 2, "running", 1.0, "2/2 running [running]"),
+            (vec![(Downloading, Some(7.0))], 1, "downloading", 1.0, "0/1 running [downloading]"),
+            (vec![], 0, "running", 1.0, "0/0 running []"),
+        ];
+        for (states, want, prefix, fraction, message) in cases {
+            let items: Vec<ModelInstance> = states.iter().map(|(s, d)| instance(*s, *d)).collect();
+            let p = progress(&items, want);
+            assert_eq!((p.prefix.as_str(), p.message.as_str()), (prefix, message), "{states:?}");
+            assert!((p.fraction - fraction).abs() < 1e-9, "{states:?}: {}", p.fraction);
+        }
+    }
 }
