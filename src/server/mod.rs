@@ -89,6 +89,9 @@ pub struct Running {
     pub db: Db,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Told once the last request is done, so the usage of in-flight requests is written too.
+    usage_stop: tokio::sync::watch::Sender<bool>,
+    usage_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -96,6 +99,11 @@ impl Running {
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
         let res = self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        // Every request has ended: write the usage still in memory before the database closes.
+        let _ = self.usage_stop.send(true);
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.usage_task).await.is_err() {
+            tracing::warn!("gave up writing the last usage records after 10 s");
+        }
         self.db.close().await;
         res
     }
@@ -115,7 +123,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let (gateway, usage_events) = crate::gateway::Gateway::new()?;
     gateway.publish(routing::sync(&db).await?);
     routing::spawn_snapshot_loop(db.clone(), gateway.clone(), shutdown.clone());
-    routing::spawn_usage_writer(db.clone(), usage_events, shutdown.clone());
+    let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
+    let usage_task = routing::spawn_usage_writer(db.clone(), usage_events, usage_stopped);
     let state = AppState {
         db: db.clone(),
         config: Arc::new(config),
@@ -140,5 +149,5 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             })
             .await
     });
-    Ok(Running { addr, db, stop, task })
+    Ok(Running { addr, db, stop, task, usage_stop, usage_task })
 }

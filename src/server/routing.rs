@@ -218,11 +218,12 @@ async fn flush(db: &Db, pending: &mut HashMap<UsageKey, UsageRow>) {
     }
 }
 
-/// Aggregates usage events in memory and writes them every [`FLUSH`] and at shutdown.
+/// Aggregates usage events in memory and writes them every [`FLUSH`], and a last time when
+/// `finish` is set (after the server's last request, see `Running::shutdown`).
 pub fn spawn_usage_writer(
     db: Db,
     mut events: tokio::sync::mpsc::Receiver<UsageEvent>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut finish: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut pending: HashMap<UsageKey, UsageRow> = HashMap::new();
@@ -234,7 +235,7 @@ pub fn spawn_usage_writer(
                     None => break,
                 },
                 _ = tick.tick() => None,
-                _ = shutdown.wait_for(|s| *s) => break,
+                _ = finish.wait_for(|s| *s) => break,
             };
             match event {
                 Some(e) => add(&mut pending, e),

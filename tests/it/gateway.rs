@@ -17,7 +17,7 @@ use crate::both_dbs;
 use crate::support::{DbKind, TestServer};
 use crate::workers::{import_backend, llama, llama_backend_yaml, start_worker, worker_options};
 
-both_dbs!(errors_limits_routes_usage_and_metrics);
+both_dbs!(errors_limits_routes_usage_and_metrics, the_usage_writer_writes_what_is_left_when_finished);
 
 /// A fake upstream: answers every request with its name, counting them; `delay` before headers.
 struct Upstream {
@@ -395,4 +395,33 @@ async fn openai_client_through_the_gateway_to_llama() {
 
 async fn reqwest_json(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
     crate::support::read(req.send().await.expect("send")).await
+}
+
+/// Usage still in memory when the server stops is written, not lost: the writer flushes when told
+/// that the last request is done (`Running::shutdown` tells it after the HTTP server has drained).
+async fn the_usage_writer_writes_what_is_left_when_finished(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    let (events, rx) = tokio::sync::mpsc::channel(16);
+    let (finish, finished) = tokio::sync::watch::channel(false);
+    let writer = ferrostack::server::routing::spawn_usage_writer(s.db().clone(), rx, finished);
+    let event = |tokens: u64| ferrostack::gateway::UsageEvent {
+        at: chrono::Utc::now(),
+        user_id: 1,
+        api_key_id: 0,
+        route_id: 7,
+        route_name: "late".into(),
+        model_name: "late".into(),
+        operation: "chat_completion",
+        usage: ferrostack::gateway::Usage { prompt_tokens: tokens, completion_tokens: 1 },
+    };
+    events.send(event(3)).await.expect("send");
+    events.send(event(4)).await.expect("send");
+    // Well inside the writer's flush interval: only the final flush can have written these.
+    finish.send(true).expect("finish");
+    tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer ends").expect("join");
+    let (_, usage) = s.get("/v2/usage?model=late").await;
+    let rows = usage["items"].as_array().cloned().unwrap_or_default();
+    let prompt: u64 = rows.iter().filter_map(|r| r["prompt_token_count"].as_u64()).sum();
+    assert_eq!(prompt, 7, "{usage:#}");
 }
