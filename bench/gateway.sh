@@ -5,12 +5,15 @@
 # (examples/stub_upstream.rs) deployed as a custom backend on a real `ferrostack start`
 # (SQLite, process runtime, free ports), so the gateway path is the production one: API key
 # auth, route lookup, balancing, proxying, usage accounting.
-# Usage: bench/gateway.sh [SECONDS]   (default 10 s per run; builds release; needs `wrk`: apt-get install wrk)
+# A second table repeats the comparison against the same stub with a service time (--delay-ms,
+# default 20 ms: a very fast model), where the upstream, not the CPU, bounds throughput.
+# Usage: bench/gateway.sh [SECONDS] [DELAY_MS]   (default 10 s per run, 20 ms; builds release; needs `wrk`)
 # Prints markdown tables; docs/benchmarks.md keeps the latest results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 DURATION="${1:-10}"
+DELAY_MS="${2:-20}"
 cargo build --release --quiet --bin ferrostack --example stub_upstream --example bench_ttfb
 BIN="$PWD/target/release/ferrostack"
 STUB="$PWD/target/release/examples/stub_upstream"
@@ -28,10 +31,25 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 json() { python3 -c "import json,sys;d=json.load(sys.stdin);print($1)"; }
 
+# Four free ports in a row for the stub deployments (the worker hands them out from its range).
+free_range() { python3 -c '
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    b = random.randrange(20000, 60000)
+    if all(free(p) for p in range(b, b + 4)):
+        print(b); break'; }
 PORT=$(free_port)
-STUB_PORT=$(free_port)
+STUB_PORT=$(free_range)
 "$BIN" start --data-dir "$WORK/data" --host 127.0.0.1 --port "$PORT" --bootstrap-password bench-password \
-  --runtime process --advertise-address 127.0.0.1 --port-range "$STUB_PORT-$STUB_PORT" --worker-name bench \
+  --runtime process --advertise-address 127.0.0.1 --port-range "$STUB_PORT-$((STUB_PORT + 3))" --worker-name bench \
   --heartbeat-interval 5 >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null; do sleep 0.05; done
@@ -57,24 +75,27 @@ PY
 )
 post /v2/inference-backends/from-yaml "$BACKEND" >/dev/null
 post /v2/models "{\"name\":\"stub\",\"source\":\"local_path\",\"local_path\":\"$STUB\",\"backend\":\"stub-custom\"}" >/dev/null
+post /v2/models "{\"name\":\"slow\",\"source\":\"local_path\",\"local_path\":\"$STUB\",\"backend\":\"stub-custom\",\"backend_parameters\":[\"--delay-ms $DELAY_MS\"]}" >/dev/null
 KEY=$(post /v2/api-keys '{"name":"bench","scope":["inference"]}' | json 'd["value"]')
 for _ in $(seq 1 600); do
-  ready=$(curl -sf -b "$WORK/jar" "$API/v2/model-routes" | json '[r["ready_targets"] for r in d["items"] if r["name"]=="stub"]')
-  [ "$ready" = "[1]" ] && break
+  ready=$(curl -sf -b "$WORK/jar" "$API/v2/model-routes" | json 'sorted(r["ready_targets"] for r in d["items"] if r["name"] in ("stub","slow"))')
+  [ "$ready" = "[1, 1]" ] && break
   sleep 0.1
 done
-[ "$ready" = "[1]" ] || { echo "the stub deployment never became ready" >&2; cat "$WORK/server.log" >&2; exit 1; }
-INSTANCE=$(curl -sf -b "$WORK/jar" "$API/v2/model-instances" | json '[(i["port"], i["pid"]) for i in d["items"] if i["state"]=="running"][0]')
-read -r UPSTREAM_PORT STUB_PID < <(tr -d '(),' <<<"$INSTANCE")
+[ "$ready" = "[1, 1]" ] || { echo "the stub deployments never became ready" >&2; cat "$WORK/server.log" >&2; exit 1; }
+instance() { curl -sf -b "$WORK/jar" "$API/v2/model-instances" | json "[(i['port'], i['pid']) for i in d['items'] if i['state']=='running' and i['model_name']=='$1'][0]"; }
+read -r UPSTREAM_PORT STUB_PID < <(instance stub | tr -d '(),')
+read -r SLOW_PORT _ < <(instance slow | tr -d '(),')
 DIRECT="http://127.0.0.1:$UPSTREAM_PORT"
+SLOW="http://127.0.0.1:$SLOW_PORT"
 # Both paths must answer the same request successfully before anything is measured.
 BODY='{"model":"stub","messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":8}'
 curl -sf -H 'content-type: application/json' -d "$BODY" "$DIRECT/v1/chat/completions" >/dev/null
 curl -sf -H 'content-type: application/json' -H "Authorization: Bearer $KEY" -d "$BODY" "$API/v1/chat/completions" >/dev/null
 
-cat >"$WORK/post.lua" <<LUA
+lua() { cat <<LUA
 wrk.method = "POST"
-wrk.body = '$BODY'
+wrk.body = '$1'
 wrk.headers["Content-Type"] = "application/json"
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -82,22 +103,26 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
 end
 LUA
+}
+lua "$BODY" >"$WORK/post.lua"
+lua "${BODY/\"stub\"/\"slow\"}" >"$WORK/slow.lua"
 # Prints "requests/s p50_us p99_us errors".
 load() {
-  local c=$1 url=$2; shift 2
+  local script=$1 c=$2 url=$3; shift 3
   local t=$(( c < 2 ? 1 : 2 ))
-  wrk -t"$t" -c"$c" -d2s -s "$WORK/post.lua" "$@" "$url/v1/chat/completions" >/dev/null
-  wrk -t"$t" -c"$c" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$@" "$url/v1/chat/completions" |
+  wrk -t"$t" -c"$c" -d2s -s "$script" "$@" "$url/v1/chat/completions" >/dev/null
+  wrk -t"$t" -c"$c" -d"${DURATION}s" --latency -s "$script" "$@" "$url/v1/chat/completions" |
     awk '$1=="RESULT" {printf "%.0f %d %d %d\n", $2 / ($3 / 1e6), $4, $5, $6}'
 }
-echo "Gateway at $API, upstream stub at $DIRECT; wrk ${DURATION} s per run; $(nproc) cores shared by wrk, gateway and stub."
-echo
-echo "| concurrency | direct req/s | gateway req/s | ratio | direct p50 | gateway p50 | added p50 | direct p99 | gateway p99 | added p99 | errors |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-for c in 1 8 32 64; do
-  read -r drps dp50 dp99 derr < <(load "$c" "$DIRECT")
-  read -r grps gp50 gp99 gerr < <(load "$c" "$API" -H "Authorization: Bearer $KEY")
-  python3 - "$c" "$drps" "$dp50" "$dp99" "$derr" "$grps" "$gp50" "$gp99" "$gerr" <<'PY'
+# One table: direct vs gateway, alternating per concurrency level.
+table() {
+  local script=$1 direct=$2; shift 2
+  echo "| concurrency | direct req/s | gateway req/s | ratio | direct p50 | gateway p50 | added p50 | direct p99 | gateway p99 | added p99 | errors |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for c in "$@"; do
+    read -r drps dp50 dp99 derr < <(load "$script" "$c" "$direct")
+    read -r grps gp50 gp99 gerr < <(load "$script" "$c" "$API" -H "Authorization: Bearer $KEY")
+    python3 - "$c" "$drps" "$dp50" "$dp99" "$derr" "$grps" "$gp50" "$gp99" "$gerr" <<'PY'
 import sys
 c, drps, dp50, dp99, derr, grps, gp50, gp99, gerr = map(int, sys.argv[1:])
 ms = lambda us: f"{us / 1000:.3f} ms"
@@ -105,7 +130,15 @@ add = lambda us: f"{us / 1000:+.3f} ms"
 print(f"| {c} | {drps} | {grps} | {grps / drps * 100:.0f} % | {ms(dp50)} | {ms(gp50)} | {add(gp50 - dp50)} "
       f"| {ms(dp99)} | {ms(gp99)} | {add(gp99 - dp99)} | {derr} / {gerr} |")
 PY
-done
+  done
+}
+echo "Gateway at $API, upstream stub at $DIRECT; wrk ${DURATION} s per run; $(nproc) cores shared by wrk, gateway and stub."
+echo
+table "$WORK/post.lua" "$DIRECT" 1 8 32 64
+echo
+echo "The same stub answering after ${DELAY_MS} ms (a very fast model):"
+echo
+table "$WORK/slow.lua" "$SLOW" 16 64 256
 echo
 "$TTFB" "$DIRECT" "$API" "$KEY" 200
 echo

@@ -1,7 +1,8 @@
 //! A fast fake inference server for the gateway benchmark (`bench/gateway.sh`): answers
 //! `POST /v1/chat/completions` with a fixed small chat completion, or, when the body asks to
 //! stream, with a few SSE chunks (and a usage chunk when `stream_options.include_usage` is set);
-//! `GET /health` and `GET /v1/models` answer for health checks.
+//! `GET /health` and `GET /v1/models` answer for health checks. `--delay-ms N` waits N ms (without
+//! using the CPU) before answering a chat request, like a model's service time.
 //! Run: `cargo run --release --example stub_upstream -- --port 9000` (also accepts `--host`).
 
 use axum::Router;
@@ -25,7 +26,12 @@ fn compact(body: &[u8]) -> Vec<u8> {
     body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect()
 }
 
+static DELAY: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
 async fn chat(body: Bytes) -> Response {
+    if let Some(delay) = DELAY.get().filter(|d| !d.is_zero()) {
+        tokio::time::sleep(*delay).await;
+    }
     let body = compact(&body);
     if !contains(&body, br#""stream":true"#) {
         return ([(header::CONTENT_TYPE, "application/json")], COMPLETION).into_response();
@@ -58,6 +64,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let host = arg(&args, "--host").unwrap_or_else(|| "127.0.0.1".into());
     let port: u16 = arg(&args, "--port").map(|p| p.parse().expect("--port takes a number")).unwrap_or(0);
+    let delay: u64 = arg(&args, "--delay-ms").map(|d| d.parse().expect("--delay-ms takes a number")).unwrap_or(0);
+    let _ = DELAY.set(std::time::Duration::from_millis(delay));
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(|| async { r#"{"object":"list","data":[{"id":"stub","object":"model"}]}"# }))
