@@ -158,6 +158,12 @@ pub struct UsageRow {
     pub request_count: i64,
     pub prompt_token_count: i64,
     pub completion_token_count: i64,
+    /// The key's name, while the key exists (read-only; not stored with the row).
+    #[serde(default)]
+    pub api_key_name: Option<String>,
+    /// The user's name, while the user exists (read-only).
+    #[serde(default)]
+    pub user_name: Option<String>,
 }
 
 /// `GET /v2/usage`: rows matching the filters plus per-day totals.

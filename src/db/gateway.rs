@@ -88,25 +88,27 @@ impl Db {
             conditions.push(format!("{cond} ${}", values.len()));
         };
         if let Some(d) = &f.start_date {
-            add("date >=", Val::Text(d.clone()));
+            add("u.date >=", Val::Text(d.clone()));
         }
         if let Some(d) = &f.end_date {
-            add("date <=", Val::Text(d.clone()));
+            add("u.date <=", Val::Text(d.clone()));
         }
         if let Some(r) = &f.route_name {
-            add("route_name =", Val::Text(r.clone()));
+            add("u.route_name =", Val::Text(r.clone()));
         }
         if let Some(k) = f.api_key_id {
-            add("api_key_id =", Val::Int(k));
+            add("u.api_key_id =", Val::Int(k));
         }
         if let Some(u) = f.user_id {
-            add("user_id =", Val::Int(u));
+            add("u.user_id =", Val::Int(u));
         }
         let where_clause =
             if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let sql = format!(
-            "SELECT date, user_id, api_key_id, route_id, route_name, model_name, operation, request_count, \
-             prompt_token_count, completion_token_count FROM model_usages{where_clause} ORDER BY date, id"
+            "SELECT u.date, u.user_id, u.api_key_id, u.route_id, u.route_name, u.model_name, u.operation, \
+             u.request_count, u.prompt_token_count, u.completion_token_count, k.name, us.name \
+             FROM model_usages u LEFT JOIN api_keys k ON k.id = u.api_key_id LEFT JOIN users us ON us.id = u.user_id\
+             {where_clause} ORDER BY u.date, u.id"
         );
         let mut q = sqlx::query(&sql);
         for v in &values {
@@ -131,6 +133,8 @@ impl Db {
                     request_count: row.try_get(7)?,
                     prompt_token_count: row.try_get(8)?,
                     completion_token_count: row.try_get(9)?,
+                    api_key_name: row.try_get(10)?,
+                    user_name: row.try_get(11)?,
                 })
             })
             .collect()

@@ -201,6 +201,8 @@ fn add(pending: &mut HashMap<UsageKey, UsageRow>, e: UsageEvent) {
         request_count: 0,
         prompt_token_count: 0,
         completion_token_count: 0,
+        api_key_name: None,
+        user_name: None,
     });
     row.request_count += 1;
     row.prompt_token_count += e.usage.prompt_tokens as i64;

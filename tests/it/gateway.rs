@@ -424,4 +424,6 @@ async fn the_usage_writer_writes_what_is_left_when_finished(kind: DbKind) {
     let rows = usage["items"].as_array().cloned().unwrap_or_default();
     let prompt: u64 = rows.iter().filter_map(|r| r["prompt_token_count"].as_u64()).sum();
     assert_eq!(prompt, 7, "{usage:#}");
+    // Rows name their user (and key, when one was used) for the usage page.
+    assert!(rows.iter().all(|r| r["user_name"] == "admin" && r["api_key_name"].is_null()), "{usage:#}");
 }

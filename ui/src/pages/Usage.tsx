@@ -36,6 +36,7 @@ import {
   type UsageFilters,
   type UsageResponse,
   usagePath,
+  withRowNames,
 } from "./usage";
 
 const COLORS = ["#e8590c", "#1c7ed6", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599", "#868e96"];
@@ -81,13 +82,17 @@ export function UsagePage() {
 
   const rows = usage.data?.items ?? [];
   const names: Names = useMemo(
-    () => ({
-      keys: new Map((keys.data?.items ?? []).map((k) => [k.id, k.name])),
-      users: new Map(
-        user.is_admin ? (users.data?.items ?? []).map((u) => [u.id, u.username]) : [[user.id, user.username]],
+    () =>
+      withRowNames(
+        {
+          keys: new Map((keys.data?.items ?? []).map((k) => [k.id, k.name])),
+          users: new Map(
+            user.is_admin ? (users.data?.items ?? []).map((u) => [u.id, u.username]) : [[user.id, user.username]],
+          ),
+        },
+        rows,
       ),
-    }),
-    [keys.data, users.data, user],
+    [keys.data, users.data, user, rows],
   );
   const series = useMemo(() => timeSeries(rows, by, metric, filters), [rows, by, metric, filters]);
   const groups = useMemo(() => aggregate(rows, by), [rows, by]);

@@ -10,6 +10,7 @@ import {
   OTHERS,
   timeSeries,
   totals,
+  withRowNames,
   type UsageRow,
   usagePath,
 } from "./usage";
@@ -144,5 +145,31 @@ describe("fillDays", () => {
       { date: "2025-03-03", prompt: 0, completion: 0, requests: 0 },
     ]);
     expect(fillDays(perDay, { start_date: "", end_date: "" }).map((d) => d.date)).toEqual(["2025-03-02"]);
+  });
+});
+
+describe("withRowNames", () => {
+  it("names keys and users from the rows, over what the caller could list", () => {
+    const row = (api_key_id: number, api_key_name: string | null, user_id: number, user_name: string | null) => ({
+      date: "2026-11-24",
+      user_id,
+      api_key_id,
+      route_id: 1,
+      route_name: "m",
+      model_name: "m",
+      operation: "chat_completion",
+      request_count: 1,
+      prompt_token_count: 1,
+      completion_token_count: 1,
+      api_key_name,
+      user_name,
+    });
+    const base = { keys: new Map([[1, "mine"]]), users: new Map([[1, "admin"]]) };
+    const names = withRowNames(base, [row(2, "alice-ci", 2, "alice"), row(3, null, 3, null)]);
+    expect(groupLabel("key", "2", names)).toBe("alice-ci");
+    expect(groupLabel("key", "1", names)).toBe("mine");
+    expect(groupLabel("key", "3", names)).toBe("key #3");
+    expect(groupLabel("user", "2", names)).toBe("alice");
+    expect(base.keys.has(2)).toBe(false);
   });
 });

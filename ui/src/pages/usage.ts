@@ -14,6 +14,9 @@ export interface UsageRow {
   request_count: number;
   prompt_token_count: number;
   completion_token_count: number;
+  /** The key's and user's names while they exist (an admin sees other users' keys only here). */
+  api_key_name?: string | null;
+  user_name?: string | null;
 }
 
 export interface UsageDay {
@@ -211,6 +214,17 @@ export function compact(n: number): string {
 export interface Names {
   keys: Map<number, string>;
   users: Map<number, string>;
+}
+
+/** `base` plus the names the rows carry (rows win: they name keys the caller cannot list). */
+export function withRowNames(base: Names, rows: UsageRow[]): Names {
+  const keys = new Map(base.keys);
+  const users = new Map(base.users);
+  for (const r of rows) {
+    if (r.api_key_name) keys.set(r.api_key_id, r.api_key_name);
+    if (r.user_name) users.set(r.user_id, r.user_name);
+  }
+  return { keys, users };
 }
 
 /** How a group is shown: a key's or user's name where known, else its id. */
