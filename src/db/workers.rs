@@ -46,6 +46,17 @@ impl Db {
         Ok(self.list::<ModelInstanceSpec>(&q).await?.0)
     }
 
+    /// Instances the worker runs a part of as a subordinate of a distributed instance (a scan:
+    /// for rare events such as a worker leaving or going silent).
+    pub async fn instances_with_subordinate(&self, worker_id: i64) -> DbResult<Vec<Record<ModelInstanceSpec>>> {
+        Ok(self
+            .all::<ModelInstanceSpec>()
+            .await?
+            .into_iter()
+            .filter(|i| i.spec.subordinate(worker_id).is_some())
+            .collect())
+    }
+
     /// Every row of a resource (for small tables and controllers).
     pub async fn all<T: Resource>(&self) -> DbResult<Vec<Record<T>>> {
         Ok(self.list::<T>(&ListQuery::default()).await?.0)

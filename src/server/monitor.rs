@@ -93,6 +93,26 @@ impl WorkerMonitor {
                     }
                 }
             }
+            // Its parts of distributed instances: the part is unreachable (the main worker decides
+            // whether the instance still serves; its health check says).
+            for instance in self.db.instances_with_subordinate(worker.id).await? {
+                let res = self
+                    .db
+                    .modify::<ModelInstanceSpec, DbError, _>(instance.id, None, |i| {
+                        let parts = i.distributed_servers.iter_mut().flat_map(|d| d.subordinate_workers.iter_mut());
+                        for part in parts.filter(|p| p.worker_id == worker.id && held_by_worker(p.state)) {
+                            part.state = InstanceState::Unreachable;
+                            part.state_message = Some(format!("worker {} is not heartbeating", worker.spec.name));
+                        }
+                        Ok(instance_columns(i))
+                    })
+                    .await;
+                if let Err(e) = res
+                    && !matches!(e, DbError::NotFound { .. })
+                {
+                    return Err(e);
+                }
+            }
         }
         Ok(changed)
     }

@@ -69,7 +69,7 @@ async fn a_replica_spans_two_workers_and_restarts_whole(kind: DbKind) {
 
     let mut spec = spec;
     spec["distributed_inference_across_workers"] = json!(true);
-    let (status, m) = s.post("/v2/models", spec).await;
+    let (status, m) = s.post("/v2/models", spec.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{m}");
     let id = m["id"].as_i64().expect("id");
     let running =
@@ -118,6 +118,21 @@ async fn a_replica_spans_two_workers_and_restarts_whole(kind: DbKind) {
         assert!(tokio::time::Instant::now() < deadline, "the part outlived its deployment");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // A worker that leaves takes the distributed instances it holds a part of with it; the
+    // controller replaces them, and the replacement says why it cannot be placed now.
+    let (status, m) = s.post("/v2/models", spec).await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    let i = wait_instance_where(&s, id, "running on both workers again", running).await;
+    let sub_worker = i["distributed_servers"]["subordinate_workers"][0]["worker_id"].as_i64().expect("sub");
+    let (status, _) = s.delete(&format!("/v2/workers/{sub_worker}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let replaced = wait_instance_where(&s, id, "replaced and explained", |r| {
+        r["id"] != i["id"] && r["state_message"].as_str().is_some_and(|m| m.contains("No suitable workers"))
+    })
+    .await;
+    assert_eq!(replaced["state"], "pending", "{replaced:#}");
     a.shutdown().await;
     b.shutdown().await;
 }

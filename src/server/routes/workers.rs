@@ -182,7 +182,11 @@ async fn update_worker(
     responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_worker(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
-    for instance in state.db.instances_on_worker(id).await? {
+    // Its instances go, and so do distributed ones it holds a part of: the controller recreates
+    // them elsewhere.
+    let mut gone = state.db.instances_on_worker(id).await?;
+    gone.extend(state.db.instances_with_subordinate(id).await?);
+    for instance in gone {
         state.db.delete_if_present::<ModelInstanceSpec>(instance.id).await?;
     }
     state.db.delete::<WorkerSpec>(id).await?;

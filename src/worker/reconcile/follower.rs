@@ -71,9 +71,12 @@ impl Reconciler {
         let Some(index) = subordinates.iter().position(|s| s.worker_id == self.worker_id) else { return Ok(()) };
         let me = &subordinates[index];
         let rank = index as u32 + 1;
-        let main_up = matches!(i.spec.state, InstanceState::Starting | InstanceState::Running)
-            && i.spec.ports.len() >= 2
-            && i.spec.worker_ip.is_some();
+        // Unreachable is the server's view of the main worker's heartbeat, not of the server
+        // process: a network blip must not tear down a running instance.
+        let main_up =
+            matches!(i.spec.state, InstanceState::Starting | InstanceState::Running | InstanceState::Unreachable)
+                && i.spec.ports.len() >= 2
+                && i.spec.worker_ip.is_some();
         let part = self.parts.lock().await.get(&i.id).cloned();
         match part {
             Some(p) if !main_up || p.main_restarts != i.spec.restart_count => {
