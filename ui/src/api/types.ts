@@ -140,10 +140,22 @@ export interface ModelInstance extends Meta {
   injected_backend_parameters: string[];
   /** The launch command as run (program and arguments). */
   command?: string[];
+  /** 0..1 while the worker downloads the model files. */
   download_progress: number | null;
   state: InstanceState;
   state_message: string | null;
   restart_count: number;
+  /** The other workers of an instance spread across workers. */
+  distributed_servers?: { subordinate_workers: SubordinateWorker[] } | null;
+}
+
+/** One subordinate worker's part of a distributed instance. */
+export interface SubordinateWorker {
+  worker_id: number;
+  worker_name: string | null;
+  gpu_indexes: number[];
+  state: InstanceState;
+  state_message: string | null;
 }
 
 export interface EvaluationResult {

@@ -53,7 +53,9 @@ export function InstancesTable({ instances, onLogs }: Props) {
             </Table.Td>
             <Table.Td>
               <StateBadge state={i.state} />
-              {i.download_progress !== null && i.state === "downloading" && ` ${Math.round(i.download_progress)}%`}
+              {i.download_progress !== null &&
+                i.state === "downloading" &&
+                ` ${Math.round(i.download_progress * 100)}%`}
               {i.state_message && (
                 <Text size="xs" c="dimmed" maw={360}>
                   {i.state_message}
@@ -63,6 +65,18 @@ export function InstancesTable({ instances, onLogs }: Props) {
             <Table.Td>
               {i.worker_name ?? "–"}
               {i.port ? `:${i.port}` : ""}
+              {(i.distributed_servers?.subordinate_workers ?? []).map((p) => (
+                <Text
+                  component="div"
+                  size="xs"
+                  key={p.worker_id}
+                  data-testid="subordinate-worker"
+                  title={p.state_message ?? undefined}
+                >
+                  + {p.worker_name ?? `worker ${p.worker_id}`} (GPU {p.gpu_indexes.join(", ") || "–"}):{" "}
+                  <StateBadge state={p.state} />
+                </Text>
+              ))}
             </Table.Td>
             <Table.Td>
               {i.gpu_indexes.length ? i.gpu_indexes.join(", ") : "CPU"}
