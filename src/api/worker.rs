@@ -377,6 +377,9 @@ pub struct ModelInstanceCreate {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubordinateStatusReport {
+    /// The run of the instance this is about (its `restart_count`): a report about an earlier run
+    /// is refused with 409.
+    pub restart_count: u32,
     pub state: InstanceState,
     #[serde(default)]
     pub state_message: Option<String>,

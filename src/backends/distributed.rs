@@ -57,7 +57,10 @@ pub struct Launch {
 
 /// The shell line that starts the Ray head and then execs the server given as arguments.
 pub const RAY_HEAD: &str = "ray start --head --port=\"$FERROSTACK_RAY_PORT\" --node-ip-address=\"$VLLM_HOST_IP\" \
-                            --disable-usage-stats && exec \"$@\"";
+                            --include-dashboard=false --disable-usage-stats && exec \"$@\"";
+
+/// What the Ray head execs when the backend leaves the entrypoint to its image.
+const VLLM_SERVE: [&str; 2] = ["vllm", "serve"];
 
 /// The launch of `role`'s part, from the main server's rendered `launch`.
 pub fn adapt(backend: &str, role: Role, topo: &Topology<'_>, launch: Launch) -> Launch {
@@ -70,6 +73,10 @@ pub fn adapt(backend: &str, role: Role, topo: &Topology<'_>, launch: Launch) -> 
                 Role::Main => {
                     env.insert("FERROSTACK_RAY_PORT".into(), topo.port.to_string());
                     let mut args: Vec<String> = vec!["ray-head".into()];
+                    if launch.entrypoint.is_empty() {
+                        // `exec "$@"` needs a program: the image's own entrypoint is out of reach.
+                        args.extend(VLLM_SERVE.map(String::from));
+                    }
                     args.extend(launch.entrypoint);
                     args.extend(launch.args);
                     Launch { entrypoint: vec!["sh".into(), "-c".into(), RAY_HEAD.into()], args, env }
@@ -169,6 +176,14 @@ mod tests {
                 "/m --port 40000 --pipeline-parallel-size 3",
                 "sh -c <RAY_HEAD> ray-head vllm serve /m --port 40000 --pipeline-parallel-size 3",
                 &[("VLLM_HOST_IP", "10.0.0.1"), ("FERROSTACK_RAY_PORT", "41000"), ("A", "1")],
+            ),
+            (
+                "vLLM",
+                Role::Main,
+                "",
+                "/m --port 40000",
+                "sh -c <RAY_HEAD> ray-head vllm serve /m --port 40000",
+                &[("FERROSTACK_RAY_PORT", "41000")],
             ),
             (
                 "vllm",

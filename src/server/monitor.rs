@@ -96,6 +96,9 @@ impl WorkerMonitor {
             // Its parts of distributed instances: the part is unreachable (the main worker decides
             // whether the instance still serves; its health check says).
             for instance in self.db.instances_with_subordinate(worker.id).await? {
+                if !instance.spec.subordinate(worker.id).is_some_and(|p| held_by_worker(p.state)) {
+                    continue;
+                }
                 let res = self
                     .db
                     .modify::<ModelInstanceSpec, DbError, _>(instance.id, None, |i| {

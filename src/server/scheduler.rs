@@ -259,7 +259,8 @@ fn bound(
                     gpu_indexes: sub.gpu_indexes.clone(),
                     computed_resource_claim: Some(ResourceClaim {
                         vram: sub.vram_claim.iter().map(|(gpu, bytes)| (gpu.to_string(), *bytes)).collect(),
-                        ram: 0,
+                        // Placement checks the replica's RAM on every worker it spans: claim it there.
+                        ram: p.ram_claim,
                     }),
                     state: InstanceState::Scheduled,
                     state_message: None,

@@ -356,6 +356,8 @@ impl Reconciler {
         report.state_message = None;
         report.restart_count = restart_count;
         report.next_restart_time = None;
+        // A new run: the last run's rendezvous port is no longer where anyone meets.
+        report.ports = Some(Vec::new());
         if hub_source(i).is_some() {
             report.download_progress = Some(1.0);
         }
@@ -594,6 +596,7 @@ impl Reconciler {
         report.next_restart_time = next;
         report.pid = None;
         report.container_id = None;
+        report.ports = Some(Vec::new());
         self.report(i, report).await.map(|_| ())
     }
 

@@ -92,12 +92,34 @@ async fn a_replica_spans_two_workers_and_restarts_whole(kind: DbKind) {
     assert_eq!(ports.len(), 2, "{i:#}");
     assert_eq!(Some(ports[0]), i["port"].as_u64());
     let rendezvous = format!("127.0.0.1:{}", ports[1]);
-    let (_, logs) = s.get(&format!("/v2/model-instances/{}/logs?tail=20", i["id"])).await;
-    let logs = logs.as_str().unwrap_or_default().to_string();
-    assert!(logs.contains(&format!("rank 0 of 2 meets at {rendezvous}")), "main log: {logs}");
+    let main_line = format!("rank 0 of 2 meets at {rendezvous}");
+    let mut logs = String::new();
+    for _ in 0..100 {
+        let (_, got) = s.get(&format!("/v2/model-instances/{}/logs?tail=20", i["id"])).await;
+        logs = got.as_str().unwrap_or_default().to_string();
+        if logs.contains(&main_line) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logs.contains(&main_line), "main log: {logs}");
     let follower_log = wait_for_file_text(if sub_worker == a.worker_id { dir_a.path() } else { dir_b.path() }).await;
     assert!(follower_log.contains(&format!("rank 1 of 2 meets at {rendezvous}")), "part log: {follower_log}");
     assert!(sub["command"].as_array().is_some_and(|c| !c.is_empty()), "{sub}");
+
+    // The subordinate's claim counts: a 10 GiB model no longer fits on either GPU.
+    let small = tempfile::NamedTempFile::new().expect("file");
+    small.as_file().set_len(10 << 30).expect("size");
+    let body = json!({"name": "small", "source": "local_path", "local_path": small.path(), "backend": "ranked-custom"});
+    let (status, m2) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{m2}");
+    let small_id = m2["id"].as_i64().expect("id");
+    let left = wait_instance_where(&s, small_id, "explained", |i| {
+        i["state_message"].as_str().is_some_and(|m| m.contains("No suitable workers"))
+    })
+    .await;
+    assert_eq!(left["state"], "pending", "{left:#}");
+    assert_eq!(s.delete(&format!("/v2/models/{small_id}")).await.0, StatusCode::NO_CONTENT);
 
     // The part dies: the instance fails, restarts, and both parts come back.
     let pid = sub["pid"].as_i64().expect("part pid") as i32;

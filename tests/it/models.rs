@@ -57,6 +57,11 @@ async fn bad_deployments_name_the_field(kind: DbKind) {
                    "run_command": "serve 'unclosed"}),
             "run_command",
         ),
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "backend": "MindIE",
+                   "distributed_inference_across_workers": true}),
+            "distributed_inference_across_workers",
+        ),
     ];
     for (body, field) in cases {
         let (status, err) = s.post("/v2/models", body.clone()).await;

@@ -203,6 +203,15 @@ async fn report_status(
             i.restart_count = body.restart_count;
             i.last_restart_time = body.last_restart_time;
             i.next_restart_time = body.next_restart_time;
+            // A new run of a distributed instance starts every part afresh.
+            if body.state == InstanceState::Initializing {
+                for part in i.distributed_servers.iter_mut().flat_map(|d| d.subordinate_workers.iter_mut()) {
+                    part.state = InstanceState::Scheduled;
+                    part.state_message = Some("waiting for the main worker's server to start".into());
+                    part.pid = None;
+                    part.container_id = None;
+                }
+            }
             Ok(instance_columns(i))
         })
         .await?;
@@ -226,6 +235,15 @@ async fn report_subordinate_status(
     let instance = state
         .db
         .modify::<ModelInstanceSpec, ApiError, _>(id, None, |i| {
+            if body.restart_count != i.restart_count {
+                return Err(ApiError::new(
+                    ErrorCode::VersionConflict,
+                    format!(
+                        "the report is about run {} of instance {id}, which is at run {}",
+                        body.restart_count, i.restart_count
+                    ),
+                ));
+            }
             let part = i
                 .distributed_servers
                 .as_mut()

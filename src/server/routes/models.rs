@@ -129,7 +129,20 @@ pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec
     }
     spec.backend = Some(backend.backend_name.clone());
     check_command(&backend, &spec)?;
-    if crate::backends::kind::kind_of(&backend.backend_name) == crate::backends::kind::Kind::Mindie {
+    use crate::backends::kind::{Kind, kind_of};
+    let kind = kind_of(&backend.backend_name);
+    if spec.distributed_inference_across_workers && matches!(kind, Kind::LlamaCpp | Kind::Voxbox | Kind::Mindie) {
+        // No multi-node launch exists for these here (MindIE would need a rank table): each
+        // worker would run a whole server on a share of the memory.
+        return Err(ApiError::field(
+            "distributed_inference_across_workers",
+            format!(
+                "backend {:?} cannot run one replica across workers; use vLLM, SGLang or a custom backend",
+                backend.backend_name
+            ),
+        ));
+    }
+    if kind == Kind::Mindie {
         // MindIE's parameters become its config file: every documented range is checked now.
         crate::estimate::mindie_config(&spec.backend_parameters)
             .map_err(|e| ApiError::field("backend_parameters", e.to_string()))?;

@@ -57,6 +57,7 @@ impl Reconciler {
             tracing::info!(instance = id, "distributed instance gone: stopping this worker's part");
             self.runtime.stop(&part.handle, STOP_GRACE).await;
             self.runtime.release(id).await;
+            let _ = std::fs::remove_dir_all(self.root.join(id.to_string()));
         }
         for i in mine {
             if let Err(e) = self.step_part(&i).await {
@@ -77,82 +78,112 @@ impl Reconciler {
             matches!(i.spec.state, InstanceState::Starting | InstanceState::Running | InstanceState::Unreachable)
                 && i.spec.ports.len() >= 2
                 && i.spec.worker_ip.is_some();
+        // Not started yet in this run of the instance (the server resets parts on a new run).
+        let fresh = matches!(me.state, InstanceState::Scheduled | InstanceState::Pending | InstanceState::Downloading);
         let part = self.parts.lock().await.get(&i.id).cloned();
         match part {
             Some(p) if !main_up || p.main_restarts != i.spec.restart_count => {
-                tracing::info!(instance = i.id, "the main server is not up: stopping this part");
+                tracing::info!(instance = i.id, "the main server is not up (or restarted): stopping this part");
                 self.stop_part(i.id, &p).await;
-                self.report_part(i, me, PartReport::state(InstanceState::Scheduled, waiting())).await
+                if fresh {
+                    Ok(())
+                } else {
+                    self.report_part(i, PartReport::state(InstanceState::Scheduled, waiting())).await
+                }
             }
             Some(p) => {
                 if let Liveness::Exited(how) = self.runtime.liveness(&p.handle).await {
                     let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
                     self.stop_part(i.id, &p).await;
                     let message = format!("rank {rank} {how}; last log lines:\n{tail}");
-                    return self.report_part(i, me, PartReport::state(InstanceState::Error, message)).await;
+                    return self.report_part(i, PartReport::state(InstanceState::Error, message)).await;
                 }
                 if me.state != InstanceState::Running {
                     let report =
                         PartReport { handle: Some(p.handle), ..PartReport::state(InstanceState::Running, None) };
-                    return self.report_part(i, me, report).await;
+                    return self.report_part(i, report).await;
                 }
                 Ok(())
             }
             None if !main_up => {
                 // Left over from before a worker restart while the instance restarts: stop it.
-                if let Some((_, handle)) = self.runtime.managed().await.into_iter().find(|(id, _)| *id == i.id) {
+                if let Some(handle) = self.managed_part(i.id).await {
                     self.runtime.stop(&handle, STOP_GRACE).await;
                     self.runtime.release(i.id).await;
                 }
-                if !matches!(me.state, InstanceState::Scheduled | InstanceState::Pending) {
-                    return self.report_part(i, me, PartReport::state(InstanceState::Scheduled, waiting())).await;
+                // Fetch the model files meanwhile: the main server's startup deadline runs while
+                // the parts get ready.
+                match (fresh, self.poll_download(i)) {
+                    (true, DownloadPoll::Progress(p)) => self.report_download(i, me, p).await,
+                    (true, DownloadPoll::Failed(msg)) => {
+                        self.report_part(i, PartReport::state(InstanceState::Error, format!("download failed: {msg}")))
+                            .await
+                    }
+                    _ => Ok(()),
                 }
-                Ok(())
             }
-            // The main worker fails the instance for this; the restart starts the part again.
+            None if fresh => match self.managed_part(i.id).await {
+                // A worker restart between starting the part and reporting it.
+                Some(handle) => self.adopt_part(i, handle).await,
+                None => self.launch_part(i, me, rank).await,
+            },
+            // The main worker fails the instance for this; the next run starts every part again.
             None if me.state == InstanceState::Error => Ok(()),
-            None => {
-                if let Some((_, handle)) = self.runtime.managed().await.into_iter().find(|(id, _)| *id == i.id) {
-                    tracing::info!(instance = i.id, "reattached to this worker's distributed part");
-                    let part = Part { handle, port: 0, main_restarts: i.spec.restart_count };
-                    self.parts.lock().await.insert(i.id, part);
-                    return Ok(());
+            None => match self.managed_part(i.id).await {
+                Some(handle) => self.adopt_part(i, handle).await,
+                // Started in this run but gone here (the worker restarted without it, or its exit
+                // was never reported): the instance is broken, and must restart whole.
+                None => {
+                    let message = format!("rank {rank}'s process is gone from worker {}", self.cfg.name);
+                    self.report_part(i, PartReport::state(InstanceState::Error, message)).await
                 }
-                self.launch_part(i, me, rank).await
-            }
+            },
         }
+    }
+
+    async fn managed_part(&self, id: i64) -> Option<Handle> {
+        self.runtime.managed().await.into_iter().find(|(i, _)| *i == id).map(|(_, h)| h)
+    }
+
+    async fn adopt_part(&self, i: &ModelInstance, handle: Handle) -> Result<(), ClientError> {
+        tracing::info!(instance = i.id, "reattached to this worker's distributed part");
+        let part = Part { handle, port: 0, main_restarts: i.spec.restart_count };
+        self.parts.lock().await.insert(i.id, part);
+        Ok(())
+    }
+
+    async fn report_download(&self, i: &ModelInstance, me: &SubordinateWorker, p: f64) -> Result<(), ClientError> {
+        let message = format!("downloading the model files: {:.0} %", p * 100.0);
+        if me.state == InstanceState::Downloading && me.state_message.as_deref() == Some(message.as_str()) {
+            return Ok(());
+        }
+        self.report_part(i, PartReport::state(InstanceState::Downloading, message)).await
     }
 
     async fn launch_part(&self, i: &ModelInstance, me: &SubordinateWorker, rank: u32) -> Result<(), ClientError> {
         let model_path = match self.poll_download(i) {
             DownloadPoll::Ready(path) => path,
-            DownloadPoll::Progress(p) => {
-                let message = format!("downloading the model files: {:.0} %", p * 100.0);
-                if me.state != InstanceState::Downloading || me.state_message.as_deref() != Some(message.as_str()) {
-                    return self.report_part(i, me, PartReport::state(InstanceState::Downloading, message)).await;
-                }
-                return Ok(());
-            }
+            DownloadPoll::Progress(p) => return self.report_download(i, me, p).await,
             DownloadPoll::Failed(msg) => {
                 let report = PartReport::state(InstanceState::Error, format!("download failed: {msg}"));
-                return self.report_part(i, me, report).await;
+                return self.report_part(i, report).await;
             }
         };
         if !model_path.exists() {
             let message = format!("model_path {:?} does not exist on worker {}", model_path.display(), self.cfg.name);
-            return self.report_part(i, me, PartReport::state(InstanceState::Error, message)).await;
+            return self.report_part(i, PartReport::state(InstanceState::Error, message)).await;
         }
         let backend = match self.backend_of(i).await {
             Ok(b) => b,
             Err(e) => {
                 let report = PartReport::state(InstanceState::Error, format!("backend {:?}: {e}", i.spec.backend));
-                return self.report_part(i, me, report).await;
+                return self.report_part(i, report).await;
             }
         };
         let Some(port) = self.take_port(&[]).await else {
             let (a, b) = self.cfg.port_range;
             return self
-                .report_part(i, me, PartReport::state(InstanceState::Error, format!("no free port in {a}-{b}")))
+                .report_part(i, PartReport::state(InstanceState::Error, format!("no free port in {a}-{b}")))
                 .await;
         };
         let rendezvous = i.spec.ports.get(1).copied().unwrap_or_default();
@@ -168,20 +199,20 @@ impl Reconciler {
         ) {
             Ok(spec) => spec,
             Err(e) => {
-                return self.report_part(i, me, PartReport::state(InstanceState::Error, e.to_string())).await;
+                return self.report_part(i, PartReport::state(InstanceState::Error, e.to_string())).await;
             }
         };
         let argv: Vec<String> = spec.program.iter().chain(&spec.args).cloned().collect();
         tracing::info!(instance = i.id, rank, command = ?argv, "starting this worker's distributed part");
         let handle = match self.runtime.start(&spec).await {
             Ok(h) => h,
-            Err(e) => return self.report_part(i, me, PartReport::state(InstanceState::Error, e.to_string())).await,
+            Err(e) => return self.report_part(i, PartReport::state(InstanceState::Error, e.to_string())).await,
         };
         let part = Part { handle: handle.clone(), port, main_restarts: i.spec.restart_count };
         self.parts.lock().await.insert(i.id, part);
         let report =
             PartReport { handle: Some(handle), command: Some(argv), ..PartReport::state(InstanceState::Running, None) };
-        self.report_part(i, me, report).await
+        self.report_part(i, report).await
     }
 
     async fn stop_part(&self, id: i64, part: &Part) {
@@ -191,20 +222,22 @@ impl Reconciler {
     }
 
     /// Writes this worker's entry in the instance's `distributed_servers`; keeps the cache current.
-    async fn report_part(&self, i: &ModelInstance, me: &SubordinateWorker, r: PartReport) -> Result<(), ClientError> {
+    /// A report about an earlier run of the instance is refused (409) and dropped: the next pass
+    /// sees the current run.
+    async fn report_part(&self, i: &ModelInstance, r: PartReport) -> Result<(), ClientError> {
         let body = SubordinateStatusReport {
+            restart_count: i.spec.restart_count,
             state: r.state,
             state_message: r.message.map(|m| m.trim_end().to_string()),
-            pid: r.handle.as_ref().and_then(Handle::pid).or(if r.state == InstanceState::Running {
-                me.pid
-            } else {
-                None
-            }),
+            pid: r.handle.as_ref().and_then(Handle::pid),
             container_id: r.handle.as_ref().and_then(Handle::container_id),
             command: r.command,
         };
         let path = format!("/v2/model-instances/{}/subordinate-status", i.id);
-        let updated: ModelInstance = self.client.put(&path, &body).await?;
+        let updated: ModelInstance = match self.client.put(&path, &body).await {
+            Err(ClientError::Api(e)) if e.code == 409 => return Ok(()),
+            other => other?,
+        };
         let mut map = self.cache.instances.lock().await;
         if map.get(&updated.id).is_none_or(|old| old.version <= updated.version) {
             map.insert(updated.id, updated);

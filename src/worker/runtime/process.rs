@@ -69,7 +69,10 @@ impl ProcessRuntime {
             .kill_on_drop(false);
         if !spec.gpu_indexes.is_empty() {
             let ids: Vec<String> = spec.gpu_indexes.iter().map(u32::to_string).collect();
-            cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
+            // The same devices for NVIDIA, AMD and Ascend runtimes (each reads its own variable).
+            for var in ["CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES"] {
+                cmd.env(var, ids.join(","));
+            }
         }
         let child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
         let pid = child.id().ok_or_else(|| fail("exited at once".into()))?;
