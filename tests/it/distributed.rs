@@ -107,6 +107,25 @@ async fn a_replica_spans_two_workers_and_restarts_whole(kind: DbKind) {
     assert!(follower_log.contains(&format!("rank 1 of 2 meets at {rendezvous}")), "part log: {follower_log}");
     assert!(sub["command"].as_array().is_some_and(|c| !c.is_empty()), "{sub}");
 
+    // Each worker writes only its own part: the main worker cannot report the subordinate's
+    // part, and the subordinate cannot report the instance.
+    let credential = |dir: &std::path::Path| -> String {
+        let identity: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("worker.json")).expect("identity")).expect("json");
+        identity["credential"].as_str().expect("credential").to_string()
+    };
+    let (main_dir, sub_dir) = if main_worker == a.worker_id { (&dir_a, &dir_b) } else { (&dir_b, &dir_a) };
+    let plain = reqwest::Client::new();
+    let attempts = [
+        (credential(main_dir.path()), "subordinate-status", json!({"restart_count": 0, "state": "error"})),
+        (credential(sub_dir.path()), "status", json!({"state": "error", "restart_count": 0, "version": i["version"]})),
+    ];
+    for (cred, what, body) in attempts {
+        let url = s.url(&format!("/v2/model-instances/{}/{what}", i["id"]));
+        let res = plain.put(url).bearer_auth(cred).json(&body).send().await.expect("put");
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{what}");
+    }
+
     // The subordinate's claim counts: a 10 GiB model no longer fits on either GPU.
     let small = tempfile::NamedTempFile::new().expect("file");
     small.as_file().set_len(10 << 30).expect("size");
