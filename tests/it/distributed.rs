@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::both_dbs;
+use crate::models::wait_models_instances;
 use crate::support::{DbKind, TestServer};
 use crate::workers::{import_backend, start_worker, worker_options};
 
@@ -26,16 +27,10 @@ version_configs:
     custom_framework: cuda
 ";
 
+/// The first instance of the deployment that satisfies `pred`, once one does.
 async fn wait_instance_where(s: &TestServer, model_id: i64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, list) = s.get(&format!("/v2/model-instances?model_id={model_id}")).await;
-        if let Some(i) = list["items"].as_array().and_then(|items| items.iter().find(|i| pred(i))) {
-            return i.clone();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never {what}: {list:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let items = wait_models_instances(s, model_id, what, |items| items.iter().any(&pred)).await;
+    items.into_iter().find(|i| pred(i)).expect("matched")
 }
 
 async fn a_replica_spans_two_workers_and_restarts_whole(kind: DbKind) {

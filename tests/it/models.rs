@@ -72,7 +72,7 @@ async fn bad_deployments_name_the_field(kind: DbKind) {
     assert_eq!(list["pagination"]["total"], 0, "nothing stored");
 }
 
-async fn wait_models_instances(
+pub async fn wait_models_instances(
     s: &TestServer,
     model_id: i64,
     what: &str,
