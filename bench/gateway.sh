@@ -14,14 +14,17 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 DURATION="${1:-10}"
 DELAY_MS="${2:-20}"
-cargo build --release --quiet --bin ferrostack --example stub_upstream --example bench_ttfb
+cargo build --release --quiet --bin ferrostack --example stub_upstream --example bench_ttfb --example bare_proxy
 BIN="$PWD/target/release/ferrostack"
 STUB="$PWD/target/release/examples/stub_upstream"
 TTFB="$PWD/target/release/examples/bench_ttfb"
+BARE="$PWD/target/release/examples/bare_proxy"
 WORK="$(mktemp -d)"
 SERVER_PID=
 STUB_PID=
+BARE_PID=
 cleanup() {
+  if [ -n "$BARE_PID" ]; then kill "$BARE_PID" 2>/dev/null || true; fi
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
   # The worker stops its instances on shutdown; this is in case it could not.
   if [ -n "$STUB_PID" ]; then kill "$STUB_PID" 2>/dev/null || true; fi
@@ -114,14 +117,14 @@ load() {
   wrk -t"$t" -c"$c" -d"${DURATION}s" --latency -s "$script" "$@" "$url/v1/chat/completions" |
     awk '$1=="RESULT" {printf "%.0f %d %d %d\n", $2 / ($3 / 1e6), $4, $5, $6}'
 }
-# One table: direct vs gateway, alternating per concurrency level.
+# One table: direct vs a proxy (the gateway, or the bare proxy), alternating per concurrency level.
 table() {
-  local script=$1 direct=$2; shift 2
-  echo "| concurrency | direct req/s | gateway req/s | ratio | direct p50 | gateway p50 | added p50 | direct p99 | gateway p99 | added p99 | errors |"
+  local script=$1 direct=$2 via=$3 name=$4; shift 4
+  echo "| concurrency | direct req/s | $name req/s | ratio | direct p50 | $name p50 | added p50 | direct p99 | $name p99 | added p99 | errors |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for c in "$@"; do
     read -r drps dp50 dp99 derr < <(load "$script" "$c" "$direct")
-    read -r grps gp50 gp99 gerr < <(load "$script" "$c" "$API" -H "Authorization: Bearer $KEY")
+    read -r grps gp50 gp99 gerr < <(load "$script" "$c" "$via" -H "Authorization: Bearer $KEY")
     python3 - "$c" "$drps" "$dp50" "$dp99" "$derr" "$grps" "$gp50" "$gp99" "$gerr" <<'PY'
 import sys
 c, drps, dp50, dp99, derr, grps, gp50, gp99, gerr = map(int, sys.argv[1:])
@@ -134,11 +137,20 @@ PY
 }
 echo "Gateway at $API, upstream stub at $DIRECT; wrk ${DURATION} s per run; $(nproc) cores shared by wrk, gateway and stub."
 echo
-table "$WORK/post.lua" "$DIRECT" 1 8 32 64
+table "$WORK/post.lua" "$DIRECT" "$API" gateway 1 8 32 64
+echo
+echo "The floor for any proxy here: a bare hyper proxy (examples/bare_proxy.rs) in front of the same stub:"
+echo
+BARE_PORT=$(free_port)
+"$BARE" --port "$BARE_PORT" --upstream "$DIRECT" 2>/dev/null &
+BARE_PID=$!
+until curl -sf "http://127.0.0.1:$BARE_PORT/health" >/dev/null; do sleep 0.05; done
+table "$WORK/post.lua" "$DIRECT" "http://127.0.0.1:$BARE_PORT" "bare proxy" 1 8 32 64
+kill "$BARE_PID"; BARE_PID=
 echo
 echo "The same stub answering after ${DELAY_MS} ms (a very fast model):"
 echo
-table "$WORK/slow.lua" "$SLOW" 16 64 256
+table "$WORK/slow.lua" "$SLOW" "$API" gateway 16 64 256
 echo
 "$TTFB" "$DIRECT" "$API" "$KEY" 200
 echo
