@@ -233,6 +233,9 @@ pub struct SubordinateWorker {
     pub command: Vec<String>,
 }
 
+/// A subordinate's state message while its part waits for the main worker's server.
+pub const WAITING_FOR_MAIN: &str = "waiting for the main worker's server to start";
+
 /// The other workers of an instance spread across workers. Subordinates start only once the main
 /// worker's server is starting (it owns the rendezvous port), as GPUStack's `initialize_later`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -99,7 +99,7 @@ pub async fn wait_ready(c: &Client, model_id: i64, want: u32) -> anyhow::Result<
     loop {
         let list = c.list::<ModelInstance>(&format!("/v2/model-instances?model_id={model_id}")).await?;
         let p = progress(&list.items, want);
-        bar.set_prefix(p.prefix.clone());
+        bar.set_prefix(p.prefix);
         bar.set_message(p.message.clone());
         bar.set_position((p.fraction * 1000.0).round() as u64);
         // Without a terminal the bar draws nothing: print each new state once instead.
@@ -135,7 +135,7 @@ struct Progress {
     running: usize,
     /// Downloads while any instance downloads, else the share of replicas running.
     fraction: f64,
-    prefix: String,
+    prefix: &'static str,
     message: String,
 }
 
@@ -151,9 +151,9 @@ fn progress(items: &[ModelInstance], want: u32) -> Progress {
     states.sort_unstable();
     states.dedup();
     let (prefix, fraction) = if downloading.is_empty() {
-        ("running".to_string(), if want == 0 { 1.0 } else { (running as f64 / f64::from(want)).min(1.0) })
+        ("running", if want == 0 { 1.0 } else { (running as f64 / f64::from(want)).min(1.0) })
     } else {
-        ("downloading".to_string(), downloading.iter().sum::<f64>() / downloading.len() as f64)
+        ("downloading", downloading.iter().sum::<f64>() / downloading.len() as f64)
     };
     Progress { running, fraction, prefix, message: format!("{running}/{want} running [{}]", states.join(", ")) }
 }
@@ -250,7 +250,7 @@ mod tests {
         for (states, want, prefix, fraction, message) in cases {
             let items: Vec<ModelInstance> = states.iter().map(|(s, d)| instance(*s, *d)).collect();
             let p = progress(&items, want);
-            assert_eq!((p.prefix.as_str(), p.message.as_str()), (prefix, message), "{states:?}");
+            assert_eq!((p.prefix, p.message.as_str()), (prefix, message), "{states:?}");
             assert!((p.fraction - fraction).abs() < 1e-9, "{states:?}: {}", p.fraction);
         }
     }

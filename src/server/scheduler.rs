@@ -271,14 +271,15 @@ fn bound(
             })
             .collect(),
     });
-    spec.backend_parameters = crate::backends::params::merge_params(&injection.args, &model.backend_parameters, None)
-        .unwrap_or_else(|_| injection.args.iter().chain(&model.backend_parameters).cloned().collect());
+    // A backend configured by a file takes the user's parameters there, not on the command line.
+    spec.backend_parameters = if injection.config.is_some() {
+        injection.args.clone()
+    } else {
+        crate::backends::params::merge_params(&injection.args, &model.backend_parameters, None)
+            .unwrap_or_else(|_| injection.args.iter().chain(&model.backend_parameters).cloned().collect())
+    };
     for (k, v) in injection.env {
         spec.env.entry(k).or_insert(v);
-    }
-    // A backend configured by a file takes its parameters there, not on the command line.
-    if injection.config.is_some() {
-        spec.backend_parameters = injection.args.clone();
     }
     spec.backend_config = injection.config;
     spec.injected_backend_parameters = injection.args;

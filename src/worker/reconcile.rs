@@ -52,14 +52,19 @@ enum Phase {
 #[derive(Debug, Clone)]
 struct Local {
     handle: Handle,
-    port: u16,
-    /// Every port this instance holds: HTTP first, then a distributed instance's rendezvous port.
+    /// HTTP port, then (distributed instances) the rendezvous port.
     ports: Vec<u16>,
     phase: Phase,
     since: Instant,
     last_probe: Option<Instant>,
     failures: u32,
     health_path: Option<String>,
+}
+
+impl Local {
+    fn port(&self) -> u16 {
+        self.ports.first().copied().unwrap_or_default()
+    }
 }
 
 pub struct Reconciler {
@@ -232,11 +237,9 @@ impl Reconciler {
             (Some((_, handle)), Some(port)) => {
                 tracing::info!(instance = i.id, "reattached to a running workload");
                 let health_path = self.backend_of(i).await.ok().and_then(|b| b.health_check_path);
-                let mut ports = vec![port];
-                ports.extend(i.spec.ports.iter().skip(1));
+                let ports = if i.spec.ports.first() == Some(&port) { i.spec.ports.clone() } else { vec![port] };
                 let l = Local {
                     handle,
-                    port,
                     ports,
                     phase: Phase::Starting,
                     since: Instant::now(),
@@ -275,7 +278,7 @@ impl Reconciler {
         if !due {
             return Ok(());
         }
-        let healthy = self.probe(l.port, l.health_path.as_deref()).await;
+        let healthy = self.probe(l.port(), l.health_path.as_deref()).await;
         let mut next = l.clone();
         next.last_probe = Some(now);
         match (l.phase, healthy) {
@@ -283,7 +286,7 @@ impl Reconciler {
                 next.phase = Phase::Running;
                 next.failures = 0;
                 if i.spec.state != InstanceState::Running {
-                    tracing::info!(instance = i.id, port = l.port, "instance is running");
+                    tracing::info!(instance = i.id, port = l.port(), "instance is running");
                     let mut report = self.report_of(i);
                     report.state = InstanceState::Running;
                     report.state_message = None;
@@ -401,7 +404,6 @@ impl Reconciler {
         };
         let local = Local {
             handle: handle.clone(),
-            port,
             ports: ports.clone(),
             phase: Phase::Starting,
             since: Instant::now(),
@@ -630,11 +632,16 @@ impl Reconciler {
             }
             other => other?,
         };
+        self.remember(updated.clone()).await;
+        Ok(updated)
+    }
+
+    /// Keeps the cache current with what the server answered, unless the watch brought newer.
+    async fn remember(&self, updated: ModelInstance) {
         let mut map = self.cache.instances.lock().await;
         if map.get(&updated.id).is_none_or(|old| old.version <= updated.version) {
-            map.insert(updated.id, updated.clone());
+            map.insert(updated.id, updated);
         }
-        Ok(updated)
     }
 }
 

@@ -207,7 +207,7 @@ async fn report_status(
             if body.state == InstanceState::Initializing {
                 for part in i.distributed_servers.iter_mut().flat_map(|d| d.subordinate_workers.iter_mut()) {
                     part.state = InstanceState::Scheduled;
-                    part.state_message = Some("waiting for the main worker's server to start".into());
+                    part.state_message = Some(crate::api::WAITING_FOR_MAIN.into());
                     part.pid = None;
                     part.container_id = None;
                 }

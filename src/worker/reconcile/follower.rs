@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::{DownloadPoll, LOG_LINES_IN_ERRORS, Reconciler, STOP_GRACE};
-use crate::api::{InstanceState, ModelInstance, SubordinateStatusReport, SubordinateWorker};
+use crate::api::{InstanceState, ModelInstance, SubordinateStatusReport, SubordinateWorker, WAITING_FOR_MAIN};
 use crate::backends::distributed::Role;
 use crate::client::ClientError;
 use crate::worker::logs;
@@ -96,7 +96,7 @@ impl Reconciler {
                     let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
                     self.stop_part(i.id, &p).await;
                     let message = format!("rank {rank} {how}; last log lines:\n{tail}");
-                    return self.report_part(i, PartReport::state(InstanceState::Error, message)).await;
+                    return self.fail_part(i, message).await;
                 }
                 if me.state != InstanceState::Running {
                     let report =
@@ -115,10 +115,7 @@ impl Reconciler {
                 // the parts get ready.
                 match (fresh, self.poll_download(i)) {
                     (true, DownloadPoll::Progress(p)) => self.report_download(i, me, p).await,
-                    (true, DownloadPoll::Failed(msg)) => {
-                        self.report_part(i, PartReport::state(InstanceState::Error, format!("download failed: {msg}")))
-                            .await
-                    }
+                    (true, DownloadPoll::Failed(msg)) => self.fail_part(i, format!("download failed: {msg}")).await,
                     _ => Ok(()),
                 }
             }
@@ -135,7 +132,7 @@ impl Reconciler {
                 // was never reported): the instance is broken, and must restart whole.
                 None => {
                     let message = format!("rank {rank}'s process is gone from worker {}", self.cfg.name);
-                    self.report_part(i, PartReport::state(InstanceState::Error, message)).await
+                    self.fail_part(i, message).await
                 }
             },
         }
@@ -164,27 +161,19 @@ impl Reconciler {
         let model_path = match self.poll_download(i) {
             DownloadPoll::Ready(path) => path,
             DownloadPoll::Progress(p) => return self.report_download(i, me, p).await,
-            DownloadPoll::Failed(msg) => {
-                let report = PartReport::state(InstanceState::Error, format!("download failed: {msg}"));
-                return self.report_part(i, report).await;
-            }
+            DownloadPoll::Failed(msg) => return self.fail_part(i, format!("download failed: {msg}")).await,
         };
         if !model_path.exists() {
             let message = format!("model_path {:?} does not exist on worker {}", model_path.display(), self.cfg.name);
-            return self.report_part(i, PartReport::state(InstanceState::Error, message)).await;
+            return self.fail_part(i, message).await;
         }
         let backend = match self.backend_of(i).await {
             Ok(b) => b,
-            Err(e) => {
-                let report = PartReport::state(InstanceState::Error, format!("backend {:?}: {e}", i.spec.backend));
-                return self.report_part(i, report).await;
-            }
+            Err(e) => return self.fail_part(i, format!("backend {:?}: {e}", i.spec.backend)).await,
         };
         let Some(port) = self.take_port(&[]).await else {
             let (a, b) = self.cfg.port_range;
-            return self
-                .report_part(i, PartReport::state(InstanceState::Error, format!("no free port in {a}-{b}")))
-                .await;
+            return self.fail_part(i, format!("no free port in {a}-{b}")).await;
         };
         let rendezvous = i.spec.ports.get(1).copied().unwrap_or_default();
         let role = Role::Follower { rank };
@@ -199,14 +188,14 @@ impl Reconciler {
         ) {
             Ok(spec) => spec,
             Err(e) => {
-                return self.report_part(i, PartReport::state(InstanceState::Error, e.to_string())).await;
+                return self.fail_part(i, e.to_string()).await;
             }
         };
         let argv: Vec<String> = spec.program.iter().chain(&spec.args).cloned().collect();
         tracing::info!(instance = i.id, rank, command = ?argv, "starting this worker's distributed part");
         let handle = match self.runtime.start(&spec).await {
             Ok(h) => h,
-            Err(e) => return self.report_part(i, PartReport::state(InstanceState::Error, e.to_string())).await,
+            Err(e) => return self.fail_part(i, e.to_string()).await,
         };
         let part = Part { handle: handle.clone(), port, main_restarts: i.spec.restart_count };
         self.parts.lock().await.insert(i.id, part);
@@ -219,6 +208,10 @@ impl Reconciler {
         self.runtime.stop(&part.handle, STOP_GRACE).await;
         self.runtime.release(id).await;
         self.parts.lock().await.remove(&id);
+    }
+
+    async fn fail_part(&self, i: &ModelInstance, message: String) -> Result<(), ClientError> {
+        self.report_part(i, PartReport::state(InstanceState::Error, message)).await
     }
 
     /// Writes this worker's entry in the instance's `distributed_servers`; keeps the cache current.
@@ -238,14 +231,11 @@ impl Reconciler {
             Err(ClientError::Api(e)) if e.code == 409 => return Ok(()),
             other => other?,
         };
-        let mut map = self.cache.instances.lock().await;
-        if map.get(&updated.id).is_none_or(|old| old.version <= updated.version) {
-            map.insert(updated.id, updated);
-        }
+        self.remember(updated).await;
         Ok(())
     }
 }
 
 fn waiting() -> String {
-    "waiting for the main worker's server to start".into()
+    WAITING_FOR_MAIN.into()
 }
