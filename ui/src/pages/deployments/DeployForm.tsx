@@ -26,6 +26,7 @@ import { FormError } from "../../components/FormError";
 import { CompatibilityCheck } from "./CompatibilityCheck";
 import { BUILT_IN_PLACEHOLDERS, describeParams } from "./command";
 import { HubFileInput, HubRepoInput } from "./HubFields";
+import type { Hub } from "./hub";
 import {
   CUSTOM_BACKEND,
   clientProblems,
@@ -45,6 +46,58 @@ interface Props {
   /** The deployment being edited; null deploys a new one. */
   editing: Model | null;
   onClose: () => void;
+}
+
+/** The deployment fields of each hub source: its repository (or model id) and optional file. */
+const HUB_FIELDS = {
+  huggingface: {
+    repo: "huggingface_repo_id",
+    repoLabel: "Repository",
+    file: "huggingface_filename",
+    fileLabel: "File (GGUF, optional)",
+  },
+  model_scope: {
+    repo: "model_scope_model_id",
+    repoLabel: "Model ID",
+    file: "model_scope_file_path",
+    fileLabel: "File path (GGUF, optional)",
+  },
+} as const;
+
+/** Repository (or model id) and file of a hub source, with name search where the hub answers. */
+function HubSourceFields({
+  hub,
+  state,
+  set,
+  errorOf,
+}: {
+  hub: Hub;
+  state: DeployState;
+  set: <K extends keyof DeployState>(key: K, value: DeployState[K]) => void;
+  errorOf: (field: string) => string | undefined;
+}) {
+  const f = HUB_FIELDS[hub];
+  return (
+    <Group grow align="flex-start">
+      <HubRepoInput
+        hub={hub}
+        label={f.repoLabel}
+        name={f.repo}
+        value={state[f.repo]}
+        error={errorOf(f.repo)}
+        onChange={(v) => set(f.repo, v)}
+      />
+      <HubFileInput
+        hub={hub}
+        label={f.fileLabel}
+        name={f.file}
+        repo={state[f.repo]}
+        value={state[f.file]}
+        error={errorOf(f.file)}
+        onChange={(v) => set(f.file, v)}
+      />
+    </Group>
+  );
 }
 
 export function DeployForm({ editing, onClose }: Props) {
@@ -151,47 +204,8 @@ export function DeployForm({ editing, onClose }: Props) {
                   onChange={(e) => set("local_path", e.currentTarget.value)}
                 />
               )}
-              {s.source === "huggingface" && (
-                <Group grow align="flex-start">
-                  <HubRepoInput
-                    hub="huggingface"
-                    label="Repository"
-                    name="huggingface_repo_id"
-                    value={s.huggingface_repo_id}
-                    error={errorOf("huggingface_repo_id")}
-                    onChange={(v) => set("huggingface_repo_id", v)}
-                  />
-                  <HubFileInput
-                    hub="huggingface"
-                    label="File (GGUF, optional)"
-                    name="huggingface_filename"
-                    repo={s.huggingface_repo_id}
-                    value={s.huggingface_filename}
-                    error={errorOf("huggingface_filename")}
-                    onChange={(v) => set("huggingface_filename", v)}
-                  />
-                </Group>
-              )}
-              {s.source === "model_scope" && (
-                <Group grow align="flex-start">
-                  <HubRepoInput
-                    hub="model_scope"
-                    label="Model ID"
-                    name="model_scope_model_id"
-                    value={s.model_scope_model_id}
-                    error={errorOf("model_scope_model_id")}
-                    onChange={(v) => set("model_scope_model_id", v)}
-                  />
-                  <HubFileInput
-                    hub="model_scope"
-                    label="File path (GGUF, optional)"
-                    name="model_scope_file_path"
-                    repo={s.model_scope_model_id}
-                    value={s.model_scope_file_path}
-                    error={errorOf("model_scope_file_path")}
-                    onChange={(v) => set("model_scope_file_path", v)}
-                  />
-                </Group>
+              {(s.source === "huggingface" || s.source === "model_scope") && (
+                <HubSourceFields hub={s.source} state={s} set={set} errorOf={errorOf} />
               )}
               <TextInput
                 label="Name"
