@@ -136,21 +136,40 @@ pub struct EvaluationRequest {
     pub model_specs: Vec<ModelSpec>,
 }
 
-/// The answer for one spec.
+/// The answer for one spec: GPUStack's `ModelEvaluationResult` fields plus what we compute.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EvaluationResult {
+    /// The spec's own name.
     pub name: String,
     pub compatible: bool,
-    /// Why not, or where it would go.
+    /// Everything said about the spec: what could not be read, where it goes or why not.
     pub compatibility_messages: Vec<String>,
+    /// Where one replica would go, or per worker and GPU why it fits nowhere.
+    pub scheduling_messages: Vec<String>,
+    /// The spec as it would be stored (backend, categories and cluster filled in).
+    pub default_spec: Option<ModelSpec>,
+    /// Estimated bytes per replica (GPUStack's shape).
+    pub resource_claim: Option<EvaluationClaim>,
+    /// True when the spec itself was refused (then `error_message` says why).
+    pub error: Option<bool>,
+    pub error_message: Option<String>,
     pub backend: Option<String>,
     pub categories: Vec<String>,
     /// Estimated bytes per replica.
     pub vram: Option<u64>,
     pub ram: Option<u64>,
     pub meta: Option<serde_json::Value>,
-    /// The parameters the server would inject.
+    /// The parameters the server would inject for the placement found.
     pub injected_parameters: Vec<String>,
+    /// The tensor-parallel size the engine would run with (None on CPU or when nothing fits).
+    pub tensor_parallel_size: Option<u32>,
+}
+
+/// GPUStack's `ResourceClaim` of an evaluation: bytes of RAM and VRAM per replica.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct EvaluationClaim {
+    pub ram: u64,
+    pub vram: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

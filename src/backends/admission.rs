@@ -195,7 +195,7 @@ mod tests {
             (|s| s.backend_source = BackendSource::Community, "backend_source"),
             (|s| s.default_version = Some("0.10.2".to_owned()), "default_version"),
             (|s| s.default_run_command = Some("x".to_owned()), "default_run_command"),
-            (|s| s.health_check_path = Some("/health".to_owned()), "health_check_path"),
+            (|s| s.health_check_path = Some("/ping".to_owned()), "health_check_path"),
             (|s| s.parameter_format = Some(ParameterFormat::Equal), "parameter_format"),
             (
                 |s| {

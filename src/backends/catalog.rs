@@ -43,6 +43,50 @@ pub fn is_custom(name: &str) -> bool {
     name.eq_ignore_ascii_case(CUSTOM)
 }
 
+/// Which backend a deployment runs on: the one rule the server (admission, evaluation, scheduler)
+/// and the worker share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// GPUStack's virtual `Custom` backend, built from the deployment's own image and command.
+    Custom(Box<InferenceBackendSpec>),
+    /// A stored backend, by name (as the API shows it: built-ins with the catalog's versions).
+    Stored(String),
+}
+
+/// The backend of a deployment named `backend` (or, when none is named, the one [`preselect`]
+/// picks for its file and categories).
+pub fn choose_backend(
+    backend: Option<&str>,
+    image_name: Option<&str>,
+    run_command: Option<&str>,
+    file: Option<&str>,
+    categories: &[String],
+) -> BackendChoice {
+    let gguf = file.is_some_and(|f| f.to_ascii_lowercase().ends_with(".gguf"));
+    let name = backend.map(str::trim).filter(|b| !b.is_empty()).unwrap_or_else(|| preselect(gguf, categories));
+    if is_custom(name) {
+        BackendChoice::Custom(Box::new(custom_backend(image_name, run_command.unwrap_or_default())))
+    } else {
+        BackendChoice::Stored(name.to_owned())
+    }
+}
+
+/// GPUStack's pre-selection when a deployment names no backend: a GGUF model → llama.cpp, speech
+/// (text-to-speech, speech-to-text) → VoxBox, image → SGLang, anything else → vLLM. The web UI's
+/// deploy form applies the same rule (`ui/src/pages/deployments/spec.ts`).
+pub fn preselect(gguf: bool, categories: &[String]) -> &'static str {
+    let has = |c: &str| categories.iter().any(|x| x.eq_ignore_ascii_case(c));
+    if gguf {
+        "llama.cpp"
+    } else if has("text_to_speech") || has("speech_to_text") {
+        "VoxBox"
+    } else if has("image") {
+        "SGLang"
+    } else {
+        "vLLM"
+    }
+}
+
 const BUILT_IN_FILES: &[(&str, &str)] = &[
     ("vllm.yaml", include_str!("catalog/vllm.yaml")),
     ("sglang.yaml", include_str!("catalog/sglang.yaml")),
@@ -177,6 +221,33 @@ mod tests {
         Catalog::load().unwrap()
     }
 
+    /// Backend named, model file, categories, backend chosen.
+    type PreselectCase<'a> = (Option<&'a str>, Option<&'a str>, &'a [&'a str], &'a str);
+
+    #[test]
+    fn one_preselection_rule() {
+        let cases: &[PreselectCase<'_>] = &[
+            (None, Some("/m/qwen.Q4_K_M.GGUF"), &[], "llama.cpp"),
+            (None, Some("/m/qwen.gguf"), &["text_to_speech"], "llama.cpp"),
+            (None, None, &["text_to_speech"], "VoxBox"),
+            (None, Some("/m/whisper"), &["speech_to_text"], "VoxBox"),
+            (None, None, &["image"], "SGLang"),
+            (None, None, &["llm"], "vLLM"),
+            (None, None, &[], "vLLM"),
+            (Some("  "), None, &[], "vLLM"),
+            (Some("SGLang"), Some("/m/a.gguf"), &[], "SGLang"),
+        ];
+        for (backend, file, categories, want) in cases {
+            let categories: Vec<String> = categories.iter().map(|c| (*c).to_owned()).collect();
+            let got = choose_backend(*backend, None, None, *file, &categories);
+            assert_eq!(got, BackendChoice::Stored((*want).to_owned()), "{backend:?} {file:?} {categories:?}");
+        }
+        let custom = choose_backend(Some("custom"), Some("img:1"), Some("serve --port {{port}}"), None, &[]);
+        let BackendChoice::Custom(spec) = custom else { panic!("custom expected") };
+        assert_eq!(spec.backend_name, CUSTOM);
+        assert_eq!(spec.version_configs["custom"].image_name.as_deref(), Some("img:1"));
+    }
+
     #[test]
     fn loads_and_validates() {
         let catalog = catalog();
@@ -201,8 +272,8 @@ mod tests {
     fn health_paths_and_formats() {
         let catalog = catalog();
         let cases = [
-            ("vLLM", Some("/v1/models")),
-            ("SGLang", Some("/v1/models")),
+            ("vLLM", Some("/health")),
+            ("SGLang", Some("/health")),
             ("MindIE", Some("/info")),
             ("VoxBox", Some("/v1/models")),
             ("llama.cpp", Some("/v1/models")),
@@ -277,6 +348,7 @@ mod tests {
             port: 8081,
             worker_ip: "127.0.0.1",
             gpu_ids: &[],
+            data_dir: "/d",
         };
         let overrides = DeploymentOverrides { version: Some("cpu"), ..DeploymentOverrides::default() };
         let rendered = render_command(llama, &overrides, &ctx).unwrap();
@@ -289,7 +361,14 @@ mod tests {
     #[test]
     fn every_catalog_backend_renders() {
         let catalog = catalog();
-        let ctx = RenderContext { model_path: "/m", model_name: "m", port: 1, worker_ip: "127.0.0.1", gpu_ids: &[0] };
+        let ctx = RenderContext {
+            model_path: "/m",
+            model_name: "m",
+            port: 1,
+            worker_ip: "127.0.0.1",
+            gpu_ids: &[0],
+            data_dir: "/d",
+        };
         for spec in catalog.built_in().iter().chain(catalog.community()) {
             for version in spec.version_configs.keys() {
                 let overrides = DeploymentOverrides { version: Some(version), ..DeploymentOverrides::default() };

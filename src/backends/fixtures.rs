@@ -46,6 +46,7 @@ const CTX: RenderContext<'static> = RenderContext {
     port: 40000,
     worker_ip: "10.1.2.3",
     gpu_ids: &[0, 1],
+    data_dir: "/data/cache",
 };
 
 fn load(name: &str, text: &str) -> InferenceBackendSpec {

@@ -24,6 +24,65 @@ pub fn kind_of(backend: &str) -> Kind {
     }
 }
 
+impl Kind {
+    /// Spellings of one flag the engine accepts, as keys (dashes stripped, `_` read as `-`): the
+    /// first of each group is the canonical key. Used so that `-tp 2` and an injected
+    /// `--tensor-parallel-size=2` count as the same flag.
+    pub fn flag_aliases(self) -> &'static [&'static [&'static str]] {
+        match self {
+            Kind::Vllm => &[
+                &["tensor-parallel-size", "tp"],
+                &["pipeline-parallel-size", "pp"],
+                &["data-parallel-size", "dp"],
+                &["quantization", "q"],
+            ],
+            Kind::Sglang => &[
+                &["tp-size", "tensor-parallel-size"],
+                &["pp-size", "pipeline-parallel-size"],
+                &["dp-size", "data-parallel-size"],
+                &["model-path", "model"],
+            ],
+            Kind::LlamaCpp => &[
+                &["ctx-size", "c"],
+                &["model", "m"],
+                &["alias", "a"],
+                &["threads", "t"],
+                &["parallel", "np"],
+                &["n-gpu-layers", "ngl", "gpu-layers"],
+                &["embeddings", "embedding"],
+            ],
+            Kind::Voxbox | Kind::Mindie | Kind::Other => &[],
+        }
+    }
+
+    /// The canonical key of `key` (already without dashes) for this engine.
+    pub fn canonical_key(self, key: &str) -> String {
+        self.flag_aliases()
+            .iter()
+            .find(|group| group.contains(&key))
+            .and_then(|group| group.first())
+            .map_or_else(|| key.to_owned(), |first| (*first).to_owned())
+    }
+
+    /// Flags the manager sets and users may not (canonical keys), besides every flag whose value in
+    /// the run command is one of the manager's placeholders. `port` and `host` for every backend:
+    /// ports are allocated per instance and the engine listens where the worker probes it.
+    pub fn owned_flags(self) -> &'static [&'static str] {
+        match self {
+            Kind::Vllm => &["port", "host", "served-model-name", "model"],
+            Kind::Sglang => &["port", "host", "served-model-name", "model-path"],
+            Kind::Voxbox => &["port", "host", "model", "data-dir"],
+            Kind::LlamaCpp => &["port", "host", "model", "alias"],
+            Kind::Mindie | Kind::Other => &["port", "host"],
+        }
+    }
+
+    /// Whether the engine takes its settings from a config file instead of command-line flags.
+    pub fn configured_by_file(self) -> bool {
+        self == Kind::Mindie
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +102,23 @@ mod tests {
         ];
         for (name, kind) in cases {
             assert_eq!(kind_of(name), kind, "{name}");
+        }
+    }
+
+    #[test]
+    fn aliases_map_to_one_key() {
+        let cases = [
+            (Kind::Vllm, "tp", "tensor-parallel-size"),
+            (Kind::Vllm, "tensor-parallel-size", "tensor-parallel-size"),
+            (Kind::Sglang, "tensor-parallel-size", "tp-size"),
+            (Kind::Sglang, "model", "model-path"),
+            (Kind::LlamaCpp, "c", "ctx-size"),
+            (Kind::LlamaCpp, "ngl", "n-gpu-layers"),
+            (Kind::Other, "c", "c"),
+            (Kind::Vllm, "max-model-len", "max-model-len"),
+        ];
+        for (kind, key, want) in cases {
+            assert_eq!(kind.canonical_key(key), want, "{kind:?} {key}");
         }
     }
 }

@@ -15,7 +15,7 @@ pub mod validate;
 pub mod yaml;
 
 pub use catalog::{Catalog, CatalogError, RESERVED_NAMES};
-pub use params::{ParamError, merge_params, normalize_params, parse_params};
+pub use params::{ParamError, normalize_params, parse_params};
 pub use render::{DeploymentOverrides, RenderContext, RenderError, RenderedCommand, render_command, resolve_version};
 pub use validate::{ValidationError, check_deletable, check_name_available, check_update, validate_backend};
 pub use yaml::{YamlError, parse_backend_yaml, to_backend_yaml};

@@ -1,5 +1,5 @@
 //! Backend parameters: parsing the three forms users write, normalizing them to the backend's
-//! `parameter_format`, and merging injected with user parameters so the user's win.
+//! `parameter_format` (`render::render_command` puts them together with the run command).
 //!
 //! Each list item may be `--k=v`, `--k v` (shell-quoted, JSON values allowed, a whole pasted
 //! command line with `\` continuations too), or a lone word that is the key or the value of its
@@ -55,7 +55,7 @@ impl Param {
     }
 
     /// The words exactly as entered.
-    fn as_given(&self) -> Vec<String> {
+    pub fn as_given(&self) -> Vec<String> {
         match (&self.flag, self.values.split_first()) {
             (Some(flag), Some((first, rest))) if self.joined => {
                 let mut words = vec![format!("{flag}={first}")];
@@ -68,7 +68,7 @@ impl Param {
     }
 
     /// The words in the backend's format. Short (`-x`) flags and multi-value flags keep their form.
-    fn formatted(&self, format: Option<ParameterFormat>) -> Vec<String> {
+    pub fn formatted(&self, format: Option<ParameterFormat>) -> Vec<String> {
         let Some(flag) = &self.flag else {
             return self.values.clone();
         };
@@ -92,6 +92,19 @@ pub fn parse_params(items: &[String]) -> Result<Vec<Param>, ParamError> {
     Ok(params)
 }
 
+/// Groups words that are already split (a rendered run command) into flags and positional words,
+/// without splitting any word again.
+pub fn parse_words(words: Vec<String>) -> Vec<Param> {
+    let mut params: Vec<Param> = Vec::new();
+    for word in words {
+        // An `--=x` word cannot be a flag of ours: keep it as a positional word.
+        if push_word(&mut params, word.clone(), "").is_err() {
+            params.push(Param { flag: None, values: vec![word], joined: false });
+        }
+    }
+    params
+}
+
 /// Renders parameters as argv words in the given format (`None`: as entered).
 pub fn format_params(params: &[Param], format: Option<ParameterFormat>) -> Vec<String> {
     params.iter().flat_map(|p| p.formatted(format)).collect()
@@ -100,21 +113,6 @@ pub fn format_params(params: &[Param], format: Option<ParameterFormat>) -> Vec<S
 /// Parses and formats in one step.
 pub fn normalize_params(items: &[String], format: Option<ParameterFormat>) -> Result<Vec<String>, ParamError> {
     Ok(format_params(&parse_params(items)?, format))
-}
-
-/// Injected parameters followed by the user's; an injected flag the user also gives is dropped,
-/// so the user's value is the only one (and would win anyway, coming last).
-pub fn merge_params(
-    injected: &[String],
-    user: &[String],
-    format: Option<ParameterFormat>,
-) -> Result<Vec<String>, ParamError> {
-    let user = parse_params(user)?;
-    let kept: Vec<Param> = parse_params(injected)?
-        .into_iter()
-        .filter(|p| p.key().is_none_or(|key| find_param(&user, &key).is_none()))
-        .collect();
-    Ok(format_params(&kept, format).into_iter().chain(format_params(&user, format)).collect())
 }
 
 /// The first parameter with this flag (`name` with or without dashes).
@@ -128,7 +126,8 @@ pub fn is_flag(word: &str) -> bool {
     word.len() > 1 && word.starts_with('-') && word != "--" && word.parse::<f64>().is_err()
 }
 
-fn flag_key(flag: &str) -> String {
+/// The name used to match a flag: dashes stripped, `_` read as `-`.
+pub fn flag_key(flag: &str) -> String {
     flag.trim_start_matches('-').replace('_', "-")
 }
 
@@ -341,26 +340,6 @@ mod tests {
         }
     }
 
-    /// Injected, user, format, expected argv.
-    type MergeCase =
-        (&'static [&'static str], &'static [&'static str], Option<ParameterFormat>, &'static [&'static str]);
-
-    #[test]
-    fn merge_lets_user_flags_win() {
-        use ParameterFormat::{Equal, Space};
-        let cases: &[MergeCase] = &[
-            (&["--a 1", "--b 2"], &[], Some(Space), &["--a", "1", "--b", "2"]),
-            (&["--a 1", "--b 2"], &["--b=3"], Some(Space), &["--a", "1", "--b", "3"]),
-            (&["--max-model-len 8192"], &["--max_model_len", "4096"], Some(Equal), &["--max_model_len=4096"]),
-            (&["-ngl 99"], &["--ngl 10"], None, &["--ngl", "10"]),
-            (&["model", "--flag"], &["--other"], None, &["model", "--flag", "--other"]),
-        ];
-        for (injected, user, format, expected) in cases {
-            let merged = merge_params(&strings(injected), &strings(user), *format).unwrap();
-            assert_eq!(merged, *expected, "{injected:?} + {user:?}");
-        }
-    }
-
     #[test]
     fn finds_flags_by_name() {
         let params = parse_params(&strings(&["--a=1", "-tp 2"])).unwrap();
@@ -393,7 +372,6 @@ mod tests {
                 let _ = format_params(&params, Some(ParameterFormat::Equal));
                 let _ = format_params(&params, Some(ParameterFormat::Space));
             }
-            let _ = merge_params(&items, &items, None);
         }
 
         #[test]

@@ -11,12 +11,15 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use super::params::{ParamError, normalize_params};
+use super::kind::{Kind, kind_of};
+use super::params::{Param, ParamError, parse_params, parse_words};
 use super::shell::{SplitError, split_words};
-use crate::api::backend::{InferenceBackendSpec, VersionConfig};
+use crate::api::backend::{InferenceBackendSpec, ParameterFormat, VersionConfig};
 
 /// The placeholders every command may use, besides environment variables.
-pub const BUILT_IN_PLACEHOLDERS: &[&str] = &["model_path", "model_name", "port", "worker_ip", "gpu_count", "gpu_ids"];
+/// GPUStack's six, plus `data_dir` (a directory on the worker the engine may keep files in).
+pub const BUILT_IN_PLACEHOLDERS: &[&str] =
+    &["model_path", "model_name", "port", "worker_ip", "gpu_count", "gpu_ids", "data_dir"];
 
 /// Where the instance was placed: the values of the built-in placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +31,8 @@ pub struct RenderContext<'a> {
     pub worker_ip: &'a str,
     /// Indexes of the GPUs assigned on the worker.
     pub gpu_ids: &'a [u32],
+    /// A directory on the worker the engine may keep its own files in (VoxBox's `--data-dir`).
+    pub data_dir: &'a str,
 }
 
 /// What the deployment asks for on top of the backend definition.
@@ -39,7 +44,11 @@ pub struct DeploymentOverrides<'a> {
     pub run_command: Option<&'a str>,
     /// Overrides the version's and the backend's environment.
     pub env: Option<&'a BTreeMap<String, String>>,
-    /// The user's backend parameters, appended after the command.
+    /// What the server injects for this placement (`estimate::injected_parameters`), placeholders
+    /// allowed. A flag the run command or the user already sets is not injected.
+    pub injected_parameters: &'a [String],
+    /// The user's backend parameters, placeholders allowed. A flag the run command also sets takes
+    /// the user's value in its place.
     pub backend_parameters: &'a [String],
 }
 
@@ -50,7 +59,8 @@ pub struct RenderedCommand {
     pub version: String,
     /// Replaces the image's ENTRYPOINT when not empty.
     pub entrypoint: Vec<String>,
-    /// The rendered run command followed by the backend parameters.
+    /// The rendered run command, then the injected parameters, then the user's: every placeholder
+    /// rendered, no flag twice.
     pub args: Vec<String>,
     /// default_env, then the version's env, then the deployment's (later wins).
     pub env: BTreeMap<String, String>,
@@ -103,8 +113,10 @@ pub fn render_command(
 
     let (command_field, command) = pick_run_command(spec, config, overrides.run_command);
     let (entrypoint_field, entrypoint) = pick_entrypoint(spec, config);
-    let mut args = render_words(command_field, command, &vars)?;
-    args.extend(normalize_params(overrides.backend_parameters, spec.parameter_format)?);
+    let template = parse_words(render_words(command_field, command, &vars)?);
+    let injected = render_params("injected_backend_parameters", overrides.injected_parameters, &vars)?;
+    let user = render_params("backend_parameters", overrides.backend_parameters, &vars)?;
+    let args = assemble(kind_of(&spec.backend_name), template, injected, user, spec.parameter_format);
     Ok(RenderedCommand {
         version: version.to_owned(),
         entrypoint: render_words(entrypoint_field, entrypoint, &vars)?,
@@ -112,6 +124,98 @@ pub fn render_command(
         env,
     })
 }
+
+/// Parses parameter items and renders the placeholders inside each word.
+fn render_params(field: &str, items: &[String], vars: &Placeholders<'_>) -> Result<Vec<Param>, RenderError> {
+    let mut params = parse_params(items)?;
+    for p in &mut params {
+        for value in &mut p.values {
+            *value = substitute(field, value, vars)?;
+        }
+    }
+    Ok(params)
+}
+
+/// The one place the final argument list is put together: the run command's words, then the
+/// injected flags that neither the command nor the user sets, then the user's flags. A user flag
+/// the command already sets replaces it in place (when the command gives it at most one value;
+/// otherwise the value words cannot be told from positional ones and the user's comes last).
+fn assemble(
+    kind: Kind,
+    template: Vec<Param>,
+    injected: Vec<Param>,
+    user: Vec<Param>,
+    format: Option<ParameterFormat>,
+) -> Vec<String> {
+    let key = |p: &Param| p.key().map(|k| kind.canonical_key(&k));
+    let user_keys: Vec<String> = user.iter().filter_map(key).collect();
+    let mut placed: Vec<String> = Vec::new();
+    let mut args = Vec::new();
+    for p in &template {
+        match key(p) {
+            Some(k) if user_keys.contains(&k) && p.values.len() <= 1 => {
+                if !placed.contains(&k) {
+                    for u in user.iter().filter(|u| key(u).as_deref() == Some(k.as_str())) {
+                        args.extend(u.formatted(format));
+                    }
+                    placed.push(k);
+                }
+            }
+            _ => args.extend(p.as_given()),
+        }
+    }
+    let template_keys: Vec<String> = template.iter().filter_map(key).collect();
+    for p in &injected {
+        let taken = key(p).is_some_and(|k| template_keys.contains(&k) || user_keys.contains(&k));
+        if !taken {
+            args.extend(p.formatted(format));
+        }
+    }
+    for u in &user {
+        if key(u).is_none_or(|k| !placed.contains(&k)) {
+            args.extend(u.formatted(format));
+        }
+    }
+    args
+}
+
+/// A user parameter the manager owns: `--port` and `--host` everywhere, the engine's model and
+/// served-name flags for built-ins, and any flag whose value in the run command is one of the
+/// manager's placeholders. Returns the flag as the user wrote it and why it is refused.
+pub fn owned_parameter(
+    spec: &InferenceBackendSpec,
+    overrides: &DeploymentOverrides<'_>,
+) -> Result<Option<(String, String)>, RenderError> {
+    let kind = kind_of(&spec.backend_name);
+    let (_, config) = resolve_version(spec, overrides.version)?;
+    let (field, command) = pick_run_command(spec, config, overrides.run_command);
+    let words = match command {
+        Some(c) => split_words(&tighten_placeholders(c))
+            .map_err(|source| RenderError::Split { field: field.to_owned(), source })?,
+        None => Vec::new(),
+    };
+    let manager_set: Vec<String> = parse_words(words)
+        .iter()
+        .filter(|p| p.values.iter().any(|v| MANAGER_PLACEHOLDERS.iter().any(|ph| v.contains(&format!("{{{{{ph}}}}}")))))
+        .filter_map(|p| p.key().map(|k| kind.canonical_key(&k)))
+        .collect();
+    for p in parse_params(overrides.backend_parameters)? {
+        let (Some(flag), Some(k)) = (p.flag.clone(), p.key().map(|k| kind.canonical_key(&k))) else { continue };
+        let why = match k.as_str() {
+            "port" => "ports are allocated by the server for each instance",
+            "host" => "the engine listens on the worker's address, where the worker and the gateway reach it",
+            _ if kind.owned_flags().contains(&k.as_str()) || manager_set.contains(&k) => {
+                "the server sets it from the deployment (model path and served name)"
+            }
+            _ => continue,
+        };
+        return Ok(Some((flag, why.to_owned())));
+    }
+    Ok(None)
+}
+
+/// Placeholders whose flags the manager owns.
+const MANAGER_PLACEHOLDERS: &[&str] = &["model_path", "model_name", "port", "worker_ip"];
 
 /// The version to run: the requested one, else `default_version`, else the highest version.
 pub fn resolve_version<'s>(
@@ -225,6 +329,7 @@ impl Placeholders<'_> {
             "worker_ip" => ctx.worker_ip.to_owned(),
             "gpu_count" => ctx.gpu_ids.len().to_string(),
             "gpu_ids" => gpu_id_list(ctx.gpu_ids),
+            "data_dir" => ctx.data_dir.to_owned(),
             _ => return self.env.get(name).cloned(),
         };
         Some(value)
@@ -300,286 +405,4 @@ fn is_identifier(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::api::backend::ParameterFormat;
-    use crate::backends::yaml::parse_backend_yaml;
-
-    const CTX: RenderContext<'static> = RenderContext {
-        model_path: "/data/models/qwen",
-        model_name: "qwen",
-        port: 40123,
-        worker_ip: "10.0.0.7",
-        gpu_ids: &[3, 1],
-    };
-
-    fn backend(command: &str) -> InferenceBackendSpec {
-        let mut spec = InferenceBackendSpec::named("t-custom");
-        spec.default_run_command = Some(command.to_owned());
-        spec.version_configs.insert(
-            "v1".to_owned(),
-            VersionConfig {
-                image_name: Some("img:v1".to_owned()),
-                custom_framework: Some("cpu".to_owned()),
-                ..VersionConfig::default()
-            },
-        );
-        spec
-    }
-
-    fn render(spec: &InferenceBackendSpec) -> Result<RenderedCommand, RenderError> {
-        render_command(spec, &DeploymentOverrides::default(), &CTX)
-    }
-
-    #[test]
-    fn substitutes_each_placeholder() {
-        let cases = [
-            ("{{model_path}}", "/data/models/qwen"),
-            ("{{model_name}}", "qwen"),
-            ("{{port}}", "40123"),
-            ("{{worker_ip}}", "10.0.0.7"),
-            ("{{gpu_count}}", "2"),
-            ("{{gpu_ids}}", "1,3"),
-            ("{{ port }}", "40123"),
-            ("--port={{port}}", "--port=40123"),
-            ("{{worker_ip}}:{{port}}", "10.0.0.7:40123"),
-            ("{{FOO}}", "bar"),
-            ("{}", "{}"),
-            ("{{not a name}}", "{{not a name}}"),
-            ("{{", "{{"),
-            ("}}", "}}"),
-            (r#"{"a":{"b":1}}"#, r#"{"a":{"b":1}}"#),
-        ];
-        for (template, expected) in cases {
-            let mut spec = backend(&format!("'{template}'"));
-            spec.default_env.insert("FOO".to_owned(), "bar".to_owned());
-            let rendered = render(&spec).unwrap();
-            assert_eq!(rendered.args, [expected], "{template}");
-        }
-    }
-
-    #[test]
-    fn unknown_placeholders_are_errors() {
-        let cases =
-            [("serve {{model}}", "model"), ("serve {{MODEL_PATH}}", "MODEL_PATH"), ("serve {{ CACHE }}", "CACHE")];
-        for (template, placeholder) in cases {
-            let err = render(&backend(template)).unwrap_err();
-            assert!(
-                matches!(&err, RenderError::UnknownPlaceholder { placeholder: p, field, .. }
-                    if p == placeholder && field == "default_run_command"),
-                "{template}: {err}"
-            );
-            let message = err.to_string();
-            assert!(message.contains(&format!("{{{{{placeholder}}}}}")), "{message}");
-        }
-    }
-
-    #[test]
-    fn splits_like_a_shell_and_keeps_values_whole() {
-        let cases: &[(&str, &[&str])] = &[
-            ("a  b", &["a", "b"]),
-            ("a 'b c' \"d e\"", &["a", "b c", "d e"]),
-            ("a \\\n  b", &["a", "b"]),
-            ("serve --cfg '{\"x\": [1, 2]}'", &["serve", "--cfg", "{\"x\": [1, 2]}"]),
-            ("a && b", &["a", "&&", "b"]),
-            ("serve {{SPACED}}", &["serve", "a b"]),
-        ];
-        for (template, expected) in cases {
-            let mut spec = backend(template);
-            spec.default_env.insert("SPACED".to_owned(), "a b".to_owned());
-            assert_eq!(render(&spec).unwrap().args, *expected, "{template}");
-        }
-        let err = render(&backend("serve 'open")).unwrap_err();
-        assert!(err.to_string().starts_with("default_run_command: cannot be split"));
-    }
-
-    #[test]
-    fn run_command_precedence() {
-        let mut spec = backend("default");
-        let version_only = |spec: &mut InferenceBackendSpec, command: Option<&str>| {
-            if let Some(v) = spec.version_configs.get_mut("v1") {
-                v.run_command = command.map(str::to_owned);
-            }
-        };
-        let render_with = |spec: &InferenceBackendSpec, deployment: Option<&str>| {
-            let overrides = DeploymentOverrides { run_command: deployment, ..DeploymentOverrides::default() };
-            render_command(spec, &overrides, &CTX).unwrap().args
-        };
-        assert_eq!(render_with(&spec, None), ["default"]);
-        version_only(&mut spec, Some("version"));
-        assert_eq!(render_with(&spec, None), ["version"]);
-        assert_eq!(render_with(&spec, Some("deployment")), ["deployment"]);
-        assert_eq!(render_with(&spec, Some("  ")), ["version"]);
-        spec.default_run_command = None;
-        version_only(&mut spec, None);
-        assert!(render_with(&spec, None).is_empty());
-    }
-
-    #[test]
-    fn environment_precedence() {
-        let mut spec = backend("serve {{A}} {{B}} {{C}}");
-        spec.default_env = [("A", "backend"), ("B", "backend"), ("C", "backend")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        if let Some(v) = spec.version_configs.get_mut("v1") {
-            v.env.insert("B".to_owned(), "version".to_owned());
-            v.env.insert("C".to_owned(), "version".to_owned());
-        }
-        let deployment = BTreeMap::from([("C".to_owned(), "deployment".to_owned())]);
-        let overrides = DeploymentOverrides { env: Some(&deployment), ..DeploymentOverrides::default() };
-        let rendered = render_command(&spec, &overrides, &CTX).unwrap();
-        assert_eq!(rendered.args, ["serve", "backend", "version", "deployment"]);
-        assert_eq!(rendered.env["C"], "deployment");
-        assert_eq!(rendered.env.len(), 3);
-    }
-
-    #[test]
-    fn built_in_placeholders_win_over_environment() {
-        let mut spec = backend("{{port}}");
-        spec.default_env.insert("port".to_owned(), "1".to_owned());
-        assert_eq!(render(&spec).unwrap().args, ["40123"]);
-    }
-
-    #[test]
-    fn environment_variable_example() {
-        let spec = parse_backend_yaml(
-            r"
-backend_name: advanced-backend-custom
-default_env:
-  CACHE_DIR: /models/cache
-  LOG_LEVEL: info
-version_configs:
-  v1:
-    image_name: my-backend:v1
-    custom_framework: cuda
-    run_command: 'serve {{model_path}} --cache {{CACHE_DIR}} --log-level {{LOG_LEVEL}} --port {{port}}'
-    env:
-      LOG_LEVEL: debug
-",
-        )
-        .unwrap();
-        let rendered = render(&spec).unwrap();
-        assert_eq!(
-            rendered.args,
-            ["serve", "/data/models/qwen", "--cache", "/models/cache", "--log-level", "debug", "--port", "40123"]
-        );
-        assert_eq!(rendered.env["LOG_LEVEL"], "debug");
-        assert_eq!(rendered.env["CACHE_DIR"], "/models/cache");
-    }
-
-    #[test]
-    fn entrypoint_example() {
-        let spec = parse_backend_yaml(
-            r"
-backend_name: custom-entry-backend-custom
-default_entrypoint: /usr/local/bin/default-init
-version_configs:
-  v1:
-    image_name: my-backend:v1
-    custom_framework: cuda
-    run_command: 'serve {{model_path}} --port {{port}}'
-  v2:
-    image_name: my-backend:v2
-    custom_framework: cuda
-    entrypoint: /usr/local/bin/v2-init
-    run_command: 'serve {{model_path}} --port {{port}}'
-",
-        )
-        .unwrap();
-        for (version, entrypoint) in [("v1", "/usr/local/bin/default-init"), ("v2", "/usr/local/bin/v2-init")] {
-            let overrides = DeploymentOverrides { version: Some(version), ..DeploymentOverrides::default() };
-            let rendered = render_command(&spec, &overrides, &CTX).unwrap();
-            assert_eq!(rendered.entrypoint, [entrypoint], "{version}");
-            assert_eq!(rendered.program(), Some(entrypoint));
-            assert_eq!(rendered.process_argv()[1..], ["serve", "/data/models/qwen", "--port", "40123"]);
-        }
-    }
-
-    #[test]
-    fn without_entrypoint_the_command_names_the_program() {
-        let rendered = render(&backend("llama-server -m {{model_path}}")).unwrap();
-        assert!(rendered.entrypoint.is_empty());
-        assert_eq!(rendered.program(), Some("llama-server"));
-        assert_eq!(rendered.process_argv(), ["llama-server", "-m", "/data/models/qwen"]);
-    }
-
-    #[test]
-    fn appends_backend_parameters_in_the_backend_format() {
-        let mut spec = backend("serve");
-        spec.parameter_format = Some(ParameterFormat::Equal);
-        let params = vec!["--max-model-len 8192".to_owned(), "--trust-remote-code".to_owned()];
-        let overrides = DeploymentOverrides { backend_parameters: &params, ..DeploymentOverrides::default() };
-        let rendered = render_command(&spec, &overrides, &CTX).unwrap();
-        assert_eq!(rendered.args, ["serve", "--max-model-len=8192", "--trust-remote-code"]);
-        let bad = vec!["--x 'open".to_owned()];
-        let overrides = DeploymentOverrides { backend_parameters: &bad, ..DeploymentOverrides::default() };
-        let err = render_command(&spec, &overrides, &CTX).unwrap_err();
-        assert!(err.to_string().contains("--x 'open"), "{err}");
-    }
-
-    #[test]
-    fn resolves_versions() {
-        let mut spec = backend("serve");
-        for v in ["0.9.2", "0.10.0", "0.10.0rc1"] {
-            spec.version_configs.insert(v.to_owned(), VersionConfig::default());
-        }
-        let resolved =
-            |spec: &InferenceBackendSpec, requested| resolve_version(spec, requested).map(|(name, _)| name.to_owned());
-        assert_eq!(resolved(&spec, Some("0.9.2")).unwrap(), "0.9.2");
-        assert_eq!(resolved(&spec, None).unwrap(), "v1");
-        spec.version_configs.remove("v1");
-        assert_eq!(resolved(&spec, None).unwrap(), "0.10.0");
-        spec.default_version = Some("0.9.2".to_owned());
-        assert_eq!(resolved(&spec, None).unwrap(), "0.9.2");
-        let err = resolved(&spec, Some("9")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "version: backend \"t-custom\" has no version \"9\" (known: 0.10.0, 0.10.0rc1, 0.9.2)"
-        );
-        spec.version_configs.clear();
-        spec.default_version = None;
-        assert!(matches!(resolved(&spec, None), Err(RenderError::NoVersions { .. })));
-    }
-
-    #[test]
-    fn orders_versions_numerically() {
-        let cases = [
-            ("0.10.0", "0.9.9", Ordering::Greater),
-            ("v1.2", "1.2", Ordering::Greater),
-            ("1.2.0", "1.2.0", Ordering::Equal),
-            ("2", "10", Ordering::Less),
-            ("1.0-custom", "1.0", Ordering::Greater),
-            ("0.10.0rc1", "0.10.0", Ordering::Less),
-            ("0.10.0rc1", "0.9.0", Ordering::Greater),
-            ("1.2.0rc0", "1.2.0rc1", Ordering::Less),
-        ];
-        for (a, b, expected) in cases {
-            assert_eq!(compare_versions(a, b), expected, "{a} vs {b}");
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn random_templates_never_panic(
-            template in "\\PC{0,80}",
-            env_value in "\\PC{0,10}",
-            params in proptest::collection::vec("\\PC{0,20}", 0..3),
-        ) {
-            let mut spec = backend(&template);
-            spec.default_env.insert("X".to_owned(), env_value);
-            let overrides = DeploymentOverrides {
-                backend_parameters: &params,
-                ..DeploymentOverrides::default()
-            };
-            let _ = render_command(&spec, &overrides, &CTX);
-        }
-
-        #[test]
-        fn bracey_templates_never_panic(template in "[{} a-z_'\"\\\\]{0,40}") {
-            let _ = render(&backend(&template));
-        }
-    }
-}
+mod tests;

@@ -1,12 +1,12 @@
 //! What the server injects into built-in backends' commands (vLLM, SGLang, VoxBox, llama.cpp):
 //! parallelism, context cap, memory fraction, served name, bind address, and the extended KV
 //! cache (LMCache env + `--kv-transfer-config` for vLLM, HiCache flags for SGLang). Flags the user
-//! already set (under any spelling) are not injected; `command_parameters` merges the rest.
+//! already set (under any spelling) are not injected; `backends::render_command` puts the rest
+//! together with the run command and the user's flags.
 
 use super::calc::{BadParameters, ExtendedKv, Kind, find_any, kind_of};
 use super::{Estimate, MindieParams, ModelMeta};
-use crate::api::backend::ParameterFormat;
-use crate::backends::params::{Param, ParamError, merge_params, parse_params};
+use crate::backends::params::{Param, parse_params};
 use crate::placement::Claim;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -144,7 +144,7 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
                 }
             }
             b.arg(&["served-model-name"], Some(input.model_name.to_owned()));
-            b.arg(&["host"], Some("0.0.0.0".into()));
+            b.arg(&["host"], Some("{{worker_ip}}".into()));
             b.arg(&["port"], Some(input.port.to_owned()));
         }
         Kind::Sglang => {
@@ -184,7 +184,7 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
                 }
             }
             b.arg(&["served-model-name"], Some(input.model_name.to_owned()));
-            b.arg(&["host"], Some("0.0.0.0".into()));
+            b.arg(&["host"], Some("{{worker_ip}}".into()));
             b.arg(&["port"], Some(input.port.to_owned()));
         }
         Kind::Mindie => {
@@ -196,20 +196,11 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
         Kind::Voxbox => {
             let device = if input.n_gpus == 0 { "cpu".to_owned() } else { "cuda:0".to_owned() };
             b.arg(&["device"], Some(device));
-            b.arg(&["host"], Some("0.0.0.0".into()));
+            b.arg(&["host"], Some("{{worker_ip}}".into()));
             b.arg(&["port"], Some(input.port.to_owned()));
         }
         Kind::LlamaCpp => b.add_estimated(input.estimate),
         Kind::Other => {}
     }
     Ok(out)
-}
-
-/// Injected arguments followed by the user's, the user's winning (`backends::params::merge_params`).
-pub fn command_parameters(
-    injection: &Injection,
-    user: &[String],
-    format: Option<ParameterFormat>,
-) -> Result<Vec<String>, ParamError> {
-    merge_params(&injection.args, user, format)
 }

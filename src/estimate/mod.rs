@@ -23,6 +23,8 @@ mod tests;
 #[cfg(test)]
 mod tests_calc;
 #[cfg(test)]
+mod tests_engines;
+#[cfg(test)]
 mod tests_inject;
 
 use serde::Serialize;
@@ -31,7 +33,7 @@ use thiserror::Error;
 pub use calc::{BadParameters, Estimate, EstimateInput, ExtendedKv, estimate, served_context, world_size};
 pub use category::{category_for_architecture, category_for_gguf, is_encoder_only};
 pub use hf::{meta_from_config, read_local, read_remote, safetensors_header_len, safetensors_tensor_bytes};
-pub use inject::{InjectInput, Injection, command_parameters, injected_parameters};
+pub use inject::{InjectInput, Injection, injected_parameters};
 pub use mindie::{MindieParams, ParamRangeError, mindie_config};
 
 /// What a model is for (GPUStack's categories, same spelling on the wire).
@@ -60,6 +62,18 @@ impl Category {
             "text_to_speech" => Category::TextToSpeech,
             _ => return None,
         })
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Llm => "llm",
+            Category::Embedding => "embedding",
+            Category::Reranker => "reranker",
+            Category::Image => "image",
+            Category::SpeechToText => "speech_to_text",
+            Category::TextToSpeech => "text_to_speech",
+        }
     }
 }
 
@@ -156,15 +170,9 @@ pub enum EstimateError {
     },
 }
 
-/// The backend to preselect when the user names none: TTS/STT → VoxBox, image → SGLang,
-/// GGUF → llama.cpp, otherwise vLLM.
+/// The backend to preselect for a model read from its files (`backends::catalog::preselect`).
 pub fn preselect_backend(meta: &ModelMeta) -> &'static str {
-    match meta.category {
-        Category::TextToSpeech | Category::SpeechToText => "VoxBox",
-        Category::Image => "SGLang",
-        _ if meta.is_gguf => "llama.cpp",
-        _ => "vLLM",
-    }
+    crate::backends::catalog::preselect(meta.is_gguf, &[meta.category.as_str().to_owned()])
 }
 
 /// Turns a GGUF header into model metadata.

@@ -2,7 +2,6 @@
 
 use super::tests::tiny_llama_gguf;
 use super::*;
-use crate::api::backend::ParameterFormat;
 use crate::placement::Claim;
 
 const MIB: u64 = 1024 * 1024;
@@ -593,7 +592,7 @@ fn injected_parameters_per_backend() {
                 "--max-model-len=8192",
                 "--gpu-memory-utilization=0.9",
                 "--served-model-name={{model_name}}",
-                "--host=0.0.0.0",
+                "--host={{worker_ip}}",
                 "--port={{port}}",
             ],
         ),
@@ -603,7 +602,7 @@ fn injected_parameters_per_backend() {
             &vllm,
             2,
             &["-tp 2", "--max_model_len 1024", "--port", "9000"],
-            &["--gpu-memory-utilization=0.9", "--served-model-name={{model_name}}", "--host=0.0.0.0"],
+            &["--gpu-memory-utilization=0.9", "--served-model-name={{model_name}}", "--host={{worker_ip}}"],
         ),
         (
             "vLLM",
@@ -615,7 +614,7 @@ fn injected_parameters_per_backend() {
                 "--max-model-len=8192",
                 "--gpu-memory-utilization=0.9",
                 "--served-model-name={{model_name}}",
-                "--host=0.0.0.0",
+                "--host={{worker_ip}}",
                 "--port={{port}}",
             ],
         ),
@@ -631,12 +630,12 @@ fn injected_parameters_per_backend() {
                 "--mem-fraction-static=0.825",
                 "--enable-metrics",
                 "--served-model-name={{model_name}}",
-                "--host=0.0.0.0",
+                "--host={{worker_ip}}",
                 "--port={{port}}",
             ],
         ),
-        ("VoxBox", &tts, &voxbox, 1, &[], &["--device=cuda:0", "--host=0.0.0.0", "--port={{port}}"]),
-        ("VoxBox", &tts, &voxbox, 0, &[], &["--device=cpu", "--host=0.0.0.0", "--port={{port}}"]),
+        ("VoxBox", &tts, &voxbox, 1, &[], &["--device=cuda:0", "--host={{worker_ip}}", "--port={{port}}"]),
+        ("VoxBox", &tts, &voxbox, 0, &[], &["--device=cpu", "--host={{worker_ip}}", "--port={{port}}"]),
         ("llama.cpp", &gguf, &llama, 1, &[], &["--ctx-size=8192"]),
         ("llama.cpp", &gguf, &llama, 1, &["-c 1024"], &[]),
         ("my-custom", &meta, &vllm, 1, &[], &[]),
@@ -703,31 +702,6 @@ fn extended_kv_cache() {
     );
     assert!(got.args.contains(&"--page-size=64".to_owned()));
     assert!(!got.args.iter().any(|a| a.starts_with("--hicache-size")), "user's --hicache-size wins: {:?}", got.args);
-}
-
-#[test]
-fn command_parameters_let_the_user_win() {
-    let meta = llm();
-    let est = run(&meta, "vLLM", &[], None, 1);
-    let user = strings(&["--max-model-len=2048", "--enforce-eager"]);
-    let injection = inject("vLLM", &meta, &est, (1, 1), &[], None, None);
-    let argv = command_parameters(&injection, &user, Some(ParameterFormat::Space)).unwrap();
-    assert_eq!(
-        argv,
-        [
-            "--gpu-memory-utilization",
-            "0.9",
-            "--served-model-name",
-            "{{model_name}}",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "{{port}}",
-            "--max-model-len",
-            "2048",
-            "--enforce-eager"
-        ]
-    );
 }
 
 #[test]

@@ -125,11 +125,23 @@ pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec) -> Evaluati
 
 impl Evaluation {
     /// The parameters and environment the server injects for a replica on `n_gpus` GPUs.
+    /// With the GPU's size known, the estimate is made again for it (SGLang's
+    /// `--mem-fraction-static` depends on it).
     pub fn injection(&self, n_gpus: u32, nodes: u32, gpu_total_memory: Option<u64>) -> estimate::Injection {
+        let for_gpu = gpu_total_memory.and_then(|total| {
+            let input = EstimateInput {
+                backend: &self.backend,
+                backend_parameters: &self.user_parameters,
+                gpu_total_memory: Some(total),
+                n_gpus: n_gpus.max(1),
+                extended_kv: self.extended_kv,
+            };
+            estimate::estimate(&self.meta, &input).ok()
+        });
         let input = InjectInput {
             backend: &self.backend,
             meta: &self.meta,
-            estimate: &self.estimate,
+            estimate: for_gpu.as_ref().unwrap_or(&self.estimate),
             n_gpus,
             nodes,
             model_name: "{{model_name}}",

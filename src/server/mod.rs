@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod controller;
+pub mod deployment;
 pub mod error;
 pub mod evaluate;
 pub mod extract;
@@ -118,8 +119,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let server_secret = db.setting_or_insert("server_secret", &auth::random_token(48)).await?;
     let leases = monitor::Leases::default();
-    monitor::WorkerMonitor { db: db.clone(), leases: leases.clone(), grace: config.worker_grace }
-        .spawn(shutdown.clone());
+    monitor::WorkerMonitor::new(db.clone(), leases.clone(), config.worker_grace).spawn(shutdown.clone());
     let (gateway, usage_events) = crate::gateway::Gateway::new()?;
     gateway.publish(routing::sync(&db).await?);
     routing::spawn_snapshot_loop(db.clone(), gateway.clone(), shutdown.clone());

@@ -11,10 +11,9 @@ use crate::api::{
     DistributedServers, InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, PlacementStrategy,
     Record, ResourceClaim, SubordinateWorker, WorkerSpec, WorkerState,
 };
-use crate::backends::admission::for_display;
-use crate::db::{Db, DbError, ListQuery, SCHEDULING_EPOCH, Val, instance_columns};
+use crate::db::{Db, DbError, ListQuery, SCHEDULING_EPOCH, Val, instance_columns, model_columns};
 use crate::placement::{GpuView, Placement, Request, Snapshot, Strategy, WorkerView, place};
-use crate::server::bootstrap;
+use crate::server::deployment::{BackendLookupError, backend_for};
 use crate::server::evaluate::{Evaluation, evaluate};
 
 /// Binding attempts per instance when other schedulers keep winning the epoch.
@@ -143,29 +142,19 @@ impl Scheduler {
     ) -> Result<bool, DbError> {
         let Some(model_id) = instance.spec.model_id else { return Ok(false) };
         let model = self.db.get::<ModelSpec>(model_id).await?;
-        let backend_name = model.spec.backend.clone().unwrap_or_default();
-        let backend = if crate::backends::catalog::is_custom(&backend_name) {
-            crate::backends::catalog::custom_backend(
-                model.spec.image_name.as_deref(),
-                model.spec.run_command.as_deref().unwrap_or_default(),
-            )
-        } else {
-            match self.db.backend_by_name(&backend_name).await {
-                Ok(b) => match bootstrap::catalog() {
-                    Ok(catalog) => for_display(catalog, &b.spec),
-                    Err(_) => b.spec,
-                },
-                Err(DbError::NotFound { .. }) => {
-                    return self.leave_pending(instance, format!("backend {backend_name:?} does not exist")).await;
-                }
-                Err(e) => return Err(e),
+        let backend = match backend_for(&self.db, &model.spec).await {
+            Ok(b) => b,
+            Err(BackendLookupError::Missing(name)) => {
+                return self.leave_pending(instance, format!("backend {name:?} does not exist")).await;
             }
+            Err(BackendLookupError::Db(e)) => return Err(e),
         };
         let eval = match evaluations.get(&(model.id, model.version)) {
             Some(e) => e.clone(),
             None => {
                 let e = evaluate(&model.spec, &backend).await;
                 evaluations.insert((model.id, model.version), e.clone());
+                self.fill_categories(&model, &e).await?;
                 e
             }
         };
@@ -212,6 +201,28 @@ impl Scheduler {
         Ok(false)
     }
 
+    /// A deployment that names no categories gets the one read from its model (seed 004: detected
+    /// automatically), once.
+    async fn fill_categories(&self, model: &Record<ModelSpec>, eval: &Evaluation) -> Result<(), DbError> {
+        if !model.spec.categories.is_empty() {
+            return Ok(());
+        }
+        let category = eval.meta.category.as_str().to_owned();
+        let res = self
+            .db
+            .modify::<ModelSpec, DbError, _>(model.id, None, |m| {
+                if m.categories.is_empty() {
+                    m.categories = vec![category.clone()];
+                }
+                Ok(model_columns(m))
+            })
+            .await;
+        match res {
+            Ok(_) | Err(DbError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn leave_pending(&self, instance: &ModelInstance, message: String) -> Result<bool, DbError> {
         if instance.spec.state_message.as_deref() != Some(message.as_str()) {
             self.db
@@ -223,6 +234,37 @@ impl Scheduler {
         }
         Ok(false)
     }
+}
+
+/// What the server injects for one placement: its GPUs, the workers it spans and the size of the
+/// smallest GPU it got (used by the scheduler and by evaluation, so both say the same).
+pub fn injection_for(eval: &Evaluation, workers: &[Record<WorkerSpec>], p: &Placement) -> crate::estimate::Injection {
+    let worker = workers.iter().find(|w| w.id == p.worker_id);
+    let gpu_total = worker.and_then(|w| {
+        w.spec.status.gpu_devices.iter().filter(|g| p.gpu_indexes.contains(&g.index)).map(|g| g.memory_total).min()
+    });
+    let nodes = 1 + p.subordinates.len() as u32;
+    eval.injection(p.gpu_indexes.len() as u32, nodes, gpu_total)
+}
+
+/// The tensor-parallel size a placement runs with: the user's, else the injected one, else one
+/// per GPU of the main worker (none on CPU).
+pub fn tensor_parallel_size(backend: &str, p: &Placement, injected: &[String], user: &[String]) -> Option<u32> {
+    use crate::backends::kind::{Kind, kind_of};
+    use crate::backends::params::{find_param, parse_params};
+    if p.gpu_indexes.is_empty() {
+        return None;
+    }
+    let names: &[&str] = match kind_of(backend) {
+        Kind::Vllm => &["tensor-parallel-size", "tp"],
+        Kind::Sglang => &["tp-size", "tensor-parallel-size"],
+        _ => &[],
+    };
+    let from = |items: &[String]| {
+        let params = parse_params(items).ok()?;
+        names.iter().find_map(|n| find_param(&params, n)).and_then(|p| p.values.first()?.parse().ok())
+    };
+    from(user).or_else(|| from(injected)).or(Some(p.gpu_indexes.len() as u32))
 }
 
 /// The instance after binding: where it goes, what it claims, the parameters injected.
@@ -241,11 +283,7 @@ fn bound(
     spec.gpu_indexes = p.gpu_indexes.clone();
     let vram = p.vram_claim.iter().map(|(gpu, bytes)| (gpu.to_string(), *bytes)).collect();
     spec.computed_resource_claim = Some(ResourceClaim { vram, ram: p.ram_claim });
-    let gpu_total = worker.and_then(|w| {
-        w.spec.status.gpu_devices.iter().filter(|g| p.gpu_indexes.contains(&g.index)).map(|g| g.memory_total).min()
-    });
-    let nodes = 1 + p.subordinates.len() as u32;
-    let injection = eval.injection(p.gpu_indexes.len() as u32, nodes, gpu_total);
+    let injection = injection_for(eval, workers, p);
     spec.distributed_servers = (!p.subordinates.is_empty()).then(|| DistributedServers {
         subordinate_workers: p
             .subordinates
@@ -271,13 +309,10 @@ fn bound(
             })
             .collect(),
     });
-    // A backend configured by a file takes the user's parameters there, not on the command line.
-    spec.backend_parameters = if injection.config.is_some() {
-        injection.args.clone()
-    } else {
-        crate::backends::params::merge_params(&injection.args, &model.backend_parameters, None)
-            .unwrap_or_else(|_| injection.args.iter().chain(&model.backend_parameters).cloned().collect())
-    };
+    // The worker renders the command from the backend, these injected parameters and the user's
+    // (`backends::render_command`). A backend configured by a file takes the user's parameters
+    // there, not on the command line.
+    spec.backend_parameters = if injection.config.is_some() { Vec::new() } else { model.backend_parameters.clone() };
     for (k, v) in injection.env {
         spec.env.entry(k).or_insert(v);
     }

@@ -321,10 +321,19 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Asks the engine's health path where the gateway will reach it: the worker's advertised
+    /// address (what `{{worker_ip}}` renders to). Loopback is one more address of this host: an
+    /// engine bound only there (a template saying `--host 127.0.0.1`) is healthy for this worker,
+    /// though only a gateway on the same host reaches it.
     async fn probe(&self, port: u16, path: Option<&str>) -> bool {
         let Some(path) = path else { return true };
-        let url = format!("http://127.0.0.1:{port}{path}");
-        matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success())
+        for host in probe_hosts(&self.cfg.advertise_address) {
+            let url = format!("http://{host}:{port}{path}");
+            if matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success()) {
+                return true;
+            }
+        }
+        false
     }
 
     async fn drop_local(&self, id: i64, l: &Local) {
@@ -334,11 +343,12 @@ impl Reconciler {
     }
 
     async fn backend_of(&self, i: &ModelInstance) -> Result<InferenceBackendSpec, ClientError> {
-        if crate::backends::catalog::is_custom(&i.spec.backend) {
-            let command = i.spec.run_command.as_deref().unwrap_or_default();
-            return Ok(crate::backends::catalog::custom_backend(i.spec.image_name.as_deref(), command));
+        use crate::backends::catalog::{BackendChoice, choose_backend};
+        let s = &i.spec;
+        match choose_backend(Some(&s.backend), s.image_name.as_deref(), s.run_command.as_deref(), None, &[]) {
+            BackendChoice::Custom(backend) => Ok(*backend),
+            BackendChoice::Stored(name) => self.backend(&name).await,
         }
-        self.backend(&i.spec.backend).await
     }
 
     async fn backend(&self, name: &str) -> Result<InferenceBackendSpec, ClientError> {
@@ -441,15 +451,18 @@ impl Reconciler {
             version: i.spec.backend_version.as_deref(),
             run_command: i.spec.run_command.as_deref(),
             env: Some(&i.spec.env),
+            injected_parameters: &i.spec.injected_backend_parameters,
             backend_parameters: &i.spec.backend_parameters,
         };
         let model_path_text = model_path.display().to_string();
+        let data_dir = self.cfg.data_dir.join("cache").display().to_string();
         let ctx = RenderContext {
             model_path: &model_path_text,
             model_name: &i.spec.model_name,
             port,
             worker_ip: &self.cfg.advertise_address,
             gpu_ids: gpu_indexes,
+            data_dir: &data_dir,
         };
         let rendered = render_command(backend, &overrides, &ctx)?;
         let image = i
@@ -645,6 +658,19 @@ impl Reconciler {
     }
 }
 
+/// Where to probe an engine on this host: the advertised address first, then loopback.
+fn probe_hosts(advertise: &str) -> Vec<String> {
+    let own = match advertise.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => advertise.to_owned(),
+    };
+    let mut hosts = vec![own];
+    if !advertise.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        hosts.push("127.0.0.1".to_owned());
+    }
+    hosts
+}
+
 fn at(after: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(after).unwrap_or_default()
 }
@@ -668,6 +694,14 @@ mod tests {
         for (n, secs) in want {
             assert_eq!(backoff(n), Duration::from_secs(secs), "n = {n}");
         }
+    }
+
+    #[test]
+    fn engines_are_probed_where_they_listen_then_on_loopback() {
+        assert_eq!(probe_hosts("198.18.7.2"), ["198.18.7.2", "127.0.0.1"]);
+        assert_eq!(probe_hosts("127.0.0.1"), ["127.0.0.1"]);
+        assert_eq!(probe_hosts("fd00::2"), ["[fd00::2]", "127.0.0.1"]);
+        assert_eq!(probe_hosts("gpu-7.example"), ["gpu-7.example", "127.0.0.1"]);
     }
 
     #[test]

@@ -52,6 +52,27 @@ async fn bad_deployments_name_the_field(kind: DbKind) {
                    "run_command": "serve {{model_path}} --port {{prot}}"}),
             "run_command",
         ),
+        // Flags the server owns, and placeholders that do not exist, in the user's parameters.
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "backend": "vLLM",
+                   "backend_parameters": ["--port=9999"]}),
+            "backend_parameters",
+        ),
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "backend": "vLLM",
+                   "backend_parameters": ["--host", "0.0.0.0"]}),
+            "backend_parameters",
+        ),
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "backend": "SGLang",
+                   "backend_parameters": ["--served-model-name other"]}),
+            "backend_parameters",
+        ),
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "backend": "vLLM",
+                   "backend_parameters": ["--chat-template={{model_dir}}/t.jinja"]}),
+            "backend_parameters",
+        ),
         (
             json!({"name": "a", "source": "local_path", "local_path": path, "backend": "Custom",
                    "run_command": "serve 'unclosed"}),
@@ -115,13 +136,33 @@ async fn scheduling_explains_and_never_overbooks(kind: DbKind) {
     let fits = json!({"model_specs": [{"name": "big", "source": "local_path", "local_path": model.path(),
                                        "backend": "gpu-sleeper-custom"}]});
     let (_, eval) = s.post("/v2/model-evaluations", fits).await;
-    assert_eq!(eval["results"][0]["compatible"], true, "{eval:#}");
-    assert!(eval["results"][0]["compatibility_messages"].to_string().contains("fits on worker gpu1"), "{eval:#}");
+    let r = &eval["results"][0];
+    assert_eq!(r["compatible"], true, "{eval:#}");
+    assert!(r["compatibility_messages"].to_string().contains("fits on worker gpu1"), "{eval:#}");
+    // The spec's own name (not its backend's), GPUStack's fields, the parallelism it would use.
+    assert_eq!(r["name"], "big", "{eval:#}");
+    assert!(r["scheduling_messages"].to_string().contains("fits on worker gpu1"), "{eval:#}");
+    assert_eq!(r["resource_claim"]["vram"], r["vram"], "{eval:#}");
+    assert!(r["resource_claim"]["ram"].is_u64(), "{eval:#}");
+    assert_eq!(r["tensor_parallel_size"], 1, "{eval:#}");
+    assert_eq!(r["default_spec"]["backend"], "gpu-sleeper-custom", "{eval:#}");
+    assert_eq!(r["default_spec"]["categories"], json!(["llm"]), "{eval:#}");
+    assert_eq!(r["error"], false, "{eval:#}");
     let body = json!({"name": "big", "source": "local_path", "local_path": model.path(), "backend": "gpu-sleeper-custom",
                       "replicas": 6});
     let (status, m) = s.post("/v2/models", body).await;
     assert_eq!(status, StatusCode::CREATED, "{m}");
     let id = m["id"].as_i64().expect("id");
+    // No categories given: the scheduler fills them from the model once it has read it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, m) = s.get(&format!("/v2/models/{id}")).await;
+        if m["categories"] == json!(["llm"]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "categories never filled: {m:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     // 2 GPUs of 24 GB hold 2 replicas of 9 GiB each, and a fifth split over both; the last stays
     // pending and says why, per GPU.
     let items = wait_models_instances(&s, id, "5 running and 1 explained", |items| {

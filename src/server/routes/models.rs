@@ -8,15 +8,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{
-    EvaluationRequest, EvaluationResponse, EvaluationResult, ListResponse, Model, ModelInstanceSpec, ModelSource,
-    ModelSpec, WorkerSpec,
+    EvaluationClaim, EvaluationRequest, EvaluationResponse, EvaluationResult, ListResponse, Model, ModelInstanceSpec,
+    ModelSource, ModelSpec, WorkerSpec,
 };
-use crate::backends::admission::for_display;
 use crate::db::{DbError, model_columns};
 use crate::placement::place;
 use crate::server::AppState;
 use crate::server::auth::Auth;
-use crate::server::bootstrap;
+use crate::server::deployment::{BackendLookupError, backend_for};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::evaluate::evaluate;
 use crate::server::extract::{Json, ListParams, RawQuery, expected_version};
@@ -89,29 +88,22 @@ pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec
         },
         None => default_cluster(state).await?,
     });
-    let backend_name = match &spec.backend {
-        Some(b) => b.clone(),
-        None => preselect(&spec),
+    let backend = match backend_for(&state.db, &spec).await {
+        Ok(b) => b,
+        Err(BackendLookupError::Missing(name)) => {
+            return Err(ApiError::field("backend", format!("no inference backend named {name:?}")));
+        }
+        Err(BackendLookupError::Db(e)) => return Err(e.into()),
     };
-    if crate::backends::catalog::is_custom(&backend_name) {
+    if crate::backends::catalog::is_custom(&backend.backend_name) {
         // GPUStack's flexible testing mode: the deployment brings its own command (and image).
         non_empty("run_command", &spec.run_command, "required with the Custom backend")?;
         spec.backend = Some(crate::backends::catalog::CUSTOM.into());
         spec.backend_version = None;
-        let custom = crate::backends::catalog::custom_backend(spec.image_name.as_deref(), "");
-        check_command(&custom, &spec)?;
+        check_command(&backend, &spec)?;
         check_gpu_selector(state, &spec).await?;
         return Ok(spec);
     }
-    let backend = match state.db.backend_by_name(&backend_name).await {
-        Ok(b) => b,
-        Err(DbError::NotFound { .. }) => {
-            return Err(ApiError::field("backend", format!("no inference backend named {backend_name:?}")));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let catalog = bootstrap::catalog().map_err(ApiError::internal)?;
-    let backend = for_display(catalog, &backend.spec);
     if !backend.enabled {
         return Err(ApiError::field(
             "backend",
@@ -152,44 +144,46 @@ pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec
 }
 
 /// Renders the deployment's command once with stand-in values, so that a run command that does
-/// not split, an unknown placeholder or unparsable backend parameters are refused now (naming the
-/// field) instead of failing on a worker later.
+/// not split, an unknown placeholder, unparsable backend parameters or a parameter the server owns
+/// (`--port`, `--host`, the model and served name) are refused now, naming the field, instead of
+/// failing on a worker later.
 fn check_command(backend: &crate::api::backend::InferenceBackendSpec, spec: &ModelSpec) -> ApiResult<()> {
+    use crate::backends::render::owned_parameter;
     use crate::backends::{DeploymentOverrides, RenderContext, RenderError, render_command};
     let overrides = DeploymentOverrides {
         version: spec.backend_version.as_deref(),
         run_command: spec.run_command.as_deref(),
         env: Some(&spec.env),
+        injected_parameters: &[],
         backend_parameters: &spec.backend_parameters,
     };
-    let ctx =
-        RenderContext { model_path: "/model", model_name: &spec.name, port: 1, worker_ip: "127.0.0.1", gpu_ids: &[0] };
-    let Err(e) = render_command(backend, &overrides, &ctx) else { return Ok(()) };
-    let field = match &e {
+    let ctx = RenderContext {
+        model_path: "/model",
+        model_name: &spec.name,
+        port: 1,
+        worker_ip: "127.0.0.1",
+        gpu_ids: &[0],
+        data_dir: "/data",
+    };
+    let field_of = |e: &RenderError| match e {
         RenderError::Params(_) => "backend_parameters",
         RenderError::UnknownPlaceholder { field, .. } | RenderError::Split { field, .. } if field == "run_command" => {
             "run_command"
         }
+        RenderError::UnknownPlaceholder { field, .. } if field == "backend_parameters" => "backend_parameters",
         // The backend's own templates are checked when it is stored; anything else is the backend's.
         _ => "backend",
     };
-    Err(ApiError::field(field, e.to_string()))
-}
-
-/// The backend a model gets when none is named (GPUStack's pre-selection by model type).
-fn preselect(spec: &ModelSpec) -> String {
-    let file =
-        spec.local_path.as_deref().or(spec.huggingface_filename.as_deref()).or(spec.model_scope_file_path.as_deref());
-    if file.is_some_and(|f| f.to_ascii_lowercase().ends_with(".gguf")) {
-        return "llama.cpp".into();
+    if let Err(e) = render_command(backend, &overrides, &ctx) {
+        return Err(ApiError::field(field_of(&e), e.to_string()));
     }
-    let categories: Vec<&str> = spec.categories.iter().map(String::as_str).collect();
-    if categories.iter().any(|c| *c == "text_to_speech" || *c == "speech_to_text") {
-        "VoxBox".into()
-    } else if categories.contains(&"image") {
-        "SGLang".into()
-    } else {
-        "vLLM".into()
+    match owned_parameter(backend, &overrides) {
+        Ok(None) => Ok(()),
+        Ok(Some((flag, why))) => Err(ApiError::field(
+            "backend_parameters",
+            format!("{flag} cannot be set: {why}; remove it from backend_parameters"),
+        )),
+        Err(e) => Err(ApiError::field(field_of(&e), e.to_string())),
     }
 }
 
@@ -299,12 +293,18 @@ fn result(name: String, compatible: bool, messages: Vec<String>) -> EvaluationRe
         name,
         compatible,
         compatibility_messages: messages,
+        scheduling_messages: Vec::new(),
+        default_spec: None,
+        resource_claim: None,
+        error: None,
+        error_message: None,
         backend: None,
         categories: Vec::new(),
         vram: None,
         ram: None,
         meta: None,
         injected_parameters: Vec::new(),
+        tensor_parallel_size: None,
     }
 }
 
@@ -321,54 +321,69 @@ async fn evaluate_models(
     }
     let workers = state.db.all::<WorkerSpec>().await?;
     let instances = state.db.all::<ModelInstanceSpec>().await?;
-    let catalog = bootstrap::catalog().map_err(ApiError::internal)?;
     let mut results = Vec::new();
     for spec in body.model_specs {
         let name = spec.name.clone();
         let spec = match admit(&state, spec).await {
             Ok(s) => s,
             Err(e) => {
-                results.push(result(name, false, vec![e.message]));
+                let mut r = result(name, false, vec![e.message.clone()]);
+                r.error = Some(true);
+                r.error_message = Some(e.message);
+                results.push(r);
                 continue;
             }
         };
-        let name = spec.backend.clone().unwrap_or_default();
-        let backend = if crate::backends::catalog::is_custom(&name) {
-            crate::backends::catalog::custom_backend(
-                spec.image_name.as_deref(),
-                spec.run_command.as_deref().unwrap_or(""),
-            )
-        } else {
-            for_display(catalog, &state.db.backend_by_name(&name).await?.spec)
+        let backend = match backend_for(&state.db, &spec).await {
+            Ok(b) => b,
+            Err(BackendLookupError::Missing(b)) => return Err(ApiError::field("backend", format!("no backend {b:?}"))),
+            Err(BackendLookupError::Db(e)) => return Err(e.into()),
         };
         let eval = evaluate(&spec, &backend).await;
+        let mut spec = spec;
+        if spec.categories.is_empty() {
+            spec.categories = vec![eval.meta.category.as_str().to_owned()];
+        }
         let now = chrono::Utc::now();
         let record = crate::api::Record { id: 0, version: 0, created_at: now, updated_at: now, spec: spec.clone() };
         let req = scheduler::request(&record, &backend, &eval);
         let mut messages = eval.problems.clone();
-        let compatible = match place(&scheduler::snapshot(&workers, &instances, None), &req) {
+        let mut scheduling = Vec::new();
+        let (compatible, injection, tp) = match place(&scheduler::snapshot(&workers, &instances, None), &req) {
             Ok(p) => {
                 let worker = workers.iter().find(|w| w.id == p.worker_id).map(|w| w.spec.name.as_str()).unwrap_or("");
                 let on = if p.gpu_indexes.is_empty() { "CPU".to_string() } else { format!("GPUs {:?}", p.gpu_indexes) };
-                messages.push(format!("fits on worker {worker}, {on}"));
-                messages.extend(p.message);
-                true
+                scheduling.push(format!("fits on worker {worker}, {on}"));
+                scheduling.extend(p.message.clone());
+                let injection = scheduler::injection_for(&eval, &workers, &p);
+                let tp = scheduler::tensor_parallel_size(
+                    &backend.backend_name,
+                    &p,
+                    &injection.args,
+                    &spec.backend_parameters,
+                );
+                (true, injection, tp)
             }
             Err(nofit) => {
-                messages.push("does not fit:".into());
-                messages.extend(nofit.reasons.into_iter().take(20));
-                false
+                scheduling.push("does not fit:".into());
+                scheduling.extend(nofit.reasons.into_iter().take(20));
+                (false, eval.injection(req.gpus_per_replica.unwrap_or(1), 1, None), None)
             }
         };
-        let category = serde_json::to_value(eval.meta.category).ok().and_then(|v| v.as_str().map(String::from));
+        messages.extend(scheduling.iter().cloned());
         results.push(EvaluationResult {
             backend: spec.backend.clone(),
-            categories: category.into_iter().collect(),
+            categories: spec.categories.clone(),
             vram: Some(eval.vram),
             ram: Some(eval.ram),
+            resource_claim: Some(EvaluationClaim { ram: eval.ram, vram: eval.vram }),
             meta: Some(eval.meta_json()),
-            injected_parameters: eval.injection(req.gpus_per_replica.unwrap_or(1), 1, None).args,
-            ..result(name, compatible, messages)
+            injected_parameters: injection.args,
+            tensor_parallel_size: tp,
+            scheduling_messages: scheduling,
+            default_spec: Some(spec.clone()),
+            error: Some(false),
+            ..result(spec.name.clone(), compatible, messages)
         });
     }
     Ok(axum::Json(EvaluationResponse { results }))

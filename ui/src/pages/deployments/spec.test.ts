@@ -129,8 +129,9 @@ describe("suggestName / preselectBackend", () => {
     expect(suggestName(state({ source: "huggingface", huggingface_repo_id: "Qwen/Qwen3 0.6B" }))).toBe("Qwen3-0.6B");
   });
 
-  it("picks llama.cpp for GGUF, VoxBox for speech, else vLLM", () => {
-    const all = ["vLLM", "VoxBox", "llama.cpp"];
+  it("picks llama.cpp for GGUF, VoxBox for speech, SGLang for images, else vLLM", () => {
+    const all = ["vLLM", "VoxBox", "llama.cpp", "SGLang"];
+    expect(preselectBackend(state({ categories: ["image"] }), all)).toBe("SGLang");
     expect(preselectBackend(state({ local_path: "/a.GGUF" }), all)).toBe("llama.cpp");
     expect(preselectBackend(state({ categories: ["text_to_speech"] }), all)).toBe("VoxBox");
     expect(preselectBackend(state({ local_path: "/dir" }), all)).toBe("vLLM");

@@ -156,7 +156,10 @@ export function suggestName(s: DeployState): string {
     .slice(0, 63);
 }
 
-/** GPUStack's pre-selection: GGUF files go to llama.cpp, speech to VoxBox, the rest to vLLM. */
+/**
+ * GPUStack's pre-selection, the server's rule (`backends::catalog::preselect`): GGUF files go to
+ * llama.cpp, speech to VoxBox, image models to SGLang, the rest to vLLM.
+ */
 export function preselectBackend(s: DeployState, available: string[]): string {
   const file =
     s.source === "local_path"
@@ -166,7 +169,14 @@ export function preselectBackend(s: DeployState, available: string[]): string {
         : s.model_scope_file_path;
   const gguf = file.toLowerCase().endsWith(".gguf");
   const speech = s.categories.some((c) => c === "text_to_speech" || c === "speech_to_text");
-  const wanted = gguf ? ["llama.cpp", ...available.filter((b) => /llama/i.test(b))] : speech ? ["VoxBox"] : ["vLLM"];
+  const image = s.categories.includes("image");
+  const wanted = gguf
+    ? ["llama.cpp", ...available.filter((b) => /llama/i.test(b))]
+    : speech
+      ? ["VoxBox"]
+      : image
+        ? ["SGLang"]
+        : ["vLLM"];
   return wanted.find((b) => available.includes(b)) ?? available[0] ?? "";
 }
 
