@@ -89,7 +89,12 @@ pub struct WorkerSpec {
     #[serde(default)]
     pub maintenance: Maintenance,
     pub hostname: String,
+    /// The address the worker advertises (`--advertise-address`, else its `--ifname`'s, else its
+    /// default route's): the gateway reaches its engines there.
     pub ip: String,
+    /// The network interface that has `ip` (GPUStack's `ifname`; empty when unknown).
+    #[serde(default)]
+    pub ifname: String,
     /// The worker's own API port (logs), 0 when it serves none.
     pub port: u16,
     pub runtime: RuntimeKind,
@@ -114,6 +119,8 @@ pub struct WorkerRegister {
     pub labels: BTreeMap<String, String>,
     pub hostname: String,
     pub ip: String,
+    #[serde(default)]
+    pub ifname: String,
     #[serde(default)]
     pub port: u16,
     #[serde(default)]
@@ -152,6 +159,8 @@ pub struct WorkerStatusReport {
     pub status: WorkerStatus,
     #[serde(default)]
     pub ip: Option<String>,
+    #[serde(default)]
+    pub ifname: Option<String>,
     #[serde(default)]
     pub port: Option<u16>,
 }

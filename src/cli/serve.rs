@@ -48,7 +48,7 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         .data_dir
         .or_else(|| home().map(|h| h.join(".local/share/ferrostack-worker")))
         .context("no --data-dir and no home directory")?;
-    let cfg = WorkerConfig::new(args.server_url, args.token, data_dir, &args.options);
+    let cfg = WorkerConfig::new(args.server_url, args.token, data_dir, &args.options).map_err(anyhow::Error::msg)?;
     let worker = crate::worker::agent::start(cfg).await?;
     shutdown_signal().await;
     tracing::info!("worker shutting down");
@@ -86,7 +86,7 @@ pub async fn run(args: ServerArgs, worker: Option<WorkerOptions>) -> anyhow::Res
         Some(opts) => {
             let token = std::fs::read_to_string(data_dir.join(CLUSTER_TOKEN_FILE)).ok().map(|t| t.trim().to_string());
             let url = format!("http://127.0.0.1:{}", running.addr.port());
-            let cfg = WorkerConfig::new(url, token, data_dir.join("worker"), &opts);
+            let cfg = WorkerConfig::new(url, token, data_dir.join("worker"), &opts).map_err(anyhow::Error::msg)?;
             Some(crate::worker::agent::start(cfg).await.context("starting the embedded worker")?)
         }
         None => None,

@@ -1,6 +1,7 @@
 //! Worker liveness: heartbeats renew an in-memory lease (no database write per beat); a steppable
-//! monitor turns workers whose lease ran out `not_ready` and their instances `unreachable`, and
-//! turns them `ready` again on the next beat.
+//! monitor turns workers whose lease ran out `unreachable` when their own API does not answer
+//! either (a network fault, a dead host) or `not_ready` when it does (the agent is stuck), and their
+//! instances `unreachable`; the next beat turns them `ready` again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,33 @@ impl Leases {
     }
 }
 
+/// What a silent worker is: `Unreachable` when its host does not answer at its address within a
+/// second (a cut link, a dead machine); `NotReady` when the host answers, by the agent's API or by
+/// refusing the connection (the agent stopped or hangs), or when it serves no API.
+async fn silent_state(http: &reqwest::Client, worker: &WorkerSpec) -> (WorkerState, &'static str) {
+    if worker.port == 0 || worker.ip.is_empty() {
+        return (WorkerState::NotReady, "");
+    }
+    let host = if worker.ip.contains(':') { format!("[{}]", worker.ip) } else { worker.ip.clone() };
+    match http.get(format!("http://{host}:{}/healthz", worker.port)).send().await {
+        Ok(_) => (WorkerState::NotReady, ""),
+        Err(e) if refused(&e) => (WorkerState::NotReady, ""),
+        Err(_) => (WorkerState::Unreachable, " and its host does not answer"),
+    }
+}
+
+/// Whether the connection was refused (the host is there, nothing listens).
+fn refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Instance states that mean "the worker is looking after it"; they become unreachable with it.
 fn held_by_worker(state: InstanceState) -> bool {
     matches!(
@@ -50,10 +78,20 @@ pub struct WorkerMonitor {
     pub db: Db,
     pub leases: Leases,
     pub grace: Duration,
+    /// Asks a silent worker's own API whether its host still answers (1 s timeout).
+    pub http: reqwest::Client,
 }
 
 impl WorkerMonitor {
-    /// One pass: workers past their grace go not_ready, and their live instances unreachable.
+    pub fn new(db: Db, leases: Leases, grace: Duration) -> WorkerMonitor {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap_or_default();
+        WorkerMonitor { db, leases, grace, http }
+    }
+}
+
+impl WorkerMonitor {
+    /// One pass: workers past their grace go unreachable or not_ready, and their live instances
+    /// unreachable.
     pub async fn tick(&self, now: Instant) -> Result<usize, DbError> {
         let mut changed = 0;
         for worker in self.db.all::<WorkerSpec>().await? {
@@ -62,11 +100,12 @@ impl WorkerMonitor {
                 continue;
             }
             let grace = self.grace.as_secs();
+            let (new_state, why) = silent_state(&self.http, &worker.spec).await;
             let res = self
                 .db
                 .modify::<WorkerSpec, DbError, _>(worker.id, Some(worker.version), |w| {
-                    w.state = WorkerState::NotReady;
-                    w.state_message = Some(format!("no heartbeat for more than {grace} s"));
+                    w.state = new_state;
+                    w.state_message = Some(format!("no heartbeat for more than {grace} s{why}"));
                     Ok(vec![])
                 })
                 .await;
@@ -75,7 +114,7 @@ impl WorkerMonitor {
                 Err(DbError::VersionConflict { .. }) => continue,
                 Err(e) => return Err(e),
             }
-            tracing::warn!(worker = %worker.spec.name, "worker stopped heartbeating: not_ready");
+            tracing::warn!(worker = %worker.spec.name, state = ?new_state, "worker stopped heartbeating");
             for instance in self.db.instances_on_worker(worker.id).await? {
                 if held_by_worker(instance.spec.state) {
                     let res = self

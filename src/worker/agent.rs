@@ -103,6 +103,7 @@ async fn register(
         labels: cfg.labels.clone(),
         hostname: super::hostname(),
         ip: cfg.advertise_address.clone(),
+        ifname: cfg.ifname.clone(),
         port,
         runtime: runtime.kind(),
         status,
@@ -153,7 +154,12 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
     }
     let identity = identity.context("no identity")?;
     let client = Client::new(&cfg.server_url, Some(identity.credential.clone()));
-    let report = WorkerStatusReport { status, ip: Some(cfg.advertise_address.clone()), port: Some(api_port) };
+    let report = WorkerStatusReport {
+        status,
+        ip: Some(cfg.advertise_address.clone()),
+        ifname: Some(cfg.ifname.clone()),
+        port: Some(api_port),
+    };
     client.put::<_, Worker>(&format!("/v2/workers/{}/status", identity.worker_id), &report).await?;
     tracing::info!(worker = %cfg.name, id = identity.worker_id, runtime = ?runtime.kind(), gpus = gpus.len(), "worker joined");
 
@@ -238,6 +244,7 @@ fn spawn_status(
             let report = WorkerStatusReport {
                 status: collector.sample(devices),
                 ip: Some(cfg.advertise_address.clone()),
+                ifname: Some(cfg.ifname.clone()),
                 port: Some(api_port),
             };
             if let Err(e) = client.put::<_, Worker>(&path, &report).await {

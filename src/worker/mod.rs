@@ -9,6 +9,7 @@ pub mod api;
 pub mod download;
 pub mod gpu;
 pub mod logs;
+pub mod net;
 mod reconcile;
 pub mod runtime;
 pub mod status;
@@ -45,9 +46,13 @@ pub struct WorkerOptions {
     /// Container engine socket [default: $DOCKER_HOST, else /var/run/docker.sock].
     #[arg(long)]
     pub docker_host: Option<String>,
-    /// Address the server and gateway use to reach this worker [default: detected].
+    /// Address the server, the gateway and other workers use to reach this worker and its engines
+    /// (`{{worker_ip}}`) [default: the address of --ifname, else of the default route].
     #[arg(long)]
     pub advertise_address: Option<String>,
+    /// Network interface whose address this worker advertises (GPUStack's worker_ifname).
+    #[arg(long)]
+    pub ifname: Option<String>,
     /// Port of the worker's own API (logs); 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     pub worker_port: u16,
@@ -109,6 +114,8 @@ pub struct WorkerConfig {
     pub runtime: RuntimeChoice,
     pub docker_host: Option<String>,
     pub advertise_address: String,
+    /// The interface that has `advertise_address` (empty when unknown).
+    pub ifname: String,
     pub worker_port: u16,
     pub port_range: (u16, u16),
     pub simulate_gpus: Option<String>,
@@ -119,8 +126,15 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    pub fn new(server_url: String, token: Option<String>, data_dir: PathBuf, opts: &WorkerOptions) -> WorkerConfig {
-        WorkerConfig {
+    /// Resolves the options; fails only when `--ifname` names no interface with an address.
+    pub fn new(
+        server_url: String,
+        token: Option<String>,
+        data_dir: PathBuf,
+        opts: &WorkerOptions,
+    ) -> Result<WorkerConfig, String> {
+        let advertised = net::resolve(opts.advertise_address.as_deref(), opts.ifname.as_deref())?;
+        Ok(WorkerConfig {
             server_url,
             token,
             data_dir,
@@ -128,7 +142,8 @@ impl WorkerConfig {
             labels: opts.labels.iter().cloned().collect(),
             runtime: opts.runtime,
             docker_host: opts.docker_host.clone(),
-            advertise_address: opts.advertise_address.clone().unwrap_or_else(detect_ip),
+            advertise_address: advertised.address,
+            ifname: advertised.ifname,
             worker_port: opts.worker_port,
             port_range: opts.port_range,
             simulate_gpus: opts.simulate_gpus.clone(),
@@ -141,7 +156,7 @@ impl WorkerConfig {
                 ms_endpoint: opts.modelscope_endpoint.clone(),
                 ms_token: opts.modelscope_token.clone(),
             },
-        }
+        })
     }
 }
 
@@ -150,15 +165,6 @@ pub fn hostname() -> String {
     let raw = sysinfo::System::host_name().unwrap_or_else(|| "worker".into());
     let name: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
     if name.is_empty() { "worker".into() } else { name }
-}
-
-/// The address of the interface that routes outwards, else loopback. Sends nothing.
-pub fn detect_ip() -> String {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.connect("10.255.255.255:1").map(|_| s))
-        .and_then(|s| s.local_addr())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| "127.0.0.1".into())
 }
 
 #[cfg(test)]

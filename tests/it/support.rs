@@ -85,7 +85,18 @@ impl TestServer {
         Self::start_with(dir, database_url).await
     }
 
+    /// A server listening on `host` (a test host's address) instead of loopback.
+    pub async fn start_on(kind: DbKind, host: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = database_url(kind, dir.path()).await;
+        Self::start_at(dir, database_url, host).await
+    }
+
     pub async fn start_with(dir: tempfile::TempDir, database_url: String) -> TestServer {
+        Self::start_at(dir, database_url, "127.0.0.1").await
+    }
+
+    async fn start_at(dir: tempfile::TempDir, database_url: String, host: &str) -> TestServer {
         // RUST_LOG=… shows the server's and workers' logs for a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -93,13 +104,13 @@ impl TestServer {
             .try_init();
         let config = Config {
             data_dir: dir.path().join("data"),
-            host: "127.0.0.1".into(),
+            host: host.into(),
             port: 0,
             database_url: Some(database_url.clone()),
             bootstrap_password: Some(ADMIN_PASSWORD.into()),
             worker_grace: std::time::Duration::from_secs(3),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind((host, 0)).await.expect("bind");
         let running = ferrostack::server::start(config, listener).await.expect("server starts");
         TestServer {
             base: format!("http://{}", running.addr),

@@ -40,7 +40,8 @@ pub fn worker_options(name: &str, ports: (u16, u16)) -> WorkerOptions {
 
 pub async fn start_worker(s: &TestServer, dir: &Path, opts: &WorkerOptions) -> RunningWorker {
     let token = std::fs::read_to_string(s.dir.path().join("data/cluster_token")).expect("cluster token");
-    let cfg = WorkerConfig::new(s.base.clone(), Some(token.trim().to_string()), dir.to_path_buf(), opts);
+    let cfg =
+        WorkerConfig::new(s.base.clone(), Some(token.trim().to_string()), dir.to_path_buf(), opts).expect("options");
     ferrostack::worker::agent::start(cfg).await.expect("worker starts")
 }
 
@@ -209,10 +210,15 @@ pub fn llama() -> Option<(PathBuf, PathBuf)> {
 }
 
 pub fn llama_backend_yaml(server: &Path) -> String {
+    llama_yaml(server, "127.0.0.1", "-c 2048 -t 2 -np 2")
+}
+
+/// The real llama.cpp server as a custom backend, listening on `host` (a placeholder allowed).
+pub fn llama_yaml(server: &Path, host: &str, extra: &str) -> String {
     format!(
         "backend_name: llama-cpp-custom
 default_version: cpu
-default_run_command: \"-m {{{{model_path}}}} --host 127.0.0.1 --port {{{{port}}}} --alias {{{{model_name}}}} -c 2048 -t 2 -np 2\"
+default_run_command: \"-m {{{{model_path}}}} --host {host} --port {{{{port}}}} --alias {{{{model_name}}}} {extra}\"
 health_check_path: /v1/models
 parameter_format: space
 version_configs:

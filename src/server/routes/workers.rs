@@ -78,6 +78,7 @@ async fn register_worker(
         maintenance: Default::default(),
         hostname: body.hostname,
         ip: body.ip,
+        ifname: body.ifname,
         port: body.port,
         runtime: body.runtime,
         state: WorkerState::Ready,
@@ -241,6 +242,9 @@ async fn report_status(
             w.status = body.status.clone();
             if let Some(ip) = &body.ip {
                 w.ip = ip.clone();
+            }
+            if let Some(ifname) = &body.ifname {
+                w.ifname = ifname.clone();
             }
             if let Some(port) = body.port {
                 w.port = port;
