@@ -93,6 +93,10 @@ pub async fn require_management(State(state): State<AppState>, mut req: Request,
         }
         Some(token) if split_api_key(token).is_none() => {
             match state.db.cluster_by_token_digest(&digest(token)).await? {
+                // A registration token registers a new worker and reads nothing.
+                Some(_) if !(req.method() == axum::http::Method::POST && req.uri().path() == "/v2/workers") => {
+                    return Err(ApiError::forbidden("a registration token may only register a worker"));
+                }
                 Some(cluster) => Caller::Registrant { cluster_id: cluster.id },
                 None => return Err(ApiError::unauthorized("invalid API key or token")),
             }

@@ -4,8 +4,6 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use anyhow::Context;
-
 use super::auth::{digest, hash_password, random_token};
 use crate::api::{ClusterSpec, UserSpec};
 use crate::backends::{Catalog, CatalogError, admission};
@@ -38,7 +36,7 @@ pub async fn run(db: &Db, config: &Config) -> anyhow::Result<()> {
         db.insert(&admin, &[("password_hash", Val::Text(hash.0))]).await?;
         if generated {
             let path = config.data_dir.join(ADMIN_PASSWORD_FILE);
-            write_secret(&path, &hash.1)?;
+            super::secrets::write_secret(&path, &hash.1)?;
             tracing::info!(
                 file = %path.display(),
                 "created user \"admin\" with a generated password (this is said once): {}",
@@ -58,7 +56,7 @@ pub async fn run(db: &Db, config: &Config) -> anyhow::Result<()> {
             token_hint: token[..4].to_string(),
         };
         db.insert(&cluster, &[("token_digest", Val::Text(digest(&token)))]).await?;
-        write_secret(&config.data_dir.join(CLUSTER_TOKEN_FILE), &token)?;
+        super::secrets::write_secret(&config.data_dir.join(CLUSTER_TOKEN_FILE), &token)?;
     }
     Ok(())
 }
@@ -82,19 +80,6 @@ async fn seed_backends(db: &Db) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn write_secret(path: &std::path::Path, value: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
-    writeln!(file, "{value}").with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Prunes expired sessions and old change-log entries now and then.

@@ -111,6 +111,7 @@ async fn register(
     };
     let registered: WorkerRegistered = client.post("/v2/workers", &body).await.map_err(|e| match e.status() {
         Some(401) => anyhow::anyhow!("the server refused the registration token (401): check --token"),
+        Some(409) => anyhow::anyhow!("cannot register as {:?}: {e}", cfg.name),
         _ => anyhow::anyhow!("registering with {}: {e}", cfg.server_url),
     })?;
     Ok(Identity {
@@ -124,6 +125,12 @@ async fn register(
 /// Joins (or rejoins) the cluster and starts every loop in the background.
 pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Its credential and instance logs are the worker's alone.
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (0700)", cfg.data_dir.display()))?;
+    }
     let instances_root = cfg.data_dir.join("instances");
     let runtime = pick_runtime(&cfg, instances_root.clone()).await?;
     let gpus = gpu::detect(cfg.simulate_gpus.as_deref()).await.context("GPU detection")?;
@@ -185,7 +192,15 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
     spawn_heartbeat(client.clone(), worker_id, cfg.heartbeat_interval, stopped.clone());
     spawn_status(client.clone(), worker_id, collector, gpus, cfg.clone(), api_port, stopped.clone());
     spawn_watch(client.clone(), cache.clone(), stopped.clone());
-    let reconciler = Reconciler::new(client, worker_id, cfg.clone(), runtime, instances_root, cache.clone());
+    let reconciler = Reconciler::new(
+        client,
+        worker_id,
+        identity.server_token.clone(),
+        cfg.clone(),
+        runtime,
+        instances_root,
+        cache.clone(),
+    );
     let leave_running = cfg.leave_running;
     let mut loop_stop = stopped;
     let task = tokio::spawn(async move {

@@ -12,6 +12,7 @@ mod hosts;
 mod models;
 mod multihost;
 mod repository;
+mod security;
 mod support;
 mod tidy;
 mod workers;

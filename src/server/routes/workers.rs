@@ -10,7 +10,7 @@ use crate::api::{
     GpuDeviceView, ListResponse, ModelInstanceSpec, Pagination, Worker, WorkerRegister, WorkerRegistered, WorkerSpec,
     WorkerState, WorkerStatusReport, WorkerUpdate,
 };
-use crate::db::Val;
+use crate::db::{DbError, Val};
 use crate::server::AppState;
 use crate::server::auth::{Auth, Caller, digest, new_worker_credential, server_token};
 use crate::server::error::{ApiError, ApiResult};
@@ -54,8 +54,10 @@ fn check_name(name: &str) -> ApiResult<()> {
     }
 }
 
-/// Registers a worker (Bearer = the cluster's registration token). Registering an existing name
-/// again replaces that worker's credential: the machine proved it holds the cluster token.
+/// Registers a new worker (Bearer = the cluster's registration token). The token only ever makes
+/// new workers: an existing worker rejoins with its own credential (kept in its data dir), and a
+/// name that is taken stays taken until an administrator deletes that worker, so holding the
+/// cluster token never lets anyone take over a worker and the instances placed on it.
 #[utoipa::path(post, path = "/v2/workers", tag = "workers", request_body = WorkerRegister,
     responses((status = 201, body = WorkerRegistered), (status = 401, body = crate::api::ErrorBody)))]
 async fn register_worker(
@@ -89,38 +91,38 @@ async fn register_worker(
     };
     // The credential embeds the id, so insert first with a placeholder digest, then set it.
     let existing = state.db.get_by_name::<WorkerSpec>(&body.name).await?;
-    let worker = match existing {
-        Some(w) if w.spec.cluster_id != cluster_id => {
+    if let Some(w) = existing {
+        return Err(ApiError::new(
+            crate::server::error::ErrorCode::AlreadyExists,
+            format!(
+                "worker {:?} (id {}) already exists: a worker rejoins with its own credential, kept in its data \
+                 dir; to register a new machine under this name, an administrator deletes worker {} first, or \
+                 start it with another --worker-name",
+                body.name, w.id, w.id
+            ),
+        )
+        .with_field("name"));
+    }
+    let worker = match state
+        .db
+        .insert(&spec, &[("cluster_id", Val::Int(cluster_id)), ("token_digest", Val::Text(String::new()))])
+        .await
+    {
+        Ok(w) => w,
+        // Two machines raced for one name: the other won.
+        Err(DbError::Duplicate { .. }) => {
             return Err(ApiError::new(
                 crate::server::error::ErrorCode::AlreadyExists,
-                format!("worker {:?} already belongs to another cluster", body.name),
-            ));
+                format!("worker {:?} already exists", body.name),
+            )
+            .with_field("name"));
         }
-        Some(w) => w,
-        None => {
-            state
-                .db
-                .insert(&spec, &[("cluster_id", Val::Int(cluster_id)), ("token_digest", Val::Text(String::new()))])
-                .await?
-        }
+        Err(e) => return Err(e.into()),
     };
     let (secret, credential) = new_worker_credential(worker.id);
-    let maintenance = worker.spec.maintenance.clone();
     let worker = state
         .db
-        .modify::<WorkerSpec, ApiError, _>(worker.id, None, |w| {
-            let mut fresh = spec.clone();
-            fresh.maintenance = maintenance.clone();
-            if maintenance.enabled {
-                fresh.state = WorkerState::Maintenance;
-            }
-            // Operator labels survive a re-registration.
-            for (k, v) in &w.labels {
-                fresh.labels.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-            *w = fresh;
-            Ok(vec![("token_digest", Val::Text(digest(&secret)))])
-        })
+        .modify::<WorkerSpec, ApiError, _>(worker.id, None, |_| Ok(vec![("token_digest", Val::Text(digest(&secret)))]))
         .await?;
     state.leases.renew(worker.id, tokio::time::Instant::now());
     let server_token = server_token(&state.server_secret, worker.id);

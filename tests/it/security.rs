@@ -1,0 +1,99 @@
+//! Credentials as an attacker would hold them: the cluster registration token cannot take over a
+//! live worker nor read anything, rotating it disconnects no worker, and the secrets at rest are
+//! readable by the server's user only (data dir 0700, database and secret files 0600, the server
+//! secret out of the database).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::both_dbs;
+use crate::support::{DbKind, TestServer};
+use crate::workers::{start_worker, worker_options};
+
+both_dbs!(the_cluster_token_only_makes_new_workers);
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+async fn the_cluster_token_only_makes_new_workers(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("victim", (46300, 46309))).await;
+    let token = std::fs::read_to_string(s.dir.path().join("data/cluster_token")).expect("token").trim().to_string();
+    let identity: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("worker.json")).expect("identity"))
+            .expect("json");
+    let credential = identity["credential"].as_str().expect("credential").to_string();
+    let plain = reqwest::Client::new();
+
+    // Registering a live worker's name with the cluster token is refused; its own credential stays valid.
+    let body = json!({"name": "victim", "hostname": "attacker", "ip": "203.0.113.9", "port": 1,
+                      "worker_version": "0", "status": {"cpu": {"total": 1, "utilization_rate": 0.0},
+                      "memory": {"total": 1, "used": 0, "utilization_rate": 0.0},
+                      "os": {"name": "linux", "version": "", "kernel": "", "arch": "x86_64"}}});
+    let res = plain.post(s.url("/v2/workers")).bearer_auth(&token).json(&body).send().await.expect("post");
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let err: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(err["field"], "name", "{err}");
+    assert!(err["message"].as_str().unwrap_or("").contains("own credential"), "{err}");
+    let me = format!("/v2/workers/{}", worker.worker_id);
+    let res = plain.get(s.url(&me)).bearer_auth(&credential).send().await.expect("get");
+    assert_eq!(res.status(), StatusCode::OK, "the real worker is not locked out");
+    let (_, w) = s.get(&me).await;
+    assert_eq!((w["ip"].as_str(), w["hostname"].as_str()), (Some("127.0.0.1"), w["hostname"].as_str()));
+    assert_ne!(w["hostname"], "attacker", "{w:#}");
+
+    // A new name registers; the token reads nothing, anywhere.
+    let mut fresh = body.clone();
+    fresh["name"] = json!("newcomer");
+    let res = plain.post(s.url("/v2/workers")).bearer_auth(&token).json(&fresh).send().await.expect("post");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    for path in [
+        "/v2/workers",
+        &me,
+        "/v2/models",
+        "/v2/model-instances",
+        "/v2/model-instances/1",
+        "/v2/inference-backends",
+        "/v2/gpu-devices",
+        "/v2/users",
+        "/v2/api-keys",
+        "/v2/clusters",
+    ] {
+        let res = plain.get(s.url(path)).bearer_auth(&token).send().await.expect("get");
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "GET {path} with the cluster token");
+    }
+
+    // Rotating the token: the old one registers nothing more, registered workers keep working.
+    let (status, rotated) = s.post("/v2/clusters/1/registration-token", json!({})).await;
+    assert!(status.is_success(), "{rotated}");
+    fresh["name"] = json!("late");
+    let res = plain.post(s.url("/v2/workers")).bearer_auth(&token).json(&fresh).send().await.expect("post");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = plain.get(s.url(&me)).bearer_auth(&credential).send().await.expect("get");
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Secrets at rest.
+    let data = s.dir.path().join("data");
+    assert_eq!(mode(&data), 0o700);
+    for file in ["cluster_token", "server_secret"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    if kind == DbKind::Sqlite {
+        let db = s.database_url.trim_start_matches("sqlite://").split('?').next().expect("path").to_string();
+        assert_eq!(mode(Path::new(&db)), 0o600, "{db}");
+    }
+    assert_eq!(
+        s.db().setting("server_secret").await.expect("setting"),
+        None,
+        "the server secret is not in the database"
+    );
+    assert_eq!(mode(dir.path()), 0o700);
+    assert_eq!(mode(&dir.path().join("worker.json")), 0o600);
+    worker.shutdown().await;
+}
