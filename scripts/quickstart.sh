@@ -35,7 +35,7 @@ cat >"$YAML" <<EOF
 backend_name: llama-cpp-custom
 description: llama.cpp's server on the CPU, run as a host process
 default_version: cpu
-default_run_command: "-m {{model_path}} --host 0.0.0.0 --port {{port}} --alias {{model_name}} -c 4096 -t 2 -np 2 --embeddings --pooling mean"
+default_run_command: "-m {{model_path}} --host {{worker_ip}} --port {{port}} --api-key {{api_key}} --alias {{model_name}} -c 4096 -t 2 -np 2 --embeddings --pooling mean"
 health_check_path: /v1/models
 parameter_format: space
 version_configs:

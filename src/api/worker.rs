@@ -339,6 +339,10 @@ pub struct ModelInstanceSpec {
     /// When the next restart after an error is due (kept here so a worker restart honours it).
     #[serde(default)]
     pub next_restart_time: Option<DateTime<Utc>>,
+    /// Failures in a row that the restart backoff counts; back to 0 once a run stays healthy for
+    /// the worker's `--backoff-reset` (10 minutes by default, as kubelet does).
+    #[serde(default)]
+    pub backoff_failures: u32,
 }
 
 pub type ModelInstance = Record<ModelInstanceSpec>;
@@ -429,6 +433,8 @@ pub struct InstanceStatusReport {
     pub last_restart_time: Option<DateTime<Utc>>,
     #[serde(default)]
     pub next_restart_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub backoff_failures: Option<u32>,
     /// The instance version the worker last saw: a stale report is refused with 409.
     pub version: i64,
 }

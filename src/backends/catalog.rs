@@ -349,12 +349,13 @@ mod tests {
             worker_ip: "127.0.0.1",
             gpu_ids: &[],
             data_dir: "/d",
+            api_key: "k",
         };
         let overrides = DeploymentOverrides { version: Some("cpu"), ..DeploymentOverrides::default() };
         let rendered = render_command(llama, &overrides, &ctx).unwrap();
         assert_eq!(
             rendered.process_argv(),
-            ["llama-server", "-m", "/m/smollm.gguf", "--host", "0.0.0.0", "--port", "8081", "--alias", "smollm"]
+            ["llama-server", "-m", "/m/smollm.gguf", "--host", "127.0.0.1", "--port", "8081", "--alias", "smollm"]
         );
     }
 
@@ -368,6 +369,7 @@ mod tests {
             worker_ip: "127.0.0.1",
             gpu_ids: &[0],
             data_dir: "/d",
+            api_key: "k",
         };
         for spec in catalog.built_in().iter().chain(catalog.community()) {
             for version in spec.version_configs.keys() {

@@ -47,6 +47,7 @@ const CTX: RenderContext<'static> = RenderContext {
     worker_ip: "10.1.2.3",
     gpu_ids: &[0, 1],
     data_dir: "/data/cache",
+    api_key: "key",
 };
 
 fn load(name: &str, text: &str) -> InferenceBackendSpec {

@@ -77,6 +77,12 @@ impl Kind {
         }
     }
 
+    /// Whether the engine takes `--api-key` (vLLM, SGLang, llama.cpp's server): the server injects
+    /// the instance's own key, so only the gateway can call it.
+    pub fn takes_api_key(self) -> bool {
+        matches!(self, Kind::Vllm | Kind::Sglang | Kind::LlamaCpp)
+    }
+
     /// Whether the engine takes its settings from a config file instead of command-line flags.
     pub fn configured_by_file(self) -> bool {
         self == Kind::Mindie

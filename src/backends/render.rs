@@ -17,9 +17,21 @@ use super::shell::{SplitError, split_words};
 use crate::api::backend::{InferenceBackendSpec, ParameterFormat, VersionConfig};
 
 /// The placeholders every command may use, besides environment variables.
-/// GPUStack's six, plus `data_dir` (a directory on the worker the engine may keep files in).
+/// GPUStack's six, plus `data_dir` (a directory on the worker the engine may keep files in) and
+/// `api_key` (the instance's engine key, which only the gateway presents).
 pub const BUILT_IN_PLACEHOLDERS: &[&str] =
-    &["model_path", "model_name", "port", "worker_ip", "gpu_count", "gpu_ids", "data_dir"];
+    &["model_path", "model_name", "port", "worker_ip", "gpu_count", "gpu_ids", "data_dir", "api_key"];
+
+/// What the worker shows instead of an engine key in a reported command line.
+pub const API_KEY_MASK: &str = "<engine-api-key>";
+
+/// The engine key of an instance: derived from the token the server presents to the instance's
+/// worker (`server::auth::server_token`), so the worker that starts the engine and the gateway
+/// that calls it both know it without it being stored or sent anywhere.
+pub fn engine_api_key(server_token: &str, instance_id: i64) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(format!("{server_token}:engine:{instance_id}").as_bytes()))
+}
 
 /// Where the instance was placed: the values of the built-in placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +45,8 @@ pub struct RenderContext<'a> {
     pub gpu_ids: &'a [u32],
     /// A directory on the worker the engine may keep its own files in (VoxBox's `--data-dir`).
     pub data_dir: &'a str,
+    /// The instance's engine key (`engine_api_key`).
+    pub api_key: &'a str,
 }
 
 /// What the deployment asks for on top of the backend definition.
@@ -204,6 +218,9 @@ pub fn owned_parameter(
         let why = match k.as_str() {
             "port" => "ports are allocated by the server for each instance",
             "host" => "the engine listens on the worker's address, where the worker and the gateway reach it",
+            "api-key" if kind.takes_api_key() => {
+                "the server gives every instance its own key, which only the gateway presents"
+            }
             _ if kind.owned_flags().contains(&k.as_str()) || manager_set.contains(&k) => {
                 "the server sets it from the deployment (model path and served name)"
             }
@@ -215,7 +232,7 @@ pub fn owned_parameter(
 }
 
 /// Placeholders whose flags the manager owns.
-const MANAGER_PLACEHOLDERS: &[&str] = &["model_path", "model_name", "port", "worker_ip"];
+const MANAGER_PLACEHOLDERS: &[&str] = &["model_path", "model_name", "port", "worker_ip", "api_key"];
 
 /// The version to run: the requested one, else `default_version`, else the highest version.
 pub fn resolve_version<'s>(
@@ -330,6 +347,7 @@ impl Placeholders<'_> {
             "gpu_count" => ctx.gpu_ids.len().to_string(),
             "gpu_ids" => gpu_id_list(ctx.gpu_ids),
             "data_dir" => ctx.data_dir.to_owned(),
+            "api_key" => ctx.api_key.to_owned(),
             _ => return self.env.get(name).cloned(),
         };
         Some(value)

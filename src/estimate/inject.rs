@@ -99,6 +99,9 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
     let nodes = input.nodes.max(1);
     let multi = input.n_gpus > 1 || nodes > 1;
     let all_gpus = input.n_gpus.max(1) * nodes;
+    if kind_of(input.backend).takes_api_key() {
+        b.arg(&["api-key"], Some("{{api_key}}".into()));
+    }
     match kind_of(input.backend) {
         Kind::Vllm => {
             if multi

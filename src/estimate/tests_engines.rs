@@ -249,6 +249,7 @@ fn produce(backend: &str, sc: &Scenario) -> Vec<(String, Vec<String>)> {
         worker_ip: "198.18.7.2",
         gpu_ids: &gpu_ids,
         data_dir: "/var/lib/ferrostack/worker/cache",
+        api_key: "0123abcd",
     };
     let rendered = render_command(&spec, &overrides, &ctx).expect("render");
     let launch = Launch { entrypoint: rendered.entrypoint, args: rendered.args, env: rendered.env };
@@ -336,7 +337,8 @@ fn rendered_block() -> String {
                 sc.n_gpus,
                 if sc.user.is_empty() { String::new() } else { format!(", user: {}", sc.user.join(" ")) }
             ));
-            out.push_str(&argv.join(" "));
+            // As the worker reports it: the engine key masked.
+            out.push_str(&argv.join(" ").replace("0123abcd", crate::backends::render::API_KEY_MASK));
             out.push('\n');
         }
     }

@@ -207,7 +207,10 @@ mod tests {
             weight,
             served_name: "m".into(),
             fallback_status_codes: vec![],
-            instances: ids.iter().map(|i| Endpoint { instance_id: *i, addr: format!("127.0.0.1:{i}") }).collect(),
+            instances: ids
+                .iter()
+                .map(|i| Endpoint { instance_id: *i, addr: format!("127.0.0.1:{i}"), auth: None })
+                .collect(),
         }
     }
 

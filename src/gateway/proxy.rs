@@ -103,6 +103,9 @@ impl Gateway {
                         h.append(k.clone(), v.clone());
                     }
                 }
+                if let Some(auth) = &lease.endpoint.auth {
+                    h.insert(header::AUTHORIZATION, auth.clone());
+                }
                 if !body.is_empty() || out.method != Method::GET {
                     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
                 }

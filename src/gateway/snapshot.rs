@@ -11,6 +11,9 @@ pub struct Endpoint {
     pub instance_id: i64,
     /// `ip:port`
     pub addr: String,
+    /// `Authorization` to present: `Bearer <the instance's engine key>` (the client's credentials
+    /// never go upstream).
+    pub auth: Option<axum::http::HeaderValue>,
 }
 
 /// A weighted target of a route (a deployment) with its running instances.

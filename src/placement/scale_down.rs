@@ -7,6 +7,8 @@ pub struct ScaleDownView {
     pub worker_ready: bool,
     pub running: bool,
     pub error: bool,
+    /// How often it was restarted: among equally healthy instances the one that crashes more goes first.
+    pub restarts: u32,
 }
 
 fn status_score(v: &ScaleDownView) -> u32 {
@@ -20,10 +22,12 @@ fn status_score(v: &ScaleDownView) -> u32 {
 }
 
 /// Instance ids in the order to remove them: status score ascending (worker ready and instance
-/// running = 100, worker not ready or instance in error = 0, anything else = 50), newest id first
-/// among equals. Delete the first `len − replicas`.
+/// running = 100, worker not ready or instance in error = 0, anything else = 50), then more
+/// restarts first, then newest id first. Delete the first `len − replicas`.
 pub fn scale_down_order(instances: &[ScaleDownView]) -> Vec<i64> {
     let mut v: Vec<&ScaleDownView> = instances.iter().collect();
-    v.sort_by(|a, b| status_score(a).cmp(&status_score(b)).then(b.instance_id.cmp(&a.instance_id)));
+    v.sort_by(|a, b| {
+        status_score(a).cmp(&status_score(b)).then(b.restarts.cmp(&a.restarts)).then(b.instance_id.cmp(&a.instance_id))
+    });
     v.into_iter().map(|x| x.instance_id).collect()
 }

@@ -498,15 +498,22 @@ fn auto_gpus_per_replica() {
 
 #[test]
 fn scale_down_least_healthy_first() {
-    let v = |instance_id, worker_ready, running, error| ScaleDownView { instance_id, worker_ready, running, error };
+    let v = |instance_id, worker_ready, running, error, restarts| ScaleDownView {
+        instance_id,
+        worker_ready,
+        running,
+        error,
+        restarts,
+    };
     let order = scale_down_order(&[
-        v(1, true, true, false),  // 100
-        v(2, false, true, false), // worker not ready: 0
-        v(3, true, false, true),  // error: 0
-        v(4, true, false, false), // starting: 50
-        v(5, true, true, false),  // 100, newer
+        v(1, true, true, false, 0),  // 100
+        v(2, false, true, false, 0), // worker not ready: 0
+        v(3, true, false, true, 0),  // error: 0
+        v(4, true, false, false, 0), // starting: 50
+        v(5, true, true, false, 0),  // 100, newer
+        v(6, true, true, false, 3),  // 100, but it crashed three times: before the other healthy ones
     ]);
-    assert_eq!(order, vec![3, 2, 4, 5, 1]);
+    assert_eq!(order, vec![3, 2, 4, 6, 5, 1]);
 }
 
 fn arb_cluster() -> impl prop::strategy::Strategy<Value = Snapshot> {

@@ -74,6 +74,7 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         restart_count: 0,
         last_restart_time: None,
         next_restart_time: None,
+        backoff_failures: 0,
     }
 }
 
@@ -200,6 +201,7 @@ fn health_view(i: &ModelInstance, workers: &BTreeMap<i64, Record<WorkerSpec>>) -
         worker_ready,
         running: i.spec.state == InstanceState::Running,
         error: i.spec.state == InstanceState::Error,
+        restarts: i.spec.restart_count,
     }
 }
 

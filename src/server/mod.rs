@@ -11,6 +11,7 @@ pub mod monitor;
 mod routes;
 pub mod routing;
 pub mod scheduler;
+pub mod secrets;
 pub mod ui;
 pub mod watch;
 
@@ -112,17 +113,18 @@ impl Running {
 
 /// Opens the database, bootstraps a first start, and serves on `listener` in the background.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    secrets::private_dir(&config.data_dir)?;
     let db = Db::open(&config.database_url()).await?;
+    secrets::private_database(&config.database_url())?;
     bootstrap::run(&db, &config).await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let server_secret = db.setting_or_insert("server_secret", &auth::random_token(48)).await?;
+    let server_secret = secrets::server_secret(&db, &config.data_dir).await?;
     let leases = monitor::Leases::default();
     monitor::WorkerMonitor::new(db.clone(), leases.clone(), config.worker_grace).spawn(shutdown.clone());
     let (gateway, usage_events) = crate::gateway::Gateway::new()?;
-    gateway.publish(routing::sync(&db).await?);
-    routing::spawn_snapshot_loop(db.clone(), gateway.clone(), shutdown.clone());
+    let server_secret = Arc::new(server_secret);
+    gateway.publish(routing::sync(&db, &server_secret).await?);
+    routing::spawn_snapshot_loop(db.clone(), gateway.clone(), server_secret.clone(), shutdown.clone());
     let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
     let usage_task = routing::spawn_usage_writer(db.clone(), usage_events, usage_stopped);
     let state = AppState {
@@ -130,8 +132,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         config: Arc::new(config),
         shutdown: shutdown.clone(),
         leases,
-        server_secret: Arc::new(server_secret),
-        gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db)),
+        server_secret: server_secret.clone(),
+        gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret)),
     };
     bootstrap::spawn_housekeeping(db.clone(), shutdown.clone());
     controller::spawn_loops(db.clone(), shutdown.clone());

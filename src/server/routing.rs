@@ -4,14 +4,19 @@
 //! gateway's usage events to the daily aggregates in batches.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
+
+use axum::http::HeaderValue;
 
 use crate::api::{
     InstanceState, ModelInstanceSpec, ModelRouteSpec, ModelRouteTargetSpec, ModelSpec, Record, TargetState, UsageRow,
     WorkerSpec, WorkerState,
 };
+use crate::backends::render::engine_api_key;
 use crate::db::{Db, DbError, DbResult, route_columns, target_columns};
 use crate::gateway::{Endpoint, Gateway, Route, Snapshot, Target, UsageEvent};
+use crate::server::auth::server_token;
 
 /// How often the snapshot is rebuilt when nothing was committed here.
 const REFRESH: Duration = Duration::from_secs(3);
@@ -60,6 +65,7 @@ pub async fn create_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<
 fn running_by_model(
     instances: &[Record<ModelInstanceSpec>],
     workers: &[Record<WorkerSpec>],
+    secret: &str,
 ) -> HashMap<i64, Vec<Endpoint>> {
     let up: HashSet<i64> = workers
         .iter()
@@ -72,9 +78,15 @@ fn running_by_model(
         if s.state != InstanceState::Running || !s.worker_id.is_some_and(|w| up.contains(&w)) {
             continue;
         }
-        let (Some(model_id), Some(ip), Some(port)) = (s.model_id, s.worker_ip.as_deref(), s.port) else { continue };
+        let (Some(model_id), Some(worker_id), Some(ip), Some(port)) =
+            (s.model_id, s.worker_id, s.worker_ip.as_deref(), s.port)
+        else {
+            continue;
+        };
         let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
-        out.entry(model_id).or_default().push(Endpoint { instance_id: i.id, addr: format!("{host}:{port}") });
+        let key = engine_api_key(&server_token(secret, worker_id), i.id);
+        let auth = HeaderValue::from_str(&format!("Bearer {key}")).ok();
+        out.entry(model_id).or_default().push(Endpoint { instance_id: i.id, addr: format!("{host}:{port}"), auth });
     }
     out
 }
@@ -90,10 +102,10 @@ async fn model_gone(db: &Db, id: i64) -> DbResult<bool> {
 
 /// One pass: reads routes, targets, deployments, instances and workers; fixes target states,
 /// counters and orphans; returns the snapshot.
-pub async fn sync(db: &Db) -> DbResult<Snapshot> {
+pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
     let models: BTreeMap<i64, Record<ModelSpec>> =
         db.all::<ModelSpec>().await?.into_iter().map(|m| (m.id, m)).collect();
-    let running = running_by_model(&db.all::<ModelInstanceSpec>().await?, &db.all::<WorkerSpec>().await?);
+    let running = running_by_model(&db.all::<ModelInstanceSpec>().await?, &db.all::<WorkerSpec>().await?, secret);
     let mut by_route: BTreeMap<i64, Vec<Record<ModelRouteTargetSpec>>> = BTreeMap::new();
     for t in db.all::<ModelRouteTargetSpec>().await? {
         if let Some(m) = t.spec.model_id.filter(|m| !models.contains_key(m)) {
@@ -163,12 +175,17 @@ fn ignore_gone(res: DbResult<()>) -> DbResult<()> {
 }
 
 /// Keeps the gateway's snapshot current until shutdown.
-pub fn spawn_snapshot_loop(db: Db, gateway: Gateway, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub fn spawn_snapshot_loop(
+    db: Db,
+    gateway: Gateway,
+    secret: Arc<String>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let mut changed = db.subscribe();
         loop {
             changed.borrow_and_update();
-            match sync(&db).await {
+            match sync(&db, &secret).await {
                 Ok(snapshot) => gateway.publish(snapshot),
                 Err(e) => tracing::warn!(error = %e, "gateway snapshot refresh failed"),
             }
@@ -256,6 +273,8 @@ pub fn spawn_usage_writer(
 /// and after [`KEY_TTL`] (for changes made through another server process).
 pub struct GatewayState {
     pub gateway: Gateway,
+    /// The server secret: engine keys are derived from it.
+    secret: Arc<String>,
     keys: std::sync::Mutex<HashMap<String, (crate::server::auth::Principal, u64, std::time::Instant)>>,
     changes: tokio::sync::watch::Receiver<u64>,
 }
@@ -264,8 +283,8 @@ pub struct GatewayState {
 pub const KEY_TTL: Duration = Duration::from_secs(5);
 
 impl GatewayState {
-    pub fn new(gateway: Gateway, db: &Db) -> GatewayState {
-        GatewayState { gateway, keys: Default::default(), changes: db.subscribe() }
+    pub fn new(gateway: Gateway, db: &Db, secret: Arc<String>) -> GatewayState {
+        GatewayState { gateway, secret, keys: Default::default(), changes: db.subscribe() }
     }
 
     /// A cached principal for a credential digest, if still valid.
@@ -281,7 +300,7 @@ impl GatewayState {
 
     /// Rebuilds and publishes the snapshot now (after a route edit, so the next call sees it).
     pub async fn refresh(&self, db: &Db) -> DbResult<()> {
-        self.gateway.publish(sync(db).await?);
+        self.gateway.publish(sync(db, &self.secret).await?);
         Ok(())
     }
 

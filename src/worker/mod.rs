@@ -68,6 +68,9 @@ pub struct WorkerOptions {
     /// Seconds an instance may take from start to a healthy answer.
     #[arg(long, default_value_t = 600)]
     pub startup_timeout: u64,
+    /// Seconds of healthy running after which an instance's restart backoff starts again at 10 s.
+    #[arg(long, default_value_t = 600)]
+    pub backoff_reset: u64,
     /// Leave instances running when the worker stops (a restarted worker reattaches to them).
     #[arg(long)]
     pub leave_running: bool,
@@ -121,6 +124,7 @@ pub struct WorkerConfig {
     pub simulate_gpus: Option<String>,
     pub heartbeat_interval: Duration,
     pub startup_timeout: Duration,
+    pub backoff_reset: Duration,
     pub leave_running: bool,
     pub hub: download::HubConfig,
 }
@@ -149,6 +153,7 @@ impl WorkerConfig {
             simulate_gpus: opts.simulate_gpus.clone(),
             heartbeat_interval: Duration::from_secs(opts.heartbeat_interval.max(1)),
             startup_timeout: Duration::from_secs(opts.startup_timeout.max(1)),
+            backoff_reset: Duration::from_secs(opts.backoff_reset.max(1)),
             leave_running: opts.leave_running,
             hub: download::HubConfig {
                 hf_endpoint: opts.hf_endpoint.clone(),

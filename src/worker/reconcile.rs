@@ -23,6 +23,7 @@ use crate::api::backend::InferenceBackendSpec;
 use crate::api::{InstanceState, InstanceStatusReport, ModelInstance, ModelSource};
 use crate::backends::config_file;
 use crate::backends::distributed::{self, Launch, Role, Topology};
+use crate::backends::render::{API_KEY_MASK, engine_api_key};
 use crate::backends::{DeploymentOverrides, RenderContext, render_command};
 use crate::client::{Client, ClientError};
 
@@ -59,6 +60,8 @@ struct Local {
     last_probe: Option<Instant>,
     failures: u32,
     health_path: Option<String>,
+    /// Since when this run has answered its health check (None until it has).
+    healthy_since: Option<Instant>,
 }
 
 impl Local {
@@ -70,6 +73,8 @@ impl Local {
 pub struct Reconciler {
     client: Client,
     worker_id: i64,
+    /// The token the server presents to this worker: engine keys are derived from it.
+    server_token: String,
     cfg: WorkerConfig,
     runtime: Runtime,
     root: PathBuf,
@@ -125,6 +130,7 @@ impl Reconciler {
     pub fn new(
         client: Client,
         worker_id: i64,
+        server_token: String,
         cfg: WorkerConfig,
         runtime: Runtime,
         root: PathBuf,
@@ -136,6 +142,7 @@ impl Reconciler {
         Reconciler {
             client,
             worker_id,
+            server_token,
             cfg,
             runtime,
             root,
@@ -246,6 +253,7 @@ impl Reconciler {
                     last_probe: None,
                     failures: 0,
                     health_path,
+                    healthy_since: None,
                 };
                 self.local.lock().await.insert(i.id, l);
                 Ok(())
@@ -258,7 +266,7 @@ impl Reconciler {
         if let Liveness::Exited(how) = self.runtime.liveness(&l.handle).await {
             let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
             self.drop_local(i.id, &l).await;
-            return self.fail(i, format!("the inference server {how}; last log lines:\n{tail}"), None).await;
+            return self.fail_run(i, format!("the inference server {how}; last log lines:\n{tail}"), &l).await;
         }
         // A distributed instance is whole or broken: a failed part fails it (and restarts all).
         if let Some(part) = i.spec.subordinate_workers().iter().find(|p| p.state == InstanceState::Error) {
@@ -278,13 +286,14 @@ impl Reconciler {
         if !due {
             return Ok(());
         }
-        let healthy = self.probe(l.port(), l.health_path.as_deref()).await;
+        let healthy = self.probe(i.id, l.port(), l.health_path.as_deref()).await;
         let mut next = l.clone();
         next.last_probe = Some(now);
         match (l.phase, healthy) {
             (_, true) => {
                 next.phase = Phase::Running;
                 next.failures = 0;
+                next.healthy_since.get_or_insert(now);
                 if i.spec.state != InstanceState::Running {
                     tracing::info!(instance = i.id, port = l.port(), "instance is running");
                     let mut report = self.report_of(i);
@@ -313,7 +322,7 @@ impl Reconciler {
                     let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
                     self.drop_local(i.id, &l).await;
                     let msg = format!("health check failed {HEALTH_FAILURES} times in a row; last log lines:\n{tail}");
-                    return self.fail(i, msg, None).await;
+                    return self.fail_run(i, msg, &l).await;
                 }
             }
         }
@@ -325,11 +334,12 @@ impl Reconciler {
     /// address (what `{{worker_ip}}` renders to). Loopback is one more address of this host: an
     /// engine bound only there (a template saying `--host 127.0.0.1`) is healthy for this worker,
     /// though only a gateway on the same host reaches it.
-    async fn probe(&self, port: u16, path: Option<&str>) -> bool {
+    async fn probe(&self, instance_id: i64, port: u16, path: Option<&str>) -> bool {
         let Some(path) = path else { return true };
+        let key = engine_api_key(&self.server_token, instance_id);
         for host in probe_hosts(&self.cfg.advertise_address) {
             let url = format!("http://{host}:{port}{path}");
-            if matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success()) {
+            if matches!(self.http.get(&url).bearer_auth(&key).send().await, Ok(r) if r.status().is_success()) {
                 return true;
             }
         }
@@ -406,7 +416,7 @@ impl Reconciler {
             Ok(spec) => spec,
             Err(e) => return self.fail(i, e.to_string(), Some(restart_count)).await,
         };
-        let argv: Vec<String> = spec.program.iter().chain(&spec.args).cloned().collect();
+        let argv = self.shown_argv(i.id, &spec);
         let model_path_text = spec.model_path.display().to_string();
         let handle = match self.runtime.start(&spec).await {
             Ok(h) => h,
@@ -420,6 +430,7 @@ impl Reconciler {
             last_probe: None,
             failures: 0,
             health_path: backend.health_check_path.clone(),
+            healthy_since: None,
         };
         self.local.lock().await.insert(i.id, local);
         let mut report = self.report_of(i);
@@ -456,6 +467,7 @@ impl Reconciler {
         };
         let model_path_text = model_path.display().to_string();
         let data_dir = self.cfg.data_dir.join("cache").display().to_string();
+        let api_key = engine_api_key(&self.server_token, i.id);
         let ctx = RenderContext {
             model_path: &model_path_text,
             model_name: &i.spec.model_name,
@@ -463,6 +475,7 @@ impl Reconciler {
             worker_ip: &self.cfg.advertise_address,
             gpu_ids: gpu_indexes,
             data_dir: &data_dir,
+            api_key: &api_key,
         };
         let rendered = render_command(backend, &overrides, &ctx)?;
         let image = i
@@ -524,6 +537,12 @@ impl Reconciler {
             log_path: logs::log_path(&self.root, i.id, restart_count),
             files,
         })
+    }
+
+    /// The command line as reported to the server: the engine key masked.
+    fn shown_argv(&self, instance_id: i64, spec: &LaunchSpec) -> Vec<String> {
+        let key = engine_api_key(&self.server_token, instance_id);
+        spec.program.iter().chain(&spec.args).map(|a| a.replace(&key, API_KEY_MASK)).collect()
     }
 
     /// The path to load. For hub sources: starts the download (in the background, one per
@@ -599,16 +618,35 @@ impl Reconciler {
         (first..=last).find(|p| !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
     }
 
+    /// Marks a run that had started failed: a run that stayed healthy for `--backoff-reset` starts
+    /// the backoff again from 10 s (as kubelet does).
+    async fn fail_run(&self, i: &ModelInstance, message: String, l: &Local) -> Result<(), ClientError> {
+        let healthy_long = l.healthy_since.is_some_and(|t| t.elapsed() >= self.cfg.backoff_reset);
+        let step = backoff_step(i.spec.backoff_failures, healthy_long);
+        self.fail_at_step(i, message, None, step).await
+    }
+
     /// Marks an instance failed; schedules its restart if it restarts on error.
     async fn fail(&self, i: &ModelInstance, message: String, restart_count: Option<u32>) -> Result<(), ClientError> {
+        self.fail_at_step(i, message, restart_count, backoff_step(i.spec.backoff_failures, false)).await
+    }
+
+    async fn fail_at_step(
+        &self,
+        i: &ModelInstance,
+        message: String,
+        restart_count: Option<u32>,
+        step: u32,
+    ) -> Result<(), ClientError> {
         let count = restart_count.unwrap_or(i.spec.restart_count);
-        let next = i.spec.restart_on_error.then(|| at(backoff(count + 1)));
+        let next = i.spec.restart_on_error.then(|| at(backoff(step)));
         tracing::warn!(instance = i.id, %message, next_restart = ?next, "instance failed");
         let mut report = self.report_of(i);
         report.state = InstanceState::Error;
         report.state_message = Some(message.trim_end().to_string());
         report.restart_count = count;
         report.next_restart_time = next;
+        report.backoff_failures = Some(step);
         report.pid = None;
         report.container_id = None;
         report.ports = Some(Vec::new());
@@ -629,6 +667,7 @@ impl Reconciler {
             restart_count: i.spec.restart_count,
             last_restart_time: i.spec.last_restart_time,
             next_restart_time: i.spec.next_restart_time,
+            backoff_failures: None,
             version: i.version,
         }
     }
@@ -671,6 +710,12 @@ fn probe_hosts(advertise: &str) -> Vec<String> {
     hosts
 }
 
+/// The backoff step of a new failure: one more than the failures in a row before it, or the first
+/// again after a run that stayed healthy long enough.
+fn backoff_step(failures_before: u32, healthy_long: bool) -> u32 {
+    if healthy_long { 1 } else { failures_before.saturating_add(1) }
+}
+
 fn at(after: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(after).unwrap_or_default()
 }
@@ -694,6 +739,18 @@ mod tests {
         for (n, secs) in want {
             assert_eq!(backoff(n), Duration::from_secs(secs), "n = {n}");
         }
+    }
+
+    #[test]
+    fn backoff_starts_again_after_a_long_healthy_run() {
+        // 12.6 → 24 → 44 → 83 → 162 → 303 s was the old curve for a model that ran for hours
+        // between its fifth and sixth crash; now that crash waits 10 s again.
+        let cases = [(0, false, 1), (4, false, 5), (4, true, 1), (1, true, 1), (u32::MAX, false, u32::MAX)];
+        for (before, long, want) in cases {
+            assert_eq!(backoff_step(before, long), want, "{before} {long}");
+        }
+        assert_eq!(backoff(backoff_step(5, true)), Duration::from_secs(10));
+        assert_eq!(backoff(backoff_step(5, false)), Duration::from_secs(300));
     }
 
     #[test]

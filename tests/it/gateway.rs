@@ -66,7 +66,10 @@ fn route(endpoints: &[(i64, std::net::SocketAddr)]) -> Route {
             weight: 100,
             served_name: "fake".into(),
             fallback_status_codes: vec![],
-            instances: endpoints.iter().map(|(id, a)| Endpoint { instance_id: *id, addr: a.to_string() }).collect(),
+            instances: endpoints
+                .iter()
+                .map(|(id, a)| Endpoint { instance_id: *id, addr: a.to_string(), auth: None })
+                .collect(),
         }],
     }
 }

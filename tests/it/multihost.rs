@@ -63,10 +63,18 @@ pub async fn wait_worker_named(s: &TestServer, name: &str, what: &str, pred: imp
     }
 }
 
+/// The engine key of an instance, derived as the worker and the gateway derive it.
+fn engine_key(s: &TestServer, instance: &Value) -> String {
+    let secret = std::fs::read_to_string(s.dir.path().join("data/server_secret")).expect("server secret");
+    let token = ferrostack::server::auth::server_token(secret.trim(), instance["worker_id"].as_i64().expect("worker"));
+    ferrostack::backends::render::engine_api_key(&token, instance["id"].as_i64().expect("id"))
+}
+
 /// Sum of the prompt tokens an engine has processed (llama-server `--metrics`), read directly.
-async fn prompt_tokens(http: &reqwest::Client, instance: &Value) -> f64 {
+async fn prompt_tokens(s: &TestServer, http: &reqwest::Client, instance: &Value) -> f64 {
     let url = format!("http://{}:{}/metrics", instance["worker_ip"].as_str().expect("ip"), instance["port"]);
-    let text = http.get(url).send().await.expect("metrics").text().await.expect("text");
+    let res = http.get(url).bearer_auth(engine_key(s, instance)).send().await.expect("metrics");
+    let text = res.text().await.expect("text");
     text.lines()
         .filter(|l| l.starts_with("llamacpp:prompt_tokens_total"))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
@@ -89,7 +97,9 @@ async fn two_hosts_serve_lose_a_link_and_get_it_back(kind: DbKind) {
     let s = TestServer::start_on(kind, &hosts.root_addr()).await;
     s.login_admin().await;
     // llama.cpp as seed 000 writes its templates: the engine listens on the worker's address.
-    import_backend(&s, &llama_yaml(&server, "{{worker_ip}}", "-c 1024 -t 1 -np 1 --metrics")).await;
+    // With `{{api_key}}` (a custom backend opts in) the engine answers only the gateway.
+    import_backend(&s, &llama_yaml(&server, "{{worker_ip}}", "-c 1024 -t 1 -np 1 --metrics --api-key {{api_key}}"))
+        .await;
     let key = s.api_key(json!({"name": "multihost"})).await;
     let dir = tempfile::tempdir().expect("tempdir");
     for i in 0..2 {
@@ -123,7 +133,16 @@ async fn two_hosts_serve_lose_a_link_and_get_it_back(kind: DbKind) {
         assert_eq!(chat(&http, &s, &key).await, StatusCode::OK);
     }
     for i in &instances {
-        assert!(prompt_tokens(&http, i).await > 0.0, "instance {} on {} served nothing", i["id"], i["worker_ip"]);
+        assert!(prompt_tokens(&s, &http, i).await > 0.0, "instance {} on {} served nothing", i["id"], i["worker_ip"]);
+        // Called directly, without the key only the gateway holds, the engine refuses; the key
+        // never shows in the API.
+        let url = format!("http://{}:{}/v1/chat/completions", i["worker_ip"].as_str().expect("ip"), i["port"]);
+        let body = json!({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1});
+        let res = http.post(&url).json(&body).send().await.expect("direct");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "the engine answered without its key");
+        assert!(i["command"].to_string().contains("<engine-api-key>"), "{}", i["command"]);
+        let (_, shown) = s.get(&format!("/v2/model-instances/{}", i["id"])).await;
+        assert!(!shown.to_string().contains(&engine_key(&s, i)), "the engine key leaked: {shown:#}");
     }
 
     // Logs stream from the remote worker that runs it.

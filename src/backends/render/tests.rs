@@ -11,6 +11,7 @@ const CTX: RenderContext<'static> = RenderContext {
     worker_ip: "10.0.0.7",
     gpu_ids: &[3, 1],
     data_dir: "/var/lib/fs/cache",
+    api_key: "key",
 };
 
 fn backend(command: &str) -> InferenceBackendSpec {

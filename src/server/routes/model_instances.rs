@@ -136,6 +136,7 @@ async fn create_instance(
         restart_count: 0,
         last_restart_time: None,
         next_restart_time: None,
+        backoff_failures: 0,
     };
     let instance = state.db.insert(&spec, &instance_columns(&spec)).await?;
     Ok((StatusCode::CREATED, axum::Json(instance)))
@@ -203,6 +204,9 @@ async fn report_status(
             i.restart_count = body.restart_count;
             i.last_restart_time = body.last_restart_time;
             i.next_restart_time = body.next_restart_time;
+            if let Some(n) = body.backoff_failures {
+                i.backoff_failures = n;
+            }
             // A new run of a distributed instance starts every part afresh.
             if body.state == InstanceState::Initializing {
                 for part in i.distributed_servers.iter_mut().flat_map(|d| d.subordinate_workers.iter_mut()) {

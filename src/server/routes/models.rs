@@ -164,6 +164,7 @@ fn check_command(backend: &crate::api::backend::InferenceBackendSpec, spec: &Mod
         worker_ip: "127.0.0.1",
         gpu_ids: &[0],
         data_dir: "/data",
+        api_key: "key",
     };
     let field_of = |e: &RenderError| match e {
         RenderError::Params(_) => "backend_parameters",

@@ -191,7 +191,7 @@ impl Reconciler {
                 return self.fail_part(i, e.to_string()).await;
             }
         };
-        let argv: Vec<String> = spec.program.iter().chain(&spec.args).cloned().collect();
+        let argv = self.shown_argv(i.id, &spec);
         tracing::info!(instance = i.id, rank, command = ?argv, "starting this worker's distributed part");
         let handle = match self.runtime.start(&spec).await {
             Ok(h) => h,
