@@ -14,10 +14,14 @@ pub const ENV_DATABASE_URL: &str = "FERROSTACK_DATABASE_URL";
 pub const ENV_BOOTSTRAP_PASSWORD: &str = "FERROSTACK_BOOTSTRAP_PASSWORD";
 
 pub const ENV_WORKER_GRACE: &str = "FERROSTACK_WORKER_GRACE";
+pub const ENV_MAX_REQUEST_BODY_MB: &str = "FERROSTACK_MAX_REQUEST_BODY_MB";
 
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_WORKER_GRACE_SECS: u64 = 30;
 pub const DEFAULT_HOST: &str = "0.0.0.0";
+/// The largest `/v1` and `/model/proxy` request: a 1M-token prompt is ~4 MB of JSON, OpenAI's
+/// audio uploads stop at 25 MB.
+pub const DEFAULT_MAX_REQUEST_BODY_MB: u64 = 32;
 
 /// Server flags; every one can also come from the environment or the config file.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -43,6 +47,9 @@ pub struct ServerArgs {
     /// Seconds without a heartbeat before a worker is not_ready and its instances unreachable [default: 30].
     #[arg(long, env = ENV_WORKER_GRACE)]
     pub worker_grace: Option<u64>,
+    /// Largest request body accepted on /v1 and /model/proxy, in MiB [default: 32].
+    #[arg(long, env = ENV_MAX_REQUEST_BODY_MB)]
+    pub max_request_body_mb: Option<u64>,
 }
 
 /// The config file's shape; unknown keys are refused.
@@ -55,6 +62,7 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub bootstrap_password: Option<String>,
     pub worker_grace: Option<u64>,
+    pub max_request_body_mb: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -67,6 +75,8 @@ pub struct Config {
     pub bootstrap_password: Option<String>,
     /// How long a worker may go without a heartbeat before it is not_ready.
     pub worker_grace: std::time::Duration,
+    /// Largest request body on the gateway, in bytes.
+    pub max_request_body: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +126,11 @@ impl Config {
             worker_grace: std::time::Duration::from_secs(
                 args.worker_grace.or(file.worker_grace).unwrap_or(DEFAULT_WORKER_GRACE_SECS).max(1),
             ),
+            max_request_body: usize::try_from(
+                args.max_request_body_mb.or(file.max_request_body_mb).unwrap_or(DEFAULT_MAX_REQUEST_BODY_MB).max(1)
+                    << 20,
+            )
+            .unwrap_or(usize::MAX),
         })
     }
 

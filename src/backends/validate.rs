@@ -259,13 +259,15 @@ fn check_default_version(spec: &InferenceBackendSpec) -> Result<(), ValidationEr
     }
 }
 
+/// An environment variable name: a letter or `_`, then letters, digits and `_`.
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn check_env<'a>(field: &str, names: impl IntoIterator<Item = &'a String>) -> Result<(), ValidationError> {
-    let valid = |name: &str| {
-        let mut chars = name.chars();
-        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    match names.into_iter().find(|name| !valid(name)) {
+    match names.into_iter().find(|name| !is_env_name(name)) {
         Some(name) => Err(ValidationError::InvalidEnvName { field: field.to_owned(), name: name.clone() }),
         None => Ok(()),
     }

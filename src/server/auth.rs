@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::policy::{Access, Role, access};
 use crate::api::{ApiKey, Scope, User};
 
 pub const SESSION_COOKIE: &str = "ferrostack_session";
@@ -93,10 +94,6 @@ pub async fn require_management(State(state): State<AppState>, mut req: Request,
         }
         Some(token) if split_api_key(token).is_none() => {
             match state.db.cluster_by_token_digest(&digest(token)).await? {
-                // A registration token registers a new worker and reads nothing.
-                Some(_) if !(req.method() == axum::http::Method::POST && req.uri().path() == "/v2/workers") => {
-                    return Err(ApiError::forbidden("a registration token may only register a worker"));
-                }
                 Some(cluster) => Caller::Registrant { cluster_id: cluster.id },
                 None => return Err(ApiError::unauthorized("invalid API key or token")),
             }
@@ -109,6 +106,22 @@ pub async fn require_management(State(state): State<AppState>, mut req: Request,
             Caller::User(Box::new(principal))
         }
     };
+    // The policy table decides, before any handler runs (`server::policy`).
+    let role = match &caller {
+        Caller::User(p) if p.user.spec.is_admin => Role::Admin,
+        Caller::User(_) => Role::User,
+        Caller::Worker(_) => Role::Worker,
+        Caller::Registrant { .. } => Role::Registrant,
+    };
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
+    if access(req.method(), &route, role) == Access::Deny {
+        let what = match role {
+            Role::Registrant => "a registration token may only register a worker".to_owned(),
+            Role::Worker => "a worker may only read and report what is placed on it".to_owned(),
+            _ => format!("{} may not {} {route}", role.name(), req.method()),
+        };
+        return Err(ApiError::forbidden(what));
+    }
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }

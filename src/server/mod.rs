@@ -8,10 +8,12 @@ pub mod error;
 pub mod evaluate;
 pub mod extract;
 pub mod monitor;
+pub mod policy;
 mod routes;
 pub mod routing;
 pub mod scheduler;
 pub mod secrets;
+pub mod throttle;
 pub mod ui;
 pub mod watch;
 
@@ -42,6 +44,8 @@ pub struct AppState {
     pub server_secret: Arc<String>,
     /// The inference gateway (`/v1`, `/model/proxy`) and its key cache.
     pub gateway: Arc<routing::GatewayState>,
+    /// Failed logins per user name and client address.
+    pub logins: Arc<throttle::LoginThrottle>,
 }
 
 #[derive(OpenApi)]
@@ -50,7 +54,7 @@ pub struct AppState {
         title = "Ferrostack API",
         description = "Management (/v2), auth and probes. GPUStack-compatible paths and fields."
     ),
-    components(schemas(crate::api::ErrorBody, crate::api::Pagination, crate::api::EventType))
+    components(schemas(crate::api::ErrorBody, crate::api::Pagination, crate::api::EventType, crate::api::UserSpec))
 )]
 struct ApiDoc;
 
@@ -134,6 +138,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         leases,
         server_secret: server_secret.clone(),
         gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret)),
+        logins: Arc::default(),
     };
     bootstrap::spawn_housekeeping(db.clone(), shutdown.clone());
     controller::spawn_loops(db.clone(), shutdown.clone());
@@ -145,7 +150,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app)
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;
             })

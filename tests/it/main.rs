@@ -11,6 +11,7 @@ mod gateway;
 mod hosts;
 mod models;
 mod multihost;
+mod policy;
 mod repository;
 mod security;
 mod support;

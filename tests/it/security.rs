@@ -97,3 +97,55 @@ async fn the_cluster_token_only_makes_new_workers(kind: DbKind) {
     assert_eq!(mode(&dir.path().join("worker.json")), 0o600);
     worker.shutdown().await;
 }
+
+/// Bad actors' small tools: guessing passwords, an inference key changing a password, odd env
+/// names, a body far larger than any prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_is_slowed_and_bad_input_refused() {
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    let plain = reqwest::Client::new();
+    let login = async |password: &str| {
+        plain
+            .post(s.url("/auth/login"))
+            .form(&[("username", "admin"), ("password", password)])
+            .send()
+            .await
+            .expect("login")
+    };
+    for _ in 0..5 {
+        assert_eq!(login("wrong").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The sixth try, even with the right password, waits.
+    let res = login(crate::support::ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(login(crate::support::ADMIN_PASSWORD).await.status(), StatusCode::OK, "the wait is over");
+
+    let inference = s.api_key(json!({"name": "inf", "scope": ["inference"]})).await;
+    let body = json!({"current_password": crate::support::ADMIN_PASSWORD, "new_password": "another-password-9"});
+    let res =
+        plain.post(s.url("/auth/update-password")).bearer_auth(&inference).json(&body).send().await.expect("post");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    let file = tempfile::NamedTempFile::new().expect("file");
+    for bad in ["A=B", "", "1X", "BAD NAME", "NUL\u{0}"] {
+        let body = json!({"name": "m", "source": "local_path", "local_path": file.path(), "env": {bad: "v"}});
+        let (status, err) = s.post("/v2/models", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {err}");
+        assert_eq!(err["field"], format!("env.{bad}"), "{err}");
+    }
+
+    let key = s.api_key(json!({"name": "big"})).await;
+    let huge = vec![b'a'; 40 << 20];
+    let res = plain
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}

@@ -109,6 +109,7 @@ impl TestServer {
             database_url: Some(database_url.clone()),
             bootstrap_password: Some(ADMIN_PASSWORD.into()),
             worker_grace: std::time::Duration::from_secs(3),
+            max_request_body: 32 << 20,
         };
         let listener = tokio::net::TcpListener::bind((host, 0)).await.expect("bind");
         let running = ferrostack::server::start(config, listener).await.expect("server starts");

@@ -29,7 +29,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(post, path = "/auth/login", tag = "auth",
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, body = User), (status = 401, body = crate::api::ErrorBody)))]
-async fn login(State(state): State<AppState>, form: Result<Form<LoginForm>, FormRejection>) -> ApiResult<Response> {
+async fn login(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> ApiResult<Response> {
     let Form(form) = form.map_err(|e| match e {
         FormRejection::InvalidFormContentType(_) => ApiError::new(
             ErrorCode::UnsupportedMediaType,
@@ -37,6 +41,21 @@ async fn login(State(state): State<AppState>, form: Result<Form<LoginForm>, Form
         ),
         other => ApiError::new(ErrorCode::InvalidInput, format!("login form: {}", other.body_text())),
     })?;
+    // Throttled per user name and per client address (`server::throttle`).
+    let mut keys = vec![format!("user:{}", form.username.to_lowercase())];
+    if let Some(axum::extract::ConnectInfo(addr)) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        keys.push(format!("addr:{}", addr.ip()));
+    }
+    let now = std::time::Instant::now();
+    if let Err(wait) = state.logins.check(&keys, now) {
+        let secs = wait.as_secs().max(1);
+        let mut res =
+            ApiError::new(ErrorCode::TooManyRequests, format!("too many failed logins; try again in {secs} s"))
+                .into_response();
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Ok(res);
+    }
     let found = state.db.user_credentials(&form.username).await?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
@@ -47,8 +66,12 @@ async fn login(State(state): State<AppState>, form: Result<Form<LoginForm>, Form
     // Same answer whether the user is missing or the password wrong.
     let user = match user {
         Some(u) if ok && u.spec.is_active => u,
-        _ => return Err(ApiError::unauthorized("invalid username or password")),
+        _ => {
+            state.logins.failed(&keys, now);
+            return Err(ApiError::unauthorized("invalid username or password"));
+        }
     };
+    state.logins.succeeded(&keys);
     let token = random_token(43);
     let expires = crate::db::now_ms() + SESSION_SECONDS * 1000;
     state.db.create_session(&digest(&token), user.id, expires).await?;
@@ -79,6 +102,11 @@ async fn update_password(
     Json(body): Json<UpdatePassword>,
 ) -> ApiResult<StatusCode> {
     let principal = authenticate(&state, &headers).await?;
+    if !principal.has_scope(crate::api::Scope::Management) {
+        return Err(ApiError::forbidden(
+            "changing a password needs a session or an API key with the \"management\" scope",
+        ));
+    }
     check_password("new_password", &body.new_password)?;
     let user_id = principal.user.id;
     let current_hash = state.db.password_hash(user_id).await?;

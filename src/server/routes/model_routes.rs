@@ -22,6 +22,8 @@ use crate::server::watch::list_or_watch;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_routes, create_route))
+        .routes(routes!(my_models))
+        .routes(routes!(my_model))
         .routes(routes!(get_route, update_route, delete_route))
         .routes(routes!(list_targets, create_target))
         .routes(routes!(get_target, update_target, delete_target))
@@ -72,6 +74,32 @@ async fn list_routes(
 ) -> ApiResult<Response> {
     let params = ListParams::parse(&raw, &["since"])?;
     list_or_watch::<ModelRouteSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, |r| r).await
+}
+
+/// The models the caller may call through `/v1` (GPUStack's `my-models`: model routes). Every
+/// route is open to every user with an inference key; a regular user sees these and nothing of
+/// the deployments, instances and workers behind them.
+#[utoipa::path(get, path = "/v2/my-models", tag = "model-routes",
+    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("search" = Option<String>, Query)),
+    responses((status = 200, body = crate::api::ListResponse<ModelRoute>)))]
+async fn my_models(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = ListParams::parse(&raw, &["since", "state"])?;
+    list_or_watch::<ModelRouteSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, |r| r).await
+}
+
+#[utoipa::path(get, path = "/v2/my-models/{id}", tag = "model-routes", params(("id" = i64, Path)),
+    responses((status = 200, body = ModelRoute), (status = 404, body = crate::api::ErrorBody)))]
+async fn my_model(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<ModelRoute>> {
+    Ok(axum::Json(state.db.get::<ModelRouteSpec>(id).await?))
 }
 
 async fn replace_targets(state: &AppState, route: &ModelRoute, items: &[ModelRouteTargetItem]) -> ApiResult<()> {

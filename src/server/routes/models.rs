@@ -76,6 +76,12 @@ pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec
             }
         }
     }
+    if let Some(name) = spec.env.keys().find(|k| !crate::backends::validate::is_env_name(k)) {
+        return Err(ApiError::field(
+            format!("env.{name}"),
+            format!("{name:?} is not an environment variable name (a letter or '_', then letters, digits, '_')"),
+        ));
+    }
     if spec.replicas > 1024 {
         return Err(ApiError::field("replicas", "must be between 0 and 1024"));
     }

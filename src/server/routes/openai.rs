@@ -15,9 +15,6 @@ use crate::server::AppState;
 use crate::server::auth::{authenticate, digest};
 use crate::server::error::{ApiError, ErrorCode, OpenAiError};
 
-/// Largest request body the gateway forwards (audio uploads, long prompts).
-pub const MAX_GATEWAY_BODY: usize = 64 << 20;
-
 const POST_PATHS: &[&str] = &[
     "/v1/chat/completions",
     "/v1/completions",
@@ -70,10 +67,14 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, OpenAiE
     })
 }
 
-async fn read_body(body: Body) -> Result<axum::body::Bytes, OpenAiError> {
-    axum::body::to_bytes(body, MAX_GATEWAY_BODY).await.map_err(|_| {
-        ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is larger than {MAX_GATEWAY_BODY} bytes"))
-            .into()
+async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, OpenAiError> {
+    let limit = state.config.max_request_body;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body is larger than {limit} bytes (the server's --max-request-body-mb)"),
+        )
+        .into()
     })
 }
 
@@ -85,14 +86,14 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
 async fn v1(State(state): State<AppState>, req: Request) -> Result<Response, OpenAiError> {
     let caller = caller(&state, req.headers()).await?;
     let (parts, body) = req.into_parts();
-    let body = read_body(body).await?;
+    let body = read_body(&state, body).await?;
     Ok(state.gateway.gateway.openai(&caller, parts, body).await?)
 }
 
 async fn proxy(State(state): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Response, OpenAiError> {
     let caller = caller(&state, req.headers()).await?;
     let (parts, body) = req.into_parts();
-    let body = read_body(body).await?;
+    let body = read_body(&state, body).await?;
     let gateway = &state.gateway.gateway;
     let (first, rest) = path.split_once('/').unwrap_or((path.as_str(), ""));
     match first.parse::<i64>() {
