@@ -45,6 +45,9 @@ step "cargo test (SQLite and PostgreSQL)"
 # CI=true makes a missing PostgreSQL a failure instead of a skip.
 CI="${CI:-true}" cargo test --locked "$@"
 
+step "bounded schema fuzz of the API: no 5xx (scripts/fuzz-api.sh)"
+scripts/fuzz-api.sh
+
 step "web UI in headless Chromium against a real llama.cpp deployment (scripts/ui-e2e.sh)"
 scripts/ui-e2e.sh
 

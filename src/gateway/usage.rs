@@ -85,8 +85,16 @@ pub enum Scanner {
         buf: Vec<u8>,
         strip: bool,
         usage: Option<Usage>,
+        /// Chunks with a `delta` passed on: the completion tokens of a stream that ends before its
+        /// usage chunk (the client left, the backend died), one token per chunk as engines stream.
+        deltas: u64,
     },
 }
+
+/// The event a client receives when the backend dies in the middle of a stream (OpenAI's error
+/// shape), instead of a connection that just stops.
+pub const STREAM_ERROR_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"the model's backend stopped in the middle of \
+the response\",\"type\":\"server_error\",\"param\":null,\"code\":\"backend_stream_interrupted\"}}\n\n";
 
 fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
     let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
@@ -119,7 +127,7 @@ impl Scanner {
     pub fn for_content_type(content_type: &str, strip: bool) -> Scanner {
         let ct = content_type.to_ascii_lowercase();
         if ct.contains("text/event-stream") {
-            Scanner::Sse { buf: Vec::new(), strip, usage: None }
+            Scanner::Sse { buf: Vec::new(), strip, usage: None, deltas: 0 }
         } else if ct.contains("json") {
             Scanner::Json { buf: Vec::new(), usage: None }
         } else {
@@ -137,7 +145,7 @@ impl Scanner {
                 }
                 Some(chunk)
             }
-            Scanner::Sse { buf, strip, usage } => {
+            Scanner::Sse { buf, strip, usage, deltas } => {
                 buf.extend_from_slice(&chunk);
                 let mut out: Option<Vec<u8>> = if *strip { Some(Vec::with_capacity(buf.len())) } else { None };
                 let mut consumed = 0;
@@ -146,6 +154,9 @@ impl Scanner {
                     let (found, usage_only) = sse_event(event);
                     if found.is_some() {
                         *usage = found;
+                    }
+                    if !usage_only && event.windows(8).any(|w| w == b"\"delta\":") {
+                        *deltas += 1;
                     }
                     if let Some(out) = out.as_mut()
                         && !usage_only
@@ -175,14 +186,16 @@ impl Scanner {
                 buf.clear();
                 (None, *usage)
             }
-            Scanner::Sse { buf, strip, usage } => {
+            Scanner::Sse { buf, strip, usage, deltas } => {
                 let rest = std::mem::take(buf);
                 let (found, usage_only) = sse_event(&rest);
                 if found.is_some() {
                     *usage = found;
                 }
                 let rest = (*strip && !rest.is_empty() && !usage_only).then(|| Bytes::from(rest));
-                (rest, *usage)
+                // No usage chunk came: count what was streamed (the prompt is unknown then).
+                let counted = (*deltas > 0).then_some(Usage { prompt_tokens: 0, completion_tokens: *deltas });
+                (rest, usage.or(counted))
             }
         }
     }
@@ -277,7 +290,12 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.ended = true;
-                    this.close(None);
+                    let (_, usage) = this.scanner.finish();
+                    this.close(usage);
+                    // A stream gets an error event and a clean end; other bodies are cut short.
+                    if matches!(this.scanner, Scanner::Sse { .. }) {
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(STREAM_ERROR_EVENT)))));
+                    }
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(None) => {
@@ -343,6 +361,17 @@ data: [DONE]\n\n";
         let (rest, usage) = s.finish();
         out.extend_from_slice(&rest.unwrap_or_default());
         (out, usage)
+    }
+
+    #[test]
+    fn a_stream_cut_short_counts_what_was_streamed() {
+        let cut = &STREAM[..STREAM.windows(7).position(|w| w == b"\"usage\"").expect("usage")];
+        let mut s = Scanner::for_content_type("text/event-stream", true);
+        s.feed(Bytes::copy_from_slice(cut));
+        assert_eq!(s.finish().1, Some(Usage { prompt_tokens: 0, completion_tokens: 2 }));
+        let text = std::str::from_utf8(STREAM_ERROR_EVENT).expect("utf8");
+        let json: serde_json::Value = serde_json::from_str(text.trim().trim_start_matches("data: ")).expect("json");
+        assert_eq!(json["error"]["type"], "server_error");
     }
 
     #[test]

@@ -218,6 +218,44 @@ async fn a_first_byte_after_two_minutes_still_streams_through() {
     assert!(arrivals.len() >= 3 && spread >= Duration::from_millis(500), "{arrivals:?}");
 }
 
+/// A backend that streams two tokens and then dies: the client gets OpenAI's error event and a
+/// clean end instead of a cut connection, and the two tokens are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_dying_mid_stream_ends_with_an_error_event() {
+    let app = axum::Router::new().fallback(|| async {
+        let stream = async_stream::stream! {
+            for word in ["Hel", "lo"] {
+                yield Ok::<_, std::io::Error>(format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{word}\"}}}}]}}\n\n"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            yield Err(std::io::Error::other("the engine crashed"));
+        };
+        Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(stream)).expect("response")
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let (gw, mut usage) = Gateway::new().expect("gateway");
+    gw.publish(Snapshot::new(vec![route(&[(1, addr)])]));
+    let base = serve_gateway(gw).await;
+    let res = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": "fake", "stream": true}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.expect("the stream ends cleanly");
+    assert!(text.contains("\"content\":\"lo\""), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().expect("event");
+    let error: Value = serde_json::from_str(last.trim_start_matches("data: ")).expect("an error event");
+    assert_eq!(error["error"]["type"], "server_error", "{text}");
+    let event = tokio::time::timeout(Duration::from_secs(5), usage.recv()).await.expect("usage").expect("event");
+    assert_eq!(event.usage.completion_tokens, 2);
+}
+
 /// An OpenAI-shaped error: status, `error.type`, `error.code`, and the Retry-After header.
 async fn openai_error(res: reqwest::Response) -> (StatusCode, String, String, Option<String>) {
     let status = res.status();
