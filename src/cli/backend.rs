@@ -20,6 +20,7 @@ pub enum BackendCmd {
     List(ClientArgs),
     /// Show one backend as JSON.
     Get {
+        /// Backend name (e.g. vLLM, llama.cpp, my-backend-custom).
         name: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -34,24 +35,28 @@ pub enum BackendCmd {
     },
     /// Print a backend as YAML (`apply -f` takes it back unchanged).
     Export {
+        /// Backend name (e.g. vLLM, llama.cpp, my-backend-custom).
         name: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Delete a custom backend (built-in and community ones can only be disabled).
     Delete {
+        /// Backend name (e.g. vLLM, llama.cpp, my-backend-custom).
         name: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Enable a backend (e.g. a community one) so deployments can use it.
     Enable {
+        /// Backend name (e.g. vLLM, llama.cpp, my-backend-custom).
         name: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Disable a backend: it leaves the deploy form.
     Disable {
+        /// Backend name (e.g. vLLM, llama.cpp, my-backend-custom).
         name: String,
         #[command(flatten)]
         client: ClientArgs,

@@ -49,16 +49,22 @@ pub enum Command {
     Ps(ClientArgs),
     /// Set a deployment's replicas (0 stops it).
     Scale {
+        /// Deployment name.
         name: String,
+        /// Replicas to run (0 stops every instance, keeping the deployment).
         replicas: u32,
         /// Wait until the replicas run.
         #[arg(long)]
         wait: bool,
+        /// Seconds to wait with --wait before giving up (exit status 1).
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Delete a deployment and its instances.
     Undeploy {
+        /// Deployment name.
         name: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -106,6 +112,7 @@ pub enum ApiKeysCmd {
     List(ClientArgs),
     /// Create an API key; its value is printed once.
     Create {
+        /// A name to tell the key by.
         name: String,
         /// Lifetime in seconds.
         #[arg(long)]
@@ -118,6 +125,7 @@ pub enum ApiKeysCmd {
     },
     /// Revoke an API key by id.
     Delete {
+        /// The key's id (`ferrostack api-keys list`).
         id: i64,
         #[command(flatten)]
         client: ClientArgs,
@@ -142,7 +150,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => serve::run_worker(args).await,
         Command::Deploy(args) => models::deploy(args).await,
         Command::Ps(args) => models::ps(&args).await,
-        Command::Scale { name, replicas, wait, client: args } => models::scale(&args, &name, replicas, wait).await,
+        Command::Scale { name, replicas, wait, timeout, client: args } => {
+            let wait = wait.then(|| std::time::Duration::from_secs(timeout));
+            models::scale(&args, &name, replicas, wait).await
+        }
         Command::Undeploy { name, client: args } => models::undeploy(&args, &name).await,
         Command::Logs { id, tail, follow, client: args } => serve::logs(&client(&args), id, tail, follow).await,
         Command::Backend(cmd) => backend::run(cmd).await,

@@ -28,8 +28,10 @@ pub struct DeployArgs {
     /// Backend name [default: chosen from the model type].
     #[arg(long)]
     pub backend: Option<String>,
+    /// Backend version [default: the backend's default version].
     #[arg(long)]
     pub backend_version: Option<String>,
+    /// Replicas to run.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
     /// Backend parameter, e.g. --param=--ctx-size=4096 (repeatable).
@@ -41,6 +43,9 @@ pub struct DeployArgs {
     /// Return at once instead of waiting for the replicas to run.
     #[arg(long)]
     pub no_wait: bool,
+    /// Seconds to wait for the replicas before giving up (exit status 1).
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -79,15 +84,17 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let model: Model = c.post("/v2/models", &body).await?;
     println!("deployed {} (id {})", model.spec.name, model.id);
     if !args.no_wait && args.replicas > 0 {
-        wait_ready(&c, model.id, args.replicas).await?;
+        wait_ready(&c, model.id, args.replicas, Duration::from_secs(args.timeout)).await?;
     }
     Ok(())
 }
 
-/// Waits until `want` replicas run, with a progress bar (model downloads, then the replicas
-/// that run); fails if an instance errors and will not restart.
-pub async fn wait_ready(c: &Client, model_id: i64, want: u32) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+/// Waits until `want` replicas run, with a progress bar (model downloads, then instances by
+/// state). A failure is printed once, with its reason and last log lines; the wait fails (non-zero
+/// exit) when an instance is still failing after its first restart, when one fails that will not
+/// restart, or after `timeout`.
+pub async fn wait_ready(c: &Client, model_id: i64, want: u32, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let bar = indicatif::ProgressBar::new(1000);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {percent:>3}% {msg}")
@@ -96,6 +103,7 @@ pub async fn wait_ready(c: &Client, model_id: i64, want: u32) -> anyhow::Result<
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut last_plain = String::new();
+    let mut reported: Vec<(i64, u32)> = Vec::new();
     loop {
         let list = c.list::<ModelInstance>(&format!("/v2/model-instances?model_id={model_id}")).await?;
         let p = progress(&list.items, want);
@@ -108,25 +116,68 @@ pub async fn wait_ready(c: &Client, model_id: i64, want: u32) -> anyhow::Result<
             eprintln!("{plain} ({:.0} %)", p.fraction * 100.0);
             last_plain = plain;
         }
-        if p.running >= want as usize {
-            bar.finish_and_clear();
-            eprintln!("{} of {want} replicas running", p.running);
-            return Ok(());
-        }
-        if let Some(failed) = list.items.iter().find(|i| i.spec.state == crate::api::InstanceState::Error) {
-            let why = failed.spec.state_message.clone().unwrap_or_default();
-            bar.suspend(|| eprintln!("instance {} failed: {why}", failed.spec.name));
-            if !failed.spec.restart_on_error {
+        match verdict(&list.items, want, &mut reported) {
+            Verdict::Ready => {
+                bar.finish_and_clear();
+                eprintln!("{} of {want} replicas running", p.running);
+                return Ok(());
+            }
+            Verdict::Waiting(news) => {
+                for line in news {
+                    bar.suspend(|| eprintln!("{line}"));
+                }
+            }
+            Verdict::Failed(why) => {
                 bar.abandon();
-                anyhow::bail!("instance {} failed; see `ferrostack logs {}`", failed.spec.name, failed.id);
+                anyhow::bail!(why);
             }
         }
         if tokio::time::Instant::now() > deadline {
             bar.abandon();
-            anyhow::bail!("gave up waiting after 15 minutes; see `ferrostack ps`");
+            anyhow::bail!(
+                "not ready after {} s ({}); `ferrostack ps` shows where each instance stands",
+                timeout.as_secs(),
+                p.message
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Where a wait stands after one look at the instances.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    Ready,
+    /// Still waiting; lines to print (each failure once per run of the instance).
+    Waiting(Vec<String>),
+    Failed(String),
+}
+
+fn verdict(items: &[ModelInstance], want: u32, reported: &mut Vec<(i64, u32)>) -> Verdict {
+    use crate::api::InstanceState;
+    let running = items.iter().filter(|i| i.spec.state == InstanceState::Running).count();
+    if running >= want as usize {
+        return Verdict::Ready;
+    }
+    let mut news = Vec::new();
+    for i in items.iter().filter(|i| i.spec.state == InstanceState::Error) {
+        let why = i.spec.state_message.clone().unwrap_or_default();
+        let more = format!("`ferrostack logs {}` shows its whole log", i.id);
+        // Failing again after a restart, or never restarting: it will not come up by waiting.
+        if !i.spec.restart_on_error || i.spec.restart_count >= 1 {
+            let runs = if i.spec.restart_count >= 1 { " again after a restart" } else { "" };
+            return Verdict::Failed(format!("instance {} failed{runs}: {}\n{more}", i.spec.name, why.trim_end()));
+        }
+        if !reported.contains(&(i.id, i.spec.restart_count)) {
+            reported.push((i.id, i.spec.restart_count));
+            news.push(format!(
+                "instance {} failed (it restarts once before this gives up): {}",
+                i.spec.name,
+                why.trim_end()
+            ));
+        }
+    }
+    Verdict::Waiting(news)
 }
 
 /// What the progress bar shows.
@@ -147,25 +198,31 @@ fn progress(items: &[ModelInstance], want: u32) -> Progress {
         .filter(|i| i.spec.state == InstanceState::Downloading)
         .map(|i| i.spec.download_progress.unwrap_or(0.0).clamp(0.0, 1.0))
         .collect();
-    let mut states: Vec<&str> = items.iter().map(|i| i.spec.state.as_str()).collect();
-    states.sort_unstable();
-    states.dedup();
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in items.iter().filter(|i| i.spec.state != InstanceState::Running) {
+        *by_state.entry(i.spec.state.as_str()).or_default() += 1;
+    }
+    let others: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
     let (prefix, fraction) = if downloading.is_empty() {
-        ("running", if want == 0 { 1.0 } else { (running as f64 / f64::from(want)).min(1.0) })
+        ("replicas", if want == 0 { 1.0 } else { (running as f64 / f64::from(want)).min(1.0) })
     } else {
         ("downloading", downloading.iter().sum::<f64>() / downloading.len() as f64)
     };
-    Progress { running, fraction, prefix, message: format!("{running}/{want} running [{}]", states.join(", ")) }
+    let mut message = format!("{running}/{want} running");
+    if !others.is_empty() {
+        message.push_str(&format!(", {}", others.join(", ")));
+    }
+    Progress { running, fraction, prefix, message }
 }
 
-pub async fn scale(args: &ClientArgs, name: &str, replicas: u32, wait: bool) -> anyhow::Result<()> {
+pub async fn scale(args: &ClientArgs, name: &str, replicas: u32, wait: Option<Duration>) -> anyhow::Result<()> {
     let c = client(args);
     let model = find(&c, name).await?;
     let spec = ModelSpec { replicas, ..model.spec };
     let updated: Model = c.put(&format!("/v2/models/{}?version={}", model.id, model.version), &spec).await?;
     println!("{} scaled to {replicas}", updated.spec.name);
-    if wait && replicas > 0 {
-        wait_ready(&c, updated.id, replicas).await?;
+    if let Some(timeout) = wait.filter(|_| replicas > 0) {
+        wait_ready(&c, updated.id, replicas, timeout).await?;
     }
     Ok(())
 }
@@ -225,7 +282,7 @@ mod tests {
     type Case<'a> = (Vec<(InstanceState, Option<f64>)>, u32, &'a str, f64, &'a str);
 
     #[test]
-    fn the_bar_shows_downloads_first_then_replicas() {
+    fn the_bar_shows_downloads_first_then_instances_by_state() {
         use InstanceState::*;
         let cases: Vec<Case<'_>> = vec![
             (
@@ -233,19 +290,20 @@ mod tests {
                 2,
                 "downloading",
                 0.4,
-                "0/2 running [downloading]",
+                "0/2 running, 2 downloading",
             ),
+            (vec![(Downloading, None), (Running, Some(1.0))], 2, "downloading", 0.0, "1/2 running, 1 downloading"),
+            (vec![(Starting, Some(1.0)), (Running, None)], 2, "replicas", 0.5, "1/2 running, 1 starting"),
+            (vec![(Running, None), (Running, None)], 2, "replicas", 1.0, "2/2 running"),
+            (vec![(Downloading, Some(7.0))], 1, "downloading", 1.0, "0/1 running, 1 downloading"),
             (
-                vec![(Downloading, None), (Running, Some(1.0))],
-                2,
-                "downloading",
+                vec![(Pending, None), (Error, None), (Pending, None)],
+                3,
+                "replicas",
                 0.0,
-                "1/2 running [downloading, running]",
+                "0/3 running, 1 error, 2 pending",
             ),
-            (vec![(Starting, Some(1.0)), (Running, None)], 2, "running", 0.5, "1/2 running [running, starting]"),
-            (vec![(Running, None), (Running, None)], 2, "running", 1.0, "2/2 running [running]"),
-            (vec![(Downloading, Some(7.0))], 1, "downloading", 1.0, "0/1 running [downloading]"),
-            (vec![], 0, "running", 1.0, "0/0 running []"),
+            (vec![], 0, "replicas", 1.0, "0/0 running"),
         ];
         for (states, want, prefix, fraction, message) in cases {
             let items: Vec<ModelInstance> = states.iter().map(|(s, d)| instance(*s, *d)).collect();
@@ -253,5 +311,31 @@ mod tests {
             assert_eq!((p.prefix, p.message.as_str()), (prefix, message), "{states:?}");
             assert!((p.fraction - fraction).abs() < 1e-9, "{states:?}: {}", p.fraction);
         }
+    }
+
+    fn failed(id: i64, restarts: u32, restart_on_error: bool) -> ModelInstance {
+        let mut i = instance(InstanceState::Error, None);
+        i.id = id;
+        i.spec.restart_count = restarts;
+        i.spec.restart_on_error = restart_on_error;
+        i.spec.state_message = Some("exited with status 1; last log lines:\nbad model".into());
+        i
+    }
+
+    #[test]
+    fn a_failure_is_said_once_and_a_second_one_ends_the_wait() {
+        let mut seen = Vec::new();
+        let first = vec![failed(7, 0, true)];
+        let Verdict::Waiting(lines) = verdict(&first, 1, &mut seen) else { panic!("still waiting") };
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].contains("bad model"), "{lines:?}");
+        // The same failure seen again (polls are twice a second) prints nothing.
+        assert_eq!(verdict(&first, 1, &mut seen), Verdict::Waiting(vec![]));
+        // Failing again after its restart: give up, with the reason and where to look.
+        let Verdict::Failed(why) = verdict(&[failed(7, 1, true)], 1, &mut seen) else { panic!("failed") };
+        assert!(why.contains("again after a restart") && why.contains("ferrostack logs 7"), "{why}");
+        // An instance that never restarts fails the wait at once.
+        assert!(matches!(verdict(&[failed(8, 0, false)], 1, &mut Vec::new()), Verdict::Failed(_)));
+        assert_eq!(verdict(&[instance(InstanceState::Running, None)], 1, &mut Vec::new()), Verdict::Ready);
     }
 }

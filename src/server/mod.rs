@@ -77,7 +77,12 @@ pub fn router(state: AppState) -> Router {
     .fallback(ui::serve)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-    .layer(tower_http::trace::TraceLayer::new_for_http())
+    // A 5xx is an answer, not a fault of the server (a 503 while a model starts): internal errors
+    // are logged where they happen (`error::ApiError::internal`).
+    .layer(
+        tower_http::trace::TraceLayer::new_for_http()
+            .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+    )
     .with_state(state)
 }
 

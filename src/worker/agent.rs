@@ -98,7 +98,7 @@ async fn register(
         "this worker has not joined yet: pass the cluster's registration token with --token (an admin finds it in the UI, or in the server's data dir as cluster_token)",
     )?;
     let client = Client::new(&cfg.server_url, Some(token));
-    let body = WorkerRegister {
+    let mut body = WorkerRegister {
         name: cfg.name.clone(),
         labels: cfg.labels.clone(),
         hostname: super::hostname(),
@@ -109,11 +109,29 @@ async fn register(
         status,
         worker_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let registered: WorkerRegistered = client.post("/v2/workers", &body).await.map_err(|e| match e.status() {
-        Some(401) => anyhow::anyhow!("the server refused the registration token (401): check --token"),
-        Some(409) => anyhow::anyhow!("cannot register as {:?}: {e}", cfg.name),
-        _ => anyhow::anyhow!("registering with {}: {e}", cfg.server_url),
-    })?;
+    // A name the operator gave is theirs to fix when taken; the default (the host name) gets the
+    // first free `-2`, `-3`, … so a second worker on one machine never collides with the first.
+    let tries = if cfg.name_is_default { 9 } else { 1 };
+    let mut attempt = 1;
+    let registered: WorkerRegistered = loop {
+        match client.post("/v2/workers", &body).await {
+            Ok(r) => break r,
+            Err(e) if e.status() == Some(409) && attempt < tries => {
+                attempt += 1;
+                body.name = format!("{}-{attempt}", cfg.name);
+            }
+            Err(e) => {
+                return Err(match e.status() {
+                    Some(401) => anyhow::anyhow!("the server refused the registration token (401): check --token"),
+                    Some(409) => anyhow::anyhow!("cannot register as {:?}: {e}", body.name),
+                    _ => anyhow::anyhow!("registering with {}: {e}", cfg.server_url),
+                });
+            }
+        }
+    };
+    if body.name != cfg.name {
+        tracing::info!(name = %body.name, "the host name is taken by another worker: joined under this name");
+    }
     Ok(Identity {
         worker_id: registered.worker.id,
         credential: registered.credential,

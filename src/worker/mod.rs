@@ -113,6 +113,8 @@ pub struct WorkerConfig {
     pub token: Option<String>,
     pub data_dir: PathBuf,
     pub name: String,
+    /// The name is the host name (no --worker-name): a taken one gets a suffix.
+    pub name_is_default: bool,
     pub labels: BTreeMap<String, String>,
     pub runtime: RuntimeChoice,
     pub docker_host: Option<String>,
@@ -143,6 +145,7 @@ impl WorkerConfig {
             token,
             data_dir,
             name: opts.worker_name.clone().unwrap_or_else(hostname),
+            name_is_default: opts.worker_name.is_none(),
             labels: opts.labels.iter().cloned().collect(),
             runtime: opts.runtime,
             docker_host: opts.docker_host.clone(),

@@ -33,6 +33,8 @@ const HEALTH_FAILURES: u32 = 3;
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 /// How long a stopping workload gets before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The message of an instance its worker stopped on a clean shutdown.
+pub const STOPPED_WITH_WORKER: &str = "stopped with its worker; it starts again when the worker does";
 /// Lines of log quoted in an error message.
 const LOG_LINES_IN_ERRORS: usize = 15;
 
@@ -169,12 +171,31 @@ impl Reconciler {
         }
     }
 
-    /// Stops everything this worker runs (worker shutdown without --leave-running).
+    /// Stops everything this worker runs (worker shutdown without --leave-running). A stop the
+    /// operator asked for is not a crash: each instance goes back to `scheduled`, so the next start
+    /// of this worker launches it at once, with no restart counted and no backoff.
     pub async fn stop_all(&self) {
-        let mut local = self.local.lock().await;
-        for (id, l) in local.drain() {
-            self.runtime.stop(&l.handle, STOP_GRACE).await;
-            self.runtime.release(id).await;
+        let stopped: Vec<i64> = {
+            let mut local = self.local.lock().await;
+            let mut ids = Vec::new();
+            for (id, l) in local.drain() {
+                self.runtime.stop(&l.handle, STOP_GRACE).await;
+                self.runtime.release(id).await;
+                ids.push(id);
+            }
+            ids
+        };
+        for id in stopped {
+            let Some(i) = self.cache.instances.lock().await.get(&id).cloned() else { continue };
+            let mut report = self.report_of(&i);
+            report.state = InstanceState::Scheduled;
+            report.state_message = Some(STOPPED_WITH_WORKER.into());
+            report.pid = None;
+            report.container_id = None;
+            report.ports = Some(Vec::new());
+            if let Err(e) = self.report(&i, report).await {
+                tracing::warn!(instance = id, error = %e, "cannot record that the instance was stopped");
+            }
         }
         for (id, part) in self.parts.lock().await.drain() {
             self.runtime.stop(&part.handle, STOP_GRACE).await;

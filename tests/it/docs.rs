@@ -51,3 +51,30 @@ async fn every_openapi_reference_resolves() {
     missing.dedup();
     assert!(missing.is_empty(), "unresolved references: {missing:?}");
 }
+
+/// Every subcommand, flag and argument has a help line (an empty one tells a user nothing).
+#[test]
+fn every_flag_and_argument_says_what_it_is() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                missing.push(format!("`{path}` {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none_or(|a| a.to_string().trim().is_empty()) {
+                missing.push(format!("`{sub_path}` (the subcommand)"));
+            }
+            walk(sub, &sub_path, missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&ferrostack::cli::Cli::command(), "ferrostack", &mut missing);
+    assert!(missing.is_empty(), "without a help line:\n{}", missing.join("\n"));
+}

@@ -231,6 +231,34 @@ version_configs:
     )
 }
 
+/// A worker stopped on purpose (Ctrl-C, no --leave-running) stops its instances and says so; the
+/// next start launches them at once: no restart counted, no backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_is_not_a_crash() {
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = worker_options("stopper", (46320, 46329));
+    let worker = start_worker(&s, dir.path(), &opts).await;
+    let body = json!({"name": "nap", "model_name": "nap", "model_path": "/", "backend": "sleeper-custom",
+                      "worker_id": worker.worker_id, "restart_on_error": true});
+    let id = place(&s, body).await;
+    let first = wait_instance(&s, id, "running", |i| i["state"] == "running").await;
+    let pid = first["pid"].as_i64().expect("pid");
+    worker.shutdown().await;
+    let stopped = wait_instance(&s, id, "stopped with its worker", |i| i["state"] == "scheduled").await;
+    assert!(stopped["state_message"].as_str().unwrap_or("").contains("stopped with its worker"), "{stopped:#}");
+    assert!(!alive(pid), "the workload was stopped");
+    let started = tokio::time::Instant::now();
+    let worker = start_worker(&s, dir.path(), &opts).await;
+    let again = wait_instance(&s, id, "running again", |i| i["state"] == "running").await;
+    assert!(started.elapsed() < Duration::from_secs(8), "started at once, not after a backoff");
+    assert_eq!(again["restart_count"], 0, "{again:#}");
+    assert!(again["next_restart_time"].is_null(), "{again:#}");
+    worker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_llama_runs_crashes_restarts_and_survives_worker_restarts() {
     let Some((server, model)) = llama() else { return };
