@@ -13,7 +13,8 @@
 #      containernetworking-plugins (Debian; needs root)
 #   2. DIR/containers.conf: default ulimits nofile 20000 / nproc 32768 and the runc runtime. Without it
 #      podman fails here with "setrlimit RLIMIT_NOFILE: Operation not permitted" (crun) or "cgroups in
-#      hybrid mode not supported" (see shared/reference/runtime-probe.md §2). Nothing under /etc changes.
+#      hybrid mode not supported" (the default crun cannot raise the limits in this sandbox, and the
+#      cgroup layout here is hybrid). Nothing under /etc changes.
 #   3. `podman system service --time=0 unix://DIR/podman.sock` in the background (pid in DIR/service.pid,
 #      log in DIR/service.log), with CONTAINERS_CONF=DIR/containers.conf; waits for GET /version.
 #   4. localhost/ferrostack-busybox:test: a busybox-static rootfs imported with `podman import` (no

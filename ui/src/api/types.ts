@@ -69,6 +69,8 @@ export interface Worker extends Meta {
   maintenance: { enabled: boolean; message: string | null };
   hostname: string;
   ip: string;
+  /** The network interface that has `ip` (empty when unknown). */
+  ifname?: string;
   port: number;
   runtime: "process" | "container";
   state: WorkerState;

@@ -11,6 +11,17 @@ import { StateBadge } from "../components/StateBadge";
 import { gib } from "../format";
 import { compact, fillDays, lastDays, type UsageDay } from "./usage";
 
+/**
+ * What the GPU count is made of: simulated GPUs (a worker's --simulate-gpus, for planning and tests)
+ * schedule like real ones but run nothing on a GPU; "none detected" says why a CPU cluster has 0.
+ */
+export function simulatedDetail(total: number, simulated: number): string {
+  if (total === 0) return "none detected: models run on CPU";
+  if (simulated === 0) return "all detected on the workers";
+  if (simulated === total) return "all simulated (--simulate-gpus): planning only, nothing runs on them";
+  return `${simulated} of them simulated (--simulate-gpus)`;
+}
+
 function Stat({ label, value, detail }: { label: string; value: number; detail?: string }) {
   return (
     <Card withBorder role="group" aria-label={label}>
@@ -48,7 +59,7 @@ function GpuMemoryChart({ workers }: { workers: Worker[] }) {
         <BarChart data={data}>
           <CartesianGrid strokeDasharray="3 3" />
           <XAxis dataKey="worker" />
-          <YAxis unit=" GiB" width={70} />
+          <YAxis unit=" GiB" width={70} interval={0} />
           <Tooltip />
           <Legend />
           <Bar dataKey="used" stackId="m" name="Used (GiB)" fill="#e8590c" />
@@ -78,7 +89,7 @@ function UsageChart() {
         <BarChart data={days}>
           <CartesianGrid strokeDasharray="3 3" />
           <XAxis dataKey="date" />
-          <YAxis width={60} tickFormatter={(v: number) => compact(v)} />
+          <YAxis width={60} interval={0} allowDecimals={false} tickFormatter={(v: number) => compact(v)} />
           <Tooltip />
           <Legend />
           <Bar dataKey="prompt" stackId="t" name="Prompt tokens" fill="#e8590c" isAnimationActive={false} />
@@ -101,7 +112,11 @@ export function DashboardPage() {
     <Page title="Dashboard">
       <SimpleGrid cols={{ base: 2, md: 4 }}>
         <Stat label="Workers" value={workers.items.length} detail={`${ready} ready`} />
-        <Stat label="GPUs" value={gpus.length} detail={`${gpus.filter((g) => g.simulated).length} simulated`} />
+        <Stat
+          label="GPUs"
+          value={gpus.length}
+          detail={simulatedDetail(gpus.length, gpus.filter((g) => g.simulated).length)}
+        />
         <Stat label="Deployments" value={models.items.length} />
         <Stat label="Instances" value={instances.items.length} detail={`${running} running`} />
       </SimpleGrid>

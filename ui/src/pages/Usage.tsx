@@ -253,7 +253,7 @@ export function UsagePage() {
                 <BarChart data={series.data}>
                   <CartesianGrid strokeDasharray="3 3" />
                   <XAxis dataKey="date" />
-                  <YAxis width={60} tickFormatter={(v: number) => compact(v)} />
+                  <YAxis width={60} interval={0} allowDecimals={false} tickFormatter={(v: number) => compact(v)} />
                   <Tooltip formatter={(v, name) => [Number(v).toLocaleString(), String(name)]} />
                   <Legend />
                   {series.keys.map((k, i) => (

@@ -166,7 +166,8 @@ export function WorkersPage() {
                 )}
               </Table.Td>
               <Table.Td>
-                {w.ip} ({w.runtime})
+                {w.ip}
+                {w.ifname ? ` on ${w.ifname}` : ""} ({w.runtime})
               </Table.Td>
               <Table.Td>
                 {w.status.cpu.total} cores, {Math.round(w.status.cpu.utilization_rate)}%
@@ -174,7 +175,10 @@ export function WorkersPage() {
               <Table.Td>
                 {bytes(w.status.memory.used)} / {bytes(w.status.memory.total)}
               </Table.Td>
-              <Table.Td>{w.status.gpu_devices.length}</Table.Td>
+              <Table.Td>
+                {w.status.gpu_devices.length}
+                {w.status.gpu_devices.some((g) => g.simulated) && " (simulated)"}
+              </Table.Td>
               <Table.Td>
                 <Group gap={4}>
                   {Object.entries(w.labels).map(([k, v]) => (

@@ -11,6 +11,7 @@ import { Page } from "../../components/Page";
 import { BackendForm } from "./BackendForm";
 import { VersionsModal } from "./VersionsModal";
 import { YamlModal } from "./YamlModal";
+import { WHOLE_LABEL } from "../../components/StateBadge";
 
 type Dialog =
   | { kind: "form"; backend: InferenceBackend | null }
@@ -52,7 +53,13 @@ function BackendCard({ b, open }: { b: InferenceBackend; open: (d: Dialog) => vo
       <Stack gap="xs" h="100%">
         <Group justify="space-between" wrap="nowrap">
           <Title order={4}>{b.backend_name}</Title>
-          <Badge color={b.enabled ? "green" : "gray"}>{b.enabled ? "enabled" : "disabled"}</Badge>
+          <Badge
+            color={b.enabled ? "green" : "gray"}
+            styles={WHOLE_LABEL}
+            data-state={b.enabled ? "enabled" : "disabled"}
+          >
+            {b.enabled ? "enabled" : "disabled"}
+          </Badge>
         </Group>
         <Text size="sm" c="dimmed" style={{ flexGrow: 1 }}>
           {b.description ?? "No description."}

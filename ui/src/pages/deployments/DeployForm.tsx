@@ -35,6 +35,7 @@ import {
   fromModel,
   isCustom,
   preselectBackend,
+  preselectWhy,
   splitFieldErrors,
   suggestName,
   toSpec,
@@ -106,6 +107,8 @@ export function DeployForm({ editing, onClose }: Props) {
   const [backendTouched, setBackendTouched] = useState(editing !== null);
   const backends = useGet<{ items: BackendListItem[] }>("/v2/inference-backends/list");
   const gpus = useGet<ListResponse<GpuDeviceView>>("/v2/gpu-devices?page=-1");
+  // A cluster whose workers report no GPU runs models on CPU: the preselection says so.
+  const cpuOnly = gpus.data != null && gpus.data.items.length === 0;
   const { busy, fieldErrors, formError, run, clear } = useSubmit();
   const formRef = useRef<HTMLFormElement>(null);
   // What the server would refuse, checked here first: live while typing, "required" after a submit.
@@ -132,9 +135,9 @@ export function DeployForm({ editing, onClose }: Props) {
   // Pre-select the backend from the model type and the version from the backend, until the user picks.
   useEffect(() => {
     if (backendTouched || backendNames.length === 0) return;
-    const pick = preselectBackend(s, backendNames);
+    const pick = preselectBackend(s, backendNames, cpuOnly);
     if (pick !== s.backend) setState((prev) => ({ ...prev, backend: pick, backend_version: "" }));
-  }, [s, backendTouched, backendNames.join(",")]);
+  }, [s, backendTouched, backendNames.join(","), cpuOnly]);
   useEffect(() => {
     if (backend && !s.backend_version)
       set("backend_version", backend.default_version ?? backend.versions[0]?.version ?? "");
@@ -225,6 +228,7 @@ export function DeployForm({ editing, onClose }: Props) {
                   allowDeselect={false}
                   label="Backend"
                   name="backend"
+                  description={backendTouched ? undefined : preselectWhy(s, backendNames, cpuOnly)}
                   data={[
                     ...backendNames.filter((b) => !isCustom(b)),
                     { value: CUSTOM_BACKEND, label: "Custom (own image and command)" },

@@ -12,6 +12,7 @@ import type { Model, ModelInstance } from "../../api/types";
 import { Page } from "../../components/Page";
 import { StateBadge } from "../../components/StateBadge";
 import { putReplicas } from "./actions";
+import { sourceText } from "./spec";
 import { DeployForm } from "./DeployForm";
 import { InstancesTable } from "./InstancesTable";
 import { LogsModal } from "./LogsModal";
@@ -101,13 +102,9 @@ export function DeploymentsPage() {
                     <StateBadge state={deploymentState(m, mine)} />
                   </Table.Td>
                   <Table.Td>
-                    <Text
-                      size="sm"
-                      maw={280}
-                      truncate="end"
-                      title={m.local_path ?? m.huggingface_repo_id ?? m.model_scope_model_id ?? ""}
-                    >
-                      {m.local_path ?? m.huggingface_repo_id ?? m.model_scope_model_id}
+                    {/* Cut at the start: the file name at the end is what tells models apart. */}
+                    <Text size="sm" maw={320} truncate="start" title={sourceText(m)}>
+                      {sourceText(m)}
                     </Text>
                   </Table.Td>
                   <Table.Td>

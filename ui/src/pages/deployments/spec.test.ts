@@ -7,6 +7,7 @@ import {
   formFieldOf,
   fromModel,
   preselectBackend,
+  preselectWhy,
   splitFieldErrors,
   suggestName,
   toSpec,
@@ -132,6 +133,12 @@ describe("suggestName / preselectBackend", () => {
   it("picks llama.cpp for GGUF, VoxBox for speech, SGLang for images, else vLLM", () => {
     const all = ["vLLM", "VoxBox", "llama.cpp", "SGLang"];
     expect(preselectBackend(state({ categories: ["image"] }), all)).toBe("SGLang");
+    // A cluster without GPUs: llama.cpp before vLLM, and the form says why.
+    expect(preselectBackend(state({ local_path: "/dir" }), all, true)).toBe("llama.cpp");
+    expect(preselectWhy(state({ local_path: "/dir" }), all, true)).toBe(
+      "Preselected: the cluster has no GPU: llama.cpp runs on CPU.",
+    );
+    expect(preselectBackend(state({ local_path: "/dir" }), ["vLLM"], true)).toBe("vLLM");
     expect(preselectBackend(state({ local_path: "/a.GGUF" }), all)).toBe("llama.cpp");
     expect(preselectBackend(state({ categories: ["text_to_speech"] }), all)).toBe("VoxBox");
     expect(preselectBackend(state({ local_path: "/dir" }), all)).toBe("vLLM");

@@ -156,11 +156,35 @@ export function suggestName(s: DeployState): string {
     .slice(0, 63);
 }
 
+/** Where a deployment's model comes from, file name included (`repo · file.gguf` for hub files). */
+export function sourceText(m: {
+  local_path?: string | null;
+  huggingface_repo_id?: string | null;
+  huggingface_filename?: string | null;
+  model_scope_model_id?: string | null;
+  model_scope_file_path?: string | null;
+}): string {
+  if (m.local_path) return m.local_path;
+  const [repo, file] = m.huggingface_repo_id
+    ? [m.huggingface_repo_id, m.huggingface_filename]
+    : [m.model_scope_model_id ?? "", m.model_scope_file_path];
+  return file ? `${repo} · ${file}` : repo;
+}
+
 /**
  * GPUStack's pre-selection, the server's rule (`backends::catalog::preselect`): GGUF files go to
  * llama.cpp, speech to VoxBox, image models to SGLang, the rest to vLLM.
  */
-export function preselectBackend(s: DeployState, available: string[]): string {
+export function preselectBackend(s: DeployState, available: string[], cpuOnly = false): string {
+  return preselect(s, available, cpuOnly).backend;
+}
+
+/** Why the form picked its backend (shown under the field). */
+export function preselectWhy(s: DeployState, available: string[], cpuOnly = false): string {
+  return preselect(s, available, cpuOnly).why;
+}
+
+function preselect(s: DeployState, available: string[], cpuOnly: boolean): { backend: string; why: string } {
   const file =
     s.source === "local_path"
       ? s.local_path
@@ -170,14 +194,22 @@ export function preselectBackend(s: DeployState, available: string[]): string {
   const gguf = file.toLowerCase().endsWith(".gguf");
   const speech = s.categories.some((c) => c === "text_to_speech" || c === "speech_to_text");
   const image = s.categories.includes("image");
-  const wanted = gguf
-    ? ["llama.cpp", ...available.filter((b) => /llama/i.test(b))]
+  const llamas = ["llama.cpp", ...available.filter((b) => /llama/i.test(b))];
+  // The server's rule first; on a cluster without GPUs, llama.cpp (it runs on CPU) before vLLM.
+  const [wanted, why]: [string[], string] = gguf
+    ? [llamas, "a GGUF file: llama.cpp serves GGUF"]
     : speech
-      ? ["VoxBox"]
+      ? [["VoxBox"], "a speech model: VoxBox serves text-to-speech and speech-to-text"]
       : image
-        ? ["SGLang"]
-        : ["vLLM"];
-  return wanted.find((b) => available.includes(b)) ?? available[0] ?? "";
+        ? [["SGLang"], "an image model: SGLang serves diffusion models"]
+        : cpuOnly
+          ? [[...llamas, "vLLM"], "the cluster has no GPU: llama.cpp runs on CPU"]
+          : [["vLLM"], "the default for language models on GPUs"];
+  const backend = wanted.find((b) => available.includes(b)) ?? available[0] ?? "";
+  return {
+    backend,
+    why: wanted.includes(backend) ? `Preselected: ${why}.` : "Preselected: the first backend enabled.",
+  };
 }
 
 /** Server field names the form shows next to an input; an error on any other field is shown form-level. */
