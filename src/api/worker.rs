@@ -329,6 +329,9 @@ pub struct ModelInstanceSpec {
     pub command: Vec<String>,
     #[serde(default)]
     pub download_progress: Option<f64>,
+    /// Bytes of the model's files on the worker so far, while downloading.
+    #[serde(default)]
+    pub downloaded_bytes: Option<u64>,
     pub state: InstanceState,
     #[serde(default)]
     pub state_message: Option<String>,
@@ -426,6 +429,8 @@ pub struct InstanceStatusReport {
     pub command: Option<Vec<String>>,
     #[serde(default)]
     pub download_progress: Option<f64>,
+    #[serde(default)]
+    pub downloaded_bytes: Option<u64>,
     #[serde(default)]
     pub resolved_path: Option<String>,
     pub restart_count: u32,

@@ -212,7 +212,30 @@ fn progress(items: &[ModelInstance], want: u32) -> Progress {
     if !others.is_empty() {
         message.push_str(&format!(", {}", others.join(", ")));
     }
+    let bytes: u64 = items
+        .iter()
+        .filter(|i| i.spec.state == InstanceState::Downloading)
+        .filter_map(|i| i.spec.downloaded_bytes)
+        .sum();
+    if bytes > 0 {
+        message.push_str(&format!(" ({} downloaded)", human_bytes(bytes)));
+    }
     Progress { running, fraction, prefix, message }
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `512 B`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 pub async fn scale(args: &ClientArgs, name: &str, replicas: u32, wait: Option<Duration>) -> anyhow::Result<()> {
@@ -268,6 +291,18 @@ pub async fn ps(args: &ClientArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::api::InstanceState;
+
+    #[test]
+    fn downloads_show_their_bytes() {
+        let mut a = instance(InstanceState::Downloading, Some(0.5));
+        a.spec.downloaded_bytes = Some(3 << 29);
+        let p = progress(&[a], 1);
+        assert_eq!(p.message, "0/1 running, 1 downloading (1.5 GiB downloaded)");
+        for (n, want) in [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (12 << 20, "12.0 MiB"), (5 << 40, "5.0 TiB")]
+        {
+            assert_eq!(human_bytes(n), want);
+        }
+    }
 
     fn instance(state: InstanceState, download: Option<f64>) -> ModelInstance {
         let record = serde_json::json!({

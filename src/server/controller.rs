@@ -69,6 +69,7 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         spec_hash: Some(spec_hash(m)),
         command: Vec::new(),
         download_progress: None,
+        downloaded_bytes: None,
         state: InstanceState::Pending,
         state_message: None,
         restart_count: 0,

@@ -59,8 +59,8 @@ pub struct Downloader {
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
-/// Reports progress in [0, 1].
-pub type Progress = Arc<dyn Fn(f64) + Send + Sync>;
+/// Reports progress in [0, 1] and the bytes written so far (all files of the source together).
+pub type Progress = Arc<dyn Fn(f64, u64) + Send + Sync>;
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> DownloadError + '_ {
     move |source| DownloadError::Io { path: path.display().to_string(), source }
@@ -103,6 +103,7 @@ impl Downloader {
             }
         };
         let n = files.len().max(1) as f64;
+        let mut bytes_before = 0u64;
         for (i, name) in files.iter().enumerate() {
             let rel = safe_relative(name)?;
             let target = dir.join(rel);
@@ -110,9 +111,10 @@ impl Downloader {
                 let url = self.file_url(source, rel);
                 let done = i as f64;
                 let p = progress.clone();
-                self.fetch(&url, &target, move |f| p((done + f) / n)).await?;
+                self.fetch(&url, &target, move |f, written| p((done + f) / n, bytes_before + written)).await?;
             }
-            progress((i + 1) as f64 / n);
+            bytes_before += tokio::fs::metadata(&target).await.map(|m| m.len()).unwrap_or(0);
+            progress((i + 1) as f64 / n, bytes_before);
         }
         let single = match source {
             HubSource::Huggingface { file, .. } | HubSource::ModelScope { file, .. } => file.as_deref(),
@@ -192,7 +194,7 @@ impl Downloader {
     }
 
     /// Downloads `url` to `target`, resuming `target.part` if an earlier attempt left one.
-    async fn fetch(&self, url: &str, target: &Path, progress: impl Fn(f64)) -> Result<(), DownloadError> {
+    async fn fetch(&self, url: &str, target: &Path, progress: impl Fn(f64, u64)) -> Result<(), DownloadError> {
         let part = target.with_extension(match target.extension() {
             Some(ext) => format!("{}.part", ext.to_string_lossy()),
             None => "part".into(),
@@ -232,7 +234,7 @@ impl Downloader {
             if let Some(total) = total.filter(|t| *t > 0) {
                 let f = written as f64 / total as f64;
                 if f - last >= 0.01 {
-                    progress(f);
+                    progress(f, written);
                     last = f;
                 }
             }

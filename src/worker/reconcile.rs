@@ -92,7 +92,8 @@ pub struct Reconciler {
 /// A hub download an instance waits for.
 #[derive(Debug, Clone)]
 enum Download {
-    Running(f64),
+    /// Fraction done and bytes written.
+    Running(f64, u64),
     Done(PathBuf),
     Failed(String),
 }
@@ -109,7 +110,8 @@ enum LaunchError {
 /// What `poll_download` found.
 enum DownloadPoll {
     Ready(PathBuf),
-    Progress(f64),
+    /// Fraction done and bytes written.
+    Progress(f64, u64),
     Failed(String),
 }
 
@@ -575,14 +577,16 @@ impl Reconciler {
                 self.fail(i, format!("download failed: {msg}"), Some(restart_count)).await?;
                 return Ok(None);
             }
-            DownloadPoll::Progress(p) => p,
+            DownloadPoll::Progress(p, bytes) => (p, bytes),
         };
+        let (progress, bytes) = progress;
         let shown = i.spec.download_progress.unwrap_or(-1.0);
         if i.spec.state != InstanceState::Downloading || progress - shown >= 0.05 {
             let mut report = self.report_of(i);
             report.state = InstanceState::Downloading;
             report.state_message = None;
             report.download_progress = Some((progress * 100.0).round() / 100.0);
+            report.downloaded_bytes = Some(bytes);
             report.restart_count = restart_count;
             self.report(i, report).await?;
         }
@@ -602,17 +606,17 @@ impl Reconciler {
                 }
                 DownloadPoll::Failed(msg)
             }
-            Some(Download::Running(p)) => DownloadPoll::Progress(p),
+            Some(Download::Running(p, bytes)) => DownloadPoll::Progress(p, bytes),
             None => {
                 if let Ok(mut d) = self.downloads.lock() {
-                    d.insert(i.id, Download::Running(0.0));
+                    d.insert(i.id, Download::Running(0.0, 0));
                 }
                 let (downloader, downloads, id) = (self.downloader.clone(), self.downloads.clone(), i.id);
                 let on_progress = {
                     let downloads = downloads.clone();
-                    Arc::new(move |p: f64| {
+                    Arc::new(move |p: f64, bytes: u64| {
                         if let Ok(mut d) = downloads.lock() {
-                            d.insert(id, Download::Running(p));
+                            d.insert(id, Download::Running(p, bytes));
                         }
                     })
                 };
@@ -625,7 +629,7 @@ impl Reconciler {
                         d.insert(id, outcome);
                     }
                 });
-                DownloadPoll::Progress(0.0)
+                DownloadPoll::Progress(0.0, 0)
             }
         }
     }
@@ -684,6 +688,7 @@ impl Reconciler {
             container_id: i.spec.container_id.clone(),
             command: None,
             download_progress: i.spec.download_progress,
+            downloaded_bytes: None,
             resolved_path: None,
             restart_count: i.spec.restart_count,
             last_restart_time: i.spec.last_restart_time,

@@ -131,6 +131,7 @@ async fn create_instance(
         spec_hash: None,
         command: Vec::new(),
         download_progress: None,
+        downloaded_bytes: None,
         state: InstanceState::Scheduled,
         state_message: None,
         restart_count: 0,
@@ -198,6 +199,9 @@ async fn report_status(
                 i.command = command.clone();
             }
             i.download_progress = body.download_progress;
+            if body.downloaded_bytes.is_some() {
+                i.downloaded_bytes = body.downloaded_bytes;
+            }
             if body.resolved_path.is_some() {
                 i.resolved_path = body.resolved_path.clone();
             }

@@ -114,7 +114,7 @@ impl Reconciler {
                 // Fetch the model files meanwhile: the main server's startup deadline runs while
                 // the parts get ready.
                 match (fresh, self.poll_download(i)) {
-                    (true, DownloadPoll::Progress(p)) => self.report_download(i, me, p).await,
+                    (true, DownloadPoll::Progress(p, _)) => self.report_download(i, me, p).await,
                     (true, DownloadPoll::Failed(msg)) => self.fail_part(i, format!("download failed: {msg}")).await,
                     _ => Ok(()),
                 }
@@ -160,7 +160,7 @@ impl Reconciler {
     async fn launch_part(&self, i: &ModelInstance, me: &SubordinateWorker, rank: u32) -> Result<(), ClientError> {
         let model_path = match self.poll_download(i) {
             DownloadPoll::Ready(path) => path,
-            DownloadPoll::Progress(p) => return self.report_download(i, me, p).await,
+            DownloadPoll::Progress(p, _) => return self.report_download(i, me, p).await,
             DownloadPoll::Failed(msg) => return self.fail_part(i, format!("download failed: {msg}")).await,
         };
         if !model_path.exists() {
