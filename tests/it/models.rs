@@ -148,8 +148,9 @@ async fn scheduling_explains_and_never_overbooks(kind: DbKind) {
     assert_eq!(r["default_spec"]["backend"], "gpu-sleeper-custom", "{eval:#}");
     assert_eq!(r["default_spec"]["categories"], json!(["llm"]), "{eval:#}");
     assert_eq!(r["error"], false, "{eval:#}");
+    // GPUStack's worker selector for Linux machines matches (labels `os: linux`, `arch: amd64`).
     let body = json!({"name": "big", "source": "local_path", "local_path": model.path(), "backend": "gpu-sleeper-custom",
-                      "replicas": 6});
+                      "replicas": 6, "worker_selector": {"os": "linux"}});
     let (status, m) = s.post("/v2/models", body).await;
     assert_eq!(status, StatusCode::CREATED, "{m}");
     let id = m["id"].as_i64().expect("id");

@@ -97,7 +97,9 @@ async fn heartbeats_grace_reattach_and_simulated_gpus(kind: DbKind) {
     let worker = start_worker(&s, dir.path(), &opts).await;
     let wid = worker.worker_id;
     let w = wait_worker(&s, wid, "ready").await;
-    assert_eq!(w["labels"]["arch"], std::env::consts::ARCH);
+    // GPUStack's spelling, so GPUStack deployments' worker selectors match.
+    assert_eq!(w["labels"]["os"], "linux");
+    assert_eq!(w["labels"]["arch"], ferrostack_arch());
 
     let (_, gpus) = s.get("/v2/gpu-devices").await;
     let ids: Vec<&str> = gpus["items"].as_array().expect("items").iter().filter_map(|g| g["id"].as_str()).collect();
@@ -392,4 +394,13 @@ version_configs:
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     worker.shutdown().await;
+}
+
+/// This machine's architecture as Go (and GPUStack's labels) name it.
+fn ferrostack_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
 }

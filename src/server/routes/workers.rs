@@ -43,6 +43,32 @@ async fn list_workers(
     list_or_watch::<WorkerSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, |w| w).await
 }
 
+/// The `os` label GPUStack's worker sets: `linux`, `darwin`, `windows` (not the distribution).
+pub fn os_label(os_name: &str) -> String {
+    let name = os_name.to_lowercase();
+    if name.contains("linux")
+        || ["debian", "ubuntu", "centos", "rhel", "fedora", "alpine", "rocky", "suse"].iter().any(|d| name.contains(d))
+    {
+        "linux".into()
+    } else if name.contains("mac") || name.contains("darwin") {
+        "darwin".into()
+    } else if name.contains("windows") {
+        "windows".into()
+    } else {
+        name
+    }
+}
+
+/// The `arch` label as Go names architectures (`amd64`, `arm64`).
+pub fn arch_label(arch: &str) -> String {
+    match arch {
+        "x86_64" | "amd64" => "amd64".into(),
+        "aarch64" | "arm64" => "arm64".into(),
+        "x86" | "i686" | "i386" => "386".into(),
+        other => other.to_lowercase(),
+    }
+}
+
 fn check_name(name: &str) -> ApiResult<()> {
     let valid = !name.is_empty()
         && name.len() <= 63
@@ -70,8 +96,10 @@ async fn register_worker(
     };
     check_name(&body.name)?;
     let mut labels = body.labels.clone();
-    labels.entry("os".into()).or_insert_with(|| body.status.os.name.to_lowercase());
-    labels.entry("arch".into()).or_insert_with(|| body.status.os.arch.clone());
+    // GPUStack's worker labels: `os` and `arch` as Go names them (`linux`, `amd64`), so a
+    // deployment's `worker_selector {"os": "linux"}` means the same on both.
+    labels.entry("os".into()).or_insert_with(|| os_label(&body.status.os.name));
+    labels.entry("arch".into()).or_insert_with(|| arch_label(&body.status.os.arch));
     labels.insert("worker-name".into(), body.name.clone());
     let spec = WorkerSpec {
         name: body.name.clone(),
@@ -278,4 +306,21 @@ async fn list_gpu_devices(
     let total = items.len() as i64;
     let pagination = Pagination { page: 1, per_page: total.max(1), total, total_page: i64::from(total > 0) };
     Ok(axum::Json(ListResponse { items, pagination }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_as_gpustack_sets_them() {
+        for (name, want) in
+            [("Debian GNU/Linux", "linux"), ("Ubuntu", "linux"), ("macOS", "darwin"), ("Windows", "windows")]
+        {
+            assert_eq!(os_label(name), want, "{name}");
+        }
+        for (arch, want) in [("x86_64", "amd64"), ("aarch64", "arm64"), ("riscv64", "riscv64")] {
+            assert_eq!(arch_label(arch), want, "{arch}");
+        }
+    }
 }
