@@ -127,8 +127,11 @@ impl Config {
                 args.worker_grace.or(file.worker_grace).unwrap_or(DEFAULT_WORKER_GRACE_SECS).max(1),
             ),
             max_request_body: usize::try_from(
-                args.max_request_body_mb.or(file.max_request_body_mb).unwrap_or(DEFAULT_MAX_REQUEST_BODY_MB).max(1)
-                    << 20,
+                args.max_request_body_mb
+                    .or(file.max_request_body_mb)
+                    .unwrap_or(DEFAULT_MAX_REQUEST_BODY_MB)
+                    .clamp(1, 1 << 20)
+                    .saturating_mul(1 << 20),
             )
             .unwrap_or(usize::MAX),
         })

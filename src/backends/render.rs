@@ -141,7 +141,9 @@ pub fn render_command(
 
 /// Parses parameter items and renders the placeholders inside each word.
 fn render_params(field: &str, items: &[String], vars: &Placeholders<'_>) -> Result<Vec<Param>, RenderError> {
-    let mut params = parse_params(items)?;
+    // `{{ name }}` with spaces stays one word when the item is split.
+    let items: Vec<String> = items.iter().map(|i| tighten_placeholders(i)).collect();
+    let mut params = parse_params(&items)?;
     for p in &mut params {
         for value in &mut p.values {
             *value = substitute(field, value, vars)?;
@@ -168,12 +170,17 @@ fn assemble(
     for p in &template {
         match key(p) {
             Some(k) if user_keys.contains(&k) && p.values.len() <= 1 => {
-                if !placed.contains(&k) {
-                    for u in user.iter().filter(|u| key(u).as_deref() == Some(k.as_str())) {
+                let mine: Vec<&Param> = user.iter().filter(|u| key(u).as_deref() == Some(k.as_str())).collect();
+                if mine.iter().all(|u| u.values.is_empty()) && !p.joined && !p.values.is_empty() {
+                    // A bare user flag (`--verbose`) the command has before a positional word
+                    // (`--verbose start`): the word is not the flag's; keep the command as it is.
+                    args.extend(p.as_given());
+                } else if !placed.contains(&k) {
+                    for u in mine {
                         args.extend(u.formatted(format));
                     }
-                    placed.push(k);
                 }
+                placed.push(k);
             }
             _ => args.extend(p.as_given()),
         }
@@ -213,7 +220,8 @@ pub fn owned_parameter(
         .filter(|p| p.values.iter().any(|v| MANAGER_PLACEHOLDERS.iter().any(|ph| v.contains(&format!("{{{{{ph}}}}}")))))
         .filter_map(|p| p.key().map(|k| kind.canonical_key(&k)))
         .collect();
-    for p in parse_params(overrides.backend_parameters)? {
+    let items: Vec<String> = overrides.backend_parameters.iter().map(|i| tighten_placeholders(i)).collect();
+    for p in parse_params(&items)? {
         let (Some(flag), Some(k)) = (p.flag.clone(), p.key().map(|k| kind.canonical_key(&k))) else { continue };
         let why = match k.as_str() {
             "port" => "ports are allocated by the server for each instance",

@@ -71,6 +71,16 @@ impl Db {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
+    /// Stores a setting unless one exists; returns the value stored afterwards (the first writer's).
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> DbResult<String> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key.to_string())
+            .bind(value.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(self.setting(key).await?.unwrap_or_else(|| value.to_string()))
+    }
+
     /// Removes a setting (no error when there is none).
     pub async fn delete_setting(&self, key: &str) -> DbResult<()> {
         sqlx::query("DELETE FROM settings WHERE key = $1").bind(key.to_string()).execute(&self.pool).await?;

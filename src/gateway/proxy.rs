@@ -103,7 +103,12 @@ impl Gateway {
                         h.append(k.clone(), v.clone());
                     }
                 }
-                if let Some(auth) = &lease.endpoint.auth {
+                // The engine key opens only the OpenAI API: the generic proxy can name any path,
+                // and an engine's own admin routes (SGLang's server info, weight updates) must
+                // not be reached with the gateway's key.
+                if let Some(auth) = &lease.endpoint.auth
+                    && carries_engine_key(&out.path_and_query)
+                {
                     h.insert(header::AUTHORIZATION, auth.clone());
                 }
                 if !body.is_empty() || out.method != Method::GET {
@@ -181,6 +186,12 @@ impl Gateway {
     }
 }
 
+/// Whether a request to this path gets the engine key: the OpenAI API (`/v1/…`) only.
+fn carries_engine_key(path_and_query: &str) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    path.starts_with("/v1/") && !path.contains("/../") && !path.contains("/./")
+}
+
 fn is_json(v: &HeaderValue) -> bool {
     v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("json"))
 }
@@ -199,4 +210,25 @@ fn retryable(e: &hyper_util::client::legacy::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_key_goes_only_to_the_openai_api() {
+        for (path, carries) in [
+            ("/v1/chat/completions", true),
+            ("/v1/embeddings?x=1", true),
+            ("/get_server_info", false),
+            ("/update_weights_from_disk", false),
+            ("/invocations", false),
+            ("/v1", false),
+            ("/v1/../get_server_info", false),
+            ("/v10/x", false),
+        ] {
+            assert_eq!(carries_engine_key(path), carries, "{path}");
+        }
+    }
 }

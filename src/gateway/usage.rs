@@ -290,11 +290,18 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.ended = true;
+                    // A half-sent event (passed on byte for byte) is closed before the error event.
+                    let mid_event = matches!(&this.scanner, Scanner::Sse { buf, strip: false, .. } if !buf.is_empty());
                     let (_, usage) = this.scanner.finish();
                     this.close(usage);
                     // A stream gets an error event and a clean end; other bodies are cut short.
                     if matches!(this.scanner, Scanner::Sse { .. }) {
-                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(STREAM_ERROR_EVENT)))));
+                        let event = if mid_event {
+                            Bytes::from([b"\n\n".as_slice(), STREAM_ERROR_EVENT].concat())
+                        } else {
+                            Bytes::from_static(STREAM_ERROR_EVENT)
+                        };
+                        return Poll::Ready(Some(Ok(Frame::data(event))));
                     }
                     return Poll::Ready(Some(Err(e)));
                 }

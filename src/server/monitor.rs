@@ -49,7 +49,8 @@ async fn silent_state(http: &reqwest::Client, worker: &WorkerSpec) -> (WorkerSta
     let host = if worker.ip.contains(':') { format!("[{}]", worker.ip) } else { worker.ip.clone() };
     match http.get(format!("http://{host}:{}/healthz", worker.port)).send().await {
         Ok(_) => (WorkerState::NotReady, ""),
-        Err(e) if refused(&e) => (WorkerState::NotReady, ""),
+        // Refused, or connected but the agent does not answer (hung): the host is there.
+        Err(e) if refused(&e) || !e.is_connect() => (WorkerState::NotReady, ""),
         Err(_) => (WorkerState::Unreachable, " and its host does not answer"),
     }
 }
@@ -84,7 +85,12 @@ pub struct WorkerMonitor {
 
 impl WorkerMonitor {
     pub fn new(db: Db, leases: Leases, grace: Duration) -> WorkerMonitor {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
         WorkerMonitor { db, leases, grace, http }
     }
 }

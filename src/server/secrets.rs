@@ -34,37 +34,59 @@ pub fn private_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `value` to `path`, readable by this user only.
+/// Writes `value` to `path`, readable by this user only: written whole to a temporary file, synced,
+/// then renamed over `path`, so a crash never leaves an empty or half-written secret.
 pub fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    // An existing file keeps its mode on open: make sure.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    writeln!(file, "{value}").with_context(|| format!("cannot write {}", path.display()))
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    writeln!(file, "{value}").with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.sync_all().with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The database setting that holds the server secret's digest (never the secret).
+const SECRET_DIGEST: &str = "server_secret_digest";
+
 /// The server secret: read from `data_dir/server_secret`; on the first start after an upgrade,
-/// moved there from the database (where earlier versions kept it); else made anew. Servers that
-/// share one database must share this file.
+/// moved there from the database (where earlier versions kept it); on a first start, made anew.
+/// The database keeps its digest, so a server whose file is missing or differs (a data dir that
+/// was not kept, a second server without a copy) refuses to start instead of deriving keys that
+/// no worker or engine knows. Servers that share one database must share this file.
 pub async fn server_secret(db: &Db, data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(SERVER_SECRET_FILE);
-    if let Ok(text) = std::fs::read_to_string(&path)
-        && !text.trim().is_empty()
-    {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        return Ok(text.trim().to_owned());
-    }
-    let secret = match db.setting(SERVER_SECRET_FILE).await? {
-        Some(old) => old,
-        None => super::auth::random_token(48),
+    let on_disk = std::fs::read_to_string(&path).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    let digest = db.setting(SECRET_DIGEST).await?;
+    let secret = match (on_disk, db.setting(SERVER_SECRET_FILE).await?) {
+        (Some(secret), _) => secret,
+        // Earlier versions kept it in the database: move it out.
+        (None, Some(old)) => old,
+        (None, None) if digest.is_some() => anyhow::bail!(
+            "{} is missing, but this database was set up with a server secret: restore the file \
+             (servers sharing a database share it), or every worker's and engine's key stops working",
+            path.display()
+        ),
+        (None, None) => super::auth::random_token(48),
     };
+    let own = super::auth::digest(&secret);
+    // Two servers starting at once: the first digest stored wins, the other refuses.
+    let stored = match digest {
+        Some(d) => d,
+        None => db.setting_or_insert(SECRET_DIGEST, &own).await?,
+    };
+    if stored != own {
+        anyhow::bail!(
+            "{} does not hold the server secret this database was set up with; restore the right file",
+            path.display()
+        );
+    }
     write_secret(&path, &secret)?;
     db.delete_setting(SERVER_SECRET_FILE).await?;
     Ok(secret)
@@ -97,6 +119,7 @@ mod tests {
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
         write_secret(&secret, "new").unwrap();
         assert_eq!(mode(&secret), 0o600);
+        assert!(!dir.join("s.tmp").exists());
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "new\n");
     }
 }

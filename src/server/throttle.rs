@@ -33,30 +33,46 @@ struct Failures {
 pub struct LoginThrottle(Mutex<HashMap<String, Failures>>);
 
 impl LoginThrottle {
-    /// `Err(wait)` while any of `keys` must still wait.
-    pub fn check(&self, keys: &[String], now: Instant) -> Result<(), Duration> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    /// Starts a login attempt: `Err(wait)` while any of `keys` must still wait; otherwise the
+    /// attempt is counted as a failure at once (in the same lock, so concurrent attempts cannot all
+    /// pass one check) until `succeeded` clears it.
+    pub fn begin(&self, keys: &[String], now: Instant) -> Result<(), Duration> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let wait = keys
             .iter()
             .filter_map(|k| map.get(k))
             .map(|f| (f.last + wait_after(f.count)).saturating_duration_since(now))
             .max()
             .unwrap_or(Duration::ZERO);
-        if wait.is_zero() { Ok(()) } else { Err(wait) }
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        Self::record(&mut map, keys, now);
+        Ok(())
     }
 
-    pub fn failed(&self, keys: &[String], now: Instant) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_KEYS
-            && let Some(oldest) = map.iter().min_by_key(|(_, f)| f.last).map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
+    fn record(map: &mut HashMap<String, Failures>, keys: &[String], now: Instant) {
+        // Bounded: make room first, dropping the entries whose wait is over (then the oldest).
+        while map.len() + keys.len() > MAX_KEYS {
+            let victim =
+                map.iter().min_by_key(|(_, f)| (f.last + wait_after(f.count) > now, f.last)).map(|(k, _)| k.clone());
+            match victim {
+                Some(k) => map.remove(&k),
+                None => break,
+            };
         }
         for k in keys {
             let f = map.entry(k.clone()).or_insert(Failures { count: 0, last: now });
             f.count = f.count.saturating_add(1);
             f.last = now;
         }
+    }
+
+    /// Counts a failure without starting an attempt (tests).
+    #[cfg(test)]
+    pub fn failed(&self, keys: &[String], now: Instant) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Self::record(&mut map, keys, now);
     }
 
     pub fn succeeded(&self, keys: &[String]) {
@@ -85,17 +101,28 @@ mod tests {
         let keys = vec!["user:admin".to_owned(), "addr:203.0.113.9".to_owned()];
         let start = Instant::now();
         for i in 0..5 {
-            assert_eq!(t.check(&keys, start), Ok(()), "attempt {i}");
-            t.failed(&keys, start);
+            assert_eq!(t.begin(&keys, start), Ok(()), "attempt {i}");
         }
-        assert_eq!(t.check(&keys, start), Err(Duration::from_secs(1)));
-        assert_eq!(t.check(&keys, start + Duration::from_secs(1)), Ok(()));
-        t.failed(&keys, start + Duration::from_secs(1));
-        assert_eq!(t.check(&keys, start + Duration::from_secs(2)), Err(Duration::from_secs(1)));
+        // Concurrent attempts each count: the sixth waits even before the others answered.
+        assert_eq!(t.begin(&keys, start), Err(Duration::from_secs(1)));
+        assert_eq!(t.begin(&keys, start + Duration::from_secs(1)), Ok(()));
+        assert_eq!(t.begin(&keys, start + Duration::from_secs(2)), Err(Duration::from_secs(1)));
         // Another address is held back by the user's failures, another user by the address's.
-        assert!(t.check(&["user:admin".to_owned(), "addr:198.51.100.1".to_owned()], start).is_err());
-        assert!(t.check(&["user:bob".to_owned(), "addr:198.51.100.1".to_owned()], start).is_ok());
+        assert!(t.begin(&["user:admin".to_owned(), "addr:198.51.100.1".to_owned()], start).is_err());
+        assert!(t.begin(&["user:bob".to_owned(), "addr:198.51.100.1".to_owned()], start).is_ok());
         t.succeeded(&keys);
-        assert_eq!(t.check(&keys, start), Ok(()));
+        assert_eq!(t.begin(&keys, start), Ok(()));
+    }
+
+    #[test]
+    fn the_table_stays_bounded() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        for i in 0..(MAX_KEYS + 50) {
+            t.failed(&[format!("addr:{i}"), "user:admin".to_owned()], now);
+        }
+        let map = t.0.lock().unwrap();
+        assert!(map.len() <= MAX_KEYS, "{}", map.len());
+        assert!(map.contains_key("user:admin"), "the guessed user's count was not evicted");
     }
 }

@@ -66,11 +66,23 @@ async fn instance_logs(
         Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read log: {e}")).into_response(),
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
+    // Engines print their arguments when they start: the engine key never leaves in a log.
+    let key = crate::backends::render::engine_api_key(&api.server_token, id);
+    let mask = move |text: &[u8]| -> Vec<u8> {
+        let text = String::from_utf8_lossy(text);
+        if text.contains(&key) {
+            text.replace(&key, crate::backends::render::API_KEY_MASK).into_bytes()
+        } else {
+            text.into_owned().into_bytes()
+        }
+    };
+    let head = mask(head.as_bytes());
     let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     if !follow {
         return (content_type, head).into_response();
     }
-    let first = futures_util::stream::once(async move { Ok::<Vec<u8>, std::io::Error>(head.into_bytes()) });
-    let body = Body::from_stream(first.chain(logs::follow(path, offset)));
+    let first = futures_util::stream::once(async move { Ok::<Vec<u8>, std::io::Error>(head) });
+    let rest = logs::follow(path, offset).map(move |chunk| chunk.map(|c| mask(&c)));
+    let body = Body::from_stream(first.chain(rest));
     (content_type, body).into_response()
 }

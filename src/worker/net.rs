@@ -47,7 +47,14 @@ pub fn choose(
             }
         };
     }
-    match default_route {
+    // No default route (an air-gapped cluster): the first address others can reach, IPv4 first;
+    // loopback only on a machine that has nothing else.
+    let usable = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => !v6.is_loopback() && v6.segments()[0] & 0xffc0 != 0xfe80 && !v6.is_unspecified(),
+    };
+    let fallback = interfaces.iter().filter(|i| usable(&i.ip)).min_by_key(|i| i.ip.is_ipv6()).map(|i| i.ip);
+    match default_route.or(fallback) {
         Some(ip) => Ok(Advertised { address: ip.to_string(), ifname: owner(&ip.to_string()) }),
         None => Ok(Advertised { address: "127.0.0.1".into(), ifname: owner("127.0.0.1") }),
     }
@@ -104,7 +111,7 @@ mod tests {
         let route: Option<IpAddr> = Some("198.18.7.2".parse().unwrap());
         let cases: &[Case<'_>] = &[
             (None, None, route, Ok(("198.18.7.2", "eth0"))),
-            (None, None, None, Ok(("127.0.0.1", "lo"))),
+            (None, None, None, Ok(("198.18.7.2", "eth0"))),
             (None, Some("ib0"), route, Ok(("10.9.0.4", "ib0"))),
             (None, Some("eth0"), None, Ok(("198.18.7.2", "eth0"))),
             (None, Some("v6only"), route, Ok(("fd00::4", "v6only"))),
@@ -113,6 +120,9 @@ mod tests {
             (Some("  "), None, route, Ok(("198.18.7.2", "eth0"))),
             (None, Some("wlan9"), route, Err("--ifname \"wlan9\": no such interface")),
         ];
+        let only_lo = [iface("lo", "127.0.0.1"), iface("eth0", "fe80::1")];
+        let alone = choose(None, None, &only_lo, None).unwrap();
+        assert_eq!((alone.address.as_str(), alone.ifname.as_str()), ("127.0.0.1", "lo"));
         for (advertise, ifname, route, want) in cases {
             let got = choose(*advertise, *ifname, &ifs, *route);
             match (got, want) {

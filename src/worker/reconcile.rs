@@ -140,7 +140,8 @@ impl Reconciler {
         root: PathBuf,
         cache: Arc<Cache>,
     ) -> Reconciler {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
+        // Engines are probed directly, never through a proxy the worker's environment names.
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build().unwrap_or_default();
         let cache_dir = cfg.data_dir.join("cache");
         let downloader = Arc::new(Downloader::new(cache_dir, cfg.hub.clone()));
         Reconciler {
@@ -177,18 +178,10 @@ impl Reconciler {
     /// operator asked for is not a crash: each instance goes back to `scheduled`, so the next start
     /// of this worker launches it at once, with no restart counted and no backoff.
     pub async fn stop_all(&self) {
-        let stopped: Vec<i64> = {
-            let mut local = self.local.lock().await;
-            let mut ids = Vec::new();
-            for (id, l) in local.drain() {
-                self.runtime.stop(&l.handle, STOP_GRACE).await;
-                self.runtime.release(id).await;
-                ids.push(id);
-            }
-            ids
-        };
-        for id in stopped {
-            let Some(i) = self.cache.instances.lock().await.get(&id).cloned() else { continue };
+        let running: Vec<(i64, Local)> = self.local.lock().await.drain().collect();
+        // Said first, so the gateway stops sending requests before the engines stop.
+        for (id, _) in &running {
+            let Some(i) = self.cache.instances.lock().await.get(id).cloned() else { continue };
             let mut report = self.report_of(&i);
             report.state = InstanceState::Scheduled;
             report.state_message = Some(STOPPED_WITH_WORKER.into());
@@ -198,6 +191,10 @@ impl Reconciler {
             if let Err(e) = self.report(&i, report).await {
                 tracing::warn!(instance = id, error = %e, "cannot record that the instance was stopped");
             }
+        }
+        for (id, l) in running {
+            self.runtime.stop(&l.handle, STOP_GRACE).await;
+            self.runtime.release(id).await;
         }
         for (id, part) in self.parts.lock().await.drain() {
             self.runtime.stop(&part.handle, STOP_GRACE).await;
@@ -287,7 +284,7 @@ impl Reconciler {
 
     async fn watch_over(&self, i: &ModelInstance, l: Local) -> Result<(), ClientError> {
         if let Liveness::Exited(how) = self.runtime.liveness(&l.handle).await {
-            let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
+            let tail = self.last_lines(i.id);
             self.drop_local(i.id, &l).await;
             return self.fail_run(i, format!("the inference server {how}; last log lines:\n{tail}"), &l).await;
         }
@@ -327,7 +324,7 @@ impl Reconciler {
             }
             (Phase::Starting, false) => {
                 if now.duration_since(l.since) > self.cfg.startup_timeout {
-                    let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
+                    let tail = self.last_lines(i.id);
                     self.drop_local(i.id, &l).await;
                     let secs = self.cfg.startup_timeout.as_secs();
                     return self
@@ -342,7 +339,7 @@ impl Reconciler {
             (Phase::Running, false) => {
                 next.failures += 1;
                 if next.failures >= HEALTH_FAILURES {
-                    let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
+                    let tail = self.last_lines(i.id);
                     self.drop_local(i.id, &l).await;
                     let msg = format!("health check failed {HEALTH_FAILURES} times in a row; last log lines:\n{tail}");
                     return self.fail_run(i, msg, &l).await;
@@ -360,9 +357,12 @@ impl Reconciler {
     async fn probe(&self, instance_id: i64, port: u16, path: Option<&str>) -> bool {
         let Some(path) = path else { return true };
         let key = engine_api_key(&self.server_token, instance_id);
-        for host in probe_hosts(&self.cfg.advertise_address) {
+        for (n, host) in probe_hosts(&self.cfg.advertise_address).into_iter().enumerate() {
             let url = format!("http://{host}:{port}{path}");
-            if matches!(self.http.get(&url).bearer_auth(&key).send().await, Ok(r) if r.status().is_success()) {
+            // The key goes only to the advertised address the engine was told to listen on: on
+            // loopback another local user could be listening on the same port.
+            let req = if n == 0 { self.http.get(&url).bearer_auth(&key) } else { self.http.get(&url) };
+            if matches!(req.send().await, Ok(r) if r.status().is_success()) {
                 return true;
             }
         }
@@ -562,6 +562,12 @@ impl Reconciler {
         })
     }
 
+    /// The last lines of an instance's log for an error message, the engine key masked.
+    fn last_lines(&self, instance_id: i64) -> String {
+        let key = engine_api_key(&self.server_token, instance_id);
+        logs::last_lines(&self.root, instance_id, LOG_LINES_IN_ERRORS).replace(&key, API_KEY_MASK)
+    }
+
     /// The command line as reported to the server: the engine key masked.
     fn shown_argv(&self, instance_id: i64, spec: &LaunchSpec) -> Vec<String> {
         let key = engine_api_key(&self.server_token, instance_id);
@@ -756,40 +762,4 @@ fn urlencode(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_ten_seconds_up_to_five_minutes() {
-        let want = [(1, 10), (2, 20), (3, 40), (4, 80), (5, 160), (6, 300), (7, 300), (40, 300), (0, 10)];
-        for (n, secs) in want {
-            assert_eq!(backoff(n), Duration::from_secs(secs), "n = {n}");
-        }
-    }
-
-    #[test]
-    fn backoff_starts_again_after_a_long_healthy_run() {
-        // 12.6 → 24 → 44 → 83 → 162 → 303 s was the old curve for a model that ran for hours
-        // between its fifth and sixth crash; now that crash waits 10 s again.
-        let cases = [(0, false, 1), (4, false, 5), (4, true, 1), (1, true, 1), (u32::MAX, false, u32::MAX)];
-        for (before, long, want) in cases {
-            assert_eq!(backoff_step(before, long), want, "{before} {long}");
-        }
-        assert_eq!(backoff(backoff_step(5, true)), Duration::from_secs(10));
-        assert_eq!(backoff(backoff_step(5, false)), Duration::from_secs(300));
-    }
-
-    #[test]
-    fn engines_are_probed_where_they_listen_then_on_loopback() {
-        assert_eq!(probe_hosts("198.18.7.2"), ["198.18.7.2", "127.0.0.1"]);
-        assert_eq!(probe_hosts("127.0.0.1"), ["127.0.0.1"]);
-        assert_eq!(probe_hosts("fd00::2"), ["[fd00::2]", "127.0.0.1"]);
-        assert_eq!(probe_hosts("gpu-7.example"), ["gpu-7.example", "127.0.0.1"]);
-    }
-
-    #[test]
-    fn names_are_escaped_in_paths() {
-        assert_eq!(urlencode("llama.cpp"), "llama.cpp");
-        assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
-    }
-}
+mod tests;

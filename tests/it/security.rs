@@ -96,6 +96,22 @@ async fn the_cluster_token_only_makes_new_workers(kind: DbKind) {
     assert_eq!(mode(dir.path()), 0o700);
     assert_eq!(mode(&dir.path().join("worker.json")), 0o600);
     worker.shutdown().await;
+
+    // A second server on this database without the secret file refuses to start, rather than
+    // deriving keys that no worker or engine knows.
+    let other = tempfile::tempdir().expect("tempdir");
+    let config = ferrostack::config::Config {
+        data_dir: other.path().join("data"),
+        host: "127.0.0.1".into(),
+        port: 0,
+        database_url: Some(s.database_url.clone()),
+        bootstrap_password: None,
+        worker_grace: std::time::Duration::from_secs(3),
+        max_request_body: 1 << 20,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let refused = ferrostack::server::start(config, listener).await.err().expect("refused to start");
+    assert!(refused.to_string().contains("server_secret is missing"), "{refused:#}");
 }
 
 /// Bad actors' small tools: guessing passwords, an inference key changing a password, odd env

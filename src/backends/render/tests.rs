@@ -265,6 +265,14 @@ fn one_argv_every_placeholder_rendered_no_flag_twice() {
             &["-c 1024"],
             "-m /data/models/qwen -c 1024",
         ),
+        // A bare user flag the command has before a positional word keeps the word.
+        (
+            "x-custom",
+            "python3 -m vox_box --verbose start --model {{model_path}}",
+            &[],
+            &["--verbose"],
+            "python3 -m vox_box --verbose start --model /data/models/qwen",
+        ),
         // Injected flags the run command already has are dropped.
         ("llama.cpp", "-m {{model_path}} -c 2048", &["--ctx-size=8192"], &[], "-m /data/models/qwen -c 2048"),
         // Repeated user flags (argparse `append`) are kept as given.
@@ -274,6 +282,14 @@ fn one_argv_every_placeholder_rendered_no_flag_twice() {
             &[],
             &["--middleware a", "--middleware b"],
             "/data/models/qwen --middleware a --middleware b",
+        ),
+        // `{{ name }}` with spaces is one placeholder in parameters too.
+        (
+            "vLLM",
+            "{{model_path}}",
+            &[],
+            &["--download-dir {{ data_dir }}"],
+            "/data/models/qwen --download-dir /var/lib/fs/cache",
         ),
         // Environment placeholders render in parameters too; JSON stays whole.
         (

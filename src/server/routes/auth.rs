@@ -48,7 +48,7 @@ async fn login(
         keys.push(format!("addr:{}", addr.ip()));
     }
     let now = std::time::Instant::now();
-    if let Err(wait) = state.logins.check(&keys, now) {
+    if let Err(wait) = state.logins.begin(&keys, now) {
         let secs = wait.as_secs().max(1);
         let mut res =
             ApiError::new(ErrorCode::TooManyRequests, format!("too many failed logins; try again in {secs} s"))
@@ -66,10 +66,7 @@ async fn login(
     // Same answer whether the user is missing or the password wrong.
     let user = match user {
         Some(u) if ok && u.spec.is_active => u,
-        _ => {
-            state.logins.failed(&keys, now);
-            return Err(ApiError::unauthorized("invalid username or password"));
-        }
+        _ => return Err(ApiError::unauthorized("invalid username or password")),
     };
     state.logins.succeeded(&keys);
     let token = random_token(43);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{DownloadPoll, LOG_LINES_IN_ERRORS, Reconciler, STOP_GRACE};
+use super::{DownloadPoll, Reconciler, STOP_GRACE};
 use crate::api::{InstanceState, ModelInstance, SubordinateStatusReport, SubordinateWorker, WAITING_FOR_MAIN};
 use crate::backends::distributed::Role;
 use crate::client::ClientError;
@@ -93,7 +93,7 @@ impl Reconciler {
             }
             Some(p) => {
                 if let Liveness::Exited(how) = self.runtime.liveness(&p.handle).await {
-                    let tail = logs::last_lines(&self.root, i.id, LOG_LINES_IN_ERRORS);
+                    let tail = self.last_lines(i.id);
                     self.stop_part(i.id, &p).await;
                     let message = format!("rank {rank} {how}; last log lines:\n{tail}");
                     return self.fail_part(i, message).await;
