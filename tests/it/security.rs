@@ -145,6 +145,14 @@ async fn guessing_is_slowed_and_bad_input_refused() {
         plain.post(s.url("/auth/update-password")).bearer_auth(&inference).json(&body).send().await.expect("post");
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
+    // A management-only key cannot widen itself into one that calls models.
+    let (status, k) = s.post("/v2/api-keys", json!({"name": "mgmt", "scope": ["management"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{k}");
+    let url = s.url(&format!("/v2/api-keys/{}", k["id"]));
+    let value = k["value"].as_str().expect("value");
+    let res = plain.put(&url).bearer_auth(value).json(&json!({"scope": ["*"]})).send().await.expect("put");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
     let file = tempfile::NamedTempFile::new().expect("file");
     for bad in ["A=B", "", "1X", "BAD NAME", "NUL\u{0}"] {
         let body = json!({"name": "m", "source": "local_path", "local_path": file.path(), "env": {bad: "v"}});

@@ -53,6 +53,17 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// A key can't give more than the key it is used with has: a management-only key can neither
+/// mint nor widen a key (its own included) into one that calls models, and the reverse.
+fn within_callers_scope(p: &crate::server::auth::Principal, scope: &[Scope]) -> ApiResult<()> {
+    match &p.api_key {
+        Some(k) if !scope.iter().all(|s| k.spec.scope.contains(s) || k.spec.scope.contains(&Scope::All)) => {
+            Err(ApiError::forbidden("a key cannot give a key a wider scope than its own"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_scope(scope: &[Scope]) -> ApiResult<()> {
     if scope.is_empty() {
         return Err(ApiError::field("scope", "must list at least one of \"*\", \"management\", \"inference\""));
@@ -83,12 +94,7 @@ async fn create_key(
             ));
         }
     };
-    // A key can't carry more than its creator has: a management-less key can't mint management keys.
-    if let Some(k) = &p.api_key
-        && !scope.iter().all(|s| k.spec.scope.contains(s) || k.spec.scope.contains(&Scope::All))
-    {
-        return Err(ApiError::forbidden("a key cannot create a key with wider scope than its own"));
-    }
+    within_callers_scope(&p, &scope)?;
     let (access_key, secret, value) = new_api_key();
     let spec = ApiKeySpec {
         name: body.name,
@@ -144,6 +150,7 @@ async fn update_key(
     owned(&state, &p, id).await?;
     if let Some(scope) = &body.scope {
         check_scope(scope)?;
+        within_callers_scope(&p, scope)?;
     }
     let key = state
         .db
