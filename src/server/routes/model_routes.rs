@@ -88,8 +88,8 @@ async fn my_models(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = ListParams::parse(&raw, &["since", "state"])?;
-    list_or_watch::<ModelRouteSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, |r| r).await
+    // The same list as `/v2/model-routes`, which a regular user may read here.
+    list_routes(State(state), Auth(_p), headers, RawQuery(raw)).await
 }
 
 #[utoipa::path(get, path = "/v2/my-models/{id}", tag = "model-routes", params(("id" = i64, Path)),

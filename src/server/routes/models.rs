@@ -52,7 +52,15 @@ fn non_empty(field: &str, value: &Option<String>, why: &str) -> ApiResult<String
 
 /// Checks a deployment and fills what the server decides (backend, cluster). Pure checks first,
 /// then lookups; every refusal names its field.
-pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec> {
+pub async fn admit(state: &AppState, spec: ModelSpec) -> ApiResult<ModelSpec> {
+    Ok(admit_with_backend(state, spec).await?.0)
+}
+
+/// `admit`, also answering the backend it looked up (evaluation needs it; one lookup).
+async fn admit_with_backend(
+    state: &AppState,
+    mut spec: ModelSpec,
+) -> ApiResult<(ModelSpec, crate::api::backend::InferenceBackendSpec)> {
     let valid_name = !spec.name.is_empty()
         && spec.name.len() <= 63
         && spec.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -108,7 +116,7 @@ pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec
         spec.backend_version = None;
         check_command(&backend, &spec)?;
         check_gpu_selector(state, &spec).await?;
-        return Ok(spec);
+        return Ok((spec, backend));
     }
     if !backend.enabled {
         return Err(ApiError::field(
@@ -146,7 +154,7 @@ pub async fn admit(state: &AppState, mut spec: ModelSpec) -> ApiResult<ModelSpec
             .map_err(|e| ApiError::field("backend_parameters", e.to_string()))?;
     }
     check_gpu_selector(state, &spec).await?;
-    Ok(spec)
+    Ok((spec, backend))
 }
 
 /// Renders the deployment's command once with stand-in values, so that a run command that does
@@ -331,8 +339,8 @@ async fn evaluate_models(
     let mut results = Vec::new();
     for spec in body.model_specs {
         let name = spec.name.clone();
-        let spec = match admit(&state, spec).await {
-            Ok(s) => s,
+        let (spec, backend) = match admit_with_backend(&state, spec).await {
+            Ok(admitted) => admitted,
             Err(e) => {
                 let mut r = result(name, false, vec![e.message.clone()]);
                 r.error = Some(true);
@@ -340,11 +348,6 @@ async fn evaluate_models(
                 results.push(r);
                 continue;
             }
-        };
-        let backend = match backend_for(&state.db, &spec).await {
-            Ok(b) => b,
-            Err(BackendLookupError::Missing(b)) => return Err(ApiError::field("backend", format!("no backend {b:?}"))),
-            Err(BackendLookupError::Db(e)) => return Err(e.into()),
         };
         let eval = evaluate(&spec, &backend).await;
         let mut spec = spec;
