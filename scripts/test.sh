@@ -48,6 +48,9 @@ CI="${CI:-true}" cargo test --locked "$@"
 step "bounded schema fuzz of the API: no 5xx (scripts/fuzz-api.sh)"
 scripts/fuzz-api.sh
 
+step "GPUStack 2.3.0's own schemas against our API (scripts/compat-gpustack.sh)"
+scripts/compat-gpustack.sh
+
 step "web UI in headless Chromium against a real llama.cpp deployment (scripts/ui-e2e.sh)"
 scripts/ui-e2e.sh
 

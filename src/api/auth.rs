@@ -38,12 +38,18 @@ pub struct UserCreate {
     pub is_admin: bool,
     #[serde(default = "yes")]
     pub is_active: bool,
+    /// Ask the user to choose a new password at their next login.
+    #[serde(default)]
+    pub require_password_change: bool,
 }
 
 /// `PUT /v2/users/{id}`: every field optional; `version` guards against lost updates.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
+    /// Renames the user (unique, case-insensitive).
+    #[serde(default)]
+    pub username: Option<String>,
     #[serde(default)]
     pub full_name: Option<String>,
     #[serde(default)]
@@ -53,6 +59,23 @@ pub struct UserUpdate {
     /// Sets a new password (admins only, or the user through `/auth/update-password`).
     #[serde(default)]
     pub password: Option<String>,
+    #[serde(default)]
+    pub require_password_change: Option<bool>,
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
+/// `PUT /v2/users/me`: what a user may change about themselves. A new password needs the current one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserSelfUpdate {
+    #[serde(default)]
+    pub full_name: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Required with `password`.
+    #[serde(default)]
+    pub current_password: Option<String>,
     #[serde(default)]
     pub version: Option<i64>,
 }
@@ -100,12 +123,15 @@ pub struct ApiKeySpec {
     pub allowed_model_names: Option<Vec<String>>,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
-    /// Requests per minute this key may make through the gateway; absent = no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Requests per minute this key may make through the gateway; null = no limit.
+    #[serde(default)]
     pub rpm_limit: Option<u32>,
-    /// Tokens (prompt + completion) per minute; absent = no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Tokens (prompt + completion) per minute; null = no limit.
+    #[serde(default)]
     pub tpm_limit: Option<u64>,
+    /// GPUStack's flag for keys whose value the user chose; Ferrostack always generates them.
+    #[serde(default)]
+    pub is_custom: bool,
 }
 
 pub type ApiKey = Record<ApiKeySpec>;
@@ -168,6 +194,10 @@ pub struct ClusterSpec {
     /// The first characters of the registration token, to tell tokens apart.
     #[serde(default)]
     pub token_hint: String,
+    /// The registration token is derived from the server secret and this value, so it can be
+    /// shown again (`GET …/registration-token`) without being stored. Useless without the secret.
+    #[serde(default)]
+    pub token_nonce: Option<String>,
 }
 
 pub type Cluster = Record<ClusterSpec>;

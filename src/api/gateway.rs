@@ -118,8 +118,10 @@ pub struct ModelRouteCreate {
     pub access_policy: AccessPolicy,
     #[serde(default)]
     pub timeout: Option<u64>,
-    /// Replaces the route's targets when present.
-    #[serde(default)]
+    /// Replaces the route's targets when present. A number (the target count a GET answers, sent
+    /// back unchanged) leaves them as they are.
+    #[serde(default, deserialize_with = "targets_or_count")]
+    #[schema(value_type = Option<Vec<ModelRouteTargetItem>>)]
     pub targets: Option<Vec<ModelRouteTargetItem>>,
     #[serde(default)]
     pub version: Option<i64>,
@@ -181,7 +183,8 @@ pub struct UsageDay {
     pub completion_token_count: i64,
 }
 
-/// `GET /v2/dashboard`: resource counts by state and the last 31 days of usage.
+/// `GET /v2/dashboard`: resource counts by state and the last 31 days of usage, plus GPUStack's
+/// `SystemSummary` fields (`resource_counts`, `system_load`, `model_usage`, `active_models`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Dashboard {
     pub workers: BTreeMap<String, i64>,
@@ -190,4 +193,83 @@ pub struct Dashboard {
     pub model_routes: i64,
     pub instances: BTreeMap<String, i64>,
     pub usage: Vec<UsageDay>,
+    pub resource_counts: ResourceCounts,
+    pub system_load: SystemLoad,
+    pub model_usage: ModelUsageSummary,
+    pub active_models: Vec<ActiveModel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceCounts {
+    pub worker_count: i64,
+    pub gpu_count: i64,
+    pub model_count: i64,
+    pub model_instance_count: i64,
+    pub cluster_count: i64,
+}
+
+/// Utilization in percent now; Ferrostack keeps no history (`history` lists are empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SystemLoad {
+    pub current: LoadNow,
+    pub history: LoadHistory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoadNow {
+    pub cpu: f64,
+    pub ram: f64,
+    pub gpu: f64,
+    pub vram: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoadHistory {
+    pub cpu: Vec<TimePoint>,
+    pub ram: Vec<TimePoint>,
+    pub gpu: Vec<TimePoint>,
+    pub vram: Vec<TimePoint>,
+}
+
+/// One point of a series: Unix seconds and a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TimePoint {
+    pub timestamp: i64,
+    pub value: f64,
+}
+
+/// Requests and tokens per day (the days of `usage`, as series).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelUsageSummary {
+    pub api_request_history: Vec<TimePoint>,
+    pub completion_token_history: Vec<TimePoint>,
+    pub prompt_token_history: Vec<TimePoint>,
+}
+
+/// A deployment with running instances: how many, what they claim, tokens served (31 days).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ActiveModel {
+    pub id: i64,
+    pub name: String,
+    pub categories: Vec<String>,
+    pub instance_count: i64,
+    pub token_count: i64,
+    pub resource_claim: ActiveClaim,
+}
+
+/// Bytes claimed by a deployment's running instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ActiveClaim {
+    pub ram: u64,
+    pub vram: u64,
+}
+
+fn targets_or_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<ModelRouteTargetItem>>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null | serde_json::Value::Number(_) => Ok(None),
+        list => serde_path_to_error::deserialize(list).map(Some).map_err(|e| {
+            let path = e.path().to_string();
+            serde::de::Error::custom(format!("{path}: {}", e.into_inner()))
+        }),
+    }
 }

@@ -84,7 +84,7 @@ pub struct GpuDevice {
     pub vendor: GpuVendor,
     #[serde(rename = "type")]
     pub gpu_type: GpuType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub uuid: Option<String>,
     /// Device memory in bytes.
     pub memory_total: u64,
@@ -93,10 +93,10 @@ pub struct GpuDevice {
     /// `memory_used / memory_total` in percent (0–100).
     pub memory_utilization_rate: f64,
     /// Compute utilization in percent (0–100), where the vendor tool reports it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub core_utilization_rate: Option<f64>,
     /// Temperature in °C, where the vendor tool reports it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub temperature: Option<f64>,
     /// Declared with `--simulate-gpus`, not detected: usable for planning, never for running.
     #[serde(default)]
@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(json["type"], "cuda");
         assert_eq!(json["vendor"], "nvidia");
         assert_eq!(json["simulated"], false);
-        assert!(json.get("core_utilization_rate").is_none());
+        assert!(json["core_utilization_rate"].is_null());
         let back: GpuDevice = serde_json::from_value(json).expect("deserialize");
         assert_eq!(back, device());
     }

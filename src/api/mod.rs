@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod compat;
 pub mod gateway;
 pub mod gpu;
 pub mod model;

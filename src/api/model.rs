@@ -125,6 +125,36 @@ pub struct ModelSpec {
     /// Whether a model route named after the deployment is created with it.
     #[serde(default = "yes")]
     pub enable_model_route: bool,
+    /// Who may call the model route created with the deployment (kept in step with it).
+    #[serde(default)]
+    pub access_policy: super::AccessPolicy,
+    /// Whether that route also serves the generic proxy (`/model/proxy/…`).
+    #[serde(default = "yes")]
+    pub generic_proxy: bool,
+    /// `pending`, `partial`, `running` or `error`; null while no replica is wanted (maintained by the server).
+    #[serde(default)]
+    pub state: Option<ModelState>,
+    #[serde(default)]
+    pub state_message: Option<String>,
+    /// Fingerprint of the run-affecting fields (maintained by the server; instances carry the one
+    /// they were made from).
+    #[serde(default)]
+    pub spec_digest: Option<String>,
+    /// Set by an edit with `?rolling=true` (or a restart): instances with an older fingerprint are
+    /// replaced one at a time until all run this one. Without it an edit applies to new instances
+    /// only, as in GPUStack (maintained by the server).
+    #[serde(default)]
+    pub rollout_digest: Option<String>,
+}
+
+/// GPUStack's deployment states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelState {
+    Pending,
+    Partial,
+    Running,
+    Error,
 }
 
 pub type Model = Record<ModelSpec>;

@@ -144,6 +144,9 @@ pub struct WorkerRegistered {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerUpdate {
+    /// Workers cannot be renamed; accepted when it is the worker's own name (a GET sent back).
+    #[serde(default)]
+    pub name: Option<String>,
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -165,15 +168,55 @@ pub struct WorkerStatusReport {
     pub port: Option<u16>,
 }
 
-/// A GPU as `/v2/gpu-devices` lists it.
+/// `POST /v2/workers/labels`: labels to add or overwrite on every listed worker (others kept).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerLabelsUpdate {
+    pub worker_ids: Vec<i64>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A GPU as `/v2/gpu-devices` lists it: GPUStack's `GPUDevicePublic` fields, plus the device as
+/// the worker reports it (flat `memory_total`, …) and `simulated`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GpuDeviceView {
     /// `<worker_name>:<type>:<index>`
     pub id: String,
     pub worker_id: i64,
     pub worker_name: String,
+    pub worker_ip: String,
+    pub worker_ifname: String,
+    pub cluster_id: i64,
+    /// The index among the worker's devices of this type (GPUStack's name for `index`).
+    pub device_index: u32,
+    pub device_chip_index: u32,
+    pub memory: GpuMemory,
+    /// Compute utilization, where the vendor tool reports it.
+    #[serde(default)]
+    pub core: Option<GpuCore>,
     #[serde(flatten)]
     pub device: GpuDevice,
+}
+
+/// A GPU's memory in GPUStack's shape, with what the scheduler has claimed on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GpuMemory {
+    /// Bytes.
+    pub total: u64,
+    /// Bytes in use, as the worker last reported.
+    pub used: u64,
+    /// Bytes the instances placed on this GPU claim (from their scheduling claims).
+    pub allocated: u64,
+    /// `used / total` in percent.
+    pub utilization_rate: f64,
+    pub is_unified_memory: bool,
+}
+
+/// A GPU's compute utilization in GPUStack's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GpuCore {
+    /// Percent (0–100).
+    pub utilization_rate: f64,
 }
 
 /// Model instance states, as GPUStack names them.
@@ -265,6 +308,9 @@ pub struct ModelInstanceSpec {
     pub model_path: String,
     #[serde(default)]
     pub source: Option<super::model::ModelSource>,
+    /// The model's file or directory on the worker, for `local_path` deployments (GPUStack's field).
+    #[serde(default)]
+    pub local_path: Option<String>,
     #[serde(default)]
     pub huggingface_repo_id: Option<String>,
     #[serde(default)]

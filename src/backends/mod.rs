@@ -18,4 +18,4 @@ pub use catalog::{Catalog, CatalogError, RESERVED_NAMES};
 pub use params::{ParamError, normalize_params, parse_params};
 pub use render::{DeploymentOverrides, RenderContext, RenderError, RenderedCommand, render_command, resolve_version};
 pub use validate::{ValidationError, check_deletable, check_name_available, check_update, validate_backend};
-pub use yaml::{YamlError, parse_backend_yaml, to_backend_yaml};
+pub use yaml::{YamlError, parse_backend_yaml, parse_gpustack_backend_yaml, to_backend_yaml};

@@ -41,6 +41,8 @@ pub enum YamlError {
     Syntax { message: String, position: Position },
     #[error("YAML: {message}")]
     Other { message: String },
+    #[error("{message}")]
+    Unsupported { field: String, message: String },
     #[error("cannot render the backend as YAML: {message}")]
     Export { message: String },
 }
@@ -58,6 +60,22 @@ pub fn parse_backend_yaml(text: &str) -> Result<InferenceBackendSpec, YamlError>
         })
     });
     parsed.map_err(|err| classify(&err, failed_at))
+}
+
+/// Parses a backend definition as GPUStack writes it, exported from its API included: read-only and
+/// neutral GPUStack fields (`source_name`, `id`, …) are dropped and nulls mean defaults
+/// ([`crate::api::compat`]). A definition the strict parser refuses and this one cannot read
+/// either is answered with the strict parser's error, which says where.
+pub fn parse_gpustack_backend_yaml(text: &str) -> Result<InferenceBackendSpec, YamlError> {
+    let strict = match parse_backend_yaml(text) {
+        Ok(spec) => return Ok(spec),
+        Err(e) => e,
+    };
+    let Ok(mut value) = serde_saphyr::from_str::<serde_json::Value>(text) else { return Err(strict) };
+    if let Err(refused) = crate::api::compat::normalize::<InferenceBackendSpec>(&mut value) {
+        return Err(YamlError::Unsupported { field: refused.field, message: refused.message });
+    }
+    serde_json::from_value(value).map_err(|_| strict)
 }
 
 /// Renders a backend definition as YAML: fixed key order, maps sorted, unset fields left out.

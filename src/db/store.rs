@@ -58,6 +58,11 @@ impl SortKey {
         ("updated_at", SortKey::UpdatedAt),
     ];
 
+    /// The name `sort_by` uses.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, k)| *k == self).map_or("id", |(n, _)| n)
+    }
+
     fn column(self) -> &'static str {
         match self {
             SortKey::Id => "id",

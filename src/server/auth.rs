@@ -149,6 +149,11 @@ async fn authenticate_worker(state: &AppState, token: &str) -> ApiResult<WorkerI
 }
 
 /// The token the server presents to worker `worker_id` (derived, never stored).
+pub fn cluster_token(server_secret: &str, nonce: &str) -> String {
+    digest(&format!("{server_secret}:cluster:{nonce}"))
+}
+
+/// The token the server gives a worker (derived, never stored).
 pub fn server_token(server_secret: &str, worker_id: i64) -> String {
     digest(&format!("{server_secret}:worker:{worker_id}"))
 }

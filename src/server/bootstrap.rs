@@ -17,7 +17,7 @@ pub const CLUSTER_TOKEN_FILE: &str = "cluster_token";
 /// Change-log entries kept for resuming watches.
 const CHANGES_KEPT: i64 = 100_000;
 
-pub async fn run(db: &Db, config: &Config) -> anyhow::Result<()> {
+pub async fn run(db: &Db, config: &Config, server_secret: &str) -> anyhow::Result<()> {
     if db.count::<UserSpec>().await? == 0 {
         let (password, generated) = match &config.bootstrap_password {
             Some(p) => (p.clone(), false),
@@ -48,12 +48,14 @@ pub async fn run(db: &Db, config: &Config) -> anyhow::Result<()> {
     }
     seed_backends(db).await?;
     if db.count::<ClusterSpec>().await? == 0 {
-        let token = random_token(32);
+        let nonce = random_token(16);
+        let token = super::auth::cluster_token(server_secret, &nonce);
         let cluster = ClusterSpec {
             name: "default".into(),
             description: Some("The cluster workers join unless told otherwise".into()),
             is_default: true,
             token_hint: token[..4].to_string(),
+            token_nonce: Some(nonce),
         };
         db.insert(&cluster, &[("token_digest", Val::Text(digest(&token)))]).await?;
         super::secrets::write_secret(&config.data_dir.join(CLUSTER_TOKEN_FILE), &token)?;

@@ -7,25 +7,81 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::api::{
-    InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, Record, WorkerSpec, WorkerState,
+    InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, ModelState, Record, WorkerSpec,
+    WorkerState,
 };
 use crate::db::{Db, DbError, instance_columns, model_columns};
 use crate::placement::{ScaleDownView, scale_down_order};
 use crate::server::auth::random_token;
 
-/// Fingerprint of the fields that change how an instance runs. Replicas, description and
-/// categories are not in it: changing them never restarts anything.
+/// Fingerprint of the fields that change how an instance runs. Every field of a deployment is
+/// named here, in the fingerprint or deliberately out of it, so a new field does not build until
+/// someone decides whether changing it affects running instances.
 pub fn spec_hash(m: &ModelSpec) -> String {
+    let ModelSpec {
+        source,
+        huggingface_repo_id,
+        huggingface_filename,
+        model_scope_model_id,
+        model_scope_file_path,
+        local_path,
+        backend,
+        backend_version,
+        backend_parameters,
+        env,
+        gpu_selector,
+        worker_selector,
+        cpu_offloading,
+        distributed_inference_across_workers,
+        extended_kv_cache,
+        image_name,
+        run_command,
+        placement_strategy,
+        restart_on_error,
+        // Not run-affecting: changing them never restarts anything.
+        name: _,
+        description: _,
+        cluster_id: _,
+        replicas: _,
+        ready_replicas: _,
+        categories: _,
+        meta: _,
+        enable_model_route: _,
+        access_policy: _,
+        generic_proxy: _,
+        state: _,
+        state_message: _,
+        spec_digest: _,
+        rollout_digest: _,
+    } = m;
     let relevant = serde_json::json!({
-        "source": m.source, "hf": m.huggingface_repo_id, "hf_file": m.huggingface_filename,
-        "ms": m.model_scope_model_id, "ms_file": m.model_scope_file_path, "local": m.local_path,
-        "backend": m.backend, "version": m.backend_version, "params": m.backend_parameters, "env": m.env,
-        "gpus": m.gpu_selector, "workers": m.worker_selector, "cpu": m.cpu_offloading,
-        "distributed": m.distributed_inference_across_workers, "kv": m.extended_kv_cache,
-        "image": m.image_name, "cmd": m.run_command, "strategy": m.placement_strategy,
-        "restart": m.restart_on_error,
+        "source": source, "hf": huggingface_repo_id, "hf_file": huggingface_filename,
+        "ms": model_scope_model_id, "ms_file": model_scope_file_path, "local": local_path,
+        "backend": backend, "version": backend_version, "params": backend_parameters, "env": env,
+        "gpus": gpu_selector, "workers": worker_selector, "cpu": cpu_offloading,
+        "distributed": distributed_inference_across_workers, "kv": extended_kv_cache,
+        "image": image_name, "cmd": run_command, "strategy": placement_strategy,
+        "restart": restart_on_error,
     });
     hex::encode(&Sha256::digest(relevant.to_string().as_bytes())[..8])
+}
+
+/// A deployment's state from its replicas and instances (GPUStack's `ModelStateEnum`).
+pub fn model_state(desired: usize, instances: &[&ModelInstance]) -> (Option<ModelState>, Option<String>) {
+    let ready = instances.iter().filter(|i| i.spec.state == InstanceState::Running).count();
+    let failed = instances.iter().find(|i| i.spec.state == InstanceState::Error);
+    if desired == 0 {
+        (None, None)
+    } else if ready >= desired {
+        (Some(ModelState::Running), None)
+    } else if let Some(i) = failed {
+        let why = i.spec.state_message.clone().unwrap_or_default();
+        (Some(ModelState::Error), Some(format!("instance {}: {why}", i.spec.name).trim_end_matches(": ").to_string()))
+    } else if ready > 0 {
+        (Some(ModelState::Partial), Some(format!("{ready} of {desired} replicas running")))
+    } else {
+        (Some(ModelState::Pending), None)
+    }
 }
 
 /// A new pending instance of a model.
@@ -42,6 +98,7 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         model_name: m.name.clone(),
         model_path,
         source: Some(m.source),
+        local_path: m.local_path.clone(),
         huggingface_repo_id: m.huggingface_repo_id.clone(),
         huggingface_filename: m.huggingface_filename.clone(),
         model_scope_model_id: m.model_scope_model_id.clone(),
@@ -103,8 +160,10 @@ impl ModelController {
         let instances = self.db.instances_of_model(model.id).await?;
         let desired = model.spec.replicas as usize;
         let hash = spec_hash(&model.spec);
+        // Without a rollout an edit applies to new instances only; running ones keep their spec.
+        let rolling = model.spec.rollout_digest.as_deref() == Some(hash.as_str());
         let (fresh, outdated): (Vec<&ModelInstance>, Vec<&ModelInstance>) =
-            instances.iter().partition(|i| i.spec.spec_hash.as_deref() == Some(hash.as_str()));
+            instances.iter().partition(|i| !rolling || i.spec.spec_hash.as_deref() == Some(hash.as_str()));
         let running = |list: &[&ModelInstance]| list.iter().filter(|i| i.spec.state == InstanceState::Running).count();
         let mut writes = 0;
 
@@ -146,11 +205,19 @@ impl ModelController {
         }
 
         let ready = running(&fresh) as u32 + running(&outdated) as u32;
-        if ready != model.spec.ready_replicas {
+        let all: Vec<&ModelInstance> = instances.iter().collect();
+        let (state, state_message) = model_state(desired, &all);
+        let m = &model.spec;
+        let digest = Some(hash);
+        if ready != m.ready_replicas || state != m.state || state_message != m.state_message || digest != m.spec_digest
+        {
             let res = self
                 .db
                 .modify::<ModelSpec, DbError, _>(model.id, Some(model.version), |m| {
                     m.ready_replicas = ready;
+                    m.state = state;
+                    m.state_message = state_message.clone();
+                    m.spec_digest = digest.clone();
                     Ok(model_columns(m))
                 })
                 .await;
@@ -217,6 +284,39 @@ mod tests {
     fn model() -> ModelSpec {
         serde_json::from_value(serde_json::json!({"name": "m", "source": "local_path", "local_path": "/m.gguf"}))
             .expect("spec")
+    }
+
+    fn instance(state: InstanceState, message: Option<&str>) -> ModelInstance {
+        let model =
+            Record { id: 1, version: 1, created_at: Default::default(), updated_at: Default::default(), spec: model() };
+        let mut spec = new_instance(&model);
+        spec.name = "m-1".into();
+        spec.state = state;
+        spec.state_message = message.map(str::to_string);
+        Record { id: 1, version: 1, created_at: Default::default(), updated_at: Default::default(), spec }
+    }
+
+    #[test]
+    fn model_state_table() {
+        use InstanceState::*;
+        let run = instance(Running, None);
+        let pend = instance(Pending, None);
+        let err = instance(Error, Some("exit 1"));
+        type Case<'a> = (usize, Vec<&'a ModelInstance>, Option<ModelState>, Option<&'a str>);
+        let cases: &[Case] = &[
+            (0, vec![], None, None),
+            (0, vec![&run], None, None),
+            (1, vec![], Some(ModelState::Pending), None),
+            (1, vec![&pend], Some(ModelState::Pending), None),
+            (1, vec![&run], Some(ModelState::Running), None),
+            (2, vec![&run, &pend], Some(ModelState::Partial), Some("1 of 2 replicas running")),
+            (2, vec![&run, &err], Some(ModelState::Error), Some("instance m-1: exit 1")),
+            (1, vec![&err, &run], Some(ModelState::Running), None),
+        ];
+        for (desired, instances, state, message) in cases {
+            let got = model_state(*desired, instances);
+            assert_eq!(got, (*state, message.map(str::to_string)), "desired {desired}, {} instances", instances.len());
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ error_codes! {
     AlreadyExists => (StatusCode::CONFLICT, "AlreadyExists"),
     VersionConflict => (StatusCode::CONFLICT, "VersionConflict"),
     InUse => (StatusCode::CONFLICT, "InUse"),
+    TokenNotShowable => (StatusCode::CONFLICT, "TokenNotShowable"),
     PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge"),
     UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"),
     UnprocessableEntity => (StatusCode::UNPROCESSABLE_ENTITY, "UnprocessableEntity"),
@@ -167,7 +168,9 @@ impl From<YamlError> for ApiError {
                 let path = if field == "." { key.clone() } else { format!("{field}.{key}") };
                 (ErrorCode::InvalidInput, path)
             }
-            YamlError::InvalidValue { field, .. } => (ErrorCode::InvalidInput, field.clone()),
+            YamlError::InvalidValue { field, .. } | YamlError::Unsupported { field, .. } => {
+                (ErrorCode::InvalidInput, field.clone())
+            }
             YamlError::Empty | YamlError::Syntax { .. } | YamlError::Other { .. } => {
                 (ErrorCode::MalformedYaml, "content".to_owned())
             }

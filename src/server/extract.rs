@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ErrorCode};
+use crate::api::compat::{GpuStackBody, normalize};
 use crate::db::{ListQuery, SortKey};
 
 /// Largest accepted request body on the management API.
@@ -47,6 +48,41 @@ where
     }
 }
 
+/// A JSON body as GPUStack's clients write it: read-only and neutral GPUStack fields dropped, nulls
+/// taken as defaults ([`crate::api::compat`]), then read as strictly as [`Json`]. The second field is
+/// a `version` the body carried although the type has none (an update guard, as `If-Match`).
+pub struct Tolerant<T>(pub T, pub Option<i64>);
+
+impl<T, S> FromRequest<S> for Tolerant<T>
+where
+    T: GpuStackBody,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<serde_json::Value>::from_request(req, state).await?;
+        tolerant_from_value(value).map(|(body, version)| Tolerant(body, version))
+    }
+}
+
+/// Reads a normalized GPUStack-shaped value into `T`, naming the offending field as [`parse_json`] does.
+pub fn tolerant_from_value<T: GpuStackBody>(mut value: serde_json::Value) -> Result<(T, Option<i64>), ApiError> {
+    let normalized = normalize::<T>(&mut value).map_err(|r| ApiError {
+        code: ErrorCode::InvalidInput,
+        message: r.message,
+        field: Some(r.field),
+    })?;
+    Ok((from_value(value)?, normalized.version))
+}
+
+fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        field_error(path, e.into_inner())
+    })
+}
+
 /// Maps a failure to read the body (usually: over the size limit) to an API error.
 pub fn body_rejection(e: BytesRejection) -> ApiError {
     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -64,20 +100,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {inner}"));
-        }
-        let message = inner.to_string();
-        // serde names missing/unknown fields in the message; for type errors the path names them.
-        let field = if path == "." { field_from_message(&message) } else { Some(path) };
-        match field {
-            Some(field) => {
-                ApiError { code: ErrorCode::InvalidInput, message: format!("{field}: {message}"), field: Some(field) }
-            }
-            None => ApiError::new(ErrorCode::InvalidInput, message),
-        }
+        field_error(path, e.into_inner())
     })
+}
+
+fn field_error(path: String, inner: serde_json::Error) -> ApiError {
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {inner}"));
+    }
+    let message = inner.to_string();
+    // serde names missing/unknown fields in the message; for type errors the path names them.
+    let field = if path == "." { field_from_message(&message) } else { Some(path) };
+    match field {
+        Some(field) => {
+            ApiError { code: ErrorCode::InvalidInput, message: format!("{field}: {message}"), field: Some(field) }
+        }
+        None => ApiError::new(ErrorCode::InvalidInput, message),
+    }
 }
 
 fn field_from_message(message: &str) -> Option<String> {
@@ -106,6 +145,8 @@ pub struct ListParams {
     pub query: ListQuery,
     pub page: i64,
     pub watch: bool,
+    /// `sort_by` on fields that are not columns: (field, descending), applied to the answered JSON.
+    pub field_sort: Vec<(String, bool)>,
 }
 
 pub const MAX_PER_PAGE: i64 = 1000;
@@ -141,24 +182,38 @@ impl ListParams {
             },
         };
         let mut sort = Vec::new();
+        let mut field_sort = Vec::new();
         if let Some(raw) = params.get("sort_by") {
             for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let (name, desc) = match part.strip_prefix('-') {
                     Some(rest) => (rest, true),
                     None => (part, false),
                 };
-                let Some((_, key)) = SortKey::ALL.iter().find(|(n, _)| *n == name) else {
-                    let allowed: Vec<_> = SortKey::ALL.iter().map(|(n, _)| *n).collect();
+                let valid = !name.is_empty()
+                    && name.len() <= 64
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                if !valid {
                     return Err(query_error(
                         "sort_by",
-                        format!("cannot sort by {name:?}; allowed: {} (prefix - for descending)", allowed.join(", ")),
+                        format!("{name:?} is not a field name (letters, digits, '_', '.'; prefix - for descending)"),
                     ));
-                };
-                sort.push((*key, desc));
+                }
+                match SortKey::ALL.iter().find(|(n, _)| *n == name) {
+                    Some((_, key)) if field_sort.is_empty() => sort.push((*key, desc)),
+                    _ => field_sort.push((name.to_string(), desc)),
+                }
             }
         }
+        if !field_sort.is_empty() {
+            // Sorted in memory on the answered JSON: every key goes there, in the order given.
+            let columns = std::mem::take(&mut sort);
+            let mut all: Vec<(String, bool)> = columns.into_iter().map(|(k, d)| (k.name().to_string(), d)).collect();
+            all.append(&mut field_sort);
+            field_sort = all;
+        }
         if sort.is_empty() {
-            sort.push((SortKey::Id, false));
+            // GPUStack's default order: newest first.
+            sort.push((SortKey::Id, true));
         }
         let watch = match params.get("watch").map(|s| s.as_str()) {
             None | Some("false") | Some("0") => false,
@@ -170,6 +225,7 @@ impl ListParams {
             query: ListQuery { page: (page != -1).then_some(page), per_page, sort, search, filters: Vec::new() },
             page,
             watch,
+            field_sort,
         })
     }
 
@@ -190,6 +246,16 @@ fn query_error(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError { code: ErrorCode::InvalidQuery, message: format!("{field}: {message}"), field: Some(field.to_string()) }
 }
 
+/// Parses an optional boolean query parameter (`true`/`false`/`1`/`0`).
+pub fn bool_param(params: &HashMap<String, String>, name: &str) -> Result<Option<bool>, ApiError> {
+    match params.get(name).map(|s| s.trim()) {
+        None => Ok(None),
+        Some("true" | "1") => Ok(Some(true)),
+        Some("false" | "0") => Ok(Some(false)),
+        Some(other) => Err(query_error(name, format!("must be true or false, got {other:?}"))),
+    }
+}
+
 /// Parses an optional integer query parameter.
 pub fn int_param(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
     params
@@ -203,7 +269,16 @@ pub fn expected_version(
     headers: &axum::http::HeaderMap,
     raw: &HashMap<String, String>,
 ) -> Result<Option<i64>, ApiError> {
-    if let Some(key) = raw.keys().find(|k| k.as_str() != "version") {
+    expected_version_allowing(headers, raw, &[])
+}
+
+/// [`expected_version`] on a route that also takes the query parameters named in `extra`.
+pub fn expected_version_allowing(
+    headers: &axum::http::HeaderMap,
+    raw: &HashMap<String, String>,
+    extra: &[&str],
+) -> Result<Option<i64>, ApiError> {
+    if let Some(key) = raw.keys().find(|k| k.as_str() != "version" && !extra.contains(&k.as_str())) {
         return Err(
             ApiError::new(ErrorCode::InvalidQuery, format!("{key}: unknown query parameter")).with_field(key.clone())
         );
@@ -228,6 +303,16 @@ pub fn expected_version(
     }
 }
 
+/// The update guard from the request line (`If-Match`, `?version=`) and from the body, which must agree.
+pub fn guard_version(from_request: Option<i64>, from_body: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match (from_request, from_body) {
+        (Some(a), Some(b)) if a != b => {
+            Err(ApiError::field("version", format!("the request asks for version {a} but the body says {b}; send one")))
+        }
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +330,11 @@ mod tests {
         assert_eq!(p.query.sort, vec![(SortKey::CreatedAt, true), (SortKey::Name, false)]);
         let all = ListParams::parse(&params(&[("page", "-1")]), &[]).expect("valid");
         assert_eq!(all.query.page, None);
+        // GPUStack's default order is newest first.
+        assert_eq!(all.query.sort, vec![(SortKey::Id, true)]);
+        // Fields that are not columns sort the answered JSON; columns before them go there too.
+        let fields = ListParams::parse(&params(&[("sort_by", "name,-backend_name")]), &[]).expect("valid");
+        assert_eq!(fields.field_sort, vec![("name".to_string(), false), ("backend_name".to_string(), true)]);
     }
 
     #[test]
@@ -256,7 +346,7 @@ mod tests {
             (&[("perPage", "0")], "perPage"),
             (&[("perPage", "100000")], "perPage"),
             (&[("perPage", "x")], "perPage"),
-            (&[("sort_by", "password_hash")], "sort_by"),
+            (&[("sort_by", "name;drop")], "sort_by"),
             (&[("watch", "maybe")], "watch"),
             (&[("bogus", "1")], "bogus"),
         ];

@@ -125,9 +125,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     secrets::private_dir(&config.data_dir)?;
     let db = Db::open(&config.database_url()).await?;
     secrets::private_database(&config.database_url())?;
-    bootstrap::run(&db, &config).await?;
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
     let server_secret = secrets::server_secret(&db, &config.data_dir).await?;
+    bootstrap::run(&db, &config, &server_secret).await?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
     let leases = monitor::Leases::default();
     monitor::WorkerMonitor::new(db.clone(), leases.clone(), config.worker_grace).spawn(shutdown.clone());
     let (gateway, usage_events) = crate::gateway::Gateway::new()?;

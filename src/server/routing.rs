@@ -34,11 +34,11 @@ pub async fn create_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<
         description: model.spec.description.clone(),
         categories: model.spec.categories.clone(),
         meta: None,
-        generic_proxy: Some(true),
+        generic_proxy: Some(model.spec.generic_proxy),
         created_model_id: Some(model.id),
         targets: 1,
         ready_targets: 0,
-        access_policy: Default::default(),
+        access_policy: model.spec.access_policy,
         timeout: None,
     };
     let route = match db.insert(&route, &route_columns(&route)).await {
@@ -59,6 +59,29 @@ pub async fn create_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<
     };
     db.insert(&target, &target_columns(&target)).await?;
     Ok(())
+}
+
+/// Sets the deployment's `access_policy` and `generic_proxy` on the route created with it (called
+/// when an edit changes them; the route may also be edited on its own).
+pub async fn sync_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<()> {
+    let Some(route) = db.get_by_name::<ModelRouteSpec>(&model.spec.name).await? else { return Ok(()) };
+    let r = &route.spec;
+    if r.created_model_id != Some(model.id)
+        || (r.access_policy == model.spec.access_policy && r.generic_proxy == Some(model.spec.generic_proxy))
+    {
+        return Ok(());
+    }
+    let res = db
+        .modify::<ModelRouteSpec, DbError, _>(route.id, None, |r| {
+            r.access_policy = model.spec.access_policy;
+            r.generic_proxy = Some(model.spec.generic_proxy);
+            Ok(route_columns(r))
+        })
+        .await;
+    match res {
+        Ok(_) | Err(DbError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Running instances per deployment, on workers that are up.

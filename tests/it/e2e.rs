@@ -164,10 +164,10 @@ async fn first_journey(kind: DbKind) {
         .send()
         .await
         .expect("import");
-    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.status(), StatusCode::OK);
     let body = json!({"name": "smol", "source": "local_path", "local_path": gguf, "backend": "llama-cpp-custom", "replicas": 2});
     let res = api.post(format!("{base}/v2/models")).bearer_auth(&key).json(&body).send().await.expect("deploy");
-    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.status(), StatusCode::OK);
     let model: Value = res.json().await.expect("json");
     let id = model["id"].as_i64().expect("id");
     let instances = async |want: usize| -> Vec<Value> {
@@ -241,7 +241,7 @@ async fn first_journey(kind: DbKind) {
 
     // Delete: the instances and their processes go.
     let res = api.delete(format!("{base}/v2/models/{id}")).bearer_auth(&key).send().await.expect("delete");
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(res.status(), StatusCode::OK);
     eventually("the backend process to stop", 30, async || {
         let gone = !Path::new(&format!("/proc/{}", after[0]["pid"].as_i64().unwrap_or(0))).exists()
             || std::fs::read_to_string(format!("/proc/{}/stat", after[0]["pid"])).unwrap_or_default().contains(") Z");

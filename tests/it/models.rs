@@ -14,7 +14,7 @@ use crate::workers::{SLEEPER_YAML, import_backend, llama, llama_backend_yaml, st
 both_dbs!(
     bad_deployments_name_the_field,
     scheduling_explains_and_never_overbooks,
-    edits_roll_instances_one_at_a_time,
+    edits_roll_instances_one_at_a_time_when_asked,
     the_custom_backend_runs_the_deployments_own_command,
     mindie_reads_its_parameters_from_a_config_file
 );
@@ -152,7 +152,7 @@ async fn scheduling_explains_and_never_overbooks(kind: DbKind) {
     let body = json!({"name": "big", "source": "local_path", "local_path": model.path(), "backend": "gpu-sleeper-custom",
                       "replicas": 6, "worker_selector": {"os": "linux"}});
     let (status, m) = s.post("/v2/models", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!(status, StatusCode::OK, "{m}");
     let id = m["id"].as_i64().expect("id");
     // No categories given: the scheduler fills them from the model once it has read it.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -203,6 +203,25 @@ async fn scheduling_explains_and_never_overbooks(kind: DbKind) {
     let (_, gpus) = s.get("/v2/gpu-devices").await;
     let capacity = gpus["items"][0]["memory_total"].as_u64().expect("memory_total");
     assert!(booked.values().all(|b| *b <= capacity), "{booked:?} over {capacity}");
+    // Each GPU shows, in GPUStack's shape, what the scheduler claimed on it.
+    for gpu in gpus["items"].as_array().expect("items") {
+        let index = gpu["index"].to_string();
+        assert_eq!(gpu["memory"]["allocated"].as_u64(), Some(booked[&index]), "{gpu:#}");
+        assert_eq!(gpu["memory"]["total"].as_u64(), Some(capacity), "{gpu:#}");
+        assert_eq!(gpu["worker_name"], "gpu1", "{gpu:#}");
+    }
+    // The deployment's state says 5 of 6 run; a restart replaces them all at once.
+    let (_, m) = s.get(&format!("/v2/models/{id}")).await;
+    assert_eq!((m["state"].as_str(), m["state_message"].as_str()), (Some("partial"), Some("5 of 6 replicas running")));
+    let old: Vec<i64> = items.iter().filter_map(|i| i["id"].as_i64()).collect();
+    let (status, restart) = s.post(&format!("/v2/models/{id}/restart"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{restart}");
+    assert_eq!(restart["deleted_instances"].as_array().map(Vec::len), Some(6), "{restart}");
+    assert_eq!(restart["restarted"], true);
+    wait_models_instances(&s, id, "6 new instances", |items| {
+        items.len() == 6 && items.iter().all(|i| !old.contains(&i["id"].as_i64().unwrap_or(0)))
+    })
+    .await;
     worker.shutdown().await;
 }
 
@@ -327,7 +346,7 @@ async fn llama_deployment_lifecycle_through_api_and_cli() {
     worker.shutdown().await;
 }
 
-async fn edits_roll_instances_one_at_a_time(kind: DbKind) {
+async fn edits_roll_instances_one_at_a_time_when_asked(kind: DbKind) {
     let s = TestServer::start(kind).await;
     s.login_admin().await;
     import_backend(&s, SLEEPER_YAML).await;
@@ -335,7 +354,7 @@ async fn edits_roll_instances_one_at_a_time(kind: DbKind) {
     let worker = start_worker(&s, dir.path(), &worker_options("roller", (45800, 45849))).await;
     let body = json!({"name": "rolling", "source": "local_path", "local_path": "/", "backend": "sleeper-custom", "replicas": 2});
     let (status, m) = s.post("/v2/models", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!(status, StatusCode::OK, "{m}");
     let id = m["id"].as_i64().expect("id");
     let before =
         wait_models_instances(&s, id, "2 running", |i| i.len() == 2 && i.iter().all(|x| x["state"] == "running")).await;
@@ -353,9 +372,21 @@ async fn edits_roll_instances_one_at_a_time(kind: DbKind) {
     let ids: Vec<i64> = same["items"].as_array().expect("items").iter().filter_map(|i| i["id"].as_i64()).collect();
     assert_eq!(ids, old, "no instance was replaced");
 
-    // An env change replaces them, one at a time: never fewer than 2 running meanwhile.
+    // An env change, as GPUStack does by default, applies to new instances only: the running ones
+    // stay, and show that they run an older spec.
     spec["env"] = json!({"GREETING": "hello"});
-    assert_eq!(s.put(&format!("/v2/models/{id}"), spec).await.0, StatusCode::OK);
+    let (status, edited) = s.put(&format!("/v2/models/{id}"), spec.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, kept) = s.get(&format!("/v2/model-instances?model_id={id}")).await;
+    let kept = kept["items"].as_array().cloned().unwrap_or_default();
+    let ids: Vec<i64> = kept.iter().filter_map(|i| i["id"].as_i64()).collect();
+    assert_eq!(ids, old, "an edit without rolling=true replaced instances");
+    let digest = edited["spec_digest"].as_str().expect("spec_digest");
+    assert!(kept.iter().all(|i| i["spec_hash"].as_str() != Some(digest) && i["state"] == "running"), "{kept:#?}");
+
+    // With ?rolling=true they are replaced, one at a time: never fewer than 2 running meanwhile.
+    assert_eq!(s.put(&format!("/v2/models/{id}?rolling=true"), spec).await.0, StatusCode::OK);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, list) = s.get(&format!("/v2/model-instances?model_id={id}")).await;
@@ -387,7 +418,7 @@ async fn the_custom_backend_runs_the_deployments_own_command(kind: DbKind) {
     let body = json!({"name": "flex", "source": "local_path", "local_path": "/", "backend": "Custom", "cpu_offloading": true,
                       "image_name": "busybox", "run_command": "sh -c 'echo flexible {{model_name}} on {{port}}; exec sleep 300'"});
     let (status, m) = s.post("/v2/models", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!(status, StatusCode::OK, "{m}");
     let items = wait_models_instances(&s, m["id"].as_i64().expect("id"), "running", |i| {
         i.len() == 1 && i[0]["state"] == "running"
     })
@@ -420,7 +451,7 @@ async fn mindie_reads_its_parameters_from_a_config_file(kind: DbKind) {
     assert_eq!((status, err["field"].as_str()), (StatusCode::BAD_REQUEST, Some("backend_parameters")), "{err}");
     assert!(err["message"].as_str().unwrap_or("").contains("max-batch-size"), "{err}");
     let (status, m) = s.post("/v2/models", body(&["--max-batch-size 64", "--max-seq-len 4096"])).await;
-    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!(status, StatusCode::OK, "{m}");
     // The stand-in serves no /info, so it stays `starting`: its log is what counts.
     let items = wait_models_instances(&s, m["id"].as_i64().expect("id"), "started", |i| {
         i.len() == 1 && i[0]["state"] == "starting"

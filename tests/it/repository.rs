@@ -9,7 +9,13 @@ use crate::support::{DbKind, database_url};
 both_dbs!(store_contract, migrations_rerun_and_refuse_newer_schema);
 
 fn cluster(name: &str) -> ClusterSpec {
-    ClusterSpec { name: name.into(), description: None, is_default: false, token_hint: String::new() }
+    ClusterSpec {
+        name: name.into(),
+        description: None,
+        is_default: false,
+        token_hint: String::new(),
+        token_nonce: None,
+    }
 }
 
 async fn store_contract(kind: DbKind) {

@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -52,7 +53,7 @@ async fn the_cluster_token_only_makes_new_workers(kind: DbKind) {
     let mut fresh = body.clone();
     fresh["name"] = json!("newcomer");
     let res = plain.post(s.url("/v2/workers")).bearer_auth(&token).json(&fresh).send().await.expect("post");
-    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.status(), StatusCode::OK);
     for path in [
         "/v2/workers",
         &me,
@@ -147,7 +148,7 @@ async fn guessing_is_slowed_and_bad_input_refused() {
 
     // A management-only key cannot widen itself into one that calls models.
     let (status, k) = s.post("/v2/api-keys", json!({"name": "mgmt", "scope": ["management"]})).await;
-    assert_eq!(status, StatusCode::CREATED, "{k}");
+    assert_eq!(status, StatusCode::OK, "{k}");
     let url = s.url(&format!("/v2/api-keys/{}", k["id"]));
     let value = k["value"].as_str().expect("value");
     let res = plain.put(&url).bearer_auth(value).json(&json!({"scope": ["*"]})).send().await.expect("put");
@@ -161,15 +162,22 @@ async fn guessing_is_slowed_and_bad_input_refused() {
         assert_eq!(err["field"], format!("env.{bad}"), "{err}");
     }
 
+    // A body declared over the limit is refused before it is read (a client writing 40 MB would
+    // race the early answer, so this one declares the length and sends a few bytes).
     let key = s.api_key(json!({"name": "big"})).await;
-    let huge = vec![b'a'; 40 << 20];
-    let res = plain
-        .post(s.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body(huge)
-        .send()
+    let addr = s.url("/").trim_start_matches("http://").trim_end_matches('/').to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"model\":",
+        40u64 << 20
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut conn, head.as_bytes()).await.expect("write");
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut conn, &mut answer))
         .await
-        .expect("post");
-    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        .expect("the server answers without waiting for the body")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }

@@ -11,7 +11,7 @@ use crate::db::Val;
 use crate::server::AppState;
 use crate::server::auth::{API_KEY_PREFIX, Auth, Principal, digest, new_api_key};
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{Json, ListParams, RawQuery};
+use crate::server::extract::{ListParams, RawQuery, Tolerant};
 use crate::server::watch::list_or_watch;
 
 /// Longest allowed key lifetime: ten years.
@@ -73,24 +73,25 @@ fn check_scope(scope: &[Scope]) -> ApiResult<()> {
 
 /// Creates a key for the caller. The answer's `value` is the only time the secret is shown.
 #[utoipa::path(post, path = "/v2/api-keys", tag = "api-keys", request_body = ApiKeyCreate,
-    responses((status = 201, body = ApiKeyCreated), (status = 400, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = ApiKeyCreated), (status = 400, body = crate::api::ErrorBody)))]
 async fn create_key(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Json(body): Json<ApiKeyCreate>,
+    Tolerant(body, _): Tolerant<ApiKeyCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<ApiKeyCreated>)> {
     check_name(&body.name)?;
     let scope = body.scope.unwrap_or_else(|| vec![Scope::All]);
     check_scope(&scope)?;
     let expires_at = match body.expires_in {
-        None => None,
+        // GPUStack: 0 (or null) means the key never expires.
+        None | Some(0) => None,
         Some(secs) if (1..=MAX_EXPIRES_IN).contains(&secs) => {
             Some(chrono::Utc::now() + chrono::Duration::seconds(secs))
         }
         Some(secs) => {
             return Err(ApiError::field(
                 "expires_in",
-                format!("must be between 1 and {MAX_EXPIRES_IN} seconds (or null for no expiry), got {secs}"),
+                format!("must be between 1 and {MAX_EXPIRES_IN} seconds (0 or null for no expiry), got {secs}"),
             ));
         }
     };
@@ -107,6 +108,7 @@ async fn create_key(
         expires_at,
         rpm_limit: body.rpm_limit,
         tpm_limit: body.tpm_limit,
+        is_custom: false,
     };
     let key = state
         .db
@@ -120,7 +122,7 @@ async fn create_key(
             ],
         )
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(ApiKeyCreated { key, value })))
+    Ok((StatusCode::OK, axum::Json(ApiKeyCreated { key, value })))
 }
 
 /// Loads a key the caller owns (administrators may see any).
@@ -145,7 +147,7 @@ async fn update_key(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<i64>,
-    Json(body): Json<ApiKeyUpdate>,
+    Tolerant(body, _): Tolerant<ApiKeyUpdate>,
 ) -> ApiResult<axum::Json<ApiKey>> {
     owned(&state, &p, id).await?;
     if let Some(scope) = &body.scope {
@@ -178,9 +180,9 @@ async fn update_key(
 
 /// Revokes a key: it stops working at once.
 #[utoipa::path(delete, path = "/v2/api-keys/{id}", tag = "api-keys", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_key(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     owned(&state, &p, id).await?;
     state.db.delete::<ApiKeySpec>(id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::OK)
 }

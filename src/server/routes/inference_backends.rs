@@ -13,14 +13,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::backend::{BackendList, BackendListItem, BackendYaml, InferenceBackend, InferenceBackendSpec};
+use crate::api::compat::{BACKEND_PUBLIC, VERSION_CONFIG_PUBLIC, with_public_fields};
 use crate::backends::admission::{admit_new, admit_update, for_display, removed_versions};
-use crate::backends::{Catalog, check_deletable, parse_backend_yaml, to_backend_yaml};
+use crate::backends::{Catalog, check_deletable, parse_gpustack_backend_yaml, to_backend_yaml};
 use crate::db::DbError;
 use crate::server::AppState;
 use crate::server::auth::{Auth, Caller, Principal};
 use crate::server::bootstrap;
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
-use crate::server::extract::{Json, ListParams, RawQuery, expected_version};
+use crate::server::extract::{Json, ListParams, RawQuery, Tolerant, expected_version, guard_version};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -42,9 +43,17 @@ fn catalog() -> ApiResult<&'static Catalog> {
 }
 
 /// A stored row as the API shows it (built-ins with their catalog versions).
-fn display(catalog: &Catalog, mut record: InferenceBackend) -> InferenceBackend {
+/// A backend as answered: catalog versions merged in, and every field GPUStack always sends present.
+fn display(catalog: &Catalog, mut record: InferenceBackend) -> serde_json::Value {
     record.spec = for_display(catalog, &record.spec);
-    record
+    let mut value = serde_json::to_value(&record).unwrap_or_default();
+    with_public_fields(&mut value, BACKEND_PUBLIC);
+    if let Some(serde_json::Value::Object(versions)) = value.get_mut("version_configs") {
+        for config in versions.values_mut() {
+            with_public_fields(config, VERSION_CONFIG_PUBLIC);
+        }
+    }
+    value
 }
 
 /// Lists backends (paginated, sortable, searchable by name; `?watch=true` streams changes).
@@ -92,7 +101,7 @@ async fn compact_list(State(state): State<AppState>, Auth(_p): Auth) -> ApiResul
 /// Every backend, enabled or not, in full (a bare array, as GPUStack answers).
 #[utoipa::path(get, path = "/v2/inference-backends/all", tag = "inference-backends",
     responses((status = 200, body = Vec<InferenceBackend>)))]
-async fn all_backends(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<axum::Json<Vec<InferenceBackend>>> {
+async fn all_backends(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<axum::Json<Vec<serde_json::Value>>> {
     let catalog = catalog()?;
     let all = state.db.all_backends().await?.into_iter().map(|r| display(catalog, r)).collect();
     Ok(axum::Json(all))
@@ -104,7 +113,7 @@ async fn get_backend(
     State(state): State<AppState>,
     Auth(_p): Auth,
     Path(id): Path<i64>,
-) -> ApiResult<axum::Json<InferenceBackend>> {
+) -> ApiResult<axum::Json<serde_json::Value>> {
     let record = state.db.get::<InferenceBackendSpec>(id).await?;
     Ok(axum::Json(display(catalog()?, record)))
 }
@@ -117,7 +126,7 @@ async fn get_backend_by_name(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> ApiResult<axum::Json<InferenceBackend>> {
+) -> ApiResult<axum::Json<serde_json::Value>> {
     // Workers read backends to render launch commands.
     if let Caller::Registrant { .. } = caller {
         return Err(ApiError::forbidden("a registration token may only register a worker"));
@@ -128,39 +137,39 @@ async fn get_backend_by_name(
 
 /// Creates a custom backend (`backend_source` is always `custom`; the name must end in `-custom`).
 #[utoipa::path(post, path = "/v2/inference-backends", tag = "inference-backends", request_body = InferenceBackendSpec,
-    responses((status = 201, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
+    responses((status = 200, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
               (status = 409, body = crate::api::ErrorBody)))]
 async fn create_backend(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Json(spec): Json<InferenceBackendSpec>,
-) -> ApiResult<(StatusCode, axum::Json<InferenceBackend>)> {
+    Tolerant(spec, _): Tolerant<InferenceBackendSpec>,
+) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
     create(&state, &p, spec).await
 }
 
 /// Creates a custom backend from GPUStack's YAML (`{"content": "<yaml>"}`).
 #[utoipa::path(post, path = "/v2/inference-backends/from-yaml", tag = "inference-backends", request_body = BackendYaml,
-    responses((status = 201, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
+    responses((status = 200, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
               (status = 409, body = crate::api::ErrorBody)))]
 async fn create_from_yaml(
     State(state): State<AppState>,
     Auth(p): Auth,
     Json(body): Json<BackendYaml>,
-) -> ApiResult<(StatusCode, axum::Json<InferenceBackend>)> {
+) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
     p.require_admin()?;
-    create(&state, &p, parse_backend_yaml(&body.content)?).await
+    create(&state, &p, parse_gpustack_backend_yaml(&body.content)?).await
 }
 
 async fn create(
     state: &AppState,
     p: &Principal,
     spec: InferenceBackendSpec,
-) -> ApiResult<(StatusCode, axum::Json<InferenceBackend>)> {
+) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
     p.require_admin()?;
     let existing = state.db.all_backends().await?;
     let spec = admit_new(spec, existing.iter().map(|r| r.spec.backend_name.as_str()))?;
     let record = state.db.insert(&spec, &[]).await?;
-    Ok((StatusCode::CREATED, axum::Json(display(catalog()?, record))))
+    Ok((StatusCode::OK, axum::Json(display(catalog()?, record))))
 }
 
 /// Updates a backend with a full definition. `backend_name` cannot change; on built-in backends
@@ -177,10 +186,10 @@ async fn update_backend(
     Path(id): Path<i64>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-    Json(spec): Json<InferenceBackendSpec>,
-) -> ApiResult<axum::Json<InferenceBackend>> {
+    Tolerant(spec, body_version): Tolerant<InferenceBackendSpec>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
     p.require_admin()?;
-    let expected = expected_version(&headers, &raw)?;
+    let expected = guard_version(expected_version(&headers, &raw)?, body_version)?;
     update(&state, id, expected, |_| Ok(spec.clone())).await
 }
 
@@ -197,10 +206,10 @@ async fn update_from_yaml(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     Json(body): Json<BackendYaml>,
-) -> ApiResult<axum::Json<InferenceBackend>> {
+) -> ApiResult<axum::Json<serde_json::Value>> {
     p.require_admin()?;
     let expected = expected_version(&headers, &raw)?;
-    let spec = parse_backend_yaml(&body.content)?;
+    let spec = parse_gpustack_backend_yaml(&body.content)?;
     update(&state, id, expected, |_| Ok(spec.clone())).await
 }
 
@@ -211,7 +220,7 @@ async fn enable_backend(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<i64>,
-) -> ApiResult<axum::Json<InferenceBackend>> {
+) -> ApiResult<axum::Json<serde_json::Value>> {
     set_enabled(&state, &p, id, true).await
 }
 
@@ -222,7 +231,7 @@ async fn disable_backend(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<i64>,
-) -> ApiResult<axum::Json<InferenceBackend>> {
+) -> ApiResult<axum::Json<serde_json::Value>> {
     set_enabled(&state, &p, id, false).await
 }
 
@@ -231,14 +240,19 @@ async fn set_enabled(
     p: &Principal,
     id: i64,
     enabled: bool,
-) -> ApiResult<axum::Json<InferenceBackend>> {
+) -> ApiResult<axum::Json<serde_json::Value>> {
     p.require_admin()?;
     update(state, id, None, |stored| Ok(InferenceBackendSpec { enabled, ..stored.clone() })).await
 }
 
 /// Read, check, compare-and-swap. With `expected` a stale row is a 409; without, a concurrent change
 /// is retried on the fresh row (the edit is re-applied and re-checked).
-async fn update<F>(state: &AppState, id: i64, expected: Option<i64>, edit: F) -> ApiResult<axum::Json<InferenceBackend>>
+async fn update<F>(
+    state: &AppState,
+    id: i64,
+    expected: Option<i64>,
+    edit: F,
+) -> ApiResult<axum::Json<serde_json::Value>>
 where
     F: Fn(&InferenceBackendSpec) -> ApiResult<InferenceBackendSpec>,
 {
@@ -267,14 +281,14 @@ where
 
 /// Deletes a custom backend. Built-in and community backends stay (disable them instead).
 #[utoipa::path(delete, path = "/v2/inference-backends/{id}", tag = "inference-backends", params(("id" = i64, Path)),
-    responses((status = 204), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+    responses((status = 200), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 async fn delete_backend(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
     let current = state.db.get::<InferenceBackendSpec>(id).await?;
     check_deletable(&current.spec)?;
     backend_in_use(&state, &current.spec.backend_name, None).await?;
     state.db.delete::<InferenceBackendSpec>(id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::OK)
 }
 
 /// Refuses (409 `InUse`) when a deployment with replicas > 0 uses `backend` (or, with `version`,

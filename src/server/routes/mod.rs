@@ -3,9 +3,10 @@
 mod api_keys;
 mod auth;
 mod clusters;
+mod gpu_devices;
 mod inference_backends;
 mod metrics;
-mod model_instances;
+pub mod model_instances;
 mod model_routes;
 pub mod models;
 pub mod openai;
@@ -31,6 +32,7 @@ pub fn management(_state: AppState) -> OpenApiRouter<AppState> {
         .merge(clusters::routes())
         .merge(inference_backends::routes())
         .merge(workers::routes())
+        .merge(gpu_devices::routes())
         .merge(model_instances::routes())
         .merge(models::routes())
         .merge(model_routes::routes())

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use crate::api::{
     InstanceState, InstanceStatusReport, ListResponse, ModelInstance, ModelInstanceCreate, ModelInstanceSpec,
-    SubordinateStatusReport, WorkerSpec,
+    ModelSource, SubordinateStatusReport, WorkerSpec,
 };
 use crate::db::{DbError, Val, instance_columns};
 use crate::server::AppState;
@@ -73,12 +73,23 @@ async fn list_instances(
             && model_id.is_none_or(|m| i.spec.model_id == Some(m))
             && wanted_state.is_none_or(|s| i.spec.state == s)
     };
-    list_or_watch::<ModelInstanceSpec, _, _, _>(&state, &headers, &raw, params, filters, visible, |i| i).await
+    list_or_watch::<ModelInstanceSpec, _, _, _>(&state, &headers, &raw, params, filters, visible, instance_view).await
+}
+
+/// An instance as answered: GPUStack's required `source` and, for local files, `local_path`, filled
+/// in for rows stored before they were.
+pub fn instance_view(mut i: ModelInstance) -> ModelInstance {
+    let s = &mut i.spec;
+    let source = *s.source.get_or_insert(ModelSource::LocalPath);
+    if source == ModelSource::LocalPath && s.local_path.is_none() {
+        s.local_path = Some(s.model_path.clone());
+    }
+    i
 }
 
 /// Places an instance on a worker by hand (administrators); deployments do this for you.
 #[utoipa::path(post, path = "/v2/model-instances", tag = "model-instances", request_body = ModelInstanceCreate,
-    responses((status = 201, body = ModelInstance), (status = 400, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = ModelInstance), (status = 400, body = crate::api::ErrorBody)))]
 async fn create_instance(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -102,8 +113,9 @@ async fn create_instance(
         name: body.name,
         model_id: None,
         model_name: body.model_name,
+        local_path: Some(body.model_path.clone()),
         model_path: body.model_path,
-        source: None,
+        source: Some(ModelSource::LocalPath),
         huggingface_repo_id: None,
         huggingface_filename: None,
         model_scope_model_id: None,
@@ -140,7 +152,7 @@ async fn create_instance(
         backoff_failures: 0,
     };
     let instance = state.db.insert(&spec, &instance_columns(&spec)).await?;
-    Ok((StatusCode::CREATED, axum::Json(instance)))
+    Ok((StatusCode::OK, axum::Json(instance)))
 }
 
 #[utoipa::path(get, path = "/v2/model-instances/{id}", tag = "model-instances", params(("id" = i64, Path)),
@@ -161,11 +173,11 @@ async fn get_instance(
 
 /// Deletes an instance: its worker stops it and frees its port.
 #[utoipa::path(delete, path = "/v2/model-instances/{id}", tag = "model-instances", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_instance(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
     state.db.delete::<ModelInstanceSpec>(id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::OK)
 }
 
 /// The worker's report on its own instance; refused (409) if the instance changed since `version`.

@@ -16,7 +16,7 @@ use crate::db::{DbError, Val, route_columns, target_columns};
 use crate::server::AppState;
 use crate::server::auth::Auth;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{Json, ListParams, RawQuery, int_param};
+use crate::server::extract::{ListParams, RawQuery, Tolerant, int_param};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -129,11 +129,11 @@ async fn replace_targets(state: &AppState, route: &ModelRoute, items: &[ModelRou
 }
 
 #[utoipa::path(post, path = "/v2/model-routes", tag = "model-routes", request_body = ModelRouteCreate,
-    responses((status = 201, body = ModelRoute), (status = 400, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = ModelRoute), (status = 400, body = crate::api::ErrorBody)))]
 async fn create_route(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Json(body): Json<ModelRouteCreate>,
+    Tolerant(body, _): Tolerant<ModelRouteCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<ModelRoute>)> {
     p.require_admin()?;
     check_name(&body.name)?;
@@ -158,7 +158,7 @@ async fn create_route(
         replace_targets(&state, &route, items).await?;
     }
     state.gateway.refresh(&state.db).await?;
-    Ok((StatusCode::CREATED, axum::Json(route)))
+    Ok((StatusCode::OK, axum::Json(route)))
 }
 
 #[utoipa::path(get, path = "/v2/model-routes/{id}", tag = "model-routes", params(("id" = i64, Path)),
@@ -178,7 +178,7 @@ async fn update_route(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<i64>,
-    Json(body): Json<ModelRouteCreate>,
+    Tolerant(body, _): Tolerant<ModelRouteCreate>,
 ) -> ApiResult<axum::Json<ModelRoute>> {
     p.require_admin()?;
     let current = state.db.get::<ModelRouteSpec>(id).await?;
@@ -205,7 +205,7 @@ async fn update_route(
 }
 
 #[utoipa::path(delete, path = "/v2/model-routes/{id}", tag = "model-routes", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_route(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
     state.db.delete::<ModelRouteSpec>(id).await?;
@@ -213,7 +213,7 @@ async fn delete_route(State(state): State<AppState>, Auth(p): Auth, Path(id): Pa
         state.db.delete_if_present::<ModelRouteTargetSpec>(t.id).await?;
     }
     state.gateway.refresh(&state.db).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::OK)
 }
 
 #[utoipa::path(get, path = "/v2/model-route-targets", tag = "model-routes",
@@ -265,17 +265,17 @@ async fn target_spec(state: &AppState, body: &ModelRouteTargetCreate) -> ApiResu
 }
 
 #[utoipa::path(post, path = "/v2/model-route-targets", tag = "model-routes", request_body = ModelRouteTargetCreate,
-    responses((status = 201, body = ModelRouteTarget), (status = 400, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = ModelRouteTarget), (status = 400, body = crate::api::ErrorBody)))]
 async fn create_target(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Json(body): Json<ModelRouteTargetCreate>,
+    Tolerant(body, _): Tolerant<ModelRouteTargetCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<ModelRouteTarget>)> {
     p.require_admin()?;
     let spec = target_spec(&state, &body).await?;
     let target = state.db.insert(&spec, &target_columns(&spec)).await?;
     state.gateway.refresh(&state.db).await?;
-    Ok((StatusCode::CREATED, axum::Json(target)))
+    Ok((StatusCode::OK, axum::Json(target)))
 }
 
 #[utoipa::path(get, path = "/v2/model-route-targets/{id}", tag = "model-routes", params(("id" = i64, Path)),
@@ -295,7 +295,7 @@ async fn update_target(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<i64>,
-    Json(body): Json<ModelRouteTargetCreate>,
+    Tolerant(body, _): Tolerant<ModelRouteTargetCreate>,
 ) -> ApiResult<axum::Json<ModelRouteTarget>> {
     p.require_admin()?;
     let fresh = target_spec(&state, &body).await?;
@@ -313,10 +313,10 @@ async fn update_target(
 }
 
 #[utoipa::path(delete, path = "/v2/model-route-targets/{id}", tag = "model-routes", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_target(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
     state.db.delete::<ModelRouteTargetSpec>(id).await?;
     state.gateway.refresh(&state.db).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::OK)
 }

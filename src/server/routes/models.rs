@@ -15,10 +15,13 @@ use crate::db::{DbError, model_columns};
 use crate::placement::place;
 use crate::server::AppState;
 use crate::server::auth::Auth;
+use crate::server::controller::spec_hash;
 use crate::server::deployment::{BackendLookupError, backend_for};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::evaluate::evaluate;
-use crate::server::extract::{Json, ListParams, RawQuery, expected_version};
+use crate::server::extract::{
+    Json, ListParams, RawQuery, Tolerant, bool_param, expected_version_allowing, guard_version,
+};
 use crate::server::scheduler;
 use crate::server::watch::list_or_watch;
 
@@ -26,6 +29,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_models, create_model))
         .routes(routes!(get_model, update_model, delete_model))
+        .routes(routes!(model_instances))
+        .routes(routes!(restart_model))
         .routes(routes!(evaluate_models))
 }
 
@@ -240,17 +245,22 @@ async fn check_gpu_selector(state: &AppState, spec: &ModelSpec) -> ApiResult<()>
 
 /// Deploys a model.
 #[utoipa::path(post, path = "/v2/models", tag = "models", request_body = ModelSpec,
-    responses((status = 201, body = Model), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = Model), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 async fn create_model(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Json(spec): Json<ModelSpec>,
-) -> ApiResult<(StatusCode, axum::Json<Model>)> {
+    Tolerant(spec, _): Tolerant<ModelSpec>,
+) -> ApiResult<axum::Json<Model>> {
     p.require_admin()?;
-    let spec = admit(&state, spec).await?;
+    let mut spec = admit(&state, spec).await?;
+    spec.ready_replicas = 0;
+    spec.state = None;
+    spec.state_message = None;
+    spec.spec_digest = Some(spec_hash(&spec));
+    spec.rollout_digest = None;
     let model = state.db.insert(&spec, &model_columns(&spec)).await?;
     crate::server::routing::create_model_route(&state.db, &model).await?;
-    Ok((StatusCode::CREATED, axum::Json(model)))
+    Ok(axum::Json(model))
 }
 
 #[utoipa::path(get, path = "/v2/models/{id}", tag = "models", params(("id" = i64, Path)),
@@ -259,9 +269,12 @@ async fn get_model(State(state): State<AppState>, Auth(_p): Auth, Path(id): Path
     Ok(axum::Json(state.db.get::<ModelSpec>(id).await?))
 }
 
-/// Replaces a deployment's spec (scale with `replicas`; 0 stops it). Send the version you read
-/// as `If-Match` or `?version=` to get 409 on a concurrent change.
-#[utoipa::path(put, path = "/v2/models/{id}", tag = "models", params(("id" = i64, Path), ("version" = Option<i64>, Query)),
+/// Replaces a deployment's spec (scale with `replicas`; 0 stops it). As in GPUStack, running
+/// instances keep the spec they started with and new instances get the new one; with
+/// `?rolling=true` instances with an older spec are replaced one at a time instead. Send the
+/// version you read (`version` in the body, `If-Match` or `?version=`) to get 409 on a concurrent change.
+#[utoipa::path(put, path = "/v2/models/{id}", tag = "models",
+    params(("id" = i64, Path), ("version" = Option<i64>, Query), ("rolling" = Option<bool>, Query)),
     request_body = ModelSpec, responses((status = 200, body = Model), (status = 409, body = crate::api::ErrorBody)))]
 async fn update_model(
     State(state): State<AppState>,
@@ -269,38 +282,120 @@ async fn update_model(
     Path(id): Path<i64>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-    Json(spec): Json<ModelSpec>,
+    Tolerant(spec, body_version): Tolerant<ModelSpec>,
 ) -> ApiResult<axum::Json<Model>> {
     p.require_admin()?;
-    let version = expected_version(&headers, &raw)?;
+    let version = guard_version(expected_version_allowing(&headers, &raw, &["rolling"])?, body_version)?;
+    let rolling = bool_param(&raw, "rolling")?.unwrap_or(false);
     let current = state.db.get::<ModelSpec>(id).await?;
     if spec.name != current.spec.name {
         return Err(ApiError::field("name", "cannot change; deploy under the new name and delete this one"));
     }
-    let mut spec = admit(&state, spec).await?;
-    spec.meta = current.spec.meta.clone();
+    let spec = admit(&state, spec).await?;
+    let route_changed =
+        spec.access_policy != current.spec.access_policy || spec.generic_proxy != current.spec.generic_proxy;
     let model = state
         .db
         .modify::<ModelSpec, ApiError, _>(id, version, |m| {
-            let ready = m.ready_replicas;
+            let previous = m.clone();
             *m = spec.clone();
-            m.ready_replicas = ready;
+            let digest = spec_hash(m);
+            m.meta = previous.meta;
+            m.ready_replicas = previous.ready_replicas;
+            m.state = previous.state;
+            m.state_message = previous.state_message;
+            m.rollout_digest = match previous.rollout_digest {
+                _ if rolling => Some(digest.clone()),
+                Some(d) if d == digest => Some(d),
+                _ => None,
+            };
+            m.spec_digest = Some(digest);
             Ok(model_columns(m))
         })
         .await?;
+    if route_changed {
+        crate::server::routing::sync_model_route(&state.db, &model).await?;
+    }
     Ok(axum::Json(model))
+}
+
+/// The instances of one deployment (GPUStack's path; the same as `/v2/model-instances?model_id=`).
+#[utoipa::path(get, path = "/v2/models/{id}/instances", tag = "models",
+    params(("id" = i64, Path), ("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query),
+           ("sort_by" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    responses((status = 200, body = ListResponse<crate::api::ModelInstance>), (status = 404, body = crate::api::ErrorBody)))]
+async fn model_instances(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    state.db.get::<ModelSpec>(id).await?;
+    let params = ListParams::parse(&raw, &["since"])?;
+    list_or_watch::<ModelInstanceSpec, _, _, _>(
+        &state,
+        &headers,
+        &raw,
+        params,
+        vec![("model_id", crate::db::Val::Int(id))],
+        move |i| i.spec.model_id == Some(id),
+        crate::server::routes::model_instances::instance_view,
+    )
+    .await
+}
+
+/// What `POST /v2/models/{id}/restart` did (GPUStack's `ModelRestartResult`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ModelRestartResult {
+    /// The fingerprint of the spec the new instances run.
+    pub spec_digest: String,
+    /// True when there was anything to tear down.
+    pub restarted: bool,
+    /// Names of the instances stopped.
+    pub deleted_instances: Vec<String>,
+    pub message: Option<String>,
+}
+
+/// Stops every instance of a deployment at once; the controller starts fresh ones with the current
+/// spec (GPUStack's restart: the whole generation goes before any of it starts again).
+#[utoipa::path(post, path = "/v2/models/{id}/restart", tag = "models", params(("id" = i64, Path)),
+    responses((status = 200, body = ModelRestartResult), (status = 404, body = crate::api::ErrorBody)))]
+async fn restart_model(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<ModelRestartResult>> {
+    p.require_admin()?;
+    let model = state.db.get::<ModelSpec>(id).await?;
+    let mut deleted = Vec::new();
+    for instance in state.db.instances_of_model(id).await? {
+        if state.db.delete_if_present::<ModelInstanceSpec>(instance.id).await? {
+            deleted.push(instance.spec.name);
+        }
+    }
+    let message = match (deleted.len(), model.spec.replicas) {
+        (0, _) => "no instance was running; nothing to restart".to_string(),
+        (n, r) => format!("stopped {n} instance(s); {r} replica(s) start with the current spec"),
+    };
+    Ok(axum::Json(ModelRestartResult {
+        spec_digest: spec_hash(&model.spec),
+        restarted: !deleted.is_empty(),
+        deleted_instances: deleted,
+        message: Some(message),
+    }))
 }
 
 /// Deletes a deployment and all its instances.
 #[utoipa::path(delete, path = "/v2/models/{id}", tag = "models", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_model(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
     state.db.delete::<ModelSpec>(id).await?;
     for instance in state.db.instances_of_model(id).await? {
         state.db.delete_if_present::<ModelInstanceSpec>(instance.id).await?;
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::OK)
 }
 
 fn result(name: String, compatible: bool, messages: Vec<String>) -> EvaluationResult {

@@ -67,15 +67,22 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, OpenAiE
     })
 }
 
-async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, OpenAiError> {
+/// Reads a request body up to the server's limit; a declared `Content-Length` over it is refused
+/// before a byte of the body is read.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, OpenAiError> {
     let limit = state.config.max_request_body;
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let too_large = || -> OpenAiError {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
             format!("request body is larger than {limit} bytes (the server's --max-request-body-mb)"),
         )
         .into()
-    })
+    };
+    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
 }
 
 async fn models(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, OpenAiError> {
@@ -86,14 +93,14 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
 async fn v1(State(state): State<AppState>, req: Request) -> Result<Response, OpenAiError> {
     let caller = caller(&state, req.headers()).await?;
     let (parts, body) = req.into_parts();
-    let body = read_body(&state, body).await?;
+    let body = read_body(&state, &parts.headers, body).await?;
     Ok(state.gateway.gateway.openai(&caller, parts, body).await?)
 }
 
 async fn proxy(State(state): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Response, OpenAiError> {
     let caller = caller(&state, req.headers()).await?;
     let (parts, body) = req.into_parts();
-    let body = read_body(&state, body).await?;
+    let body = read_body(&state, &parts.headers, body).await?;
     let gateway = &state.gateway.gateway;
     let (first, rest) = path.split_once('/').unwrap_or((path.as_str(), ""));
     match first.parse::<i64>() {

@@ -9,7 +9,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{
-    Dashboard, ModelInstanceSpec, ModelRouteSpec, ModelSpec, UsageDay, UsageResponse, UsageRow, WorkerSpec,
+    ActiveClaim, ActiveModel, ClusterSpec, Dashboard, InstanceState, LoadHistory, LoadNow, ModelInstanceSpec,
+    ModelRouteSpec, ModelSpec, ModelUsageSummary, Record, ResourceCounts, SystemLoad, TimePoint, UsageDay,
+    UsageResponse, UsageRow, WorkerSpec,
 };
 use crate::db::UsageFilter;
 use crate::server::AppState;
@@ -80,8 +82,9 @@ async fn dashboard(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<ax
         *workers.entry(s).or_insert(0) += 1;
     }
     let gpus = workers_list.iter().map(|w| w.spec.status.gpu_devices.len() as i64).sum();
+    let all_instances = state.db.all::<ModelInstanceSpec>().await?;
     let mut instances = BTreeMap::new();
-    for i in state.db.all::<ModelInstanceSpec>().await? {
+    for i in &all_instances {
         *instances.entry(i.spec.state.as_str().to_string()).or_insert(0) += 1;
     }
     let since = (chrono::Utc::now() - chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
@@ -90,13 +93,91 @@ async fn dashboard(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<ax
         user_id: (!p.user.spec.is_admin).then_some(p.user.id),
         ..Default::default()
     };
-    let usage = per_day(&state.db.usage(&filter).await?);
+    let rows = state.db.usage(&filter).await?;
+    let usage = per_day(&rows);
+    let models = state.db.all::<ModelSpec>().await?;
+    let series = |f: fn(&UsageDay) -> i64| -> Vec<TimePoint> {
+        usage.iter().filter_map(|d| Some(TimePoint { timestamp: day_start(&d.date)?, value: f(d) as f64 })).collect()
+    };
     Ok(axum::Json(Dashboard {
+        resource_counts: ResourceCounts {
+            worker_count: workers_list.len() as i64,
+            gpu_count: gpus,
+            model_count: models.len() as i64,
+            model_instance_count: all_instances.len() as i64,
+            cluster_count: state.db.count::<ClusterSpec>().await?,
+        },
+        system_load: SystemLoad { current: load_now(&workers_list), history: LoadHistory::default() },
+        model_usage: ModelUsageSummary {
+            api_request_history: series(|d| d.request_count),
+            completion_token_history: series(|d| d.completion_token_count),
+            prompt_token_history: series(|d| d.prompt_token_count),
+        },
+        active_models: active_models(&models, &all_instances, &rows),
         workers,
         gpus,
-        models: state.db.count::<ModelSpec>().await?,
+        models: models.len() as i64,
         model_routes: state.db.count::<ModelRouteSpec>().await?,
         instances,
         usage,
     }))
+}
+
+/// Unix seconds of a `YYYY-MM-DD` day's start (UTC).
+fn day_start(date: &str) -> Option<i64> {
+    let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    Some(day.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
+}
+
+/// Mean CPU and GPU utilization, and RAM and VRAM used over total, in percent, over every worker.
+fn load_now(workers: &[Record<WorkerSpec>]) -> LoadNow {
+    let ratio = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 };
+    let mean = |xs: Vec<f64>| if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 };
+    let gpus: Vec<_> = workers.iter().flat_map(|w| &w.spec.status.gpu_devices).collect();
+    LoadNow {
+        cpu: mean(workers.iter().map(|w| w.spec.status.cpu.utilization_rate).collect()),
+        ram: ratio(
+            workers.iter().map(|w| w.spec.status.memory.used).sum(),
+            workers.iter().map(|w| w.spec.status.memory.total).sum(),
+        ),
+        gpu: mean(gpus.iter().filter_map(|g| g.core_utilization_rate).collect()),
+        vram: ratio(gpus.iter().map(|g| g.memory_used).sum(), gpus.iter().map(|g| g.memory_total).sum()),
+    }
+}
+
+/// Deployments with running instances, busiest first.
+fn active_models(
+    models: &[Record<ModelSpec>],
+    instances: &[Record<ModelInstanceSpec>],
+    usage: &[UsageRow],
+) -> Vec<ActiveModel> {
+    let mut out: Vec<ActiveModel> = models
+        .iter()
+        .filter_map(|m| {
+            let running: Vec<_> = instances
+                .iter()
+                .filter(|i| i.spec.model_id == Some(m.id) && i.spec.state == InstanceState::Running)
+                .collect();
+            if running.is_empty() {
+                return None;
+            }
+            let claims = running.iter().filter_map(|i| i.spec.computed_resource_claim.as_ref());
+            let (ram, vram) = claims.fold((0, 0), |(r, v), c| (r + c.ram, v + c.vram.values().sum::<u64>()));
+            let token_count = usage
+                .iter()
+                .filter(|u| u.model_name == m.spec.name)
+                .map(|u| u.prompt_token_count + u.completion_token_count)
+                .sum();
+            Some(ActiveModel {
+                id: m.id,
+                name: m.spec.name.clone(),
+                categories: m.spec.categories.clone(),
+                instance_count: running.len() as i64,
+                token_count,
+                resource_claim: ActiveClaim { ram, vram },
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.token_count.cmp(&a.token_count).then_with(|| a.name.cmp(&b.name)));
+    out
 }

@@ -6,16 +6,16 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{User, UserCreate, UserSpec, UserUpdate};
+use crate::api::{User, UserCreate, UserSelfUpdate, UserSpec, UserUpdate};
 use crate::db::Val;
 use crate::server::AppState;
-use crate::server::auth::{Auth, blocking, check_password, hash_password};
+use crate::server::auth::{Auth, blocking, check_password, hash_password, verify_password};
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{Json, ListParams, RawQuery};
+use crate::server::extract::{ListParams, RawQuery, Tolerant};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_users, create_user)).routes(routes!(me)).routes(routes!(
+    OpenApiRouter::new().routes(routes!(list_users, create_user)).routes(routes!(me, update_me)).routes(routes!(
         get_user,
         update_user,
         delete_user
@@ -51,12 +51,12 @@ fn check_username(name: &str) -> ApiResult<()> {
 
 /// Creates a user (administrators only).
 #[utoipa::path(post, path = "/v2/users", tag = "users", request_body = UserCreate,
-    responses((status = 201, body = User), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = User), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 async fn create_user(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Json(body): Json<UserCreate>,
-) -> ApiResult<(StatusCode, axum::Json<User>)> {
+    Tolerant(body, _): Tolerant<UserCreate>,
+) -> ApiResult<axum::Json<User>> {
     p.require_admin()?;
     check_username(&body.username)?;
     check_password("password", &body.password)?;
@@ -67,16 +67,60 @@ async fn create_user(
         full_name: body.full_name,
         is_admin: body.is_admin,
         is_active: body.is_active,
-        require_password_change: false,
+        require_password_change: body.require_password_change,
     };
     let user = state.db.insert(&spec, &[("password_hash", Val::Text(hash))]).await?;
-    Ok((StatusCode::CREATED, axum::Json(user)))
+    Ok(axum::Json(user))
 }
 
 /// The caller's own user.
 #[utoipa::path(get, path = "/v2/users/me", tag = "users", responses((status = 200, body = User)))]
 async fn me(Auth(p): Auth) -> axum::Json<User> {
     axum::Json(p.user)
+}
+
+/// Changes the caller's own name or password (a new password needs `current_password`).
+#[utoipa::path(put, path = "/v2/users/me", tag = "users", request_body = UserSelfUpdate,
+    responses((status = 200, body = User), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+async fn update_me(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Tolerant(body, _): Tolerant<UserSelfUpdate>,
+) -> ApiResult<axum::Json<User>> {
+    let new_hash = match (&body.password, &body.current_password) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ApiError::field("current_password", "is required to set a new password"));
+        }
+        (Some(new), Some(current)) => {
+            check_password("password", new)?;
+            let (id, current, new) = (p.user.id, current.clone(), new.clone());
+            let stored = state.db.password_hash(id).await?;
+            if !blocking(move || verify_password(&current, &stored)).await? {
+                return Err(ApiError::field("current_password", "does not match the current password"));
+            }
+            Some(blocking(move || hash_password(&new)).await??)
+        }
+    };
+    let user = state
+        .db
+        .modify::<UserSpec, ApiError, _>(p.user.id, body.version, |u| {
+            if let Some(v) = &body.full_name {
+                u.full_name = Some(v.clone());
+            }
+            Ok(match &new_hash {
+                Some(h) => {
+                    u.require_password_change = false;
+                    vec![("password_hash", Val::Text(h.clone()))]
+                }
+                None => vec![],
+            })
+        })
+        .await?;
+    if new_hash.is_some() {
+        state.db.delete_user_sessions(user.id).await?;
+    }
+    Ok(axum::Json(user))
 }
 
 #[utoipa::path(get, path = "/v2/users/{id}", tag = "users", params(("id" = i64, Path)),
@@ -95,9 +139,12 @@ async fn update_user(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<i64>,
-    Json(body): Json<UserUpdate>,
+    Tolerant(body, _): Tolerant<UserUpdate>,
 ) -> ApiResult<axum::Json<User>> {
     p.require_admin()?;
+    if let Some(name) = &body.username {
+        check_username(name)?;
+    }
     if p.user.id == id && (body.is_admin == Some(false) || body.is_active == Some(false)) {
         return Err(ApiError::field(
             if body.is_admin == Some(false) { "is_admin" } else { "is_active" },
@@ -115,8 +162,14 @@ async fn update_user(
     let user = state
         .db
         .modify::<UserSpec, ApiError, _>(id, body.version, |u| {
+            if let Some(v) = &body.username {
+                u.username = v.clone();
+            }
             if let Some(v) = &body.full_name {
                 u.full_name = Some(v.clone());
+            }
+            if let Some(v) = body.require_password_change {
+                u.require_password_change = v;
             }
             if let Some(v) = body.is_admin {
                 u.is_admin = v;
@@ -138,7 +191,7 @@ async fn update_user(
 
 /// Deletes a user and, with it, their sessions and API keys.
 #[utoipa::path(delete, path = "/v2/users/{id}", tag = "users", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_user(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
     if p.user.id == id {
@@ -148,5 +201,5 @@ async fn delete_user(State(state): State<AppState>, Auth(p): Auth, Path(id): Pat
         ));
     }
     state.db.delete::<UserSpec>(id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::OK)
 }

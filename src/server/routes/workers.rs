@@ -7,14 +7,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{
-    GpuDeviceView, ListResponse, ModelInstanceSpec, Pagination, Worker, WorkerRegister, WorkerRegistered, WorkerSpec,
+    ListResponse, ModelInstanceSpec, Worker, WorkerLabelsUpdate, WorkerRegister, WorkerRegistered, WorkerSpec,
     WorkerState, WorkerStatusReport, WorkerUpdate,
 };
 use crate::db::{DbError, Val};
 use crate::server::AppState;
 use crate::server::auth::{Auth, Caller, digest, new_worker_credential, server_token};
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{Json, ListParams, RawQuery};
+use crate::server::extract::{Json, ListParams, RawQuery, Tolerant};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -22,8 +22,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_workers, register_worker))
         .routes(routes!(get_worker, update_worker, delete_worker))
         .routes(routes!(heartbeat))
+        .routes(routes!(update_labels))
         .routes(routes!(report_status))
-        .routes(routes!(list_gpu_devices))
 }
 
 #[utoipa::path(get, path = "/v2/workers", tag = "workers",
@@ -85,7 +85,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 /// name that is taken stays taken until an administrator deletes that worker, so holding the
 /// cluster token never lets anyone take over a worker and the instances placed on it.
 #[utoipa::path(post, path = "/v2/workers", tag = "workers", request_body = WorkerRegister,
-    responses((status = 201, body = WorkerRegistered), (status = 401, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = WorkerRegistered), (status = 401, body = crate::api::ErrorBody)))]
 async fn register_worker(
     State(state): State<AppState>,
     caller: Caller,
@@ -154,7 +154,7 @@ async fn register_worker(
         .await?;
     state.leases.renew(worker.id, tokio::time::Instant::now());
     let server_token = server_token(&state.server_secret, worker.id);
-    Ok((StatusCode::CREATED, axum::Json(WorkerRegistered { worker, credential, server_token })))
+    Ok((StatusCode::OK, axum::Json(WorkerRegistered { worker, credential, server_token })))
 }
 
 #[utoipa::path(get, path = "/v2/workers/{id}", tag = "workers", params(("id" = i64, Path)),
@@ -178,29 +178,27 @@ async fn update_worker(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<i64>,
-    Json(body): Json<WorkerUpdate>,
+    Tolerant(body, _): Tolerant<WorkerUpdate>,
 ) -> ApiResult<axum::Json<Worker>> {
     p.require_admin()?;
     if let Some(labels) = &body.labels {
-        for key in labels.keys() {
-            if key.is_empty() || key.len() > 63 || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-            {
-                return Err(ApiError::field(
-                    format!("labels.{key}"),
-                    "label keys are 1-63 characters of letters, digits, '-', '_', '.', '/'",
-                ));
-            }
-        }
+        check_label_keys(labels)?;
     }
     let worker = state
         .db
         .modify::<WorkerSpec, ApiError, _>(id, body.version, |w| {
+            if body.name.as_ref().is_some_and(|n| n != &w.name) {
+                return Err(ApiError::field("name", "workers cannot be renamed; the name is the worker's identity"));
+            }
             if let Some(labels) = &body.labels {
                 w.labels = labels.clone();
             }
             if let Some(m) = &body.maintenance {
+                // A worker sent back as read keeps its state; only switching maintenance changes it.
+                if m.enabled != w.maintenance.enabled {
+                    w.state = if m.enabled { WorkerState::Maintenance } else { WorkerState::NotReady };
+                }
                 w.maintenance = m.clone();
-                w.state = if m.enabled { WorkerState::Maintenance } else { WorkerState::NotReady };
             }
             Ok(vec![])
         })
@@ -210,7 +208,7 @@ async fn update_worker(
 
 /// Removes a worker and every instance placed on it.
 #[utoipa::path(delete, path = "/v2/workers/{id}", tag = "workers", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_worker(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
     // Its instances go, and so do distributed ones it holds a part of: the controller recreates
@@ -222,7 +220,7 @@ async fn delete_worker(State(state): State<AppState>, Auth(p): Auth, Path(id): P
     }
     state.db.delete::<WorkerSpec>(id).await?;
     state.leases.forget(id);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::OK)
 }
 
 fn require_self(caller: &Caller, id: i64) -> ApiResult<()> {
@@ -230,6 +228,54 @@ fn require_self(caller: &Caller, id: i64) -> ApiResult<()> {
         Caller::Worker(w) if w.worker_id == id => Ok(()),
         _ => Err(ApiError::forbidden("only the worker itself may do this")),
     }
+}
+
+fn check_label_keys(labels: &std::collections::BTreeMap<String, String>) -> ApiResult<()> {
+    for key in labels.keys() {
+        if key.is_empty() || key.len() > 63 || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            return Err(ApiError::field(
+                format!("labels.{key}"),
+                "label keys are 1-63 characters of letters, digits, '-', '_', '.', '/'",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Adds or overwrites labels on several workers (GPUStack's bulk edit); other keys are kept.
+/// Every worker must exist (404 naming the first that does not) before any is changed.
+#[utoipa::path(post, path = "/v2/workers/labels", tag = "workers", request_body = WorkerLabelsUpdate,
+    responses((status = 204), (status = 400, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
+async fn update_labels(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Json(body): Json<WorkerLabelsUpdate>,
+) -> ApiResult<StatusCode> {
+    p.require_admin()?;
+    if body.worker_ids.is_empty() || body.worker_ids.iter().any(|&id| id <= 0) {
+        return Err(ApiError::field("worker_ids", "must list at least one worker id, each greater than 0"));
+    }
+    check_label_keys(&body.labels)?;
+    let mut ids = body.worker_ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    for &id in &ids {
+        state.db.get::<WorkerSpec>(id).await?;
+    }
+    for &id in &ids {
+        let res = state
+            .db
+            .modify::<WorkerSpec, ApiError, _>(id, None, |w| {
+                w.labels.extend(body.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Ok(vec![])
+            })
+            .await;
+        match res {
+            Ok(_) | Err(ApiError { code: crate::server::error::ErrorCode::NotFound, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Renews the worker's lease (memory only); a worker that was not_ready becomes ready again.
@@ -284,28 +330,6 @@ async fn report_status(
         })
         .await?;
     Ok(axum::Json(worker))
-}
-
-/// Every GPU of every worker, as `<worker_name>:<type>:<index>`.
-#[utoipa::path(get, path = "/v2/gpu-devices", tag = "workers", responses((status = 200, body = ListResponse<GpuDeviceView>)))]
-async fn list_gpu_devices(
-    State(state): State<AppState>,
-    Auth(_p): Auth,
-) -> ApiResult<axum::Json<ListResponse<GpuDeviceView>>> {
-    let mut items = Vec::new();
-    for worker in state.db.all::<WorkerSpec>().await? {
-        for device in &worker.spec.status.gpu_devices {
-            items.push(GpuDeviceView {
-                id: device.id(&worker.spec.name),
-                worker_id: worker.id,
-                worker_name: worker.spec.name.clone(),
-                device: device.clone(),
-            });
-        }
-    }
-    let total = items.len() as i64;
-    let pagination = Pagination { page: 1, per_page: total.max(1), total, total_page: i64::from(total > 0) };
-    Ok(axum::Json(ListResponse { items, pagination }))
 }
 
 #[cfg(test)]

@@ -111,10 +111,17 @@ export interface ModelSpec {
   extended_kv_cache?: { enabled: boolean } | null;
   image_name?: string | null;
   run_command?: string | null;
+  access_policy?: "public" | "authed" | "allowed_principals";
+  generic_proxy?: boolean;
 }
 
 export interface Model extends Meta, ModelSpec {
   ready_replicas: number;
+  /** GPUStack's deployment state, maintained by the server. */
+  state?: "pending" | "partial" | "running" | "error" | null;
+  state_message?: string | null;
+  /** Fingerprint of the run-affecting fields; an instance with another `spec_hash` runs an older spec. */
+  spec_digest?: string | null;
 }
 
 export type InstanceState =
@@ -130,6 +137,8 @@ export type InstanceState =
 
 export interface ModelInstance extends Meta {
   name: string;
+  /** The fingerprint of the deployment spec it was made from (see `Model.spec_digest`). */
+  spec_hash?: string | null;
   model_id: number | null;
   model_name: string;
   backend: string;

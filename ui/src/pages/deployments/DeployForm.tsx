@@ -104,6 +104,9 @@ function HubSourceFields({
 export function DeployForm({ editing, onClose }: Props) {
   const [s, setState] = useState<DeployState>(() => (editing ? fromModel(editing) : EMPTY));
   const [nameTouched, setNameTouched] = useState(editing !== null);
+  // On by default here (an edit that leaves running instances alone surprises people); the API's
+  // default is GPUStack's: without ?rolling=true running instances keep their spec.
+  const [rolling, setRolling] = useState(true);
   const [backendTouched, setBackendTouched] = useState(editing !== null);
   const backends = useGet<{ items: BackendListItem[] }>("/v2/inference-backends/list");
   const gpus = useGet<ListResponse<GpuDeviceView>>("/v2/gpu-devices?page=-1");
@@ -156,7 +159,7 @@ export function DeployForm({ editing, onClose }: Props) {
     }
     const ok = await run(async () => {
       if (editing) {
-        await putJson(`/v2/models/${editing.id}?version=${editing.version}`, toSpec(s));
+        await putJson(`/v2/models/${editing.id}?version=${editing.version}&rolling=${rolling}`, toSpec(s));
       } else {
         await postJson("/v2/models", toSpec(s));
       }
@@ -180,9 +183,16 @@ export function DeployForm({ editing, onClose }: Props) {
       <form ref={formRef} onSubmit={submit} aria-label={editing ? "Edit deployment" : "Deploy a model"} noValidate>
         <Stack>
           {editing && (
-            <Text size="sm" c="dimmed">
-              Changes that affect how instances run replace them one by one.
-            </Text>
+            <Switch
+              label="Apply to running instances (rolling)"
+              description={
+                rolling
+                  ? "Instances whose command or placement changes are replaced one at a time."
+                  : "Running instances keep their current spec; new instances get the new one."
+              }
+              checked={rolling}
+              onChange={(e) => setRolling(e.currentTarget.checked)}
+            />
           )}
           <Fieldset legend="Model">
             <Stack>

@@ -144,7 +144,11 @@ export function DeploymentsPage() {
                 {open && (
                   <Table.Tr>
                     <Table.Td colSpan={7} bg="gray.0">
-                      <InstancesTable instances={mine} onLogs={(instance) => setDialog({ kind: "logs", instance })} />
+                      <InstancesTable
+                        instances={mine}
+                        specDigest={m.spec_digest}
+                        onLogs={(instance) => setDialog({ kind: "logs", instance })}
+                      />
                     </Table.Td>
                   </Table.Tr>
                 )}

@@ -1,6 +1,6 @@
 // A deployment's instances: state and message, command as run, worker, GPUs, restarts; delete one or view its logs.
 
-import { Button, Code, Group, Table, Text, Tooltip } from "@mantine/core";
+import { Badge, Button, Code, Group, Table, Text, Tooltip } from "@mantine/core";
 import { modals } from "@mantine/modals";
 import { notifications } from "@mantine/notifications";
 import { del, messageOf } from "../../api/client";
@@ -11,6 +11,8 @@ import { shellJoin } from "./command";
 interface Props {
   instances: ModelInstance[];
   onLogs: (instance: ModelInstance) => void;
+  /** The deployment's current fingerprint: instances made from another run an older spec. */
+  specDigest?: string | null;
 }
 
 function confirmDelete(instance: ModelInstance) {
@@ -26,7 +28,7 @@ function confirmDelete(instance: ModelInstance) {
   });
 }
 
-export function InstancesTable({ instances, onLogs }: Props) {
+export function InstancesTable({ instances, onLogs, specDigest }: Props) {
   if (instances.length === 0) return <Text c="dimmed">No instances (replicas 0, or not created yet).</Text>;
   return (
     <Table aria-label="Instances">
@@ -53,6 +55,13 @@ export function InstancesTable({ instances, onLogs }: Props) {
             </Table.Td>
             <Table.Td>
               <StateBadge state={i.state} />
+              {specDigest && i.spec_hash && i.spec_hash !== specDigest && (
+                <Tooltip label="Made before the last edit; it keeps its spec until replaced (edit with rolling, or delete it)">
+                  <Badge ml={4} color="gray" variant="outline" data-testid="older-spec">
+                    older spec
+                  </Badge>
+                </Tooltip>
+              )}
               {i.download_progress !== null &&
                 i.state === "downloading" &&
                 ` ${Math.round(i.download_progress * 100)}%`}

@@ -42,6 +42,9 @@ export interface DeployState {
   distributed: boolean;
   restart_on_error: boolean;
   extended_kv_cache: boolean;
+  /** Not in the form: carried through an edit so it keeps the deployment's route settings. */
+  access_policy: "public" | "authed" | "allowed_principals";
+  generic_proxy: boolean;
 }
 
 export const EMPTY: DeployState = {
@@ -70,6 +73,8 @@ export const EMPTY: DeployState = {
   distributed: false,
   restart_on_error: true,
   extended_kv_cache: false,
+  access_policy: "authed",
+  generic_proxy: true,
 };
 
 const blank = (s: string): string | null => (s.trim() ? s.trim() : null);
@@ -102,6 +107,8 @@ export function toSpec(s: DeployState): ModelSpec {
     extended_kv_cache: s.extended_kv_cache ? { enabled: true } : null,
     image_name: blank(s.image_name),
     run_command: blank(s.run_command),
+    access_policy: s.access_policy,
+    generic_proxy: s.generic_proxy,
   };
 }
 
@@ -132,6 +139,8 @@ export function fromModel(m: Model): DeployState {
     extended_kv_cache: m.extended_kv_cache?.enabled ?? false,
     image_name: m.image_name ?? "",
     run_command: m.run_command ?? "",
+    access_policy: m.access_policy ?? "authed",
+    generic_proxy: m.generic_proxy ?? true,
   };
 }
 

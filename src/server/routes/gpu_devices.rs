@@ -1,0 +1,120 @@
+//! `/v2/gpu-devices`: every GPU of every worker in GPUStack's shape, with the memory the scheduler
+//! has claimed on each (the same claims the scheduler's snapshot counts). Paged, searchable, sortable.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::{GpuCore, GpuDeviceView, GpuMemory, ListResponse, ModelInstanceSpec, WorkerSpec};
+use crate::server::AppState;
+use crate::server::auth::Auth;
+use crate::server::error::{ApiError, ApiResult, ErrorCode};
+use crate::server::extract::{ListParams, RawQuery, int_param};
+use crate::server::scheduler::snapshot;
+use crate::server::watch::{page_of, sort_by_fields};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_gpu_devices)).routes(routes!(get_gpu_device))
+}
+
+/// Every GPU, in the workers' order (newest worker first, then by type and index).
+async fn all_devices(state: &AppState) -> ApiResult<Vec<GpuDeviceView>> {
+    let workers = state.db.all::<WorkerSpec>().await?;
+    let instances = state.db.all::<ModelInstanceSpec>().await?;
+    let claims = snapshot(&workers, &instances, None);
+    let mut items = Vec::new();
+    for worker in workers.iter().rev() {
+        let allocated = |index: u32| {
+            claims
+                .workers
+                .iter()
+                .find(|w| w.id == worker.id)
+                .and_then(|w| w.gpus.iter().find(|g| g.index == index))
+                .map_or(0, |g| g.allocated)
+        };
+        for device in &worker.spec.status.gpu_devices {
+            items.push(GpuDeviceView {
+                id: device.id(&worker.spec.name),
+                worker_id: worker.id,
+                worker_name: worker.spec.name.clone(),
+                worker_ip: worker.spec.ip.clone(),
+                worker_ifname: worker.spec.ifname.clone(),
+                cluster_id: worker.spec.cluster_id,
+                device_index: device.index,
+                device_chip_index: 0,
+                memory: GpuMemory {
+                    total: device.memory_total,
+                    used: device.memory_used,
+                    allocated: allocated(device.index),
+                    utilization_rate: device.memory_utilization_rate,
+                    is_unified_memory: false,
+                },
+                core: device.core_utilization_rate.map(|utilization_rate| GpuCore { utilization_rate }),
+                device: device.clone(),
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// Lists GPUs. `search` matches the id, name and worker name; `cluster_id` and `worker_id` filter;
+/// `page`, `perPage`, `sort_by` as on every list.
+#[utoipa::path(get, path = "/v2/gpu-devices", tag = "workers",
+    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
+           ("search" = Option<String>, Query), ("cluster_id" = Option<i64>, Query), ("worker_id" = Option<i64>, Query)),
+    responses((status = 200, body = ListResponse<GpuDeviceView>), (status = 400, body = crate::api::ErrorBody)))]
+async fn list_gpu_devices(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    _headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = ListParams::parse(&raw, &["cluster_id", "worker_id"])?;
+    if params.watch {
+        return Err(ApiError::new(ErrorCode::InvalidQuery, "watch: GPUs change with their workers; watch /v2/workers")
+            .with_field("watch"));
+    }
+    let cluster_id = int_param(&raw, "cluster_id")?;
+    let worker_id = int_param(&raw, "worker_id")?;
+    let search = params.query.search.as_deref().map(str::to_lowercase);
+    let items: Vec<GpuDeviceView> = all_devices(&state)
+        .await?
+        .into_iter()
+        .filter(|d| cluster_id.is_none_or(|c| d.cluster_id == c) && worker_id.is_none_or(|w| d.worker_id == w))
+        .filter(|d| {
+            search.as_deref().is_none_or(|s| {
+                [&d.id, &d.device.name, &d.worker_name].iter().any(|field| field.to_lowercase().contains(s))
+            })
+        })
+        .collect();
+    let mut values: Vec<serde_json::Value> =
+        items.iter().map(serde_json::to_value).collect::<Result<_, _>>().map_err(|e| ApiError::internal(&e))?;
+    if !params.field_sort.is_empty() {
+        sort_by_fields(&mut values, &params.field_sort)?;
+    } else if params.query.sort.iter().any(|(k, _)| k.name() != "id") {
+        let keys: Vec<(String, bool)> = params.query.sort.iter().map(|(k, d)| (k.name().to_string(), *d)).collect();
+        sort_by_fields(&mut values, &keys)?;
+    }
+    let total = values.len() as i64;
+    let items = page_of(values, params.query.page, params.query.per_page);
+    let pagination = params.pagination(total, items.len());
+    Ok(axum::Json(ListResponse { items, pagination }).into_response())
+}
+
+/// One GPU by its id (`<worker_name>:<type>:<index>`).
+#[utoipa::path(get, path = "/v2/gpu-devices/{id}", tag = "workers", params(("id" = String, Path)),
+    responses((status = 200, body = GpuDeviceView), (status = 404, body = crate::api::ErrorBody)))]
+async fn get_gpu_device(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<GpuDeviceView>> {
+    all_devices(&state)
+        .await?
+        .into_iter()
+        .find(|d| d.id == id)
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no GPU device {id:?}")))
+}
