@@ -53,6 +53,8 @@ pub trait GpuStackBody: DeserializeOwned {
     /// Foreign fields of nested objects: (field, how it nests, the nested objects' foreign fields).
     /// Nulls inside them are dropped too (their types give them defaults).
     const NESTED: &'static [(&'static str, Nesting, &'static [Foreign])] = &[];
+    /// Our fields for which null is a value, not "the default" (their default is something else).
+    const KEEP_NULL: &'static [&'static str] = &[];
 }
 
 /// How a field holds nested objects.
@@ -97,7 +99,9 @@ pub fn normalize<T: GpuStackBody>(body: &mut Value) -> Result<Normalized, Refuse
             }
         };
     }
-    strip(map, Some(fields), &[COMMON_READ_ONLY, T::FOREIGN], "")?;
+    // A field whose null means something is left to the type, null and all.
+    let ours: Vec<&str> = fields.iter().copied().filter(|f| !T::KEEP_NULL.contains(f)).collect();
+    strip(map, Some(&ours), &[COMMON_READ_ONLY, T::FOREIGN], "")?;
     for (name, nesting, foreign) in T::NESTED {
         match (nesting, map.get_mut(*name)) {
             (Nesting::Object, Some(Value::Object(inner))) => {
@@ -291,12 +295,12 @@ impl GpuStackBody for InferenceBackendSpec {
     ];
     const NESTED: &'static [(&'static str, Nesting, &'static [Foreign])] =
         &[("version_configs", Nesting::Map, VERSION_CONFIG)];
+    /// Null means "always ready" here; absent means the default path.
+    const KEEP_NULL: &'static [&'static str] = &["health_check_path"];
 }
 
 impl GpuStackBody for ModelSpec {
     const FOREIGN: &'static [Foreign] = &[
-        Foreign::ReadOnly("state"),
-        Foreign::ReadOnly("state_message"),
         Foreign::ReadOnly("role_status"),
         Foreign::ReadOnly("stale"),
         Foreign::ReadOnly("degradations"),
@@ -481,6 +485,15 @@ mod tests {
     fn field_names_come_from_serde() {
         assert_eq!(field_names::<Body>(), &["name", "replicas", "description"]);
         assert!(field_names::<String>().is_empty());
+    }
+
+    #[test]
+    fn a_null_that_means_something_stays() {
+        let mut body = json!({"backend_name": "x-custom", "health_check_path": null, "id": 3});
+        normalize::<InferenceBackendSpec>(&mut body).expect("normalized");
+        assert_eq!(body, json!({"backend_name": "x-custom", "health_check_path": null}));
+        let spec: InferenceBackendSpec = serde_json::from_value(body).expect("spec");
+        assert_eq!(spec.health_check_path, None, "null = always ready");
     }
 
     #[test]

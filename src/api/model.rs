@@ -140,9 +140,9 @@ pub struct ModelSpec {
     /// they were made from).
     #[serde(default)]
     pub spec_digest: Option<String>,
-    /// Set by an edit with `?rolling=true` (or a restart): instances with an older fingerprint are
-    /// replaced one at a time until all run this one. Without it an edit applies to new instances
-    /// only, as in GPUStack (maintained by the server).
+    /// Set by an edit with `?rolling=true`: instances with an older fingerprint are replaced one at
+    /// a time until all run this one. Without it an edit leaves running instances on their spec, as
+    /// in GPUStack (maintained by the server).
     #[serde(default)]
     pub rollout_digest: Option<String>,
 }

@@ -9,6 +9,7 @@ use crate::api::{ApiKeySpec, ClusterSpec, Record, UserSpec};
 impl Resource for UserSpec {
     const TABLE: &'static str = "users";
     const NOUN: &'static str = "user";
+    const NAME_FIELD: &'static str = "username";
     fn name(&self) -> &str {
         &self.username
     }

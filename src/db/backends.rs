@@ -8,6 +8,7 @@ use crate::api::backend::InferenceBackendSpec;
 impl Resource for InferenceBackendSpec {
     const TABLE: &'static str = "inference_backends";
     const NOUN: &'static str = "inference backend";
+    const NAME_FIELD: &'static str = "backend_name";
     fn name(&self) -> &str {
         &self.backend_name
     }

@@ -20,6 +20,8 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin +
     const TABLE: &'static str;
     /// The singular noun used in messages ("user 3 not found").
     const NOUN: &'static str;
+    /// The JSON field that holds `name()` (what `sort_by=name` sorts in the answered JSON).
+    const NAME_FIELD: &'static str = "name";
     fn name(&self) -> &str;
 }
 

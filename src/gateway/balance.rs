@@ -215,7 +215,7 @@ mod tests {
     }
 
     fn route(targets: Vec<Target>) -> Route {
-        Route { id: 1, name: "m".into(), categories: vec![], created: 0, timeout: None, targets }
+        Route { id: 1, name: "m".into(), categories: vec![], created: 0, timeout: None, generic_proxy: true, targets }
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum GatewayError {
     UnknownRoute(i64),
     #[error("this API key may not use model {0:?}")]
     NotAllowed(String),
+    #[error("model {0:?} does not serve the generic proxy (its route's generic_proxy is false)")]
+    ProxyDisabled(String),
     #[error("rate limit reached for this API key; retry after {retry_after} s")]
     RateLimited { retry_after: u64 },
     #[error("no running instance of model {0:?}")]

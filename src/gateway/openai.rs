@@ -154,6 +154,9 @@ impl Gateway {
         if !caller.may_use(&route.name) {
             return Err(GatewayError::NotAllowed(route.name.clone()));
         }
+        if !route.generic_proxy {
+            return Err(GatewayError::ProxyDisabled(route.name.clone()));
+        }
         self.limit(caller, &route)?;
         let parsed = parse(&parts.headers, body, false).unwrap_or_else(|_| Parsed {
             model: None,
@@ -184,6 +187,9 @@ impl Gateway {
             GatewayError::BadRequest("name the model in the X-GPUStack-Model header or the body's \"model\"".into())
         })?;
         let route = self.admit(caller, &name)?;
+        if !route.generic_proxy {
+            return Err(GatewayError::ProxyDisabled(route.name.clone()));
+        }
         let path_and_query = stripped(path, &parts);
         self.send(caller, route, parts, parsed, path_and_query).await
     }

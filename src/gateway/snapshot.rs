@@ -52,6 +52,8 @@ pub struct Route {
     pub created: i64,
     /// How long to wait for the upstream's response headers; `None` = forever.
     pub timeout: Option<Duration>,
+    /// Whether `/model/proxy/…` may reach this route (the route's `generic_proxy`).
+    pub generic_proxy: bool,
     pub targets: Vec<Target>,
 }
 
@@ -114,8 +116,15 @@ mod tests {
 
     #[test]
     fn names_are_found_case_insensitively() {
-        let route =
-            Route { id: 7, name: "Smol".into(), categories: vec![], created: 0, timeout: None, targets: vec![] };
+        let route = Route {
+            id: 7,
+            name: "Smol".into(),
+            categories: vec![],
+            created: 0,
+            timeout: None,
+            generic_proxy: true,
+            targets: vec![],
+        };
         let s = Snapshot::new(vec![route]);
         assert_eq!(s.by_name("smol").map(|r| r.id), Some(7));
         assert_eq!(s.by_name("SMOL").map(|r| r.id), Some(7));

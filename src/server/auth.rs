@@ -148,12 +148,12 @@ async fn authenticate_worker(state: &AppState, token: &str) -> ApiResult<WorkerI
     Ok(WorkerIdentity { worker_id })
 }
 
-/// The token the server presents to worker `worker_id` (derived, never stored).
+/// A cluster's registration token, from the server secret and the cluster's nonce (never stored).
 pub fn cluster_token(server_secret: &str, nonce: &str) -> String {
     digest(&format!("{server_secret}:cluster:{nonce}"))
 }
 
-/// The token the server gives a worker (derived, never stored).
+/// The token the server presents to worker `worker_id` (derived, never stored).
 pub fn server_token(server_secret: &str, worker_id: i64) -> String {
     digest(&format!("{server_secret}:worker:{worker_id}"))
 }

@@ -38,10 +38,10 @@ pub fn spec_hash(m: &ModelSpec) -> String {
         run_command,
         placement_strategy,
         restart_on_error,
+        cluster_id,
         // Not run-affecting: changing them never restarts anything.
         name: _,
         description: _,
-        cluster_id: _,
         replicas: _,
         ready_replicas: _,
         categories: _,
@@ -61,7 +61,7 @@ pub fn spec_hash(m: &ModelSpec) -> String {
         "gpus": gpu_selector, "workers": worker_selector, "cpu": cpu_offloading,
         "distributed": distributed_inference_across_workers, "kv": extended_kv_cache,
         "image": image_name, "cmd": run_command, "strategy": placement_strategy,
-        "restart": restart_on_error,
+        "restart": restart_on_error, "cluster": cluster_id,
     });
     hex::encode(&Sha256::digest(relevant.to_string().as_bytes())[..8])
 }
@@ -69,14 +69,20 @@ pub fn spec_hash(m: &ModelSpec) -> String {
 /// A deployment's state from its replicas and instances (GPUStack's `ModelStateEnum`).
 pub fn model_state(desired: usize, instances: &[&ModelInstance]) -> (Option<ModelState>, Option<String>) {
     let ready = instances.iter().filter(|i| i.spec.state == InstanceState::Running).count();
-    let failed = instances.iter().find(|i| i.spec.state == InstanceState::Error);
+    // Failed, or restarting after a failure: counted as failing until it runs again, so a crash
+    // loop does not flip the deployment between error and pending (and its version with it).
+    let failing = instances
+        .iter()
+        .filter(|i| {
+            i.spec.state == InstanceState::Error || (i.spec.restart_count > 0 && i.spec.state != InstanceState::Running)
+        })
+        .count();
     if desired == 0 {
         (None, None)
     } else if ready >= desired {
         (Some(ModelState::Running), None)
-    } else if let Some(i) = failed {
-        let why = i.spec.state_message.clone().unwrap_or_default();
-        (Some(ModelState::Error), Some(format!("instance {}: {why}", i.spec.name).trim_end_matches(": ").to_string()))
+    } else if failing > 0 {
+        (Some(ModelState::Error), Some(format!("{failing} of {desired} replicas failing; the instances say why")))
     } else if ready > 0 {
         (Some(ModelState::Partial), Some(format!("{ready} of {desired} replicas running")))
     } else {
@@ -160,10 +166,12 @@ impl ModelController {
         let instances = self.db.instances_of_model(model.id).await?;
         let desired = model.spec.replicas as usize;
         let hash = spec_hash(&model.spec);
-        // Without a rollout an edit applies to new instances only; running ones keep their spec.
+        // Without a rollout an edit leaves running instances on their spec; instances that do not
+        // run (yet, or any more) are replaced by ones made from the new spec.
         let rolling = model.spec.rollout_digest.as_deref() == Some(hash.as_str());
-        let (fresh, outdated): (Vec<&ModelInstance>, Vec<&ModelInstance>) =
-            instances.iter().partition(|i| !rolling || i.spec.spec_hash.as_deref() == Some(hash.as_str()));
+        let (fresh, outdated): (Vec<&ModelInstance>, Vec<&ModelInstance>) = instances.iter().partition(|i| {
+            i.spec.spec_hash.as_deref() == Some(hash.as_str()) || (!rolling && i.spec.state == InstanceState::Running)
+        });
         let running = |list: &[&ModelInstance]| list.iter().filter(|i| i.spec.state == InstanceState::Running).count();
         let mut writes = 0;
 
@@ -194,9 +202,16 @@ impl ModelController {
             }
             let idle: Vec<&&ModelInstance> =
                 outdated.iter().filter(|i| i.spec.state != InstanceState::Running).collect();
+            // The extra instance cannot be placed (the scheduler said why): with no spare capacity
+            // the roll goes one unavailable at a time instead of waiting for ever.
+            let surge_stuck = fresh.iter().any(|i| {
+                i.spec.state == InstanceState::Pending && i.spec.worker_id.is_none() && i.spec.state_message.is_some()
+            });
             if let Some(i) = idle.first() {
                 writes += delete_quietly(&self.db, i.id).await?;
-            } else if running(&fresh) + running(&outdated) > desired {
+            } else if running(&fresh) + running(&outdated) > desired
+                || (surge_stuck && running(&fresh) + running(&outdated) >= desired)
+            {
                 let views: Vec<ScaleDownView> = outdated.iter().map(|i| health_view(i, workers)).collect();
                 if let Some(id) = scale_down_order(&views).into_iter().next() {
                     writes += delete_quietly(&self.db, id).await?;
@@ -302,6 +317,8 @@ mod tests {
         let run = instance(Running, None);
         let pend = instance(Pending, None);
         let err = instance(Error, Some("exit 1"));
+        let mut restarting = instance(Starting, None);
+        restarting.spec.restart_count = 2;
         type Case<'a> = (usize, Vec<&'a ModelInstance>, Option<ModelState>, Option<&'a str>);
         let cases: &[Case] = &[
             (0, vec![], None, None),
@@ -310,7 +327,13 @@ mod tests {
             (1, vec![&pend], Some(ModelState::Pending), None),
             (1, vec![&run], Some(ModelState::Running), None),
             (2, vec![&run, &pend], Some(ModelState::Partial), Some("1 of 2 replicas running")),
-            (2, vec![&run, &err], Some(ModelState::Error), Some("instance m-1: exit 1")),
+            (2, vec![&run, &err], Some(ModelState::Error), Some("1 of 2 replicas failing; the instances say why")),
+            (
+                2,
+                vec![&run, &restarting],
+                Some(ModelState::Error),
+                Some("1 of 2 replicas failing; the instances say why"),
+            ),
             (1, vec![&err, &run], Some(ModelState::Running), None),
         ];
         for (desired, instances, state, message) in cases {

@@ -218,6 +218,7 @@ impl From<GatewayError> for OpenAiError {
             GatewayError::UnknownModel(_) => (ErrorCode::NotFound, "model_not_found"),
             GatewayError::UnknownRoute(_) => (ErrorCode::NotFound, "model_not_found"),
             GatewayError::NotAllowed(_) => (ErrorCode::Forbidden, "model_not_allowed"),
+            GatewayError::ProxyDisabled(_) => (ErrorCode::Forbidden, "generic_proxy_disabled"),
             GatewayError::RateLimited { .. } => (ErrorCode::TooManyRequests, "rate_limit_exceeded"),
             GatewayError::NoInstance(_) => (ErrorCode::Unavailable, "no_running_instance"),
             GatewayError::Upstream(_) => (ErrorCode::BadGateway, "upstream_error"),

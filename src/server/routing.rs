@@ -61,19 +61,16 @@ pub async fn create_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<
     Ok(())
 }
 
-/// Sets the deployment's `access_policy` and `generic_proxy` on the route created with it (called
-/// when an edit changes them; the route may also be edited on its own).
+/// Sets the deployment's `generic_proxy` on the route created with it (called when an edit changes
+/// it; the route may also be edited on its own, and then the route is what the gateway follows).
 pub async fn sync_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<()> {
     let Some(route) = db.get_by_name::<ModelRouteSpec>(&model.spec.name).await? else { return Ok(()) };
     let r = &route.spec;
-    if r.created_model_id != Some(model.id)
-        || (r.access_policy == model.spec.access_policy && r.generic_proxy == Some(model.spec.generic_proxy))
-    {
+    if r.created_model_id != Some(model.id) || r.generic_proxy == Some(model.spec.generic_proxy) {
         return Ok(());
     }
     let res = db
         .modify::<ModelRouteSpec, DbError, _>(route.id, None, |r| {
-            r.access_policy = model.spec.access_policy;
             r.generic_proxy = Some(model.spec.generic_proxy);
             Ok(route_columns(r))
         })
@@ -184,6 +181,7 @@ pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
             categories: r.spec.categories,
             created: r.created_at.timestamp(),
             timeout: r.spec.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+            generic_proxy: r.spec.generic_proxy.unwrap_or(true),
             targets,
         });
     }

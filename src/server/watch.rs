@@ -53,7 +53,12 @@ where
         let items: Vec<V> = rows.into_iter().filter(|r| visible(r)).map(view).collect();
         let mut items: Vec<serde_json::Value> =
             items.iter().map(serde_json::to_value).collect::<Result<_, _>>().map_err(|e| ApiError::internal(&e))?;
-        sort_by_fields(&mut items, &params.field_sort)?;
+        let keys: Vec<(String, bool)> = params
+            .field_sort
+            .iter()
+            .map(|(k, d)| (if k == "name" { T::NAME_FIELD.to_string() } else { k.clone() }, *d))
+            .collect();
+        sort_by_fields(&mut items, &keys)?;
         let total = items.len() as i64;
         let items = page_of(items, page, params.query.per_page);
         let pagination = params.pagination(total, items.len());
@@ -69,7 +74,10 @@ where
 pub fn page_of<V>(items: Vec<V>, page: Option<i64>, per_page: i64) -> Vec<V> {
     match page {
         None => items,
-        Some(p) => items.into_iter().skip(((p - 1) * per_page) as usize).take(per_page as usize).collect(),
+        Some(p) => {
+            let skip = usize::try_from((p - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
+            items.into_iter().skip(skip).take(usize::try_from(per_page).unwrap_or(0)).collect()
+        }
     }
 }
 

@@ -258,6 +258,15 @@ async fn names_are_immutable_and_unique(kind: DbKind) {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((body["backend_source"].clone(), body["is_built_in"].clone()), (json!("custom"), json!(false)));
 
+    // A null health path ("always ready") survives GET → PUT of the whole object, GPUStack's
+    // read-only fields and all; it does not turn into the default path.
+    let mut always_ready = demo("ready-custom");
+    always_ready["health_check_path"] = Value::Null;
+    let (status, made) = s.post(BASE, always_ready).await;
+    assert_eq!((status, made["health_check_path"].clone()), (StatusCode::OK, Value::Null), "{made}");
+    let (status, again) = s.put(&format!("{BASE}/{}", made["id"]), made.clone()).await;
+    assert_eq!((status, again["health_check_path"].clone()), (StatusCode::OK, Value::Null), "{again}");
+
     let (status, body) = s.post(BASE, demo("DEMO-custom")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_refused(status, &body, "backend_name", "already used by \"Demo-custom\"");

@@ -61,6 +61,7 @@ fn route(endpoints: &[(i64, std::net::SocketAddr)]) -> Route {
         categories: vec![],
         created: 0,
         timeout: None,
+        generic_proxy: true,
         targets: vec![Target {
             name: "fake".into(),
             weight: 100,
@@ -413,6 +414,25 @@ async fn openai_client_through_the_gateway_to_llama() {
         .expect("proxy");
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.text().await.unwrap_or_default().contains("ok"));
+    // A route with generic_proxy false closes the proxy, not the OpenAI paths.
+    let (status, body) =
+        s.put(&format!("/v2/model-routes/{}", smol["id"]), json!({"name": "smol", "generic_proxy": false})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = reqwest::Client::new()
+            .get(s.url(&format!("/model/proxy/{}/health", smol["id"])))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("proxy");
+        if res.status() == StatusCode::FORBIDDEN {
+            assert!(res.text().await.unwrap_or_default().contains("generic_proxy"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the proxy stayed open: {}", res.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Usage lands in the daily table within a flush: 2 chat requests (one streamed), 1 embedding.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -40,6 +40,11 @@ async fn bad_deployments_name_the_field(kind: DbKind) {
             "gpu_selector.gpu_ids",
         ),
         (json!({"name": "a", "source": "local_path", "local_path": path, "sauce": 1}), "sauce"),
+        (json!({"name": "a", "source": "local_path", "local_path": path, "access_policy": "public"}), "access_policy"),
+        (
+            json!({"name": "a", "source": "local_path", "local_path": path, "speculative_config": {"enabled": true}}),
+            "speculative_config",
+        ),
         (json!({"name": "a b", "source": "local_path", "local_path": path}), "name"),
         (json!({"name": "a", "source": "ftp"}), "source"),
         (

@@ -199,7 +199,7 @@ pub struct RegistrationInfo {
     /// No container image: Ferrostack's worker is the same binary (`args`).
     pub image: String,
     pub env: std::collections::BTreeMap<String, String>,
-    /// The command line that joins a worker: `ferrostack` followed by these.
+    /// The command line that joins a worker: `ferrostack` followed by these, with `env` set.
     pub args: Vec<String>,
 }
 
@@ -225,6 +225,8 @@ async fn registration_token(
     let token = cluster_token(&state.server_secret, nonce);
     let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let server_url = format!("http://{host}");
-    let args = ["worker", "--server-url", &server_url, "--token", &token].map(str::to_string).to_vec();
-    Ok(axum::Json(RegistrationInfo { token, server_url, image: String::new(), env: Default::default(), args }))
+    // The token goes in the environment, not on a command line that `ps` shows.
+    let args = ["worker", "--server-url", &server_url].map(str::to_string).to_vec();
+    let env = [(crate::worker::ENV_TOKEN.to_string(), token.clone())].into();
+    Ok(axum::Json(RegistrationInfo { token, server_url, image: String::new(), env, args }))
 }

@@ -93,7 +93,7 @@ async fn list_gpu_devices(
         items.iter().map(serde_json::to_value).collect::<Result<_, _>>().map_err(|e| ApiError::internal(&e))?;
     if !params.field_sort.is_empty() {
         sort_by_fields(&mut values, &params.field_sort)?;
-    } else if params.query.sort.iter().any(|(k, _)| k.name() != "id") {
+    } else if raw.contains_key("sort_by") {
         let keys: Vec<(String, bool)> = params.query.sort.iter().map(|(k, d)| (k.name().to_string(), *d)).collect();
         sort_by_fields(&mut values, &keys)?;
     }

@@ -7,7 +7,7 @@ mod gpu_devices;
 mod inference_backends;
 mod metrics;
 pub mod model_instances;
-mod model_routes;
+pub mod model_routes;
 pub mod models;
 pub mod openai;
 mod probes;

@@ -168,7 +168,7 @@ async fn get_instance(
     {
         return Err(ApiError::forbidden("a worker may only read its own instances"));
     }
-    Ok(axum::Json(instance))
+    Ok(axum::Json(instance_view(instance)))
 }
 
 /// Deletes an instance: its worker stops it and frees its port.
@@ -235,7 +235,7 @@ async fn report_status(
             Ok(instance_columns(i))
         })
         .await?;
-    Ok(axum::Json(instance))
+    Ok(axum::Json(instance_view(instance)))
 }
 
 /// A subordinate worker's report on its part of a distributed instance. Not version-guarded: each
@@ -281,7 +281,7 @@ async fn report_subordinate_status(
             Ok(instance_columns(i))
         })
         .await?;
-    Ok(axum::Json(instance))
+    Ok(axum::Json(instance_view(instance)))
 }
 
 /// The instance's log, from the worker that runs it: `tail=N` last lines, `follow=true` to stream.

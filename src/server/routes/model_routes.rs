@@ -137,6 +137,7 @@ async fn create_route(
 ) -> ApiResult<(StatusCode, axum::Json<ModelRoute>)> {
     p.require_admin()?;
     check_name(&body.name)?;
+    supported_access_policy(body.access_policy)?;
     for (i, t) in body.targets.iter().flatten().enumerate() {
         check_codes(&format!("targets[{i}].fallback_status_codes"), &t.fallback_status_codes)?;
         model_name(&state, &format!("targets[{i}].model_id"), t.model_id).await?;
@@ -185,6 +186,7 @@ async fn update_route(
     if !body.name.eq_ignore_ascii_case(&current.spec.name) {
         return Err(ApiError::field("name", "cannot change; create a route under the new name"));
     }
+    supported_access_policy(body.access_policy)?;
     let route = state
         .db
         .modify::<ModelRouteSpec, ApiError, _>(id, body.version, |r| {
@@ -319,4 +321,17 @@ async fn delete_target(State(state): State<AppState>, Auth(p): Auth, Path(id): P
     state.db.delete::<ModelRouteTargetSpec>(id).await?;
     state.gateway.refresh(&state.db).await?;
     Ok(StatusCode::OK)
+}
+
+/// The access policy Ferrostack enforces: every call to a model needs an API key or a session
+/// (GPUStack's `authed`). `public` and `allowed_principals` are refused rather than stored unenforced.
+pub fn supported_access_policy(policy: crate::api::AccessPolicy) -> ApiResult<()> {
+    if policy == crate::api::AccessPolicy::Authed {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            "access_policy",
+            "only \"authed\" is supported: every call to a model needs an API key or a session",
+        ))
+    }
 }

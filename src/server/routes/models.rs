@@ -72,6 +72,7 @@ async fn admit_with_backend(
     if !valid_name {
         return Err(ApiError::field("name", "must be 1-63 characters of letters, digits, '-', '_', '.'"));
     }
+    crate::server::routes::model_routes::supported_access_policy(spec.access_policy)?;
     match spec.source {
         ModelSource::Huggingface => {
             non_empty("huggingface_repo_id", &spec.huggingface_repo_id, "required when source is huggingface")?;
@@ -292,8 +293,7 @@ async fn update_model(
         return Err(ApiError::field("name", "cannot change; deploy under the new name and delete this one"));
     }
     let spec = admit(&state, spec).await?;
-    let route_changed =
-        spec.access_policy != current.spec.access_policy || spec.generic_proxy != current.spec.generic_proxy;
+    let route_changed = spec.generic_proxy != current.spec.generic_proxy;
     let model = state
         .db
         .modify::<ModelSpec, ApiError, _>(id, version, |m| {

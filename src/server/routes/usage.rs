@@ -131,17 +131,18 @@ fn day_start(date: &str) -> Option<i64> {
 
 /// Mean CPU and GPU utilization, and RAM and VRAM used over total, in percent, over every worker.
 fn load_now(workers: &[Record<WorkerSpec>]) -> LoadNow {
-    let ratio = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 };
+    // Sums in f64: figures come from workers and must not overflow whatever they say.
+    let ratio = |used: f64, total: f64| if total <= 0.0 { 0.0 } else { used * 100.0 / total };
     let mean = |xs: Vec<f64>| if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 };
     let gpus: Vec<_> = workers.iter().flat_map(|w| &w.spec.status.gpu_devices).collect();
     LoadNow {
         cpu: mean(workers.iter().map(|w| w.spec.status.cpu.utilization_rate).collect()),
         ram: ratio(
-            workers.iter().map(|w| w.spec.status.memory.used).sum(),
-            workers.iter().map(|w| w.spec.status.memory.total).sum(),
+            workers.iter().map(|w| w.spec.status.memory.used as f64).sum(),
+            workers.iter().map(|w| w.spec.status.memory.total as f64).sum(),
         ),
         gpu: mean(gpus.iter().filter_map(|g| g.core_utilization_rate).collect()),
-        vram: ratio(gpus.iter().map(|g| g.memory_used).sum(), gpus.iter().map(|g| g.memory_total).sum()),
+        vram: ratio(gpus.iter().map(|g| g.memory_used as f64).sum(), gpus.iter().map(|g| g.memory_total as f64).sum()),
     }
 }
 
@@ -162,7 +163,9 @@ fn active_models(
                 return None;
             }
             let claims = running.iter().filter_map(|i| i.spec.computed_resource_claim.as_ref());
-            let (ram, vram) = claims.fold((0, 0), |(r, v), c| (r + c.ram, v + c.vram.values().sum::<u64>()));
+            let (ram, vram) = claims.fold((0u64, 0u64), |(r, v), c| {
+                (r.saturating_add(c.ram), c.vram.values().fold(v, |v, b| v.saturating_add(*b)))
+            });
             let token_count = usage
                 .iter()
                 .filter(|u| u.model_name == m.spec.name)
