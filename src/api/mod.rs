@@ -22,6 +22,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The environment variable a worker reads its cluster registration token from (kept off the
+/// command line, where `ps` would show it).
+pub const ENV_WORKER_TOKEN: &str = "FERROSTACK_TOKEN";
+
 /// A stored resource: metadata plus the resource's own fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Record<T> {

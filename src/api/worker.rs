@@ -168,6 +168,28 @@ pub struct WorkerStatusReport {
     pub port: Option<u16>,
 }
 
+impl WorkerStatus {
+    /// The status without its fast-moving figures (utilisation, memory and disk in use,
+    /// temperature): what must be stored when it changes. Those figures live in the server's memory.
+    pub fn steady(&self) -> WorkerStatus {
+        let mut s = self.clone();
+        s.cpu.utilization_rate = 0.0;
+        s.memory.used = 0;
+        s.memory.utilization_rate = 0.0;
+        for f in &mut s.filesystem {
+            f.used = 0;
+            f.available = 0;
+        }
+        for g in &mut s.gpu_devices {
+            g.memory_used = 0;
+            g.memory_utilization_rate = 0.0;
+            g.core_utilization_rate = None;
+            g.temperature = None;
+        }
+        s
+    }
+}
+
 /// `POST /v2/workers/labels`: labels to add or overwrite on every listed worker (others kept).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -6,6 +6,7 @@ mod auth;
 mod backends;
 mod gateway;
 mod models;
+pub mod notify;
 mod store;
 mod workers;
 
@@ -61,8 +62,8 @@ pub type DbResult<T> = Result<T, DbError>;
 pub struct Db {
     pub(crate) pool: AnyPool,
     pub(crate) dialect: Dialect,
-    /// Bumped after every committed change; watchers wake on it and read the change log.
-    pub(crate) changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Counts commits per kind; watchers wake on the kinds they follow and read the change log.
+    pub(crate) notifier: Arc<notify::Notifier>,
 }
 
 impl Db {
@@ -98,8 +99,7 @@ impl Db {
         if dialect == Dialect::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        let (changed, _) = tokio::sync::watch::channel(0);
-        let db = Db { pool, dialect, changed: Arc::new(changed) };
+        let db = Db { pool, dialect, notifier: Arc::default() };
         db.migrate().await?;
         Ok(db)
     }
@@ -148,13 +148,29 @@ impl Db {
         self.pool.close().await;
     }
 
-    /// A receiver that changes whenever a change is committed (used by watch streams).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
+    /// A waiter for commits to any of `kinds` (table names, e.g. `Resource::TABLE`).
+    pub fn subscribe(&self, kinds: &[&str]) -> notify::Changes {
+        self.notifier.subscribe(kinds)
     }
 
-    pub(crate) fn notify(&self) {
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    /// On PostgreSQL, where other servers may commit too: look for their commits every
+    /// [`notify::EXTERNAL_POLL`] (one query per process, however many watchers), until shutdown.
+    pub fn spawn_external_poller(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        if self.dialect != Dialect::Postgres {
+            return;
+        }
+        let pool = self.pool.clone();
+        notify::spawn_external_poller(
+            self.notifier.clone(),
+            move || {
+                let pool = pool.clone();
+                async move {
+                    let row = sqlx::query("SELECT MAX(seq) FROM changes").fetch_one(&pool).await.ok()?;
+                    row.try_get::<Option<i64>, _>(0).ok().flatten()
+                }
+            },
+            shutdown,
+        );
     }
 }
 

@@ -171,9 +171,9 @@ impl Db {
             updated_at: from_ms(now),
             spec: spec.clone(),
         };
-        self.record_change(&mut tx, T::TABLE, record.id, EventType::Created, &record).await?;
+        let seq = self.record_change(&mut tx, T::TABLE, record.id, EventType::Created, &record).await?;
         tx.commit().await?;
-        self.notify();
+        self.notifier.committed(T::TABLE, seq);
         Ok(record)
     }
 
@@ -304,9 +304,9 @@ impl Db {
             updated_at: from_ms(now),
             spec: spec.clone(),
         };
-        self.record_change(&mut tx, T::TABLE, id, EventType::Updated, &record).await?;
+        let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Updated, &record).await?;
         tx.commit().await?;
-        self.notify();
+        self.notifier.committed(T::TABLE, seq);
         Ok(record)
     }
 
@@ -345,9 +345,9 @@ impl Db {
             return Err(DbError::NotFound { kind: T::NOUN, id: id.to_string() });
         };
         let record = decode::<T>(&row)?;
-        self.record_change(&mut tx, T::TABLE, id, EventType::Deleted, &record).await?;
+        let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Deleted, &record).await?;
         tx.commit().await?;
-        self.notify();
+        self.notifier.committed(T::TABLE, seq);
         Ok(record)
     }
 
@@ -368,7 +368,7 @@ impl Db {
         resource_id: i64,
         event: EventType,
         record: &R,
-    ) -> DbResult<()> {
+    ) -> DbResult<i64> {
         if self.dialect == Dialect::Postgres {
             // Serialises change-log writers so sequence numbers become visible in order.
             sqlx::query("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE").execute(&mut **tx).await?;
@@ -378,15 +378,17 @@ impl Db {
             id: resource_id,
             message: e.to_string(),
         })?;
-        sqlx::query("INSERT INTO changes (kind, resource_id, event, data, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(kind.to_string())
-            .bind(resource_id)
-            .bind(event.as_str().to_string())
-            .bind(data)
-            .bind(now_ms())
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        let row = sqlx::query(
+            "INSERT INTO changes (kind, resource_id, event, data, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+        )
+        .bind(kind.to_string())
+        .bind(resource_id)
+        .bind(event.as_str().to_string())
+        .bind(data)
+        .bind(now_ms())
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// Changes of `kind` after `since`, oldest first, at most `limit`.

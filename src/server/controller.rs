@@ -252,7 +252,8 @@ pub fn spawn_loops(db: Db, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
         let controller = ModelController { db: db.clone() };
         let scheduler = crate::server::scheduler::Scheduler { db: db.clone() };
-        let mut changed = db.subscribe();
+        // Deployments, their instances, the workers they run on, the backends they run with.
+        let mut changed = db.subscribe(&["models", "model_instances", "workers", "inference_backends"]);
         loop {
             let mut writes = 0;
             match controller.tick().await {
@@ -264,7 +265,7 @@ pub fn spawn_loops(db: Db, mut shutdown: tokio::sync::watch::Receiver<bool>) {
                 Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
             }
             if writes > 0 {
-                changed.borrow_and_update();
+                changed.mark_seen();
                 continue;
             }
             tokio::select! {

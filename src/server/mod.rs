@@ -40,6 +40,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Worker heartbeats, in memory.
     pub leases: monitor::Leases,
+    /// Workers' latest fast-moving figures, kept in memory beside the leases.
+    pub live: monitor::LiveStatus,
     /// Secret from which the tokens the server presents to workers are derived.
     pub server_secret: Arc<String>,
     /// The inference gateway (`/v1`, `/model/proxy`) and its key cache.
@@ -128,6 +130,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let server_secret = secrets::server_secret(&db, &config.data_dir).await?;
     bootstrap::run(&db, &config, &server_secret).await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    db.spawn_external_poller(shutdown.clone());
     let leases = monitor::Leases::default();
     monitor::WorkerMonitor::new(db.clone(), leases.clone(), config.worker_grace).spawn(shutdown.clone());
     let (gateway, usage_events) = crate::gateway::Gateway::new()?;
@@ -141,6 +144,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         config: Arc::new(config),
         shutdown: shutdown.clone(),
         leases,
+        live: monitor::LiveStatus::default(),
         server_secret: server_secret.clone(),
         gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret)),
         logins: Arc::default(),

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::api::{InstanceState, ModelInstanceSpec, WorkerSpec, WorkerState};
+use chrono::{DateTime, Utc};
+
+use crate::api::{InstanceState, ModelInstanceSpec, Record, WorkerSpec, WorkerState, WorkerStatus};
 use crate::db::{Db, DbError, instance_columns};
 
 /// Last heartbeat per worker id.
@@ -36,6 +38,41 @@ impl Leases {
         if let Ok(mut map) = self.0.lock() {
             map.remove(&worker_id);
         }
+    }
+}
+
+/// The latest status each worker reported, with its time: the fast-moving figures that are not
+/// written to the database (see `WorkerStatus::steady`) are served from here.
+#[derive(Debug, Default, Clone)]
+pub struct LiveStatus(Arc<Mutex<HashMap<i64, Reported>>>);
+
+/// A status as reported, and when.
+type Reported = (WorkerStatus, DateTime<Utc>);
+
+impl LiveStatus {
+    pub fn put(&self, worker_id: i64, status: WorkerStatus, at: DateTime<Utc>) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(worker_id, (status, at));
+        }
+    }
+
+    pub fn forget(&self, worker_id: i64) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&worker_id);
+        }
+    }
+
+    /// The worker with its latest reported status, when that is newer than the stored one.
+    pub fn overlay(&self, mut worker: Record<WorkerSpec>) -> Record<WorkerSpec> {
+        let Ok(map) = self.0.lock() else { return worker };
+        if let Some((status, at)) = map.get(&worker.id)
+            && worker.spec.heartbeat_time.is_none_or(|t| t <= *at)
+            && status.steady() == worker.spec.status.steady()
+        {
+            worker.spec.status = status.clone();
+            worker.spec.heartbeat_time = Some(*at);
+        }
+        worker
     }
 }
 

@@ -203,9 +203,10 @@ pub fn spawn_snapshot_loop(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let mut changed = db.subscribe();
+        let mut changed =
+            db.subscribe(&["model_routes", "model_route_targets", "models", "model_instances", "workers"]);
         loop {
-            changed.borrow_and_update();
+            changed.mark_seen();
             match sync(&db, &secret).await {
                 Ok(snapshot) => gateway.publish(snapshot),
                 Err(e) => tracing::warn!(error = %e, "gateway snapshot refresh failed"),
@@ -297,7 +298,8 @@ pub struct GatewayState {
     /// The server secret: engine keys are derived from it.
     secret: Arc<String>,
     keys: std::sync::Mutex<HashMap<String, (crate::server::auth::Principal, u64, std::time::Instant)>>,
-    changes: tokio::sync::watch::Receiver<u64>,
+    /// Commits to keys and users: a cached principal is dropped at the next one.
+    changes: crate::db::notify::Changes,
 }
 
 /// How long an authenticated key is trusted without a database lookup.
@@ -305,12 +307,12 @@ pub const KEY_TTL: Duration = Duration::from_secs(5);
 
 impl GatewayState {
     pub fn new(gateway: Gateway, db: &Db, secret: Arc<String>) -> GatewayState {
-        GatewayState { gateway, secret, keys: Default::default(), changes: db.subscribe() }
+        GatewayState { gateway, secret, keys: Default::default(), changes: db.subscribe(&["api_keys", "users"]) }
     }
 
     /// A cached principal for a credential digest, if still valid.
     pub fn cached(&self, digest: &str) -> Option<crate::server::auth::Principal> {
-        let generation = *self.changes.borrow();
+        let generation = self.changes.generation();
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let (p, seen, at) = keys.get(digest)?;
         let fresh = *seen == generation
@@ -326,7 +328,7 @@ impl GatewayState {
     }
 
     pub fn remember(&self, digest: String, p: &crate::server::auth::Principal) {
-        let generation = *self.changes.borrow();
+        let generation = self.changes.generation();
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if keys.len() > 10_000 {
             keys.clear();

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -153,7 +152,7 @@ where
 {
     async_stream::stream! {
         let db: Db = state.db.clone();
-        let mut changed = db.subscribe();
+        let mut changed = db.subscribe(&[T::TABLE]);
         let mut shutdown = state.shutdown.clone();
         let retained = match (resume, db.oldest_change().await) {
             (Some(id), Ok(oldest)) => oldest.is_none_or(|o| o <= id + 1),
@@ -204,10 +203,10 @@ where
             if full {
                 continue;
             }
+            // Woken by this process's commits of this kind, and (PostgreSQL) by the one poller
+            // that notices other servers' commits: no watcher polls on its own.
             tokio::select! {
                 res = changed.changed() => if res.is_err() { return },
-                // Another server process may share the database: look again now and then.
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 _ = shutdown.changed() => return,
             }
         }

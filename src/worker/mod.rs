@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const ENV_TOKEN: &str = "FERROSTACK_TOKEN";
+pub const ENV_TOKEN: &str = crate::api::ENV_WORKER_TOKEN;
 pub const ENV_SIMULATE_GPUS: &str = "FERROSTACK_SIMULATE_GPUS";
 
 /// Which runtime a worker uses.

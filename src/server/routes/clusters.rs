@@ -227,6 +227,6 @@ async fn registration_token(
     let server_url = format!("http://{host}");
     // The token goes in the environment, not on a command line that `ps` shows.
     let args = ["worker", "--server-url", &server_url].map(str::to_string).to_vec();
-    let env = [(crate::worker::ENV_TOKEN.to_string(), token.clone())].into();
+    let env = [(crate::api::ENV_WORKER_TOKEN.to_string(), token.clone())].into();
     Ok(axum::Json(RegistrationInfo { token, server_url, image: String::new(), env, args }))
 }

@@ -21,7 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Every GPU, in the workers' order (newest worker first, then by type and index).
 async fn all_devices(state: &AppState) -> ApiResult<Vec<GpuDeviceView>> {
-    let workers = state.db.all::<WorkerSpec>().await?;
+    let workers: Vec<_> = state.db.all::<WorkerSpec>().await?.into_iter().map(|w| state.live.overlay(w)).collect();
     let instances = state.db.all::<ModelInstanceSpec>().await?;
     let claims = snapshot(&workers, &instances, None);
     let mut items = Vec::new();

@@ -74,7 +74,7 @@ async fn usage(
 
 #[utoipa::path(get, path = "/v2/dashboard", tag = "usage", responses((status = 200, body = Dashboard)))]
 async fn dashboard(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<Dashboard>> {
-    let workers_list = state.db.all::<WorkerSpec>().await?;
+    let workers_list: Vec<_> = state.db.all::<WorkerSpec>().await?.into_iter().map(|w| state.live.overlay(w)).collect();
     let mut workers = BTreeMap::new();
     for w in &workers_list {
         let s =

@@ -40,7 +40,9 @@ async fn list_workers(
         return Err(ApiError::forbidden("a registration token may only register a worker"));
     }
     let params = ListParams::parse(&raw, &["since"])?;
-    list_or_watch::<WorkerSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, |w| w).await
+    let live = state.live.clone();
+    list_or_watch::<WorkerSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, move |w| live.overlay(w))
+        .await
 }
 
 /// The `os` label GPUStack's worker sets: `linux`, `darwin`, `windows` (not the distribution).
@@ -167,7 +169,7 @@ async fn get_worker(
     match caller {
         Caller::Worker(w) if w.worker_id != id => Err(ApiError::forbidden("a worker may only read itself")),
         Caller::Registrant { .. } => Err(ApiError::forbidden("a registration token may only register a worker")),
-        _ => Ok(axum::Json(state.db.get::<WorkerSpec>(id).await?)),
+        _ => Ok(axum::Json(state.live.overlay(state.db.get::<WorkerSpec>(id).await?))),
     }
 }
 
@@ -220,6 +222,7 @@ async fn delete_worker(State(state): State<AppState>, Auth(p): Auth, Path(id): P
     }
     state.db.delete::<WorkerSpec>(id).await?;
     state.leases.forget(id);
+    state.live.forget(id);
     Ok(StatusCode::OK)
 }
 
@@ -312,6 +315,19 @@ async fn report_status(
 ) -> ApiResult<axum::Json<Worker>> {
     require_self(&caller, id)?;
     state.leases.renew(id, tokio::time::Instant::now());
+    let now = chrono::Utc::now();
+    // Only what changed is written: a report that moves nothing but utilisation figures stays in
+    // memory (one read, no write, nobody woken).
+    let current = state.db.get::<WorkerSpec>(id).await?;
+    let w = &current.spec;
+    let same = w.status.steady() == body.status.steady()
+        && body.ip.as_ref().is_none_or(|ip| ip == &w.ip)
+        && body.ifname.as_ref().is_none_or(|i| i == &w.ifname)
+        && body.port.is_none_or(|p| p == w.port);
+    state.live.put(id, body.status.clone(), now);
+    if same {
+        return Ok(axum::Json(state.live.overlay(current)));
+    }
     let worker = state
         .db
         .modify::<WorkerSpec, ApiError, _>(id, None, |w| {
@@ -325,7 +341,7 @@ async fn report_status(
             if let Some(port) = body.port {
                 w.port = port;
             }
-            w.heartbeat_time = Some(chrono::Utc::now());
+            w.heartbeat_time = Some(now);
             Ok(vec![])
         })
         .await?;

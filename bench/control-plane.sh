@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Control-plane benchmark: a release `ferrostack start --no-worker` with N simulated workers that
+# speak the real protocol (examples/sim_workers.rs: register, heartbeat every 5 s, status every 30 s,
+# the instance watch), on SQLite and, with --pg, on a throwaway PostgreSQL cluster. Reports idle CPU
+# of the server (and of PostgreSQL) over a minute, RSS, p50/p99 of the UI's calls, the time to bind
+# N replicas (one per worker) and to delete them. Everything stays on loopback; bounded in time.
+#
+# Usage: bench/control-plane.sh [N ...] [--pg]      (default: 100 1000; prints a markdown table)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COUNTS=()
+PG=0
+for a in "$@"; do
+    if [ "$a" = "--pg" ]; then PG=1; else COUNTS+=("$a"); fi
+done
+[ ${#COUNTS[@]} -gt 0 ] || COUNTS=(100 1000)
+cargo build --release --quiet --bin ferrostack --example sim_workers
+WORK="$(mktemp -d /tmp/ferrostack-cp.XXXXXX)"
+PG_DIR="$WORK/pg"
+cleanup() {
+    kill $(jobs -p) 2>/dev/null || true
+    wait 2>/dev/null || true
+    [ "$PG" = 1 ] && scripts/pg-cluster.sh stop "$PG_DIR" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+PG_URL=""
+if [ "$PG" = 1 ]; then PG_URL="$(scripts/pg-cluster.sh start "$PG_DIR")"; fi
+
+echo "| workers | database | idle server CPU | idle PostgreSQL CPU | RSS | /v2/workers?page=1 p50 / p99 | /v2/gpu-devices?page=1 p50 / p99 | /v2/dashboard p50 / p99 | bind N replicas | delete (answer / all gone) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for N in "${COUNTS[@]}"; do
+    for DB in sqlite $([ "$PG" = 1 ] && echo postgres); do
+        python3 bench/control_plane.py "$PWD/target/release/ferrostack" "$PWD/target/release/examples/sim_workers" \
+            "$WORK/$DB-$N" "$N" "$DB" "$PG_URL" "$PG_DIR"
+    done
+done

@@ -1,0 +1,206 @@
+"""One run of the control-plane benchmark (bench/control-plane.sh): a server, N simulated workers,
+idle CPU and RSS, the UI's calls' latency, binding N replicas and deleting them. Prints one row.
+
+Usage: control_plane.py SERVER_BIN SIM_BIN WORKDIR N sqlite|postgres PG_URL PG_DIR
+"""
+
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+
+BIN, SIM, WORK, N, DB, PG_URL, PG_DIR = sys.argv[1:8]
+N = int(N)
+PASSWORD = "bench-password-1"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Api:
+    """A keep-alive HTTP client for the server's API."""
+
+    def __init__(self, port):
+        self.port = port
+        self.headers = {"Content-Type": "application/json"}
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+
+    def call(self, method, path, body=None, form=False):
+        data, headers = None, dict(self.headers)
+        if form:
+            data = urllib.parse.urlencode(body)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        elif body is not None:
+            data = json.dumps(body)
+        for attempt in range(3):
+            try:
+                self.conn.request(method, path, data, headers)
+                res = self.conn.getresponse()
+                raw = res.read()
+                return res.status, (json.loads(raw) if raw else None), res.getheader("set-cookie")
+            except (http.client.HTTPException, OSError):
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+                if attempt == 2:
+                    raise
+        raise RuntimeError("unreachable")
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def postgres_pids():
+    try:
+        master = int(open(os.path.join(PG_DIR, "data", "postmaster.pid")).readline())
+    except (OSError, ValueError):
+        return []
+    pids = [master]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1]) == master:
+                    pids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
+def latency(api, path, count=100):
+    times = []
+    for _ in range(count):
+        t = time.perf_counter()
+        status, _, _ = api.call("GET", path)
+        times.append((time.perf_counter() - t) * 1000)
+        assert status == 200, (path, status)
+    times.sort()
+    return f"{statistics.median(times):.1f} / {times[int(len(times) * 0.99) - 1]:.1f} ms"
+
+
+def wait(what, pred, timeout, every=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(every)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def main():
+    os.makedirs(WORK, exist_ok=True)
+    args = [BIN, "start", "--no-worker", "--data-dir", f"{WORK}/data", "--host", "127.0.0.1",
+            "--bootstrap-password", PASSWORD]
+    db_name = None
+    if DB == "postgres":
+        db_name = f"cp_{N}_{os.getpid()}"
+        subprocess.run(["psql", PG_URL, "-qc", f"CREATE DATABASE {db_name}"], check=True)
+        base, _, query = PG_URL.partition("?")
+        args += ["--database-url", base.rsplit("/", 1)[0] + "/" + db_name + ("?" + query if query else "")]
+    port = free_port()
+    server = subprocess.Popen(args + ["--port", str(port)], stdout=open(f"{WORK}/server.log", "w"),
+                              stderr=subprocess.STDOUT)
+    sim = None
+    try:
+        api = Api(port)
+        wait("the server", lambda: _healthy(port), 60)
+        _, _, cookie = api.call("POST", "/auth/login", {"username": "admin", "password": PASSWORD}, form=True)
+        api.headers["Cookie"] = cookie.split(";")[0]
+        _, key, _ = api.call("POST", "/v2/api-keys", {"name": "bench"})
+        del api.headers["Cookie"]
+        api.headers["Authorization"] = f"Bearer {key['value']}"
+        _, clusters, _ = api.call("GET", "/v2/clusters?page=-1")
+        cluster = next(c for c in clusters["items"] if c["is_default"])
+        _, reg, _ = api.call("GET", f"/v2/clusters/{cluster['id']}/registration-token")
+        token = reg["token"]
+
+        sim = subprocess.Popen([SIM, f"http://127.0.0.1:{port}", token, str(N)], stdout=subprocess.PIPE,
+                               stderr=open(f"{WORK}/sim.log", "w"), text=True)
+        line = sim.stdout.readline().strip()
+        assert line == f"registered {N}", line
+        wait(f"{N} ready workers",
+             lambda: api.call("GET", "/v2/dashboard")[1]["workers"].get("ready", 0) == N, 300, every=1)
+        time.sleep(35)  # at least one round of status reports
+
+        pg = postgres_pids() if DB == "postgres" else []
+        t0, s0, p0 = time.monotonic(), cpu_ticks([server.pid]), cpu_ticks(pg)
+        time.sleep(60)
+        elapsed = time.monotonic() - t0
+        server_cpu = (cpu_ticks([server.pid]) - s0) / TICK / elapsed * 100
+        pg_cpu = (cpu_ticks(pg) - p0) / TICK / elapsed * 100 if pg else None
+        rss = int([l for l in open(f"/proc/{server.pid}/status") if l.startswith("VmRSS")][0].split()[1]) / 1024
+
+        lat_workers = latency(api, "/v2/workers?page=1")
+        lat_gpus = latency(api, "/v2/gpu-devices?page=1")
+        lat_dash = latency(api, "/v2/dashboard")
+
+        yaml = ("backend_name: bench-custom\ndefault_version: v1\n"
+                "default_run_command: \"-c 'exec sleep 300'\"\nhealth_check_path:\n"
+                "version_configs:\n  v1:\n    image_name: busybox\n    entrypoint: sh\n"
+                "    custom_framework: cuda\n")
+        status, body, _ = api.call("POST", "/v2/inference-backends/from-yaml", {"content": yaml})
+        assert status == 200, body
+        model_file = f"{WORK}/model.bin"
+        with open(model_file, "wb") as f:
+            f.truncate(7 << 30)
+        t = time.perf_counter()
+        status, model, _ = api.call("POST", "/v2/models", {
+            "name": "bench", "source": "local_path", "local_path": model_file, "backend": "bench-custom",
+            "replicas": N})
+        assert status == 200, model
+        wait(f"{N} bound replicas", lambda: _bound(api) >= N, 1200, every=0.25)
+        bind = time.perf_counter() - t
+
+        t = time.perf_counter()
+        status, _, _ = api.call("DELETE", f"/v2/models/{model['id']}")
+        answered = time.perf_counter() - t
+        assert status == 200, status
+        wait("the instances to go", lambda: api.call("GET", "/v2/model-instances?perPage=1")[1]["pagination"]["total"] == 0,
+             600, every=0.25)
+        gone = time.perf_counter() - t
+
+        pg_text = f"{pg_cpu:.0f} %" if pg_cpu is not None else "—"
+        print(f"| {N} | {DB} | {server_cpu:.1f} % | {pg_text} | {rss:.0f} MB | {lat_workers} | {lat_gpus} | "
+              f"{lat_dash} | {bind:.1f} s | {answered:.2f} s / {gone:.1f} s |", flush=True)
+    finally:
+        if sim:
+            sim.kill()
+            sim.wait()
+        server.terminate()
+        server.wait()
+        if db_name:
+            subprocess.run(["psql", PG_URL, "-qc", f"DROP DATABASE IF EXISTS {db_name}"], check=False)
+
+
+def _healthy(port):
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def _bound(api):
+    _, page, _ = api.call("GET", "/v2/model-instances?state=scheduled&perPage=1")
+    return page["pagination"]["total"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+//! Who is woken by a commit: a counter per kind of resource, so a waiter reads the change log only
+//! when a kind it follows changed (a worker's status report no longer wakes the API-key cache or
+//! the model-route watchers). On PostgreSQL one poller per process notices other servers' commits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// The kinds (tables) commits are counted for; anything else counts as `OTHER`.
+pub const KINDS: [&str; 9] = [
+    "users",
+    "api_keys",
+    "clusters",
+    "inference_backends",
+    "workers",
+    "models",
+    "model_instances",
+    "model_routes",
+    "model_route_targets",
+];
+const OTHER: usize = KINDS.len();
+
+/// Commits seen so far, per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters([u64; KINDS.len() + 1]);
+
+impl Counters {
+    fn index(kind: &str) -> usize {
+        KINDS.iter().position(|k| *k == kind).unwrap_or(OTHER)
+    }
+
+    fn bump(&mut self, kind: &str) {
+        let i = Self::index(kind);
+        self.0[i] = self.0[i].wrapping_add(1);
+    }
+
+    fn bump_all(&mut self) {
+        for c in &mut self.0 {
+            *c = c.wrapping_add(1);
+        }
+    }
+
+    /// The sum of the counters of `kinds` (changes when any of them does).
+    fn of(&self, kinds: &[usize]) -> u64 {
+        kinds.iter().fold(0u64, |sum, i| sum.wrapping_add(self.0[*i]))
+    }
+}
+
+/// The process's commit counters, plus the newest change-log number it has seen.
+#[derive(Debug)]
+pub struct Notifier {
+    counters: watch::Sender<Counters>,
+    /// The newest change number committed or seen by this process (for the external poller).
+    seen_seq: AtomicI64,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier { counters: watch::channel(Counters::default()).0, seen_seq: AtomicI64::new(0) }
+    }
+}
+
+impl Notifier {
+    /// Called after a commit that changed a row of `kind` and wrote change `seq`.
+    pub fn committed(&self, kind: &str, seq: i64) {
+        self.seen_seq.fetch_max(seq, Ordering::Relaxed);
+        self.counters.send_modify(|c| c.bump(kind));
+    }
+
+    /// Someone else (another server) committed up to `seq`: wake every waiter, once per advance.
+    pub fn external(&self, seq: i64) {
+        if self.seen_seq.fetch_max(seq, Ordering::Relaxed) < seq {
+            self.counters.send_modify(Counters::bump_all);
+        }
+    }
+
+    /// A waiter for commits to any of `kinds`.
+    pub fn subscribe(&self, kinds: &[&str]) -> Changes {
+        let kinds: Vec<usize> = kinds.iter().map(|k| Counters::index(k)).collect();
+        let rx = self.counters.subscribe();
+        let seen = rx.borrow().of(&kinds);
+        Changes { rx, kinds, seen }
+    }
+}
+
+/// Waits for commits to some kinds; see [`Notifier::subscribe`].
+#[derive(Debug, Clone)]
+pub struct Changes {
+    rx: watch::Receiver<Counters>,
+    kinds: Vec<usize>,
+    seen: u64,
+}
+
+impl Changes {
+    /// Returns once a followed kind has a commit not yet marked seen; errs when the database is gone.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        loop {
+            let now = self.rx.borrow_and_update().of(&self.kinds);
+            if now != self.seen {
+                self.seen = now;
+                return Ok(());
+            }
+            self.rx.changed().await?;
+        }
+    }
+
+    /// Marks everything committed so far as seen.
+    pub fn mark_seen(&mut self) {
+        self.seen = self.rx.borrow_and_update().of(&self.kinds);
+    }
+
+    /// A number that changes whenever a followed kind does (for caches).
+    pub fn generation(&self) -> u64 {
+        self.rx.borrow().of(&self.kinds)
+    }
+}
+
+/// How often a PostgreSQL server looks for other servers' commits.
+pub const EXTERNAL_POLL: Duration = Duration::from_secs(2);
+
+/// Runs `latest` every [`EXTERNAL_POLL`] and reports what it finds to `notifier`, until shutdown.
+pub fn spawn_external_poller<F, Fut>(notifier: Arc<Notifier>, latest: F, mut shutdown: watch::Receiver<bool>)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<i64>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(EXTERNAL_POLL) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            if let Some(seq) = latest().await {
+                notifier.external(seq);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiters_wake_only_for_their_kinds() {
+        let n = Notifier::default();
+        let mut keys = n.subscribe(&["api_keys", "users"]);
+        let mut workers = n.subscribe(&["workers"]);
+        n.committed("workers", 1);
+        let woke = |c: &mut Changes| {
+            let c = c.clone();
+            async move {
+                let mut c = c;
+                tokio::time::timeout(Duration::from_millis(20), c.changed()).await.is_ok()
+            }
+        };
+        assert!(!woke(&mut keys).await, "a worker commit must not wake the key cache");
+        assert!(woke(&mut workers).await);
+        workers.changed().await.expect("changed");
+        assert!(!woke(&mut workers).await, "seen once");
+        let before = keys.generation();
+        n.committed("api_keys", 2);
+        assert_ne!(keys.generation(), before);
+        assert!(woke(&mut keys).await);
+        // Another server's commit wakes everyone once; the same number again wakes no one.
+        keys.mark_seen();
+        workers.mark_seen();
+        n.external(10);
+        assert!(woke(&mut keys).await && woke(&mut workers).await);
+        keys.mark_seen();
+        n.external(10);
+        n.external(9);
+        assert!(!woke(&mut keys).await);
+        // A kind not in the list is "other", not nothing.
+        let mut other = n.subscribe(&["sessions"]);
+        n.committed("sessions", 11);
+        assert!(woke(&mut other).await);
+    }
+}
