@@ -6,6 +6,8 @@
 # N replicas (one per worker) and to delete them. Everything stays on loopback; bounded in time.
 #
 # Usage: bench/control-plane.sh [N ...] [--pg]      (default: 100 1000; prints a markdown table)
+#        BASELINE_BIN=/path/to/older/ferrostack bench/control-plane.sh …   adds a row per run for that
+#        binary, measured the same way in the same run (the simulator is this tree's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNTS=()
@@ -27,11 +29,15 @@ trap cleanup EXIT
 PG_URL=""
 if [ "$PG" = 1 ]; then PG_URL="$(scripts/pg-cluster.sh start "$PG_DIR")"; fi
 
-echo "| workers | database | idle server CPU | idle PostgreSQL CPU | RSS | /v2/workers?page=1 p50 / p99 | /v2/gpu-devices?page=1 p50 / p99 | /v2/dashboard p50 / p99 | bind N replicas | delete (answer / all gone) |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| server | workers | database | idle server CPU | idle PostgreSQL CPU | RSS | /v2/workers?page=1 p50 / p99 | /v2/gpu-devices?page=1 p50 / p99 | /v2/dashboard p50 / p99 | bind N replicas | delete (answer / all gone) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for N in "${COUNTS[@]}"; do
     for DB in sqlite $([ "$PG" = 1 ] && echo postgres); do
+        if [ -n "${BASELINE_BIN:-}" ]; then
+            python3 bench/control_plane.py "$BASELINE_BIN" "$PWD/target/release/examples/sim_workers" \
+                "$WORK/base-$DB-$N" "$N" "$DB" "$PG_URL" "$PG_DIR" baseline
+        fi
         python3 bench/control_plane.py "$PWD/target/release/ferrostack" "$PWD/target/release/examples/sim_workers" \
-            "$WORK/$DB-$N" "$N" "$DB" "$PG_URL" "$PG_DIR"
+            "$WORK/$DB-$N" "$N" "$DB" "$PG_URL" "$PG_DIR" "this tree"
     done
 done

@@ -1,7 +1,7 @@
 """One run of the control-plane benchmark (bench/control-plane.sh): a server, N simulated workers,
 idle CPU and RSS, the UI's calls' latency, binding N replicas and deleting them. Prints one row.
 
-Usage: control_plane.py SERVER_BIN SIM_BIN WORKDIR N sqlite|postgres PG_URL PG_DIR
+Usage: control_plane.py SERVER_BIN SIM_BIN WORKDIR N sqlite|postgres PG_URL PG_DIR LABEL
 """
 
 import http.client
@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.parse
 
-BIN, SIM, WORK, N, DB, PG_URL, PG_DIR = sys.argv[1:8]
+BIN, SIM, WORK, N, DB, PG_URL, PG_DIR, LABEL = sys.argv[1:9]
 N = int(N)
 PASSWORD = "bench-password-1"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -176,7 +176,7 @@ def main():
         gone = time.perf_counter() - t
 
         pg_text = f"{pg_cpu:.0f} %" if pg_cpu is not None else "—"
-        print(f"| {N} | {DB} | {server_cpu:.1f} % | {pg_text} | {rss:.0f} MB | {lat_workers} | {lat_gpus} | "
+        print(f"| {LABEL} | {N} | {DB} | {server_cpu:.1f} % | {pg_text} | {rss:.0f} MB | {lat_workers} | {lat_gpus} | "
               f"{lat_dash} | {bind:.1f} s | {answered:.2f} s / {gone:.1f} s |", flush=True)
     finally:
         if sim:

@@ -153,6 +153,11 @@ impl Db {
         self.notifier.subscribe(kinds)
     }
 
+    /// A waiter for commits to the instances worker `worker_id` takes part in.
+    pub fn subscribe_worker(&self, worker_id: i64) -> notify::Changes {
+        self.notifier.subscribe_worker(worker_id)
+    }
+
     /// On PostgreSQL, where other servers may commit too: look for their commits every
     /// [`notify::EXTERNAL_POLL`] (one query per process, however many watchers), until shutdown.
     pub fn spawn_external_poller(&self, shutdown: tokio::sync::watch::Receiver<bool>) {

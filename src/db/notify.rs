@@ -2,8 +2,9 @@
 //! when a kind it follows changed (a worker's status report no longer wakes the API-key cache or
 //! the model-route watchers). On PostgreSQL one poller per process notices other servers' commits.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -52,28 +53,60 @@ impl Counters {
 #[derive(Debug)]
 pub struct Notifier {
     counters: watch::Sender<Counters>,
+    /// A counter per worker, bumped by commits to instances that worker takes part in (before or
+    /// after the change): a worker's watch on its instances wakes for those only.
+    workers: Mutex<HashMap<i64, watch::Sender<u64>>>,
     /// The newest change number committed or seen by this process (for the external poller).
     seen_seq: AtomicI64,
 }
 
 impl Default for Notifier {
     fn default() -> Self {
-        Notifier { counters: watch::channel(Counters::default()).0, seen_seq: AtomicI64::new(0) }
+        Notifier {
+            counters: watch::channel(Counters::default()).0,
+            workers: Mutex::default(),
+            seen_seq: AtomicI64::new(0),
+        }
     }
 }
 
 impl Notifier {
     /// Called after a commit that changed a row of `kind` and wrote change `seq`.
-    pub fn committed(&self, kind: &str, seq: i64) {
+    /// `workers` are the workers the changed row concerns, before and after.
+    pub fn committed(&self, kind: &str, seq: i64, workers: &[i64]) {
         self.seen_seq.fetch_max(seq, Ordering::Relaxed);
+        if !workers.is_empty()
+            && let Ok(map) = self.workers.lock()
+        {
+            for w in workers {
+                if let Some(tx) = map.get(w) {
+                    tx.send_modify(|n| *n = n.wrapping_add(1));
+                }
+            }
+        }
         self.counters.send_modify(|c| c.bump(kind));
     }
 
     /// Someone else (another server) committed up to `seq`: wake every waiter, once per advance.
     pub fn external(&self, seq: i64) {
         if self.seen_seq.fetch_max(seq, Ordering::Relaxed) < seq {
+            if let Ok(map) = self.workers.lock() {
+                for tx in map.values() {
+                    tx.send_modify(|n| *n = n.wrapping_add(1));
+                }
+            }
             self.counters.send_modify(Counters::bump_all);
         }
+    }
+
+    /// A waiter for commits to instances worker `worker_id` takes part in.
+    pub fn subscribe_worker(&self, worker_id: i64) -> Changes {
+        let rx = match self.workers.lock() {
+            Ok(mut map) => map.entry(worker_id).or_insert_with(|| watch::channel(0).0).subscribe(),
+            Err(_) => watch::channel(0).1,
+        };
+        let seen = *rx.borrow();
+        Changes { source: Source::Worker(rx), seen }
     }
 
     /// A waiter for commits to any of `kinds`.
@@ -81,39 +114,67 @@ impl Notifier {
         let kinds: Vec<usize> = kinds.iter().map(|k| Counters::index(k)).collect();
         let rx = self.counters.subscribe();
         let seen = rx.borrow().of(&kinds);
-        Changes { rx, kinds, seen }
+        Changes { source: Source::Kinds(rx, kinds), seen }
     }
 }
 
-/// Waits for commits to some kinds; see [`Notifier::subscribe`].
+/// Waits for commits to some kinds, or to one worker's instances; see [`Notifier::subscribe`].
 #[derive(Debug, Clone)]
 pub struct Changes {
-    rx: watch::Receiver<Counters>,
-    kinds: Vec<usize>,
+    source: Source,
     seen: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Kinds(watch::Receiver<Counters>, Vec<usize>),
+    Worker(watch::Receiver<u64>),
+}
+
+impl Source {
+    fn now(&mut self) -> u64 {
+        match self {
+            Source::Kinds(rx, kinds) => rx.borrow_and_update().of(kinds),
+            Source::Worker(rx) => *rx.borrow_and_update(),
+        }
+    }
+
+    fn peek(&self) -> u64 {
+        match self {
+            Source::Kinds(rx, kinds) => rx.borrow().of(kinds),
+            Source::Worker(rx) => *rx.borrow(),
+        }
+    }
+
+    async fn wait(&mut self) -> Result<(), watch::error::RecvError> {
+        match self {
+            Source::Kinds(rx, _) => rx.changed().await,
+            Source::Worker(rx) => rx.changed().await,
+        }
+    }
 }
 
 impl Changes {
     /// Returns once a followed kind has a commit not yet marked seen; errs when the database is gone.
     pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
         loop {
-            let now = self.rx.borrow_and_update().of(&self.kinds);
+            let now = self.source.now();
             if now != self.seen {
                 self.seen = now;
                 return Ok(());
             }
-            self.rx.changed().await?;
+            self.source.wait().await?;
         }
     }
 
     /// Marks everything committed so far as seen.
     pub fn mark_seen(&mut self) {
-        self.seen = self.rx.borrow_and_update().of(&self.kinds);
+        self.seen = self.source.now();
     }
 
     /// A number that changes whenever a followed kind does (for caches).
     pub fn generation(&self) -> u64 {
-        self.rx.borrow().of(&self.kinds)
+        self.source.peek()
     }
 }
 
@@ -148,7 +209,8 @@ mod tests {
         let n = Notifier::default();
         let mut keys = n.subscribe(&["api_keys", "users"]);
         let mut workers = n.subscribe(&["workers"]);
-        n.committed("workers", 1);
+        let mut worker7 = n.subscribe_worker(7);
+        n.committed("workers", 1, &[]);
         let woke = |c: &mut Changes| {
             let c = c.clone();
             async move {
@@ -161,7 +223,13 @@ mod tests {
         workers.changed().await.expect("changed");
         assert!(!woke(&mut workers).await, "seen once");
         let before = keys.generation();
-        n.committed("api_keys", 2);
+        n.committed("api_keys", 2, &[]);
+        // An instance commit wakes the worker it concerns, not the others.
+        let mut worker8 = n.subscribe_worker(8);
+        assert!(!woke(&mut worker7).await);
+        n.committed("model_instances", 3, &[7]);
+        assert!(woke(&mut worker7).await && !woke(&mut worker8).await);
+        worker7.mark_seen();
         assert_ne!(keys.generation(), before);
         assert!(woke(&mut keys).await);
         // Another server's commit wakes everyone once; the same number again wakes no one.
@@ -175,7 +243,7 @@ mod tests {
         assert!(!woke(&mut keys).await);
         // A kind not in the list is "other", not nothing.
         let mut other = n.subscribe(&["sessions"]);
-        n.committed("sessions", 11);
+        n.committed("sessions", 11, &[]);
         assert!(woke(&mut other).await);
     }
 }

@@ -22,7 +22,13 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin +
     const NOUN: &'static str;
     /// The JSON field that holds `name()` (what `sort_by=name` sorts in the answered JSON).
     const NAME_FIELD: &'static str = "name";
+    /// Whether commits to this kind concern particular workers (see `involved_workers`).
+    const PER_WORKER: bool = false;
     fn name(&self) -> &str;
+    /// The workers a row concerns: their watches wake when it changes.
+    fn involved_workers(&self) -> Vec<i64> {
+        Vec::new()
+    }
 }
 
 /// A value for an extra (resource-specific) column.
@@ -173,7 +179,7 @@ impl Db {
         };
         let seq = self.record_change(&mut tx, T::TABLE, record.id, EventType::Created, &record).await?;
         tx.commit().await?;
-        self.notifier.committed(T::TABLE, seq);
+        self.notifier.committed(T::TABLE, seq, &spec.involved_workers());
         Ok(record)
     }
 
@@ -281,6 +287,18 @@ impl Db {
             q = bind(q, v);
         }
         let mut tx = self.pool.begin().await?;
+        // The workers the row concerned before this change must hear of it too (an instance
+        // taken off a worker), so read them in the same transaction.
+        let mut workers = spec.involved_workers();
+        if T::PER_WORKER {
+            let sql = format!("SELECT data FROM {} WHERE id = $1", T::TABLE);
+            if let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? {
+                let data: String = row.try_get(0)?;
+                if let Ok(old) = serde_json::from_str::<T>(&data) {
+                    workers.extend(old.involved_workers());
+                }
+            }
+        }
         if let Some((key, value)) = guard {
             let bumped = sqlx::query("UPDATE settings SET value = $1 WHERE key = $2 AND value = $3")
                 .bind((value + 1).to_string())
@@ -306,7 +324,7 @@ impl Db {
         };
         let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Updated, &record).await?;
         tx.commit().await?;
-        self.notifier.committed(T::TABLE, seq);
+        self.notifier.committed(T::TABLE, seq, &workers);
         Ok(record)
     }
 
@@ -347,7 +365,7 @@ impl Db {
         let record = decode::<T>(&row)?;
         let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Deleted, &record).await?;
         tx.commit().await?;
-        self.notifier.committed(T::TABLE, seq);
+        self.notifier.committed(T::TABLE, seq, &record.spec.involved_workers());
         Ok(record)
     }
 

@@ -16,8 +16,12 @@ impl Resource for WorkerSpec {
 impl Resource for ModelInstanceSpec {
     const TABLE: &'static str = "model_instances";
     const NOUN: &'static str = "model instance";
+    const PER_WORKER: bool = true;
     fn name(&self) -> &str {
         &self.name
+    }
+    fn involved_workers(&self) -> Vec<i64> {
+        self.worker_id.into_iter().chain(self.subordinate_workers().iter().map(|s| s.worker_id)).collect()
     }
 }
 

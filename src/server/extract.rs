@@ -147,6 +147,8 @@ pub struct ListParams {
     pub watch: bool,
     /// `sort_by` on fields that are not columns: (field, descending), applied to the answered JSON.
     pub field_sort: Vec<(String, bool)>,
+    /// A watch that follows one worker's instances only wakes for those (set by the handler).
+    pub worker_scope: Option<i64>,
 }
 
 pub const MAX_PER_PAGE: i64 = 1000;
@@ -226,6 +228,7 @@ impl ListParams {
             page,
             watch,
             field_sort,
+            worker_scope: None,
         })
     }
 

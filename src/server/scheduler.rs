@@ -19,6 +19,21 @@ use crate::server::evaluate::{Evaluation, evaluate};
 /// Binding attempts per instance when other schedulers keep winning the epoch.
 const BIND_ATTEMPTS: usize = 8;
 
+/// What one scheduling pass knows: each deployment it met (with its backend and evaluation) and
+/// one view of the cluster, kept current with its own bindings.
+#[derive(Default)]
+struct Pass {
+    deployments: HashMap<i64, (Record<ModelSpec>, InferenceBackendSpec, Evaluation)>,
+    view: Option<View>,
+}
+
+/// The cluster as of scheduling epoch `epoch`.
+struct View {
+    epoch: i64,
+    workers: Vec<Record<WorkerSpec>>,
+    instances: Vec<ModelInstance>,
+}
+
 pub struct Scheduler {
     pub db: Db,
 }
@@ -122,10 +137,12 @@ impl Scheduler {
         let q = ListQuery { filters: vec![("state", Val::Text("pending".into()))], ..Default::default() };
         let (pending, _) = self.db.list::<ModelInstanceSpec>(&q).await?;
         let mut placed = 0;
-        // Replicas of one deployment share one evaluation per pass (it reads model files or a hub).
-        let mut evaluations = HashMap::new();
+        // Replicas of one deployment share one evaluation per pass (it reads model files or a hub),
+        // and the pass keeps one view of the cluster, applying each binding to it: the database is
+        // read again only when another scheduler moved the epoch.
+        let mut pass = Pass::default();
         for instance in pending.into_iter().filter(|i| i.spec.worker_id.is_none()) {
-            match self.schedule_one(&instance, &mut evaluations).await {
+            match self.schedule_one(&instance, &mut pass).await {
                 Ok(true) => placed += 1,
                 Ok(false) => {}
                 Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => {}
@@ -135,35 +152,36 @@ impl Scheduler {
         Ok(placed)
     }
 
-    async fn schedule_one(
-        &self,
-        instance: &ModelInstance,
-        evaluations: &mut HashMap<(i64, i64), Evaluation>,
-    ) -> Result<bool, DbError> {
+    async fn schedule_one(&self, instance: &ModelInstance, pass: &mut Pass) -> Result<bool, DbError> {
         let Some(model_id) = instance.spec.model_id else { return Ok(false) };
-        let model = self.db.get::<ModelSpec>(model_id).await?;
-        let backend = match backend_for(&self.db, &model.spec).await {
-            Ok(b) => b,
-            Err(BackendLookupError::Missing(name)) => {
-                return self.leave_pending(instance, format!("backend {name:?} does not exist")).await;
-            }
-            Err(BackendLookupError::Db(e)) => return Err(e),
-        };
-        let eval = match evaluations.get(&(model.id, model.version)) {
-            Some(e) => e.clone(),
+        let (model, backend, eval) = match pass.deployments.get(&model_id) {
+            Some(known) => known.clone(),
             None => {
-                let e = evaluate(&model.spec, &backend).await;
-                evaluations.insert((model.id, model.version), e.clone());
-                self.fill_categories(&model, &e).await?;
-                e
+                let model = self.db.get::<ModelSpec>(model_id).await?;
+                let backend = match backend_for(&self.db, &model.spec).await {
+                    Ok(b) => b,
+                    Err(BackendLookupError::Missing(name)) => {
+                        return self.leave_pending(instance, format!("backend {name:?} does not exist")).await;
+                    }
+                    Err(BackendLookupError::Db(e)) => return Err(e),
+                };
+                let eval = evaluate(&model.spec, &backend).await;
+                self.fill_categories(&model, &eval).await?;
+                pass.deployments.insert(model_id, (model.clone(), backend.clone(), eval.clone()));
+                (model, backend, eval)
             }
         };
         for _ in 0..BIND_ATTEMPTS {
-            let epoch = self.db.scheduling_epoch().await?;
-            let workers = self.db.all::<WorkerSpec>().await?;
-            let instances = self.db.all::<ModelInstanceSpec>().await?;
+            if pass.view.is_none() {
+                let epoch = self.db.scheduling_epoch().await?;
+                let workers = self.db.all::<WorkerSpec>().await?;
+                let instances = self.db.all::<ModelInstanceSpec>().await?;
+                pass.view = Some(View { epoch, workers, instances });
+            }
+            let Some(View { epoch, workers, instances }) = pass.view.as_mut() else { continue };
+            let epoch = *epoch;
             let req = request(&model, &backend, &eval);
-            let placement = match place(&snapshot(&workers, &instances, Some(model.id)), &req) {
+            let placement = match place(&snapshot(workers, instances, Some(model.id)), &req) {
                 Ok(p) => p,
                 Err(nofit) => {
                     let mut msg = String::from("No suitable workers.");
@@ -177,7 +195,7 @@ impl Scheduler {
                     return self.leave_pending(instance, msg).await;
                 }
             };
-            let spec = bound(instance, &model.spec, &workers, &placement, &eval);
+            let spec = bound(instance, &model.spec, workers, &placement, &eval);
             match self
                 .db
                 .update_guarded(
@@ -189,12 +207,23 @@ impl Scheduler {
                 )
                 .await
             {
-                Ok(_) => {
+                Ok(record) => {
                     tracing::info!(instance = %spec.name, worker = ?spec.worker_name, gpus = ?spec.gpu_indexes, "scheduled");
+                    // Our own binding moved the epoch by one; the view takes the new claim.
+                    if let Some(view) = pass.view.as_mut() {
+                        view.epoch = epoch + 1;
+                        match view.instances.iter_mut().find(|i| i.id == record.id) {
+                            Some(slot) => *slot = record,
+                            None => view.instances.push(record),
+                        }
+                    }
                     return Ok(true);
                 }
                 // Another scheduler bound something meanwhile: look again with fresh numbers.
-                Err(DbError::VersionConflict { kind: "scheduling epoch", .. }) => continue,
+                Err(DbError::VersionConflict { kind: "scheduling epoch", .. }) => {
+                    pass.view = None;
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -42,7 +42,7 @@ where
 {
     if params.watch {
         let resume = resume_point(headers, raw)?;
-        let stream = watch_stream::<T, V, F, M>(state.clone(), resume, visible, view);
+        let stream = watch_stream::<T, V, F, M>(state.clone(), resume, params.worker_scope, visible, view);
         return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
     }
     params.query.filters = filters;
@@ -141,6 +141,7 @@ fn event<V: serde::Serialize>(event_type: EventType, id: i64, data: Option<V>) -
 fn watch_stream<T, V, F, M>(
     state: AppState,
     resume: Option<i64>,
+    worker_scope: Option<i64>,
     visible: F,
     view: M,
 ) -> impl Stream<Item = Result<Event, Infallible>>
@@ -152,7 +153,10 @@ where
 {
     async_stream::stream! {
         let db: Db = state.db.clone();
-        let mut changed = db.subscribe(&[T::TABLE]);
+        let mut changed = match worker_scope {
+            Some(worker) => db.subscribe_worker(worker),
+            None => db.subscribe(&[T::TABLE]),
+        };
         let mut shutdown = state.shutdown.clone();
         let retained = match (resume, db.oldest_change().await) {
             (Some(id), Ok(oldest)) => oldest.is_none_or(|o| o <= id + 1),

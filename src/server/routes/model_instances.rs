@@ -42,10 +42,13 @@ async fn list_instances(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = ListParams::parse(&raw, &["since", "worker_id", "model_id", "state"])?;
+    let mut params = ListParams::parse(&raw, &["since", "worker_id", "model_id", "state"])?;
     let mut worker_id = int_param(&raw, "worker_id")?;
     match caller {
-        Caller::Worker(w) => worker_id = Some(w.worker_id),
+        Caller::Worker(w) => {
+            worker_id = Some(w.worker_id);
+            params.worker_scope = worker_id;
+        }
         Caller::Registrant { .. } => {
             return Err(ApiError::forbidden("a registration token may only register a worker"));
         }

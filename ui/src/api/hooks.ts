@@ -95,6 +95,25 @@ export function useGet<T>(path: string | null): Loaded<T> {
   return { data, error, loading, reload };
 }
 
+/** GETs `path` now and every `everyMs` while mounted: for figures that change without a watch event. */
+export function usePoll<T>(path: string, everyMs: number): T | null {
+  const [data, setData] = useState<T | null>(null);
+  useEffect(() => {
+    let live = true;
+    const load = () =>
+      getJson<T>(path)
+        .then((d) => live && setData(d))
+        .catch(() => {});
+    void load();
+    const timer = setInterval(() => void load(), everyMs);
+    return () => {
+      live = false;
+      clearInterval(timer);
+    };
+  }, [path, everyMs]);
+  return data;
+}
+
 /**
  * A form's submit state: runs `action`, and on failure keeps the server's message next to the
  * field it names (`field`), or as a form-level message when it names none. Inputs are never reset.

@@ -19,7 +19,7 @@ import { modals } from "@mantine/modals";
 import { notifications } from "@mantine/notifications";
 import { type FormEvent, useState } from "react";
 import { del, messageOf, postJson, putJson } from "../api/client";
-import { useGet, useSubmit, useWatchList } from "../api/hooks";
+import { useGet, usePoll, useSubmit, useWatchList } from "../api/hooks";
 import type { Cluster, ListResponse, Worker } from "../api/types";
 import { FormError } from "../components/FormError";
 import { Page } from "../components/Page";
@@ -133,8 +133,18 @@ function confirmDelete(w: Worker) {
   });
 }
 
+/** The worker with the polled status when that one is newer. */
+function withFigures(w: Worker, polled: ListResponse<Worker> | null): Worker {
+  const p = polled?.items.find((x) => x.id === w.id);
+  if (!p || (p.heartbeat_time ?? "") < (w.heartbeat_time ?? "")) return w;
+  return { ...w, status: p.status, heartbeat_time: p.heartbeat_time };
+}
+
 export function WorkersPage() {
-  const workers = useWatchList<Worker>("/v2/workers");
+  const watched = useWatchList<Worker>("/v2/workers");
+  // The watch carries state changes; utilisation figures are not written (so not watched): poll them.
+  const polled = usePoll<ListResponse<Worker>>("/v2/workers?page=-1", 15_000);
+  const workers = { ...watched, items: watched.items.map((w) => withFigures(w, polled)) };
   const [editing, setEditing] = useState<Worker | null>(null);
   const gpus = workers.items.flatMap((w) => w.status.gpu_devices.map((g) => ({ ...g, worker: w.name })));
 
