@@ -151,9 +151,22 @@ impl ModelController {
     pub async fn tick(&self) -> Result<usize, DbError> {
         let workers: BTreeMap<i64, Record<WorkerSpec>> =
             self.db.all::<WorkerSpec>().await?.into_iter().map(|w| (w.id, w)).collect();
+        // Three reads a pass, however many deployments: instances are grouped here.
+        let mut by_model: BTreeMap<i64, Vec<ModelInstance>> = BTreeMap::new();
+        for i in self.db.all::<ModelInstanceSpec>().await? {
+            if let Some(m) = i.spec.model_id {
+                by_model.entry(m).or_default().push(i);
+            }
+        }
         let mut writes = 0;
         for model in self.db.all::<ModelSpec>().await? {
-            writes += self.reconcile(&model, &workers).await?;
+            let instances = by_model.remove(&model.id).unwrap_or_default();
+            writes += self.reconcile(&model, instances, &workers).await?;
+        }
+        // Instances of a deployment that is gone (its delete answered before they went, and the
+        // server stopped meanwhile, or another server deleted it): removed here.
+        for orphan in by_model.into_values().flatten() {
+            writes += delete_quietly(&self.db, orphan.id).await?;
         }
         Ok(writes)
     }
@@ -161,9 +174,9 @@ impl ModelController {
     async fn reconcile(
         &self,
         model: &Record<ModelSpec>,
+        instances: Vec<ModelInstance>,
         workers: &BTreeMap<i64, Record<WorkerSpec>>,
     ) -> Result<usize, DbError> {
-        let instances = self.db.instances_of_model(model.id).await?;
         let desired = model.spec.replicas as usize;
         let hash = spec_hash(&model.spec);
         // Without a rollout an edit leaves running instances on their spec; instances that do not

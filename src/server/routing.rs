@@ -217,8 +217,9 @@ pub fn spawn_snapshot_loop(
                 _ = shutdown.wait_for(|s| *s) => return,
             };
             if commit {
-                // Let a burst of commits settle into one rebuild.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // Let a burst of commits settle into one rebuild (binding a thousand replicas is a
+                // thousand commits): at most 20 rebuilds a second. Route edits refresh at once.
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     });

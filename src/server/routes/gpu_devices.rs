@@ -23,17 +23,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
 async fn all_devices(state: &AppState) -> ApiResult<Vec<GpuDeviceView>> {
     let workers: Vec<_> = state.db.all::<WorkerSpec>().await?.into_iter().map(|w| state.live.overlay(w)).collect();
     let instances = state.db.all::<ModelInstanceSpec>().await?;
-    let claims = snapshot(&workers, &instances, None);
+    let claims: std::collections::HashMap<(i64, u32), u64> = snapshot(&workers, &instances, None)
+        .workers
+        .iter()
+        .flat_map(|w| w.gpus.iter().map(move |g| ((w.id, g.index), g.allocated)))
+        .collect();
     let mut items = Vec::new();
     for worker in workers.iter().rev() {
-        let allocated = |index: u32| {
-            claims
-                .workers
-                .iter()
-                .find(|w| w.id == worker.id)
-                .and_then(|w| w.gpus.iter().find(|g| g.index == index))
-                .map_or(0, |g| g.allocated)
-        };
+        let allocated = |index: u32| claims.get(&(worker.id, index)).copied().unwrap_or(0);
         for device in &worker.spec.status.gpu_devices {
             items.push(GpuDeviceView {
                 id: device.id(&worker.spec.name),

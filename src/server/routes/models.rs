@@ -386,15 +386,25 @@ async fn restart_model(
     }))
 }
 
-/// Deletes a deployment and all its instances.
+/// Deletes a deployment and answers at once; its instances go in the background (the controller
+/// removes any that a stopped server left behind).
 #[utoipa::path(delete, path = "/v2/models/{id}", tag = "models", params(("id" = i64, Path)),
     responses((status = 200), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_model(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
     state.db.delete::<ModelSpec>(id).await?;
-    for instance in state.db.instances_of_model(id).await? {
-        state.db.delete_if_present::<ModelInstanceSpec>(instance.id).await?;
-    }
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        let instances = match db.instances_of_model(id).await {
+            Ok(list) => list,
+            Err(e) => return tracing::warn!(error = %e, model = id, "listing a deleted deployment's instances failed"),
+        };
+        for instance in instances {
+            if let Err(e) = db.delete_if_present::<ModelInstanceSpec>(instance.id).await {
+                tracing::warn!(error = %e, instance = instance.id, "deleting a deleted deployment's instance failed");
+            }
+        }
+    });
     Ok(StatusCode::OK)
 }
 
