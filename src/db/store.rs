@@ -177,9 +177,10 @@ impl Db {
             updated_at: from_ms(now),
             spec: spec.clone(),
         };
-        let seq = self.record_change(&mut tx, T::TABLE, record.id, EventType::Created, &record).await?;
+        let workers = spec.involved_workers();
+        let seq = self.record_change(&mut tx, T::TABLE, record.id, EventType::Created, &record, &workers).await?;
         tx.commit().await?;
-        self.notifier.committed(T::TABLE, seq, &spec.involved_workers());
+        self.notifier.committed(T::TABLE, seq, &workers);
         Ok(record)
     }
 
@@ -322,7 +323,7 @@ impl Db {
             updated_at: from_ms(now),
             spec: spec.clone(),
         };
-        let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Updated, &record).await?;
+        let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Updated, &record, &workers).await?;
         tx.commit().await?;
         self.notifier.committed(T::TABLE, seq, &workers);
         Ok(record)
@@ -363,9 +364,10 @@ impl Db {
             return Err(DbError::NotFound { kind: T::NOUN, id: id.to_string() });
         };
         let record = decode::<T>(&row)?;
-        let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Deleted, &record).await?;
+        let workers = record.spec.involved_workers();
+        let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Deleted, &record, &workers).await?;
         tx.commit().await?;
-        self.notifier.committed(T::TABLE, seq, &record.spec.involved_workers());
+        self.notifier.committed(T::TABLE, seq, &workers);
         Ok(record)
     }
 
@@ -386,6 +388,7 @@ impl Db {
         resource_id: i64,
         event: EventType,
         record: &R,
+        workers: &[i64],
     ) -> DbResult<i64> {
         if self.dialect == Dialect::Postgres {
             // Serialises change-log writers so sequence numbers become visible in order.
@@ -396,28 +399,53 @@ impl Db {
             id: resource_id,
             message: e.to_string(),
         })?;
+        let workers: String = workers.iter().map(|w| format!(",{w}")).collect::<String>() + ",";
         let row = sqlx::query(
-            "INSERT INTO changes (kind, resource_id, event, data, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+            "INSERT INTO changes (kind, resource_id, event, data, created_at, workers) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
         )
         .bind(kind.to_string())
         .bind(resource_id)
         .bind(event.as_str().to_string())
         .bind(data)
         .bind(now_ms())
+        .bind(workers)
         .fetch_one(&mut **tx)
         .await?;
         Ok(row.try_get(0)?)
     }
 
-    /// Changes of `kind` after `since`, oldest first, at most `limit`.
-    pub async fn changes_since(&self, kind: &str, since: i64, limit: i64) -> DbResult<Vec<Change>> {
-        let rows =
-            sqlx::query("SELECT seq, event, data FROM changes WHERE kind = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+    /// Changes of `kind` after `since`, oldest first, at most `limit`; with `worker`, only those
+    /// that concern that worker (and those written before changes named their workers).
+    pub async fn changes_since(
+        &self,
+        kind: &str,
+        since: i64,
+        limit: i64,
+        worker: Option<i64>,
+    ) -> DbResult<Vec<Change>> {
+        let rows = match worker {
+            None => {
+                sqlx::query("SELECT seq, event, data FROM changes WHERE kind = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+                    .bind(kind.to_string())
+                    .bind(since)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(w) => {
+                sqlx::query(
+                    "SELECT seq, event, data FROM changes WHERE kind = $1 AND seq > $2 \
+                     AND (workers = '' OR workers LIKE $3) ORDER BY seq LIMIT $4",
+                )
                 .bind(kind.to_string())
                 .bind(since)
+                .bind(format!("%,{w},%"))
                 .bind(limit)
                 .fetch_all(&self.pool)
-                .await?;
+                .await?
+            }
+        };
         rows.iter()
             .map(|row| {
                 let seq: i64 = row.try_get(0)?;

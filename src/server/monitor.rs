@@ -65,9 +65,11 @@ impl LiveStatus {
     /// The worker with its latest reported status, when that is newer than the stored one.
     pub fn overlay(&self, mut worker: Record<WorkerSpec>) -> Record<WorkerSpec> {
         let Ok(map) = self.0.lock() else { return worker };
+        // The stored status is the steady part the report had (else it would have been written),
+        // unless the row changed since: then the stored one wins until the next report.
         if let Some((status, at)) = map.get(&worker.id)
             && worker.spec.heartbeat_time.is_none_or(|t| t <= *at)
-            && status.steady() == worker.spec.status.steady()
+            && status.gpu_devices.len() == worker.spec.status.gpu_devices.len()
         {
             worker.spec.status = status.clone();
             worker.spec.heartbeat_time = Some(*at);

@@ -183,7 +183,7 @@ where
             }
         };
         loop {
-            let changes = match db.changes_since(T::TABLE, cursor, BATCH).await {
+            let changes = match db.changes_since(T::TABLE, cursor, BATCH, worker_scope).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, kind = T::TABLE, "watch read failed");

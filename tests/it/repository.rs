@@ -61,7 +61,7 @@ async fn store_contract(kind: DbKind) {
     assert!(matches!(db.delete::<ClusterSpec>(a.id).await, Err(DbError::NotFound { .. })));
 
     // The change log saw every write, in order.
-    let changes = db.changes_since("clusters", 0, 100).await.expect("changes");
+    let changes = db.changes_since("clusters", 0, 100, None).await.expect("changes");
     let kinds: Vec<_> = changes.iter().map(|c| c.event.as_str()).collect();
     assert_eq!(kinds, ["CREATED", "CREATED", "CREATED", "CREATED", "CREATED", "UPDATED", "DELETED"]);
     assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));

@@ -86,16 +86,23 @@ async fn list_gpu_devices(
             })
         })
         .collect();
-    let mut values: Vec<serde_json::Value> =
-        items.iter().map(serde_json::to_value).collect::<Result<_, _>>().map_err(|e| ApiError::internal(&e))?;
-    if !params.field_sort.is_empty() {
-        sort_by_fields(&mut values, &params.field_sort)?;
-    } else if raw.contains_key("sort_by") {
-        let keys: Vec<(String, bool)> = params.query.sort.iter().map(|(k, d)| (k.name().to_string(), *d)).collect();
+    let total = items.len() as i64;
+    let to_json = |items: Vec<GpuDeviceView>| -> ApiResult<Vec<serde_json::Value>> {
+        items.iter().map(serde_json::to_value).collect::<Result<_, _>>().map_err(|e| ApiError::internal(&e))
+    };
+    let items = if raw.contains_key("sort_by") {
+        let keys: Vec<(String, bool)> = if params.field_sort.is_empty() {
+            params.query.sort.iter().map(|(k, d)| (k.name().to_string(), *d)).collect()
+        } else {
+            params.field_sort.clone()
+        };
+        let mut values = to_json(items)?;
         sort_by_fields(&mut values, &keys)?;
-    }
-    let total = values.len() as i64;
-    let items = page_of(values, params.query.page, params.query.per_page);
+        page_of(values, params.query.page, params.query.per_page)
+    } else {
+        // Only the page is turned into JSON.
+        to_json(page_of(items, params.query.page, params.query.per_page))?
+    };
     let pagination = params.pagination(total, items.len());
     Ok(axum::Json(ListResponse { items, pagination }).into_response())
 }
