@@ -319,6 +319,10 @@ impl Reconciler {
                     let mut report = self.report_of(i);
                     report.state = InstanceState::Running;
                     report.state_message = None;
+                    // What runs here is this worker's to say, whatever its cached copy of the
+                    // instance holds (a report retried after a 409 is built from that copy).
+                    report.pid = l.handle.pid();
+                    report.container_id = l.handle.container_id();
                     self.report(i, report).await?;
                 }
             }
