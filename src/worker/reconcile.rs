@@ -64,6 +64,9 @@ struct Local {
     health_path: Option<String>,
     /// Since when this run has answered its health check (None until it has).
     healthy_since: Option<Instant>,
+    /// The command as launched (empty for an adopted workload): sent again when the instance turns
+    /// running, so a lost first report does not leave it unknown.
+    command: Vec<String>,
 }
 
 impl Local {
@@ -274,6 +277,7 @@ impl Reconciler {
                     failures: 0,
                     health_path,
                     healthy_since: None,
+                    command: Vec::new(),
                 };
                 self.local.lock().await.insert(i.id, l);
                 Ok(())
@@ -323,6 +327,9 @@ impl Reconciler {
                     // instance holds (a report retried after a 409 is built from that copy).
                     report.pid = l.handle.pid();
                     report.container_id = l.handle.container_id();
+                    if !l.command.is_empty() {
+                        report.command = Some(l.command.clone());
+                    }
                     self.report(i, report).await?;
                 }
             }
@@ -458,6 +465,7 @@ impl Reconciler {
             failures: 0,
             health_path: backend.health_check_path.clone(),
             healthy_since: None,
+            command: argv.clone(),
         };
         self.local.lock().await.insert(i.id, local);
         let mut report = self.report_of(i);

@@ -19,6 +19,9 @@ pub(in crate::worker) struct Part {
     pub port: u16,
     /// The instance's restart count when the part started: a newer one means start again.
     pub main_restarts: u32,
+    /// The part's command as launched (empty for a part adopted after a restart): sent with every
+    /// running report, so a first report refused as stale does not leave it unknown.
+    pub command: Vec<String>,
 }
 
 /// What a part reports.
@@ -99,8 +102,12 @@ impl Reconciler {
                     return self.fail_part(i, message).await;
                 }
                 if me.state != InstanceState::Running {
-                    let report =
-                        PartReport { handle: Some(p.handle), ..PartReport::state(InstanceState::Running, None) };
+                    let command = (!p.command.is_empty()).then(|| p.command.clone());
+                    let report = PartReport {
+                        handle: Some(p.handle),
+                        command,
+                        ..PartReport::state(InstanceState::Running, None)
+                    };
                     return self.report_part(i, report).await;
                 }
                 Ok(())
@@ -144,7 +151,7 @@ impl Reconciler {
 
     async fn adopt_part(&self, i: &ModelInstance, handle: Handle) -> Result<(), ClientError> {
         tracing::info!(instance = i.id, "reattached to this worker's distributed part");
-        let part = Part { handle, port: 0, main_restarts: i.spec.restart_count };
+        let part = Part { handle, port: 0, main_restarts: i.spec.restart_count, command: Vec::new() };
         self.parts.lock().await.insert(i.id, part);
         Ok(())
     }
@@ -197,7 +204,7 @@ impl Reconciler {
             Ok(h) => h,
             Err(e) => return self.fail_part(i, e.to_string()).await,
         };
-        let part = Part { handle: handle.clone(), port, main_restarts: i.spec.restart_count };
+        let part = Part { handle: handle.clone(), port, main_restarts: i.spec.restart_count, command: argv.clone() };
         self.parts.lock().await.insert(i.id, part);
         let report =
             PartReport { handle: Some(handle), command: Some(argv), ..PartReport::state(InstanceState::Running, None) };
