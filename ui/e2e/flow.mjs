@@ -85,6 +85,30 @@ await page.route(
   },
 );
 
+// The last answers of POST /v2/model-evaluations, for the message when a compatibility wait fails.
+const evaluations = [];
+page.on("response", async (r) => {
+  if (!r.url().endsWith("/v2/model-evaluations")) return;
+  const body = await r.text().catch((e) => `(body unreadable: ${e})`);
+  evaluations.push(`${r.status()} ${body.slice(0, 600)}`);
+  if (evaluations.length > 4) evaluations.shift();
+});
+
+/** Waits for the form's compatibility check to say "Compatible"; else fails with what it shows and why. */
+async function compatible(form) {
+  const panel = form.getByTestId("compatibility");
+  try {
+    await panel.getByText("Compatible", { exact: true }).waitFor({ timeout: 30_000 });
+  } catch (e) {
+    const shown = await panel.innerText({ timeout: 1_000 }).catch(() => "(no compatibility panel)");
+    const sent = await page.evaluate(() => document.querySelector("form")?.innerText.slice(0, 400) ?? "");
+    throw new Error(
+      `${e.message}\ncompatibility panel: ${JSON.stringify(shown)}\nform: ${JSON.stringify(sent)}` +
+        `\nlast evaluations:\n${evaluations.join("\n") || "(none answered)"}`,
+    );
+  }
+}
+
 let shot = 0;
 /** Every state badge shows its whole label (no "REA…"): its label is as wide as its text. */
 async function assertBadgesWhole(where) {
@@ -202,7 +226,7 @@ try {
   await step("deploy the SmolLM2 GGUF by local path", async () => {
     const form = page.getByRole("form", { name: "Deploy a model" });
     await form.getByRole("textbox", { name: "Name", exact: true }).fill(MODEL);
-    await form.getByTestId("compatibility").getByText("Compatible", { exact: true }).waitFor({ timeout: 30_000 });
+    await compatible(form);
     await screenshot("deploy-form");
     await form.getByRole("button", { name: "Deploy" }).click();
     await form.waitFor({ state: "detached" });
@@ -300,7 +324,7 @@ try {
     await form.getByTestId("params-reading").getByText("--ctx-size 512 · --batch-size 64").waitFor();
     // The Custom backend names no framework: on this CPU-only worker it runs with CPU offloading allowed.
     await form.getByText("Allow CPU offloading", { exact: true }).click();
-    await form.getByTestId("compatibility").getByText("Compatible", { exact: true }).waitFor({ timeout: 30_000 });
+    await compatible(form);
     await screenshot("deploy-form-custom");
     await form.getByRole("button", { name: "Deploy" }).click();
     await form.waitFor({ state: "detached" });
