@@ -41,14 +41,14 @@ pub struct ApiKeyAuth {
 impl Db {
     pub async fn count<T: Resource>(&self) -> DbResult<i64> {
         let sql = format!("SELECT COUNT(*) FROM {}", T::TABLE);
-        Ok(sqlx::query(&sql).fetch_one(&self.pool).await?.try_get(0)?)
+        Ok(sqlx::query(&sql).fetch_one(self.pool()).await?.try_get(0)?)
     }
 
     /// The password hash of a user, by username (case-insensitive).
     pub async fn user_credentials(&self, username: &str) -> DbResult<Option<(Record<UserSpec>, String)>> {
         let row = sqlx::query("SELECT password_hash FROM users WHERE name_key = $1")
             .bind(username.to_lowercase())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         let Some(row) = row else { return Ok(None) };
         let hash: String = row.try_get(0)?;
@@ -62,7 +62,7 @@ impl Db {
     pub async fn password_hash(&self, user_id: i64) -> DbResult<String> {
         let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
             .bind(user_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| DbError::NotFound { kind: UserSpec::NOUN, id: user_id.to_string() })?;
         Ok(row.try_get(0)?)
@@ -74,7 +74,7 @@ impl Db {
             .bind(user_id)
             .bind(now_ms())
             .bind(expires_at_ms)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }
@@ -84,7 +84,7 @@ impl Db {
         let row = sqlx::query("SELECT user_id FROM sessions WHERE token_digest = $1 AND expires_at > $2")
             .bind(token_digest.to_string())
             .bind(now_ms())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
@@ -92,19 +92,20 @@ impl Db {
     pub async fn delete_session(&self, token_digest: &str) -> DbResult<()> {
         sqlx::query("DELETE FROM sessions WHERE token_digest = $1")
             .bind(token_digest.to_string())
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(())
     }
 
     /// Ends every session of a user (after a password change or deactivation).
     pub async fn delete_user_sessions(&self, user_id: i64) -> DbResult<()> {
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(self.pool()).await?;
         Ok(())
     }
 
     pub async fn prune_sessions(&self) -> DbResult<u64> {
-        let res = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now_ms()).execute(&self.pool).await?;
+        let res =
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now_ms()).execute(self.pool()).await?;
         Ok(res.rows_affected())
     }
 
@@ -112,7 +113,7 @@ impl Db {
     pub async fn api_key_by_access_key(&self, access_key: &str) -> DbResult<Option<ApiKeyAuth>> {
         let row = sqlx::query("SELECT id, secret_digest FROM api_keys WHERE access_key = $1")
             .bind(access_key.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         let Some(row) = row else { return Ok(None) };
         let id: i64 = row.try_get(0)?;
@@ -128,7 +129,7 @@ impl Db {
     pub async fn cluster_token_digest(&self, cluster_id: i64) -> DbResult<String> {
         let row = sqlx::query("SELECT token_digest FROM clusters WHERE id = $1")
             .bind(cluster_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?
             .ok_or_else(|| DbError::NotFound { kind: ClusterSpec::NOUN, id: cluster_id.to_string() })?;
         Ok(row.try_get(0)?)

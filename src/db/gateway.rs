@@ -50,7 +50,7 @@ impl Db {
 
     /// Adds usage rows to the daily aggregates, in one transaction.
     pub async fn add_usage(&self, rows: &[UsageRow]) -> DbResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         for r in rows {
             sqlx::query(
                 "INSERT INTO model_usages (date, user_id, api_key_id, route_id, route_name, model_name, operation, \
@@ -119,7 +119,7 @@ impl Db {
                 Val::OptText(s) => q.bind(s.clone()),
             };
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(self.pool()).await?;
         rows.iter()
             .map(|row| {
                 Ok(UsageRow {

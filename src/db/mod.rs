@@ -4,6 +4,7 @@
 
 mod auth;
 mod backends;
+mod changes;
 mod gateway;
 mod models;
 pub mod notify;
@@ -11,6 +12,7 @@ mod store;
 mod workers;
 
 pub use auth::*;
+pub use changes::*;
 pub use gateway::*;
 pub use models::*;
 pub use store::*;
@@ -18,6 +20,7 @@ pub use workers::*;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -64,6 +67,9 @@ pub struct Db {
     pub(crate) dialect: Dialect,
     /// Counts commits per kind; watchers wake on the kinds they follow and read the change log.
     pub(crate) notifier: Arc<notify::Notifier>,
+    /// Database calls made through this handle (statements outside a transaction, and
+    /// transactions): what a test compares to prove a request's cost does not grow with the cluster.
+    calls: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -99,13 +105,25 @@ impl Db {
         if dialect == Dialect::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        let db = Db { pool, dialect, notifier: Arc::default() };
+        let db = Db { pool, dialect, notifier: Arc::default(), calls: Arc::default() };
         db.migrate().await?;
         Ok(db)
     }
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The pool, counting the call (see [`Db::calls`]).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        &self.pool
+    }
+
+    /// Database calls (statements outside a transaction, and transactions) made so far through
+    /// this handle and its clones.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     fn migrator(&self) -> sqlx::migrate::Migrator {
@@ -123,7 +141,7 @@ impl Db {
     /// The newest schema version applied to the database, 0 for a fresh one.
     pub async fn schema_version(&self) -> DbResult<i64> {
         let applied =
-            sqlx::query("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE").fetch_one(&self.pool).await;
+            sqlx::query("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE").fetch_one(self.pool()).await;
         match applied {
             Ok(row) => Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0)),
             // No migrations table yet: a fresh database.
@@ -139,7 +157,7 @@ impl Db {
         if found > supported {
             return Err(DbError::SchemaTooNew { found, supported });
         }
-        self.migrator().run(&self.pool).await?;
+        self.migrator().run(self.pool()).await?;
         Ok(())
     }
 
@@ -156,26 +174,6 @@ impl Db {
     /// A waiter for commits to the instances worker `worker_id` takes part in.
     pub fn subscribe_worker(&self, worker_id: i64) -> notify::Changes {
         self.notifier.subscribe_worker(worker_id)
-    }
-
-    /// On PostgreSQL, where other servers may commit too: look for their commits every
-    /// [`notify::EXTERNAL_POLL`] (one query per process, however many watchers), until shutdown.
-    pub fn spawn_external_poller(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
-        if self.dialect != Dialect::Postgres {
-            return;
-        }
-        let pool = self.pool.clone();
-        notify::spawn_external_poller(
-            self.notifier.clone(),
-            move || {
-                let pool = pool.clone();
-                async move {
-                    let row = sqlx::query("SELECT MAX(seq) FROM changes").fetch_one(&pool).await.ok()?;
-                    row.try_get::<Option<i64>, _>(0).ok().flatten()
-                }
-            },
-            shutdown,
-        );
     }
 }
 

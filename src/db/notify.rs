@@ -1,10 +1,11 @@
 //! Who is woken by a commit: a counter per kind of resource, so a waiter reads the change log only
 //! when a kind it follows changed (a worker's status report no longer wakes the API-key cache or
-//! the model-route watchers). On PostgreSQL one poller per process notices other servers' commits.
+//! the model-route watchers). On PostgreSQL one poller per process notices other servers' commits
+//! (`Db::spawn_external_poller`) and wakes exactly who they concern.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -49,15 +50,25 @@ impl Counters {
     }
 }
 
-/// The process's commit counters, plus the newest change-log number it has seen.
+/// A numbered change as the poller reads it: who it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignChange {
+    pub seq: i64,
+    pub kind: String,
+    pub workers: Vec<i64>,
+}
+
+/// The process's commit counters, and which change numbers it already woke its waiters for.
 #[derive(Debug)]
 pub struct Notifier {
     counters: watch::Sender<Counters>,
     /// A counter per worker, bumped by commits to instances that worker takes part in (before or
     /// after the change): a worker's watch on its instances wakes for those only.
     workers: Mutex<HashMap<i64, watch::Sender<u64>>>,
-    /// The newest change number committed or seen by this process (for the external poller).
-    seen_seq: AtomicI64,
+    /// While a poller runs: the change numbers this process woke for itself, which the poller
+    /// then skips (cleared as it reads past them).
+    own: Mutex<BTreeSet<i64>>,
+    polled: AtomicBool,
 }
 
 impl Default for Notifier {
@@ -65,7 +76,8 @@ impl Default for Notifier {
         Notifier {
             counters: watch::channel(Counters::default()).0,
             workers: Mutex::default(),
-            seen_seq: AtomicI64::new(0),
+            own: Mutex::default(),
+            polled: AtomicBool::new(false),
         }
     }
 }
@@ -74,7 +86,15 @@ impl Notifier {
     /// Called after a commit that changed a row of `kind` and wrote change `seq`.
     /// `workers` are the workers the changed row concerns, before and after.
     pub fn committed(&self, kind: &str, seq: i64, workers: &[i64]) {
-        self.seen_seq.fetch_max(seq, Ordering::Relaxed);
+        if self.polled.load(Ordering::Relaxed)
+            && let Ok(mut own) = self.own.lock()
+        {
+            own.insert(seq);
+        }
+        self.wake(kind, workers);
+    }
+
+    fn wake(&self, kind: &str, workers: &[i64]) {
         if !workers.is_empty()
             && let Ok(map) = self.workers.lock()
         {
@@ -87,16 +107,35 @@ impl Notifier {
         self.counters.send_modify(|c| c.bump(kind));
     }
 
-    /// Someone else (another server) committed up to `seq`: wake every waiter, once per advance.
-    pub fn external(&self, seq: i64) {
-        if self.seen_seq.fetch_max(seq, Ordering::Relaxed) < seq {
-            if let Ok(map) = self.workers.lock() {
-                for tx in map.values() {
-                    tx.send_modify(|n| *n = n.wrapping_add(1));
-                }
+    /// From now on a poller reads the log: remember our own change numbers so it skips them.
+    pub fn start_polling(&self) {
+        self.polled.store(true, Ordering::Relaxed);
+    }
+
+    /// Changes the poller read (oldest first): wakes the waiters of those this process did not
+    /// commit itself, and forgets its own numbers up to the newest read.
+    pub fn seen_in_log(&self, changes: &[ForeignChange]) {
+        let Some(newest) = changes.last().map(|c| c.seq) else { return };
+        let own: BTreeSet<i64> = match self.own.lock() {
+            Ok(mut own) => {
+                let later = own.split_off(&(newest + 1));
+                std::mem::replace(&mut *own, later)
             }
-            self.counters.send_modify(Counters::bump_all);
+            Err(_) => BTreeSet::new(),
+        };
+        for c in changes.iter().filter(|c| !own.contains(&c.seq)) {
+            self.wake(&c.kind, &c.workers);
         }
+    }
+
+    /// Wakes every waiter once (the poller fell too far behind to say who changes concern).
+    pub fn wake_all(&self) {
+        if let Ok(map) = self.workers.lock() {
+            for tx in map.values() {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+        self.counters.send_modify(Counters::bump_all);
     }
 
     /// A waiter for commits to instances worker `worker_id` takes part in.
@@ -181,25 +220,6 @@ impl Changes {
 /// How often a PostgreSQL server looks for other servers' commits.
 pub const EXTERNAL_POLL: Duration = Duration::from_secs(2);
 
-/// Runs `latest` every [`EXTERNAL_POLL`] and reports what it finds to `notifier`, until shutdown.
-pub fn spawn_external_poller<F, Fut>(notifier: Arc<Notifier>, latest: F, mut shutdown: watch::Receiver<bool>)
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Option<i64>> + Send,
-{
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(EXTERNAL_POLL) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-            if let Some(seq) = latest().await {
-                notifier.external(seq);
-            }
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,15 +252,20 @@ mod tests {
         worker7.mark_seen();
         assert_ne!(keys.generation(), before);
         assert!(woke(&mut keys).await);
-        // Another server's commit wakes everyone once; the same number again wakes no one.
+        // With a poller: another server's commits wake who they concern; our own, read back from
+        // the log, wake no one again.
         keys.mark_seen();
         workers.mark_seen();
-        n.external(10);
-        assert!(woke(&mut keys).await && woke(&mut workers).await);
+        worker7.mark_seen();
+        n.start_polling();
+        n.committed("api_keys", 9, &[]);
         keys.mark_seen();
-        n.external(10);
-        n.external(9);
-        assert!(!woke(&mut keys).await);
+        let read = |seq: i64, kind: &str, workers: Vec<i64>| ForeignChange { seq, kind: kind.into(), workers };
+        n.seen_in_log(&[read(9, "api_keys", vec![]), read(10, "model_instances", vec![7])]);
+        assert!(!woke(&mut keys).await, "our own change, read back, wakes no one");
+        assert!(woke(&mut worker7).await && !woke(&mut worker8).await && !woke(&mut workers).await);
+        n.wake_all();
+        assert!(woke(&mut keys).await && woke(&mut workers).await);
         // A kind not in the list is "other", not nothing.
         let mut other = n.subscribe(&["sessions"]);
         n.committed("sessions", 11, &[]);

@@ -2,14 +2,14 @@
 //! compare-and-swap update, delete, and the change log that watch streams read.
 //!
 //! Architecture Invariant: every write to a resource table records its change in `changes` in the
-//! same transaction, so a watcher never misses or reorders an event. On PostgreSQL the change log
-//! insert takes a table lock, which makes change sequence numbers commit in order.
+//! same transaction, so a watcher never misses or reorders an event (how change numbers follow
+//! commit order: `changes.rs`).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Row};
 
 use super::{Db, DbError, DbResult, Dialect, from_ms, now_ms};
 use crate::api::{EventType, Record};
@@ -99,15 +99,6 @@ impl Default for ListQuery {
     }
 }
 
-/// One entry of the change log.
-#[derive(Debug, Clone)]
-pub struct Change {
-    pub seq: i64,
-    pub event: EventType,
-    /// The resource's wire JSON as of this change.
-    pub data: String,
-}
-
 const CORE_COLUMNS: &str = "id, version, created_at, updated_at, data";
 
 fn decode<T: Resource>(row: &AnyRow) -> DbResult<Record<T>> {
@@ -168,7 +159,7 @@ impl Db {
         for (_, v) in extra {
             q = bind(q, v);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         let row = q.fetch_one(&mut *tx).await.map_err(|e| map_unique(e, spec))?;
         let record = Record {
             id: row.try_get(0)?,
@@ -180,14 +171,14 @@ impl Db {
         let workers = spec.involved_workers();
         let seq = self.record_change(&mut tx, T::TABLE, record.id, EventType::Created, &record, &workers).await?;
         tx.commit().await?;
-        self.notifier.committed(T::TABLE, seq, &workers);
+        self.committed(T::TABLE, seq, &workers).await;
         Ok(record)
     }
 
     /// Reads one resource by id.
     pub async fn get<T: Resource>(&self, id: i64) -> DbResult<Record<T>> {
         let sql = format!("SELECT {CORE_COLUMNS} FROM {} WHERE id = $1", T::TABLE);
-        match sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await? {
+        match sqlx::query(&sql).bind(id).fetch_optional(self.pool()).await? {
             Some(row) => decode(&row),
             None => Err(DbError::NotFound { kind: T::NOUN, id: id.to_string() }),
         }
@@ -196,14 +187,14 @@ impl Db {
     /// Reads one resource by its name, compared case-insensitively.
     pub async fn get_by_name<T: Resource>(&self, name: &str) -> DbResult<Option<Record<T>>> {
         let sql = format!("SELECT {CORE_COLUMNS} FROM {} WHERE name_key = $1", T::TABLE);
-        let row = sqlx::query(&sql).bind(name.to_lowercase()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql).bind(name.to_lowercase()).fetch_optional(self.pool()).await?;
         row.as_ref().map(decode).transpose()
     }
 
     /// Reads one resource by an extra column's value.
     pub async fn find_by<T: Resource>(&self, column: &str, value: Val) -> DbResult<Option<Record<T>>> {
         let sql = format!("SELECT {CORE_COLUMNS} FROM {} WHERE {column} = $1", T::TABLE);
-        let row = bind(sqlx::query(&sql), &value).fetch_optional(&self.pool).await?;
+        let row = bind(sqlx::query(&sql), &value).fetch_optional(self.pool()).await?;
         row.as_ref().map(decode).transpose()
     }
 
@@ -226,7 +217,7 @@ impl Db {
         for v in &values {
             count_q = bind(count_q, v);
         }
-        let total: i64 = count_q.fetch_one(&self.pool).await?.try_get(0)?;
+        let total: i64 = count_q.fetch_one(self.pool()).await?.try_get(0)?;
 
         let mut order: Vec<String> =
             q.sort.iter().map(|(k, desc)| format!("{} {}", k.column(), if *desc { "DESC" } else { "ASC" })).collect();
@@ -241,7 +232,7 @@ impl Db {
         for v in &values {
             list_q = bind(list_q, v);
         }
-        let rows = list_q.fetch_all(&self.pool).await?;
+        let rows = list_q.fetch_all(self.pool()).await?;
         let items = rows.iter().map(decode).collect::<DbResult<Vec<_>>>()?;
         Ok((items, total))
     }
@@ -287,7 +278,7 @@ impl Db {
         for (_, v) in extra {
             q = bind(q, v);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         // The workers the row concerned before this change must hear of it too (an instance
         // taken off a worker), so read them in the same transaction.
         let mut workers = spec.involved_workers();
@@ -325,7 +316,7 @@ impl Db {
         };
         let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Updated, &record, &workers).await?;
         tx.commit().await?;
-        self.notifier.committed(T::TABLE, seq, &workers);
+        self.committed(T::TABLE, seq, &workers).await;
         Ok(record)
     }
 
@@ -359,7 +350,7 @@ impl Db {
     /// Deletes one resource, returning its last state.
     pub async fn delete<T: Resource>(&self, id: i64) -> DbResult<Record<T>> {
         let sql = format!("DELETE FROM {} WHERE id = $1 RETURNING {CORE_COLUMNS}", T::TABLE);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
             return Err(DbError::NotFound { kind: T::NOUN, id: id.to_string() });
         };
@@ -367,7 +358,7 @@ impl Db {
         let workers = record.spec.involved_workers();
         let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Deleted, &record, &workers).await?;
         tx.commit().await?;
-        self.notifier.committed(T::TABLE, seq, &workers);
+        self.committed(T::TABLE, seq, &workers).await;
         Ok(record)
     }
 
@@ -381,97 +372,9 @@ impl Db {
         }
     }
 
-    async fn record_change<R: Serialize>(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        kind: &str,
-        resource_id: i64,
-        event: EventType,
-        record: &R,
-        workers: &[i64],
-    ) -> DbResult<i64> {
-        if self.dialect == Dialect::Postgres {
-            // Serialises change-log writers so sequence numbers become visible in order.
-            sqlx::query("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE").execute(&mut **tx).await?;
-        }
-        let data = serde_json::to_string(record).map_err(|e| DbError::Corrupt {
-            kind: "change",
-            id: resource_id,
-            message: e.to_string(),
-        })?;
-        let workers: String = workers.iter().map(|w| format!(",{w}")).collect::<String>() + ",";
-        let row = sqlx::query(
-            "INSERT INTO changes (kind, resource_id, event, data, created_at, workers) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-        )
-        .bind(kind.to_string())
-        .bind(resource_id)
-        .bind(event.as_str().to_string())
-        .bind(data)
-        .bind(now_ms())
-        .bind(workers)
-        .fetch_one(&mut **tx)
-        .await?;
-        Ok(row.try_get(0)?)
-    }
-
-    /// Changes of `kind` after `since`, oldest first, at most `limit`; with `worker`, only those
-    /// that concern that worker (and those written before changes named their workers).
-    pub async fn changes_since(
-        &self,
-        kind: &str,
-        since: i64,
-        limit: i64,
-        worker: Option<i64>,
-    ) -> DbResult<Vec<Change>> {
-        let rows = match worker {
-            None => {
-                sqlx::query("SELECT seq, event, data FROM changes WHERE kind = $1 AND seq > $2 ORDER BY seq LIMIT $3")
-                    .bind(kind.to_string())
-                    .bind(since)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            Some(w) => {
-                sqlx::query(
-                    "SELECT seq, event, data FROM changes WHERE kind = $1 AND seq > $2 \
-                     AND (workers = '' OR workers LIKE $3) ORDER BY seq LIMIT $4",
-                )
-                .bind(kind.to_string())
-                .bind(since)
-                .bind(format!("%,{w},%"))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = row.try_get(0)?;
-                let event: String = row.try_get(1)?;
-                Ok(Change {
-                    seq,
-                    event: EventType::parse(&event).ok_or_else(|| DbError::Corrupt {
-                        kind: "change",
-                        id: seq,
-                        message: format!("unknown event {event:?}"),
-                    })?,
-                    data: row.try_get(2)?,
-                })
-            })
-            .collect()
-    }
-
-    /// The oldest retained change sequence number (None when the log is empty).
-    pub async fn oldest_change(&self) -> DbResult<Option<i64>> {
-        let row = sqlx::query("SELECT MIN(seq) FROM changes").fetch_one(&self.pool).await?;
-        Ok(row.try_get::<Option<i64>, _>(0)?)
-    }
-
     /// A consistent snapshot for a new watcher: every row of `T` and the last change number it reflects.
     pub async fn snapshot<T: Resource>(&self, filters: &[(&'static str, Val)]) -> DbResult<(i64, Vec<Record<T>>)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
         }
@@ -491,15 +394,6 @@ impl Db {
         tx.commit().await?;
         let items = rows.iter().map(decode).collect::<DbResult<Vec<_>>>()?;
         Ok((last.unwrap_or(0), items))
-    }
-
-    /// Drops change-log entries beyond the newest `keep`, returning how many went.
-    pub async fn prune_changes(&self, keep: i64) -> DbResult<u64> {
-        let res = sqlx::query("DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - $1")
-            .bind(keep)
-            .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected())
     }
 }
 

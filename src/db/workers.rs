@@ -39,7 +39,7 @@ impl Db {
     pub async fn worker_token_digest(&self, worker_id: i64) -> DbResult<Option<String>> {
         let row = sqlx::query("SELECT token_digest FROM workers WHERE id = $1")
             .bind(worker_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
@@ -70,7 +70,7 @@ impl Db {
     pub async fn setting(&self, key: &str) -> DbResult<Option<String>> {
         let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
             .bind(key.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
@@ -80,14 +80,14 @@ impl Db {
         sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
             .bind(key.to_string())
             .bind(value.to_string())
-            .execute(&self.pool)
+            .execute(self.pool())
             .await?;
         Ok(self.setting(key).await?.unwrap_or_else(|| value.to_string()))
     }
 
     /// Removes a setting (no error when there is none).
     pub async fn delete_setting(&self, key: &str) -> DbResult<()> {
-        sqlx::query("DELETE FROM settings WHERE key = $1").bind(key.to_string()).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM settings WHERE key = $1").bind(key.to_string()).execute(self.pool()).await?;
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ mod models;
 mod multihost;
 mod policy;
 mod repository;
+mod scale;
 mod security;
 mod support;
 mod tidy;
