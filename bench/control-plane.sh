@@ -8,6 +8,8 @@
 # Usage: bench/control-plane.sh [N ...] [--pg]      (default: 100 1000; prints a markdown table)
 #        BASELINE_BIN=/path/to/older/ferrostack bench/control-plane.sh …   adds a row per run for that
 #        binary, measured the same way in the same run (the simulator is this tree's).
+#        BIG_REPLICAS=10000 SIM_GPUS=4xH100-80GB bench/control-plane.sh 1000   then also binds 10,000
+#        replicas (deployments of 1,000) on those workers (a last column) and deletes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNTS=()
@@ -18,6 +20,7 @@ done
 [ ${#COUNTS[@]} -gt 0 ] || COUNTS=(100 1000)
 cargo build --release --quiet --bin ferrostack --example sim_workers
 WORK="$(mktemp -d /tmp/ferrostack-cp.XXXXXX)"
+chmod 755 "$WORK" # the PostgreSQL cluster runs as user postgres
 PG_DIR="$WORK/pg"
 cleanup() {
     kill $(jobs -p) 2>/dev/null || true

@@ -16,6 +16,10 @@ import urllib.parse
 
 BIN, SIM, WORK, N, DB, PG_URL, PG_DIR, LABEL = sys.argv[1:9]
 N = int(N)
+# Optional: after the one-per-worker round, bind BIG_REPLICAS replicas of one deployment (workers
+# get SIM_GPUS each, e.g. 4xH100-80GB, so that many fit) and report the time.
+BIG = int(os.environ.get("BIG_REPLICAS", "0"))
+SIM_GPUS = os.environ.get("SIM_GPUS", "1xH100-80GB")
 PASSWORD = "bench-password-1"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -130,7 +134,7 @@ def main():
         _, reg, _ = api.call("GET", f"/v2/clusters/{cluster['id']}/registration-token")
         token = reg["token"]
 
-        sim = subprocess.Popen([SIM, f"http://127.0.0.1:{port}", token, str(N)], stdout=subprocess.PIPE,
+        sim = subprocess.Popen([SIM, f"http://127.0.0.1:{port}", token, str(N), SIM_GPUS], stdout=subprocess.PIPE,
                                stderr=open(f"{WORK}/sim.log", "w"), text=True)
         line = sim.stdout.readline().strip()
         assert line == f"registered {N}", line
@@ -175,9 +179,27 @@ def main():
              600, every=0.25)
         gone = time.perf_counter() - t
 
+        big = ""
+        if BIG:
+            # A deployment takes at most 1,024 replicas: BIG of them as deployments of 1,000.
+            t = time.perf_counter()
+            ids = []
+            for d in range(0, BIG, 1000):
+                status, model, _ = api.call("POST", "/v2/models", {
+                    "name": f"bench-big-{d // 1000}", "source": "local_path", "local_path": model_file,
+                    "backend": "bench-custom", "replicas": min(1000, BIG - d)})
+                assert status == 200, model
+                ids.append(model["id"])
+            wait(f"{BIG} bound replicas", lambda: _bound(api) >= BIG, 1200, every=0.5)
+            big = f" {BIG} bound in {time.perf_counter() - t:.1f} s |"
+            for i in ids:
+                api.call("DELETE", f"/v2/models/{i}")
+            wait("the instances to go",
+                 lambda: api.call("GET", "/v2/model-instances?perPage=1")[1]["pagination"]["total"] == 0, 900, every=1)
+
         pg_text = f"{pg_cpu:.0f} %" if pg_cpu is not None else "—"
         print(f"| {LABEL} | {N} | {DB} | {server_cpu:.1f} % | {pg_text} | {rss:.0f} MB | {lat_workers} | {lat_gpus} | "
-              f"{lat_dash} | {bind:.1f} s | {answered:.2f} s / {gone:.1f} s |", flush=True)
+              f"{lat_dash} | {bind:.1f} s | {answered:.2f} s / {gone:.1f} s |{big}", flush=True)
     finally:
         if sim:
             sim.kill()

@@ -89,6 +89,19 @@ impl Db {
         }
     }
 
+    /// [`Db::committed`] for the changes of one transaction.
+    pub(crate) async fn committed_many(&self, kind: &str, changes: &[super::store::Written]) {
+        match self.dialect {
+            Dialect::Sqlite => {
+                for c in changes {
+                    self.notifier.committed(kind, c.seq, &c.workers);
+                }
+            }
+            Dialect::Postgres if changes.is_empty() => {}
+            Dialect::Postgres => self.committed(kind, 0, &[]).await,
+        }
+    }
+
     /// Numbers every committed, unnumbered change in id order and wakes their followers
     /// (PostgreSQL; a no-op elsewhere). Returns how many it numbered.
     pub async fn sequence_changes(&self) -> DbResult<usize> {

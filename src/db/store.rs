@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use sqlx::{Any, Row};
+use sqlx::{Any, Row, Transaction};
 
 use super::{Db, DbError, DbResult, Dialect, from_ms, now_ms};
 use crate::api::{EventType, Record};
@@ -99,6 +99,29 @@ impl Default for ListQuery {
     }
 }
 
+/// One row of [`Db::update_many_guarded`]: id, expected version, new spec, extra columns.
+pub type Update<'a, T> = (i64, i64, T, Vec<(&'a str, Val)>);
+
+/// What a write left for after its commit: its change number (SQLite) and who it concerns.
+pub(crate) struct Written {
+    pub seq: i64,
+    pub workers: Vec<i64>,
+}
+
+/// Moves the counter `key` in `settings` from `value` to `value + 1`, or fails with a conflict.
+async fn bump_guard(tx: &mut Transaction<'_, Any>, key: &str, value: i64) -> DbResult<()> {
+    let bumped = sqlx::query("UPDATE settings SET value = $1 WHERE key = $2 AND value = $3")
+        .bind((value + 1).to_string())
+        .bind(key.to_string())
+        .bind(value.to_string())
+        .execute(&mut **tx)
+        .await?;
+    if bumped.rows_affected() != 1 {
+        return Err(DbError::VersionConflict { kind: "scheduling epoch", id: 0, expected: value, actual: -1 });
+    }
+    Ok(())
+}
+
 const CORE_COLUMNS: &str = "id, version, created_at, updated_at, data";
 
 fn decode<T: Resource>(row: &AnyRow) -> DbResult<Record<T>> {
@@ -140,6 +163,34 @@ fn escape_like(s: &str) -> String {
 impl Db {
     /// Inserts a new resource with optional extra column values.
     pub async fn insert<T: Resource>(&self, spec: &T, extra: &[(&str, Val)]) -> DbResult<Record<T>> {
+        let mut tx = self.pool().begin().await?;
+        let (record, change) = self.insert_in(&mut tx, spec, extra).await?;
+        tx.commit().await?;
+        self.committed(T::TABLE, change.seq, &change.workers).await;
+        Ok(record)
+    }
+
+    /// Inserts several resources of one kind in one transaction (all or none).
+    pub async fn insert_many<T: Resource>(&self, rows: &[(T, Vec<(&str, Val)>)]) -> DbResult<Vec<Record<T>>> {
+        let mut tx = self.pool().begin().await?;
+        let mut records = Vec::with_capacity(rows.len());
+        let mut changes = Vec::with_capacity(rows.len());
+        for (spec, extra) in rows {
+            let (record, change) = self.insert_in(&mut tx, spec, extra).await?;
+            records.push(record);
+            changes.push(change);
+        }
+        tx.commit().await?;
+        self.committed_many(T::TABLE, &changes).await;
+        Ok(records)
+    }
+
+    async fn insert_in<T: Resource>(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        spec: &T,
+        extra: &[(&str, Val)],
+    ) -> DbResult<(Record<T>, Written)> {
         let now = now_ms();
         let mut columns = String::from("name, name_key, version, created_at, updated_at, data");
         let mut params = String::from("$1, $2, 1, $3, $3, $4");
@@ -159,8 +210,7 @@ impl Db {
         for (_, v) in extra {
             q = bind(q, v);
         }
-        let mut tx = self.pool().begin().await?;
-        let row = q.fetch_one(&mut *tx).await.map_err(|e| map_unique(e, spec))?;
+        let row = q.fetch_one(&mut **tx).await.map_err(|e| map_unique(e, spec))?;
         let record = Record {
             id: row.try_get(0)?,
             version: 1,
@@ -169,10 +219,8 @@ impl Db {
             spec: spec.clone(),
         };
         let workers = spec.involved_workers();
-        let seq = self.record_change(&mut tx, T::TABLE, record.id, EventType::Created, &record, &workers).await?;
-        tx.commit().await?;
-        self.committed(T::TABLE, seq, &workers).await;
-        Ok(record)
+        let seq = self.record_change(tx, T::TABLE, record.id, EventType::Created, &record, &workers).await?;
+        Ok((record, Written { seq, workers }))
     }
 
     /// Reads one resource by id.
@@ -259,6 +307,57 @@ impl Db {
         spec: &T,
         extra: &[(&str, Val)],
     ) -> DbResult<Record<T>> {
+        let mut tx = self.pool().begin().await?;
+        if let Some((key, value)) = guard {
+            bump_guard(&mut tx, key, value).await?;
+        }
+        let Some((record, change)) = self.update_in(&mut tx, id, expected, spec, extra).await? else {
+            drop(tx);
+            let current = self.get::<T>(id).await?;
+            return Err(DbError::VersionConflict { kind: T::NOUN, id, expected, actual: current.version });
+        };
+        tx.commit().await?;
+        self.committed(T::TABLE, change.seq, &change.workers).await;
+        Ok(record)
+    }
+
+    /// Several compare-and-swap updates of one kind in one transaction, under one `guard` (see
+    /// [`Db::update_guarded`]; it moves by one for the whole batch). A row whose version moved, or
+    /// that is gone, is left alone and answered `None`; a guard that moved writes nothing.
+    pub async fn update_many_guarded<T: Resource>(
+        &self,
+        guard: Option<(&str, i64)>,
+        rows: &[Update<'_, T>],
+    ) -> DbResult<Vec<Option<Record<T>>>> {
+        let mut tx = self.pool().begin().await?;
+        if let Some((key, value)) = guard {
+            bump_guard(&mut tx, key, value).await?;
+        }
+        let mut records = Vec::with_capacity(rows.len());
+        let mut changes = Vec::with_capacity(rows.len());
+        for (id, expected, spec, extra) in rows {
+            match self.update_in(&mut tx, *id, *expected, spec, extra).await? {
+                Some((record, change)) => {
+                    records.push(Some(record));
+                    changes.push(change);
+                }
+                None => records.push(None),
+            }
+        }
+        tx.commit().await?;
+        self.committed_many(T::TABLE, &changes).await;
+        Ok(records)
+    }
+
+    /// The update itself, in `tx`; `None` when the row is gone or its version is not `expected`.
+    async fn update_in<T: Resource>(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        id: i64,
+        expected: i64,
+        spec: &T,
+        extra: &[(&str, Val)],
+    ) -> DbResult<Option<(Record<T>, Written)>> {
         let now = now_ms();
         let mut sets = String::from("name = $1, name_key = $2, data = $3, updated_at = $4, version = version + 1");
         for (i, (col, _)) in extra.iter().enumerate() {
@@ -278,34 +377,20 @@ impl Db {
         for (_, v) in extra {
             q = bind(q, v);
         }
-        let mut tx = self.pool().begin().await?;
         // The workers the row concerned before this change must hear of it too (an instance
         // taken off a worker), so read them in the same transaction.
         let mut workers = spec.involved_workers();
         if T::PER_WORKER {
             let sql = format!("SELECT data FROM {} WHERE id = $1", T::TABLE);
-            if let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? {
+            if let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? {
                 let data: String = row.try_get(0)?;
                 if let Ok(old) = serde_json::from_str::<T>(&data) {
                     workers.extend(old.involved_workers());
                 }
             }
         }
-        if let Some((key, value)) = guard {
-            let bumped = sqlx::query("UPDATE settings SET value = $1 WHERE key = $2 AND value = $3")
-                .bind((value + 1).to_string())
-                .bind(key.to_string())
-                .bind(value.to_string())
-                .execute(&mut *tx)
-                .await?;
-            if bumped.rows_affected() != 1 {
-                return Err(DbError::VersionConflict { kind: "scheduling epoch", id: 0, expected: value, actual: -1 });
-            }
-        }
-        let Some(row) = q.fetch_optional(&mut *tx).await.map_err(|e| map_unique(e, spec))? else {
-            drop(tx);
-            let current = self.get::<T>(id).await?;
-            return Err(DbError::VersionConflict { kind: T::NOUN, id, expected, actual: current.version });
+        let Some(row) = q.fetch_optional(&mut **tx).await.map_err(|e| map_unique(e, spec))? else {
+            return Ok(None);
         };
         let record = Record {
             id,
@@ -314,10 +399,8 @@ impl Db {
             updated_at: from_ms(now),
             spec: spec.clone(),
         };
-        let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Updated, &record, &workers).await?;
-        tx.commit().await?;
-        self.committed(T::TABLE, seq, &workers).await;
-        Ok(record)
+        let seq = self.record_change(tx, T::TABLE, id, EventType::Updated, &record, &workers).await?;
+        Ok(Some((record, Written { seq, workers })))
     }
 
     /// Read-modify-write of one resource. With `expected = Some(v)` a stale `v` is a conflict;
@@ -349,17 +432,42 @@ impl Db {
 
     /// Deletes one resource, returning its last state.
     pub async fn delete<T: Resource>(&self, id: i64) -> DbResult<Record<T>> {
-        let sql = format!("DELETE FROM {} WHERE id = $1 RETURNING {CORE_COLUMNS}", T::TABLE);
         let mut tx = self.pool().begin().await?;
-        let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
+        let Some((record, change)) = self.delete_in::<T>(&mut tx, id).await? else {
             return Err(DbError::NotFound { kind: T::NOUN, id: id.to_string() });
         };
+        tx.commit().await?;
+        self.committed(T::TABLE, change.seq, &change.workers).await;
+        Ok(record)
+    }
+
+    /// Deletes those of `ids` that still exist, in one transaction; returns what it deleted.
+    pub async fn delete_many<T: Resource>(&self, ids: &[i64]) -> DbResult<Vec<Record<T>>> {
+        let mut tx = self.pool().begin().await?;
+        let mut records = Vec::with_capacity(ids.len());
+        let mut changes = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some((record, change)) = self.delete_in::<T>(&mut tx, *id).await? {
+                records.push(record);
+                changes.push(change);
+            }
+        }
+        tx.commit().await?;
+        self.committed_many(T::TABLE, &changes).await;
+        Ok(records)
+    }
+
+    async fn delete_in<T: Resource>(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        id: i64,
+    ) -> DbResult<Option<(Record<T>, Written)>> {
+        let sql = format!("DELETE FROM {} WHERE id = $1 RETURNING {CORE_COLUMNS}", T::TABLE);
+        let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? else { return Ok(None) };
         let record = decode::<T>(&row)?;
         let workers = record.spec.involved_workers();
-        let seq = self.record_change(&mut tx, T::TABLE, id, EventType::Deleted, &record, &workers).await?;
-        tx.commit().await?;
-        self.committed(T::TABLE, seq, &workers).await;
-        Ok(record)
+        let seq = self.record_change(tx, T::TABLE, id, EventType::Deleted, &record, &workers).await?;
+        Ok(Some((record, Written { seq, workers })))
     }
 
     /// Deletes one resource if it still exists; `true` if this call deleted it. For cascades,

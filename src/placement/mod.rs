@@ -124,6 +124,28 @@ pub struct Placement {
     pub message: Option<String>,
 }
 
+impl Snapshot {
+    /// Books `p` here, as a bound instance of it would count when the snapshot is built again:
+    /// each worker it spans (main and subordinates) holds the replica's RAM and one instance, each
+    /// GPU its claim and one instance. `same_model`: the placed replica belongs to the model this
+    /// snapshot is for (spread scoring counts those apart).
+    pub fn apply(&mut self, p: &Placement, same_model: bool) {
+        let parts = std::iter::once((p.worker_id, &p.gpu_indexes, &p.vram_claim))
+            .chain(p.subordinates.iter().map(|s| (s.worker_id, &s.gpu_indexes, &s.vram_claim)));
+        for (worker_id, indexes, claims) in parts {
+            let Some(w) = self.workers.iter_mut().find(|w| w.id == worker_id) else { continue };
+            w.ram_allocated = w.ram_allocated.saturating_add(p.ram_claim);
+            *(if same_model { &mut w.instances_of_model } else { &mut w.instances_other }) += 1;
+            for g in w.gpus.iter_mut() {
+                if indexes.contains(&g.index) {
+                    *(if same_model { &mut g.instances_of_model } else { &mut g.instances_other }) += 1;
+                }
+                g.allocated = g.allocated.saturating_add(claims.get(&g.index).copied().unwrap_or(0));
+            }
+        }
+    }
+}
+
 /// Why nothing fits: one line per worker or GPU that was considered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoFit {

@@ -6,8 +6,8 @@
 
 use std::sync::OnceLock;
 
-use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -240,16 +240,40 @@ pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// argon2id's cost for new hashes: OWASP's m = 46 MiB, t = 1, p = 1 profile (as strong as the
+/// crate's default m = 19 MiB, t = 2). Its working memory is above glibc's largest dynamic mmap
+/// threshold (32 MiB on 64-bit), so every hash maps its memory and unmaps it when done: a login
+/// leaves the process as small as it was. With 19 MiB the heap kept those pages after the first
+/// login (idle RSS 44 MB instead of 25 MB; docs/benchmarks.md).
+const HASH_MEMORY_KIB: u32 = 47_104;
+const HASH_PASSES: u32 = 1;
+
+fn hasher() -> Argon2<'static> {
+    let params = Params::new(HASH_MEMORY_KIB, HASH_PASSES, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
 /// Hashes a password with argon2id (CPU-heavy: call from a blocking task).
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(ApiError::internal)?;
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(ApiError::internal)
+    hasher().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(ApiError::internal)
+}
+
+/// Whether a stored hash was made with other parameters than new ones get (then a successful
+/// login stores a fresh one).
+pub fn needs_rehash(hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else { return true };
+    let Ok(params) = Params::try_from(&parsed) else { return true };
+    parsed.algorithm.as_str() != Algorithm::Argon2id.as_str()
+        || params.m_cost() != HASH_MEMORY_KIB
+        || params.t_cost() != HASH_PASSES
+        || params.p_cost() != 1
 }
 
 /// Checks a password against a stored argon2 hash (CPU-heavy: call from a blocking task).
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| hasher().verify_password(password.as_bytes(), &parsed).is_ok())
         .unwrap_or(false)
 }
 
@@ -294,6 +318,13 @@ mod tests {
         assert!(verify_password("correct horse", &hash));
         assert!(!verify_password("wrong horse", &hash));
         assert!(!verify_password("correct horse", "not-a-hash"));
+        assert!(!needs_rehash(&hash), "{hash}");
+        // A hash made with the crate's default cost (m = 19 MiB, t = 2) still verifies, and is
+        // flagged for a fresh hash at the next login.
+        let salt = SaltString::encode_b64(&[7u8; 16]).expect("salt");
+        let old = Argon2::default().hash_password(b"correct horse", &salt).expect("hash").to_string();
+        assert!(verify_password("correct horse", &old));
+        assert!(needs_rehash(&old), "{old}");
     }
 
     #[test]

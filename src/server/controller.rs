@@ -11,8 +11,8 @@ use crate::api::{
     WorkerState,
 };
 use crate::db::{Db, DbError, instance_columns, model_columns};
-use crate::placement::{ScaleDownView, scale_down_order};
 use crate::server::auth::random_token;
+use crate::server::replicas::{self, Action, Desired, InstanceFacts};
 
 /// Fingerprint of the fields that change how an instance runs. Every field of a deployment is
 /// named here, in the fingerprint or deliberately out of it, so a new field does not build until
@@ -165,8 +165,9 @@ impl ModelController {
         }
         // Instances of a deployment that is gone (its delete answered before they went, and the
         // server stopped meanwhile, or another server deleted it): removed here.
-        for orphan in by_model.into_values().flatten() {
-            writes += delete_quietly(&self.db, orphan.id).await?;
+        let orphans: Vec<i64> = by_model.into_values().flatten().map(|i| i.id).collect();
+        for batch in orphans.chunks(500) {
+            writes += self.db.delete_many::<ModelInstanceSpec>(batch).await?.len();
         }
         Ok(writes)
     }
@@ -182,57 +183,31 @@ impl ModelController {
         // Without a rollout an edit leaves running instances on their spec; instances that do not
         // run (yet, or any more) are replaced by ones made from the new spec.
         let rolling = model.spec.rollout_digest.as_deref() == Some(hash.as_str());
-        let (fresh, outdated): (Vec<&ModelInstance>, Vec<&ModelInstance>) = instances.iter().partition(|i| {
-            i.spec.spec_hash.as_deref() == Some(hash.as_str()) || (!rolling && i.spec.state == InstanceState::Running)
-        });
-        let running = |list: &[&ModelInstance]| list.iter().filter(|i| i.spec.state == InstanceState::Running).count();
+        let facts: Vec<InstanceFacts> = instances.iter().map(|i| facts(i, workers)).collect();
         let mut writes = 0;
-
-        if outdated.is_empty() {
-            if fresh.len() < desired {
-                for _ in fresh.len()..desired {
-                    let spec = new_instance(model);
-                    self.db.insert(&spec, &instance_columns(&spec)).await?;
-                    writes += 1;
+        let mut doomed = Vec::new();
+        for action in replicas::actions(Desired { replicas: desired, hash: &hash, rolling }, &facts) {
+            match action {
+                Action::Create(n) => {
+                    // One transaction for all the new replicas (1,000 of them commit in one go).
+                    let rows: Vec<_> = (0..n)
+                        .map(|_| {
+                            let spec = new_instance(model);
+                            let columns = instance_columns(&spec);
+                            (spec, columns)
+                        })
+                        .collect();
+                    writes += self.db.insert_many(&rows).await?.len();
                 }
-            } else if fresh.len() > desired {
-                let views: Vec<ScaleDownView> = fresh.iter().map(|i| health_view(i, workers)).collect();
-                for id in scale_down_order(&views).into_iter().take(fresh.len() - desired) {
-                    writes += delete_quietly(&self.db, id).await?;
-                }
-            }
-        } else if desired == 0 {
-            for i in &outdated {
-                writes += delete_quietly(&self.db, i.id).await?;
-            }
-        } else {
-            // Rolling replacement, one extra instance at a time: an outdated instance that does
-            // not serve goes at once; a serving one only while more than `desired` serve.
-            if fresh.len() < desired && instances.len() <= desired {
-                let spec = new_instance(model);
-                self.db.insert(&spec, &instance_columns(&spec)).await?;
-                writes += 1;
-            }
-            let idle: Vec<&&ModelInstance> =
-                outdated.iter().filter(|i| i.spec.state != InstanceState::Running).collect();
-            // The extra instance cannot be placed (the scheduler said why): with no spare capacity
-            // the roll goes one unavailable at a time instead of waiting for ever.
-            let surge_stuck = fresh.iter().any(|i| {
-                i.spec.state == InstanceState::Pending && i.spec.worker_id.is_none() && i.spec.state_message.is_some()
-            });
-            if let Some(i) = idle.first() {
-                writes += delete_quietly(&self.db, i.id).await?;
-            } else if running(&fresh) + running(&outdated) > desired
-                || (surge_stuck && running(&fresh) + running(&outdated) >= desired)
-            {
-                let views: Vec<ScaleDownView> = outdated.iter().map(|i| health_view(i, workers)).collect();
-                if let Some(id) = scale_down_order(&views).into_iter().next() {
-                    writes += delete_quietly(&self.db, id).await?;
-                }
+                Action::Delete(id) => doomed.push(id),
             }
         }
+        // Gone already (deleted elsewhere meanwhile) is fine: `delete_many` skips it.
+        for batch in doomed.chunks(500) {
+            writes += self.db.delete_many::<ModelInstanceSpec>(batch).await?.len();
+        }
 
-        let ready = running(&fresh) as u32 + running(&outdated) as u32;
+        let ready = instances.iter().filter(|i| i.spec.state == InstanceState::Running).count() as u32;
         let all: Vec<&ModelInstance> = instances.iter().collect();
         let (state, state_message) = model_state(desired, &all);
         let m = &model.spec;
@@ -290,20 +265,21 @@ pub fn spawn_loops(db: Db, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     });
 }
 
-fn health_view(i: &ModelInstance, workers: &BTreeMap<i64, Record<WorkerSpec>>) -> ScaleDownView {
-    let worker_ready =
-        i.spec.worker_id.and_then(|w| workers.get(&w)).is_some_and(|w| w.spec.state == WorkerState::Ready);
-    ScaleDownView {
-        instance_id: i.id,
-        worker_ready,
-        running: i.spec.state == InstanceState::Running,
-        error: i.spec.state == InstanceState::Error,
+/// What the replica decision needs to know about an instance.
+fn facts(i: &ModelInstance, workers: &BTreeMap<i64, Record<WorkerSpec>>) -> InstanceFacts {
+    InstanceFacts {
+        id: i.id,
+        spec_hash: i.spec.spec_hash.clone(),
+        state: i.spec.state,
+        bound: i.spec.worker_id.is_some(),
+        has_message: i.spec.state_message.is_some(),
+        worker_ready: i
+            .spec
+            .worker_id
+            .and_then(|w| workers.get(&w))
+            .is_some_and(|w| w.spec.state == WorkerState::Ready),
         restarts: i.spec.restart_count,
     }
-}
-
-async fn delete_quietly(db: &Db, id: i64) -> Result<usize, DbError> {
-    Ok(usize::from(db.delete_if_present::<ModelInstanceSpec>(id).await?))
 }
 
 #[cfg(test)]

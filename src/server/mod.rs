@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod cache;
 pub mod controller;
 pub mod deployment;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod evaluate;
 pub mod extract;
 pub mod monitor;
 pub mod policy;
+pub mod replicas;
 mod routes;
 pub mod routing;
 pub mod scheduler;
@@ -48,6 +50,10 @@ pub struct AppState {
     pub gateway: Arc<routing::GatewayState>,
     /// Failed logins per user name and client address.
     pub logins: Arc<throttle::LoginThrottle>,
+    /// `/v2/gpu-devices`' list, rebuilt when workers or instances change.
+    pub gpu_devices: Arc<routes::gpu_devices::DeviceCache>,
+    /// What `/v2/dashboard` counts, re-read when workers, instances or deployments change.
+    pub cluster_rows: Arc<cache::ByGeneration<cache::ClusterRows>>,
 }
 
 #[derive(OpenApi)]
@@ -148,6 +154,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         server_secret: server_secret.clone(),
         gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret)),
         logins: Arc::default(),
+        gpu_devices: Arc::new(routes::gpu_devices::device_cache(&db)),
+        cluster_rows: Arc::new(cache::ByGeneration::new(&db, &["workers", "model_instances", "models"])),
     };
     bootstrap::spawn_housekeeping(db.clone(), shutdown.clone());
     controller::spawn_loops(db.clone(), shutdown.clone());

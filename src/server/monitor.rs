@@ -78,6 +78,37 @@ impl LiveStatus {
     }
 }
 
+impl LiveStatus {
+    /// Calls `f` with each worker's status: the latest reported when it is newer than the stored
+    /// row (as [`LiveStatus::overlay`] decides), else the stored one. Nothing is cloned.
+    pub fn each_latest(&self, workers: &[Record<WorkerSpec>], mut f: impl FnMut(&WorkerStatus)) {
+        let map = self.0.lock().ok();
+        for w in workers {
+            let live = map.as_ref().and_then(|m| m.get(&w.id)).filter(|(status, at)| {
+                w.spec.heartbeat_time.is_none_or(|t| t <= *at)
+                    && status.gpu_devices.len() == w.spec.status.gpu_devices.len()
+            });
+            f(live.map_or(&w.spec.status, |(status, _)| status));
+        }
+    }
+
+    /// GPU `index` of worker `worker_id` as last reported, when that report is newer than the
+    /// stored row (`heartbeat_time`) and still lists the same number of GPUs.
+    pub fn gpu(
+        &self,
+        worker_id: i64,
+        heartbeat_time: Option<DateTime<Utc>>,
+        index: u32,
+    ) -> Option<crate::api::GpuDevice> {
+        let map = self.0.lock().ok()?;
+        let (status, at) = map.get(&worker_id)?;
+        if heartbeat_time.is_some_and(|t| t > *at) {
+            return None;
+        }
+        status.gpu_devices.iter().find(|g| g.index == index).cloned()
+    }
+}
+
 /// What a silent worker is: `Unreachable` when its host does not answer at its address within a
 /// second (a cut link, a dead machine); `NotReady` when the host answers, by the agent's API or by
 /// refusing the connection (the agent stopped or hangs), or when it serves no API.

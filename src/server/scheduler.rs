@@ -1,7 +1,8 @@
 //! The scheduler: places pending instances. For each it evaluates the model (what it needs),
-//! builds a snapshot of the cluster (capacity minus existing claims), asks `placement`, and binds
-//! the instance with its claim in one transaction guarded by the scheduling epoch, so two
-//! schedulers can never book the same memory twice. A miss leaves the instance pending with a
+//! takes a snapshot of the cluster (capacity minus existing claims, booked with the pass's own
+//! bindings), asks `placement`, and binds instances with their claims in batches, each one
+//! transaction guarded by the scheduling epoch, so two schedulers can never book the same memory
+//! twice. A miss leaves the instance pending with a
 //! message that says, per worker and GPU, why. Steppable: `tick`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,8 +17,10 @@ use crate::placement::{GpuView, Placement, Request, Snapshot, Strategy, WorkerVi
 use crate::server::deployment::{BackendLookupError, backend_for};
 use crate::server::evaluate::{Evaluation, evaluate};
 
-/// Binding attempts per instance when other schedulers keep winning the epoch.
+/// Binding attempts per batch when other schedulers keep winning the epoch.
 const BIND_ATTEMPTS: usize = 8;
+/// Bindings written per transaction.
+const BATCH: usize = 500;
 
 /// What one scheduling pass knows: each deployment it met (with its backend and evaluation) and
 /// one view of the cluster, kept current with its own bindings.
@@ -27,11 +30,28 @@ struct Pass {
     view: Option<View>,
 }
 
-/// The cluster as of scheduling epoch `epoch`.
+/// The cluster as of scheduling epoch `epoch`, plus what this pass booked since.
 struct View {
     epoch: i64,
     workers: Vec<Record<WorkerSpec>>,
     instances: Vec<ModelInstance>,
+    /// A placement snapshot per deployment met, each booked with every binding of the pass.
+    snapshots: HashMap<i64, Snapshot>,
+}
+
+impl View {
+    fn snapshot(&mut self, model_id: i64) -> &Snapshot {
+        let (workers, instances) = (&self.workers, &self.instances);
+        self.snapshots.entry(model_id).or_insert_with(|| snapshot(workers, instances, Some(model_id)))
+    }
+
+    /// Books a binding: every snapshot takes its claim, and a snapshot built later counts it.
+    fn book(&mut self, model_id: i64, p: &Placement, bound: ModelInstance) {
+        for (m, s) in &mut self.snapshots {
+            s.apply(p, *m == model_id);
+        }
+        self.instances.push(bound);
+    }
 }
 
 pub struct Scheduler {
@@ -133,31 +153,73 @@ pub fn request(model: &Record<ModelSpec>, backend: &InferenceBackendSpec, eval: 
 
 impl Scheduler {
     /// One pass over the pending instances. Returns how many it placed.
+    ///
+    /// Replicas of one deployment share one evaluation per pass (it reads model files or a hub),
+    /// the pass keeps one view of the cluster and books each binding in it, and bindings are
+    /// written [`BATCH`] at a time in one transaction guarded by the scheduling epoch: when another
+    /// scheduler moved the epoch, the batch is decided again on a fresh view.
     pub async fn tick(&self) -> Result<usize, DbError> {
         let q = ListQuery { filters: vec![("state", Val::Text("pending".into()))], ..Default::default() };
         let (pending, _) = self.db.list::<ModelInstanceSpec>(&q).await?;
-        let mut placed = 0;
-        // Replicas of one deployment share one evaluation per pass (it reads model files or a hub),
-        // and the pass keeps one view of the cluster, applying each binding to it: the database is
-        // read again only when another scheduler moved the epoch.
+        let pending: Vec<ModelInstance> = pending.into_iter().filter(|i| i.spec.worker_id.is_none()).collect();
         let mut pass = Pass::default();
-        for instance in pending.into_iter().filter(|i| i.spec.worker_id.is_none()) {
-            match self.schedule_one(&instance, &mut pass).await {
-                Ok(true) => placed += 1,
-                Ok(false) => {}
-                Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
+        let mut placed = 0;
+        for chunk in pending.chunks(BATCH) {
+            placed += self.bind_batch(chunk, &mut pass).await?;
         }
         Ok(placed)
     }
 
-    async fn schedule_one(&self, instance: &ModelInstance, pass: &mut Pass) -> Result<bool, DbError> {
-        let Some(model_id) = instance.spec.model_id else { return Ok(false) };
+    async fn bind_batch(&self, chunk: &[ModelInstance], pass: &mut Pass) -> Result<usize, DbError> {
+        for _ in 0..BIND_ATTEMPTS {
+            if pass.view.is_none() {
+                let epoch = self.db.scheduling_epoch().await?;
+                let workers = self.db.all::<WorkerSpec>().await?;
+                let instances = self.db.all::<ModelInstanceSpec>().await?;
+                pass.view = Some(View { epoch, workers, instances, snapshots: HashMap::new() });
+            }
+            let mut bindings = Vec::new();
+            for instance in chunk {
+                if let Some(spec) = self.decide(instance, pass).await? {
+                    let columns = instance_columns(&spec);
+                    bindings.push((instance.id, instance.version, spec, columns));
+                }
+            }
+            let Some(view) = pass.view.as_mut() else { continue };
+            if bindings.is_empty() {
+                return Ok(0);
+            }
+            let epoch = view.epoch;
+            match self.db.update_many_guarded(Some((SCHEDULING_EPOCH, epoch)), &bindings).await {
+                Ok(written) => {
+                    // Our own batch moved the epoch by one.
+                    view.epoch = epoch + 1;
+                    let bound: Vec<&ModelInstanceSpec> = written.iter().flatten().map(|r| &r.spec).collect();
+                    for spec in &bound {
+                        tracing::info!(instance = %spec.name, worker = ?spec.worker_name, gpus = ?spec.gpu_indexes, "scheduled");
+                    }
+                    return Ok(bound.len());
+                }
+                // Another scheduler bound something meanwhile: decide again with fresh numbers.
+                Err(DbError::VersionConflict { kind: "scheduling epoch", .. }) => pass.view = None,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(0)
+    }
+
+    /// Where `instance` goes in the pass's view (booked there), or `None` when it stays pending
+    /// (with a message saying why) or its deployment is gone.
+    async fn decide(&self, instance: &ModelInstance, pass: &mut Pass) -> Result<Option<ModelInstanceSpec>, DbError> {
+        let Some(model_id) = instance.spec.model_id else { return Ok(None) };
         let (model, backend, eval) = match pass.deployments.get(&model_id) {
             Some(known) => known.clone(),
             None => {
-                let model = self.db.get::<ModelSpec>(model_id).await?;
+                let model = match self.db.get::<ModelSpec>(model_id).await {
+                    Ok(m) => m,
+                    Err(DbError::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
                 let backend = match backend_for(&self.db, &model.spec).await {
                     Ok(b) => b,
                     Err(BackendLookupError::Missing(name)) => {
@@ -171,63 +233,25 @@ impl Scheduler {
                 (model, backend, eval)
             }
         };
-        for _ in 0..BIND_ATTEMPTS {
-            if pass.view.is_none() {
-                let epoch = self.db.scheduling_epoch().await?;
-                let workers = self.db.all::<WorkerSpec>().await?;
-                let instances = self.db.all::<ModelInstanceSpec>().await?;
-                pass.view = Some(View { epoch, workers, instances });
+        let Some(view) = pass.view.as_mut() else { return Ok(None) };
+        let req = request(&model, &backend, &eval);
+        let placement = match place(view.snapshot(model.id), &req) {
+            Ok(p) => p,
+            Err(nofit) => {
+                let mut msg = String::from("No suitable workers.");
+                for reason in nofit.reasons.iter().take(20) {
+                    msg.push_str("\n- ");
+                    msg.push_str(reason);
+                }
+                if nofit.reasons.len() > 20 {
+                    msg.push_str(&format!("\n- … {} more", nofit.reasons.len() - 20));
+                }
+                return self.leave_pending(instance, msg).await;
             }
-            let Some(View { epoch, workers, instances }) = pass.view.as_mut() else { continue };
-            let epoch = *epoch;
-            let req = request(&model, &backend, &eval);
-            let placement = match place(&snapshot(workers, instances, Some(model.id)), &req) {
-                Ok(p) => p,
-                Err(nofit) => {
-                    let mut msg = String::from("No suitable workers.");
-                    for reason in nofit.reasons.iter().take(20) {
-                        msg.push_str("\n- ");
-                        msg.push_str(reason);
-                    }
-                    if nofit.reasons.len() > 20 {
-                        msg.push_str(&format!("\n- … {} more", nofit.reasons.len() - 20));
-                    }
-                    return self.leave_pending(instance, msg).await;
-                }
-            };
-            let spec = bound(instance, &model.spec, workers, &placement, &eval);
-            match self
-                .db
-                .update_guarded(
-                    Some((SCHEDULING_EPOCH, epoch)),
-                    instance.id,
-                    instance.version,
-                    &spec,
-                    &instance_columns(&spec),
-                )
-                .await
-            {
-                Ok(record) => {
-                    tracing::info!(instance = %spec.name, worker = ?spec.worker_name, gpus = ?spec.gpu_indexes, "scheduled");
-                    // Our own binding moved the epoch by one; the view takes the new claim.
-                    if let Some(view) = pass.view.as_mut() {
-                        view.epoch = epoch + 1;
-                        match view.instances.iter_mut().find(|i| i.id == record.id) {
-                            Some(slot) => *slot = record,
-                            None => view.instances.push(record),
-                        }
-                    }
-                    return Ok(true);
-                }
-                // Another scheduler bound something meanwhile: look again with fresh numbers.
-                Err(DbError::VersionConflict { kind: "scheduling epoch", .. }) => {
-                    pass.view = None;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(false)
+        };
+        let spec = bound(instance, &model.spec, &view.workers, &placement, &eval);
+        view.book(model.id, &placement, ModelInstance { spec: spec.clone(), ..instance.clone() });
+        Ok(Some(spec))
     }
 
     /// A deployment that names no categories gets the one read from its model (seed 004: detected
@@ -252,16 +276,21 @@ impl Scheduler {
         }
     }
 
-    async fn leave_pending(&self, instance: &ModelInstance, message: String) -> Result<bool, DbError> {
+    async fn leave_pending<T>(&self, instance: &ModelInstance, message: String) -> Result<Option<T>, DbError> {
         if instance.spec.state_message.as_deref() != Some(message.as_str()) {
-            self.db
+            let res = self
+                .db
                 .modify::<ModelInstanceSpec, DbError, _>(instance.id, Some(instance.version), |i| {
                     i.state_message = Some(message.clone());
                     Ok(instance_columns(i))
                 })
-                .await?;
+                .await;
+            match res {
+                Ok(_) | Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(false)
+        Ok(None)
     }
 }
 
@@ -354,4 +383,112 @@ fn bound(
     spec.state = InstanceState::Scheduled;
     spec.state_message = p.message.clone();
     spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::SubPlacement;
+
+    fn record<T>(id: i64, spec: T) -> Record<T> {
+        Record { id, version: 1, created_at: Default::default(), updated_at: Default::default(), spec }
+    }
+
+    fn worker(id: i64, gpus: u32) -> Record<WorkerSpec> {
+        let gpu = |index: u32| {
+            serde_json::json!({"index": index, "name": "H100", "vendor": "nvidia", "type": "cuda",
+                               "memory_total": 80u64 << 30, "memory_used": 0, "memory_utilization_rate": 0.0})
+        };
+        let spec = serde_json::json!({"name": format!("w{id}"), "cluster_id": 1, "hostname": "h", "ip": "10.0.0.1",
+            "port": 1, "runtime": "process", "state": "ready", "worker_version": "t",
+            "status": {"cpu": {"total": 8, "utilization_rate": 0.0},
+                       "memory": {"total": 256u64 << 30, "used": 0, "utilization_rate": 0.0},
+                       "os": {"name": "linux", "version": "", "kernel": "", "arch": "x86_64"},
+                       "gpu_devices": (0..gpus).map(gpu).collect::<Vec<_>>()}});
+        record(id, serde_json::from_value(spec).expect("worker"))
+    }
+
+    /// An instance of deployment `model` bound as `p` says (what `bound` writes, claims-wise).
+    fn bound_instance(id: i64, model: i64, p: &Placement) -> ModelInstance {
+        let deployment = record(
+            model,
+            serde_json::from_value::<ModelSpec>(
+                serde_json::json!({"name": format!("m{model}"), "source": "local_path", "local_path": "/m.gguf"}),
+            )
+            .expect("spec"),
+        );
+        let mut spec = crate::server::controller::new_instance(&deployment);
+        let claim = |c: &BTreeMap<u32, u64>, ram| ResourceClaim {
+            vram: c.iter().map(|(g, b)| (g.to_string(), *b)).collect(),
+            ram,
+        };
+        spec.worker_id = Some(p.worker_id);
+        spec.gpu_indexes = p.gpu_indexes.clone();
+        spec.computed_resource_claim = Some(claim(&p.vram_claim, p.ram_claim));
+        spec.distributed_servers = (!p.subordinates.is_empty()).then(|| DistributedServers {
+            subordinate_workers: p
+                .subordinates
+                .iter()
+                .map(|s| SubordinateWorker {
+                    worker_id: s.worker_id,
+                    worker_name: None,
+                    worker_ip: None,
+                    gpu_indexes: s.gpu_indexes.clone(),
+                    computed_resource_claim: Some(claim(&s.vram_claim, p.ram_claim)),
+                    state: InstanceState::Scheduled,
+                    state_message: None,
+                    pid: None,
+                    container_id: None,
+                    command: Vec::new(),
+                })
+                .collect(),
+        });
+        record(id, spec)
+    }
+
+    fn placement(worker_id: i64, gpus: &[(u32, u64)], ram: u64, subs: &[(i64, &[(u32, u64)])]) -> Placement {
+        Placement {
+            worker_id,
+            gpu_indexes: gpus.iter().map(|g| g.0).collect(),
+            vram_claim: gpus.iter().copied().collect(),
+            ram_claim: ram,
+            subordinates: subs
+                .iter()
+                .map(|(w, g)| SubPlacement {
+                    worker_id: *w,
+                    gpu_indexes: g.iter().map(|x| x.0).collect(),
+                    vram_claim: g.iter().copied().collect(),
+                })
+                .collect(),
+            score: 0.0,
+            overcommit: false,
+            message: None,
+        }
+    }
+
+    /// A pass books each binding in its snapshots instead of rebuilding them: booking must give
+    /// exactly the snapshot a rebuild from the bound instances gives, for the deployment being
+    /// placed and for others, single-GPU, multi-GPU, CPU-only and across workers.
+    #[test]
+    fn booking_a_binding_equals_rebuilding_the_snapshot() {
+        const G: u64 = 1 << 30;
+        let workers = vec![worker(1, 2), worker(2, 4), worker(3, 0)];
+        let existing = vec![bound_instance(100, 7, &placement(2, &[(0, 20 * G)], 4 * G, &[]))];
+        let cases: [(&str, i64, Placement); 5] = [
+            ("one GPU, same deployment", 7, placement(1, &[(1, 30 * G)], 2 * G, &[])),
+            ("two GPUs, another deployment", 8, placement(2, &[(1, 40 * G), (2, 40 * G)], 8 * G, &[])),
+            ("CPU only", 7, placement(3, &[], 16 * G, &[])),
+            ("across workers", 9, placement(1, &[(0, 60 * G)], 3 * G, &[(2, &[(3, 60 * G)])])),
+            ("on a GPU already used", 7, placement(2, &[(0, 10 * G)], G, &[])),
+        ];
+        for followed in [7, 8] {
+            let mut booked = snapshot(&workers, &existing, Some(followed));
+            let mut instances = existing.clone();
+            for (i, (what, model, p)) in cases.iter().enumerate() {
+                booked.apply(p, *model == followed);
+                instances.push(bound_instance(200 + i as i64, *model, p));
+                assert_eq!(booked, snapshot(&workers, &instances, Some(followed)), "{what}, snapshot of m{followed}");
+            }
+        }
+    }
 }

@@ -12,8 +12,8 @@ use crate::api::{LoginForm, UpdatePassword, User, UserSpec};
 use crate::db::Val;
 use crate::server::AppState;
 use crate::server::auth::{
-    SESSION_COOKIE, authenticate, blocking, check_password, digest, dummy_hash, hash_password, random_token,
-    session_cookie, verify_password,
+    SESSION_COOKIE, authenticate, blocking, check_password, digest, dummy_hash, hash_password, needs_rehash,
+    random_token, session_cookie, verify_password,
 };
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::Json;
@@ -61,6 +61,7 @@ async fn login(
         Some((user, hash)) => (Some(user), hash),
         None => (None, dummy_hash().to_string()),
     };
+    let found_hash = hash.clone();
     let password = form.password.clone();
     let ok = blocking(move || verify_password(&password, &hash)).await?;
     // Same answer whether the user is missing or the password wrong.
@@ -69,6 +70,15 @@ async fn login(
         _ => return Err(ApiError::unauthorized("invalid username or password")),
     };
     state.logins.succeeded(&keys);
+    if needs_rehash(&found_hash) {
+        // Made with an older cost: store a hash with today's (see `auth::hash_password`).
+        let password = form.password.clone();
+        let fresh = blocking(move || hash_password(&password)).await??;
+        state
+            .db
+            .modify::<UserSpec, ApiError, _>(user.id, None, |_| Ok(vec![("password_hash", Val::Text(fresh.clone()))]))
+            .await?;
+    }
     let token = random_token(43);
     let expires = crate::db::now_ms() + SESSION_SECONDS * 1000;
     state.db.create_session(&digest(&token), user.id, expires).await?;

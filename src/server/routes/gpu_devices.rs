@@ -1,5 +1,6 @@
 //! `/v2/gpu-devices`: every GPU of every worker in GPUStack's shape, with the memory the scheduler
-//! has claimed on each (the same claims the scheduler's snapshot counts). Paged, searchable, sortable.
+//! has claimed on each (the same claims the scheduler's snapshot counts). Paged, searchable, sortable;
+//! built once per change of workers or instances, with the live figures laid over the page served.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -8,22 +9,41 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{GpuCore, GpuDeviceView, GpuMemory, ListResponse, ModelInstanceSpec, WorkerSpec};
+use crate::db::Db;
 use crate::server::AppState;
 use crate::server::auth::Auth;
+use crate::server::cache::ByGeneration;
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::{ListParams, RawQuery, int_param};
 use crate::server::scheduler::snapshot;
 use crate::server::watch::{page_of, sort_by_fields};
+use std::collections::HashMap;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_gpu_devices)).routes(routes!(get_gpu_device))
 }
 
+/// The GPU list as stored (no live figures), rebuilt only when a worker or an instance changed:
+/// 1,000 workers' GPUs are built once per change, not once per request.
+pub type DeviceCache = ByGeneration<Vec<Device>>;
+
+pub fn device_cache(db: &Db) -> DeviceCache {
+    ByGeneration::new(db, &["workers", "model_instances"])
+}
+
+/// A GPU as listed, and when its worker's row was last written (live figures newer than that
+/// replace the stored ones).
+#[derive(Clone)]
+pub struct Device {
+    view: GpuDeviceView,
+    heartbeat_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Every GPU, in the workers' order (newest worker first, then by type and index).
-async fn all_devices(state: &AppState) -> ApiResult<Vec<GpuDeviceView>> {
-    let workers: Vec<_> = state.db.all::<WorkerSpec>().await?.into_iter().map(|w| state.live.overlay(w)).collect();
-    let instances = state.db.all::<ModelInstanceSpec>().await?;
-    let claims: std::collections::HashMap<(i64, u32), u64> = snapshot(&workers, &instances, None)
+async fn build(db: &Db) -> ApiResult<Vec<Device>> {
+    let workers = db.all::<WorkerSpec>().await?;
+    let instances = db.all::<ModelInstanceSpec>().await?;
+    let claims: HashMap<(i64, u32), u64> = snapshot(&workers, &instances, None)
         .workers
         .iter()
         .flat_map(|w| w.gpus.iter().map(move |g| ((w.id, g.index), g.allocated)))
@@ -32,7 +52,7 @@ async fn all_devices(state: &AppState) -> ApiResult<Vec<GpuDeviceView>> {
     for worker in workers.iter().rev() {
         let allocated = |index: u32| claims.get(&(worker.id, index)).copied().unwrap_or(0);
         for device in &worker.spec.status.gpu_devices {
-            items.push(GpuDeviceView {
+            let view = GpuDeviceView {
                 id: device.id(&worker.spec.name),
                 worker_id: worker.id,
                 worker_name: worker.spec.name.clone(),
@@ -50,10 +70,23 @@ async fn all_devices(state: &AppState) -> ApiResult<Vec<GpuDeviceView>> {
                 },
                 core: device.core_utilization_rate.map(|utilization_rate| GpuCore { utilization_rate }),
                 device: device.clone(),
-            });
+            };
+            items.push(Device { view, heartbeat_time: worker.spec.heartbeat_time });
         }
     }
     Ok(items)
+}
+
+/// The listed GPU with its worker's latest reported figures (memory used, utilisation, temperature).
+fn live(state: &AppState, d: &Device) -> GpuDeviceView {
+    let mut view = d.view.clone();
+    if let Some(device) = state.live.gpu(view.worker_id, d.heartbeat_time, view.device_index) {
+        view.memory.used = device.memory_used;
+        view.memory.utilization_rate = device.memory_utilization_rate;
+        view.core = device.core_utilization_rate.map(|utilization_rate| GpuCore { utilization_rate });
+        view.device = device;
+    }
+    view
 }
 
 /// Lists GPUs. `search` matches the id, name and worker name; `cluster_id` and `worker_id` filter;
@@ -76,19 +109,27 @@ async fn list_gpu_devices(
     let cluster_id = int_param(&raw, "cluster_id")?;
     let worker_id = int_param(&raw, "worker_id")?;
     let search = params.query.search.as_deref().map(str::to_lowercase);
-    let items: Vec<GpuDeviceView> = all_devices(&state)
-        .await?
-        .into_iter()
-        .filter(|d| cluster_id.is_none_or(|c| d.cluster_id == c) && worker_id.is_none_or(|w| d.worker_id == w))
+    let devices = state.gpu_devices.get(|| build(&state.db)).await?;
+    let matching: Vec<&Device> = devices
+        .iter()
+        .filter(|d| {
+            cluster_id.is_none_or(|c| d.view.cluster_id == c) && worker_id.is_none_or(|w| d.view.worker_id == w)
+        })
         .filter(|d| {
             search.as_deref().is_none_or(|s| {
-                [&d.id, &d.device.name, &d.worker_name].iter().any(|field| field.to_lowercase().contains(s))
+                [&d.view.id, &d.view.device.name, &d.view.worker_name]
+                    .iter()
+                    .any(|field| field.to_lowercase().contains(s))
             })
         })
         .collect();
-    let total = items.len() as i64;
-    let to_json = |items: Vec<GpuDeviceView>| -> ApiResult<Vec<serde_json::Value>> {
-        items.iter().map(serde_json::to_value).collect::<Result<_, _>>().map_err(|e| ApiError::internal(&e))
+    let total = matching.len() as i64;
+    let to_json = |items: Vec<&Device>| -> ApiResult<Vec<serde_json::Value>> {
+        items
+            .iter()
+            .map(|d| serde_json::to_value(live(&state, d)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::internal(&e))
     };
     let items = if raw.contains_key("sort_by") {
         let keys: Vec<(String, bool)> = if params.field_sort.is_empty() {
@@ -96,12 +137,12 @@ async fn list_gpu_devices(
         } else {
             params.field_sort.clone()
         };
-        let mut values = to_json(items)?;
+        let mut values = to_json(matching)?;
         sort_by_fields(&mut values, &keys)?;
         page_of(values, params.query.page, params.query.per_page)
     } else {
-        // Only the page is turned into JSON.
-        to_json(page_of(items, params.query.page, params.query.per_page))?
+        // Only the page is turned into JSON, with live figures.
+        to_json(page_of(matching, params.query.page, params.query.per_page))?
     };
     let pagination = params.pagination(total, items.len());
     Ok(axum::Json(ListResponse { items, pagination }).into_response())
@@ -115,10 +156,10 @@ async fn get_gpu_device(
     Auth(_p): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<GpuDeviceView>> {
-    all_devices(&state)
-        .await?
-        .into_iter()
-        .find(|d| d.id == id)
-        .map(axum::Json)
+    let devices = state.gpu_devices.get(|| build(&state.db)).await?;
+    devices
+        .iter()
+        .find(|d| d.view.id == id)
+        .map(|d| axum::Json(live(&state, d)))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no GPU device {id:?}")))
 }

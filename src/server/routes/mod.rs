@@ -3,7 +3,7 @@
 mod api_keys;
 mod auth;
 mod clusters;
-mod gpu_devices;
+pub mod gpu_devices;
 mod inference_backends;
 mod metrics;
 pub mod model_instances;

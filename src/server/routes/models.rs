@@ -399,9 +399,12 @@ async fn delete_model(State(state): State<AppState>, Auth(p): Auth, Path(id): Pa
             Ok(list) => list,
             Err(e) => return tracing::warn!(error = %e, model = id, "listing a deleted deployment's instances failed"),
         };
-        for instance in instances {
-            if let Err(e) = db.delete_if_present::<ModelInstanceSpec>(instance.id).await {
-                tracing::warn!(error = %e, instance = instance.id, "deleting a deleted deployment's instance failed");
+        // A few hundred a transaction: each batch is visible (and stopped by its workers) at once.
+        let ids: Vec<i64> = instances.iter().map(|i| i.id).collect();
+        for batch in ids.chunks(500) {
+            if let Err(e) = db.delete_many::<ModelInstanceSpec>(batch).await {
+                // The controller removes what is left of a deleted deployment (orphans) on its pass.
+                tracing::warn!(error = %e, model = id, "deleting a deleted deployment's instances failed");
             }
         }
     });

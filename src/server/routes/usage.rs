@@ -11,11 +11,12 @@ use utoipa_axum::routes;
 use crate::api::{
     ActiveClaim, ActiveModel, ClusterSpec, Dashboard, InstanceState, LoadHistory, LoadNow, ModelInstanceSpec,
     ModelRouteSpec, ModelSpec, ModelUsageSummary, Record, ResourceCounts, SystemLoad, TimePoint, UsageDay,
-    UsageResponse, UsageRow, WorkerSpec,
+    UsageResponse, UsageRow, WorkerStatus,
 };
 use crate::db::UsageFilter;
 use crate::server::AppState;
 use crate::server::auth::Auth;
+use crate::server::cache::ClusterRows;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{RawQuery, int_param};
 
@@ -74,17 +75,17 @@ async fn usage(
 
 #[utoipa::path(get, path = "/v2/dashboard", tag = "usage", responses((status = 200, body = Dashboard)))]
 async fn dashboard(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<Dashboard>> {
-    let workers_list: Vec<_> = state.db.all::<WorkerSpec>().await?.into_iter().map(|w| state.live.overlay(w)).collect();
+    // Stored rows, read again only after a commit to them; live figures laid over for the load.
+    let rows = state.cluster_rows.get(|| ClusterRows::read(&state.db)).await?;
     let mut workers = BTreeMap::new();
-    for w in &workers_list {
+    for w in &rows.workers {
         let s =
             serde_json::to_value(w.spec.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         *workers.entry(s).or_insert(0) += 1;
     }
-    let gpus = workers_list.iter().map(|w| w.spec.status.gpu_devices.len() as i64).sum();
-    let all_instances = state.db.all::<ModelInstanceSpec>().await?;
+    let gpus = rows.workers.iter().map(|w| w.spec.status.gpu_devices.len() as i64).sum();
     let mut instances = BTreeMap::new();
-    for i in &all_instances {
+    for i in &rows.instances {
         *instances.entry(i.spec.state.as_str().to_string()).or_insert(0) += 1;
     }
     let since = (chrono::Utc::now() - chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
@@ -93,30 +94,31 @@ async fn dashboard(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<ax
         user_id: (!p.user.spec.is_admin).then_some(p.user.id),
         ..Default::default()
     };
-    let rows = state.db.usage(&filter).await?;
-    let usage = per_day(&rows);
-    let models = state.db.all::<ModelSpec>().await?;
+    let usage_rows = state.db.usage(&filter).await?;
+    let usage = per_day(&usage_rows);
     let series = |f: fn(&UsageDay) -> i64| -> Vec<TimePoint> {
         usage.iter().filter_map(|d| Some(TimePoint { timestamp: day_start(&d.date)?, value: f(d) as f64 })).collect()
     };
+    let mut load = Load::default();
+    state.live.each_latest(&rows.workers, |status| load.add(status));
     Ok(axum::Json(Dashboard {
         resource_counts: ResourceCounts {
-            worker_count: workers_list.len() as i64,
+            worker_count: rows.workers.len() as i64,
             gpu_count: gpus,
-            model_count: models.len() as i64,
-            model_instance_count: all_instances.len() as i64,
+            model_count: rows.models.len() as i64,
+            model_instance_count: rows.instances.len() as i64,
             cluster_count: state.db.count::<ClusterSpec>().await?,
         },
-        system_load: SystemLoad { current: load_now(&workers_list), history: LoadHistory::default() },
+        system_load: SystemLoad { current: load.now(), history: LoadHistory::default() },
         model_usage: ModelUsageSummary {
             api_request_history: series(|d| d.request_count),
             completion_token_history: series(|d| d.completion_token_count),
             prompt_token_history: series(|d| d.prompt_token_count),
         },
-        active_models: active_models(&models, &all_instances, &rows),
+        active_models: active_models(&rows.models, &rows.instances, &usage_rows),
         workers,
         gpus,
-        models: models.len() as i64,
+        models: rows.models.len() as i64,
         model_routes: state.db.count::<ModelRouteSpec>().await?,
         instances,
         usage,
@@ -130,19 +132,43 @@ fn day_start(date: &str) -> Option<i64> {
 }
 
 /// Mean CPU and GPU utilization, and RAM and VRAM used over total, in percent, over every worker.
-fn load_now(workers: &[Record<WorkerSpec>]) -> LoadNow {
-    // Sums in f64: figures come from workers and must not overflow whatever they say.
-    let ratio = |used: f64, total: f64| if total <= 0.0 { 0.0 } else { used * 100.0 / total };
-    let mean = |xs: Vec<f64>| if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 };
-    let gpus: Vec<_> = workers.iter().flat_map(|w| &w.spec.status.gpu_devices).collect();
-    LoadNow {
-        cpu: mean(workers.iter().map(|w| w.spec.status.cpu.utilization_rate).collect()),
-        ram: ratio(
-            workers.iter().map(|w| w.spec.status.memory.used as f64).sum(),
-            workers.iter().map(|w| w.spec.status.memory.total as f64).sum(),
-        ),
-        gpu: mean(gpus.iter().filter_map(|g| g.core_utilization_rate).collect()),
-        vram: ratio(gpus.iter().map(|g| g.memory_used as f64).sum(), gpus.iter().map(|g| g.memory_total as f64).sum()),
+/// Sums in f64: figures come from workers and must not overflow whatever they say.
+#[derive(Default)]
+struct Load {
+    workers: f64,
+    cpu: f64,
+    ram_used: f64,
+    ram_total: f64,
+    gpus_reporting: f64,
+    gpu: f64,
+    vram_used: f64,
+    vram_total: f64,
+}
+
+impl Load {
+    fn add(&mut self, s: &WorkerStatus) {
+        self.workers += 1.0;
+        self.cpu += s.cpu.utilization_rate;
+        self.ram_used += s.memory.used as f64;
+        self.ram_total += s.memory.total as f64;
+        for g in &s.gpu_devices {
+            if let Some(rate) = g.core_utilization_rate {
+                self.gpus_reporting += 1.0;
+                self.gpu += rate;
+            }
+            self.vram_used += g.memory_used as f64;
+            self.vram_total += g.memory_total as f64;
+        }
+    }
+
+    fn now(&self) -> LoadNow {
+        let ratio = |part: f64, whole: f64| if whole <= 0.0 { 0.0 } else { part * 100.0 / whole };
+        LoadNow {
+            cpu: ratio(self.cpu, self.workers * 100.0),
+            ram: ratio(self.ram_used, self.ram_total),
+            gpu: ratio(self.gpu, self.gpus_reporting * 100.0),
+            vram: ratio(self.vram_used, self.vram_total),
+        }
     }
 }
 

@@ -1,0 +1,224 @@
+//! The model controller's decision, pure: (a deployment's desired replicas and spec fingerprint,
+//! what its instances are) → which instances to create and which to delete. The controller
+//! (`controller.rs`) gathers the facts and applies the actions with guarded writes.
+
+use crate::api::InstanceState;
+use crate::placement::{ScaleDownView, scale_down_order};
+
+/// What the decision needs to know about one instance of the deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceFacts {
+    pub id: i64,
+    /// The fingerprint of the spec it was made from.
+    pub spec_hash: Option<String>,
+    pub state: InstanceState,
+    /// Bound to a worker (pending instances are not, until the scheduler places them).
+    pub bound: bool,
+    /// It carries a message (for an unbound pending instance: why the scheduler could not place it).
+    pub has_message: bool,
+    /// Its worker is ready.
+    pub worker_ready: bool,
+    pub restarts: u32,
+}
+
+/// One step toward the desired replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Make this many new pending instances from the current spec.
+    Create(usize),
+    /// Remove this instance.
+    Delete(i64),
+}
+
+/// The deployment as the controller sees it in one pass.
+#[derive(Debug, Clone, Copy)]
+pub struct Desired<'a> {
+    pub replicas: usize,
+    /// `spec_hash` of the deployment's current spec.
+    pub hash: &'a str,
+    /// An edit asked for a rollout (`?rolling=true`): running instances of an older spec are
+    /// replaced too; without it they keep running.
+    pub rolling: bool,
+}
+
+fn running(list: &[&InstanceFacts]) -> usize {
+    list.iter().filter(|i| i.state == InstanceState::Running).count()
+}
+
+fn least_healthy_first(list: &[&InstanceFacts]) -> Vec<i64> {
+    let views: Vec<ScaleDownView> = list
+        .iter()
+        .map(|i| ScaleDownView {
+            instance_id: i.id,
+            worker_ready: i.worker_ready,
+            running: i.state == InstanceState::Running,
+            error: i.state == InstanceState::Error,
+            restarts: i.restarts,
+        })
+        .collect();
+    scale_down_order(&views)
+}
+
+/// The actions of one pass. Without outdated instances: create or delete (least healthy first)
+/// to reach `replicas`. With outdated ones (a rollout, or instances that do not run and are not of
+/// the current spec): replace them one extra instance at a time: an outdated instance that does
+/// not serve goes at once, a serving one only while more than `replicas` serve, or when the extra
+/// instance cannot be placed anywhere (then the roll goes one unavailable at a time).
+pub fn actions(d: Desired<'_>, instances: &[InstanceFacts]) -> Vec<Action> {
+    let (fresh, outdated): (Vec<&InstanceFacts>, Vec<&InstanceFacts>) = instances
+        .iter()
+        .partition(|i| i.spec_hash.as_deref() == Some(d.hash) || (!d.rolling && i.state == InstanceState::Running));
+    let mut out = Vec::new();
+    if outdated.is_empty() {
+        if fresh.len() < d.replicas {
+            out.push(Action::Create(d.replicas - fresh.len()));
+        } else if fresh.len() > d.replicas {
+            let surplus = fresh.len() - d.replicas;
+            out.extend(least_healthy_first(&fresh).into_iter().take(surplus).map(Action::Delete));
+        }
+        return out;
+    }
+    if d.replicas == 0 {
+        return outdated.iter().map(|i| Action::Delete(i.id)).collect();
+    }
+    if fresh.len() < d.replicas && instances.len() <= d.replicas {
+        out.push(Action::Create(1));
+    }
+    let surge_stuck = fresh.iter().any(|i| i.state == InstanceState::Pending && !i.bound && i.has_message);
+    let serving = running(&fresh) + running(&outdated);
+    if let Some(idle) = outdated.iter().find(|i| i.state != InstanceState::Running) {
+        out.push(Action::Delete(idle.id));
+    } else if (serving > d.replicas || (surge_stuck && serving >= d.replicas))
+        && let Some(id) = least_healthy_first(&outdated).into_iter().next()
+    {
+        out.push(Action::Delete(id));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use InstanceState::{Error, Pending, Running, Starting};
+
+    /// `id:hash:state`, plus `unbound`, `msg`, `down` (worker not ready) or `rN` (N restarts).
+    fn facts(spec: &str) -> Vec<InstanceFacts> {
+        spec.split_whitespace()
+            .map(|item| {
+                let mut parts = item.split(':');
+                let id = parts.next().and_then(|p| p.parse().ok()).expect("id");
+                let hash = parts.next().expect("hash").to_string();
+                let state = match parts.next().expect("state") {
+                    "run" => Running,
+                    "pend" => Pending,
+                    "start" => Starting,
+                    "err" => Error,
+                    other => panic!("state {other}"),
+                };
+                let mut f = InstanceFacts {
+                    id,
+                    spec_hash: Some(hash),
+                    state,
+                    bound: true,
+                    has_message: false,
+                    worker_ready: true,
+                    restarts: 0,
+                };
+                for flag in parts {
+                    match flag {
+                        "unbound" => {
+                            // As the controller sees it: no worker, so none that is ready.
+                            f.bound = false;
+                            f.worker_ready = false;
+                        }
+                        "msg" => f.has_message = true,
+                        "down" => f.worker_ready = false,
+                        r if r.starts_with('r') => f.restarts = r[1..].parse().expect("restarts"),
+                        other => panic!("flag {other}"),
+                    }
+                }
+                f
+            })
+            .collect()
+    }
+
+    use Action::{Create, Delete};
+
+    #[test]
+    fn decisions_table() {
+        let cases: &[(&str, usize, bool, &str, &[Action])] = &[
+            ("a new deployment", 3, false, "", &[Create(3)]),
+            ("at the desired count", 2, false, "1:h:run 2:h:pend", &[]),
+            ("scale up", 3, false, "1:h:run", &[Create(2)]),
+            (
+                "scale down: the failing one and the one on a dead worker go, newest first",
+                1,
+                false,
+                "1:h:run 2:h:err 3:h:run:down",
+                &[Delete(3), Delete(2)],
+            ),
+            ("scale down: a starting one before a serving one", 1, false, "1:h:run 2:h:start", &[Delete(2)]),
+            ("scale down: among healthy ones the one that crashes more", 1, false, "1:h:run:r4 2:h:run", &[Delete(1)]),
+            ("scale down: among equals the newest", 1, false, "1:h:run 2:h:run", &[Delete(2)]),
+            ("scale to zero", 0, false, "1:h:run 2:old:run", &[Delete(2), Delete(1)]),
+            ("an edit without rollout leaves running instances alone", 2, false, "1:old:run 2:old:run", &[]),
+            ("…but replaces one that does not run", 2, false, "1:old:run 2:old:err", &[Create(1), Delete(2)]),
+            ("rollout: the extra instance first", 2, true, "1:old:run 2:old:run", &[Create(1)]),
+            ("rollout: the extra is starting, nothing goes yet", 2, true, "1:old:run 2:old:run 3:h:start", &[]),
+            ("rollout: the extra serves, an old one goes", 2, true, "1:old:run 2:old:run 3:h:run", &[Delete(2)]),
+            (
+                "rollout: an old one that does not serve goes at once",
+                2,
+                true,
+                "1:old:run 2:old:err 3:h:start",
+                &[Delete(2)],
+            ),
+            (
+                "rollout: the extra cannot be placed, one old one goes",
+                2,
+                true,
+                "1:old:run 2:old:run 3:h:pend:unbound:msg",
+                &[Delete(2)],
+            ),
+            (
+                "rollout: the extra waits for the scheduler (no message yet)",
+                2,
+                true,
+                "1:old:run 2:old:run 3:h:pend:unbound",
+                &[],
+            ),
+            ("rollout to zero", 0, true, "1:old:run 2:h:run", &[Delete(1)]),
+            ("rollout done", 2, true, "3:h:run 4:h:run", &[]),
+        ];
+        for (what, replicas, rolling, instances, want) in cases {
+            let got = actions(Desired { replicas: *replicas, hash: "h", rolling: *rolling }, &facts(instances));
+            assert_eq!(got, *want, "{what}");
+        }
+    }
+
+    /// Decisions converge when they race: two controllers deciding on one snapshot both create the
+    /// missing replicas; the next pass sees the surplus and removes it, the ones not placed first.
+    #[test]
+    fn two_deciders_on_one_snapshot_converge() {
+        let d = Desired { replicas: 3, hash: "h", rolling: false };
+        let snapshot = facts("1:h:run");
+        let (a, b) = (actions(d, &snapshot), actions(d, &snapshot));
+        assert_eq!((a.as_slice(), b.as_slice()), ([Create(2)].as_slice(), [Create(2)].as_slice()));
+        let after = facts("1:h:run 2:h:run 3:h:run 4:h:pend:unbound 5:h:pend:unbound");
+        assert_eq!(actions(d, &after), [Delete(5), Delete(4)]);
+        assert_eq!(actions(d, &facts("1:h:run 2:h:run 3:h:run")), []);
+    }
+
+    /// A stale snapshot (an instance already deleted by someone else, or a worker that vanished
+    /// mid-action) yields actions the executor tolerates: deleting what is gone is a no-op there,
+    /// and the next pass, on fresh facts, asks for what is still missing.
+    #[test]
+    fn a_stale_snapshot_is_corrected_by_the_next_pass() {
+        let d = Desired { replicas: 1, hash: "h", rolling: false };
+        assert_eq!(actions(d, &facts("1:h:run 2:h:run:down")), [Delete(2)]);
+        // Meanwhile worker of 1 vanished and 2 was deleted elsewhere: the fresh pass keeps 1 (not
+        // running on a dead worker is still one replica; the monitor and scheduler handle it).
+        assert_eq!(actions(d, &facts("1:h:run:down")), []);
+        assert_eq!(actions(d, &facts("")), [Create(1)]);
+    }
+}
