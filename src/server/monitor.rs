@@ -109,19 +109,53 @@ impl LiveStatus {
     }
 }
 
-/// What a silent worker is: `Unreachable` when its host does not answer at its address within a
-/// second (a cut link, a dead machine); `NotReady` when the host answers, by the agent's API or by
-/// refusing the connection (the agent stopped or hangs), or when it serves no API.
-async fn silent_state(http: &reqwest::Client, worker: &WorkerSpec) -> (WorkerState, &'static str) {
+/// How a silent worker's host answered the monitor's probe of its API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The worker serves no API (no address or port): nothing to ask.
+    NoApi,
+    /// The agent's API answered (it is alive but not heartbeating: stuck).
+    Answered,
+    /// The host refused the connection (it is there, the agent is not).
+    Refused,
+    /// Connected, but the agent did not answer in time (hung).
+    Hung,
+    /// No connection within a second (a cut link, a dead machine).
+    NoRoute,
+}
+
+/// Whether the monitor marks a worker down this pass: it is ready and has been silent for longer
+/// than the grace period. A worker already down stays as it is until its next heartbeat.
+pub fn goes_down(state: WorkerState, silent_for: Duration, grace: Duration) -> bool {
+    state == WorkerState::Ready && silent_for > grace
+}
+
+/// What a silent worker becomes: `Unreachable` when its host does not answer at all, else
+/// `NotReady` (the host is there; the agent stopped, hangs, or serves no API); and the words the
+/// state message adds.
+pub fn silent_state(probe: Probe) -> (WorkerState, &'static str) {
+    match probe {
+        Probe::NoRoute => (WorkerState::Unreachable, " and its host does not answer"),
+        Probe::NoApi | Probe::Answered | Probe::Refused | Probe::Hung => (WorkerState::NotReady, ""),
+    }
+}
+
+/// Whether a heartbeat makes a worker `ready` again (one in maintenance stays as it is).
+pub fn back_on_heartbeat(state: WorkerState, maintenance: bool) -> bool {
+    matches!(state, WorkerState::NotReady | WorkerState::Unreachable) && !maintenance
+}
+
+/// Asks a silent worker's own API whether its host still answers (1 s to connect).
+async fn probe(http: &reqwest::Client, worker: &WorkerSpec) -> Probe {
     if worker.port == 0 || worker.ip.is_empty() {
-        return (WorkerState::NotReady, "");
+        return Probe::NoApi;
     }
     let host = if worker.ip.contains(':') { format!("[{}]", worker.ip) } else { worker.ip.clone() };
     match http.get(format!("http://{host}:{}/healthz", worker.port)).send().await {
-        Ok(_) => (WorkerState::NotReady, ""),
-        // Refused, or connected but the agent does not answer (hung): the host is there.
-        Err(e) if refused(&e) || !e.is_connect() => (WorkerState::NotReady, ""),
-        Err(_) => (WorkerState::Unreachable, " and its host does not answer"),
+        Ok(_) => Probe::Answered,
+        Err(e) if refused(&e) => Probe::Refused,
+        Err(e) if !e.is_connect() => Probe::Hung,
+        Err(_) => Probe::NoRoute,
     }
 }
 
@@ -138,7 +172,7 @@ fn refused(e: &reqwest::Error) -> bool {
 }
 
 /// Instance states that mean "the worker is looking after it"; they become unreachable with it.
-fn held_by_worker(state: InstanceState) -> bool {
+pub fn held_by_worker(state: InstanceState) -> bool {
     matches!(
         state,
         InstanceState::Initializing | InstanceState::Downloading | InstanceState::Starting | InstanceState::Running
@@ -171,12 +205,12 @@ impl WorkerMonitor {
     pub async fn tick(&self, now: Instant) -> Result<usize, DbError> {
         let mut changed = 0;
         for worker in self.db.all::<WorkerSpec>().await? {
-            let silent = now.saturating_duration_since(self.leases.last_seen(worker.id, now)) > self.grace;
-            if !silent || worker.spec.state != WorkerState::Ready {
+            let silent_for = now.saturating_duration_since(self.leases.last_seen(worker.id, now));
+            if !goes_down(worker.spec.state, silent_for, self.grace) {
                 continue;
             }
             let grace = self.grace.as_secs();
-            let (new_state, why) = silent_state(&self.http, &worker.spec).await;
+            let (new_state, why) = silent_state(probe(&self.http, &worker.spec).await);
             let res = self
                 .db
                 .modify::<WorkerSpec, DbError, _>(worker.id, Some(worker.version), |w| {
@@ -248,5 +282,56 @@ impl WorkerMonitor {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use WorkerState::{Maintenance, NotReady, Ready, Unreachable};
+
+    #[test]
+    fn liveness_decisions() {
+        let grace = Duration::from_secs(30);
+        let s = Duration::from_secs;
+        for (state, silent_for, down) in [
+            (Ready, s(0), false),
+            (Ready, s(30), false),
+            (Ready, s(31), true),
+            // Already down, or set aside by an administrator: the monitor leaves it.
+            (NotReady, s(300), false),
+            (Unreachable, s(300), false),
+            (Maintenance, s(300), false),
+        ] {
+            assert_eq!(goes_down(state, silent_for, grace), down, "{state:?} silent {silent_for:?}");
+        }
+        for (probe, state) in [
+            (Probe::NoApi, NotReady),
+            (Probe::Answered, NotReady),
+            (Probe::Refused, NotReady),
+            (Probe::Hung, NotReady),
+            (Probe::NoRoute, Unreachable),
+        ] {
+            assert_eq!(silent_state(probe).0, state, "{probe:?}");
+        }
+        for (state, maintenance, back) in [
+            (NotReady, false, true),
+            (Unreachable, false, true),
+            (Unreachable, true, false),
+            (Ready, false, false),
+            (Maintenance, true, false),
+        ] {
+            assert_eq!(back_on_heartbeat(state, maintenance), back, "{state:?} maintenance {maintenance}");
+        }
+        for (state, held) in [
+            (InstanceState::Running, true),
+            (InstanceState::Starting, true),
+            (InstanceState::Downloading, true),
+            (InstanceState::Pending, false),
+            (InstanceState::Scheduled, false),
+            (InstanceState::Error, false),
+        ] {
+            assert_eq!(held_by_worker(state), held, "{state:?}");
+        }
     }
 }

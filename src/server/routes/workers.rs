@@ -288,8 +288,7 @@ async fn heartbeat(State(state): State<AppState>, caller: Caller, Path(id): Path
     require_self(&caller, id)?;
     state.leases.renew(id, tokio::time::Instant::now());
     let worker = state.db.get::<WorkerSpec>(id).await?;
-    if matches!(worker.spec.state, WorkerState::NotReady | WorkerState::Unreachable) && !worker.spec.maintenance.enabled
-    {
+    if crate::server::monitor::back_on_heartbeat(worker.spec.state, worker.spec.maintenance.enabled) {
         state
             .db
             .modify::<WorkerSpec, ApiError, _>(id, None, |w| {
