@@ -442,11 +442,16 @@ impl Db {
     }
 
     /// Deletes those of `ids` that still exist, in one transaction; returns what it deleted.
+    /// Rows are taken in id order, as every batch write takes them, so two batches on one database
+    /// (two servers) wait for each other instead of deadlocking.
     pub async fn delete_many<T: Resource>(&self, ids: &[i64]) -> DbResult<Vec<Record<T>>> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
         let mut tx = self.pool().begin().await?;
         let mut records = Vec::with_capacity(ids.len());
         let mut changes = Vec::with_capacity(ids.len());
-        for id in ids {
+        for id in &ids {
             if let Some((record, change)) = self.delete_in::<T>(&mut tx, *id).await? {
                 records.push(record);
                 changes.push(change);
@@ -482,6 +487,10 @@ impl Db {
 
     /// A consistent snapshot for a new watcher: every row of `T` and the last change number it reflects.
     pub async fn snapshot<T: Resource>(&self, filters: &[(&'static str, Val)]) -> DbResult<(i64, Vec<Record<T>>)> {
+        // PostgreSQL: number what is committed first, so the rows read below are (nearly always)
+        // covered by the number read with them; a change committed in between arrives again
+        // after the snapshot, as a repeat of a state the watcher already has.
+        self.sequence_changes().await?;
         let mut tx = self.pool().begin().await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;

@@ -98,11 +98,12 @@ impl LiveStatus {
         &self,
         worker_id: i64,
         heartbeat_time: Option<DateTime<Utc>>,
+        stored_gpus: usize,
         index: u32,
     ) -> Option<crate::api::GpuDevice> {
         let map = self.0.lock().ok()?;
         let (status, at) = map.get(&worker_id)?;
-        if heartbeat_time.is_some_and(|t| t > *at) {
+        if heartbeat_time.is_some_and(|t| t > *at) || status.gpu_devices.len() != stored_gpus {
             return None;
         }
         status.gpu_devices.iter().find(|g| g.index == index).cloned()

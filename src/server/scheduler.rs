@@ -22,6 +22,16 @@ const BIND_ATTEMPTS: usize = 8;
 /// Bindings written per transaction.
 const BATCH: usize = 500;
 
+/// What a pass decided for one pending instance.
+enum Decision {
+    /// Bind it so (booked in the pass's view).
+    Bind(Box<ModelInstanceSpec>),
+    /// It stays pending, for this reason (written once the view proves current).
+    Wait(String),
+    /// Nothing to do (its deployment is gone).
+    Skip,
+}
+
 /// What one scheduling pass knows: each deployment it met (with its backend and evaluation) and
 /// one view of the cluster, kept current with its own bindings.
 #[derive(Default)]
@@ -179,51 +189,72 @@ impl Scheduler {
                 pass.view = Some(View { epoch, workers, instances, snapshots: HashMap::new() });
             }
             let mut bindings = Vec::new();
+            let mut waiting = Vec::new();
             for instance in chunk {
-                if let Some(spec) = self.decide(instance, pass).await? {
-                    let columns = instance_columns(&spec);
-                    bindings.push((instance.id, instance.version, spec, columns));
+                match self.decide(instance, pass).await? {
+                    Decision::Bind(spec) => {
+                        let columns = instance_columns(&spec);
+                        bindings.push((instance.id, instance.version, *spec, columns));
+                    }
+                    Decision::Wait(why) => waiting.push((instance, why)),
+                    Decision::Skip => {}
                 }
             }
             let Some(view) = pass.view.as_mut() else { continue };
-            if bindings.is_empty() {
-                return Ok(0);
-            }
             let epoch = view.epoch;
-            match self.db.update_many_guarded(Some((SCHEDULING_EPOCH, epoch)), &bindings).await {
-                Ok(written) => {
-                    // Our own batch moved the epoch by one.
-                    view.epoch = epoch + 1;
-                    let bound: Vec<&ModelInstanceSpec> = written.iter().flatten().map(|r| &r.spec).collect();
-                    for spec in &bound {
-                        tracing::info!(instance = %spec.name, worker = ?spec.worker_name, gpus = ?spec.gpu_indexes, "scheduled");
-                    }
-                    return Ok(bound.len());
+            let placed = if bindings.is_empty() {
+                // Nothing to write, but the "why not" messages must come from a current view.
+                if self.db.scheduling_epoch().await? != epoch {
+                    pass.view = None;
+                    continue;
                 }
-                // Another scheduler bound something meanwhile: decide again with fresh numbers.
-                Err(DbError::VersionConflict { kind: "scheduling epoch", .. }) => pass.view = None,
-                Err(e) => return Err(e),
+                0
+            } else {
+                // In id order, as every batch write takes rows (no deadlock between two servers).
+                bindings.sort_by_key(|b| b.0);
+                match self.db.update_many_guarded(Some((SCHEDULING_EPOCH, epoch)), &bindings).await {
+                    Ok(written) => {
+                        // Our own batch moved the epoch by one.
+                        view.epoch = epoch + 1;
+                        let bound: Vec<&ModelInstanceSpec> = written.iter().flatten().map(|r| &r.spec).collect();
+                        for spec in &bound {
+                            tracing::info!(instance = %spec.name, worker = ?spec.worker_name, gpus = ?spec.gpu_indexes, "scheduled");
+                        }
+                        bound.len()
+                    }
+                    // Another scheduler bound something meanwhile: decide again with fresh numbers.
+                    Err(DbError::VersionConflict { kind: "scheduling epoch", .. }) => {
+                        pass.view = None;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            // Written only once the view they were decided on proved current.
+            for (instance, why) in waiting {
+                self.leave_pending(instance, why).await?;
             }
+            return Ok(placed);
         }
         Ok(0)
     }
 
-    /// Where `instance` goes in the pass's view (booked there), or `None` when it stays pending
-    /// (with a message saying why) or its deployment is gone.
-    async fn decide(&self, instance: &ModelInstance, pass: &mut Pass) -> Result<Option<ModelInstanceSpec>, DbError> {
-        let Some(model_id) = instance.spec.model_id else { return Ok(None) };
+    /// Where `instance` goes in the pass's view (booked there), why it stays pending, or nothing
+    /// (its deployment is gone).
+    async fn decide(&self, instance: &ModelInstance, pass: &mut Pass) -> Result<Decision, DbError> {
+        let Some(model_id) = instance.spec.model_id else { return Ok(Decision::Skip) };
         let (model, backend, eval) = match pass.deployments.get(&model_id) {
             Some(known) => known.clone(),
             None => {
                 let model = match self.db.get::<ModelSpec>(model_id).await {
                     Ok(m) => m,
-                    Err(DbError::NotFound { .. }) => return Ok(None),
+                    Err(DbError::NotFound { .. }) => return Ok(Decision::Skip),
                     Err(e) => return Err(e),
                 };
                 let backend = match backend_for(&self.db, &model.spec).await {
                     Ok(b) => b,
                     Err(BackendLookupError::Missing(name)) => {
-                        return self.leave_pending(instance, format!("backend {name:?} does not exist")).await;
+                        return Ok(Decision::Wait(format!("backend {name:?} does not exist")));
                     }
                     Err(BackendLookupError::Db(e)) => return Err(e),
                 };
@@ -233,7 +264,7 @@ impl Scheduler {
                 (model, backend, eval)
             }
         };
-        let Some(view) = pass.view.as_mut() else { return Ok(None) };
+        let Some(view) = pass.view.as_mut() else { return Ok(Decision::Skip) };
         let req = request(&model, &backend, &eval);
         let placement = match place(view.snapshot(model.id), &req) {
             Ok(p) => p,
@@ -246,12 +277,12 @@ impl Scheduler {
                 if nofit.reasons.len() > 20 {
                     msg.push_str(&format!("\n- … {} more", nofit.reasons.len() - 20));
                 }
-                return self.leave_pending(instance, msg).await;
+                return Ok(Decision::Wait(msg));
             }
         };
         let spec = bound(instance, &model.spec, &view.workers, &placement, &eval);
         view.book(model.id, &placement, ModelInstance { spec: spec.clone(), ..instance.clone() });
-        Ok(Some(spec))
+        Ok(Decision::Bind(Box::new(spec)))
     }
 
     /// A deployment that names no categories gets the one read from its model (seed 004: detected
@@ -271,12 +302,12 @@ impl Scheduler {
             })
             .await;
         match res {
-            Ok(_) | Err(DbError::NotFound { .. }) => Ok(()),
+            Ok(_) | Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    async fn leave_pending<T>(&self, instance: &ModelInstance, message: String) -> Result<Option<T>, DbError> {
+    async fn leave_pending(&self, instance: &ModelInstance, message: String) -> Result<(), DbError> {
         if instance.spec.state_message.as_deref() != Some(message.as_str()) {
             let res = self
                 .db
@@ -290,7 +321,7 @@ impl Scheduler {
                 Err(e) => return Err(e),
             }
         }
-        Ok(None)
+        Ok(())
     }
 }
 

@@ -71,13 +71,22 @@ async fn login(
     };
     state.logins.succeeded(&keys);
     if needs_rehash(&found_hash) {
-        // Made with an older cost: store a hash with today's (see `auth::hash_password`).
+        // Made with an older cost: store a hash with today's (see `auth::hash_password`), only over
+        // the row this login read (a password changed meanwhile wins), and never failing the login.
         let password = form.password.clone();
-        let fresh = blocking(move || hash_password(&password)).await??;
-        state
-            .db
-            .modify::<UserSpec, ApiError, _>(user.id, None, |_| Ok(vec![("password_hash", Val::Text(fresh.clone()))]))
-            .await?;
+        let rehashed = match blocking(move || hash_password(&password)).await {
+            Ok(Ok(fresh)) => state
+                .db
+                .modify::<UserSpec, ApiError, _>(user.id, Some(user.version), |_| {
+                    Ok(vec![("password_hash", Val::Text(fresh.clone()))])
+                })
+                .await
+                .map(|_| ()),
+            Ok(Err(e)) | Err(e) => Err(e),
+        };
+        if let Err(e) = rehashed {
+            tracing::info!(user = user.id, error = %e.message, "password hash not renewed at login");
+        }
     }
     let token = random_token(43);
     let expires = crate::db::now_ms() + SESSION_SECONDS * 1000;

@@ -37,6 +37,8 @@ pub fn device_cache(db: &Db) -> DeviceCache {
 pub struct Device {
     view: GpuDeviceView,
     heartbeat_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many GPUs the stored row lists (a live report listing another number is not used).
+    gpus: usize,
 }
 
 /// Every GPU, in the workers' order (newest worker first, then by type and index).
@@ -71,7 +73,8 @@ async fn build(db: &Db) -> ApiResult<Vec<Device>> {
                 core: device.core_utilization_rate.map(|utilization_rate| GpuCore { utilization_rate }),
                 device: device.clone(),
             };
-            items.push(Device { view, heartbeat_time: worker.spec.heartbeat_time });
+            let gpus = worker.spec.status.gpu_devices.len();
+            items.push(Device { view, heartbeat_time: worker.spec.heartbeat_time, gpus });
         }
     }
     Ok(items)
@@ -80,7 +83,7 @@ async fn build(db: &Db) -> ApiResult<Vec<Device>> {
 /// The listed GPU with its worker's latest reported figures (memory used, utilisation, temperature).
 fn live(state: &AppState, d: &Device) -> GpuDeviceView {
     let mut view = d.view.clone();
-    if let Some(device) = state.live.gpu(view.worker_id, d.heartbeat_time, view.device_index) {
+    if let Some(device) = state.live.gpu(view.worker_id, d.heartbeat_time, d.gpus, view.device_index) {
         view.memory.used = device.memory_used;
         view.memory.utilization_rate = device.memory_utilization_rate;
         view.core = device.core_utilization_rate.map(|utilization_rate| GpuCore { utilization_rate });
