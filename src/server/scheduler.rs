@@ -356,23 +356,19 @@ pub fn tensor_parallel_size(backend: &str, p: &Placement, injected: &[String], u
     from(user).or_else(|| from(injected)).or(Some(p.gpu_indexes.len() as u32))
 }
 
-/// The instance after binding: where it goes, what it claims, the parameters injected.
-fn bound(
-    instance: &ModelInstance,
-    model: &ModelSpec,
-    workers: &[Record<WorkerSpec>],
-    p: &Placement,
-    eval: &Evaluation,
-) -> ModelInstanceSpec {
+/// Where a placement puts an instance and what it claims there: its worker and GPUs, and each
+/// subordinate's (exactly what the scheduler's snapshot counts back).
+fn place_on(spec: &mut ModelInstanceSpec, workers: &[Record<WorkerSpec>], p: &Placement) {
     let worker = workers.iter().find(|w| w.id == p.worker_id);
-    let mut spec = instance.spec.clone();
+    let claim = |vram: &BTreeMap<u32, u64>| ResourceClaim {
+        vram: vram.iter().map(|(gpu, bytes)| (gpu.to_string(), *bytes)).collect(),
+        ram: p.ram_claim,
+    };
     spec.worker_id = Some(p.worker_id);
     spec.worker_name = worker.map(|w| w.spec.name.clone());
     spec.worker_ip = worker.map(|w| w.spec.ip.clone());
     spec.gpu_indexes = p.gpu_indexes.clone();
-    let vram = p.vram_claim.iter().map(|(gpu, bytes)| (gpu.to_string(), *bytes)).collect();
-    spec.computed_resource_claim = Some(ResourceClaim { vram, ram: p.ram_claim });
-    let injection = injection_for(eval, workers, p);
+    spec.computed_resource_claim = Some(claim(&p.vram_claim));
     spec.distributed_servers = (!p.subordinates.is_empty()).then(|| DistributedServers {
         subordinate_workers: p
             .subordinates
@@ -384,11 +380,8 @@ fn bound(
                     worker_name: w.map(|w| w.spec.name.clone()),
                     worker_ip: w.map(|w| w.spec.ip.clone()),
                     gpu_indexes: sub.gpu_indexes.clone(),
-                    computed_resource_claim: Some(ResourceClaim {
-                        vram: sub.vram_claim.iter().map(|(gpu, bytes)| (gpu.to_string(), *bytes)).collect(),
-                        // Placement checks the replica's RAM on every worker it spans: claim it there.
-                        ram: p.ram_claim,
-                    }),
+                    // Placement checks the replica's RAM on every worker it spans: claim it there.
+                    computed_resource_claim: Some(claim(&sub.vram_claim)),
                     state: InstanceState::Scheduled,
                     state_message: None,
                     pid: None,
@@ -398,6 +391,19 @@ fn bound(
             })
             .collect(),
     });
+}
+
+/// The instance after binding: where it goes, what it claims, the parameters injected.
+fn bound(
+    instance: &ModelInstance,
+    model: &ModelSpec,
+    workers: &[Record<WorkerSpec>],
+    p: &Placement,
+    eval: &Evaluation,
+) -> ModelInstanceSpec {
+    let mut spec = instance.spec.clone();
+    place_on(&mut spec, workers, p);
+    let injection = injection_for(eval, workers, p);
     // The worker renders the command from the backend, these injected parameters and the user's
     // (`backends::render_command`). A backend configured by a file takes the user's parameters
     // there, not on the command line.
@@ -439,8 +445,8 @@ mod tests {
         record(id, serde_json::from_value(spec).expect("worker"))
     }
 
-    /// An instance of deployment `model` bound as `p` says (what `bound` writes, claims-wise).
-    fn bound_instance(id: i64, model: i64, p: &Placement) -> ModelInstance {
+    /// An instance of deployment `model` bound as `p` says (`place_on`, as `bound` does).
+    fn bound_instance(id: i64, model: i64, p: &Placement, workers: &[Record<WorkerSpec>]) -> ModelInstance {
         let deployment = record(
             model,
             serde_json::from_value::<ModelSpec>(
@@ -449,31 +455,7 @@ mod tests {
             .expect("spec"),
         );
         let mut spec = crate::server::controller::new_instance(&deployment);
-        let claim = |c: &BTreeMap<u32, u64>, ram| ResourceClaim {
-            vram: c.iter().map(|(g, b)| (g.to_string(), *b)).collect(),
-            ram,
-        };
-        spec.worker_id = Some(p.worker_id);
-        spec.gpu_indexes = p.gpu_indexes.clone();
-        spec.computed_resource_claim = Some(claim(&p.vram_claim, p.ram_claim));
-        spec.distributed_servers = (!p.subordinates.is_empty()).then(|| DistributedServers {
-            subordinate_workers: p
-                .subordinates
-                .iter()
-                .map(|s| SubordinateWorker {
-                    worker_id: s.worker_id,
-                    worker_name: None,
-                    worker_ip: None,
-                    gpu_indexes: s.gpu_indexes.clone(),
-                    computed_resource_claim: Some(claim(&s.vram_claim, p.ram_claim)),
-                    state: InstanceState::Scheduled,
-                    state_message: None,
-                    pid: None,
-                    container_id: None,
-                    command: Vec::new(),
-                })
-                .collect(),
-        });
+        place_on(&mut spec, workers, p);
         record(id, spec)
     }
 
@@ -504,7 +486,7 @@ mod tests {
     fn booking_a_binding_equals_rebuilding_the_snapshot() {
         const G: u64 = 1 << 30;
         let workers = vec![worker(1, 2), worker(2, 4), worker(3, 0)];
-        let existing = vec![bound_instance(100, 7, &placement(2, &[(0, 20 * G)], 4 * G, &[]))];
+        let existing = vec![bound_instance(100, 7, &placement(2, &[(0, 20 * G)], 4 * G, &[]), &workers)];
         let cases: [(&str, i64, Placement); 5] = [
             ("one GPU, same deployment", 7, placement(1, &[(1, 30 * G)], 2 * G, &[])),
             ("two GPUs, another deployment", 8, placement(2, &[(1, 40 * G), (2, 40 * G)], 8 * G, &[])),
@@ -517,7 +499,7 @@ mod tests {
             let mut instances = existing.clone();
             for (i, (what, model, p)) in cases.iter().enumerate() {
                 booked.apply(p, *model == followed);
-                instances.push(bound_instance(200 + i as i64, *model, p));
+                instances.push(bound_instance(200 + i as i64, *model, p, &workers));
                 assert_eq!(booked, snapshot(&workers, &instances, Some(followed)), "{what}, snapshot of m{followed}");
             }
         }
