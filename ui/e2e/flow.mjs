@@ -139,6 +139,16 @@ async function choose(scope, label, option) {
   await page.getByRole("option", { name: option, exact: true }).click();
 }
 
+async function valueBecomes(input, want, timeoutMs = 10_000) {
+  const until = Date.now() + timeoutMs;
+  let now = await input.inputValue();
+  while (now !== want && Date.now() < until) {
+    await page.waitForTimeout(100);
+    now = await input.inputValue();
+  }
+  if (now !== want) throw new Error(`expected ${JSON.stringify(want)}, the field holds ${JSON.stringify(now)}`);
+}
+
 async function step(name, fn) {
   log(`step: ${name}`);
   await fn();
@@ -191,6 +201,8 @@ try {
     const form = page.getByRole("form", { name: "Deploy a model" });
     await form.getByLabel("Model path").fill(MODEL_PATH);
     await choose(form, "Backend", BACKEND);
+    // The version follows the backend the user picked, not the one preselected a moment before.
+    await valueBecomes(form.getByRole("textbox", { name: "Backend version", exact: true }), "cpu");
     await form.getByRole("textbox", { name: "Name", exact: true }).fill("bad name!");
     await form.getByTestId("compatibility").waitFor({ timeout: 30_000 });
     await form.getByRole("button", { name: "Deploy" }).click();

@@ -39,6 +39,7 @@ import {
   splitFieldErrors,
   suggestName,
   toSpec,
+  withDefaultVersion,
 } from "./spec";
 
 const CATEGORIES = ["llm", "embedding", "reranker", "image", "speech_to_text", "text_to_speech"];
@@ -142,8 +143,7 @@ export function DeployForm({ editing, onClose }: Props) {
     if (pick !== s.backend) setState((prev) => ({ ...prev, backend: pick, backend_version: "" }));
   }, [s, backendTouched, backendNames.join(","), cpuOnly]);
   useEffect(() => {
-    if (backend && !s.backend_version)
-      set("backend_version", backend.default_version ?? backend.versions[0]?.version ?? "");
+    if (backend && !s.backend_version) setState((prev) => withDefaultVersion(prev, backendItems));
   }, [backend, s.backend_version]);
   useEffect(() => {
     if (!nameTouched) set("name", suggestName(s));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Model } from "../../api/types";
+import type { BackendListItem, Model } from "../../api/types";
 import {
   clientProblems,
   type DeployState,
@@ -11,6 +11,7 @@ import {
   splitFieldErrors,
   suggestName,
   toSpec,
+  withDefaultVersion,
 } from "./spec";
 
 const state = (over: Partial<DeployState>): DeployState => ({ ...EMPTY, ...over });
@@ -143,5 +144,33 @@ describe("suggestName / preselectBackend", () => {
     expect(preselectBackend(state({ categories: ["text_to_speech"] }), all)).toBe("VoxBox");
     expect(preselectBackend(state({ local_path: "/dir" }), all)).toBe("vLLM");
     expect(preselectBackend(state({ local_path: "/a.gguf" }), ["my-llama-custom"])).toBe("my-llama-custom");
+  });
+});
+
+describe("withDefaultVersion", () => {
+  const item = (backend_name: string, default_version: string | null, versions: string[]): BackendListItem => ({
+    backend_name,
+    enabled: true,
+    default_version,
+    default_backend_param: [],
+    common_parameters: [],
+    versions: versions.map((version) => ({ version, frameworks: [] })),
+  });
+  const backends = [item("llama.cpp", "0.11.0", ["0.11.0"]), item("mine", null, ["cpu", "cuda"])];
+
+  it.each([
+    ["the backend's default", state({ backend: "llama.cpp" }), "0.11.0"],
+    ["its first version when it names no default", state({ backend: "mine" }), "cpu"],
+    ["a chosen version stays", state({ backend: "mine", backend_version: "cuda" }), "cuda"],
+    ["an unknown backend gets none", state({ backend: "gone" }), ""],
+    ["the Custom backend has no version", state({ backend: "Custom" }), ""],
+  ])("%s", (_why, s, version) => {
+    expect(withDefaultVersion(s, backends).backend_version).toBe(version);
+  });
+
+  it("reads the backend the state holds now (the user's pick replaced the preselection)", () => {
+    // The preselection's render saw llama.cpp; the user then picked "mine", resetting the version.
+    const picked = state({ backend: "mine", backend_version: "" });
+    expect(withDefaultVersion(picked, backends)).toMatchObject({ backend: "mine", backend_version: "cpu" });
   });
 });

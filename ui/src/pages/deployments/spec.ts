@@ -1,6 +1,6 @@
 // The deploy form's state and its conversion to and from the wire ModelSpec.
 
-import type { Model, ModelSpec, ModelSource, PlacementStrategy } from "../../api/types";
+import type { BackendListItem, Model, ModelSpec, ModelSource, PlacementStrategy } from "../../api/types";
 import { formatPairs, parsePairs } from "../../format";
 import { paramItems, paramText, paramsProblem, runCommandProblem } from "./command";
 
@@ -178,6 +178,18 @@ export function sourceText(m: {
     ? [m.huggingface_repo_id, m.huggingface_filename]
     : [m.model_scope_model_id ?? "", m.model_scope_file_path];
   return file ? `${repo} · ${file}` : repo;
+}
+
+/**
+ * The state with its backend's default version filled in, when none is chosen yet. It reads the
+ * backend from the state it is given, never from an earlier render: a default computed for the
+ * backend the form showed a moment ago must not land on the one the user has just picked.
+ */
+export function withDefaultVersion(s: DeployState, backends: BackendListItem[]): DeployState {
+  if (s.backend_version || isCustom(s.backend)) return s;
+  const backend = backends.find((b) => b.backend_name === s.backend);
+  const version = backend ? (backend.default_version ?? backend.versions[0]?.version ?? "") : "";
+  return version ? { ...s, backend_version: version } : s;
 }
 
 /**
