@@ -1,6 +1,7 @@
 //! The instance lifecycle on the worker, one `tick` at a time: scheduled → initializing → starting
 //! → running; health checks; error with the last log lines; restart with a backoff stored on the
-//! instance; stop and free the port on delete; reattach after a worker restart; reap orphans.
+//! instance; stop and free the port on delete; reattach after a worker restart; reap orphans. What
+//! each pass does is decided in `decide` (pure, table-tested); this file observes and executes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -11,7 +12,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+mod decide;
 mod follower;
+
+use decide::{HEALTH_FAILURES, Health, Step, Verdict, backoff_step};
 
 use super::WorkerConfig;
 use super::agent::Cache;
@@ -27,10 +31,6 @@ use crate::backends::render::{API_KEY_MASK, engine_api_key};
 use crate::backends::{DeploymentOverrides, RenderContext, render_command};
 use crate::client::{Client, ClientError};
 
-/// Health probes that may fail in a row before a running instance is an error.
-const HEALTH_FAILURES: u32 = 3;
-/// Seconds between health probes of a running instance.
-const HEALTH_EVERY: Duration = Duration::from_secs(5);
 /// How long a stopping workload gets before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The message of an instance its worker stopped on a clean shutdown.
@@ -45,25 +45,14 @@ pub fn backoff(n: u32) -> Duration {
     Duration::from_secs(secs.min(300))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Starting,
-    Running,
-}
-
 /// What the worker knows locally about an instance it runs.
 #[derive(Debug, Clone)]
 struct Local {
     handle: Handle,
     /// HTTP port, then (distributed instances) the rendezvous port.
     ports: Vec<u16>,
-    phase: Phase,
-    since: Instant,
-    last_probe: Option<Instant>,
-    failures: u32,
+    health: Health,
     health_path: Option<String>,
-    /// Since when this run has answered its health check (None until it has).
-    healthy_since: Option<Instant>,
     /// The command as launched (empty for an adopted workload): sent again when the instance turns
     /// running, so a lost first report does not leave it unknown.
     command: Vec<String>,
@@ -239,24 +228,17 @@ impl Reconciler {
 
     async fn step(&self, i: &ModelInstance) -> Result<(), ClientError> {
         let local = self.local.lock().await.get(&i.id).cloned();
-        match (i.spec.state, local) {
-            (InstanceState::Scheduled | InstanceState::Initializing | InstanceState::Downloading, None) => {
-                self.launch(i, false).await
-            }
-            (InstanceState::Starting | InstanceState::Running | InstanceState::Unreachable, None) => {
-                self.adopt_or_fail(i).await
-            }
-            (InstanceState::Error, None) => {
-                let due = i.spec.next_restart_time.is_some_and(|t| t <= Utc::now());
-                if i.spec.restart_on_error && due { self.launch(i, true).await } else { Ok(()) }
-            }
-            (InstanceState::Error, Some(l)) => {
-                // Someone else marked it failed: make it so.
+        let s = &i.spec;
+        match (decide::step(s.state, local.is_some(), s.restart_on_error, s.next_restart_time, Utc::now()), local) {
+            (Step::Launch, _) => self.launch(i, false).await,
+            (Step::Restart, _) => self.launch(i, true).await,
+            (Step::AdoptOrFail, _) => self.adopt_or_fail(i).await,
+            (Step::Stop, Some(l)) => {
                 self.drop_local(i.id, &l).await;
                 Ok(())
             }
-            (_, Some(l)) => self.watch_over(i, l).await,
-            _ => Ok(()),
+            (Step::Watch, Some(l)) => self.watch_over(i, l).await,
+            (Step::Stop | Step::Watch | Step::Idle, _) => Ok(()),
         }
     }
 
@@ -268,17 +250,7 @@ impl Reconciler {
                 tracing::info!(instance = i.id, "reattached to a running workload");
                 let health_path = self.backend_of(i).await.ok().and_then(|b| b.health_check_path);
                 let ports = if i.spec.ports.first() == Some(&port) { i.spec.ports.clone() } else { vec![port] };
-                let l = Local {
-                    handle,
-                    ports,
-                    phase: Phase::Starting,
-                    since: Instant::now(),
-                    last_probe: None,
-                    failures: 0,
-                    health_path,
-                    healthy_since: None,
-                    command: Vec::new(),
-                };
+                let l = Local { handle, ports, health: Health::new(Instant::now()), health_path, command: Vec::new() };
                 self.local.lock().await.insert(i.id, l);
                 Ok(())
             }
@@ -300,61 +272,41 @@ impl Reconciler {
             return self.fail(i, format!("its part on subordinate worker {name} failed: {why}"), None).await;
         }
         let now = Instant::now();
-        let due = match (l.phase, l.last_probe) {
-            (Phase::Starting, Some(t)) => now.duration_since(t) >= Duration::from_millis(500),
-            (Phase::Running, Some(t)) => {
-                now.duration_since(t) >= HEALTH_EVERY || i.spec.state != InstanceState::Running
-            }
-            (_, None) => true,
-        };
-        if !due {
+        let stored_running = i.spec.state == InstanceState::Running;
+        if !l.health.probe_due(stored_running, now) {
             return Ok(());
         }
         let healthy = self.probe(i.id, l.port(), l.health_path.as_deref()).await;
-        let mut next = l.clone();
-        next.last_probe = Some(now);
-        match (l.phase, healthy) {
-            (_, true) => {
-                next.phase = Phase::Running;
-                next.failures = 0;
-                next.healthy_since.get_or_insert(now);
-                if i.spec.state != InstanceState::Running {
-                    tracing::info!(instance = i.id, port = l.port(), "instance is running");
-                    let mut report = self.report_of(i);
-                    report.state = InstanceState::Running;
-                    report.state_message = None;
-                    // What runs here is this worker's to say, whatever its cached copy of the
-                    // instance holds (a report retried after a 409 is built from that copy).
-                    report.pid = l.handle.pid();
-                    report.container_id = l.handle.container_id();
-                    if !l.command.is_empty() {
-                        report.command = Some(l.command.clone());
-                    }
-                    self.report(i, report).await?;
+        let (health, verdict) = l.health.after_probe(healthy, stored_running, now, self.cfg.startup_timeout);
+        let next = Local { health, ..l.clone() };
+        match verdict {
+            Verdict::Keep => {}
+            Verdict::NowRunning => {
+                tracing::info!(instance = i.id, port = l.port(), "instance is running");
+                let mut report = self.report_of(i);
+                report.state = InstanceState::Running;
+                report.state_message = None;
+                // What runs here is this worker's to say, whatever its cached copy of the
+                // instance holds (a report retried after a 409 is built from that copy).
+                report.pid = l.handle.pid();
+                report.container_id = l.handle.container_id();
+                if !l.command.is_empty() {
+                    report.command = Some(l.command.clone());
                 }
+                self.report(i, report).await?;
             }
-            (Phase::Starting, false) => {
-                if now.duration_since(l.since) > self.cfg.startup_timeout {
-                    let tail = self.last_lines(i.id);
-                    self.drop_local(i.id, &l).await;
-                    let secs = self.cfg.startup_timeout.as_secs();
-                    return self
-                        .fail(
-                            i,
-                            format!("not healthy within the startup deadline ({secs} s); last log lines:\n{tail}"),
-                            None,
-                        )
-                        .await;
-                }
+            Verdict::StartupTimedOut => {
+                let tail = self.last_lines(i.id);
+                self.drop_local(i.id, &l).await;
+                let secs = self.cfg.startup_timeout.as_secs();
+                let msg = format!("not healthy within the startup deadline ({secs} s); last log lines:\n{tail}");
+                return self.fail(i, msg, None).await;
             }
-            (Phase::Running, false) => {
-                next.failures += 1;
-                if next.failures >= HEALTH_FAILURES {
-                    let tail = self.last_lines(i.id);
-                    self.drop_local(i.id, &l).await;
-                    let msg = format!("health check failed {HEALTH_FAILURES} times in a row; last log lines:\n{tail}");
-                    return self.fail_run(i, msg, &l).await;
-                }
+            Verdict::Unhealthy => {
+                let tail = self.last_lines(i.id);
+                self.drop_local(i.id, &l).await;
+                let msg = format!("health check failed {HEALTH_FAILURES} times in a row; last log lines:\n{tail}");
+                return self.fail_run(i, msg, &l).await;
             }
         }
         self.local.lock().await.insert(i.id, next);
@@ -459,12 +411,8 @@ impl Reconciler {
         let local = Local {
             handle: handle.clone(),
             ports: ports.clone(),
-            phase: Phase::Starting,
-            since: Instant::now(),
-            last_probe: None,
-            failures: 0,
+            health: Health::new(Instant::now()),
             health_path: backend.health_check_path.clone(),
-            healthy_since: None,
             command: argv.clone(),
         };
         self.local.lock().await.insert(i.id, local);
@@ -664,7 +612,7 @@ impl Reconciler {
     /// Marks a run that had started failed: a run that stayed healthy for `--backoff-reset` starts
     /// the backoff again from 10 s (as kubelet does).
     async fn fail_run(&self, i: &ModelInstance, message: String, l: &Local) -> Result<(), ClientError> {
-        let healthy_long = l.healthy_since.is_some_and(|t| t.elapsed() >= self.cfg.backoff_reset);
+        let healthy_long = l.health.healthy_for(self.cfg.backoff_reset, Instant::now());
         let step = backoff_step(i.spec.backoff_failures, healthy_long);
         self.fail_at_step(i, message, None, step).await
     }
@@ -752,12 +700,6 @@ fn probe_hosts(advertise: &str) -> Vec<String> {
         hosts.push("127.0.0.1".to_owned());
     }
     hosts
-}
-
-/// The backoff step of a new failure: one more than the failures in a row before it, or the first
-/// again after a run that stayed healthy long enough.
-fn backoff_step(failures_before: u32, healthy_long: bool) -> u32 {
-    if healthy_long { 1 } else { failures_before.saturating_add(1) }
 }
 
 fn at(after: Duration) -> DateTime<Utc> {

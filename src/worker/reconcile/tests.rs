@@ -1,5 +1,6 @@
 //! Reconcile tests: backoff, its reset, probe addresses, path escaping.
 
+use super::decide::backoff_step;
 use super::*;
 
 #[test]
