@@ -6,6 +6,7 @@ mod auth;
 mod backends;
 mod changes;
 mod gateway;
+pub mod lease;
 mod models;
 pub mod notify;
 mod store;
@@ -48,6 +49,8 @@ pub enum DbError {
         "database schema version {found} is newer than this binary supports ({supported}); run a newer ferrostack or point --database-url elsewhere"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    #[error("this server no longer holds the {lease} lease (token {token}): another server leads now")]
+    Deposed { lease: &'static str, token: i64 },
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     #[error("stored {kind} {id} cannot be read: {message}")]
@@ -70,6 +73,8 @@ pub struct Db {
     /// Database calls made through this handle (statements outside a transaction, and
     /// transactions): what a test compares to prove a request's cost does not grow with the cluster.
     calls: Arc<AtomicU64>,
+    /// Set on the handle the control loops write through: the lease their writes must prove.
+    fence: Option<Arc<lease::Fence>>,
 }
 
 impl Db {
@@ -105,7 +110,7 @@ impl Db {
         if dialect == Dialect::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        let db = Db { pool, dialect, notifier: Arc::default(), calls: Arc::default() };
+        let db = Db { pool, dialect, notifier: Arc::default(), calls: Arc::default(), fence: None };
         db.migrate().await?;
         Ok(db)
     }

@@ -160,10 +160,17 @@ fn escape_like(s: &str) -> String {
     out
 }
 
+/// Whether an update moves the resource's version on.
+#[derive(Clone, Copy)]
+enum Bump {
+    Yes,
+    No,
+}
+
 impl Db {
     /// Inserts a new resource with optional extra column values.
     pub async fn insert<T: Resource>(&self, spec: &T, extra: &[(&str, Val)]) -> DbResult<Record<T>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let (record, change) = self.insert_in(&mut tx, spec, extra).await?;
         tx.commit().await?;
         self.committed(T::TABLE, change.seq, &change.workers).await;
@@ -172,7 +179,7 @@ impl Db {
 
     /// Inserts several resources of one kind in one transaction (all or none).
     pub async fn insert_many<T: Resource>(&self, rows: &[(T, Vec<(&str, Val)>)]) -> DbResult<Vec<Record<T>>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut records = Vec::with_capacity(rows.len());
         let mut changes = Vec::with_capacity(rows.len());
         for (spec, extra) in rows {
@@ -296,6 +303,20 @@ impl Db {
         self.update_guarded(None, id, expected, spec, extra).await
     }
 
+    /// [`Db::update`] of status a control loop keeps (a deployment's ready replicas and state),
+    /// leaving the version as it is: a user's edit made with the version they read does not
+    /// conflict with it. The change is logged and watchers see it as usual. A user's edit that
+    /// lands in between writes back the status it read; the loop's next pass corrects it.
+    pub async fn update_status<T: Resource>(
+        &self,
+        id: i64,
+        expected: i64,
+        spec: &T,
+        extra: &[(&str, Val)],
+    ) -> DbResult<Record<T>> {
+        self.update_one(None, id, expected, spec, extra, Bump::No).await
+    }
+
     /// [`Db::update`], plus a compare-and-swap of a counter in `settings` in the same transaction:
     /// the write happens only if `guard = (key, expected value)` still holds, and bumps it.
     /// The scheduler binds instances this way, so two schedulers never book the same memory.
@@ -307,11 +328,23 @@ impl Db {
         spec: &T,
         extra: &[(&str, Val)],
     ) -> DbResult<Record<T>> {
-        let mut tx = self.pool().begin().await?;
+        self.update_one(guard, id, expected, spec, extra, Bump::Yes).await
+    }
+
+    async fn update_one<T: Resource>(
+        &self,
+        guard: Option<(&str, i64)>,
+        id: i64,
+        expected: i64,
+        spec: &T,
+        extra: &[(&str, Val)],
+        bump: Bump,
+    ) -> DbResult<Record<T>> {
+        let mut tx = self.begin_write().await?;
         if let Some((key, value)) = guard {
             bump_guard(&mut tx, key, value).await?;
         }
-        let Some((record, change)) = self.update_in(&mut tx, id, expected, spec, extra).await? else {
+        let Some((record, change)) = self.update_in(&mut tx, id, expected, spec, extra, bump).await? else {
             drop(tx);
             let current = self.get::<T>(id).await?;
             return Err(DbError::VersionConflict { kind: T::NOUN, id, expected, actual: current.version });
@@ -329,14 +362,14 @@ impl Db {
         guard: Option<(&str, i64)>,
         rows: &[Update<'_, T>],
     ) -> DbResult<Vec<Option<Record<T>>>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some((key, value)) = guard {
             bump_guard(&mut tx, key, value).await?;
         }
         let mut records = Vec::with_capacity(rows.len());
         let mut changes = Vec::with_capacity(rows.len());
         for (id, expected, spec, extra) in rows {
-            match self.update_in(&mut tx, *id, *expected, spec, extra).await? {
+            match self.update_in(&mut tx, *id, *expected, spec, extra, Bump::Yes).await? {
                 Some((record, change)) => {
                     records.push(Some(record));
                     changes.push(change);
@@ -357,9 +390,14 @@ impl Db {
         expected: i64,
         spec: &T,
         extra: &[(&str, Val)],
+        bump: Bump,
     ) -> DbResult<Option<(Record<T>, Written)>> {
         let now = now_ms();
-        let mut sets = String::from("name = $1, name_key = $2, data = $3, updated_at = $4, version = version + 1");
+        let version = match bump {
+            Bump::Yes => "version + 1",
+            Bump::No => "version",
+        };
+        let mut sets = format!("name = $1, name_key = $2, data = $3, updated_at = $4, version = {version}");
         for (i, (col, _)) in extra.iter().enumerate() {
             sets.push_str(&format!(", {col} = ${}", i + 7));
         }
@@ -432,7 +470,7 @@ impl Db {
 
     /// Deletes one resource, returning its last state.
     pub async fn delete<T: Resource>(&self, id: i64) -> DbResult<Record<T>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some((record, change)) = self.delete_in::<T>(&mut tx, id).await? else {
             return Err(DbError::NotFound { kind: T::NOUN, id: id.to_string() });
         };
@@ -448,7 +486,7 @@ impl Db {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut records = Vec::with_capacity(ids.len());
         let mut changes = Vec::with_capacity(ids.len());
         for id in &ids {

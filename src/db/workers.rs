@@ -66,6 +66,34 @@ impl Db {
         Ok(self.list::<T>(&ListQuery::default()).await?.0)
     }
 
+    /// Records that this server heard `workers` just now (the database's clock): one statement per
+    /// thousand workers, however often they beat.
+    pub async fn record_beats(&self, workers: &[i64]) -> DbResult<()> {
+        let now = self.clock_sql();
+        for chunk in workers.chunks(1000) {
+            let values: Vec<String> = (1..=chunk.len()).map(|i| format!("(${i}, {now})")).collect();
+            let sql = format!(
+                "INSERT INTO worker_beats (worker_id, seen_at) VALUES {} \
+                 ON CONFLICT (worker_id) DO UPDATE SET seen_at = excluded.seen_at",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for w in chunk {
+                q = q.bind(*w);
+            }
+            q.execute(self.pool()).await?;
+        }
+        Ok(())
+    }
+
+    /// Workers any server heard within the last `within_ms`, with how many milliseconds ago.
+    pub async fn recent_beats(&self, within_ms: i64) -> DbResult<Vec<(i64, i64)>> {
+        let now = self.clock_sql();
+        let sql = format!("SELECT worker_id, {now} - seen_at FROM worker_beats WHERE seen_at > {now} - $1");
+        let rows = sqlx::query(&sql).bind(within_ms).fetch_all(self.pool()).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
     /// A server-wide setting.
     pub async fn setting(&self, key: &str) -> DbResult<Option<String>> {
         let row = sqlx::query("SELECT value FROM settings WHERE key = $1")

@@ -12,6 +12,7 @@ use crate::api::{
 };
 use crate::db::{Db, DbError, instance_columns, model_columns};
 use crate::server::auth::random_token;
+use crate::server::leader::Leadership;
 use crate::server::replicas::{self, Action, Desired, InstanceFacts};
 
 /// Fingerprint of the fields that change how an instance runs. Every field of a deployment is
@@ -214,16 +215,10 @@ impl ModelController {
         let digest = Some(hash);
         if ready != m.ready_replicas || state != m.state || state_message != m.state_message || digest != m.spec_digest
         {
-            let res = self
-                .db
-                .modify::<ModelSpec, DbError, _>(model.id, Some(model.version), |m| {
-                    m.ready_replicas = ready;
-                    m.state = state;
-                    m.state_message = state_message.clone();
-                    m.spec_digest = digest.clone();
-                    Ok(model_columns(m))
-                })
-                .await;
+            // Status only: the version stays, so an edit made with the version a user read
+            // does not answer 409 because replicas became ready meanwhile.
+            let status = ModelSpec { ready_replicas: ready, state, state_message, spec_digest: digest, ..m.clone() };
+            let res = self.db.update_status(model.id, model.version, &status, &model_columns(&status)).await;
             match res {
                 Ok(_) => writes += 1,
                 Err(DbError::VersionConflict { .. } | DbError::NotFound { .. }) => {}
@@ -235,14 +230,17 @@ impl ModelController {
 }
 
 /// Runs the model controller and the scheduler on every committed change, and every 5 s anyway
-/// (the slow periodic scan), until shutdown.
-pub fn spawn_loops(db: Db, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// (the slow periodic scan), while this server leads, until shutdown. Each pass writes through a
+/// handle fenced by the leadership it started under.
+pub fn spawn_loops(db: Db, leader: Leadership, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
-        let controller = ModelController { db: db.clone() };
-        let scheduler = crate::server::scheduler::Scheduler { db: db.clone() };
         // Deployments, their instances, the workers they run on, the backends they run with.
         let mut changed = db.subscribe(&["models", "model_instances", "workers", "inference_backends"]);
         loop {
+            let Some(fence) = leader.lead(&mut shutdown).await else { return };
+            let fenced = db.fenced(fence);
+            let controller = ModelController { db: fenced.clone() };
+            let scheduler = crate::server::scheduler::Scheduler { db: fenced };
             let mut writes = 0;
             match controller.tick().await {
                 Ok(n) => writes += n,

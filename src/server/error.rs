@@ -131,6 +131,7 @@ impl From<DbError> for ApiError {
             }
             DbError::Duplicate { .. } => ApiError::new(ErrorCode::AlreadyExists, e.to_string()).with_field("name"),
             DbError::SchemaTooNew { .. } | DbError::UnsupportedUrl(_) => ApiError::internal(&e),
+            DbError::Deposed { .. } => ApiError::new(ErrorCode::Unavailable, e.to_string()),
             DbError::Corrupt { .. } | DbError::Sqlx(_) | DbError::Migrate(_) => ApiError::internal(&e),
         }
     }

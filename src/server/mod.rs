@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod error;
 pub mod evaluate;
 pub mod extract;
+pub mod leader;
 pub mod monitor;
 pub mod policy;
 pub mod replicas;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub gpu_devices: Arc<routes::gpu_devices::DeviceCache>,
     /// What `/v2/dashboard` counts, re-read when workers, instances or deployments change.
     pub cluster_rows: Arc<cache::ByGeneration<cache::ClusterRows>>,
+    /// Whether this server leads the control loops.
+    pub leader: leader::Leadership,
 }
 
 #[derive(OpenApi)]
@@ -111,6 +114,8 @@ pub struct Running {
     /// Told once the last request is done, so the usage of in-flight requests is written too.
     usage_stop: tokio::sync::watch::Sender<bool>,
     usage_task: tokio::task::JoinHandle<()>,
+    /// Renews the control lease; gives it up on shutdown (PostgreSQL only).
+    leader_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -122,6 +127,10 @@ impl Running {
         let _ = self.usage_stop.send(true);
         if tokio::time::timeout(std::time::Duration::from_secs(10), self.usage_task).await.is_err() {
             tracing::warn!("gave up writing the last usage records after 10 s");
+        }
+        if let Some(task) = self.leader_task {
+            // Gives the lease up, so another server leads without waiting for it to lapse.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
         self.db.close().await;
         res
@@ -137,8 +146,21 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     bootstrap::run(&db, &config, &server_secret).await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     db.spawn_external_poller(shutdown.clone());
+    let leader = leader::Leadership::new(&leader::Leadership::process_id());
+    let leader_task = if db.dialect() == crate::db::Dialect::Postgres {
+        // Several servers may share this database: the one holding the lease leads.
+        leader.try_once(&db).await;
+        Some(leader.spawn(db.clone(), shutdown.clone()))
+    } else {
+        leader.lead_alone();
+        None
+    };
     let leases = monitor::Leases::default();
-    monitor::WorkerMonitor::new(db.clone(), leases.clone(), config.worker_grace).spawn(shutdown.clone());
+    if db.dialect() == crate::db::Dialect::Postgres {
+        leases.share_beats(db.clone(), shutdown.clone());
+    }
+    monitor::WorkerMonitor::new(db.clone(), leases.clone(), config.worker_grace)
+        .spawn(leader.clone(), shutdown.clone());
     let (gateway, usage_events) = crate::gateway::Gateway::new()?;
     let server_secret = Arc::new(server_secret);
     gateway.publish(routing::sync(&db, &server_secret).await?);
@@ -156,9 +178,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         logins: Arc::default(),
         gpu_devices: Arc::new(routes::gpu_devices::device_cache(&db)),
         cluster_rows: Arc::new(cache::ByGeneration::new(&db, &["workers", "model_instances", "models"])),
+        leader: leader.clone(),
     };
     bootstrap::spawn_housekeeping(db.clone(), shutdown.clone());
-    controller::spawn_loops(db.clone(), shutdown.clone());
+    controller::spawn_loops(db.clone(), leader, shutdown.clone());
     let app = router(state);
     let addr = listener.local_addr()?;
     let mut stopped = shutdown;
@@ -173,5 +196,5 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             })
             .await
     });
-    Ok(Running { addr, db, stop, task, usage_stop, usage_task })
+    Ok(Running { addr, db, stop, task, usage_stop, usage_task, leader_task })
 }

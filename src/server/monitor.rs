@@ -3,7 +3,7 @@
 //! either (a network fault, a dead host) or `not_ready` when it does (the agent is stuck), and their
 //! instances `unreachable`; the next beat turns them `ready` again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,16 +13,62 @@ use chrono::{DateTime, Utc};
 
 use crate::api::{InstanceState, ModelInstanceSpec, Record, WorkerSpec, WorkerState, WorkerStatus};
 use crate::db::{Db, DbError, instance_columns};
+use crate::server::leader::Leadership;
 
-/// Last heartbeat per worker id.
+/// Last heartbeat per worker id, and the workers heard since the last time this server shared
+/// what it heard with the others (`share_beats`).
 #[derive(Debug, Default, Clone)]
-pub struct Leases(Arc<Mutex<HashMap<i64, Instant>>>);
+pub struct Leases(Arc<Mutex<HashMap<i64, Instant>>>, Arc<Mutex<HashSet<i64>>>);
 
 impl Leases {
     pub fn renew(&self, worker_id: i64, now: Instant) {
-        if let Ok(mut map) = self.0.lock() {
-            map.insert(worker_id, now);
+        self.seen_at_least(worker_id, now);
+        if let Ok(mut heard) = self.1.lock() {
+            heard.insert(worker_id);
         }
+    }
+
+    /// Moves a worker's last beat forward to `at` (a beat another server heard); never back.
+    fn seen_at_least(&self, worker_id: i64, at: Instant) {
+        if let Ok(mut map) = self.0.lock() {
+            let last = map.entry(worker_id).or_insert(at);
+            *last = (*last).max(at);
+        }
+    }
+
+    fn take_heard(&self) -> Vec<i64> {
+        self.1.lock().map(|mut heard| heard.drain().collect()).unwrap_or_default()
+    }
+
+    /// Writes, every `SHARE_EVERY`, which workers this server heard since the last time (one
+    /// statement), for the leader's monitor on whichever server leads.
+    pub fn share_beats(&self, db: Db, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let leases = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(SHARE_EVERY) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                let heard = leases.take_heard();
+                if let Err(e) = db.record_beats(&heard).await {
+                    tracing::warn!(error = %e, workers = heard.len(), "cannot share heartbeats with the other servers");
+                    if let Ok(mut again) = leases.1.lock() {
+                        again.extend(heard);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Takes in the beats every server shared (the leader, before each pass).
+    async fn merge_shared(&self, db: &Db, within: Duration, now: Instant) -> Result<(), DbError> {
+        let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        for (worker_id, age_ms) in db.recent_beats(within_ms).await? {
+            let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
+            self.seen_at_least(worker_id, now.checked_sub(age).unwrap_or(now));
+        }
+        Ok(())
     }
 
     /// The last beat, recording `now` for a worker never seen (a restarted server gives each
@@ -184,6 +230,8 @@ pub struct WorkerMonitor {
     pub db: Db,
     pub leases: Leases,
     pub grace: Duration,
+    /// Whether other servers may hear workers too (PostgreSQL): merge their shared beats.
+    pub shared_beats: bool,
     /// Asks a silent worker's own API whether its host still answers (1 s timeout).
     pub http: reqwest::Client,
 }
@@ -196,14 +244,21 @@ impl WorkerMonitor {
             .no_proxy()
             .build()
             .unwrap_or_default();
-        WorkerMonitor { db, leases, grace, http }
+        let shared_beats = db.dialect() == crate::db::Dialect::Postgres;
+        WorkerMonitor { db, leases, grace, shared_beats, http }
     }
 }
+
+/// How often each server shares the heartbeats it heard (several servers only).
+pub const SHARE_EVERY: Duration = Duration::from_secs(2);
 
 impl WorkerMonitor {
     /// One pass: workers past their grace go unreachable or not_ready, and their live instances
     /// unreachable.
     pub async fn tick(&self, now: Instant) -> Result<usize, DbError> {
+        if self.shared_beats {
+            self.leases.merge_shared(&self.db, self.grace + SHARE_EVERY, now).await?;
+        }
         let mut changed = 0;
         for worker in self.db.all::<WorkerSpec>().await? {
             let silent_for = now.saturating_duration_since(self.leases.last_seen(worker.id, now));
@@ -270,10 +325,14 @@ impl WorkerMonitor {
         Ok(changed)
     }
 
-    /// Runs `tick` every second until shutdown.
-    pub fn spawn(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// Runs `tick` every second while this server leads, until shutdown; each pass writes through
+    /// a handle fenced by the leadership it started under.
+    pub fn spawn(mut self, leader: Leadership, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let db = self.db.clone();
         tokio::spawn(async move {
             loop {
+                let Some(fence) = leader.lead(&mut shutdown).await else { return };
+                self.db = db.fenced(fence);
                 if let Err(e) = self.tick(Instant::now()).await {
                     tracing::warn!(error = %e, "worker monitor pass failed");
                 }

@@ -9,6 +9,7 @@ mod e2e;
 mod foundation;
 mod gateway;
 mod hosts;
+mod leadership;
 mod models;
 mod multihost;
 mod policy;

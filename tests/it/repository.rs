@@ -11,7 +11,7 @@ use crate::support::{DbKind, database_url};
 
 both_dbs!(store_contract, migrations_rerun_and_refuse_newer_schema, concurrent_writers_never_leave_a_gap);
 
-fn cluster(name: &str) -> ClusterSpec {
+pub fn cluster(name: &str) -> ClusterSpec {
     ClusterSpec {
         name: name.into(),
         description: None,

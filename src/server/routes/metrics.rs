@@ -75,5 +75,9 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
             }
         }
     }
+    let lead = state.leader.view();
+    let _ = writeln!(out, "# HELP ferrostack_leader 1 on the server that runs the control loops, 0 on the others.");
+    let _ = writeln!(out, "# TYPE ferrostack_leader gauge");
+    let _ = writeln!(out, "ferrostack_leader{{server=\"{}\"}} {}", label(&lead.server), u8::from(lead.leading));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response())
 }

@@ -2,21 +2,33 @@
 
 use axum::Json;
 use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::VersionInfo;
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
+use crate::server::leader::LeaderView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(version))
 }
 
-/// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, body = String)))]
-async fn healthz() -> &'static str {
-    "ok"
+/// What `/healthz` answers: the process is alive, and who leads the control loops.
+#[derive(Debug, Serialize, ToSchema)]
+struct Healthz {
+    /// Always "ok": the process answers.
+    status: &'static str,
+    #[serde(flatten)]
+    leadership: LeaderView,
+}
+
+/// Liveness: the process answers (read from memory only); says which server leads.
+#[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, body = Healthz)))]
+async fn healthz(State(state): State<AppState>) -> Json<Healthz> {
+    Json(Healthz { status: "ok", leadership: state.leader.view() })
 }
 
 /// Readiness: the database answers.
