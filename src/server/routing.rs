@@ -1,5 +1,5 @@
 //! Feeds the gateway: builds its routing snapshot from the database on every committed change
-//! (and every few seconds, for changes made by other server processes), keeps route targets'
+//! to routes, deployments, instances or workers (this server's or another's), keeps route targets'
 //! `active` state and counters current, removes routes of deleted deployments, and writes the
 //! gateway's usage events to the daily aggregates in batches.
 
@@ -18,8 +18,9 @@ use crate::db::{Db, DbError, DbResult, route_columns, target_columns};
 use crate::gateway::{Endpoint, Gateway, Route, Snapshot, Target, UsageEvent};
 use crate::server::auth::server_token;
 
-/// How often the snapshot is rebuilt when nothing was committed here.
-const REFRESH: Duration = Duration::from_secs(3);
+/// How often the snapshot is rebuilt when no commit woke it: a safety net only. Commits here wake
+/// it at once, and other servers' commits through the change-log poller (`db::notify`).
+const REFRESH: Duration = Duration::from_secs(30);
 /// How often buffered usage is written.
 const FLUSH: Duration = Duration::from_secs(2);
 
