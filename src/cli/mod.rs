@@ -27,7 +27,7 @@ pub struct Cli {
 /// Where client subcommands connect.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// Server URL.
+    /// Server URL (several, comma-separated: the next is tried when one does not answer).
     #[arg(long, env = ENV_SERVER_URL, default_value = "http://127.0.0.1:8080", global = true)]
     pub server_url: String,
     /// API key (create one in the UI or with `ferrostack api-keys create`).

@@ -26,7 +26,8 @@ pub struct StartArgs {
 /// `ferrostack worker`.
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
-    /// The server to join, e.g. http://10.0.0.1:8080.
+    /// The server to join, e.g. http://10.0.0.1:8080. Servers sharing one database: comma-separated
+    /// URLs; the worker moves to the next when one does not answer.
     #[arg(long, env = crate::cli::ENV_SERVER_URL)]
     pub server_url: String,
     /// The cluster's registration token (needed to join the first time).

@@ -42,6 +42,50 @@ pub struct UsageFilter {
 }
 
 impl Db {
+    /// Shares what this server counted per API key (key, requests, tokens in the last 60 s), in one
+    /// statement per thousand keys, stamped with the database's clock.
+    pub async fn share_rate_counts(&self, server: &str, counts: &[(i64, u64, u64)]) -> DbResult<()> {
+        let now = self.clock_sql();
+        for chunk in counts.chunks(1000) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, ${}, ${}, ${}, {now})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .collect();
+            let sql = format!(
+                "INSERT INTO rate_usage (server, key_id, requests, tokens, at) VALUES {} \
+                 ON CONFLICT (server, key_id) DO UPDATE SET requests = excluded.requests, \
+                 tokens = excluded.tokens, at = excluded.at",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(server.to_string());
+            for (key, requests, tokens) in chunk {
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                q = q.bind(*key).bind(count(*requests)).bind(count(*tokens));
+            }
+            q.execute(self.pool()).await?;
+        }
+        Ok(())
+    }
+
+    /// What the other servers counted per API key, from shares newer than `fresh_ms`: key →
+    /// (requests, tokens). Shares of a server that stopped go stale and stop counting.
+    pub async fn others_rate_counts(&self, server: &str, fresh_ms: i64) -> DbResult<Vec<(i64, u64, u64)>> {
+        let sql = format!(
+            "SELECT key_id, CAST(SUM(requests) AS BIGINT), CAST(SUM(tokens) AS BIGINT) FROM rate_usage \
+             WHERE server <> $1 AND at > {} - $2 GROUP BY key_id",
+            self.clock_sql()
+        );
+        let rows = sqlx::query(&sql).bind(server.to_string()).bind(fresh_ms).fetch_all(self.pool()).await?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        rows.iter().map(|r| Ok((r.try_get(0)?, count(r.try_get(1)?), count(r.try_get(2)?)))).collect()
+    }
+
+    /// Removes shares older than `older_ms` (servers that stopped).
+    pub async fn prune_rate_counts(&self, older_ms: i64) -> DbResult<()> {
+        let sql = format!("DELETE FROM rate_usage WHERE at < {} - $1", self.clock_sql());
+        sqlx::query(&sql).bind(older_ms).execute(self.pool()).await?;
+        Ok(())
+    }
+
     /// Every target of a route.
     pub async fn targets_of_route(&self, route_id: i64) -> DbResult<Vec<Record<ModelRouteTargetSpec>>> {
         let q = ListQuery { filters: vec![("route_id", Val::Int(route_id))], ..Default::default() };

@@ -86,6 +86,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// What this server's limiter counted per key, to share with other servers.
+    pub fn rate_counted_here(&self) -> Vec<(i64, limits::Counted)> {
+        self.shared.limiter.counted_here()
+    }
+
+    /// What other servers counted per key; the limiter adds it to its own counts.
+    pub fn set_rate_counted_elsewhere(&self, others: std::collections::HashMap<i64, limits::Counted>) {
+        self.shared.limiter.set_others(others);
+    }
+
     /// A gateway with an empty snapshot, and the receiving end of its usage events.
     pub fn new() -> Result<(Gateway, tokio::sync::mpsc::Receiver<UsageEvent>), prometheus::Error> {
         let mut connector = HttpConnector::new();

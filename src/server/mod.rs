@@ -11,6 +11,7 @@ pub mod extract;
 pub mod leader;
 pub mod monitor;
 pub mod policy;
+pub mod rate_share;
 pub mod replicas;
 mod routes;
 pub mod routing;
@@ -165,6 +166,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let server_secret = Arc::new(server_secret);
     gateway.publish(routing::sync(&db, &server_secret).await?);
     routing::spawn_snapshot_loop(db.clone(), gateway.clone(), server_secret.clone(), shutdown.clone());
+    if db.dialect() == crate::db::Dialect::Postgres {
+        rate_share::spawn(db.clone(), gateway.clone(), leader.id().to_string(), shutdown.clone());
+    }
     let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
     let usage_task = routing::spawn_usage_writer(db.clone(), usage_events, usage_stopped);
     let state = AppState {

@@ -1,5 +1,6 @@
 //! Several servers on one database: the control lease and its fencing token, heartbeats shared
-//! between servers, and two real servers on one PostgreSQL (one leads, the other takes over).
+//! between servers, and two real servers on one PostgreSQL (one leads, the other takes over, an
+//! API key's rate limit holds across both).
 
 use std::time::{Duration, Instant};
 
@@ -152,6 +153,21 @@ async fn two_servers_one_leader_and_a_takeover() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(instances_of(&second, id).await, 3, "exactly the replicas asked for");
+
+    // A key's rate limit holds across the servers: 2 requests here and 2 there fill rpm 4.
+    let key = first.api_key(json!({"name": "shared", "scope": ["inference"], "rpm_limit": 4})).await;
+    let (status, route) = first.post("/v2/model-routes", json!({"name": "idle"})).await;
+    assert!(status.is_success(), "{route}");
+    let chat = async |s: &TestServer| {
+        let body = json!({"model": "idle", "messages": [{"role": "user", "content": "hi"}]});
+        let res = s.http.post(s.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await;
+        res.expect("send").status().as_u16()
+    };
+    assert_eq!([chat(&first).await, chat(&first).await], [503, 503], "admitted; nothing runs the route");
+    // Both servers share their counts every second; the second hears of the route by the log.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!([chat(&second).await, chat(&second).await], [503, 503]);
+    assert_eq!(chat(&second).await, 429, "the first server's two count on the second");
 
     // The leader stops; the other server leads within 10 s and scales the deployment.
     first.stop().await;
