@@ -10,13 +10,21 @@
 #        binary, measured the same way in the same run (the simulator is this tree's).
 #        BIG_REPLICAS=10000 SIM_GPUS=4xH100-80GB bench/control-plane.sh 1000   then also binds 10,000
 #        replicas (deployments of 1,000) on those workers (a last column) and deletes them.
+#        bench/control-plane.sh 1000 --pg --two-servers   adds a PostgreSQL row with two servers on
+#        the database, half the workers joined to each (figures for both: the first leads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNTS=()
 PG=0
+TWO=0
 for a in "$@"; do
-    if [ "$a" = "--pg" ]; then PG=1; else COUNTS+=("$a"); fi
+    case "$a" in
+        --pg) PG=1 ;;
+        --two-servers) TWO=1 ;;
+        *) COUNTS+=("$a") ;;
+    esac
 done
+[ "$TWO" = 0 ] || [ "$PG" = 1 ] || { echo "--two-servers needs --pg" >&2; exit 2; }
 [ ${#COUNTS[@]} -gt 0 ] || COUNTS=(100 1000)
 cargo build --release --quiet --bin ferrostack --example sim_workers
 WORK="$(mktemp -d /tmp/ferrostack-cp.XXXXXX)"
@@ -42,5 +50,9 @@ for N in "${COUNTS[@]}"; do
         fi
         python3 bench/control_plane.py "$PWD/target/release/ferrostack" "$PWD/target/release/examples/sim_workers" \
             "$WORK/$DB-$N" "$N" "$DB" "$PG_URL" "$PG_DIR" "this tree"
+        if [ "$TWO" = 1 ] && [ "$DB" = postgres ]; then
+            SERVERS=2 python3 bench/control_plane.py "$PWD/target/release/ferrostack" \
+                "$PWD/target/release/examples/sim_workers" "$WORK/$DB-$N-two" "$N" "$DB" "$PG_URL" "$PG_DIR" "this tree"
+        fi
     done
 done

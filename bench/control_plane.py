@@ -20,6 +20,9 @@ N = int(N)
 # get SIM_GPUS each, e.g. 4xH100-80GB, so that many fit) and report the time.
 BIG = int(os.environ.get("BIG_REPLICAS", "0"))
 SIM_GPUS = os.environ.get("SIM_GPUS", "1xH100-80GB")
+# SERVERS=2 (PostgreSQL): a second server on the same database; half the workers join each, and
+# CPU, RSS and latency are reported for both (the first leads the control loops).
+SERVERS = int(os.environ.get("SERVERS", "1"))
 PASSWORD = "bench-password-1"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -120,10 +123,24 @@ def main():
     port = free_port()
     server = subprocess.Popen(args + ["--port", str(port)], stdout=open(f"{WORK}/server.log", "w"),
                               stderr=subprocess.STDOUT)
-    sim = None
+    sims = []
+    second = None
     try:
         api = Api(port)
         wait("the server", lambda: _healthy(port), 60)
+        ports = [port]
+        if SERVERS == 2:
+            assert DB == "postgres", "two servers share a PostgreSQL database"
+            os.makedirs(f"{WORK}/data2", mode=0o700, exist_ok=True)
+            with open(f"{WORK}/data/server_secret") as src, open(f"{WORK}/data2/server_secret", "w") as dst:
+                dst.write(src.read())
+            os.chmod(f"{WORK}/data2/server_secret", 0o600)
+            port2 = free_port()
+            args2 = [a if a != f"{WORK}/data" else f"{WORK}/data2" for a in args]
+            second = subprocess.Popen(args2 + ["--port", str(port2)], stdout=open(f"{WORK}/server2.log", "w"),
+                                      stderr=subprocess.STDOUT)
+            wait("the second server", lambda: _healthy(port2), 60)
+            ports.append(port2)
         _, _, cookie = api.call("POST", "/auth/login", {"username": "admin", "password": PASSWORD}, form=True)
         api.headers["Cookie"] = cookie.split(";")[0]
         _, key, _ = api.call("POST", "/v2/api-keys", {"name": "bench"})
@@ -134,25 +151,37 @@ def main():
         _, reg, _ = api.call("GET", f"/v2/clusters/{cluster['id']}/registration-token")
         token = reg["token"]
 
-        sim = subprocess.Popen([SIM, f"http://127.0.0.1:{port}", token, str(N), SIM_GPUS], stdout=subprocess.PIPE,
-                               stderr=open(f"{WORK}/sim.log", "w"), text=True)
-        line = sim.stdout.readline().strip()
-        assert line == f"registered {N}", line
+        shares = [N // len(ports) + (1 if i < N % len(ports) else 0) for i in range(len(ports))]
+        for i, (p, n) in enumerate(zip(ports, shares)):
+            sims.append(subprocess.Popen([SIM, f"http://127.0.0.1:{p}", token, str(n), SIM_GPUS, f"sim{i}"],
+                                         stdout=subprocess.PIPE, stderr=open(f"{WORK}/sim{i}.log", "w"), text=True))
+        for s, n in zip(sims, shares):
+            line = s.stdout.readline().strip()
+            assert line == f"registered {n}", line
         wait(f"{N} ready workers",
              lambda: api.call("GET", "/v2/dashboard")[1]["workers"].get("ready", 0) == N, 300, every=1)
         time.sleep(35)  # at least one round of status reports
 
         pg = postgres_pids() if DB == "postgres" else []
-        t0, s0, p0 = time.monotonic(), cpu_ticks([server.pid]), cpu_ticks(pg)
+        procs = [server] + ([second] if second else [])
+        t0, s0, p0 = time.monotonic(), [cpu_ticks([p.pid]) for p in procs], cpu_ticks(pg)
         time.sleep(60)
         elapsed = time.monotonic() - t0
-        server_cpu = (cpu_ticks([server.pid]) - s0) / TICK / elapsed * 100
+        cpus = [(cpu_ticks([p.pid]) - s) / TICK / elapsed * 100 for p, s in zip(procs, s0)]
         pg_cpu = (cpu_ticks(pg) - p0) / TICK / elapsed * 100 if pg else None
-        rss = int([l for l in open(f"/proc/{server.pid}/status") if l.startswith("VmRSS")][0].split()[1]) / 1024
+        rsss = [int([l for l in open(f"/proc/{p.pid}/status") if l.startswith("VmRSS")][0].split()[1]) / 1024
+                for p in procs]
+        server_cpu_text = " + ".join(f"{c:.1f} %" for c in cpus)
+        rss_text = " + ".join(f"{r:.0f}" for r in rsss) + " MB"
 
-        lat_workers = latency(api, "/v2/workers?page=1")
-        lat_gpus = latency(api, "/v2/gpu-devices?page=1")
-        lat_dash = latency(api, "/v2/dashboard")
+        apis = [api]
+        if second:
+            api2 = Api(ports[1])
+            api2.headers["Authorization"] = api.headers["Authorization"]
+            apis.append(api2)
+        lat_workers = "; ".join(latency(a, "/v2/workers?page=1") for a in apis)
+        lat_gpus = "; ".join(latency(a, "/v2/gpu-devices?page=1") for a in apis)
+        lat_dash = "; ".join(latency(a, "/v2/dashboard") for a in apis)
 
         yaml = ("backend_name: bench-custom\ndefault_version: v1\n"
                 "default_run_command: \"-c 'exec sleep 300'\"\nhealth_check_path:\n"
@@ -198,14 +227,16 @@ def main():
                  lambda: api.call("GET", "/v2/model-instances?perPage=1")[1]["pagination"]["total"] == 0, 900, every=1)
 
         pg_text = f"{pg_cpu:.0f} %" if pg_cpu is not None else "—"
-        print(f"| {LABEL} | {N} | {DB} | {server_cpu:.1f} % | {pg_text} | {rss:.0f} MB | {lat_workers} | {lat_gpus} | "
+        label = f"{LABEL}, {len(procs)} servers" if second else LABEL
+        print(f"| {label} | {N} | {DB} | {server_cpu_text} | {pg_text} | {rss_text} | {lat_workers} | {lat_gpus} | "
               f"{lat_dash} | {bind:.1f} s | {answered:.2f} s / {gone:.1f} s |{big}", flush=True)
     finally:
-        if sim:
-            sim.kill()
-            sim.wait()
-        server.terminate()
-        server.wait()
+        for s in sims:
+            s.kill()
+            s.wait()
+        for p in [server] + ([second] if second else []):
+            p.terminate()
+            p.wait()
         if db_name:
             subprocess.run(["psql", PG_URL, "-qc", f"DROP DATABASE IF EXISTS {db_name}"], check=False)
 

@@ -3,9 +3,10 @@
 //! 5 s, a full status report every 30 s (utilisation moving a little each time, as on a real
 //! machine), and the watch on their own instances that a real worker holds open. They run nothing.
 //!
-//! Usage: cargo run --release --example sim_workers -- SERVER_URL CLUSTER_TOKEN COUNT [GPUS]
-//! (GPUS per worker as `--simulate-gpus` takes it, default 1xH100-80GB). Prints `registered N`
-//! once every worker has joined, then runs until killed.
+//! Usage: cargo run --release --example sim_workers -- SERVER_URL CLUSTER_TOKEN COUNT [GPUS [PREFIX]]
+//! (GPUS per worker as `--simulate-gpus` takes it, default 1xH100-80GB; workers are named
+//! PREFIX-0000…, default `sim`). Prints `registered N` once every worker has joined, then runs
+//! until killed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,9 +102,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let count: usize = count.parse()?;
     let gpus = parse_simulate_spec(rest.first().map_or("1xH100-80GB", String::as_str))?;
+    let prefix = rest.get(1).map_or("sim", String::as_str);
     let joined = Arc::new(AtomicUsize::new(0));
     for i in 0..count {
-        tokio::spawn(run_worker(base.clone(), token.clone(), format!("sim-{i:04}"), gpus.clone(), joined.clone()));
+        tokio::spawn(run_worker(base.clone(), token.clone(), format!("{prefix}-{i:04}"), gpus.clone(), joined.clone()));
         // Spread the joins (and so the 5 s and 30 s rhythms) over about a second per 200 workers.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
