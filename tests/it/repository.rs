@@ -101,6 +101,36 @@ async fn migrations_rerun_and_refuse_newer_schema(kind: DbKind) {
     }
 }
 
+/// Servers that start together on a fresh PostgreSQL database migrate it once: sqlx's migrator
+/// takes an advisory lock, the others wait and find nothing left to apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_starting_together_migrate_once() {
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = database_url(DbKind::Postgres, dir.path()).await;
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { Db::open(&url).await })
+        })
+        .collect();
+    let mut dbs = Vec::new();
+    for open in opens {
+        dbs.push(open.await.expect("join").expect("every server opens the database"));
+    }
+    let supported = dbs[0].supported_schema_version();
+    let pool = sqlx::AnyPool::connect(&url).await.expect("pool");
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT version, COUNT(*) FROM _sqlx_migrations GROUP BY version ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .expect("migrations");
+    assert_eq!(rows.len() as i64, supported, "{rows:?}");
+    assert!(rows.iter().all(|(_, n)| *n == 1), "a migration applied twice: {rows:?}");
+}
+
 /// Writers commit concurrently (on PostgreSQL, really in parallel) while a reader follows the log
 /// by number as a watch does: the reader ends with every change, and each row's changes in the
 /// order they were written (a number never appears below one already read).
