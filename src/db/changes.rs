@@ -10,6 +10,8 @@
 //! `id` is larger. A server that stops between commit and sequencing leaves its change unnumbered
 //! until the next sequencing by any server (the poller runs one every few seconds).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
@@ -24,6 +26,49 @@ pub struct Change {
     pub event: EventType,
     /// The resource's wire JSON as of this change.
     pub data: String,
+}
+
+/// The PostgreSQL notification channel a server signals after numbering changes.
+pub const CHANGES_CHANNEL: &str = "ferrostack_changes";
+
+/// Listens on [`CHANGES_CHANNEL`] (a connection of its own) and signals `heard` per notification
+/// until shutdown; reconnects after a lost connection. Without it the poller still runs on its
+/// timer.
+fn listen_for_changes(url: String, heard: Arc<tokio::sync::Notify>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let connect = async {
+                let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+                l.listen(CHANGES_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            let connected = tokio::select! {
+                l = connect => l,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            match connected {
+                Ok(mut listener) => loop {
+                    tokio::select! {
+                        n = listener.recv() => match n {
+                            Ok(_) => heard.notify_one(),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "change notifications lost; listening again");
+                                break;
+                            }
+                        },
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot listen for change notifications; the poller's timer still runs")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    });
 }
 
 /// The advisory lock key that serialises sequencing (PostgreSQL), "FSCHANGE" in ASCII.
@@ -120,6 +165,10 @@ impl Db {
         )
         .fetch_all(&mut *tx)
         .await?;
+        if !rows.is_empty() {
+            // Delivered at commit: other servers' pollers read the log now instead of at their next tick.
+            sqlx::query("SELECT pg_notify($1, '')").bind(CHANGES_CHANNEL).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         let mut numbered: Vec<(i64, String, String)> = rows
             .iter()
@@ -208,9 +257,10 @@ impl Db {
         Ok(row.try_get::<Option<i64>, _>(0)?)
     }
 
-    /// On PostgreSQL, where other servers commit too: every [`EXTERNAL_POLL`], number stragglers
-    /// and read the log's new entries once for the whole process, waking exactly who other
-    /// servers' changes concern, until shutdown.
+    /// On PostgreSQL, where other servers commit too: whenever a server numbers changes (it
+    /// notifies [`CHANGES_CHANNEL`], which this process listens to) and at least every
+    /// [`EXTERNAL_POLL`], number stragglers and read the log's new entries once for the whole
+    /// process, waking exactly who other servers' changes concern, until shutdown.
     pub fn spawn_external_poller(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         if self.dialect != Dialect::Postgres {
             return;
@@ -218,12 +268,15 @@ impl Db {
         const BATCH: i64 = 10_000;
         let db = self.clone();
         db.notifier.start_polling();
+        let heard = Arc::new(tokio::sync::Notify::new());
+        listen_for_changes(db.url.to_string(), heard.clone(), shutdown.clone());
         tokio::spawn(async move {
             // What came before is in every reader's snapshot already.
             let mut cursor = db.newest_change().await.unwrap_or(0);
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(EXTERNAL_POLL) => {}
+                    _ = heard.notified() => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
                 if let Err(e) = db.sequence_changes().await {

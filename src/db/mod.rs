@@ -75,6 +75,8 @@ pub struct Db {
     calls: Arc<AtomicU64>,
     /// Set on the handle the control loops write through: the lease their writes must prove.
     fence: Option<Arc<lease::Fence>>,
+    /// Where it connects (PostgreSQL's change notifications need a connection of their own).
+    url: Arc<str>,
 }
 
 impl Db {
@@ -110,7 +112,7 @@ impl Db {
         if dialect == Dialect::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        let db = Db { pool, dialect, notifier: Arc::default(), calls: Arc::default(), fence: None };
+        let db = Db { pool, dialect, notifier: Arc::default(), calls: Arc::default(), fence: None, url: url.into() };
         db.migrate().await?;
         Ok(db)
     }

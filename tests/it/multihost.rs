@@ -127,8 +127,18 @@ async fn two_hosts_serve_lose_a_link_and_get_it_back(kind: DbKind) {
         assert!(command.contains(&format!("\"--host\",\"{}\"", i["worker_ip"].as_str().unwrap_or(""))), "{command}");
     }
 
-    // The gateway reaches both engines where they listen.
+    // The gateway reaches both engines where they listen, once its routing has them (it follows
+    // the commit that made them running; /v1/models lists only what can run).
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = http.get(s.url("/v1/models")).bearer_auth(&key).send().await.expect("models");
+        if res.text().await.unwrap_or_default().contains("\"smol\"") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the gateway never listed the running deployment");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for _ in 0..6 {
         assert_eq!(chat(&http, &s, &key).await, StatusCode::OK);
     }
