@@ -266,7 +266,7 @@ impl Db {
             return;
         }
         const BATCH: i64 = 10_000;
-        let db = self.clone();
+        let db = self.counted_apart();
         db.notifier.start_polling();
         let heard = Arc::new(tokio::sync::Notify::new());
         listen_for_changes(db.url.to_string(), heard.clone(), shutdown.clone());

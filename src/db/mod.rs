@@ -127,6 +127,13 @@ impl Db {
         &self.pool
     }
 
+    /// This handle with a call counter of its own: for loops that run on a timer (leadership,
+    /// sharing heartbeats and rate counts, the change-log poller, the worker monitor), so that
+    /// [`Db::calls`] on the server's handle counts what requests cost.
+    pub fn counted_apart(&self) -> Db {
+        Db { calls: Arc::default(), ..self.clone() }
+    }
+
     /// Database calls (statements outside a transaction, and transactions) made so far through
     /// this handle and its clones.
     pub fn calls(&self) -> u64 {

@@ -151,23 +151,23 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let leader_task = if db.dialect() == crate::db::Dialect::Postgres {
         // Several servers may share this database: the one holding the lease leads.
         leader.try_once(&db).await;
-        Some(leader.spawn(db.clone(), shutdown.clone()))
+        Some(leader.spawn(db.counted_apart(), shutdown.clone()))
     } else {
         leader.lead_alone();
         None
     };
     let leases = monitor::Leases::default();
     if db.dialect() == crate::db::Dialect::Postgres {
-        leases.share_beats(db.clone(), shutdown.clone());
+        leases.share_beats(db.counted_apart(), shutdown.clone());
     }
-    monitor::WorkerMonitor::new(db.clone(), leases.clone(), config.worker_grace)
+    monitor::WorkerMonitor::new(db.counted_apart(), leases.clone(), config.worker_grace)
         .spawn(leader.clone(), shutdown.clone());
     let (gateway, usage_events) = crate::gateway::Gateway::new()?;
     let server_secret = Arc::new(server_secret);
     gateway.publish(routing::sync(&db, &server_secret).await?);
     routing::spawn_snapshot_loop(db.clone(), gateway.clone(), server_secret.clone(), shutdown.clone());
     if db.dialect() == crate::db::Dialect::Postgres {
-        rate_share::spawn(db.clone(), gateway.clone(), leader.id().to_string(), shutdown.clone());
+        rate_share::spawn(db.counted_apart(), gateway.clone(), leader.id().to_string(), shutdown.clone());
     }
     let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
     let usage_task = routing::spawn_usage_writer(db.clone(), usage_events, usage_stopped);
@@ -184,7 +184,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         cluster_rows: Arc::new(cache::ByGeneration::new(&db, &["workers", "model_instances", "models"])),
         leader: leader.clone(),
     };
-    bootstrap::spawn_housekeeping(db.clone(), shutdown.clone());
+    bootstrap::spawn_housekeeping(db.counted_apart(), shutdown.clone());
     controller::spawn_loops(db.clone(), leader, shutdown.clone());
     let app = router(state);
     let addr = listener.local_addr()?;
