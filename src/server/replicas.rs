@@ -209,6 +209,24 @@ mod tests {
         assert_eq!(actions(d, &facts("1:h:run 2:h:run 3:h:run")), []);
     }
 
+    /// Several servers: a leader killed mid-action left only what it committed (its batches are
+    /// all-or-nothing and fenced: nothing of a deposed leader lands later). The new leader's first
+    /// pass, on that, finishes the job without a second surge or a duplicate.
+    #[test]
+    fn a_new_leader_finishes_what_a_killed_one_started() {
+        let cases: &[(&str, usize, bool, &str, &[Action])] = &[
+            ("scale-up: its batch of new replicas did not commit", 3, false, "1:h:run", &[Create(2)]),
+            ("scale-up: it did", 3, false, "1:h:run 2:h:pend:unbound 3:h:pend:unbound", &[]),
+            ("scale-down: one batch of deletions committed, not the next", 1, false, "1:h:run 2:h:run", &[Delete(2)]),
+            ("rollout: its extra instance starts, no second extra", 2, true, "1:old:run 2:old:run 3:h:start", &[]),
+            ("rollout: its extra serves, one old one goes", 2, true, "1:old:run 2:old:run 3:h:run", &[Delete(2)]),
+        ];
+        for (what, replicas, rolling, instances, want) in cases {
+            let got = actions(Desired { replicas: *replicas, hash: "h", rolling: *rolling }, &facts(instances));
+            assert_eq!(got, *want, "{what}");
+        }
+    }
+
     /// A stale snapshot (an instance already deleted by someone else, or a worker that vanished
     /// mid-action) yields actions the executor tolerates: deleting what is gone is a no-op there,
     /// and the next pass, on fresh facts, asks for what is still missing.
