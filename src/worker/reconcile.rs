@@ -290,6 +290,12 @@ impl Reconciler {
                 // instance holds (a report retried after a 409 is built from that copy).
                 report.pid = l.handle.pid();
                 report.container_id = l.handle.container_id();
+                // So is where it listens: a cached copy older than the launch's report has no
+                // port, and the server takes the reported one.
+                if !l.ports.is_empty() {
+                    report.port = Some(l.port());
+                    report.ports = Some(l.ports.clone());
+                }
                 if !l.command.is_empty() {
                     report.command = Some(l.command.clone());
                 }
