@@ -197,7 +197,10 @@ async fn authenticate_key(state: &AppState, presented: &str) -> ApiResult<Princi
     Ok(Principal { user, api_key: Some(found.key) })
 }
 
-fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
+/// The API key a request authenticates with: `Authorization: Bearer <key>` when that header is
+/// a bearer token, else `X-API-Key`. Everything that caches by credential keys on this value (never
+/// on a header that was not used to authenticate).
+pub fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {

@@ -12,7 +12,7 @@ use axum::routing::{any, get, post};
 use crate::api::Scope;
 use crate::gateway::Caller;
 use crate::server::AppState;
-use crate::server::auth::{authenticate, digest};
+use crate::server::auth::{authenticate, digest, presented_api_key};
 use crate::server::error::{ApiError, ErrorCode, OpenAiError};
 
 const POST_PATHS: &[&str] = &[
@@ -39,11 +39,10 @@ pub fn router() -> Router<AppState> {
 
 /// The caller, from a (cached) API key or the session cookie; needs the `inference` scope.
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, OpenAiError> {
-    let credential = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .or_else(|| headers.get("x-api-key"))
-        .and_then(|v| v.to_str().ok());
-    let key = credential.map(digest);
+    // The cache is keyed by the key that authenticates (the same function `authenticate` uses),
+    // never by a header that played no part: `Authorization: Basic …` next to a valid `X-API-Key`
+    // must not make that `Authorization` value a credential.
+    let key = presented_api_key(headers).map(digest);
     let principal = match key.as_deref().and_then(|k| state.gateway.cached(k)) {
         Some(p) => p,
         None => {
