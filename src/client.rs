@@ -44,6 +44,16 @@ pub struct Client {
     api_key: Option<String>,
 }
 
+/// Percent-encodes a path segment or query value (everything but RFC 3986's unreserved characters).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The server URLs in a `--server-url` value: comma-separated, without trailing slashes.
 pub fn server_urls(value: &str) -> Vec<String> {
     value.split(',').map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect()

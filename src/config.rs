@@ -15,6 +15,8 @@ pub const ENV_BOOTSTRAP_PASSWORD: &str = "FERROSTACK_BOOTSTRAP_PASSWORD";
 
 pub const ENV_WORKER_GRACE: &str = "FERROSTACK_WORKER_GRACE";
 pub const ENV_MAX_REQUEST_BODY_MB: &str = "FERROSTACK_MAX_REQUEST_BODY_MB";
+pub const ENV_TRUSTED_PROXY_HEADER: &str = "FERROSTACK_TRUSTED_PROXY_HEADER";
+pub const ENV_MAX_WATCH_STREAMS: &str = "FERROSTACK_MAX_WATCH_STREAMS";
 
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_WORKER_GRACE_SECS: u64 = 30;
@@ -22,6 +24,9 @@ pub const DEFAULT_HOST: &str = "0.0.0.0";
 /// The largest `/v1` and `/model/proxy` request: a 1M-token prompt is ~4 MB of JSON, OpenAI's
 /// audio uploads stop at 25 MB.
 pub const DEFAULT_MAX_REQUEST_BODY_MB: u64 = 32;
+/// Open `?watch=true` streams allowed in all (each holds a socket); also capped by half the
+/// process's open-file limit.
+pub const DEFAULT_MAX_WATCH_STREAMS: usize = 4096;
 
 /// Server flags; every one can also come from the environment or the config file.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -50,6 +55,15 @@ pub struct ServerArgs {
     /// Largest request body accepted on /v1 and /model/proxy, in MiB [default: 32].
     #[arg(long, env = ENV_MAX_REQUEST_BODY_MB)]
     pub max_request_body_mb: Option<u64>,
+    /// Header your reverse proxy sets to the client's address (e.g. X-Forwarded-For; its last
+    /// entry is used). Only then is a client address taken from a header [default: none: the
+    /// connection's peer address].
+    #[arg(long, env = ENV_TRUSTED_PROXY_HEADER)]
+    pub trusted_proxy_header: Option<String>,
+    /// Open watch streams (?watch=true) allowed in all; also at most half the open-file limit
+    /// [default: 4096].
+    #[arg(long, env = ENV_MAX_WATCH_STREAMS)]
+    pub max_watch_streams: Option<usize>,
 }
 
 /// The config file's shape; unknown keys are refused.
@@ -63,6 +77,8 @@ pub struct FileConfig {
     pub bootstrap_password: Option<String>,
     pub worker_grace: Option<u64>,
     pub max_request_body_mb: Option<u64>,
+    pub trusted_proxy_header: Option<String>,
+    pub max_watch_streams: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -77,6 +93,10 @@ pub struct Config {
     pub worker_grace: std::time::Duration,
     /// Largest request body on the gateway, in bytes.
     pub max_request_body: usize,
+    /// The header a trusted reverse proxy sets to the client's address (lowercase), if any.
+    pub trusted_proxy_header: Option<String>,
+    /// Open watch streams allowed in all.
+    pub max_watch_streams: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +154,21 @@ impl Config {
                     .saturating_mul(1 << 20),
             )
             .unwrap_or(usize::MAX),
+            trusted_proxy_header: match args.trusted_proxy_header.clone().or(file.trusted_proxy_header) {
+                Some(h) if axum::http::HeaderName::from_bytes(h.trim().as_bytes()).is_err() => {
+                    return Err(ConfigError::Invalid {
+                        field: "trusted_proxy_header",
+                        message: format!("{h:?} is not a header name"),
+                    });
+                }
+                Some(h) if !h.trim().is_empty() => Some(h.trim().to_ascii_lowercase()),
+                _ => None,
+            },
+            max_watch_streams: args
+                .max_watch_streams
+                .or(file.max_watch_streams)
+                .unwrap_or(DEFAULT_MAX_WATCH_STREAMS)
+                .max(1),
         })
     }
 

@@ -91,6 +91,9 @@ pub enum Command {
     /// Show clusters.
     #[command(subcommand)]
     Clusters(ClustersCmd),
+    /// Failed-login counts (administrators).
+    #[command(subcommand)]
+    Logins(LoginsCmd),
     /// Manage inference backends (built-in, community, custom; GPUStack YAML).
     #[command(subcommand)]
     Backend(backend::BackendCmd),
@@ -127,6 +130,19 @@ pub enum ApiKeysCmd {
     Delete {
         /// The key's id (`ferrostack api-keys list`).
         id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LoginsCmd {
+    /// Clear failed-login counts so a locked-out user can log in at once (on the server that
+    /// answers: each server process keeps its own).
+    Clear {
+        /// Only this user's counts (from every address); all counts when absent.
+        #[arg(long)]
+        user: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -225,6 +241,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ApiKeys(ApiKeysCmd::Delete { id, client: args }) => {
             client(&args).delete(&format!("/v2/api-keys/{id}")).await?;
             println!("api key {id} revoked");
+            Ok(())
+        }
+        Command::Logins(LoginsCmd::Clear { user, client: args }) => {
+            let path = match &user {
+                Some(name) => format!("/v2/login-throttle?username={}", crate::client::urlencode(name)),
+                None => "/v2/login-throttle".to_owned(),
+            };
+            client(&args).delete(&path).await?;
+            println!("failed-login counts cleared for {}", user.as_deref().unwrap_or("every user"));
             Ok(())
         }
         Command::Clusters(ClustersCmd::List(args)) => {

@@ -212,9 +212,13 @@ pub fn presented_api_key(headers: &HeaderMap) -> Option<&str> {
 
 /// The session token from the `Cookie` header, if present.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+fn cookie<'h>(headers: &'h HeaderMap, wanted: &str) -> Option<&'h str> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
         let (name, value) = pair.trim().split_once('=')?;
-        (name == SESSION_COOKIE).then_some(value)
+        (name == wanted).then_some(value)
     })
 }
 
@@ -302,6 +306,58 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
 }
 
+/// Password hashes computed at once: each takes [`HASH_MEMORY_KIB`] of memory and a core for
+/// ~50 ms, so a login flood costs at most this many hashes' memory.
+pub const HASH_SLOTS: usize = 2;
+/// Password checks allowed to wait for a slot; past that a login is answered 429 at once.
+pub const HASH_QUEUE: usize = 16;
+
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASH_SLOTS);
+static HASH_WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A turn at password hashing: held while a login, a password change or a user's creation reads
+/// and hashes. At most [`HASH_SLOTS`] run and [`HASH_QUEUE`] wait; the rest get 429 with
+/// `Retry-After` (so a flood neither grows memory nor starves the database pool).
+pub async fn hashing_turn() -> ApiResult<tokio::sync::SemaphorePermit<'static>> {
+    use std::sync::atomic::Ordering;
+    if let Ok(permit) = HASHING.try_acquire() {
+        return Ok(permit);
+    }
+    if HASH_WAITING.fetch_add(1, Ordering::AcqRel) >= HASH_QUEUE {
+        HASH_WAITING.fetch_sub(1, Ordering::AcqRel);
+        return Err(ApiError::new(
+            super::error::ErrorCode::TooManyRequests,
+            "the server is busy checking other passwords; try again in a second",
+        ));
+    }
+    let permit = HASHING.acquire().await;
+    HASH_WAITING.fetch_sub(1, Ordering::AcqRel);
+    permit.map_err(ApiError::internal)
+}
+
+/// Runs a password hash or check off the async threads, in its turn ([`hashing_turn`]).
+pub async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    let _turn = hashing_turn().await?;
+    blocking(f).await
+}
+
+/// Name of the cookie that marks a browser where a user logged in before (see `throttle`).
+pub const DEVICE_COOKIE: &str = "ferrostack_device";
+
+/// A device cookie's value for `user`: a nonce and a keyed digest of it with the user's name.
+pub fn device_cookie_value(server_secret: &str, user: &str) -> String {
+    let nonce = random_token(22);
+    format!("{nonce}.{}", digest(&format!("{server_secret}:device:{nonce}:{}", user.to_lowercase())))
+}
+
+/// Whether the request carries a device cookie made for `user` by this server.
+pub fn has_device_cookie(server_secret: &str, headers: &HeaderMap, user: &str) -> bool {
+    cookie(headers, DEVICE_COOKIE).and_then(|v| v.split_once('.')).is_some_and(|(nonce, mac)| {
+        let want = digest(&format!("{server_secret}:device:{nonce}:{}", user.to_lowercase()));
+        bool::from(want.as_bytes().ct_eq(mac.as_bytes()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +391,37 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, "a=1; ferrostack_session=tok; b=2".parse().expect("header"));
         assert_eq!(session_cookie(&headers), Some("tok"));
+    }
+
+    #[test]
+    fn a_device_cookie_is_good_for_its_user_and_secret_only() {
+        let value = device_cookie_value("s3cret", "Admin");
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, format!("{DEVICE_COOKIE}={value}").parse().expect("header"));
+        let cases = [("s3cret", "admin", true), ("s3cret", "ADMIN", true), ("s3cret", "bob", false), ("other", "admin", false)];
+        for (secret, user, want) in cases {
+            assert_eq!(has_device_cookie(secret, &headers, user), want, "{secret} {user}");
+        }
+        headers.insert(header::COOKIE, format!("{DEVICE_COOKIE}=forged.00").parse().expect("header"));
+        assert!(!has_device_cookie("s3cret", &headers, "admin"));
+    }
+
+    #[tokio::test]
+    async fn hashing_turns_are_bounded() {
+        let mut held = Vec::new();
+        for _ in 0..HASH_SLOTS {
+            held.push(hashing_turn().await.expect("a free slot"));
+        }
+        // The queue fills, then the next caller is refused at once.
+        let waiting: Vec<_> = (0..HASH_QUEUE).map(|_| tokio::spawn(hashing_turn())).collect();
+        while HASH_WAITING.load(std::sync::atomic::Ordering::Acquire) < HASH_QUEUE {
+            tokio::task::yield_now().await;
+        }
+        let refused = hashing_turn().await.expect_err("over the queue");
+        assert_eq!(refused.code, crate::server::error::ErrorCode::TooManyRequests);
+        drop(held);
+        for w in waiting {
+            drop(w.await.expect("join").expect("its turn came"));
+        }
     }
 }

@@ -118,7 +118,12 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.code.status(), axum::Json(self.body())).into_response()
+        let mut res = (self.code.status(), axum::Json(self.body())).into_response();
+        if matches!(self.code, ErrorCode::TooManyRequests | ErrorCode::Unavailable) {
+            // Every refusal for load says when to come back (a handler may set a longer one).
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        res
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod browser;
 pub mod cache;
 pub mod controller;
 pub mod deployment;
@@ -17,6 +18,7 @@ mod routes;
 pub mod routing;
 pub mod scheduler;
 pub mod secrets;
+pub mod streams;
 pub mod throttle;
 pub mod ui;
 pub mod watch;
@@ -58,6 +60,8 @@ pub struct AppState {
     pub cluster_rows: Arc<cache::ByGeneration<cache::ClusterRows>>,
     /// Whether this server leads the control loops.
     pub leader: leader::Leadership,
+    /// Open watch streams, bounded per credential and in all.
+    pub watches: streams::WatchSlots,
 }
 
 #[derive(OpenApi)]
@@ -89,6 +93,7 @@ pub fn router(state: AppState) -> Router {
     .fallback(ui::serve)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+    .layer(middleware::from_fn_with_state(state.clone(), browser::guard))
     // A 5xx is an answer, not a fault of the server (a 503 while a model starts): internal errors
     // are logged where they happen (`error::ApiError::internal`).
     .layer(
@@ -169,6 +174,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     if db.dialect() == crate::db::Dialect::Postgres {
         rate_share::spawn(db.counted_apart(), gateway.clone(), leader.id().to_string(), shutdown.clone());
     }
+    let config_watch_limit = config.max_watch_streams;
     let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
     let usage_task = routing::spawn_usage_writer(db.clone(), usage_events, usage_stopped);
     let state = AppState {
@@ -183,6 +189,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         gpu_devices: Arc::new(routes::gpu_devices::device_cache(&db)),
         cluster_rows: Arc::new(cache::ByGeneration::new(&db, &["workers", "model_instances", "models"])),
         leader: leader.clone(),
+        watches: streams::WatchSlots::new(streams::total_limit(
+            config_watch_limit,
+            streams::raise_open_file_limit(),
+        )),
     };
     bootstrap::spawn_housekeeping(db.counted_apart(), shutdown.clone());
     controller::spawn_loops(db.clone(), leader, shutdown.clone());

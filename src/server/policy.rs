@@ -59,6 +59,7 @@ pub const POLICY: &[Rule] = &[
     ("PUT", "/v2/api-keys/{id}", [A, O, D, D]),
     ("DELETE", "/v2/api-keys/{id}", [A, O, D, D]),
     ("GET", "/v2/usage", [A, O, D, D]),
+    ("DELETE", "/v2/login-throttle", [A, D, D, D]),
     ("GET", "/v2/dashboard", [A, D, D, D]),
     ("GET", "/v2/my-models", [A, A, D, D]),
     ("GET", "/v2/my-models/{id}", [A, A, D, D]),

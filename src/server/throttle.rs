@@ -1,47 +1,93 @@
-//! Login throttling: after 5 failed logins in a row for one user name or from one client address,
-//! each further attempt must wait 2^(n−5) s (capped at 5 minutes) after the last failure, and is
-//! answered 429 with `Retry-After` until then. A successful login clears both. In memory, per server
-//! process; the keys are bounded (oldest dropped past 10,000).
+//! Login throttling. Failures are counted under three keys, each with its own free allowance
+//! before it must wait 2^(n−free) s after its last failure (capped at 5 minutes, answered 429 with
+//! `Retry-After`):
+//!
+//! - the (user name, client address) pair: 5 free — a guesser at one address is slowed at once,
+//!   and the real user at another address is not held back by it;
+//! - the client address: 20 free — one address spraying many names;
+//! - the user name, from every address together: 100 free — a slow global cap on a distributed
+//!   guess. A client holding a device cookie from an earlier successful login as that user is
+//!   exempt from this one (OWASP's "device cookie"), so a flood cannot lock the real admin out of
+//!   the browser they use.
+//!
+//! A successful login clears its pair and address; an administrator clears a user's counts with
+//! `ferrostack logins clear` (`DELETE /v2/login-throttle`). In memory, per server process; the
+//! keys are bounded (oldest dropped past 10,000).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failures allowed before any waiting.
-pub const FREE_FAILURES: u32 = 5;
+/// Failures allowed per (name, address) before any waiting.
+pub const PAIR_FREE: u32 = 5;
+/// Failures allowed per client address, over every name.
+pub const ADDR_FREE: u32 = 20;
+/// Failures allowed per user name, over every address (device-cookie holders exempt).
+pub const USER_FREE: u32 = 100;
 /// The longest wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 const MAX_KEYS: usize = 10_000;
 
-/// How long to wait after the `failures`-th failure in a row.
-pub fn wait_after(failures: u32) -> Duration {
-    if failures < FREE_FAILURES {
+/// How long to wait after the `failures`-th failure in a row, `free` being allowed.
+pub fn wait_after(failures: u32, free: u32) -> Duration {
+    if failures < free {
         return Duration::ZERO;
     }
-    let secs = 1u64.checked_shl(failures - FREE_FAILURES).unwrap_or(u64::MAX);
+    let secs = 1u64.checked_shl(failures - free).unwrap_or(u64::MAX);
     Duration::from_secs(secs).min(MAX_WAIT)
+}
+
+/// One counter a login attempt touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    id: String,
+    free: u32,
+    /// Counted but not checked (the user-wide cap for a device-cookie holder).
+    enforced: bool,
+}
+
+/// The counters of a login as `name` from `addr`; `trusted_device` when the client holds a valid
+/// device cookie for that name.
+pub fn keys(name: &str, addr: Option<IpAddr>, trusted_device: bool) -> Vec<Key> {
+    let name = name.to_lowercase();
+    let addr = addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    vec![
+        Key { id: format!("pair:{name}@{addr}"), free: PAIR_FREE, enforced: true },
+        Key { id: format!("addr:{addr}"), free: ADDR_FREE, enforced: true },
+        Key { id: format!("user:{name}"), free: USER_FREE, enforced: !trusted_device },
+    ]
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
     last: Instant,
+    free: u32,
 }
 
-/// Failed logins per key (`user:<name>`, `addr:<ip>`).
+impl Failures {
+    fn until(&self) -> Instant {
+        self.last + wait_after(self.count, self.free)
+    }
+}
+
+/// Failed logins per key.
 #[derive(Debug, Default)]
 pub struct LoginThrottle(Mutex<HashMap<String, Failures>>);
 
 impl LoginThrottle {
-    /// Starts a login attempt: `Err(wait)` while any of `keys` must still wait; otherwise the
+    /// Starts a login attempt: `Err(wait)` while any enforced key must still wait; otherwise the
     /// attempt is counted as a failure at once (in the same lock, so concurrent attempts cannot all
-    /// pass one check) until `succeeded` clears it.
-    pub fn begin(&self, keys: &[String], now: Instant) -> Result<(), Duration> {
+    /// pass one check) until [`LoginThrottle::succeeded`] clears it.
+    pub fn begin(&self, keys: &[Key], now: Instant) -> Result<(), Duration> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let wait = keys
             .iter()
-            .filter_map(|k| map.get(k))
-            .map(|f| (f.last + wait_after(f.count)).saturating_duration_since(now))
+            .filter(|k| k.enforced)
+            .filter_map(|k| map.get(&k.id))
+            .filter(|f| !wait_after(f.count, f.free).is_zero())
+            .map(|f| f.until().saturating_duration_since(now))
             .max()
             .unwrap_or(Duration::ZERO);
         if !wait.is_zero() {
@@ -51,18 +97,17 @@ impl LoginThrottle {
         Ok(())
     }
 
-    fn record(map: &mut HashMap<String, Failures>, keys: &[String], now: Instant) {
+    fn record(map: &mut HashMap<String, Failures>, keys: &[Key], now: Instant) {
         // Bounded: make room first, dropping the entries whose wait is over (then the oldest).
         while map.len() + keys.len() > MAX_KEYS {
-            let victim =
-                map.iter().min_by_key(|(_, f)| (f.last + wait_after(f.count) > now, f.last)).map(|(k, _)| k.clone());
+            let victim = map.iter().min_by_key(|(_, f)| (f.until() > now, f.last)).map(|(k, _)| k.clone());
             match victim {
                 Some(k) => map.remove(&k),
                 None => break,
             };
         }
         for k in keys {
-            let f = map.entry(k.clone()).or_insert(Failures { count: 0, last: now });
+            let f = map.entry(k.id.clone()).or_insert(Failures { count: 0, last: now, free: k.free });
             f.count = f.count.saturating_add(1);
             f.last = now;
         }
@@ -70,17 +115,52 @@ impl LoginThrottle {
 
     /// Counts a failure without starting an attempt (tests).
     #[cfg(test)]
-    pub fn failed(&self, keys: &[String], now: Instant) {
+    pub fn failed(&self, keys: &[Key], now: Instant) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         Self::record(&mut map, keys, now);
     }
 
-    pub fn succeeded(&self, keys: &[String]) {
+    /// A login succeeded: its pair and address start again. The user-wide count is kept (a
+    /// success in one place does not forgive guesses made elsewhere); it holds back only clients
+    /// without a device cookie, and the success just gave this client one.
+    pub fn succeeded(&self, keys: &[Key]) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for k in keys {
-            map.remove(k);
+        for k in keys.iter().filter(|k| !k.id.starts_with("user:")) {
+            map.remove(&k.id);
         }
     }
+
+    /// Clears the counts of user `name` (every address), or every count when `None`. Returns how
+    /// many counters were removed.
+    pub fn clear(&self, name: Option<&str>) -> usize {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let before = map.len();
+        match name.map(str::to_lowercase) {
+            None => map.clear(),
+            Some(name) => {
+                let user = format!("user:{name}");
+                let pair = format!("pair:{name}@");
+                map.retain(|k, _| *k != user && !k.starts_with(&pair));
+            }
+        }
+        before - map.len()
+    }
+}
+
+/// The client's address: the peer's, or — only when the operator named a header set by their
+/// reverse proxy — the last address in that header (the one the proxy itself appended; earlier
+/// entries are whatever the client wrote).
+pub fn client_addr(
+    peer: Option<IpAddr>,
+    headers: &axum::http::HeaderMap,
+    trusted_header: Option<&str>,
+) -> Option<IpAddr> {
+    let from_header = trusted_header
+        .and_then(|name| headers.get_all(name).iter().next_back())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|last| last.trim().parse::<IpAddr>().ok());
+    from_header.or(peer)
 }
 
 #[cfg(test)]
@@ -88,30 +168,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn waits_grow_after_five_failures() {
-        let cases = [(0, 0), (4, 0), (5, 1), (6, 2), (9, 16), (13, 256), (14, 300), (200, 300)];
-        for (n, secs) in cases {
-            assert_eq!(wait_after(n), Duration::from_secs(secs), "{n}");
+    fn waits_grow_after_the_free_failures() {
+        let cases = [(0, 5, 0), (4, 5, 0), (5, 5, 1), (6, 5, 2), (9, 5, 16), (13, 5, 256), (14, 5, 300), (200, 5, 300)];
+        for (n, free, secs) in cases {
+            assert_eq!(wait_after(n, free), Duration::from_secs(secs), "{n}");
         }
+        assert_eq!(wait_after(99, USER_FREE), Duration::ZERO);
+        assert_eq!(wait_after(101, USER_FREE), Duration::from_secs(2));
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
     }
 
     #[test]
-    fn a_guessing_run_is_slowed_and_a_success_clears_it() {
+    fn a_guesser_at_one_address_does_not_lock_the_user_out_elsewhere() {
         let t = LoginThrottle::default();
-        let keys = vec!["user:admin".to_owned(), "addr:203.0.113.9".to_owned()];
         let start = Instant::now();
+        let attacker = keys("Admin", ip("203.0.113.9"), false);
         for i in 0..5 {
-            assert_eq!(t.begin(&keys, start), Ok(()), "attempt {i}");
+            assert_eq!(t.begin(&attacker, start), Ok(()), "attempt {i}");
         }
         // Concurrent attempts each count: the sixth waits even before the others answered.
-        assert_eq!(t.begin(&keys, start), Err(Duration::from_secs(1)));
-        assert_eq!(t.begin(&keys, start + Duration::from_secs(1)), Ok(()));
-        assert_eq!(t.begin(&keys, start + Duration::from_secs(2)), Err(Duration::from_secs(1)));
-        // Another address is held back by the user's failures, another user by the address's.
-        assert!(t.begin(&["user:admin".to_owned(), "addr:198.51.100.1".to_owned()], start).is_err());
-        assert!(t.begin(&["user:bob".to_owned(), "addr:198.51.100.1".to_owned()], start).is_ok());
-        t.succeeded(&keys);
-        assert_eq!(t.begin(&keys, start), Ok(()));
+        assert_eq!(t.begin(&attacker, start), Err(Duration::from_secs(1)));
+        assert_eq!(t.begin(&attacker, start + Duration::from_secs(1)), Ok(()));
+        assert_eq!(t.begin(&attacker, start + Duration::from_secs(2)), Err(Duration::from_secs(1)));
+        // The real admin elsewhere, and another user at the attacker's address, go on.
+        assert_eq!(t.begin(&keys("admin", ip("198.51.100.1"), false), start), Ok(()));
+        assert_eq!(t.begin(&keys("bob", ip("203.0.113.9"), false), start), Ok(()));
+        t.succeeded(&attacker);
+        assert_eq!(t.begin(&attacker, start + Duration::from_secs(2)), Ok(()));
+    }
+
+    #[test]
+    fn one_address_spraying_names_is_slowed() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        for i in 0..ADDR_FREE {
+            assert_eq!(t.begin(&keys(&format!("user{i}"), ip("203.0.113.9"), false), now), Ok(()), "{i}");
+        }
+        assert!(t.begin(&keys("someone-else", ip("203.0.113.9"), false), now).is_err());
+        assert!(t.begin(&keys("someone-else", ip("203.0.113.10"), false), now).is_ok());
+    }
+
+    #[test]
+    fn a_distributed_guess_hits_the_user_cap_but_not_a_trusted_device() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        for i in 0..USER_FREE {
+            let addr: IpAddr = std::net::Ipv4Addr::from(0x0a00_0000 + i).into();
+            assert_eq!(t.begin(&keys("admin", Some(addr), false), now), Ok(()), "{i}");
+        }
+        let fresh = ip("192.0.2.200");
+        assert!(t.begin(&keys("admin", fresh, false), now).is_err(), "the user-wide cap holds");
+        assert_eq!(t.begin(&keys("admin", fresh, true), now), Ok(()), "a device-cookie holder is exempt");
+        // An administrator clears the user's counts.
+        assert!(t.clear(Some("ADMIN")) >= 2);
+        assert_eq!(t.begin(&keys("admin", fresh, false), now), Ok(()));
     }
 
     #[test]
@@ -119,10 +232,29 @@ mod tests {
         let t = LoginThrottle::default();
         let now = Instant::now();
         for i in 0..(MAX_KEYS + 50) {
-            t.failed(&[format!("addr:{i}"), "user:admin".to_owned()], now);
+            let addr: IpAddr = std::net::Ipv4Addr::from(i as u32).into();
+            t.failed(&keys("admin", Some(addr), false), now);
         }
         let map = t.0.lock().unwrap();
         assert!(map.len() <= MAX_KEYS, "{}", map.len());
         assert!(map.contains_key("user:admin"), "the guessed user's count was not evicted");
+    }
+
+    #[test]
+    fn the_client_address_comes_from_a_named_header_only() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4, 10.0.0.7".parse().unwrap());
+        let peer = ip("127.0.0.1");
+        let cases: [(Option<&str>, Option<IpAddr>); 4] = [
+            (None, peer),
+            (Some("x-forwarded-for"), ip("10.0.0.7")),
+            (Some("x-real-ip"), peer),
+            (Some("X-Forwarded-For"), ip("10.0.0.7")),
+        ];
+        for (header, want) in cases {
+            assert_eq!(client_addr(peer, &h, header), want, "{header:?}");
+        }
+        h.insert("x-real-ip", "not an address".parse().unwrap());
+        assert_eq!(client_addr(peer, &h, Some("x-real-ip")), peer);
     }
 }

@@ -42,7 +42,8 @@ where
 {
     if params.watch {
         let resume = resume_point(headers, raw)?;
-        let stream = watch_stream::<T, V, F, M>(state.clone(), resume, params.worker_scope, visible, view);
+        let slot = state.watches.open(&credential_id(headers))?;
+        let stream = watch_stream::<T, V, F, M>(state.clone(), resume, params.worker_scope, visible, view, slot);
         return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
     }
     params.query.filters = filters;
@@ -67,6 +68,13 @@ where
     let items: Vec<V> = items.into_iter().filter(|r| visible(r)).map(view).collect();
     let pagination = params.pagination(total, items.len());
     Ok(axum::Json(ListResponse { items, pagination }).into_response())
+}
+
+/// Who holds a watch, for its per-credential bound: a digest of the API key or worker credential
+/// that authenticated, else of the session cookie.
+fn credential_id(headers: &HeaderMap) -> String {
+    use super::auth::{digest, presented_api_key, session_cookie};
+    presented_api_key(headers).or_else(|| session_cookie(headers)).map(digest).unwrap_or_default()
 }
 
 /// One page of an in-memory list (`None`: all of it).
@@ -144,6 +152,7 @@ fn watch_stream<T, V, F, M>(
     worker_scope: Option<i64>,
     visible: F,
     view: M,
+    slot: super::streams::WatchSlot,
 ) -> impl Stream<Item = Result<Event, Infallible>>
 where
     T: Resource,
@@ -152,6 +161,8 @@ where
     M: Fn(Record<T>) -> V + Send + Sync + 'static,
 {
     async_stream::stream! {
+        // Held for as long as the stream lives; given back when the client goes away.
+        let _slot = slot;
         let db: Db = state.db.clone();
         let mut changed = match worker_scope {
             Some(worker) => db.subscribe_worker(worker),

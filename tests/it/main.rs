@@ -1,6 +1,7 @@
 //! Integration tests: one binary (link time matters on 2 cores), real server on port 0, temp data
 //! dirs, SQLite and PostgreSQL (see `support::both_dbs!`).
 
+mod attacks;
 mod backends;
 mod distributed;
 mod docs;

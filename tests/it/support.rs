@@ -110,6 +110,8 @@ impl TestServer {
             bootstrap_password: Some(ADMIN_PASSWORD.into()),
             worker_grace: std::time::Duration::from_secs(3),
             max_request_body: 32 << 20,
+            trusted_proxy_header: None,
+            max_watch_streams: ferrostack::config::DEFAULT_MAX_WATCH_STREAMS,
         };
         let listener = tokio::net::TcpListener::bind((host, 0)).await.expect("bind");
         let running = ferrostack::server::start(config, listener).await.expect("server starts");

@@ -10,6 +10,7 @@ use crate::api::{ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeySpec, ApiKeyUpdate, 
 use crate::db::Val;
 use crate::server::AppState;
 use crate::server::auth::{API_KEY_PREFIX, Auth, Principal, digest, new_api_key};
+
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{ListParams, RawQuery, Tolerant};
 use crate::server::watch::list_or_watch;
@@ -53,15 +54,39 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// A key can't give more than the key it is used with has: a management-only key can neither
-/// mint nor widen a key (its own included) into one that calls models, and the reverse.
-fn within_callers_scope(p: &crate::server::auth::Principal, scope: &[Scope]) -> ApiResult<()> {
-    match &p.api_key {
-        Some(k) if !scope.iter().all(|s| k.spec.scope.contains(s) || k.spec.scope.contains(&Scope::All)) => {
-            Err(ApiError::forbidden("a key cannot give a key a wider scope than its own"))
-        }
-        _ => Ok(()),
+/// A key can't give more than the key it is used with has: whatever a key creates or edits
+/// (itself included) must end no wider than the calling key in scope, models, limits and expiry.
+/// A session (the user's own login) may set anything on the user's keys. Checked on the key as it
+/// would be stored, so an edit that keeps a wider key wide is refused too.
+fn within_callers_bounds(caller: Option<&ApiKeySpec>, result: &ApiKeySpec) -> ApiResult<()> {
+    let Some(k) = caller else { return Ok(()) };
+    if !result.scope.iter().all(|s| k.scope.contains(s) || k.scope.contains(&Scope::All)) {
+        return Err(ApiError::forbidden("a key cannot give a key a wider scope than its own"));
     }
+    if let Some(own) = &k.allowed_model_names {
+        match &result.allowed_model_names {
+            None => {
+                return Err(ApiError::forbidden(
+                    "a key restricted to some models cannot make or keep a key for every model (set allowed_model_names)",
+                ));
+            }
+            Some(names) if !names.iter().all(|n| own.contains(n)) => {
+                return Err(ApiError::forbidden("a key cannot allow models its own allowed_model_names leave out"));
+            }
+            Some(_) => {}
+        }
+    }
+    let wider = |own: Option<u64>, new: Option<u64>| own.is_some_and(|o| new.is_none_or(|n| n > o));
+    if wider(k.rpm_limit.map(u64::from), result.rpm_limit.map(u64::from)) {
+        return Err(ApiError::forbidden("a key cannot give a key a higher rpm_limit than its own"));
+    }
+    if wider(k.tpm_limit, result.tpm_limit) {
+        return Err(ApiError::forbidden("a key cannot give a key a higher tpm_limit than its own"));
+    }
+    if k.expires_at.is_some_and(|own| result.expires_at.is_none_or(|e| e > own)) {
+        return Err(ApiError::forbidden("a key cannot make or keep a key that outlives its own expiry"));
+    }
+    Ok(())
 }
 
 fn check_scope(scope: &[Scope]) -> ApiResult<()> {
@@ -95,7 +120,6 @@ async fn create_key(
             ));
         }
     };
-    within_callers_scope(&p, &scope)?;
     let (access_key, secret, value) = new_api_key();
     let spec = ApiKeySpec {
         name: body.name,
@@ -110,6 +134,7 @@ async fn create_key(
         tpm_limit: body.tpm_limit,
         is_custom: false,
     };
+    within_callers_bounds(p.api_key.as_ref().map(|k| &k.spec), &spec)?;
     let key = state
         .db
         .insert(
@@ -152,8 +177,8 @@ async fn update_key(
     owned(&state, &p, id).await?;
     if let Some(scope) = &body.scope {
         check_scope(scope)?;
-        within_callers_scope(&p, scope)?;
     }
+    let caller = p.api_key.as_ref().map(|k| &k.spec);
     let key = state
         .db
         .modify::<ApiKeySpec, ApiError, _>(id, body.version, |k| {
@@ -172,6 +197,9 @@ async fn update_key(
             if let Some(v) = body.tpm_limit {
                 k.tpm_limit = Some(v);
             }
+            // The key as it would be stored; when the caller edits itself, its own bounds are
+            // the stored ones (it cannot widen itself by the edit it makes).
+            within_callers_bounds(caller, k)?;
             Ok(vec![])
         })
         .await?;
@@ -185,4 +213,53 @@ async fn delete_key(State(state): State<AppState>, Auth(p): Auth, Path(id): Path
     owned(&state, &p, id).await?;
     state.db.delete::<ApiKeySpec>(id).await?;
     Ok(StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(scope: &[Scope], models: Option<&[&str]>, rpm: Option<u32>, tpm: Option<u64>, days: Option<i64>) -> ApiKeySpec {
+        let base = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        ApiKeySpec {
+            name: "k".into(),
+            description: None,
+            user_id: 1,
+            access_key: "a".into(),
+            masked_value: "m".into(),
+            scope: scope.to_vec(),
+            allowed_model_names: models.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            expires_at: days.map(|d| base + chrono::Duration::days(d)),
+            rpm_limit: rpm,
+            tpm_limit: tpm,
+            is_custom: false,
+        }
+    }
+
+    #[test]
+    fn a_key_makes_keys_only_within_its_own_bounds() {
+        use Scope::{All, Inference, Management};
+        let narrow = key(&[All], Some(&["a"]), Some(10), Some(1000), Some(30));
+        let management = key(&[Management], None, None, None, None);
+        let unrestricted = key(&[All], None, None, None, None);
+        let cases: Vec<(&str, Option<&ApiKeySpec>, ApiKeySpec, bool)> = vec![
+            ("session: anything", None, key(&[All], None, None, None, None), true),
+            ("same bounds", Some(&narrow), narrow.clone(), true),
+            ("narrower everywhere", Some(&narrow), key(&[Inference], Some(&["a"]), Some(5), Some(10), Some(1)), true),
+            ("every model", Some(&narrow), key(&[All], None, Some(10), Some(1000), Some(30)), false),
+            ("another model", Some(&narrow), key(&[All], Some(&["a", "b"]), Some(10), Some(1000), Some(30)), false),
+            ("no rpm limit", Some(&narrow), key(&[All], Some(&["a"]), None, Some(1000), Some(30)), false),
+            ("higher rpm", Some(&narrow), key(&[All], Some(&["a"]), Some(11), Some(1000), Some(30)), false),
+            ("no tpm limit", Some(&narrow), key(&[All], Some(&["a"]), Some(10), None, Some(30)), false),
+            ("never expires", Some(&narrow), key(&[All], Some(&["a"]), Some(10), Some(1000), None), false),
+            ("expires later", Some(&narrow), key(&[All], Some(&["a"]), Some(10), Some(1000), Some(31)), false),
+            ("management key, inference scope", Some(&management),
+             key(&[Inference], None, None, None, None), false),
+            ("unrestricted key: anything", Some(&unrestricted),
+             unrestricted.clone(), true),
+        ];
+        for (name, caller, result, ok) in cases {
+            assert_eq!(within_callers_bounds(caller, &result).is_ok(), ok, "{name}");
+        }
+    }
 }

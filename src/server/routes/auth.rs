@@ -12,14 +12,18 @@ use crate::api::{LoginForm, UpdatePassword, User, UserSpec};
 use crate::db::Val;
 use crate::server::AppState;
 use crate::server::auth::{
-    SESSION_COOKIE, authenticate, blocking, check_password, digest, dummy_hash, hash_password, needs_rehash,
-    random_token, session_cookie, verify_password,
+    DEVICE_COOKIE, SESSION_COOKIE, authenticate, blocking, check_password, device_cookie_value, digest, dummy_hash,
+    has_device_cookie, hash_password, hashing, hashing_turn, needs_rehash, random_token, session_cookie,
+    verify_password,
 };
+use crate::server::throttle::{self, client_addr};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::Json;
 
 /// How long a login lasts.
 const SESSION_SECONDS: i64 = 7 * 24 * 3600;
+/// How long a browser counts as one the user logged in from.
+const DEVICE_SECONDS: i64 = 365 * 24 * 3600;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(login)).routes(routes!(logout)).routes(routes!(update_password))
@@ -32,6 +36,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 async fn login(
     State(state): State<AppState>,
     extensions: axum::http::Extensions,
+    headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> ApiResult<Response> {
     let Form(form) = form.map_err(|e| match e {
@@ -41,12 +46,11 @@ async fn login(
         ),
         other => ApiError::new(ErrorCode::InvalidInput, format!("login form: {}", other.body_text())),
     })?;
-    // Throttled per user name and per client address (`server::throttle`).
-    let mut keys = vec![format!("user:{}", form.username.to_lowercase())];
-    if let Some(axum::extract::ConnectInfo(addr)) = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-    {
-        keys.push(format!("addr:{}", addr.ip()));
-    }
+    // Throttled per (name, address), per address and per name (`server::throttle`).
+    let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let addr = client_addr(peer, &headers, state.config.trusted_proxy_header.as_deref());
+    let trusted = has_device_cookie(&state.server_secret, &headers, &form.username);
+    let keys = throttle::keys(&form.username, addr, trusted);
     let now = std::time::Instant::now();
     if let Err(wait) = state.logins.begin(&keys, now) {
         let secs = wait.as_secs().max(1);
@@ -56,6 +60,9 @@ async fn login(
         res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return Ok(res);
     }
+    // At most a few password checks at a time, before the database is asked (a flood of logins
+    // neither grows memory nor takes the pool from other requests).
+    let _turn = hashing_turn().await?;
     let found = state.db.user_credentials(&form.username).await?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
@@ -92,8 +99,14 @@ async fn login(
     let expires = crate::db::now_ms() + SESSION_SECONDS * 1000;
     state.db.create_session(&digest(&token), user.id, expires).await?;
     let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; Path=/; SameSite=Lax; Max-Age={SESSION_SECONDS}");
+    // This browser has logged in as this user: the user-wide login cap no longer holds it back.
+    let device = format!(
+        "{DEVICE_COOKIE}={}; HttpOnly; Path=/auth; SameSite=Strict; Max-Age={DEVICE_SECONDS}",
+        device_cookie_value(&state.server_secret, &user.spec.username)
+    );
     let mut res = axum::Json(user).into_response();
     res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
+    res.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&device).map_err(ApiError::internal)?);
     Ok(res)
 }
 
@@ -127,11 +140,11 @@ async fn update_password(
     let user_id = principal.user.id;
     let current_hash = state.db.password_hash(user_id).await?;
     let current = body.current_password.clone();
-    if !blocking(move || verify_password(&current, &current_hash)).await? {
+    if !hashing(move || verify_password(&current, &current_hash)).await? {
         return Err(ApiError::field("current_password", "does not match the current password"));
     }
     let new_password = body.new_password.clone();
-    let new_hash = blocking(move || hash_password(&new_password)).await??;
+    let new_hash = hashing(move || hash_password(&new_password)).await??;
     state
         .db
         .modify::<UserSpec, ApiError, _>(user_id, None, |u| {

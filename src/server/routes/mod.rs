@@ -5,6 +5,7 @@ mod auth;
 mod clusters;
 pub mod gpu_devices;
 mod inference_backends;
+mod login_throttle;
 mod metrics;
 pub mod model_instances;
 pub mod model_routes;
@@ -37,4 +38,5 @@ pub fn management(_state: AppState) -> OpenApiRouter<AppState> {
         .merge(models::routes())
         .merge(model_routes::routes())
         .merge(usage::routes())
+        .merge(login_throttle::routes())
 }
