@@ -310,7 +310,7 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 /// ~50 ms, so a login flood costs at most this many hashes' memory.
 pub const HASH_SLOTS: usize = 2;
 /// Password checks allowed to wait for a slot; past that a login is answered 429 at once.
-pub const HASH_QUEUE: usize = 16;
+pub const HASH_QUEUE: usize = 64;
 
 static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASH_SLOTS);
 static HASH_WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
