@@ -154,6 +154,25 @@ pub enum ClustersCmd {
     List(ClientArgs),
 }
 
+impl Command {
+    /// Whether this command is a client that prints and exits (not a server or worker role).
+    pub fn is_client(&self) -> bool {
+        !matches!(self, Command::Start(_) | Command::Server(_) | Command::Worker(_))
+    }
+}
+
+/// Lets a client command end quietly when its output is closed (`ferrostack ps | head -1`), as
+/// every Unix tool does: the default SIGPIPE action instead of Rust's ignored SIGPIPE, which makes
+/// `println!` panic on a closed pipe. Server and worker roles keep SIGPIPE ignored (a client that
+/// goes away must not end them).
+pub fn quiet_on_closed_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called once at start, before any thread is spawned; SIG_DFL installs no handler code.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        tracing::debug!(error = %e, "could not restore SIGPIPE's default action");
+    }
+}
+
 fn client(args: &ClientArgs) -> Client {
     Client::new(&args.server_url, args.api_key.clone())
 }

@@ -3,6 +3,7 @@
 
 mod attacks;
 mod backends;
+mod cli;
 mod distributed;
 mod docs;
 mod downloads;
