@@ -10,7 +10,7 @@ if [ -z "$BIN" ]; then
     BIN="$PWD/target/release/ferrostack"
 fi
 python3 - "$BIN" <<'PY'
-import socket, subprocess, sys, tempfile, time, urllib.request
+import shutil, socket, subprocess, sys, tempfile, time, urllib.request
 binary = sys.argv[1]
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 work = tempfile.mkdtemp(prefix="ferrostack-rss.")
@@ -36,4 +36,5 @@ try:
     print(f"| {binary} | {before:.1f} MB | {rss():.1f} MB |")
 finally:
     proc.terminate(); proc.wait()
+    shutil.rmtree(work, ignore_errors=True)
 PY
