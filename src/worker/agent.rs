@@ -58,6 +58,8 @@ pub struct Cache {
 /// A started worker; dropping the stop sender ends it.
 pub struct RunningWorker {
     pub worker_id: i64,
+    /// Where the worker's API listens (`--bind-address`, `--worker-port`).
+    pub api_addr: std::net::SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -155,10 +157,11 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
     let mut collector = StatusCollector::default();
     let status = collector.sample(gpus.clone());
 
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.worker_port))
-        .await
-        .with_context(|| format!("cannot listen on worker port {}", cfg.worker_port))?;
-    let api_port = listener.local_addr()?.port();
+    let listener = tokio::net::TcpListener::bind((cfg.bind_address, cfg.worker_port)).await.with_context(|| {
+        format!("cannot listen on {}:{} (--bind-address, --worker-port)", cfg.bind_address, cfg.worker_port)
+    })?;
+    let api_addr = listener.local_addr()?;
+    let api_port = api_addr.port();
 
     // Rejoin with the stored credential if the server still accepts it; else register.
     let mut identity = match load_identity(&cfg.data_dir) {
@@ -235,7 +238,7 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
             reconciler.stop_all().await;
         }
     });
-    Ok(RunningWorker { worker_id, stop, task })
+    Ok(RunningWorker { worker_id, api_addr, stop, task })
 }
 
 fn spawn_heartbeat(client: Client, worker_id: i64, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {

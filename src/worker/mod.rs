@@ -53,6 +53,10 @@ pub struct WorkerOptions {
     /// Network interface whose address this worker advertises (GPUStack's worker_ifname).
     #[arg(long)]
     pub ifname: Option<String>,
+    /// Address the worker's own API (logs) listens on [default: the advertised address when this
+    /// machine has it, else 0.0.0.0]; 0.0.0.0 or :: listens on every interface.
+    #[arg(long)]
+    pub bind_address: Option<std::net::IpAddr>,
     /// Port of the worker's own API (logs); 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     pub worker_port: u16,
@@ -121,6 +125,8 @@ pub struct WorkerConfig {
     pub advertise_address: String,
     /// The interface that has `advertise_address` (empty when unknown).
     pub ifname: String,
+    /// Where the worker's API listens (`net::listen_address`).
+    pub bind_address: std::net::IpAddr,
     pub worker_port: u16,
     pub port_range: (u16, u16),
     pub simulate_gpus: Option<String>,
@@ -149,6 +155,7 @@ impl WorkerConfig {
             labels: opts.labels.iter().cloned().collect(),
             runtime: opts.runtime,
             docker_host: opts.docker_host.clone(),
+            bind_address: net::listen_address(opts.bind_address, &advertised),
             advertise_address: advertised.address,
             ifname: advertised.ifname,
             worker_port: opts.worker_port,

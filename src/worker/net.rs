@@ -1,9 +1,10 @@
 //! The worker's own address: the one the server, the gateway and other workers reach it and its
 //! engines at (what `{{worker_ip}}` renders to), and the interface that carries it (GPUStack's
-//! `advertise_address` and `worker_ifname`). The choice is a pure function of the machine's
-//! interfaces; reading them is the only IO here.
+//! `advertise_address` and `worker_ifname`), the interface that carries it, and where the worker's
+//! own API listens (that address, not every interface). The choices are pure functions of the
+//! machine's interfaces; reading them is the only IO here.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// One address of one network interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,26 @@ pub fn choose(
     match default_route.or(fallback) {
         Some(ip) => Ok(Advertised { address: ip.to_string(), ifname: owner(&ip.to_string()) }),
         None => Ok(Advertised { address: "127.0.0.1".into(), ifname: owner("127.0.0.1") }),
+    }
+}
+
+/// Where the worker's API listens: `--bind-address` as given; else the advertised address when this
+/// machine has it (an interface carries it), so the API is not open on networks the worker was not
+/// told to use; else every IPv4 address (a host name, or an address behind NAT that no interface
+/// has, can only be reached that way). An IPv6 link-local address cannot be bound without its
+/// scope, so it also means every address.
+pub fn listen_address(bind: Option<IpAddr>, advertised: &Advertised) -> IpAddr {
+    let every = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    if let Some(ip) = bind {
+        return ip;
+    }
+    if advertised.ifname.is_empty() {
+        return every;
+    }
+    match advertised.address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) if v6.segments()[0] & 0xffc0 == 0xfe80 => every,
+        Ok(ip) => ip,
+        Err(_) => every,
     }
 }
 
@@ -130,6 +151,29 @@ mod tests {
                 (Err(e), Err(prefix)) => assert!(e.starts_with(prefix), "{e}"),
                 (got, want) => panic!("{advertise:?} {ifname:?}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_api_listens_on_the_advertised_address_unless_told_otherwise() {
+        let adv = |address: &str, ifname: &str| Advertised { address: address.into(), ifname: ifname.into() };
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        // --bind-address, advertised (address, interface that has it), wanted listen address.
+        let cases: &[(Option<&str>, (&str, &str), &str)] = &[
+            (None, ("127.0.0.1", "lo"), "127.0.0.1"),
+            (None, ("198.18.7.2", "eth0"), "198.18.7.2"),
+            (None, ("fd00::4", "v6only"), "fd00::4"),
+            // No interface has it: a host name, an address behind NAT.
+            (None, ("gpu-7.example.com", ""), "0.0.0.0"),
+            (None, ("203.0.113.9", ""), "0.0.0.0"),
+            (None, ("fe80::1", "eth0"), "0.0.0.0"),
+            (Some("0.0.0.0"), ("198.18.7.2", "eth0"), "0.0.0.0"),
+            (Some("10.9.0.4"), ("198.18.7.2", "eth0"), "10.9.0.4"),
+            (Some("::"), ("gpu-7.example.com", ""), "::"),
+        ];
+        for (bind, (address, ifname), want) in cases {
+            let got = listen_address(bind.map(ip), &adv(address, ifname));
+            assert_eq!(got, ip(want), "--bind-address {bind:?}, advertised {address} on {ifname:?}");
         }
     }
 

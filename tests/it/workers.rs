@@ -261,6 +261,52 @@ async fn a_clean_stop_is_not_a_crash() {
     worker.shutdown().await;
 }
 
+/// The worker's API listens on the address it advertises, not on every interface: a worker that
+/// advertises 127.0.0.1 answers there and nowhere else on this machine (127.0.0.2 is this machine
+/// too, and so is every other address it has); `--bind-address 0.0.0.0` opens it everywhere again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_api_listens_only_where_it_is_advertised() {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    async fn answers(ip: IpAddr, port: u16) -> bool {
+        let connect = tokio::net::TcpStream::connect(SocketAddr::new(ip, port));
+        matches!(tokio::time::timeout(Duration::from_secs(2), connect).await, Ok(Ok(_)))
+    }
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let elsewhere: Vec<IpAddr> = std::iter::once(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        .chain(
+            ferrostack::worker::net::interfaces()
+                .into_iter()
+                .map(|i| i.ip)
+                .filter(|ip| ip.is_ipv4() && *ip != loopback),
+        )
+        .collect();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("bound", (46330, 46339))).await;
+    let port = worker.api_addr.port();
+    assert_eq!(worker.api_addr.ip(), loopback, "listens on the advertised address");
+    let (_, w) = s.get(&format!("/v2/workers/{}", worker.worker_id)).await;
+    assert_eq!((w["ip"].as_str(), w["port"].as_u64()), (Some("127.0.0.1"), Some(u64::from(port))), "{w:#}");
+    assert!(answers(loopback, port).await, "the advertised address answers");
+    for ip in &elsewhere {
+        assert!(!answers(*ip, port).await, "the worker API answers on {ip}:{port}, not only where it is advertised");
+    }
+    worker.shutdown().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = worker_options("everywhere", (46340, 46349));
+    opts.bind_address = Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let worker = start_worker(&s, dir.path(), &opts).await;
+    let port = worker.api_addr.port();
+    assert!(worker.api_addr.ip().is_unspecified(), "{}", worker.api_addr);
+    for ip in std::iter::once(&loopback).chain(&elsewhere) {
+        assert!(answers(*ip, port).await, "--bind-address 0.0.0.0: {ip}:{port} does not answer");
+    }
+    worker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_llama_runs_crashes_restarts_and_survives_worker_restarts() {
     let Some((server, model)) = llama() else { return };
