@@ -144,6 +144,16 @@ impl InferenceBackendSpec {
 /// A stored inference backend: metadata plus [`InferenceBackendSpec`]'s fields.
 pub type InferenceBackend = crate::api::Record<InferenceBackendSpec>;
 
+/// What creating or updating a backend answers: the backend, and `warnings` the operator should
+/// read (each version whose engine answers anyone on the worker's network without a key). GPUStack
+/// answers the backend alone; its clients ignore the extra field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InferenceBackendSaved {
+    #[serde(flatten)]
+    pub backend: InferenceBackend,
+    pub warnings: Vec<String>,
+}
+
 /// Body of `POST /v2/inference-backends/from-yaml` and `PUT /v2/inference-backends/{id}/from-yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

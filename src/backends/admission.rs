@@ -6,6 +6,7 @@
 //! complete result with [`validate_backend`], so what is stored is always valid.
 
 use super::catalog::Catalog;
+use super::kind::kind_of;
 use super::validate::{ValidationError, check_name_available, check_update, validate_backend};
 use crate::api::backend::{BackendSource, DEFAULT_HEALTH_CHECK_PATH, InferenceBackendSpec};
 
@@ -96,6 +97,44 @@ pub fn for_display(catalog: &Catalog, stored: &InferenceBackendSpec) -> Inferenc
 /// The versions `old` has and `new` lost (both as displayed).
 pub fn removed_versions(old: &InferenceBackendSpec, new: &InferenceBackendSpec) -> Vec<String> {
     old.version_configs.keys().filter(|v| !new.version_configs.contains_key(*v)).cloned().collect()
+}
+
+/// What an operator should know about a backend the server just stored (it was accepted): one line
+/// per version not from the built-in catalog (theirs, or a community backend's) whose engine
+/// nothing protects. The server gives vLLM, SGLang and llama.cpp their instance's key; any other
+/// engine is protected only when its command (run command or entrypoint) or its environment uses
+/// `{{api_key}}` or `{{api_key_file}}`. Without it the engine answers anyone who can reach the
+/// worker's address and the instance's port, past the gateway's keys, limits and usage.
+pub fn warnings(spec: &InferenceBackendSpec) -> Vec<String> {
+    if kind_of(&spec.backend_name).takes_api_key() {
+        return Vec::new();
+    }
+    spec.version_configs
+        .iter()
+        .filter(|(_, config)| !config.is_catalog_version())
+        .filter(|(_, config)| {
+            let command = [&config.run_command, &spec.default_run_command].into_iter().find_map(Option::as_ref);
+            let entrypoint = [&config.entrypoint, &spec.default_entrypoint].into_iter().find_map(Option::as_ref);
+            let env = spec.default_env.values().chain(config.env.values());
+            !command.into_iter().chain(entrypoint).chain(env).any(|text| uses_api_key(text))
+        })
+        .map(|(version, _)| {
+            format!(
+                "version_configs.{version}: the command does not use {{{{api_key}}}} (or {{{{api_key_file}}}}), so \
+                 the engine answers anyone on the worker's network at its port without a key (bypassing the \
+                 gateway's API keys, limits and usage); pass it to the engine's API key option, or keep workers \
+                 on a network only the servers reach"
+            )
+        })
+        .collect()
+}
+
+/// Whether a template hands the engine its key: the `{{api_key}}` or `{{api_key_file}}`
+/// placeholder (spaces inside the braces allowed).
+fn uses_api_key(template: &str) -> bool {
+    template.split("{{").skip(1).any(|after| {
+        after.split_once("}}").is_some_and(|(inner, _)| matches!(inner.trim(), "api_key" | "api_key_file"))
+    })
 }
 
 fn server_owned<T: PartialEq + Copy>(
@@ -241,5 +280,50 @@ mod tests {
         let mut promote = llama.clone();
         promote.is_built_in = true;
         assert_eq!(admit_update(&catalog, &llama, promote).unwrap_err().field(), "is_built_in");
+    }
+
+    #[test]
+    fn warnings_name_the_versions_whose_engine_has_no_key() {
+        let catalog = catalog();
+        let with = |command: &str| VersionConfig { run_command: Some(command.to_owned()), ..custom_version("x") };
+        let backend = |name: &str, versions: Vec<(&str, VersionConfig)>| InferenceBackendSpec {
+            version_configs: versions.into_iter().map(|(v, c)| (v.to_owned(), c)).collect(),
+            ..InferenceBackendSpec::named(name)
+        };
+        let in_env =
+            VersionConfig { env: [("ENGINE_KEY".to_owned(), "{{api_key}}".to_owned())].into(), ..custom_version("x") };
+        let in_entrypoint =
+            VersionConfig { entrypoint: Some("serve --key={{ api_key }}".to_owned()), ..custom_version("x") };
+        let mut default_command = backend("echo-custom", vec![("v1", custom_version("x"))]);
+        default_command.default_run_command = Some("serve --api-key {{api_key}} --port {{port}}".to_owned());
+        // (backend, versions warned about)
+        let cases: Vec<(InferenceBackendSpec, Vec<&str>)> = vec![
+            (backend("echo-custom", vec![("v1", with("serve --port {{port}}"))]), vec!["v1"]),
+            (backend("echo-custom", vec![("v1", custom_version("x"))]), vec!["v1"]),
+            (
+                backend("echo-custom", vec![("v1", with("serve --token {{api_key}}")), ("v2", with("serve"))]),
+                vec!["v2"],
+            ),
+            (backend("echo-custom", vec![("v1", with("serve --token {{ api_key }}"))]), vec![]),
+            (backend("echo-custom", vec![("v1", with("serve --token {{api_keys}}"))]), vec!["v1"]),
+            (backend("echo-custom", vec![("v1", with("serve --key-file {{api_key_file}}"))]), vec![]),
+            (backend("echo-custom", vec![("v1", in_env), ("v2", in_entrypoint)]), vec![]),
+            (default_command, vec![]),
+            // The server gives these engines their key.
+            (backend("vLLM", vec![("0.12.0-custom", with("vllm serve {{model_path}}"))]), vec![]),
+            (stored(&catalog, "llama.cpp"), vec![]),
+            // Catalog versions are not the operator's; their own versions are.
+            (for_display(&catalog, &stored(&catalog, "MindIE")), vec![]),
+            (backend("MindIE", vec![("2.0-custom", custom_version("x"))]), vec!["2.0-custom"]),
+        ];
+        for (spec, want) in cases {
+            let got = warnings(&spec);
+            let named: Vec<&str> = got
+                .iter()
+                .filter_map(|w| w.strip_prefix("version_configs.")?.split_once(':').map(|(v, _)| v))
+                .collect();
+            assert_eq!(named, want, "{}: {got:?}", spec.backend_name);
+            assert!(got.iter().all(|w| w.contains("{{api_key}}")), "{got:?}");
+        }
     }
 }

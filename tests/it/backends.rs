@@ -19,6 +19,7 @@ both_dbs!(
     built_ins_take_custom_versions_only,
     list_all_and_watch_shapes,
     cli_apply_list_export,
+    saving_an_engine_without_a_key_answers_a_warning,
 );
 
 const BASE: &str = "/v2/inference-backends";
@@ -458,4 +459,65 @@ async fn cli_apply_list_export(kind: DbKind) {
     assert!(ok, "{err}");
     assert!(out.contains("deleted"), "{out}");
     assert_eq!(all(&s).await.len(), 8);
+}
+
+/// A backend whose engine does not take `{{api_key}}` answers anyone on the worker's network: the
+/// import, create and update answer `warnings` naming each such version (the UI shows them);
+/// reads keep GPUStack's shape.
+async fn saving_an_engine_without_a_key_answers_a_warning(kind: DbKind) {
+    let s = admin(kind).await;
+    let open = "backend_name: open-custom
+default_version: v1
+default_run_command: \"serve --port {{port}}\"
+version_configs:
+  v1:
+    image_name: example/open:v1
+    custom_framework: cpu
+  v2:
+    image_name: example/open:v2
+    custom_framework: cpu
+    run_command: \"serve --port {{port}} --api-key {{api_key}}\"
+";
+    let warned = |body: &Value| -> Vec<String> {
+        let list = body["warnings"].as_array().unwrap_or_else(|| panic!("no warnings list: {body}"));
+        list.iter().map(|w| w.as_str().expect("text").split(':').next().expect("field").to_owned()).collect()
+    };
+    let (status, created) = s.post(&format!("{BASE}/from-yaml"), json!({ "content": open })).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(warned(&created), ["version_configs.v1"], "{created}");
+    assert!(created["warnings"][0].as_str().is_some_and(|w| w.contains("{{api_key}}")), "{created}");
+    let id = created["id"].as_i64().expect("id");
+    let (_, read) = s.get(&format!("{BASE}/{id}")).await;
+    assert!(read.get("warnings").is_none(), "a read is GPUStack's shape: {read}");
+
+    // Every version keyed: nothing to say, and the field is still there.
+    let keyed =
+        open.replace("serve --port {{port}}\"\nversion", "serve --port {{port}} --api-key {{ api_key }}\"\nversion");
+    assert_ne!(keyed, open);
+    let (status, updated) = s.put(&format!("{BASE}/{id}/from-yaml"), json!({ "content": keyed })).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(warned(&updated), Vec::<String>::new(), "{updated}");
+
+    // JSON create and update answer the same way.
+    let spec = json!({"backend_name": "json-custom", "version_configs": {
+        "a": {"image_name": "x", "custom_framework": "cpu", "run_command": "serve"},
+        "b": {"image_name": "x", "custom_framework": "cpu", "run_command": "serve", "env": {"KEY": "{{api_key}}"}}}});
+    let (status, created) = s.post(BASE, spec.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(warned(&created), ["version_configs.a"], "{created}");
+    let id = created["id"].as_i64().expect("id");
+    let mut edit = spec;
+    edit["version_configs"]["b"]["env"] = json!({});
+    let (status, updated) = s.put(&format!("{BASE}/{id}"), edit).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(warned(&updated), ["version_configs.a", "version_configs.b"], "{updated}");
+
+    // Engines the server gives their key: nothing to say.
+    let vllm = by_name(&s, "vLLM").await;
+    let mut edit = json!({"backend_name": "vLLM", "version_configs": {
+        "0.99.0-custom": {"image_name": "vllm/vllm-openai:v0.99.0", "custom_framework": "cuda"}}});
+    edit["version"] = vllm["version"].clone();
+    let (status, updated) = s.put(&format!("{BASE}/{}", vllm["id"]), edit).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(warned(&updated), Vec::<String>::new(), "{updated}");
 }

@@ -4,7 +4,9 @@
 //! maps their refusals (`From<ValidationError>` / `From<YamlError>` in `error.rs`). Built-in rows
 //! are stored without their catalog versions; every answer shows them merged back in. Updates take
 //! the expected row version from `If-Match` or `?version=` (the body is the backend itself, whose
-//! fields are closed), and answer 409 when it is stale.
+//! fields are closed), and answer 409 when it is stale. Creates and updates answer the backend
+//! with `warnings` (`admission::warnings`: versions whose engine answers without a key), which
+//! the UI shows; GPUStack's clients ignore the extra field.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,9 +14,11 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::backend::{BackendList, BackendListItem, BackendYaml, InferenceBackend, InferenceBackendSpec};
+use crate::api::backend::{
+    BackendList, BackendListItem, BackendYaml, InferenceBackend, InferenceBackendSaved, InferenceBackendSpec,
+};
 use crate::api::compat::{BACKEND_PUBLIC, VERSION_CONFIG_PUBLIC, with_public_fields};
-use crate::backends::admission::{admit_new, admit_update, for_display, removed_versions};
+use crate::backends::admission::{admit_new, admit_update, for_display, removed_versions, warnings};
 use crate::backends::{Catalog, check_deletable, parse_gpustack_backend_yaml, to_backend_yaml};
 use crate::db::DbError;
 use crate::server::AppState;
@@ -52,6 +56,16 @@ fn display(catalog: &Catalog, mut record: InferenceBackend) -> serde_json::Value
         for config in versions.values_mut() {
             with_public_fields(config, VERSION_CONFIG_PUBLIC);
         }
+    }
+    value
+}
+
+/// A stored backend as answered to its create or update: [`display`] plus `warnings`.
+fn display_with_warnings(catalog: &Catalog, record: InferenceBackend) -> serde_json::Value {
+    let warned = warnings(&for_display(catalog, &record.spec));
+    let mut value = display(catalog, record);
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert("warnings".into(), warned.into());
     }
     value
 }
@@ -137,7 +151,7 @@ async fn get_backend_by_name(
 
 /// Creates a custom backend (`backend_source` is always `custom`; the name must end in `-custom`).
 #[utoipa::path(post, path = "/v2/inference-backends", tag = "inference-backends", request_body = InferenceBackendSpec,
-    responses((status = 200, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
+    responses((status = 200, body = InferenceBackendSaved), (status = 400, body = crate::api::ErrorBody),
               (status = 409, body = crate::api::ErrorBody)))]
 async fn create_backend(
     State(state): State<AppState>,
@@ -149,7 +163,7 @@ async fn create_backend(
 
 /// Creates a custom backend from GPUStack's YAML (`{"content": "<yaml>"}`).
 #[utoipa::path(post, path = "/v2/inference-backends/from-yaml", tag = "inference-backends", request_body = BackendYaml,
-    responses((status = 200, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
+    responses((status = 200, body = InferenceBackendSaved), (status = 400, body = crate::api::ErrorBody),
               (status = 409, body = crate::api::ErrorBody)))]
 async fn create_from_yaml(
     State(state): State<AppState>,
@@ -169,7 +183,7 @@ async fn create(
     let existing = state.db.all_backends().await?;
     let spec = admit_new(spec, existing.iter().map(|r| r.spec.backend_name.as_str()))?;
     let record = state.db.insert(&spec, &[]).await?;
-    Ok((StatusCode::OK, axum::Json(display(catalog()?, record))))
+    Ok((StatusCode::OK, axum::Json(display_with_warnings(catalog()?, record))))
 }
 
 /// Updates a backend with a full definition. `backend_name` cannot change; on built-in backends
@@ -178,7 +192,7 @@ async fn create(
 #[utoipa::path(put, path = "/v2/inference-backends/{id}", tag = "inference-backends",
     params(("id" = i64, Path), ("version" = Option<i64>, Query), ("If-Match" = Option<String>, Header)),
     request_body = InferenceBackendSpec,
-    responses((status = 200, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
+    responses((status = 200, body = InferenceBackendSaved), (status = 400, body = crate::api::ErrorBody),
               (status = 409, body = crate::api::ErrorBody)))]
 async fn update_backend(
     State(state): State<AppState>,
@@ -197,7 +211,7 @@ async fn update_backend(
 #[utoipa::path(put, path = "/v2/inference-backends/{id}/from-yaml", tag = "inference-backends",
     params(("id" = i64, Path), ("version" = Option<i64>, Query), ("If-Match" = Option<String>, Header)),
     request_body = BackendYaml,
-    responses((status = 200, body = InferenceBackend), (status = 400, body = crate::api::ErrorBody),
+    responses((status = 200, body = InferenceBackendSaved), (status = 400, body = crate::api::ErrorBody),
               (status = 409, body = crate::api::ErrorBody)))]
 async fn update_from_yaml(
     State(state): State<AppState>,
@@ -215,7 +229,7 @@ async fn update_from_yaml(
 
 /// Enables a backend (a community backend becomes available in the deploy form).
 #[utoipa::path(post, path = "/v2/inference-backends/{id}/enable", tag = "inference-backends",
-    params(("id" = i64, Path)), responses((status = 200, body = InferenceBackend)))]
+    params(("id" = i64, Path)), responses((status = 200, body = InferenceBackendSaved)))]
 async fn enable_backend(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -226,7 +240,7 @@ async fn enable_backend(
 
 /// Disables a backend: it leaves the deploy form; running deployments are not touched.
 #[utoipa::path(post, path = "/v2/inference-backends/{id}/disable", tag = "inference-backends",
-    params(("id" = i64, Path)), responses((status = 200, body = InferenceBackend)))]
+    params(("id" = i64, Path)), responses((status = 200, body = InferenceBackendSaved)))]
 async fn disable_backend(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -274,7 +288,7 @@ where
         }
         match state.db.update(id, current.version, &new, &[]).await {
             Err(DbError::VersionConflict { .. }) if expected.is_none() && attempts < 5 => attempts += 1,
-            res => return Ok(axum::Json(display(catalog, res?))),
+            res => return Ok(axum::Json(display_with_warnings(catalog, res?))),
         }
     }
 }

@@ -208,6 +208,11 @@ export interface InferenceBackend extends Meta {
   version_configs: Record<string, VersionConfig>;
 }
 
+/** What creating or updating a backend answers: the backend and what its operator should know. */
+export interface InferenceBackendSaved extends InferenceBackend {
+  warnings?: string[];
+}
+
 export interface BackendListItem {
   backend_name: string;
   enabled: boolean;

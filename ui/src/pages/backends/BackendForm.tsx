@@ -3,14 +3,14 @@
 // operator's own versions.
 
 import { ActionIcon, Button, Fieldset, Group, Modal, Select, Stack, TextInput, Textarea } from "@mantine/core";
-import { notifications } from "@mantine/notifications";
 import { IconTrash } from "@tabler/icons-react";
 import { type FormEvent, useRef, useState } from "react";
 import { postJson, putJson } from "../../api/client";
 import { useFocusInvalid, useSubmit } from "../../api/hooks";
-import type { InferenceBackend, VersionConfig } from "../../api/types";
+import type { InferenceBackend, InferenceBackendSaved, VersionConfig } from "../../api/types";
 import { FormError } from "../../components/FormError";
 import { formatPairs, parsePairs } from "../../format";
+import { notifySaved } from "./notifySaved";
 
 interface VersionRow {
   name: string;
@@ -90,12 +90,14 @@ export function BackendForm({ backend, onClose }: { backend: InferenceBackend | 
       default_env: parsePairs(env),
       version_configs,
     };
+    let saved: InferenceBackendSaved | undefined;
     const ok = await run(async () => {
-      if (backend) await putJson(`/v2/inference-backends/${backend.id}?version=${backend.version}`, spec);
-      else await postJson("/v2/inference-backends", spec);
+      saved = backend
+        ? await putJson<InferenceBackendSaved>(`/v2/inference-backends/${backend.id}?version=${backend.version}`, spec)
+        : await postJson<InferenceBackendSaved>("/v2/inference-backends", spec);
     });
-    if (ok) {
-      notifications.show({ color: "green", message: `Saved ${spec.backend_name}` });
+    if (ok && saved) {
+      notifySaved(saved, `Saved ${spec.backend_name}`);
       onClose();
     }
   };

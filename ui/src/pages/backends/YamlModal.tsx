@@ -1,12 +1,12 @@
 // Add a backend by pasting GPUStack YAML (POST /from-yaml), or edit one as YAML (PUT /{id}/from-yaml).
 
 import { Button, Group, Modal, Stack, Textarea } from "@mantine/core";
-import { notifications } from "@mantine/notifications";
 import { type FormEvent, useEffect, useState } from "react";
 import { postJson, putJson, send } from "../../api/client";
 import { useSubmit } from "../../api/hooks";
-import type { InferenceBackend } from "../../api/types";
+import type { InferenceBackend, InferenceBackendSaved } from "../../api/types";
 import { FormError } from "../../components/FormError";
+import { notifySaved } from "./notifySaved";
 
 const EXAMPLE = `backend_name: my-backend-custom
 default_version: v1
@@ -30,13 +30,17 @@ export function YamlModal({ backend, onClose }: { backend: InferenceBackend | nu
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
+    let saved: InferenceBackendSaved | undefined;
     const ok = await run(async () => {
-      if (backend)
-        await putJson(`/v2/inference-backends/${backend.id}/from-yaml?version=${backend.version}`, { content });
-      else await postJson("/v2/inference-backends/from-yaml", { content });
+      saved = backend
+        ? await putJson<InferenceBackendSaved>(
+            `/v2/inference-backends/${backend.id}/from-yaml?version=${backend.version}`,
+            { content },
+          )
+        : await postJson<InferenceBackendSaved>("/v2/inference-backends/from-yaml", { content });
     });
-    if (ok) {
-      notifications.show({ color: "green", message: backend ? `Saved ${backend.backend_name}` : "Backend imported" });
+    if (ok && saved) {
+      notifySaved(saved, backend ? `Saved ${backend.backend_name}` : `Imported ${saved.backend_name}`);
       onClose();
     }
   };
