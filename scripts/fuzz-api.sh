@@ -2,7 +2,9 @@
 # fuzz-api.sh - a bounded schema fuzz of the management API: schemathesis (PyPI, in the cached venv
 # .cache/venv-fuzz) against a throwaway `ferrostack start` on a free port, with an admin API key,
 # a few examples per operation. Fails on any 5xx (check `not_a_server_error`); the other checks
-# are about schema conformance, which is what the GPUStack compatibility suite judges.
+# are about schema conformance, which is what the GPUStack compatibility suite judges. Before the
+# fuzz, openapi-spec-validator (same venv) validates /openapi.json against the OpenAPI 3.1
+# specification, and a check below refuses duplicate operationIds.
 #
 # Usage: scripts/fuzz-api.sh [max examples per operation, default 2]
 set -euo pipefail
@@ -10,9 +12,12 @@ cd "$(dirname "$0")/.."
 EXAMPLES="${1:-2}"
 VENV=.cache/venv-fuzz
 SCHEMATHESIS_VERSION=4.32.5
-if [ "$("$VENV/bin/schemathesis" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+VALIDATOR_VERSION=0.8.5
+if [ "$("$VENV/bin/schemathesis" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ] ||
+    [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("openapi-spec-validator"))' 2>/dev/null)" != "$VALIDATOR_VERSION" ]; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+        "openapi-spec-validator==$VALIDATOR_VERSION"
 fi
 BIN="${FERROSTACK_BIN:-${CARGO_TARGET_DIR:-target}/debug/ferrostack}"
 [ -x "$BIN" ] || cargo build --quiet
@@ -28,6 +33,20 @@ for _ in $(seq 100); do curl -fs "$BASE/healthz" >/dev/null && break; sleep 0.1;
 curl -fs -c "$DIR/jar" -d username=admin -d password=fuzz-password-1 "$BASE/auth/login" >/dev/null
 KEY="$(curl -fs -b "$DIR/jar" -H 'Content-Type: application/json' -d '{"name":"fuzz"}' "$BASE/v2/api-keys" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["value"])')"
+# The document itself first: a real validator (references, parameters, schemas), then what the
+# specification asks and validators may not check: every operationId unique.
+curl -fs "$BASE/openapi.json" >"$DIR/openapi.json"
+"$VENV/bin/openapi-spec-validator" "$DIR/openapi.json"
+"$VENV/bin/python" - "$DIR/openapi.json" <<'PY'
+import collections, json, sys
+doc = json.load(open(sys.argv[1]))
+ids = collections.Counter(op.get("operationId") for item in doc["paths"].values() for op in item.values()
+                          if isinstance(op, dict) and "responses" in op)
+dups = sorted(i for i, n in ids.items() if n > 1 or i is None)
+if dups:
+    sys.exit(f"/openapi.json: duplicate or missing operationIds: {dups}")
+print(f"/openapi.json: valid, {len(ids)} operations with unique operationIds")
+PY
 # Left out: logging out, and the two paths whose DELETE/PUT could revoke the fuzzer's own key
 # (every later request would be a 401). Watch streams stay open by design: `--request-timeout`
 # ends them (a timeout is not a server error).

@@ -10,6 +10,7 @@ pub mod compat;
 pub mod gateway;
 pub mod gpu;
 pub mod model;
+mod schema;
 pub mod worker;
 
 pub use auth::*;
@@ -26,8 +27,9 @@ use utoipa::ToSchema;
 /// command line, where `ps` would show it).
 pub const ENV_WORKER_TOKEN: &str = "FERROSTACK_TOKEN";
 
-/// A stored resource: metadata plus the resource's own fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// A stored resource: metadata plus the resource's own fields. Its OpenAPI schema is named after the
+/// resource (`schema.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record<T> {
     pub id: i64,
     /// Optimistic-concurrency version; send it back on update to get 409 instead of a lost update.

@@ -78,3 +78,65 @@ fn every_flag_and_argument_says_what_it_is() {
     walk(&ferrostack::cli::Cli::command(), "ferrostack", &mut missing);
     assert!(missing.is_empty(), "without a help line:\n{}", missing.join("\n"));
 }
+
+/// Every operation has an operationId of its own, and answers with its own schema: before, the
+/// resources' schemas were all one `Record` (the user's fields), so 47 operations described their
+/// answers as users. The user's schema belongs to the users' routes and the login (which answers
+/// the logged-in user). `scripts/fuzz-api.sh` also runs openapi-spec-validator on the document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_operations_are_unique_and_answer_their_own_schemas() {
+    let s = crate::support::TestServer::start(crate::support::DbKind::Sqlite).await;
+    let (_, doc) = s.get("/openapi.json").await;
+    fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| match (k.as_str(), v.as_str()) {
+                ("$ref", Some(r)) => out.push(r.trim_start_matches("#/components/schemas/").to_owned()),
+                _ => refs(v, out),
+            }),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut ids: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut answers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("operations") {
+            let operation = format!("{} {path}", method.to_uppercase());
+            let id = op["operationId"].as_str().unwrap_or("(none)").to_owned();
+            ids.entry(id).or_default().push(operation.clone());
+            let mut named = Vec::new();
+            for (status, response) in op["responses"].as_object().expect("responses") {
+                if status.starts_with('2') {
+                    refs(response, &mut named);
+                }
+            }
+            answers.insert(operation, named);
+        }
+    }
+    let shared: Vec<_> = ids.iter().filter(|(id, ops)| ops.len() > 1 || *id == "(none)").collect();
+    assert!(shared.is_empty(), "operationIds not unique: {shared:?}");
+    let user_schemas = ["User", "ListResponse_User"];
+    let as_users: Vec<&String> = answers
+        .iter()
+        .filter(|(op, named)| {
+            let users = op.contains(" /v2/users") || op.as_str() == "POST /auth/login";
+            !users && named.iter().any(|n| user_schemas.contains(&n.as_str()))
+        })
+        .map(|(op, _)| op)
+        .collect();
+    assert!(as_users.is_empty(), "{} operations answer with the user's schema: {as_users:?}", as_users.len());
+    for (op, schema, spec) in [
+        ("GET /v2/users/{id}", "User", "UserSpec"),
+        ("GET /v2/workers/{id}", "Worker", "WorkerSpec"),
+        ("GET /v2/models/{id}", "Model", "ModelSpec"),
+        ("GET /v2/model-instances/{id}", "ModelInstance", "ModelInstanceSpec"),
+        ("GET /v2/clusters/{id}", "Cluster", "ClusterSpec"),
+        ("GET /v2/inference-backends/{id}", "InferenceBackend", "InferenceBackendSpec"),
+        ("GET /v2/workers", "ListResponse_Worker", "WorkerSpec"),
+    ] {
+        assert_eq!(answers.get(op).map(Vec::as_slice), Some(&[schema.to_owned()][..]), "{op}");
+        let mut inner = Vec::new();
+        refs(&doc["components"]["schemas"][schema], &mut inner);
+        assert!(inner.iter().any(|n| n == spec), "{schema} is made of {inner:?}, not {spec}");
+    }
+}

@@ -184,7 +184,8 @@ async fn delete_instance(State(state): State<AppState>, Auth(p): Auth, Path(id):
 }
 
 /// The worker's report on its own instance; refused (409) if the instance changed since `version`.
-#[utoipa::path(put, path = "/v2/model-instances/{id}/status", tag = "model-instances", params(("id" = i64, Path)),
+#[utoipa::path(put, path = "/v2/model-instances/{id}/status", tag = "model-instances",
+    operation_id = "report_instance_status", params(("id" = i64, Path)),
     request_body = InstanceStatusReport, responses((status = 200, body = ModelInstance), (status = 409, body = crate::api::ErrorBody)))]
 async fn report_status(
     State(state): State<AppState>,

@@ -304,7 +304,8 @@ async fn heartbeat(State(state): State<AppState>, caller: Caller, Path(id): Path
 }
 
 /// The worker's machine status (CPU, memory, filesystems, OS, GPUs).
-#[utoipa::path(put, path = "/v2/workers/{id}/status", tag = "workers", params(("id" = i64, Path)),
+#[utoipa::path(put, path = "/v2/workers/{id}/status", tag = "workers", operation_id = "report_worker_status",
+    params(("id" = i64, Path)),
     request_body = WorkerStatusReport, responses((status = 200, body = Worker)))]
 async fn report_status(
     State(state): State<AppState>,
