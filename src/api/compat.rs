@@ -8,6 +8,9 @@
 //! - a field GPUStack returns but nobody writes ([`Foreign::ReadOnly`]) is dropped, whatever it holds;
 //! - a GPUStack field we do not implement ([`Foreign::Neutral`]) is dropped when it holds a value that
 //!   asks for nothing (null, empty, false, GPUStack's default) and refused, naming the field, otherwise;
+//! - a privileged field the caller reads but may not set ([`Foreign::Unchanged`]: a user's own
+//!   `is_admin` on `/v2/users/me`) is dropped when it holds the stored value ([`check_unchanged`],
+//!   called by the handler, which knows the row) and refused, naming the field, otherwise;
 //! - any other name stays and is refused by the type: a typo is still caught.
 //!
 //! Every body type that GPUStack also has lists its foreign fields once, by implementing
@@ -25,12 +28,19 @@ pub enum Foreign {
     Neutral(&'static str, &'static [&'static str]),
     /// A GPUStack feature switched by `enabled`: accepted as null or as an object with `enabled: false`.
     Disabled(&'static str),
+    /// Privileged or server-owned, sent back by clients that return what they read: accepted only
+    /// holding the stored value, which the handler checks with [`check_unchanged`] before
+    /// [`normalize`]; [`normalize`] refuses whatever is left (never dropped unchecked).
+    Unchanged(&'static str),
 }
 
 impl Foreign {
     pub fn name(self) -> &'static str {
         match self {
-            Foreign::ReadOnly(name) | Foreign::Neutral(name, _) | Foreign::Disabled(name) => name,
+            Foreign::ReadOnly(name)
+            | Foreign::Neutral(name, _)
+            | Foreign::Disabled(name)
+            | Foreign::Unchanged(name) => name,
         }
     }
 }
@@ -145,6 +155,16 @@ fn strip(
             }
             continue;
         }
+        if let Some(Foreign::Unchanged(_)) = rule {
+            if value.is_null() {
+                map.remove(&key);
+                continue;
+            }
+            return Err(Refused {
+                field: format!("{prefix}{key}"),
+                message: format!("{prefix}{key}: may not be changed here"),
+            });
+        }
         let accepted: &[&str] = match rule {
             Some(Foreign::Neutral(_, accepted)) => accepted,
             Some(Foreign::Disabled(_)) => &["null", "false", "an object with \"enabled\": false"],
@@ -171,6 +191,26 @@ fn strip(
             });
         }
         map.remove(&key);
+    }
+    Ok(())
+}
+
+/// Takes the [`Foreign::Unchanged`] fields of `T` out of a body when each holds the value `current`
+/// (the stored row as answered, GPUStack's defaults included) has, or null; refuses the first that
+/// differs, naming it. Run before [`normalize`], which refuses any such field still there.
+pub fn check_unchanged<T: GpuStackBody>(body: &mut Value, current: &Value) -> Result<(), Refused> {
+    let Value::Object(map) = body else { return Ok(()) };
+    for rule in T::FOREIGN {
+        let Foreign::Unchanged(name) = rule else { continue };
+        let Some(sent) = map.get(*name) else { continue };
+        let stored = current.get(*name).unwrap_or(&Value::Null);
+        if !sent.is_null() && sent != stored {
+            return Err(Refused {
+                field: (*name).to_owned(),
+                message: format!("{name}: may not be changed here (it is {stored}, the request asked for {sent})"),
+            });
+        }
+        map.remove(*name);
     }
     Ok(())
 }
@@ -273,14 +313,31 @@ impl GpuStackBody for UserUpdate {
     const FOREIGN: &'static [Foreign] = USER;
 }
 
+/// What GPUStack's `UserPublic` carries that our users do not store, as GPUStack answers it for a
+/// local user: what a user who sends their own object back sends.
+pub const USER_PUBLIC: &[(&str, &str)] = &[
+    ("avatar_url", "null"),
+    ("source", "\"Local\""),
+    ("is_system", "false"),
+    ("role", "null"),
+    ("cluster_id", "null"),
+    ("worker_id", "null"),
+];
+
+/// A user editing themselves may send back what they read (GPUStack's UI and SDK send the whole
+/// object), but not change who they are or what they may do.
 impl GpuStackBody for UserSelfUpdate {
     const FOREIGN: &'static [Foreign] = &[
         Foreign::Neutral("avatar_url", NULL),
-        Foreign::ReadOnly("username"),
-        Foreign::ReadOnly("is_admin"),
-        Foreign::ReadOnly("is_active"),
-        Foreign::ReadOnly("source"),
-        Foreign::ReadOnly("require_password_change"),
+        Foreign::Unchanged("username"),
+        Foreign::Unchanged("is_admin"),
+        Foreign::Unchanged("is_active"),
+        Foreign::Unchanged("require_password_change"),
+        Foreign::Unchanged("source"),
+        Foreign::Unchanged("is_system"),
+        Foreign::Unchanged("role"),
+        Foreign::Unchanged("cluster_id"),
+        Foreign::Unchanged("worker_id"),
     ];
 }
 
@@ -485,6 +542,45 @@ mod tests {
     fn field_names_come_from_serde() {
         assert_eq!(field_names::<Body>(), &["name", "replicas", "description"]);
         assert!(field_names::<String>().is_empty());
+    }
+
+    #[test]
+    fn privileged_fields_pass_only_unchanged() {
+        let current = json!({"id": 2, "username": "ann", "is_admin": false, "is_active": true,
+                             "require_password_change": false, "source": "Local", "role": null});
+        // (body, refused field or None); what passes keeps only the fields the type reads.
+        let cases: &[(Value, Option<&str>)] = &[
+            (json!({"full_name": "Ann"}), None),
+            (json!({"full_name": "Ann", "is_admin": false, "is_active": true, "username": "ann"}), None),
+            (json!({"is_admin": null, "role": null, "source": "Local", "require_password_change": false}), None),
+            (json!({"full_name": "Ann", "id": 2, "created_at": "x", "avatar_url": null}), None),
+            (json!({"is_admin": true}), Some("is_admin")),
+            (json!({"full_name": "Ann", "is_active": false}), Some("is_active")),
+            (json!({"username": "root"}), Some("username")),
+            (json!({"require_password_change": true}), Some("require_password_change")),
+            (json!({"role": "Worker"}), Some("role")),
+            (json!({"source": "OIDC"}), Some("source")),
+            (json!({"is_admin": "true"}), Some("is_admin")),
+        ];
+        for (body, refused) in cases {
+            let mut body = body.clone();
+            let got = check_unchanged::<UserSelfUpdate>(&mut body, &current)
+                .and_then(|()| normalize::<UserSelfUpdate>(&mut body).map(|_| ()));
+            match (got, refused) {
+                (Ok(()), None) => {
+                    let update: UserSelfUpdate = serde_json::from_value(body.clone()).expect("reads");
+                    assert!(update.full_name.is_none() || update.full_name.as_deref() == Some("Ann"), "{body}");
+                }
+                (Err(r), Some(field)) => {
+                    assert_eq!(r.field, *field, "{body}");
+                    assert!(r.message.contains("may not be changed here"), "{}", r.message);
+                }
+                (got, want) => panic!("{body}: got {got:?}, want refused {want:?}"),
+            }
+        }
+        // Without the check (a handler that does not know the row) a privileged field is refused.
+        let mut unchecked = json!({"full_name": "Ann", "is_admin": false});
+        assert_eq!(normalize::<UserSelfUpdate>(&mut unchecked).expect_err("refused").field, "is_admin");
     }
 
     #[test]

@@ -260,13 +260,30 @@ async fn users_are_managed_by_admins_only(kind: DbKind) {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(alice.get(s.url("/v2/users")).send().await.expect("list").status(), StatusCode::FORBIDDEN);
     assert_eq!(alice.get(s.url("/v2/users/me")).send().await.expect("me").status(), StatusCode::OK);
-    // GPUStack's self-update: her name, yes; her password only with the current one; her role, never.
+    // GPUStack's self-update: her name, yes; her own object sent back whole (GPUStack's UI and SDK
+    // do), yes; her password only with the current one; her role or anything privileged, never: a
+    // 400 naming the field, not a 200 that quietly changes nothing.
     let me = |body: serde_json::Value| alice.put(s.url("/v2/users/me")).json(&body).send();
-    let res = me(json!({"full_name": "Alice A.", "avatar_url": null, "is_admin": true})).await.expect("put");
-    assert_eq!(res.status(), StatusCode::OK);
+    let mut whole: serde_json::Value =
+        alice.get(s.url("/v2/users/me")).send().await.expect("me").json().await.expect("json");
+    whole["full_name"] = json!("Alice A.");
+    for (field, value) in
+        [("avatar_url", json!(null)), ("source", json!("Local")), ("role", json!(null)), ("is_system", json!(false))]
+    {
+        whole[field] = value;
+    }
+    let res = me(whole.clone()).await.expect("put");
+    assert_eq!(res.status(), StatusCode::OK, "{whole}");
     let body: serde_json::Value = res.json().await.expect("json");
     assert_eq!((body["full_name"].as_str(), body["is_admin"].as_bool()), (Some("Alice A."), Some(false)), "{body}");
     for (body, field) in [
+        (json!({"full_name": "Alice B.", "avatar_url": null, "is_admin": true}), "is_admin"),
+        (json!({"is_active": false}), "is_active"),
+        (json!({"username": "root"}), "username"),
+        (json!({"require_password_change": true}), "require_password_change"),
+        (json!({"role": "Cluster"}), "role"),
+        (json!({"source": "OIDC"}), "source"),
+        (json!({"cluster_id": 1}), "cluster_id"),
         (json!({"password": "alice-other-password"}), "current_password"),
         (json!({"password": "alice-other-password", "current_password": "wrong"}), "current_password"),
         (json!({"avatar_url": "https://example.invalid/a.png"}), "avatar_url"),
@@ -276,6 +293,14 @@ async fn users_are_managed_by_admins_only(kind: DbKind) {
         let err: serde_json::Value = res.json().await.expect("json");
         assert_eq!(err["field"], field, "{err}");
     }
+    let err: serde_json::Value = me(json!({"is_admin": true})).await.expect("put").json().await.expect("json");
+    assert!(err["message"].as_str().is_some_and(|m| m.contains("is_admin: may not be changed here")), "{err}");
+    let (_, stored) = s.get(&format!("/v2/users/{}", whole["id"])).await;
+    assert_eq!(
+        (&stored["full_name"], &stored["is_admin"], &stored["is_active"], &stored["username"]),
+        (&json!("Alice A."), &json!(false), &json!(true), &json!("alice")),
+        "{stored}"
+    );
     // She changes her password: the old one stops working.
     let res = alice
         .post(s.url("/auth/update-password"))

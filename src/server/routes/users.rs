@@ -6,12 +6,13 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api::compat::{USER_PUBLIC, check_unchanged, with_public_fields};
 use crate::api::{User, UserCreate, UserSelfUpdate, UserSpec, UserUpdate};
 use crate::db::Val;
 use crate::server::AppState;
 use crate::server::auth::{Auth, blocking, check_password, hash_password, verify_password};
-use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ListParams, RawQuery, Tolerant};
+use crate::server::error::{ApiError, ApiResult, ErrorCode};
+use crate::server::extract::{Json, ListParams, RawQuery, Tolerant, tolerant_from_value};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -79,14 +80,24 @@ async fn me(Auth(p): Auth) -> axum::Json<User> {
     axum::Json(p.user)
 }
 
-/// Changes the caller's own name or password (a new password needs `current_password`).
+/// Changes the caller's own name or password (a new password needs `current_password`). The
+/// caller's own object may be sent back whole, but a privileged field (`is_admin`, `is_active`,
+/// `username`, `role`, …) holding another value than the stored one is a 400 naming it.
 #[utoipa::path(put, path = "/v2/users/me", tag = "users", request_body = UserSelfUpdate,
     responses((status = 200, body = User), (status = 400, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 async fn update_me(
     State(state): State<AppState>,
     Auth(p): Auth,
-    Tolerant(body, _): Tolerant<UserSelfUpdate>,
+    Json(mut raw): Json<serde_json::Value>,
 ) -> ApiResult<axum::Json<User>> {
+    let mut as_read = serde_json::to_value(&p.user).map_err(ApiError::internal)?;
+    with_public_fields(&mut as_read, USER_PUBLIC);
+    check_unchanged::<UserSelfUpdate>(&mut raw, &as_read).map_err(|r| ApiError {
+        code: ErrorCode::InvalidInput,
+        message: r.message,
+        field: Some(r.field),
+    })?;
+    let (body, _) = tolerant_from_value::<UserSelfUpdate>(raw)?;
     let new_hash = match (&body.password, &body.current_password) {
         (None, _) => None,
         (Some(_), None) => {
