@@ -9,6 +9,7 @@ pub mod backend;
 pub mod compat;
 pub mod gateway;
 pub mod gpu;
+pub mod hub;
 pub mod model;
 mod schema;
 pub mod worker;

@@ -68,10 +68,31 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> DownloadError + '_ {
 
 /// A repository-relative file name that stays inside its directory.
 fn safe_relative(name: &str) -> Result<&str, DownloadError> {
-    let ok = !name.is_empty()
-        && !name.starts_with('/')
+    let ok = crate::api::hub::repo_file_problem(name).is_none()
         && Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)));
     if ok { Ok(name) } else { Err(DownloadError::Invalid(format!("refusing file name {name:?} from the hub"))) }
+}
+
+/// `root/hub/id`, for a repository id of the hubs' shape (`owner/name`, `api::hub`) only.
+fn repo_dir(root: &Path, hub: &str, id: &str) -> Result<PathBuf, DownloadError> {
+    if let Some(why) = crate::api::hub::repo_id_problem(id) {
+        return Err(DownloadError::Invalid(format!("refusing repository id {id:?}: {why}")));
+    }
+    let dir = root.join(hub).join(id);
+    inside(root, dir)
+}
+
+/// `path`, when it is below `root` by its words alone (every component after `root` a plain name):
+/// a path that would leave the cache is an error, never written.
+fn inside(root: &Path, path: PathBuf) -> Result<PathBuf, DownloadError> {
+    let below = path
+        .strip_prefix(root)
+        .is_ok_and(|rest| rest.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+    if below && path != root {
+        Ok(path)
+    } else {
+        Err(DownloadError::Invalid(format!("refusing {} outside the cache {}", path.display(), root.display())))
+    }
 }
 
 impl Downloader {
@@ -86,7 +107,7 @@ impl Downloader {
         let _guard = lock.lock().await;
         let (dir, files) = match source {
             HubSource::Huggingface { repo, file } => {
-                let dir = self.root.join("huggingface").join(repo);
+                let dir = repo_dir(&self.root, "huggingface", repo)?;
                 let files = match file {
                     Some(f) => vec![f.clone()],
                     None => self.hf_files(repo).await?,
@@ -94,7 +115,7 @@ impl Downloader {
                 (dir, files)
             }
             HubSource::ModelScope { model, file } => {
-                let dir = self.root.join("modelscope").join(model);
+                let dir = repo_dir(&self.root, "modelscope", model)?;
                 let files = match file {
                     Some(f) => vec![f.clone()],
                     None => self.ms_files(model).await?,
@@ -106,7 +127,7 @@ impl Downloader {
         let mut bytes_before = 0u64;
         for (i, name) in files.iter().enumerate() {
             let rel = safe_relative(name)?;
-            let target = dir.join(rel);
+            let target = inside(&self.root, dir.join(rel))?;
             if !target.exists() {
                 let url = self.file_url(source, rel);
                 let done = i as f64;
@@ -119,10 +140,10 @@ impl Downloader {
         let single = match source {
             HubSource::Huggingface { file, .. } | HubSource::ModelScope { file, .. } => file.as_deref(),
         };
-        Ok(match single {
-            Some(f) => dir.join(f),
-            None => dir,
-        })
+        match single {
+            Some(f) => inside(&self.root, dir.join(safe_relative(f)?)),
+            None => Ok(dir),
+        }
     }
 
     fn file_url(&self, source: &HubSource, rel: &str) -> String {
@@ -259,8 +280,48 @@ mod tests {
         for ok in ["model.gguf", "sub/dir/config.json"] {
             assert!(safe_relative(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../../b", "./x"] {
+        for bad in ["", "/etc/passwd", "../x", "a/../../b", "./x", "a//b", "a\\..\\b"] {
             assert!(safe_relative(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn repository_directories_stay_in_the_cache() {
+        let root = Path::new("/var/cache/ferrostack");
+        let cases: &[(&str, Option<&str>)] = &[
+            ("Qwen/Qwen2.5-0.5B", Some("/var/cache/ferrostack/huggingface/Qwen/Qwen2.5-0.5B")),
+            ("owner/model.v1_2", Some("/var/cache/ferrostack/huggingface/owner/model.v1_2")),
+            ("../../../tmp/pwn", None),
+            ("../x", None),
+            ("/etc/passwd", None),
+            ("/etc/x", None),
+            ("owner/..", None),
+            ("./owner", None),
+            ("owner", None),
+            ("a/b/c", None),
+            ("", None),
+        ];
+        for (id, want) in cases {
+            let got = repo_dir(root, "huggingface", id).ok();
+            assert_eq!(got.as_deref(), want.map(Path::new), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn paths_are_checked_against_the_cache_root() {
+        let root = Path::new("/cache");
+        let cases: &[(&str, bool)] = &[
+            ("/cache/huggingface/a/b/model.gguf", true),
+            ("/cache/x", true),
+            ("/cache", false),
+            ("/cache/../etc/passwd", false),
+            ("/cache/a/../../etc", false),
+            ("/cachet/x", false),
+            ("/etc/passwd", false),
+            ("relative/x", false),
+        ];
+        for (path, ok) in cases {
+            assert_eq!(inside(root, PathBuf::from(path)).is_ok(), *ok, "{path}");
         }
     }
 }

@@ -183,3 +183,61 @@ async fn guessing_is_slowed_and_bad_input_refused() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
+
+both_dbs!(hub_ids_that_would_leave_the_cache_are_refused);
+
+/// A hub id or file name is a path under the worker's download cache: only `owner/name` ids and
+/// relative file names without `..` are admitted, on create and on update, naming the field.
+async fn hub_ids_that_would_leave_the_cache_are_refused(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    let hf = |id: &str| json!({"name": "hub", "source": "huggingface", "huggingface_repo_id": id});
+    let ms = |id: &str| json!({"name": "hub", "source": "model_scope", "model_scope_model_id": id});
+    let cases = [
+        (hf("../../../tmp/pwn"), "huggingface_repo_id"),
+        (hf("/etc/passwd"), "huggingface_repo_id"),
+        (hf("owner/.."), "huggingface_repo_id"),
+        (hf("a/b/c"), "huggingface_repo_id"),
+        (hf("-owner/name"), "huggingface_repo_id"),
+        (ms("../x"), "model_scope_model_id"),
+        (ms("/abs/path"), "model_scope_model_id"),
+        (
+            json!({"name": "hub", "source": "huggingface", "huggingface_repo_id": "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+                   "huggingface_filename": "../../../../etc/cron.d/x"}),
+            "huggingface_filename",
+        ),
+        (
+            json!({"name": "hub", "source": "huggingface", "huggingface_repo_id": "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+                   "huggingface_filename": "/etc/passwd"}),
+            "huggingface_filename",
+        ),
+        (
+            json!({"name": "hub", "source": "model_scope", "model_scope_model_id": "qwen/Qwen2.5-0.5B",
+                   "model_scope_file_path": "a/../../b"}),
+            "model_scope_file_path",
+        ),
+    ];
+    for (body, field) in &cases {
+        let (status, err) = s.post("/v2/models", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
+        assert_eq!(err["field"], *field, "{body}: {err}");
+    }
+    let (status, list) = s.get("/v2/models").await;
+    assert_eq!((status, list["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{list}");
+
+    // A good id is admitted (replicas 0: nothing downloads); the same bad ids are refused on PUT.
+    let mut good = hf("HuggingFaceTB/SmolLM2-135M-Instruct");
+    good["replicas"] = json!(0);
+    let (status, model) = s.post("/v2/models", good.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{model}");
+    let path = format!("/v2/models/{}", model["id"]);
+    for (body, field) in &cases {
+        let mut body = body.clone();
+        body["replicas"] = json!(0);
+        let (status, err) = s.put(&path, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "PUT {body}: {err}");
+        assert_eq!(err["field"], *field, "PUT {body}: {err}");
+    }
+    let (_, kept) = s.get(&path).await;
+    assert_eq!(kept["huggingface_repo_id"], "HuggingFaceTB/SmolLM2-135M-Instruct", "{kept}");
+}

@@ -55,6 +55,27 @@ fn non_empty(field: &str, value: &Option<String>, why: &str) -> ApiResult<String
     }
 }
 
+/// Hub ids must be `owner/name` and file names relative paths without `..`: a worker turns them
+/// into paths under its download cache (`api::hub`).
+fn check_hub_fields(spec: &ModelSpec) -> ApiResult<()> {
+    use crate::api::hub::{repo_file_problem, repo_id_problem};
+    let ids =
+        [("huggingface_repo_id", &spec.huggingface_repo_id), ("model_scope_model_id", &spec.model_scope_model_id)];
+    for (field, value) in ids {
+        if let Some(why) = value.as_deref().filter(|v| !v.is_empty()).and_then(repo_id_problem) {
+            return Err(ApiError::field(field, why));
+        }
+    }
+    let files =
+        [("huggingface_filename", &spec.huggingface_filename), ("model_scope_file_path", &spec.model_scope_file_path)];
+    for (field, value) in files {
+        if let Some(why) = value.as_deref().filter(|v| !v.is_empty()).and_then(repo_file_problem) {
+            return Err(ApiError::field(field, why));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a deployment and fills what the server decides (backend, cluster). Pure checks first,
 /// then lookups; every refusal names its field.
 pub async fn admit(state: &AppState, spec: ModelSpec) -> ApiResult<ModelSpec> {
@@ -90,6 +111,7 @@ async fn admit_with_backend(
             }
         }
     }
+    check_hub_fields(&spec)?;
     if let Some(name) = spec.env.keys().find(|k| !crate::backends::validate::is_env_name(k)) {
         return Err(ApiError::field(
             format!("env.{name}"),
