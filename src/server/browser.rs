@@ -120,38 +120,127 @@ mod tests {
         h
     }
 
+    /// A case: name, method, path, headers, the status it is refused with (if it is).
+    type Case = (&'static str, Method, &'static str, Vec<(&'static str, &'static str)>, Option<u16>);
+
     #[test]
     fn cross_site_requests_by_cookie_are_refused() {
         let cookie = ("cookie", "ferrostack_session=abc");
         let host = ("host", "ferro.example:8080");
-        let cases: Vec<(&str, Method, &str, Vec<(&str, &str)>, Option<u16>)> = vec![
-            ("same origin", Method::POST, "/v2/models/1/restart", vec![cookie, host, ("origin", "http://ferro.example:8080")], None),
-            ("foreign origin", Method::POST, "/v2/models/1/restart", vec![cookie, host, ("origin", "https://evil.example")], Some(403)),
-            ("origin null", Method::POST, "/v2/inference-backends/1/enable", vec![cookie, host, ("origin", "null")], Some(403)),
-            ("foreign referer", Method::DELETE, "/v2/models/1", vec![cookie, host, ("referer", "https://evil.example/x")], Some(403)),
-            ("own referer", Method::PUT, "/v2/models/1", vec![cookie, host, ("referer", "http://ferro.example:8080/models")], None),
+        let cases: Vec<Case> = vec![
+            (
+                "same origin",
+                Method::POST,
+                "/v2/models/1/restart",
+                vec![cookie, host, ("origin", "http://ferro.example:8080")],
+                None,
+            ),
+            (
+                "foreign origin",
+                Method::POST,
+                "/v2/models/1/restart",
+                vec![cookie, host, ("origin", "https://evil.example")],
+                Some(403),
+            ),
+            (
+                "origin null",
+                Method::POST,
+                "/v2/inference-backends/1/enable",
+                vec![cookie, host, ("origin", "null")],
+                Some(403),
+            ),
+            (
+                "foreign referer",
+                Method::DELETE,
+                "/v2/models/1",
+                vec![cookie, host, ("referer", "https://evil.example/x")],
+                Some(403),
+            ),
+            (
+                "own referer",
+                Method::PUT,
+                "/v2/models/1",
+                vec![cookie, host, ("referer", "http://ferro.example:8080/models")],
+                None,
+            ),
             ("no origin (a script)", Method::POST, "/v2/models/1/restart", vec![cookie, host], None),
-            ("a key, foreign origin", Method::POST, "/v2/models/1/restart",
-             vec![cookie, host, ("origin", "https://evil.example"), ("authorization", "Bearer fs_a_b")], None),
+            (
+                "a key, foreign origin",
+                Method::POST,
+                "/v2/models/1/restart",
+                vec![cookie, host, ("origin", "https://evil.example"), ("authorization", "Bearer fs_a_b")],
+                None,
+            ),
             ("GET is safe", Method::GET, "/v2/models", vec![cookie, host, ("origin", "https://evil.example")], None),
-            ("login from a foreign page", Method::POST, "/auth/login", vec![host, ("origin", "https://evil.example")], Some(403)),
-            ("logout from a foreign page", Method::POST, "/auth/logout", vec![cookie, host, ("origin", "https://evil.example")], Some(403)),
-            ("login, same origin", Method::POST, "/auth/login", vec![host, ("origin", "http://ferro.example:8080")], None),
-            ("/v1 text/plain by cookie", Method::POST, "/v1/chat/completions", vec![cookie, host, ("content-type", "text/plain")], Some(415)),
+            (
+                "login from a foreign page",
+                Method::POST,
+                "/auth/login",
+                vec![host, ("origin", "https://evil.example")],
+                Some(403),
+            ),
+            (
+                "logout from a foreign page",
+                Method::POST,
+                "/auth/logout",
+                vec![cookie, host, ("origin", "https://evil.example")],
+                Some(403),
+            ),
+            (
+                "login, same origin",
+                Method::POST,
+                "/auth/login",
+                vec![host, ("origin", "http://ferro.example:8080")],
+                None,
+            ),
+            (
+                "/v1 text/plain by cookie",
+                Method::POST,
+                "/v1/chat/completions",
+                vec![cookie, host, ("content-type", "text/plain")],
+                Some(415),
+            ),
             ("/v1 no type by cookie", Method::POST, "/v1/chat/completions", vec![cookie, host], Some(415)),
-            ("/v1 JSON by cookie", Method::POST, "/v1/chat/completions",
-             vec![cookie, host, ("content-type", "application/json; charset=utf-8")], None),
-            ("/v1 text/plain by key", Method::POST, "/v1/chat/completions",
-             vec![host, ("x-api-key", "fs_a_b"), ("content-type", "text/plain")], None),
-            ("default port", Method::POST, "/v2/models", vec![cookie, ("host", "ferro.example"), ("origin", "https://ferro.example:443")], None),
-            ("userinfo trick", Method::POST, "/v2/models", vec![cookie, host, ("origin", "http://ferro.example:8080@evil.example")], Some(403)),
+            (
+                "/v1 JSON by cookie",
+                Method::POST,
+                "/v1/chat/completions",
+                vec![cookie, host, ("content-type", "application/json; charset=utf-8")],
+                None,
+            ),
+            (
+                "/v1 text/plain by key",
+                Method::POST,
+                "/v1/chat/completions",
+                vec![host, ("x-api-key", "fs_a_b"), ("content-type", "text/plain")],
+                None,
+            ),
+            (
+                "default port",
+                Method::POST,
+                "/v2/models",
+                vec![cookie, ("host", "ferro.example"), ("origin", "https://ferro.example:443")],
+                None,
+            ),
+            (
+                "userinfo trick",
+                Method::POST,
+                "/v2/models",
+                vec![cookie, host, ("origin", "http://ferro.example:8080@evil.example")],
+                Some(403),
+            ),
         ];
         for (name, method, path, pairs, want) in cases {
             let got = cross_site_refusal(&method, path, &headers(&pairs), false).map(|e| e.code.status().as_u16());
             assert_eq!(got, want, "{name}");
         }
         // Behind a trusted proxy that rewrites Host, its X-Forwarded-Host names us too.
-        let h = headers(&[cookie, ("host", "10.0.0.5:8080"), ("x-forwarded-host", "ferro.example"), ("origin", "https://ferro.example")]);
+        let h = headers(&[
+            cookie,
+            ("host", "10.0.0.5:8080"),
+            ("x-forwarded-host", "ferro.example"),
+            ("origin", "https://ferro.example"),
+        ]);
         assert!(cross_site_refusal(&Method::POST, "/v2/models", &h, true).is_none());
         assert!(cross_site_refusal(&Method::POST, "/v2/models", &h, false).is_some());
     }

@@ -73,36 +73,77 @@ async fn every_attack_is_refused(kind: DbKind) {
         // Row 7: a restricted key mints or widens keys beyond its own bounds.
         attack("7: restricted key mints an unrestricted key", Who::RestrictedKey, Method::POST, "/v2/api-keys", 403)
             .json(json!({"name": "wide"})),
-        attack("7: restricted key mints a key for another model", Who::RestrictedKey, Method::POST, "/v2/api-keys", 403)
-            .json(json!({"name": "other", "allowed_model_names": ["m2"], "rpm_limit": 10, "tpm_limit": 1000,
+        attack(
+            "7: restricted key mints a key for another model",
+            Who::RestrictedKey,
+            Method::POST,
+            "/v2/api-keys",
+            403,
+        )
+        .json(json!({"name": "other", "allowed_model_names": ["m2"], "rpm_limit": 10, "tpm_limit": 1000,
                          "expires_in": 60})),
         attack("7: restricted key mints a key without expiry", Who::RestrictedKey, Method::POST, "/v2/api-keys", 403)
             .json(json!({"name": "forever", "allowed_model_names": ["m1"], "rpm_limit": 10, "tpm_limit": 1000})),
-        attack("7: restricted key widens its own models", Who::RestrictedKey, Method::PUT,
-               format!("/v2/api-keys/{narrow_id}"), 403)
-            .json(json!({"allowed_model_names": ["m1", "m2"]})),
-        attack("7: restricted key raises its own rpm", Who::RestrictedKey, Method::PUT,
-               format!("/v2/api-keys/{narrow_id}"), 403)
-            .json(json!({"rpm_limit": 100000})),
-        attack("7 (control): restricted key mints a key within its bounds", Who::RestrictedKey, Method::POST,
-               "/v2/api-keys", 200)
-            .json(json!({"name": "within", "allowed_model_names": ["m1"], "rpm_limit": 5, "tpm_limit": 100,
+        attack(
+            "7: restricted key widens its own models",
+            Who::RestrictedKey,
+            Method::PUT,
+            format!("/v2/api-keys/{narrow_id}"),
+            403,
+        )
+        .json(json!({"allowed_model_names": ["m1", "m2"]})),
+        attack(
+            "7: restricted key raises its own rpm",
+            Who::RestrictedKey,
+            Method::PUT,
+            format!("/v2/api-keys/{narrow_id}"),
+            403,
+        )
+        .json(json!({"rpm_limit": 100000})),
+        attack(
+            "7 (control): restricted key mints a key within its bounds",
+            Who::RestrictedKey,
+            Method::POST,
+            "/v2/api-keys",
+            200,
+        )
+        .json(json!({"name": "within", "allowed_model_names": ["m1"], "rpm_limit": 5, "tpm_limit": 100,
                          "expires_in": 60})),
         // Row 8: cross-site requests carried by the admin's cookie.
         attack("8: foreign origin restarts a deployment", Who::AdminCookie, Method::POST, "/v2/models/1/restart", 403)
             .header("origin", evil),
-        attack("8: foreign origin rotates the registration token", Who::AdminCookie, Method::POST,
-               "/v2/clusters/1/registration-token", 403)
-            .header("origin", evil),
-        attack("8: foreign origin enables a backend", Who::AdminCookie, Method::POST,
-               format!("/v2/inference-backends/{backend_id}/enable"), 403)
-            .header("origin", evil),
-        attack("8: foreign referer enables a backend", Who::AdminCookie, Method::POST,
-               format!("/v2/inference-backends/{backend_id}/enable"), 403)
-            .header("referer", format!("{evil}/page")),
-        attack("8: sandboxed page (Origin: null)", Who::AdminCookie, Method::POST,
-               format!("/v2/inference-backends/{backend_id}/enable"), 403)
-            .header("origin", "null"),
+        attack(
+            "8: foreign origin rotates the registration token",
+            Who::AdminCookie,
+            Method::POST,
+            "/v2/clusters/1/registration-token",
+            403,
+        )
+        .header("origin", evil),
+        attack(
+            "8: foreign origin enables a backend",
+            Who::AdminCookie,
+            Method::POST,
+            format!("/v2/inference-backends/{backend_id}/enable"),
+            403,
+        )
+        .header("origin", evil),
+        attack(
+            "8: foreign referer enables a backend",
+            Who::AdminCookie,
+            Method::POST,
+            format!("/v2/inference-backends/{backend_id}/enable"),
+            403,
+        )
+        .header("referer", format!("{evil}/page")),
+        attack(
+            "8: sandboxed page (Origin: null)",
+            Who::AdminCookie,
+            Method::POST,
+            format!("/v2/inference-backends/{backend_id}/enable"),
+            403,
+        )
+        .header("origin", "null"),
         attack("8: foreign origin logs the admin out", Who::AdminCookie, Method::POST, "/auth/logout", 403)
             .header("origin", evil),
         attack("8: foreign login form", Who::Anonymous, Method::POST, "/auth/login", 403)
@@ -111,13 +152,23 @@ async fn every_attack_is_refused(kind: DbKind) {
         attack("8: /v1 by cookie without a content type", Who::AdminCookie, Method::POST, "/v1/chat/completions", 415),
         attack("8: /v1 by cookie as text/plain", Who::AdminCookie, Method::POST, "/v1/chat/completions", 415)
             .text(r#"{"model":"m1","messages":[]}"#),
-        attack("8: /model/proxy by cookie as text/plain, foreign origin", Who::AdminCookie, Method::POST,
-               "/model/proxy/m1/completion", 403)
-            .header("origin", evil)
-            .text("{}"),
-        attack("8 (control): own origin enables a backend", Who::AdminCookie, Method::POST,
-               format!("/v2/inference-backends/{backend_id}/enable"), 200)
-            .header("origin", own.clone()),
+        attack(
+            "8: /model/proxy by cookie as text/plain, foreign origin",
+            Who::AdminCookie,
+            Method::POST,
+            "/model/proxy/m1/completion",
+            403,
+        )
+        .header("origin", evil)
+        .text("{}"),
+        attack(
+            "8 (control): own origin enables a backend",
+            Who::AdminCookie,
+            Method::POST,
+            format!("/v2/inference-backends/{backend_id}/enable"),
+            200,
+        )
+        .header("origin", own.clone()),
     ];
 
     let cookie = &s.http;

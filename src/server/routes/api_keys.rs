@@ -219,7 +219,13 @@ async fn delete_key(State(state): State<AppState>, Auth(p): Auth, Path(id): Path
 mod tests {
     use super::*;
 
-    fn key(scope: &[Scope], models: Option<&[&str]>, rpm: Option<u32>, tpm: Option<u64>, days: Option<i64>) -> ApiKeySpec {
+    fn key(
+        scope: &[Scope],
+        models: Option<&[&str]>,
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        days: Option<i64>,
+    ) -> ApiKeySpec {
         let base = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time");
         ApiKeySpec {
             name: "k".into(),
@@ -253,10 +259,8 @@ mod tests {
             ("no tpm limit", Some(&narrow), key(&[All], Some(&["a"]), Some(10), None, Some(30)), false),
             ("never expires", Some(&narrow), key(&[All], Some(&["a"]), Some(10), Some(1000), None), false),
             ("expires later", Some(&narrow), key(&[All], Some(&["a"]), Some(10), Some(1000), Some(31)), false),
-            ("management key, inference scope", Some(&management),
-             key(&[Inference], None, None, None, None), false),
-            ("unrestricted key: anything", Some(&unrestricted),
-             unrestricted.clone(), true),
+            ("management key, inference scope", Some(&management), key(&[Inference], None, None, None, None), false),
+            ("unrestricted key: anything", Some(&unrestricted), unrestricted.clone(), true),
         ];
         for (name, caller, result, ok) in cases {
             assert_eq!(within_callers_bounds(caller, &result).is_ok(), ok, "{name}");
