@@ -350,6 +350,7 @@ mod tests {
             gpu_ids: &[],
             data_dir: "/d",
             api_key: "k",
+            api_key_file: "/k",
         };
         let overrides = DeploymentOverrides { version: Some("cpu"), ..DeploymentOverrides::default() };
         let rendered = render_command(llama, &overrides, &ctx).unwrap();
@@ -370,6 +371,7 @@ mod tests {
             gpu_ids: &[0],
             data_dir: "/d",
             api_key: "k",
+            api_key_file: "/k",
         };
         for spec in catalog.built_in().iter().chain(catalog.community()) {
             for version in spec.version_configs.keys() {

@@ -48,6 +48,7 @@ const CTX: RenderContext<'static> = RenderContext {
     gpu_ids: &[0, 1],
     data_dir: "/data/cache",
     api_key: "key",
+    api_key_file: "/run/key",
 };
 
 fn load(name: &str, text: &str) -> InferenceBackendSpec {

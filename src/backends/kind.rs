@@ -2,6 +2,17 @@
 //! launches distributed parts differently for each. Names match case-insensitively, with the
 //! spellings GPUStack and its users write.
 
+/// How an engine receives the instance's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDelivery {
+    /// A flag naming a file that holds the key (0600, in the instance's directory on the worker).
+    File(&'static str),
+    /// An environment variable (`/proc/<pid>/environ` is readable by the engine's user only).
+    Env(&'static str),
+    /// A flag with the key itself: visible in the process list; for engines with no other way.
+    Flag(&'static str),
+}
+
 /// A built-in backend, or `Other` for community and custom ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -77,10 +88,24 @@ impl Kind {
         }
     }
 
-    /// Whether the engine takes `--api-key` (vLLM, SGLang, llama.cpp's server): the server injects
-    /// the instance's own key, so only the gateway can call it.
+    /// Whether the engine checks a key (vLLM, SGLang, llama.cpp's server): the server gives it the
+    /// instance's own key, so only the gateway can call it.
     pub fn takes_api_key(self) -> bool {
-        matches!(self, Kind::Vllm | Kind::Sglang | Kind::LlamaCpp)
+        self.key_delivery().is_some()
+    }
+
+    /// How the engine is given its key, kept off the command line (where `ps` shows it to every
+    /// local user) wherever the engine reads it from elsewhere.
+    pub fn key_delivery(self) -> Option<KeyDelivery> {
+        match self {
+            // llama-server: `--api-key-file FNAME` (one key per line); `LLAMA_API_KEY` also works.
+            Kind::LlamaCpp => Some(KeyDelivery::File("api-key-file")),
+            // vLLM: `args.api_key or [envs.VLLM_API_KEY]` (entrypoints/openai/api_server.py).
+            Kind::Vllm => Some(KeyDelivery::Env("VLLM_API_KEY")),
+            // SGLang 0.5.x reads `--api-key` only (no environment variable, no key file).
+            Kind::Sglang => Some(KeyDelivery::Flag("api-key")),
+            Kind::Mindie | Kind::Voxbox | Kind::Other => None,
+        }
     }
 
     /// Whether the engine takes its settings from a config file instead of command-line flags.

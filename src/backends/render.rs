@@ -6,21 +6,27 @@
 //! never inject flags. GPUStack substitutes before splitting; for values without spaces or quotes
 //! the result is the same. An unknown `{{name}}` is an error, never a literal.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use super::kind::{Kind, kind_of};
+use super::kind::{KeyDelivery, Kind, kind_of};
 use super::params::{Param, ParamError, parse_params, parse_words};
 use super::shell::{SplitError, split_words};
 use crate::api::backend::{InferenceBackendSpec, ParameterFormat, VersionConfig};
 
 /// The placeholders every command may use, besides environment variables.
-/// GPUStack's six, plus `data_dir` (a directory on the worker the engine may keep files in) and
-/// `api_key` (the instance's engine key, which only the gateway presents).
+/// GPUStack's six, plus `data_dir` (a directory on the worker the engine may keep files in),
+/// `api_key` (the instance's engine key, which only the gateway presents) and `api_key_file` (a
+/// file holding that key and a newline, 0600: an engine that reads its key from a file keeps it
+/// out of the process list, where `{{api_key}}` on the command line shows it to every local user).
 pub const BUILT_IN_PLACEHOLDERS: &[&str] =
-    &["model_path", "model_name", "port", "worker_ip", "gpu_count", "gpu_ids", "data_dir", "api_key"];
+    &["model_path", "model_name", "port", "worker_ip", "gpu_count", "gpu_ids", "data_dir", "api_key", "api_key_file"];
+
+/// Where a container sees the instance's key file (`{{api_key_file}}`), mounted read-only.
+pub const API_KEY_FILE_IN_CONTAINER: &str = "/run/ferrostack/engine-api-key";
 
 /// What the worker shows instead of an engine key in a reported command line.
 pub const API_KEY_MASK: &str = "<engine-api-key>";
@@ -47,6 +53,9 @@ pub struct RenderContext<'a> {
     pub data_dir: &'a str,
     /// The instance's engine key (`engine_api_key`).
     pub api_key: &'a str,
+    /// Where the engine reads the file that holds `api_key` (written by the worker only when the
+    /// command uses it: `RenderedCommand::uses_key_file`).
+    pub api_key_file: &'a str,
 }
 
 /// What the deployment asks for on top of the backend definition.
@@ -76,8 +85,11 @@ pub struct RenderedCommand {
     /// The rendered run command, then the injected parameters, then the user's: every placeholder
     /// rendered, no flag twice.
     pub args: Vec<String>,
-    /// default_env, then the version's env, then the deployment's (later wins).
+    /// default_env, then the version's env, then the deployment's (later wins); then the engine's
+    /// key variable for an engine that reads its key from the environment (`Kind::key_delivery`).
     pub env: BTreeMap<String, String>,
+    /// Whether `{{api_key_file}}` was rendered: the worker must write the key file.
+    pub uses_key_file: bool,
 }
 
 impl RenderedCommand {
@@ -122,21 +134,40 @@ pub fn render_command(
     ctx: &RenderContext<'_>,
 ) -> Result<RenderedCommand, RenderError> {
     let (version, config) = resolve_version(spec, overrides.version)?;
-    let env = merged_env(spec, config, overrides.env);
-    let vars = Placeholders { ctx, env: &env };
+    let kind = kind_of(&spec.backend_name);
+    let mut env = merged_env(spec, config, overrides.env);
+    let vars = Placeholders { ctx, env: &env, key_file_used: Cell::new(false) };
 
     let (command_field, command) = pick_run_command(spec, config, overrides.run_command);
     let (entrypoint_field, entrypoint) = pick_entrypoint(spec, config);
     let template = parse_words(render_words(command_field, command, &vars)?);
-    let injected = render_params("injected_backend_parameters", overrides.injected_parameters, &vars)?;
+    let injected_items = key_delivered(kind, overrides.injected_parameters);
+    let injected = render_params("injected_backend_parameters", &injected_items, &vars)?;
     let user = render_params("backend_parameters", overrides.backend_parameters, &vars)?;
-    let args = assemble(kind_of(&spec.backend_name), template, injected, user, spec.parameter_format);
-    Ok(RenderedCommand {
-        version: version.to_owned(),
-        entrypoint: render_words(entrypoint_field, entrypoint, &vars)?,
-        args,
-        env,
-    })
+    let args = assemble(kind, template, injected, user, spec.parameter_format);
+    let entrypoint = render_words(entrypoint_field, entrypoint, &vars)?;
+    let uses_key_file = vars.key_file_used.get();
+    if let Some(KeyDelivery::Env(var)) = kind.key_delivery()
+        && !ctx.api_key.is_empty()
+    {
+        env.insert(var.to_owned(), ctx.api_key.to_owned());
+    }
+    Ok(RenderedCommand { version: version.to_owned(), entrypoint, args, env, uses_key_file })
+}
+
+/// The injected parameters with the engine key where the engine reads it. Instances scheduled
+/// before keys left the command line carry `--api-key={{api_key}}`: for an engine that reads its
+/// key from a file that item becomes the file flag, for one that reads the environment it goes.
+fn key_delivered(kind: Kind, items: &[String]) -> Vec<String> {
+    const ON_THE_COMMAND_LINE: &str = "--api-key={{api_key}}";
+    items
+        .iter()
+        .filter_map(|item| match (item.as_str(), kind.key_delivery()) {
+            (ON_THE_COMMAND_LINE, Some(KeyDelivery::File(flag))) => Some(format!("--{flag}={{{{api_key_file}}}}")),
+            (ON_THE_COMMAND_LINE, Some(KeyDelivery::Env(_))) => None,
+            _ => Some(item.clone()),
+        })
+        .collect()
 }
 
 /// Parses parameter items and renders the placeholders inside each word.
@@ -226,7 +257,7 @@ pub fn owned_parameter(
         let why = match k.as_str() {
             "port" => "ports are allocated by the server for each instance",
             "host" => "the engine listens on the worker's address, where the worker and the gateway reach it",
-            "api-key" if kind.takes_api_key() => {
+            "api-key" | "api-key-file" if kind.takes_api_key() => {
                 "the server gives every instance its own key, which only the gateway presents"
             }
             _ if kind.owned_flags().contains(&k.as_str()) || manager_set.contains(&k) => {
@@ -240,7 +271,7 @@ pub fn owned_parameter(
 }
 
 /// Placeholders whose flags the manager owns.
-const MANAGER_PLACEHOLDERS: &[&str] = &["model_path", "model_name", "port", "worker_ip", "api_key"];
+const MANAGER_PLACEHOLDERS: &[&str] = &["model_path", "model_name", "port", "worker_ip", "api_key", "api_key_file"];
 
 /// The version to run: the requested one, else `default_version`, else the highest version.
 pub fn resolve_version<'s>(
@@ -342,6 +373,8 @@ fn pick_entrypoint<'s>(spec: &'s InferenceBackendSpec, version: &'s VersionConfi
 struct Placeholders<'a> {
     ctx: &'a RenderContext<'a>,
     env: &'a BTreeMap<String, String>,
+    /// Set when `{{api_key_file}}` is rendered.
+    key_file_used: Cell<bool>,
 }
 
 impl Placeholders<'_> {
@@ -356,6 +389,10 @@ impl Placeholders<'_> {
             "gpu_ids" => gpu_id_list(ctx.gpu_ids),
             "data_dir" => ctx.data_dir.to_owned(),
             "api_key" => ctx.api_key.to_owned(),
+            "api_key_file" => {
+                self.key_file_used.set(true);
+                ctx.api_key_file.to_owned()
+            }
             _ => return self.env.get(name).cloned(),
         };
         Some(value)

@@ -6,6 +6,7 @@
 
 use super::calc::{BadParameters, ExtendedKv, Kind, find_any, kind_of};
 use super::{Estimate, MindieParams, ModelMeta};
+use crate::backends::kind::KeyDelivery;
 use crate::backends::params::{Param, parse_params};
 use crate::placement::Claim;
 
@@ -99,8 +100,17 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
     let nodes = input.nodes.max(1);
     let multi = input.n_gpus > 1 || nodes > 1;
     let all_gpus = input.n_gpus.max(1) * nodes;
-    if kind_of(input.backend).takes_api_key() {
-        b.arg(&["api-key"], Some("{{api_key}}".into()));
+    // The instance's key, where the engine reads it (`Kind::key_delivery`); an environment
+    // variable is set when the command is rendered (`backends::render_command`).
+    let key_flags = ["api-key", "api-key-file"];
+    match kind_of(input.backend).key_delivery() {
+        Some(KeyDelivery::File(flag)) if !b.user_has(&key_flags) => {
+            b.out.args.push(format!("--{flag}={{{{api_key_file}}}}"));
+        }
+        Some(KeyDelivery::Flag(flag)) if !b.user_has(&key_flags) => {
+            b.out.args.push(format!("--{flag}={{{{api_key}}}}"));
+        }
+        _ => {}
     }
     match kind_of(input.backend) {
         Kind::Vllm => {

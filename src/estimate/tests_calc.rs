@@ -588,7 +588,6 @@ fn injected_parameters_per_backend() {
             2,
             &[],
             &[
-                "--api-key={{api_key}}",
                 "--tensor-parallel-size=2",
                 "--max-model-len=8192",
                 "--gpu-memory-utilization=0.9",
@@ -603,12 +602,7 @@ fn injected_parameters_per_backend() {
             &vllm,
             2,
             &["-tp 2", "--max_model_len 1024", "--port", "9000"],
-            &[
-                "--api-key={{api_key}}",
-                "--gpu-memory-utilization=0.9",
-                "--served-model-name={{model_name}}",
-                "--host={{worker_ip}}",
-            ],
+            &["--gpu-memory-utilization=0.9", "--served-model-name={{model_name}}", "--host={{worker_ip}}"],
         ),
         (
             "vLLM",
@@ -617,7 +611,6 @@ fn injected_parameters_per_backend() {
             1,
             &[],
             &[
-                "--api-key={{api_key}}",
                 "--max-model-len=8192",
                 "--gpu-memory-utilization=0.9",
                 "--served-model-name={{model_name}}",
@@ -644,8 +637,8 @@ fn injected_parameters_per_backend() {
         ),
         ("VoxBox", &tts, &voxbox, 1, &[], &["--device=cuda:0", "--host={{worker_ip}}", "--port={{port}}"]),
         ("VoxBox", &tts, &voxbox, 0, &[], &["--device=cpu", "--host={{worker_ip}}", "--port={{port}}"]),
-        ("llama.cpp", &gguf, &llama, 1, &[], &["--api-key={{api_key}}", "--ctx-size=8192"]),
-        ("llama.cpp", &gguf, &llama, 1, &["-c 1024"], &["--api-key={{api_key}}"]),
+        ("llama.cpp", &gguf, &llama, 1, &[], &["--api-key-file={{api_key_file}}", "--ctx-size=8192"]),
+        ("llama.cpp", &gguf, &llama, 1, &["-c 1024"], &["--api-key-file={{api_key_file}}"]),
         ("my-custom", &meta, &vllm, 1, &[], &[]),
         ("MindIE", &meta, &vllm, 1, &[], &[]),
     ];

@@ -250,6 +250,7 @@ fn produce(backend: &str, sc: &Scenario) -> Vec<(String, Vec<String>)> {
         gpu_ids: &gpu_ids,
         data_dir: "/var/lib/ferrostack/worker/cache",
         api_key: "0123abcd",
+        api_key_file: "/run/engine-key",
     };
     let rendered = render_command(&spec, &overrides, &ctx).expect("render");
     let launch = Launch { entrypoint: rendered.entrypoint, args: rendered.args, env: rendered.env };

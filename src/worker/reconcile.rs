@@ -27,7 +27,7 @@ use crate::api::backend::InferenceBackendSpec;
 use crate::api::{InstanceState, InstanceStatusReport, ModelInstance, ModelSource};
 use crate::backends::config_file;
 use crate::backends::distributed::{self, Launch, Role, Topology};
-use crate::backends::render::{API_KEY_MASK, engine_api_key};
+use crate::backends::render::{API_KEY_FILE_IN_CONTAINER, API_KEY_MASK, engine_api_key};
 use crate::backends::{DeploymentOverrides, RenderContext, render_command};
 use crate::client::{Client, ClientError};
 
@@ -97,6 +97,8 @@ enum LaunchError {
     Render(#[from] crate::backends::RenderError),
     #[error("cannot write the backend's config file: {0}")]
     Config(String),
+    #[error("cannot write the engine's key file: {0}")]
+    KeyFile(String),
 }
 
 /// What `poll_download` found.
@@ -457,6 +459,11 @@ impl Reconciler {
         let model_path_text = model_path.display().to_string();
         let data_dir = self.cfg.data_dir.join("cache").display().to_string();
         let api_key = engine_api_key(&self.server_token, i.id);
+        let key_file = self.root.join(i.id.to_string()).join(KEY_FILE);
+        let key_file_seen_as = match self.runtime.kind() {
+            RuntimeKind::Container => API_KEY_FILE_IN_CONTAINER.to_string(),
+            RuntimeKind::Process => key_file.display().to_string(),
+        };
         let ctx = RenderContext {
             model_path: &model_path_text,
             model_name: &i.spec.model_name,
@@ -465,8 +472,15 @@ impl Reconciler {
             gpu_ids: gpu_indexes,
             data_dir: &data_dir,
             api_key: &api_key,
+            api_key_file: &key_file_seen_as,
         };
         let rendered = render_command(backend, &overrides, &ctx)?;
+        let mut files = Vec::new();
+        if rendered.uses_key_file {
+            write_key_file(&key_file, &api_key)
+                .map_err(|e| LaunchError::KeyFile(format!("{}: {e}", key_file.display())))?;
+            files.push((key_file, API_KEY_FILE_IN_CONTAINER.to_string()));
+        }
         let image = i
             .spec
             .image_name
@@ -490,7 +504,6 @@ impl Reconciler {
             Some((Role::Follower { rank }, _)) => format!("{}-part{rank}", i.spec.name),
             _ => i.spec.name.clone(),
         };
-        let mut files = Vec::new();
         if let Some(config) = &i.spec.backend_config {
             let run_time = config_file::RunTime {
                 ip: &self.cfg.advertise_address,
@@ -706,6 +719,25 @@ fn probe_hosts(advertise: &str) -> Vec<String> {
         hosts.push("127.0.0.1".to_owned());
     }
     hosts
+}
+
+/// The instance's key file in its directory (`{{api_key_file}}`).
+const KEY_FILE: &str = "engine-api-key";
+
+/// Writes the engine key and a newline to a fresh file only the worker's user can read (0600):
+/// an older file of any mode is replaced, never reused.
+fn write_key_file(path: &std::path::Path, key: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(format!("{key}\n").as_bytes())
 }
 
 fn at(after: Duration) -> DateTime<Utc> {

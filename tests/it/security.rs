@@ -241,3 +241,75 @@ async fn hub_ids_that_would_leave_the_cache_are_refused(kind: DbKind) {
     let (_, kept) = s.get(&path).await;
     assert_eq!(kept["huggingface_repo_id"], "HuggingFaceTB/SmolLM2-135M-Instruct", "{kept}");
 }
+
+/// The engine key stays off the command line: llama.cpp (the community backend, run here by the
+/// llama-server stand-in) reads it from a 0600 file; `/proc/<pid>/cmdline` does not hold it; the
+/// gateway still reaches the engine and a direct call without the key is 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_key_is_not_on_the_command_line() {
+    let Some((server, gguf)) = crate::workers::llama() else { return };
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    let (status, mut llama) = s.get("/v2/inference-backends/backend_name/llama.cpp").await;
+    assert_eq!(status, StatusCode::OK, "{llama}");
+    llama["enabled"] = json!(true);
+    llama["version_configs"]["cpu"]["entrypoint"] = json!(server);
+    let (status, body) = s.put(&format!("/v2/inference-backends/{}", llama["id"]), llama.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("keyed", (46400, 46409))).await;
+    let body = json!({"name": "smol", "source": "local_path", "local_path": gguf, "backend": "llama.cpp",
+                      "backend_parameters": ["-c 1024", "-t 1", "-np 1"], "replicas": 1});
+    let (status, model) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{model}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let instance = loop {
+        let (_, list) = s.get(&format!("/v2/model-instances?model_id={}", model["id"])).await;
+        if let Some(i) = list["items"].as_array().and_then(|a| a.first()).filter(|i| i["state"] == "running") {
+            break i.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never running: {list:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let secret = std::fs::read_to_string(s.dir.path().join("data/server_secret")).expect("server secret");
+    let token = ferrostack::server::auth::server_token(secret.trim(), worker.worker_id);
+    let key = ferrostack::backends::render::engine_api_key(&token, instance["id"].as_i64().expect("id"));
+
+    let pid = instance["pid"].as_i64().expect("pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let argv: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    assert!(!argv.iter().any(|a| a.contains(&key)), "the key is on the command line: {argv:?}");
+    let at = argv.iter().position(|a| a == "--api-key-file").expect("--api-key-file");
+    let file = Path::new(&argv[at + 1]);
+    assert!(file.starts_with(dir.path()), "{} is in the worker's directory", file.display());
+    assert_eq!(mode(file), 0o600, "{}", file.display());
+    assert_eq!(std::fs::read_to_string(file).expect("key file"), format!("{key}\n"));
+    let shown = instance["command"].as_array().expect("command").iter().filter_map(|a| a.as_str()).collect::<Vec<_>>();
+    assert!(!shown.iter().any(|a| a.contains(&key)), "{shown:?}");
+
+    // Directly: refused without the key, served with it.
+    let url =
+        format!("http://{}:{}/v1/chat/completions", instance["worker_ip"].as_str().expect("ip"), instance["port"]);
+    let chat = json!({"model": "smol", "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}]});
+    let plain = reqwest::Client::new();
+    let res = plain.post(&url).json(&chat).send().await.expect("direct");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = plain.post(&url).bearer_auth("not-the-key").json(&chat).send().await.expect("direct");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = plain.post(&url).bearer_auth(&key).json(&chat).send().await.expect("direct");
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Through the gateway, with a user's API key (its routing view follows within seconds).
+    let api = s.api_key(json!({"name": "app", "scope": ["inference"]})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = plain.post(s.url("/v1/chat/completions")).bearer_auth(&api).json(&chat).send().await.expect("chat");
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        let status = res.status();
+        assert!(tokio::time::Instant::now() < deadline, "gateway: {status} {}", res.text().await.unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    worker.shutdown().await;
+}

@@ -12,6 +12,7 @@ const CTX: RenderContext<'static> = RenderContext {
     gpu_ids: &[3, 1],
     data_dir: "/var/lib/fs/cache",
     api_key: "key",
+    api_key_file: "/run/key",
 };
 
 fn backend(command: &str) -> InferenceBackendSpec {
@@ -411,5 +412,69 @@ proptest! {
     #[test]
     fn bracey_templates_never_panic(template in "[{} a-z_'\"\\\\]{0,40}") {
         let _ = render(&backend(&template));
+    }
+}
+
+/// Where each engine finds its key: (backend, run command, injected, argv wanted, key variable,
+/// whether the key file is used). Only SGLang (no other way) and a custom command that asks for
+/// `{{api_key}}` put the key itself on the command line.
+#[test]
+fn the_engine_key_goes_where_the_engine_reads_it() {
+    type Case =
+        (&'static str, &'static str, &'static [&'static str], &'static [&'static str], Option<&'static str>, bool);
+    let cases: &[Case] = &[
+        ("vLLM", "serve /m", &[], &["serve", "/m"], Some("VLLM_API_KEY"), false),
+        // Scheduled before the key left the command line: the stored item is dropped.
+        ("vLLM", "serve /m", &["--api-key={{api_key}}"], &["serve", "/m"], Some("VLLM_API_KEY"), false),
+        (
+            "llama.cpp",
+            "-m /m",
+            &["--api-key-file={{api_key_file}}"],
+            &["-m", "/m", "--api-key-file=/run/key"],
+            None,
+            true,
+        ),
+        ("llama.cpp", "-m /m", &["--api-key={{api_key}}"], &["-m", "/m", "--api-key-file=/run/key"], None, true),
+        (
+            "SGLang",
+            "--model-path /m",
+            &["--api-key={{api_key}}"],
+            &["--model-path", "/m", "--api-key=key"],
+            None,
+            false,
+        ),
+        ("t-custom", "run --key {{api_key}}", &[], &["run", "--key", "key"], None, false),
+        ("t-custom", "run --key-file {{api_key_file}}", &[], &["run", "--key-file", "/run/key"], None, true),
+        ("t-custom", "run", &["--api-key={{api_key}}"], &["run", "--api-key=key"], None, false),
+        ("VoxBox", "start", &[], &["start"], None, false),
+    ];
+    for (name, command, injected, argv, var, file) in cases {
+        let mut spec = backend(command);
+        spec.backend_name = (*name).to_owned();
+        let injected: Vec<String> = injected.iter().map(|s| (*s).to_owned()).collect();
+        let overrides = DeploymentOverrides { injected_parameters: &injected, ..DeploymentOverrides::default() };
+        let rendered = render_command(&spec, &overrides, &CTX).unwrap();
+        assert_eq!(rendered.args, *argv, "{name}: {command} {injected:?}");
+        let keyed: Vec<&String> =
+            rendered.env.iter().filter(|(_, v)| v.as_str() == CTX.api_key).map(|(k, _)| k).collect();
+        assert_eq!(keyed, var.iter().collect::<Vec<_>>(), "{name}: {command} {injected:?}");
+        assert_eq!(rendered.uses_key_file, *file, "{name}: {command} {injected:?}");
+    }
+}
+
+#[test]
+fn users_cannot_set_the_key_flags_of_a_keyed_engine() {
+    for (name, param, refused) in [
+        ("llama.cpp", "--api-key-file /tmp/mine", true),
+        ("llama.cpp", "--api-key mine", true),
+        ("vLLM", "--api-key mine", true),
+        ("SGLang", "--api-key mine", true),
+        ("t-custom", "--api-key mine", false),
+    ] {
+        let mut spec = backend("x");
+        spec.backend_name = name.to_owned();
+        let params = [param.to_owned()];
+        let overrides = DeploymentOverrides { backend_parameters: &params, ..DeploymentOverrides::default() };
+        assert_eq!(owned_parameter(&spec, &overrides).unwrap().is_some(), refused, "{name} {param}");
     }
 }

@@ -207,6 +207,7 @@ fn check_command(backend: &crate::api::backend::InferenceBackendSpec, spec: &Mod
         gpu_ids: &[0],
         data_dir: "/data",
         api_key: "key",
+        api_key_file: "/key",
     };
     let field_of = |e: &RenderError| match e {
         RenderError::Params(_) => "backend_parameters",
