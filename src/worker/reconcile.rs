@@ -744,14 +744,7 @@ fn at(after: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(after).unwrap_or_default()
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+use crate::client::urlencode;
 
 #[cfg(test)]
 mod tests;
