@@ -43,6 +43,65 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Response headers an engine may not pass to the client. The gateway answers on the server's
+/// own origin, where the web UI runs with its session: an engine must not act on that origin
+/// (cookies, site data, CORS grants, service-worker scope, HSTS, alternative services, network
+/// error reporting, client hints), make the browser act on its own (`Refresh`, `Link` preloads and
+/// stylesheets, authentication prompts), or loosen the confinement the gateway sets
+/// ([`CONFINEMENT`]).
+fn origin_affecting(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("access-control-")
+        || matches!(
+            name,
+            "set-cookie"
+                | "set-cookie2"
+                | "clear-site-data"
+                | "service-worker-allowed"
+                | "refresh"
+                | "link"
+                | "www-authenticate"
+                | "strict-transport-security"
+                | "alt-svc"
+                | "nel"
+                | "report-to"
+                | "reporting-endpoints"
+                | "accept-ch"
+                | "critical-ch"
+                | "origin-agent-cluster"
+                | "speculation-rules"
+                | "content-security-policy"
+                | "content-security-policy-report-only"
+                | "x-content-type-options"
+                | "cross-origin-resource-policy"
+        )
+}
+
+/// Set on every proxied answer: a page an engine serves (llama.cpp's web UI, or anything an
+/// engine's owner makes it send) opens as a sandboxed document with an opaque origin, so its
+/// scripts cannot call the management API with the viewer's session; no type sniffing turns JSON
+/// or text into HTML; other sites cannot embed the answers.
+const CONFINEMENT: [(&str, &str); 3] = [
+    ("content-security-policy", "sandbox"),
+    ("x-content-type-options", "nosniff"),
+    ("cross-origin-resource-policy", "same-origin"),
+];
+
+/// The headers the client gets: the engine's, less hop-by-hop and origin-affecting ones (and the
+/// length when the body is rewritten), plus [`CONFINEMENT`].
+fn answer_headers(upstream: &HeaderMap, rewritten: bool) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(upstream.len() + CONFINEMENT.len());
+    for (k, v) in upstream {
+        if !(hop_by_hop(k) || origin_affecting(k) || rewritten && k == header::CONTENT_LENGTH) {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in CONFINEMENT {
+        headers.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    headers
+}
+
 /// One request on its way upstream.
 pub(crate) struct Outgoing {
     pub route: Arc<Route>,
@@ -175,12 +234,7 @@ impl Gateway {
             let stripping = matches!(scanner, Scanner::Sse { strip: true, .. });
             let mut response = Response::new(Body::new(MeteredBody::new(incoming, scanner, accounting)));
             *response.status_mut() = parts.status;
-            let headers = response.headers_mut();
-            for (k, v) in &parts.headers {
-                if !(hop_by_hop(k) || stripping && k == header::CONTENT_LENGTH) {
-                    headers.append(k.clone(), v.clone());
-                }
-            }
+            *response.headers_mut() = answer_headers(&parts.headers, stripping);
             return Ok(response);
         }
     }
@@ -215,6 +269,55 @@ fn retryable(e: &hyper_util::client::legacy::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_never_act_on_the_servers_origin() {
+        // (header, value, passed on)
+        let table = [
+            ("content-type", "text/html", true),
+            ("x-request-id", "abc", true),
+            ("location", "/elsewhere", true),
+            ("set-cookie", "ferrostack_session=evil; Path=/", false),
+            ("set-cookie2", "x=1", false),
+            ("clear-site-data", "\"cookies\"", false),
+            ("access-control-allow-origin", "*", false),
+            ("access-control-allow-credentials", "true", false),
+            ("access-control-expose-headers", "*", false),
+            ("service-worker-allowed", "/", false),
+            ("refresh", "0; url=https://evil.example", false),
+            ("link", "<https://evil.example/x.css>; rel=stylesheet", false),
+            ("www-authenticate", "Basic realm=x", false),
+            ("strict-transport-security", "max-age=63072000; includeSubDomains", false),
+            ("alt-svc", "h2=\"evil.example:443\"", false),
+            ("nel", "{}", false),
+            ("report-to", "{}", false),
+            ("accept-ch", "Sec-CH-UA", false),
+            ("content-security-policy", "default-src *", false),
+            ("x-content-type-options", "sniff", false),
+            ("cross-origin-resource-policy", "cross-origin", false),
+            ("connection", "keep-alive", false),
+            ("transfer-encoding", "chunked", false),
+        ];
+        let mut upstream = HeaderMap::new();
+        for (k, v, _) in table {
+            upstream.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        upstream.append(header::SET_COOKIE, HeaderValue::from_static("second=1"));
+        upstream.insert(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
+        for rewritten in [false, true] {
+            let got = answer_headers(&upstream, rewritten);
+            for (k, v, kept) in table {
+                let passed = got.get_all(k).iter().any(|g| g == v);
+                assert_eq!(passed, kept, "{k}: {v}");
+            }
+            assert!(got.get(header::SET_COOKIE).is_none());
+            for (k, v) in CONFINEMENT {
+                assert_eq!(got.get_all(k).iter().collect::<Vec<_>>(), [v], "{k}");
+            }
+            let length = got.get(header::CONTENT_LENGTH).map(HeaderValue::as_bytes);
+            assert_eq!(length, (!rewritten).then_some(&b"42"[..]), "rewritten {rewritten}");
+        }
+    }
 
     #[test]
     fn the_engine_key_goes_only_to_the_openai_api() {

@@ -257,6 +257,113 @@ async fn a_backend_dying_mid_stream_ends_with_an_error_event() {
     assert_eq!(event.usage.completion_tokens, 2);
 }
 
+/// A fake engine that misbehaves like one its owner controls: every answer sets a cookie named
+/// like the server's session and grants CORS; `/page` is HTML with script. `/v1/chat/completions`
+/// streams and adds its usage-only chunk only when asked, as vLLM does; `/completion` answers like
+/// llama.cpp's native route; `/health` reports no usage. The request bodies it got are kept.
+async fn engine() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let kept = kept.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+            let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            kept.lock().expect("lock").push(sent.clone());
+            let (content_type, body) = match path.as_str() {
+                "/page" => ("text/html", "<script>fetch('/v2/users',{method:'POST'})</script>".to_string()),
+                "/completion" => (
+                    "application/json",
+                    json!({"content": "x", "tokens_evaluated": 13,
+                    "tokens_predicted": 3, "timings": {"prompt_n": 1, "predicted_n": 3}})
+                    .to_string(),
+                ),
+                "/v1/chat/completions" if sent["stream"] == true => {
+                    let mut events = vec![
+                        json!({"choices": [{"delta": {"content": "Hi"}}]}),
+                        json!({"choices": [{"delta": {}, "finish_reason": "stop"}]}),
+                    ];
+                    if sent["stream_options"]["include_usage"] == true {
+                        events.push(json!({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 2}}));
+                    }
+                    let text: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+                    ("text/event-stream", text + "data: [DONE]\n\n")
+                }
+                "/v1/chat/completions" => (
+                    "application/json",
+                    json!({"choices": [{"message": {"content": "Hi"}}],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 1}})
+                    .to_string(),
+                ),
+                _ => ("application/json", json!({"status": "ok"}).to_string()),
+            };
+            Response::builder()
+                .header("content-type", content_type)
+                .header("set-cookie", "ferrostack_session=engine; Path=/; HttpOnly")
+                .header("access-control-allow-origin", "*")
+                .header("clear-site-data", "\"cookies\"")
+                .header("x-engine", "kept")
+                .body(Body::from(body))
+                .expect("response")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, seen)
+}
+
+/// The gateway layer served on a port: `/model/proxy/1/…` through the generic proxy, the rest
+/// as `/v1`.
+async fn serve_gateway_and_proxy(gw: Gateway) -> String {
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let gw = gw.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let path = parts.uri.path().to_string();
+            let res = match path.strip_prefix("/model/proxy/1/") {
+                Some(rest) => gw.proxy_route(&Caller::default(), 1, rest, parts, body).await,
+                None => gw.openai(&Caller::default(), parts, body).await,
+            };
+            res.unwrap_or_else(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_answers_never_set_cookies_or_run_as_the_servers_origin() {
+    let (addr, _) = engine().await;
+    let (gw, _usage) = Gateway::new().expect("gateway");
+    gw.publish(Snapshot::new(vec![route(&[(1, addr)])]));
+    let base = serve_gateway_and_proxy(gw).await;
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{base}/model/proxy/1/page")).send();
+    let chat = http.post(format!("{base}/v1/chat/completions")).json(&json!({"model": "fake"})).send();
+    for res in [page.await.expect("page"), chat.await.expect("chat")] {
+        let url = res.url().clone();
+        assert_eq!(res.status(), StatusCode::OK, "{url}");
+        let h = res.headers();
+        let value = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(value("set-cookie"), None, "{url}");
+        assert_eq!(value("access-control-allow-origin"), None, "{url}");
+        assert_eq!(value("clear-site-data"), None, "{url}");
+        assert_eq!(value("content-security-policy").as_deref(), Some("sandbox"), "{url}");
+        assert_eq!(value("x-content-type-options").as_deref(), Some("nosniff"), "{url}");
+        assert_eq!(value("cross-origin-resource-policy").as_deref(), Some("same-origin"), "{url}");
+        assert_eq!(value("x-engine").as_deref(), Some("kept"), "{url}");
+    }
+}
+
 /// An OpenAI-shaped error: status, `error.type`, `error.code`, and the Retry-After header.
 async fn openai_error(res: reqwest::Response) -> (StatusCode, String, String, Option<String>) {
     let status = res.status();
@@ -314,6 +421,18 @@ async fn errors_limits_routes_usage_and_metrics(kind: DbKind) {
     assert_eq!(openai_error(res).await.0, StatusCode::NOT_FOUND);
     let res = http.get(s.url("/model/proxy/health")).header("X-GPUStack-Model", "idle").bearer_auth(&narrow);
     assert_eq!(openai_error(res.send().await.expect("send")).await.0, StatusCode::FORBIDDEN);
+    // The session cookie is no credential on the generic proxy (an engine's page must not ride on
+    // it): 401 before any route is looked at; a key on the same client is authenticated (403, 404).
+    for path in ["/model/proxy/9999/health", "/model/proxy/health"] {
+        let res = s.http.get(s.url(path)).header("X-GPUStack-Model", "idle").send().await.expect("send");
+        let (status, t, c, _) = openai_error(res).await;
+        assert_eq!(
+            (status, t.as_str(), c.as_str()),
+            (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key")
+        );
+        let res = s.http.get(s.url(path)).header("X-GPUStack-Model", "idle").bearer_auth(&narrow).send().await;
+        assert_ne!(res.expect("send").status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
 
     let (status, usage) = s.get("/v2/usage?start_date=2020-01-01").await;
     assert_eq!(status, StatusCode::OK, "{usage}");

@@ -1,6 +1,6 @@
 //! The gateway's HTTP surface: `/v1/*` (OpenAI-compatible), the generic proxy `/model/proxy/*`
-//! and `/metrics`. Authenticates the caller (API key with the `inference` scope, or the UI's
-//! session), then hands the request to [`crate::gateway`]. Errors leave in OpenAI's shape.
+//! and `/metrics`. Authenticates the caller (API key with the `inference` scope, or on `/v1` the
+//! UI's session), then hands the request to [`crate::gateway`]. Errors leave in OpenAI's shape.
 
 use axum::Router;
 use axum::body::Body;
@@ -96,8 +96,25 @@ async fn v1(State(state): State<AppState>, req: Request) -> Result<Response, Ope
     Ok(state.gateway.gateway.openai(&caller, parts, body).await?)
 }
 
+/// The generic proxy serves whatever an engine answers (llama.cpp's own web page, anything an
+/// engine's owner makes it send) on the UI's origin: a browser's session cookie is never a
+/// credential there, so a page cannot ride on it. Applications send an API key.
+fn key_required() -> OpenAiError {
+    ApiError::unauthorized(
+        "the generic proxy needs an API key: send it as \"Authorization: Bearer <key>\" or \"X-API-Key\" \
+         (a session cookie is not accepted on /model/proxy)",
+    )
+    .into()
+}
+
 async fn proxy(State(state): State<AppState>, Path(path): Path<String>, req: Request) -> Result<Response, OpenAiError> {
+    if presented_api_key(req.headers()).is_none() {
+        return Err(key_required());
+    }
     let caller = caller(&state, req.headers()).await?;
+    if caller.api_key_id == 0 {
+        return Err(key_required());
+    }
     let (parts, body) = req.into_parts();
     let body = read_body(&state, &parts.headers, body).await?;
     let gateway = &state.gateway.gateway;
