@@ -160,6 +160,10 @@ pub struct UsageRow {
     pub request_count: i64,
     pub prompt_token_count: i64,
     pub completion_token_count: i64,
+    /// Of `request_count`, the requests whose answer reported no token usage (an engine's native
+    /// route that does not count, a binary answer, an error): served, but not metered.
+    #[serde(default)]
+    pub unmetered_request_count: i64,
     /// The key's name, while the key exists (read-only; not stored with the row).
     #[serde(default)]
     pub api_key_name: Option<String>,

@@ -98,12 +98,13 @@ impl Db {
         for r in rows {
             sqlx::query(
                 "INSERT INTO model_usages (date, user_id, api_key_id, route_id, route_name, model_name, operation, \
-                 request_count, prompt_token_count, completion_token_count) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 request_count, prompt_token_count, completion_token_count, unmetered_request_count) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (date, user_id, api_key_id, route_id, model_name, operation) DO UPDATE SET \
                  request_count = model_usages.request_count + excluded.request_count, \
                  prompt_token_count = model_usages.prompt_token_count + excluded.prompt_token_count, \
                  completion_token_count = model_usages.completion_token_count + excluded.completion_token_count, \
+                 unmetered_request_count = model_usages.unmetered_request_count + excluded.unmetered_request_count, \
                  route_name = excluded.route_name",
             )
             .bind(r.date.clone())
@@ -116,6 +117,7 @@ impl Db {
             .bind(r.request_count)
             .bind(r.prompt_token_count)
             .bind(r.completion_token_count)
+            .bind(r.unmetered_request_count)
             .execute(&mut *tx)
             .await?;
         }
@@ -150,7 +152,8 @@ impl Db {
             if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let sql = format!(
             "SELECT u.date, u.user_id, u.api_key_id, u.route_id, u.route_name, u.model_name, u.operation, \
-             u.request_count, u.prompt_token_count, u.completion_token_count, k.name, us.name \
+             u.request_count, u.prompt_token_count, u.completion_token_count, k.name, us.name, \
+             u.unmetered_request_count \
              FROM model_usages u LEFT JOIN api_keys k ON k.id = u.api_key_id LEFT JOIN users us ON us.id = u.user_id\
              {where_clause} ORDER BY u.date, u.id"
         );
@@ -179,6 +182,7 @@ impl Db {
                     completion_token_count: row.try_get(9)?,
                     api_key_name: row.try_get(10)?,
                     user_name: row.try_get(11)?,
+                    unmetered_request_count: row.try_get(12)?,
                 })
             })
             .collect()

@@ -7,6 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Response, header};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::proxy::Outgoing;
 use super::{Caller, Gateway, GatewayError, Route};
@@ -27,12 +28,63 @@ pub fn operation(path: &str) -> &'static str {
 }
 
 #[derive(Deserialize)]
-struct Head {
+struct Head<'a> {
     model: Option<serde_json::Value>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<serde_json::Value>,
+    /// Raw, `null` included, so the gateway can tell where it is in the body.
+    #[serde(default, borrow, deserialize_with = "raw")]
+    stream_options: Option<&'a RawValue>,
+}
+
+fn raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Paths (as the engine sees them) whose streams report usage only when asked
+/// (`stream_options.include_usage`): OpenAI's chat and text completions, with llama.cpp's
+/// aliases without `/v1`.
+fn streams_usage_on_request(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default().trim_end_matches('/');
+    matches!(path, "/v1/chat/completions" | "/v1/completions" | "/chat/completions" | "/completions")
+}
+
+/// The body with `stream_options.include_usage` set to true, the rest byte for byte: the object
+/// `stream_options` was (or `null`) is replaced, or one is added as the first member. `None` when
+/// the body is not an object or `raw` is not a slice of it.
+fn ask_for_usage(body: &[u8], stream_options: Option<&RawValue>) -> Option<Bytes> {
+    let (at, end, value) = match stream_options {
+        Some(raw) => {
+            let text = raw.get();
+            let at = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+            let end = at.checked_add(text.len())?;
+            if body.get(at..end)? != text.as_bytes() {
+                return None;
+            }
+            let mut options =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).unwrap_or_default();
+            options.insert("include_usage".into(), serde_json::Value::Bool(true));
+            (at, end, serde_json::to_vec(&options).ok()?)
+        }
+        None => {
+            let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+            if body[open] != b'{' {
+                return None;
+            }
+            let empty = body[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+            let member = if empty {
+                "\"stream_options\":{\"include_usage\":true}"
+            } else {
+                "\"stream_options\":{\"include_usage\":true},"
+            };
+            (open + 1, open + 1, member.as_bytes().to_vec())
+        }
+    };
+    let mut out = Vec::with_capacity(body.len() + value.len());
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(&value);
+    out.extend_from_slice(&body[end..]);
+    Some(Bytes::from(out))
 }
 
 fn content_type(headers: &HeaderMap) -> String {
@@ -70,9 +122,11 @@ struct Parsed {
     json: bool,
 }
 
-/// Reads the model; on a stream that did not ask for usage, asks for it (and marks the extra
-/// chunk for removal).
-fn parse(headers: &HeaderMap, body: Bytes, inject_usage: bool) -> Result<Parsed, GatewayError> {
+/// Reads the model. On a stream from a path that reports usage only when asked
+/// ([`streams_usage_on_request`]), asks for it whatever the client said, and marks the usage-only
+/// chunk for removal unless the client asked for it too: usage is what the key is charged and
+/// limited by. The body is parsed once; a rewrite copies it with `stream_options` spliced in.
+fn parse(headers: &HeaderMap, body: Bytes, path: &str) -> Result<Parsed, GatewayError> {
     let ct = content_type(headers);
     if ct.starts_with("multipart/form-data") {
         return Ok(Parsed { model: multipart_model(&ct, &body), body, strip_usage: false, json: false });
@@ -87,21 +141,23 @@ fn parse(headers: &HeaderMap, body: Bytes, inject_usage: bool) -> Result<Parsed,
         Some(serde_json::Value::String(s)) => Some(s),
         Some(_) => return Err(GatewayError::BadRequest("model: must be a string".into())),
     };
-    let asked = head.stream_options.as_ref().and_then(|o| o.get("include_usage")).and_then(|v| v.as_bool());
-    if inject_usage && head.stream == Some(true) && asked.is_none() {
-        let mut v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| GatewayError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
-        if let Some(obj) = v.as_object_mut() {
-            let opts = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
-            if let Some(o) = opts.as_object_mut() {
-                o.insert("include_usage".into(), serde_json::Value::Bool(true));
-                let body =
-                    serde_json::to_vec(&v).map(Bytes::from).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-                return Ok(Parsed { model, body, strip_usage: true, json: true });
-            }
-        }
+    let asked = head
+        .stream_options
+        .and_then(|o| serde_json::from_str::<StreamOptions>(o.get()).ok())
+        .is_some_and(|o| o.include_usage == Some(true));
+    if head.stream == Some(true)
+        && !asked
+        && streams_usage_on_request(path)
+        && let Some(rewritten) = ask_for_usage(&body, head.stream_options)
+    {
+        return Ok(Parsed { model, body: rewritten, strip_usage: true, json: true });
     }
     Ok(Parsed { model, body, strip_usage: false, json: true })
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
 }
 
 impl Gateway {
@@ -134,7 +190,7 @@ impl Gateway {
 
     /// `POST /v1/...`: routes by the body's `model`.
     pub async fn openai(&self, caller: &Caller, parts: Parts, body: Bytes) -> Result<Response<Body>, GatewayError> {
-        let parsed = parse(&parts.headers, body, true)?;
+        let parsed = parse(&parts.headers, body, parts.uri.path())?;
         let name = parsed.model.clone().ok_or_else(|| GatewayError::BadRequest("model: required".into()))?;
         let route = self.admit(caller, &name)?;
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
@@ -158,13 +214,13 @@ impl Gateway {
             return Err(GatewayError::ProxyDisabled(route.name.clone()));
         }
         self.limit(caller, &route)?;
-        let parsed = parse(&parts.headers, body, false).unwrap_or_else(|_| Parsed {
+        let path_and_query = stripped(path, &parts);
+        let parsed = parse(&parts.headers, body.clone(), &path_and_query).unwrap_or(Parsed {
             model: None,
-            body: Bytes::new(),
+            body,
             strip_usage: false,
             json: false,
         });
-        let path_and_query = stripped(path, &parts);
         self.send(caller, route, parts, parsed, path_and_query).await
     }
 
@@ -177,7 +233,8 @@ impl Gateway {
         body: Bytes,
     ) -> Result<Response<Body>, GatewayError> {
         let header_model = parts.headers.get("x-gpustack-model").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let parsed = parse(&parts.headers, body.clone(), false).unwrap_or(Parsed {
+        let path_and_query = stripped(path, &parts);
+        let parsed = parse(&parts.headers, body.clone(), &path_and_query).unwrap_or(Parsed {
             model: None,
             body,
             strip_usage: false,
@@ -190,7 +247,6 @@ impl Gateway {
         if !route.generic_proxy {
             return Err(GatewayError::ProxyDisabled(route.name.clone()));
         }
-        let path_and_query = stripped(path, &parts);
         self.send(caller, route, parts, parsed, path_and_query).await
     }
 
@@ -263,20 +319,83 @@ mod tests {
         assert_eq!(multipart_model("multipart/form-data; boundary=other", body), None);
     }
 
-    #[test]
-    fn streams_ask_for_usage_once() {
+    fn json() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, "application/json".parse().expect("ct"));
-        let p = parse(&h, Bytes::from_static(br#"{"model":"m","stream":true}"#), true).expect("parse");
-        assert!(p.strip_usage);
-        let v: serde_json::Value = serde_json::from_slice(&p.body).expect("json");
-        assert_eq!(v["stream_options"]["include_usage"], true);
-        let asked = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#;
-        let p = parse(&h, Bytes::from_static(asked), true).expect("parse");
-        assert!(!p.strip_usage && p.body.as_ref() == asked, "the client's choice is kept byte for byte");
-        let plain = br#"{"model":"m"}"#;
-        let p = parse(&h, Bytes::from_static(plain), true).expect("parse");
-        assert!(!p.strip_usage && p.body.as_ref() == plain && p.model.as_deref() == Some("m"));
-        assert!(parse(&h, Bytes::from_static(b"{nope"), true).is_err());
+        h
+    }
+
+    #[test]
+    fn streams_always_ask_for_usage() {
+        const CHAT: &str = "/v1/chat/completions";
+        // (path, body, body sent on (None: unchanged), usage chunk stripped)
+        let table: &[(&str, &str, Option<&str>, bool)] = &[
+            (
+                CHAT,
+                r#"{"model":"m","stream":true}"#,
+                Some(r#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#),
+                true,
+            ),
+            (
+                CHAT,
+                r#" {"stream":true,"stream_options":{"include_usage":false,"x":1},"model":"m"}"#,
+                Some(r#" {"stream":true,"stream_options":{"include_usage":true,"x":1},"model":"m"}"#),
+                true,
+            ),
+            (
+                CHAT,
+                r#"{"stream":true,"stream_options":null}"#,
+                Some(r#"{"stream":true,"stream_options":{"include_usage":true}}"#),
+                true,
+            ),
+            (
+                CHAT,
+                r#"{"stream":true,"stream_options":{}}"#,
+                Some(r#"{"stream":true,"stream_options":{"include_usage":true}}"#),
+                true,
+            ),
+            (
+                "/v1/completions",
+                r#"{"stream":true,"prompt":"é \"}"}"#,
+                Some(r#"{"stream_options":{"include_usage":true},"stream":true,"prompt":"é \"}"}"#),
+                true,
+            ),
+            (
+                "/completions?x=1",
+                r#"{"stream":true}"#,
+                Some(r#"{"stream_options":{"include_usage":true},"stream":true}"#),
+                true,
+            ),
+            // The client asked: its body goes on byte for byte and it gets the chunk.
+            (CHAT, r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#, None, false),
+            // Not a stream, or a path whose streams need no asking.
+            (CHAT, r#"{"model":"m"}"#, None, false),
+            (CHAT, r#"{"model":"m","stream":false}"#, None, false),
+            ("/v1/responses", r#"{"model":"m","stream":true}"#, None, false),
+            ("/completion", r#"{"prompt":"x","stream":true}"#, None, false),
+            ("/v1/embeddings", r#"{"model":"m","stream":true}"#, None, false),
+        ];
+        for (path, body, sent, strip) in table {
+            let p = parse(&json(), Bytes::copy_from_slice(body.as_bytes()), path).expect("parse");
+            let got = std::str::from_utf8(&p.body).expect("utf8");
+            assert_eq!(got, sent.unwrap_or(body), "{path} {body}");
+            assert_eq!(p.strip_usage, *strip, "{path} {body}");
+            assert!(p.json);
+            serde_json::from_str::<serde_json::Value>(got).expect("still JSON");
+        }
+        assert!(parse(&json(), Bytes::from_static(b"{nope"), CHAT).is_err());
+        assert!(parse(&json(), Bytes::from_static(br#"{"model":1}"#), CHAT).is_err());
+    }
+
+    #[test]
+    fn usage_is_asked_for_only_in_objects() {
+        assert_eq!(ask_for_usage(b"[1]", None), None);
+        assert_eq!(
+            ask_for_usage(b"  { } ", None).as_deref(),
+            Some(&br#"  {"stream_options":{"include_usage":true} } "#[..])
+        );
+        // A raw value that is not a slice of the body is never spliced.
+        let elsewhere: Box<RawValue> = RawValue::from_string("{}".into()).expect("raw");
+        assert_eq!(ask_for_usage(br#"{"stream_options":{}}"#, Some(&elsewhere)), None);
     }
 }

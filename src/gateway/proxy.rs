@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, Response, Uri};
 
-use super::usage::{Accounting, MeteredBody, Scanner, Usage, UsageEvent};
+use super::usage::{Accounting, MeteredBody, Scanner, UsageEvent};
 use super::{Gateway, GatewayError, Route};
 
 /// Most attempts per request when instances refuse connections.
@@ -226,7 +226,7 @@ impl Gateway {
                     route_name: route.name.clone(),
                     model_name: target.served_name.clone(),
                     operation: out.operation,
-                    usage: Usage::default(),
+                    usage: None,
                 },
                 started,
                 lease: Some(lease),

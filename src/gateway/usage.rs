@@ -32,7 +32,9 @@ pub struct UsageEvent {
     pub route_name: String,
     pub model_name: String,
     pub operation: &'static str,
-    pub usage: Usage,
+    /// `None`: the engine reported no usage (a native route that does not count, a binary
+    /// answer, an error): the request is counted as unmetered.
+    pub usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
@@ -56,17 +58,64 @@ impl UsageJson {
 }
 
 #[derive(Deserialize)]
+struct Timings {
+    prompt_n: Option<u64>,
+    predicted_n: Option<u64>,
+}
+
+#[derive(Deserialize)]
 struct WithUsage {
     usage: Option<UsageJson>,
     choices: Option<Vec<serde::de::IgnoredAny>>,
     /// `/v1/responses` streams carry usage inside `response`.
     response: Option<Box<WithUsage>>,
+    /// llama.cpp's native `/completion`: the whole prompt and the tokens generated.
+    tokens_evaluated: Option<u64>,
+    tokens_predicted: Option<u64>,
+    /// llama.cpp's timings: tokens processed (a prompt's cached part not counted) and generated.
+    timings: Option<Timings>,
 }
 
 impl WithUsage {
     fn usage(&self) -> Option<Usage> {
-        self.usage.as_ref().map(UsageJson::usage).or_else(|| self.response.as_ref().and_then(|r| r.usage()))
+        self.usage
+            .as_ref()
+            .map(UsageJson::usage)
+            .or_else(|| self.response.as_ref().and_then(|r| r.usage()))
+            .or_else(|| self.native())
     }
+
+    fn native(&self) -> Option<Usage> {
+        let timings = self.timings.as_ref();
+        let prompt = self.tokens_evaluated.or_else(|| timings.and_then(|t| t.prompt_n));
+        let completion = self.tokens_predicted.or_else(|| timings.and_then(|t| t.predicted_n));
+        (prompt.is_some() || completion.is_some())
+            .then(|| Usage { prompt_tokens: prompt.unwrap_or(0), completion_tokens: completion.unwrap_or(0) })
+    }
+
+    /// A usage-only stream chunk: OpenAI's `usage` with `choices: []`.
+    fn usage_only(&self) -> bool {
+        self.usage.is_some() && self.choices.as_ref().is_some_and(|c| c.is_empty())
+    }
+}
+
+/// The usage a JSON answer reports: an object's, or the sum over an array of them (llama.cpp
+/// answers a `/completion` with several prompts with one result each).
+fn json_usage(body: &[u8]) -> Option<Usage> {
+    if let Ok(one) = serde_json::from_slice::<WithUsage>(body) {
+        return one.usage();
+    }
+    let many = serde_json::from_slice::<Vec<WithUsage>>(body).ok()?;
+    many.iter().filter_map(WithUsage::usage).reduce(|a, b| Usage {
+        prompt_tokens: a.prompt_tokens.saturating_add(b.prompt_tokens),
+        completion_tokens: a.completion_tokens.saturating_add(b.completion_tokens),
+    })
+}
+
+/// Whether an event may carry usage (what [`WithUsage`] reads), checked before parsing it.
+fn mentions_usage(event: &[u8]) -> bool {
+    const KEYS: [&[u8]; 3] = [b"\"usage\"", b"\"tokens_evaluated\"", b"\"timings\""];
+    KEYS.iter().any(|k| event.windows(k.len()).any(|w| w == *k))
 }
 
 /// Largest JSON body scanned for `usage` (bigger ones pass uncounted).
@@ -107,16 +156,14 @@ fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
 
 /// Parses one SSE event: its usage, and whether it is a usage-only chunk (`choices: []`).
 fn sse_event(event: &[u8]) -> (Option<Usage>, bool) {
-    if !event.windows(7).any(|w| w == b"\"usage\"") {
+    if !mentions_usage(event) {
         return (None, false);
     }
     for line in event.split(|b| *b == b'\n') {
         let Some(data) = line.strip_prefix(b"data:") else { continue };
         let data = data.trim_ascii();
         if let Ok(chunk) = serde_json::from_slice::<WithUsage>(data) {
-            let usage = chunk.usage();
-            let usage_only = usage.is_some() && chunk.choices.as_ref().is_some_and(|c| c.is_empty());
-            return (usage, usage_only);
+            return (chunk.usage(), chunk.usage_only());
         }
     }
     (None, false)
@@ -181,7 +228,7 @@ impl Scanner {
             Scanner::Off => (None, None),
             Scanner::Json { buf, usage } => {
                 if usage.is_none() {
-                    *usage = serde_json::from_slice::<WithUsage>(buf).ok().and_then(|w| w.usage());
+                    *usage = json_usage(buf);
                 }
                 buf.clear();
                 (None, *usage)
@@ -220,8 +267,8 @@ impl Accounting {
         let route = self.event.route_name.as_str();
         let m = &self.shared.metrics;
         m.duration.with_label_values(&[route]).observe(self.started.elapsed().as_secs_f64());
+        self.event.usage = usage;
         if let Some(u) = usage {
-            self.event.usage = u;
             m.tokens.with_label_values(&[route, "prompt"]).inc_by(u.prompt_tokens);
             m.tokens.with_label_values(&[route, "completion"]).inc_by(u.completion_tokens);
             if self.event.api_key_id != 0 {
@@ -350,6 +397,89 @@ mod tests {
         let mut e = Scanner::for_content_type("application/json", false);
         e.feed(Bytes::from_static(br#"{"data":[],"usage":{"prompt_tokens":5,"total_tokens":5}}"#));
         assert_eq!(e.finish().1, Some(Usage { prompt_tokens: 5, completion_tokens: 0 }));
+    }
+
+    fn u(prompt_tokens: u64, completion_tokens: u64) -> Option<Usage> {
+        Some(Usage { prompt_tokens, completion_tokens })
+    }
+
+    #[test]
+    fn usage_is_read_from_what_engines_answer() {
+        let table: &[(&str, Option<Usage>)] = &[
+            (r#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}"#, u(7, 3)),
+            (r#"{"data":[],"usage":{"prompt_tokens":5,"total_tokens":5}}"#, u(5, 0)),
+            (r#"{"usage":{"input_tokens":9,"output_tokens":2}}"#, u(9, 2)),
+            (r#"{"response":{"usage":{"input_tokens":9,"output_tokens":2}}}"#, u(9, 2)),
+            // llama.cpp's /completion: the whole prompt, not just its uncached part.
+            (
+                r#"{"content":"x","tokens_evaluated":12,"tokens_predicted":4,"timings":{"prompt_n":2,"predicted_n":4}}"#,
+                u(12, 4),
+            ),
+            (r#"{"content":"x","timings":{"prompt_n":3,"predicted_n":5}}"#, u(3, 5)),
+            (r#"{"tokens_predicted":6}"#, u(0, 6)),
+            (
+                r#"[{"tokens_evaluated":2,"tokens_predicted":1},{"content":"?"},{"tokens_evaluated":3,"tokens_predicted":4}]"#,
+                u(5, 5),
+            ),
+            // OpenAI's usage wins over llama.cpp's timings on its OpenAI routes.
+            (
+                r#"{"usage":{"prompt_tokens":7,"completion_tokens":3},"timings":{"prompt_n":1,"predicted_n":3}}"#,
+                u(7, 3),
+            ),
+            // Nothing reported: unmetered.
+            (r#"{"content":"x","stop":true}"#, None),
+            (r#"{"error":{"message":"bad"}}"#, None),
+            ("[]", None),
+            ("not json", None),
+        ];
+        for (body, want) in table {
+            let mut s = Scanner::for_content_type("application/json", false);
+            s.feed(Bytes::copy_from_slice(body.as_bytes()));
+            assert_eq!(s.finish().1, *want, "{body}");
+        }
+        let mut off = Scanner::for_content_type("audio/mpeg", false);
+        assert_eq!(off.feed(Bytes::from_static(b"ID3")).as_deref(), Some(&b"ID3"[..]));
+        assert_eq!(off.finish().1, None, "a binary answer is unmetered");
+    }
+
+    #[test]
+    fn only_the_usage_only_chunk_is_stripped() {
+        const LLAMA_FINAL: &str = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\
+\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\n";
+        const NATIVE: &str = "data: {\"content\":\"Hi\",\"stop\":false}\n\n\
+data: {\"content\":\"\",\"stop\":true,\"tokens_evaluated\":11,\"tokens_predicted\":1,\"timings\":{\"prompt_n\":1}}\n\n";
+        const USAGE_ONLY: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2}}\n\n";
+        const DELTA: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n";
+        const DONE: &str = "data: [DONE]\n\n";
+        // (events, strip, what the client sees, usage)
+        type Case<'a> = (Vec<&'a str>, bool, Vec<&'a str>, Option<Usage>);
+        let table: Vec<Case> = vec![
+            (vec![DELTA, USAGE_ONLY, DONE], true, vec![DELTA, DONE], u(4, 2)),
+            (vec![DELTA, USAGE_ONLY, DONE], false, vec![DELTA, USAGE_ONLY, DONE], u(4, 2)),
+            (vec![DELTA, LLAMA_FINAL, DONE], true, vec![DELTA, LLAMA_FINAL, DONE], u(9, 1)),
+            (vec![NATIVE], false, vec![NATIVE], u(11, 1)),
+            (vec![NATIVE], true, vec![NATIVE], u(11, 1)),
+            (vec![DELTA, DELTA, DONE], true, vec![DELTA, DELTA, DONE], u(0, 2)),
+            (vec!["data: {\"content\":\"x\"}\n\n", DONE], false, vec!["data: {\"content\":\"x\"}\n\n", DONE], None),
+        ];
+        for (events, strip, seen, usage) in table {
+            let stream = events.concat();
+            for split in [1, 5, stream.len()] {
+                let mut s = Scanner::for_content_type("text/event-stream", strip);
+                let mut out = Vec::new();
+                for part in stream.as_bytes().chunks(split) {
+                    out.extend_from_slice(&s.feed(Bytes::copy_from_slice(part)).unwrap_or_default());
+                }
+                let (rest, got) = s.finish();
+                out.extend_from_slice(&rest.unwrap_or_default());
+                assert_eq!(
+                    String::from_utf8(out).expect("utf8"),
+                    seen.concat(),
+                    "{stream} strip {strip} split {split}"
+                );
+                assert_eq!(got, usage, "{stream}");
+            }
+        }
     }
 
     const STREAM: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n\

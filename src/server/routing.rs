@@ -242,12 +242,19 @@ fn add(pending: &mut HashMap<UsageKey, UsageRow>, e: UsageEvent) {
         request_count: 0,
         prompt_token_count: 0,
         completion_token_count: 0,
+        unmetered_request_count: 0,
         api_key_name: None,
         user_name: None,
     });
     row.request_count += 1;
-    row.prompt_token_count += e.usage.prompt_tokens as i64;
-    row.completion_token_count += e.usage.completion_tokens as i64;
+    match e.usage {
+        Some(u) => {
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            row.prompt_token_count = row.prompt_token_count.saturating_add(count(u.prompt_tokens));
+            row.completion_token_count = row.completion_token_count.saturating_add(count(u.completion_tokens));
+        }
+        None => row.unmetered_request_count += 1,
+    }
 }
 
 async fn flush(db: &Db, pending: &mut HashMap<UsageKey, UsageRow>) {

@@ -254,7 +254,7 @@ async fn a_backend_dying_mid_stream_ends_with_an_error_event() {
     let error: Value = serde_json::from_str(last.trim_start_matches("data: ")).expect("an error event");
     assert_eq!(error["error"]["type"], "server_error", "{text}");
     let event = tokio::time::timeout(Duration::from_secs(5), usage.recv()).await.expect("usage").expect("event");
-    assert_eq!(event.usage.completion_tokens, 2);
+    assert_eq!(event.usage.map(|u| u.completion_tokens), Some(2));
 }
 
 /// A fake engine that misbehaves like one its owner controls: every answer sets a cookie named
@@ -361,6 +361,53 @@ async fn engine_answers_never_set_cookies_or_run_as_the_servers_origin() {
         assert_eq!(value("x-content-type-options").as_deref(), Some("nosniff"), "{url}");
         assert_eq!(value("cross-origin-resource-policy").as_deref(), Some("same-origin"), "{url}");
         assert_eq!(value("x-engine").as_deref(), Some("kept"), "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_native_routes_are_metered() {
+    let (addr, seen) = engine().await;
+    let (gw, mut usage) = Gateway::new().expect("gateway");
+    gw.publish(Snapshot::new(vec![route(&[(1, addr)])]));
+    let base = serve_gateway_and_proxy(gw).await;
+    let http = reqwest::Client::new();
+    // (path, body, the client sees a usage chunk, usage charged)
+    let u = |prompt_tokens, completion_tokens| Some(ferrostack::gateway::Usage { prompt_tokens, completion_tokens });
+    let cases = [
+        ("/v1/chat/completions", json!({"model": "fake", "stream": true}), false, u(11, 2)),
+        (
+            "/v1/chat/completions",
+            json!({"model": "fake", "stream": true, "stream_options": {"include_usage": false}}),
+            false,
+            u(11, 2),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "fake", "stream": true, "stream_options": {"include_usage": true}}),
+            true,
+            u(11, 2),
+        ),
+        (
+            "/model/proxy/1/v1/chat/completions",
+            json!({"stream": true, "stream_options": {"include_usage": false}}),
+            false,
+            u(11, 2),
+        ),
+        ("/model/proxy/1/completion", json!({"prompt": "hi"}), false, u(13, 3)),
+        ("/model/proxy/1/health", json!({}), false, None),
+    ];
+    for (path, body, usage_chunk, charged) in cases {
+        let res = http.post(format!("{base}{path}")).json(&body).send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::OK, "{path} {body}");
+        let text = res.text().await.expect("body");
+        if body["stream"] == true {
+            assert_eq!(text.contains("\"usage\""), usage_chunk, "{path} {body}: {text}");
+            assert!(text.contains("finish_reason") && text.ends_with("data: [DONE]\n\n"), "{text}");
+            let sent = seen.lock().expect("lock").last().cloned().unwrap_or_default();
+            assert_eq!(sent["stream_options"]["include_usage"], true, "the engine was asked: {sent}");
+        }
+        let event = tokio::time::timeout(Duration::from_secs(5), usage.recv()).await.expect("usage").expect("event");
+        assert_eq!(event.usage, charged, "{path} {body}");
     }
 }
 
@@ -533,6 +580,25 @@ async fn openai_client_through_the_gateway_to_llama() {
         .expect("proxy");
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.text().await.unwrap_or_default().contains("ok"));
+    // Nothing escapes usage: a stream whose client declined usage is charged its prompt and the
+    // client sees no usage-only chunk; llama.cpp's native /completion through the proxy is charged.
+    let meter = s.api_key(json!({"name": "meter", "scope": ["inference"]})).await;
+    let http = reqwest::Client::new();
+    let body = json!({"model": "smol", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4,
+                      "stream": true, "stream_options": {"include_usage": false}});
+    let res = http.post(s.url("/v1/chat/completions")).bearer_auth(&meter).json(&body).send().await.expect("stream");
+    let text = res.text().await.expect("text");
+    let chunks = text.split("\n\n").filter_map(|e| e.trim().strip_prefix("data: ")).filter(|d| *d != "[DONE]");
+    for chunk in chunks {
+        let chunk: Value = serde_json::from_str(chunk).expect("chunk");
+        assert!(
+            chunk["choices"].as_array().is_some_and(|c| !c.is_empty()),
+            "a usage-only chunk reached the client: {text}"
+        );
+    }
+    let native = http.post(s.url(&format!("/model/proxy/{}/completion", smol["id"]))).bearer_auth(&meter);
+    let (status, answer) = reqwest_json(native.json(&json!({"prompt": "Hello", "n_predict": 4}))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     // A route with generic_proxy false closes the proxy, not the OpenAI paths.
     let (status, body) =
         s.put(&format!("/v2/model-routes/{}", smol["id"]), json!({"name": "smol", "generic_proxy": false})).await;
@@ -558,13 +624,24 @@ async fn openai_client_through_the_gateway_to_llama() {
     loop {
         let (_, usage) = s.get("/v2/usage").await;
         let rows = usage["items"].as_array().cloned().unwrap_or_default();
-        let chat = rows.iter().find(|r| r["route_name"] == "smol" && r["operation"] == "chat_completion");
+        let chat = rows
+            .iter()
+            .find(|r| r["route_name"] == "smol" && r["operation"] == "chat_completion" && r["api_key_name"] != "meter");
         let embed = rows.iter().find(|r| r["route_name"] == "smol-embed" && r["operation"] == "embedding");
-        if let (Some(chat), Some(embed)) = (chat, embed)
+        let metered = |operation: &str| {
+            rows.iter().find(|r| r["api_key_name"] == "meter" && r["operation"] == operation).cloned()
+        };
+        if let (Some(chat), Some(embed), Some(stream), Some(native)) =
+            (chat, embed, metered("chat_completion"), metered("proxy"))
             && chat["request_count"].as_i64() >= Some(2)
         {
             assert!(chat["completion_token_count"].as_i64() >= Some(40), "{chat}");
             assert!(embed["prompt_token_count"].as_i64() > Some(0), "{embed}");
+            for row in [stream, native] {
+                assert!(row["prompt_token_count"].as_i64() > Some(0), "{row}");
+                assert!(row["completion_token_count"].as_i64() > Some(0), "{row}");
+                assert_eq!(row["unmetered_request_count"], 0, "{row}");
+            }
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "usage never recorded: {usage:#}");
@@ -585,7 +662,7 @@ async fn the_usage_writer_writes_what_is_left_when_finished(kind: DbKind) {
     let (events, rx) = tokio::sync::mpsc::channel(16);
     let (finish, finished) = tokio::sync::watch::channel(false);
     let writer = ferrostack::server::routing::spawn_usage_writer(s.db().clone(), rx, finished);
-    let event = |tokens: u64| ferrostack::gateway::UsageEvent {
+    let event = |tokens: Option<u64>| ferrostack::gateway::UsageEvent {
         at: chrono::Utc::now(),
         user_id: 1,
         api_key_id: 0,
@@ -593,10 +670,11 @@ async fn the_usage_writer_writes_what_is_left_when_finished(kind: DbKind) {
         route_name: "late".into(),
         model_name: "late".into(),
         operation: "chat_completion",
-        usage: ferrostack::gateway::Usage { prompt_tokens: tokens, completion_tokens: 1 },
+        usage: tokens.map(|t| ferrostack::gateway::Usage { prompt_tokens: t, completion_tokens: 1 }),
     };
-    events.send(event(3)).await.expect("send");
-    events.send(event(4)).await.expect("send");
+    events.send(event(Some(3))).await.expect("send");
+    events.send(event(Some(4))).await.expect("send");
+    events.send(event(None)).await.expect("send");
     // Well inside the writer's flush interval: only the final flush can have written these.
     finish.send(true).expect("finish");
     tokio::time::timeout(Duration::from_secs(10), writer).await.expect("writer ends").expect("join");
@@ -604,6 +682,9 @@ async fn the_usage_writer_writes_what_is_left_when_finished(kind: DbKind) {
     let rows = usage["items"].as_array().cloned().unwrap_or_default();
     let prompt: u64 = rows.iter().filter_map(|r| r["prompt_token_count"].as_u64()).sum();
     assert_eq!(prompt, 7, "{usage:#}");
+    // A request the engine reported no usage for is counted, as unmetered.
+    let sum = |field: &str| rows.iter().filter_map(|r| r[field].as_u64()).sum::<u64>();
+    assert_eq!((sum("request_count"), sum("unmetered_request_count")), (3, 1), "{usage:#}");
     // Rows name their user (and key, when one was used) for the usage page.
     assert!(rows.iter().all(|r| r["user_name"] == "admin" && r["api_key_name"].is_null()), "{usage:#}");
 }
