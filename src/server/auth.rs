@@ -312,33 +312,50 @@ pub const HASH_SLOTS: usize = 2;
 /// Password checks allowed to wait for a slot; past that a login is answered 429 at once.
 pub const HASH_QUEUE: usize = 64;
 
-static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASH_SLOTS);
-static HASH_WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A turn at password hashing: held while a login, a password change or a user's creation reads
-/// and hashes. At most [`HASH_SLOTS`] run and [`HASH_QUEUE`] wait; the rest get 429 with
-/// `Retry-After` (so a flood neither grows memory nor starves the database pool).
-pub async fn hashing_turn() -> ApiResult<tokio::sync::SemaphorePermit<'static>> {
-    use std::sync::atomic::Ordering;
-    if let Ok(permit) = HASHING.try_acquire() {
-        return Ok(permit);
-    }
-    if HASH_WAITING.fetch_add(1, Ordering::AcqRel) >= HASH_QUEUE {
-        HASH_WAITING.fetch_sub(1, Ordering::AcqRel);
-        return Err(ApiError::new(
-            super::error::ErrorCode::TooManyRequests,
-            "the server is busy checking other passwords; try again in a second",
-        ));
-    }
-    let permit = HASHING.acquire().await;
-    HASH_WAITING.fetch_sub(1, Ordering::AcqRel);
-    permit.map_err(ApiError::internal)
+/// A server's turns at password hashing (one per server: the memory bound is per process).
+#[derive(Debug)]
+pub struct HashSlots {
+    slots: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
-/// Runs a password hash or check off the async threads, in its turn ([`hashing_turn`]).
-pub async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    let _turn = hashing_turn().await?;
-    blocking(f).await
+impl Default for HashSlots {
+    fn default() -> Self {
+        HashSlots { slots: tokio::sync::Semaphore::new(HASH_SLOTS), waiting: Default::default() }
+    }
+}
+
+impl HashSlots {
+    /// A turn at password hashing: held while a login, a password change or a user's creation
+    /// reads and hashes. At most [`HASH_SLOTS`] run and [`HASH_QUEUE`] wait; the rest get 429 with
+    /// `Retry-After` (so a flood neither grows memory nor starves the database pool).
+    pub async fn turn(&self) -> ApiResult<tokio::sync::SemaphorePermit<'_>> {
+        use std::sync::atomic::Ordering;
+        if let Ok(permit) = self.slots.try_acquire() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= HASH_QUEUE {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::new(
+                super::error::ErrorCode::TooManyRequests,
+                "the server is busy checking other passwords; try again in a second",
+            ));
+        }
+        let permit = self.slots.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        permit.map_err(ApiError::internal)
+    }
+
+    /// Runs a password hash or check off the async threads, in its turn.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+        let _turn = self.turn().await?;
+        blocking(f).await
+    }
+
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Name of the cookie that marks a browser where a user logged in before (see `throttle`).
@@ -398,7 +415,8 @@ mod tests {
         let value = device_cookie_value("s3cret", "Admin");
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, format!("{DEVICE_COOKIE}={value}").parse().expect("header"));
-        let cases = [("s3cret", "admin", true), ("s3cret", "ADMIN", true), ("s3cret", "bob", false), ("other", "admin", false)];
+        let cases =
+            [("s3cret", "admin", true), ("s3cret", "ADMIN", true), ("s3cret", "bob", false), ("other", "admin", false)];
         for (secret, user, want) in cases {
             assert_eq!(has_device_cookie(secret, &headers, user), want, "{secret} {user}");
         }
@@ -408,20 +426,26 @@ mod tests {
 
     #[tokio::test]
     async fn hashing_turns_are_bounded() {
+        let slots = std::sync::Arc::new(HashSlots::default());
         let mut held = Vec::new();
         for _ in 0..HASH_SLOTS {
-            held.push(hashing_turn().await.expect("a free slot"));
+            held.push(slots.turn().await.expect("a free slot"));
         }
         // The queue fills, then the next caller is refused at once.
-        let waiting: Vec<_> = (0..HASH_QUEUE).map(|_| tokio::spawn(hashing_turn())).collect();
-        while HASH_WAITING.load(std::sync::atomic::Ordering::Acquire) < HASH_QUEUE {
+        let waiting: Vec<_> = (0..HASH_QUEUE)
+            .map(|_| {
+                let slots = slots.clone();
+                tokio::spawn(async move { slots.turn().await.map(drop) })
+            })
+            .collect();
+        while slots.waiting() < HASH_QUEUE {
             tokio::task::yield_now().await;
         }
-        let refused = hashing_turn().await.expect_err("over the queue");
+        let refused = slots.turn().await.expect_err("over the queue");
         assert_eq!(refused.code, crate::server::error::ErrorCode::TooManyRequests);
         drop(held);
         for w in waiting {
-            drop(w.await.expect("join").expect("its turn came"));
+            w.await.expect("join").expect("its turn came");
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct AppState {
     pub gateway: Arc<routing::GatewayState>,
     /// Failed logins per user name and client address.
     pub logins: Arc<throttle::LoginThrottle>,
+    /// Turns at password hashing, a few at a time.
+    pub hashing: Arc<auth::HashSlots>,
     /// `/v2/gpu-devices`' list, rebuilt when workers or instances change.
     pub gpu_devices: Arc<routes::gpu_devices::DeviceCache>,
     /// What `/v2/dashboard` counts, re-read when workers, instances or deployments change.
@@ -186,13 +188,11 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         server_secret: server_secret.clone(),
         gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret)),
         logins: Arc::default(),
+        hashing: Arc::default(),
         gpu_devices: Arc::new(routes::gpu_devices::device_cache(&db)),
         cluster_rows: Arc::new(cache::ByGeneration::new(&db, &["workers", "model_instances", "models"])),
         leader: leader.clone(),
-        watches: streams::WatchSlots::new(streams::total_limit(
-            config_watch_limit,
-            streams::raise_open_file_limit(),
-        )),
+        watches: streams::WatchSlots::new(streams::total_limit(config_watch_limit, streams::raise_open_file_limit())),
     };
     bootstrap::spawn_housekeeping(db.counted_apart(), shutdown.clone());
     controller::spawn_loops(db.clone(), leader, shutdown.clone());

@@ -13,12 +13,11 @@ use crate::db::Val;
 use crate::server::AppState;
 use crate::server::auth::{
     DEVICE_COOKIE, SESSION_COOKIE, authenticate, blocking, check_password, device_cookie_value, digest, dummy_hash,
-    has_device_cookie, hash_password, hashing, hashing_turn, needs_rehash, random_token, session_cookie,
-    verify_password,
+    has_device_cookie, hash_password, needs_rehash, random_token, session_cookie, verify_password,
 };
-use crate::server::throttle::{self, client_addr};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::Json;
+use crate::server::throttle::{self, client_addr};
 
 /// How long a login lasts.
 const SESSION_SECONDS: i64 = 7 * 24 * 3600;
@@ -62,7 +61,7 @@ async fn login(
     }
     // At most a few password checks at a time, before the database is asked (a flood of logins
     // neither grows memory nor takes the pool from other requests).
-    let _turn = hashing_turn().await?;
+    let _turn = state.hashing.turn().await?;
     let found = state.db.user_credentials(&form.username).await?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
@@ -140,11 +139,11 @@ async fn update_password(
     let user_id = principal.user.id;
     let current_hash = state.db.password_hash(user_id).await?;
     let current = body.current_password.clone();
-    if !hashing(move || verify_password(&current, &current_hash)).await? {
+    if !state.hashing.run(move || verify_password(&current, &current_hash)).await? {
         return Err(ApiError::field("current_password", "does not match the current password"));
     }
     let new_password = body.new_password.clone();
-    let new_hash = hashing(move || hash_password(&new_password)).await??;
+    let new_hash = state.hashing.run(move || hash_password(&new_password)).await??;
     state
         .db
         .modify::<UserSpec, ApiError, _>(user_id, None, |u| {

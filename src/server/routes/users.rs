@@ -10,7 +10,7 @@ use crate::api::compat::{USER_PUBLIC, check_unchanged, with_public_fields};
 use crate::api::{User, UserCreate, UserSelfUpdate, UserSpec, UserUpdate};
 use crate::db::Val;
 use crate::server::AppState;
-use crate::server::auth::{Auth, check_password, hash_password, hashing, verify_password};
+use crate::server::auth::{Auth, check_password, hash_password, verify_password};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::{Json, ListParams, RawQuery, Tolerant, tolerant_from_value};
 use crate::server::watch::list_or_watch;
@@ -62,7 +62,7 @@ async fn create_user(
     check_username(&body.username)?;
     check_password("password", &body.password)?;
     let password = body.password.clone();
-    let hash = hashing(move || hash_password(&password)).await??;
+    let hash = state.hashing.run(move || hash_password(&password)).await??;
     let spec = UserSpec {
         username: body.username,
         full_name: body.full_name,
@@ -107,10 +107,10 @@ async fn update_me(
             check_password("password", new)?;
             let (id, current, new) = (p.user.id, current.clone(), new.clone());
             let stored = state.db.password_hash(id).await?;
-            if !hashing(move || verify_password(&current, &stored)).await? {
+            if !state.hashing.run(move || verify_password(&current, &stored)).await? {
                 return Err(ApiError::field("current_password", "does not match the current password"));
             }
-            Some(hashing(move || hash_password(&new)).await??)
+            Some(state.hashing.run(move || hash_password(&new)).await??)
         }
     };
     let user = state
@@ -166,7 +166,7 @@ async fn update_user(
         Some(password) => {
             check_password("password", password)?;
             let password = password.clone();
-            Some(hashing(move || hash_password(&password)).await??)
+            Some(state.hashing.run(move || hash_password(&password)).await??)
         }
         None => None,
     };
