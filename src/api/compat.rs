@@ -349,6 +349,8 @@ impl GpuStackBody for InferenceBackendSpec {
         Foreign::ReadOnly("source_type"),
         Foreign::ReadOnly("built_in_version_configs"),
         Foreign::ReadOnly("framework_index_map"),
+        // Ours: what a save answered (engines without a key); a client sending it back is fine.
+        Foreign::ReadOnly("warnings"),
     ];
     const NESTED: &'static [(&'static str, Nesting, &'static [Foreign])] =
         &[("version_configs", Nesting::Map, VERSION_CONFIG)];
