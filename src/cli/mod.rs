@@ -2,6 +2,7 @@
 //! server with an API key.
 
 mod backend;
+mod messages;
 mod models;
 mod output;
 mod serve;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::ClientArgs;
+use super::messages::{Outlook, headline, pending_outlook};
 use super::output::print_table;
 use crate::api::{Model, ModelInstance, ModelSpec};
 use crate::client::Client;
@@ -90,9 +91,11 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 }
 
 /// Waits until `want` replicas run, with a progress bar (model downloads, then instances by
-/// state). A failure is printed once, with its reason and last log lines; the wait fails (non-zero
-/// exit) when an instance is still failing after its first restart, when one fails that will not
-/// restart, or after `timeout`.
+/// state). Why an instance is pending is printed as soon as the scheduler says so (again when
+/// the reason changes), and a failure once, with its reason and last log lines. The wait fails
+/// (non-zero exit) when an instance cannot be placed by waiting ([`pending_outlook`]), when one
+/// is still failing after its first restart, when one fails that will not restart, or after
+/// `timeout`.
 pub async fn wait_ready(c: &Client, model_id: i64, want: u32, timeout: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     let bar = indicatif::ProgressBar::new(1000);
@@ -103,7 +106,7 @@ pub async fn wait_ready(c: &Client, model_id: i64, want: u32, timeout: Duration)
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut last_plain = String::new();
-    let mut reported: Vec<(i64, u32)> = Vec::new();
+    let mut seen = Seen::default();
     loop {
         let list = c.list::<ModelInstance>(&format!("/v2/model-instances?model_id={model_id}")).await?;
         let p = progress(&list.items, want);
@@ -116,7 +119,7 @@ pub async fn wait_ready(c: &Client, model_id: i64, want: u32, timeout: Duration)
             eprintln!("{plain} ({:.0} %)", p.fraction * 100.0);
             last_plain = plain;
         }
-        match verdict(&list.items, want, &mut reported) {
+        match verdict(&list.items, want, &mut seen) {
             Verdict::Ready => {
                 bar.finish_and_clear();
                 eprintln!("{} of {want} replicas running", p.running);
@@ -153,13 +156,36 @@ enum Verdict {
     Failed(String),
 }
 
-fn verdict(items: &[ModelInstance], want: u32, reported: &mut Vec<(i64, u32)>) -> Verdict {
+/// What a wait has printed already.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Failures, by instance and run.
+    failures: Vec<(i64, u32)>,
+    /// The pending reason last printed, by instance.
+    pending: BTreeMap<i64, String>,
+}
+
+fn verdict(items: &[ModelInstance], want: u32, seen: &mut Seen) -> Verdict {
     use crate::api::InstanceState;
     let running = items.iter().filter(|i| i.spec.state == InstanceState::Running).count();
     if running >= want as usize {
         return Verdict::Ready;
     }
     let mut news = Vec::new();
+    for i in items.iter().filter(|i| i.spec.state == InstanceState::Pending) {
+        let Some(why) = i.spec.state_message.as_deref().map(str::trim).filter(|m| !m.is_empty()) else { continue };
+        if pending_outlook(why) == Outlook::Stuck {
+            return Verdict::Failed(format!(
+                "instance {} cannot be placed: {why}\nWaiting does not change that: it stays pending until a worker that \
+                 fits joins or the deployment is edited (`ferrostack undeploy {}` removes it).",
+                i.spec.name, i.spec.model_name
+            ));
+        }
+        if seen.pending.get(&i.id).map(String::as_str) != Some(why) {
+            seen.pending.insert(i.id, why.to_string());
+            news.push(format!("instance {} is pending: {why}", i.spec.name));
+        }
+    }
     for i in items.iter().filter(|i| i.spec.state == InstanceState::Error) {
         let why = i.spec.state_message.clone().unwrap_or_default();
         let more = format!("`ferrostack logs {}` shows its whole log", i.id);
@@ -168,8 +194,8 @@ fn verdict(items: &[ModelInstance], want: u32, reported: &mut Vec<(i64, u32)>) -
             let runs = if i.spec.restart_count >= 1 { " again after a restart" } else { "" };
             return Verdict::Failed(format!("instance {} failed{runs}: {}\n{more}", i.spec.name, why.trim_end()));
         }
-        if !reported.contains(&(i.id, i.spec.restart_count)) {
-            reported.push((i.id, i.spec.restart_count));
+        if !seen.failures.contains(&(i.id, i.spec.restart_count)) {
+            seen.failures.push((i.id, i.spec.restart_count));
             news.push(format!(
                 "instance {} failed (it restarts once before this gives up): {}",
                 i.spec.name,
@@ -280,7 +306,7 @@ pub async fn ps(args: &ClientArgs) -> anyhow::Result<()> {
             i.spec.worker_name.clone().unwrap_or_else(|| "-".into()),
             i.spec.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             i.spec.restart_count.to_string(),
-            i.spec.state_message.as_deref().unwrap_or("").lines().next().unwrap_or("").chars().take(60).collect(),
+            headline(i.spec.state_message.as_deref().unwrap_or(""), 100),
         ]
     });
     print_table(&["ID", "INSTANCE", "STATE", "WORKER", "PORT", "RESTARTS", "MESSAGE"], rows);
@@ -359,7 +385,7 @@ mod tests {
 
     #[test]
     fn a_failure_is_said_once_and_a_second_one_ends_the_wait() {
-        let mut seen = Vec::new();
+        let mut seen = Seen::default();
         let first = vec![failed(7, 0, true)];
         let Verdict::Waiting(lines) = verdict(&first, 1, &mut seen) else { panic!("still waiting") };
         assert_eq!(lines.len(), 1);
@@ -370,7 +396,37 @@ mod tests {
         let Verdict::Failed(why) = verdict(&[failed(7, 1, true)], 1, &mut seen) else { panic!("failed") };
         assert!(why.contains("again after a restart") && why.contains("ferrostack logs 7"), "{why}");
         // An instance that never restarts fails the wait at once.
-        assert!(matches!(verdict(&[failed(8, 0, false)], 1, &mut Vec::new()), Verdict::Failed(_)));
-        assert_eq!(verdict(&[instance(InstanceState::Running, None)], 1, &mut Vec::new()), Verdict::Ready);
+        assert!(matches!(verdict(&[failed(8, 0, false)], 1, &mut Seen::default()), Verdict::Failed(_)));
+        assert_eq!(verdict(&[instance(InstanceState::Running, None)], 1, &mut Seen::default()), Verdict::Ready);
+    }
+
+    fn pending(id: i64, message: Option<&str>) -> ModelInstance {
+        let mut i = instance(InstanceState::Pending, None);
+        i.id = id;
+        i.spec.state_message = message.map(str::to_string);
+        i
+    }
+
+    #[test]
+    fn why_an_instance_is_pending_is_said_at_once_and_a_hopeless_wait_ends() {
+        let mut seen = Seen::default();
+        // Not decided yet: nothing to say.
+        assert_eq!(verdict(&[pending(1, None)], 1, &mut seen), Verdict::Waiting(vec![]));
+        // Memory in use: said once, and the wait goes on.
+        let busy = "No suitable workers.\n- w1:cuda:0: needs 8.0 GiB, 4.0 GiB free";
+        let Verdict::Waiting(lines) = verdict(&[pending(1, Some(busy))], 1, &mut seen) else { panic!("waiting") };
+        assert_eq!(lines, vec![format!("instance m-1 is pending: {busy}")]);
+        assert_eq!(verdict(&[pending(1, Some(busy))], 1, &mut seen), Verdict::Waiting(vec![]));
+        // A new reason is said again.
+        let not_ready = "No suitable workers.\n- worker w1: not ready";
+        let Verdict::Waiting(lines) = verdict(&[pending(1, Some(not_ready))], 1, &mut seen) else { panic!("waiting") };
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        // The README's vLLM example on a CPU-only machine: no use waiting 900 s.
+        let no_gpu = "No suitable workers.\n- worker w1: backend runs on cuda, worker has no GPU\n- no worker passed the filters";
+        let Verdict::Failed(why) = verdict(&[pending(1, Some(no_gpu))], 1, &mut seen) else { panic!("failed") };
+        assert!(why.contains("worker has no GPU") && why.contains("ferrostack undeploy m"), "{why}");
+        // Enough replicas run: the others' reasons do not matter.
+        let items = [instance(InstanceState::Running, None), pending(2, Some(no_gpu))];
+        assert_eq!(verdict(&items, 1, &mut Seen::default()), Verdict::Ready);
     }
 }
