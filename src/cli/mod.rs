@@ -195,7 +195,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backend(cmd) => backend::run(cmd).await,
         Command::Version(args) => {
             let v: VersionInfo = client(&args).get("/version").await?;
-            println!("server {} ({}), client {}", v.version, v.git_commit, env!("CARGO_PKG_VERSION"));
+            let commit = option_env!("FERROSTACK_GIT_COMMIT").unwrap_or("unknown");
+            println!("server {} ({}), client {} ({commit})", v.version, v.git_commit, env!("CARGO_PKG_VERSION"));
             Ok(())
         }
         Command::Users(UsersCmd::List(args)) => {
