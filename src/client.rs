@@ -32,16 +32,48 @@ impl ClientError {
 
 /// How long a connection attempt to one server may take before the next server is tried.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a server may take to answer a call (its headers; a plain call's body too) before the
+/// next server is tried, unless set otherwise ([`Client::with_answer_timeout`]).
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A client bound to one API key and one or more servers (`--server-url a,b`: servers sharing one
-/// database). Calls go to the server that answered last; one that cannot be reached is skipped
-/// for the next, and the call is sent there (nothing reached the first, so nothing is sent twice).
+/// database). Calls go to the server that answered last. One that cannot be reached, answers
+/// 502/503/504 (503: it cannot reach its database) or does not answer in time is left for the
+/// next: the call is sent there when that cannot act twice (nothing reached the first, the first
+/// refused it with 503, or the method is idempotent), else its outcome is returned and only later
+/// calls go to the next server ([`next_server`] decides).
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     bases: Arc<[String]>,
     current: Arc<AtomicUsize>,
     api_key: Option<String>,
+    answer_timeout: std::time::Duration,
+}
+
+/// How one server answered a call, as far as choosing a server goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// No connection: nothing was sent.
+    NotConnected,
+    /// Sent, but no answer in time.
+    TimedOut,
+    /// An HTTP status.
+    Status(u16),
+}
+
+/// What a client does after `outcome` from one server: (move later calls to the next server,
+/// send this call there too). A 503 is a refusal before acting (a server without its database,
+/// or a starting model); 502 and 504 come from a proxy in front; a call is sent again only when it
+/// cannot act twice.
+pub fn next_server(method: &Method, outcome: Outcome) -> (bool, bool) {
+    let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
+    match outcome {
+        Outcome::NotConnected => (true, true),
+        Outcome::Status(503) => (true, true),
+        Outcome::TimedOut | Outcome::Status(502 | 504) => (true, idempotent),
+        Outcome::Status(_) => (false, false),
+    }
 }
 
 /// Percent-encodes a path segment or query value (everything but RFC 3986's unreserved characters).
@@ -66,7 +98,14 @@ impl Client {
             bases.push(base_url.to_string());
         }
         let http = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default();
-        Client { http, bases: bases.into(), current: Arc::default(), api_key }
+        Client { http, bases: bases.into(), current: Arc::default(), api_key, answer_timeout: ANSWER_TIMEOUT }
+    }
+
+    /// This client with another limit on how long a server may take to answer before the next is
+    /// tried (the worker's calls are small: a few seconds).
+    pub fn with_answer_timeout(mut self, timeout: std::time::Duration) -> Client {
+        self.answer_timeout = timeout;
+        self
     }
 
     /// The server calls go to now.
@@ -84,7 +123,7 @@ impl Client {
         last_event_id: Option<i64>,
     ) -> Result<(String, reqwest::Response), ClientError> {
         let n = self.bases.len();
-        let first = self.current.load(Ordering::Relaxed);
+        let first = self.current.load(Ordering::Relaxed) % n;
         let mut failure = None;
         for k in 0..n {
             let i = (first + k) % n;
@@ -99,20 +138,36 @@ impl Client {
             if let Some(id) = last_event_id {
                 req = req.header("Last-Event-ID", id.to_string());
             }
-            match req.send().await {
-                Ok(res) => {
-                    if k > 0 {
-                        self.current.store(i, Ordering::Relaxed);
-                        tracing::info!(server = %self.bases[i], "the previous server does not answer: now using this one");
-                    }
-                    return Ok((url, res));
+            let (outcome, answer) = match tokio::time::timeout(self.answer_timeout, req.send()).await {
+                Ok(Ok(res)) => (Outcome::Status(res.status().as_u16()), Ok((url, res))),
+                Ok(Err(e)) if e.is_connect() => {
+                    (Outcome::NotConnected, Err(ClientError::Connect { url, message: e.to_string() }))
                 }
-                // Not connected: nothing was sent; try the next server.
-                Err(e) if e.is_connect() => failure = Some(ClientError::Connect { url, message: e.to_string() }),
-                Err(e) => return Err(ClientError::Connect { url, message: e.to_string() }),
+                Ok(Err(e)) if e.is_timeout() => {
+                    (Outcome::TimedOut, Err(ClientError::Connect { url, message: e.to_string() }))
+                }
+                Ok(Err(e)) => return Err(ClientError::Connect { url, message: e.to_string() }),
+                Err(_) => {
+                    let message = format!("no answer within {} s", self.answer_timeout.as_secs_f32());
+                    (Outcome::TimedOut, Err(ClientError::Connect { url, message }))
+                }
+            };
+            let (move_on, resend) = if n > 1 { next_server(&method, outcome) } else { (false, false) };
+            if move_on && k + 1 < n {
+                let next = (i + 1) % n;
+                if self.current.compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                    tracing::info!(server = %self.bases[i], next = %self.bases[next], ?outcome, "the server does not serve: moving to the next");
+                }
+                if resend {
+                    failure = Some(answer);
+                    continue;
+                }
+            } else if k > 0 && !move_on {
+                self.current.store(i, Ordering::Relaxed);
             }
+            return answer;
         }
-        Err(failure.unwrap_or_else(|| ClientError::Connect { url: path.to_string(), message: "no server".into() }))
+        failure.unwrap_or_else(|| Err(ClientError::Connect { url: path.to_string(), message: "no server".into() }))
     }
 
     async fn send<T: DeserializeOwned>(
@@ -265,6 +320,75 @@ mod tests {
         assert_eq!(c.base_url(), live_url, "later calls go to the server that answered");
         let only_dead = Client::new(&dead_url, None);
         assert!(matches!(only_dead.get::<i64>("/v2/x").await, Err(ClientError::Connect { .. })));
+    }
+
+    #[test]
+    fn when_calls_move_to_the_next_server() {
+        use Outcome::*;
+        for (method, outcome, want) in [
+            (Method::POST, NotConnected, (true, true)),
+            // Refused before acting (a server without its database): sent to the next.
+            (Method::POST, Status(503), (true, true)),
+            // Maybe acted: only an idempotent call is sent again; later calls move either way.
+            (Method::GET, TimedOut, (true, true)),
+            (Method::PUT, TimedOut, (true, true)),
+            (Method::POST, TimedOut, (true, false)),
+            (Method::POST, Status(502), (true, false)),
+            (Method::GET, Status(504), (true, true)),
+            // An answer: the call's own outcome.
+            (Method::POST, Status(500), (false, false)),
+            (Method::GET, Status(404), (false, false)),
+            (Method::GET, Status(200), (false, false)),
+        ] {
+            assert_eq!(next_server(&method, outcome), want, "{method} {outcome:?}");
+        }
+    }
+
+    /// A server that refuses with 503 (no database) or does not answer in time is left for the
+    /// next; a POST that timed out is not sent twice.
+    #[tokio::test]
+    async fn calls_move_on_503_and_on_no_answer() {
+        let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let refusing_url = format!("http://{}", refusing.local_addr().expect("addr"));
+        let app = axum::Router::new().route(
+            "/v2/x",
+            axum::routing::any(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "no database") }),
+        );
+        tokio::spawn(async move { axum::serve(refusing, app).await });
+        // Accepts connections and never answers (a stopped process).
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let hung_url = format!("http://{}", hung.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = hung.accept().await {
+                held.push(sock);
+            }
+        });
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let live_url = format!("http://{}", live.local_addr().expect("addr"));
+        let posts = Arc::new(AtomicUsize::new(0));
+        let counted = posts.clone();
+        let app = axum::Router::new().route(
+            "/v2/x",
+            axum::routing::get(|| async { axum::Json(7) }).post(move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+                async { axum::Json(8) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(live, app).await });
+
+        let c = Client::new(&format!("{refusing_url},{live_url}"), None);
+        assert_eq!(c.post::<_, i64>("/v2/x", &1).await.expect("sent on to the live server"), 8);
+        assert_eq!(c.base_url(), live_url);
+
+        let quick = std::time::Duration::from_millis(300);
+        let c = Client::new(&format!("{hung_url},{live_url}"), None).with_answer_timeout(quick);
+        assert_eq!(c.get::<i64>("/v2/x").await.expect("sent on after no answer"), 7);
+        assert_eq!(c.base_url(), live_url);
+        let c = Client::new(&format!("{hung_url},{live_url}"), None).with_answer_timeout(quick);
+        assert!(c.post::<_, i64>("/v2/x", &1).await.is_err(), "a POST that may have acted is not sent twice");
+        assert_eq!(c.base_url(), live_url, "but the next call goes to the live server");
+        assert_eq!(posts.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -73,6 +73,10 @@ fn listen_for_changes(url: String, heard: Arc<tokio::sync::Notify>, mut shutdown
 
 /// The advisory lock key that serialises sequencing (PostgreSQL), "FSCHANGE" in ASCII.
 const SEQUENCER_LOCK: i64 = 0x4653_4348_414e_4745;
+/// How long a request's own numbering waits for the sequencer's lock before leaving it to the poller.
+const REQUEST_LOCK_WAIT: &str = "500ms";
+/// How long the poller waits for it (below the control lease's 6 s, like every lock wait).
+const POLLER_LOCK_WAIT: &str = "2s";
 
 /// The `workers` column: `,1,7,` names workers 1 and 7, `,` none ("" is a change written before
 /// the column existed, which every worker's watch reads).
@@ -127,8 +131,15 @@ impl Db {
             Dialect::Postgres => {
                 // The write is committed whatever happens here; a failed numbering is redone by the
                 // next sequencing (any write's, or the poller's) and the wake-up comes with it.
-                if let Err(e) = self.sequence_changes().await {
-                    tracing::warn!(error = %e, "numbering committed changes failed; the poller retries");
+                // A request waits for numbering half a second at most (a sequencer of a stalled
+                // or cut-off server holds the lock until its session is ended): then the poller
+                // numbers this change on its next pass.
+                match self.sequence(REQUEST_LOCK_WAIT).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_unavailable() => {
+                        tracing::debug!(error = %e, "numbering committed changes deferred to the poller")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "numbering committed changes failed; the poller retries"),
                 }
             }
         }
@@ -150,13 +161,23 @@ impl Db {
     /// Numbers every committed, unnumbered change in id order and wakes their followers
     /// (PostgreSQL; a no-op elsewhere). Returns how many it numbered.
     pub async fn sequence_changes(&self) -> DbResult<usize> {
+        self.sequence(POLLER_LOCK_WAIT).await
+    }
+
+    /// [`Db::sequence_changes`], waiting at most `lock_wait` (a PostgreSQL interval) for the lock.
+    async fn sequence(&self, lock_wait: &str) -> DbResult<usize> {
         if self.dialect != Dialect::Postgres {
             return Ok(0);
         }
         let mut tx = self.pool().begin().await?;
         // Its own statement: the numbering below then reads a snapshot taken after the previous
-        // sequencer committed (READ COMMITTED takes one per statement).
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEQUENCER_LOCK).execute(&mut *tx).await?;
+        // sequencer committed (READ COMMITTED takes one per statement). The wait is set in the
+        // same statement, before the lock is asked for (a projection is evaluated left to right).
+        sqlx::query("SELECT set_config('lock_timeout', $2, true), pg_advisory_xact_lock($1)::TEXT")
+            .bind(SEQUENCER_LOCK)
+            .bind(lock_wait.to_string())
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(
             "WITH pending AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM changes WHERE seq IS NULL), \
                   top AS (SELECT COALESCE(MAX(seq), 0) AS seq FROM changes) \

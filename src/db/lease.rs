@@ -41,14 +41,16 @@ impl Db {
 
     /// Takes or renews `lease` for `holder` for `ttl_ms`. Returns the token while `holder` holds
     /// it: the same token as before on a renewal (also of a lapsed lease nobody took), the next
-    /// one on a takeover; None while another holder's lease runs.
+    /// one on a takeover; None while another holder's lease runs. The expiry of an update is read
+    /// from the clock after the row lock is taken (`excluded`'s was read when the statement began,
+    /// so a renewal that waited for the lock would be written already expired).
     pub async fn acquire_lease(&self, lease: &str, holder: &str, ttl_ms: i64) -> DbResult<Option<i64>> {
         let now = self.clock_sql();
         let sql = format!(
             "INSERT INTO leases (name, holder, token, expires_at) VALUES ($1, $2, 1, {now} + $3) \
              ON CONFLICT (name) DO UPDATE SET \
              token = CASE WHEN leases.holder = excluded.holder THEN leases.token ELSE leases.token + 1 END, \
-             holder = excluded.holder, expires_at = excluded.expires_at \
+             holder = excluded.holder, expires_at = {now} + $3 \
              WHERE leases.holder = excluded.holder OR leases.expires_at < {now} \
              RETURNING token"
         );

@@ -6,6 +6,7 @@ mod auth;
 mod backends;
 mod changes;
 mod gateway;
+pub mod health;
 pub mod lease;
 mod models;
 pub mod notify;
@@ -77,6 +78,8 @@ pub struct Db {
     fence: Option<Arc<lease::Fence>>,
     /// Where it connects (PostgreSQL's change notifications need a connection of their own).
     url: Arc<str>,
+    /// Whether the database answered the latest probe (`health.rs`).
+    health: Arc<health::Health>,
 }
 
 impl Db {
@@ -97,12 +100,22 @@ impl Db {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(match dialect {
+                Dialect::Sqlite => Duration::from_secs(30),
+                // A cut-off database answers 503 soon (`health.rs`), not after half a minute.
+                Dialect::Postgres => Duration::from_secs(10),
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
                         sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
                         sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    }
+                    if dialect == Dialect::Postgres {
+                        sqlx::query(health::PG_SESSION).execute(&mut *conn).await?;
+                        if let Err(e) = sqlx::query(health::PG_CLIENT_CHECK).execute(&mut *conn).await {
+                            tracing::debug!(error = %e, "client_connection_check_interval needs PostgreSQL 14 or later");
+                        }
                     }
                     Ok(())
                 })
@@ -112,7 +125,15 @@ impl Db {
         if dialect == Dialect::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        let db = Db { pool, dialect, notifier: Arc::default(), calls: Arc::default(), fence: None, url: url.into() };
+        let db = Db {
+            pool,
+            dialect,
+            notifier: Arc::default(),
+            calls: Arc::default(),
+            fence: None,
+            url: url.into(),
+            health: health::new_health(),
+        };
         db.migrate().await?;
         Ok(db)
     }
@@ -170,6 +191,17 @@ impl Db {
         let supported = self.supported_schema_version();
         if found > supported {
             return Err(DbError::SchemaTooNew { found, supported });
+        }
+        if self.dialect == Dialect::Postgres {
+            // On a connection of its own, without the session limits: a migration may run long,
+            // and a server starting beside another waits for the other's migrations under
+            // PostgreSQL's migration lock.
+            let options = AnyConnectOptions::from_str(&self.url)?.disable_statement_logging();
+            let pool = AnyPoolOptions::new().max_connections(1).connect_with(options).await?;
+            let migrated = self.migrator().run(&pool).await;
+            pool.close().await;
+            migrated?;
+            return Ok(());
         }
         self.migrator().run(self.pool()).await?;
         Ok(())

@@ -1,5 +1,5 @@
-//! First-start setup (admin user, default cluster, built-in and community inference backends) and
-//! periodic housekeeping.
+//! First-start setup (admin user, default cluster, built-in and community inference backends),
+//! idempotent when several servers start at once on one empty database, and periodic housekeeping.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use super::auth::{digest, hash_password, random_token};
 use crate::api::{ClusterSpec, UserSpec};
 use crate::backends::{Catalog, CatalogError, admission};
 use crate::config::Config;
-use crate::db::{Db, Val};
+use crate::db::{Db, DbError, Val};
 
 /// File in the data dir holding the generated admin password (when none was given).
 pub const ADMIN_PASSWORD_FILE: &str = "initial_admin_password";
@@ -33,8 +33,10 @@ pub async fn run(db: &Db, config: &Config, server_secret: &str) -> anyhow::Resul
             is_active: true,
             require_password_change: generated,
         };
-        db.insert(&admin, &[("password_hash", Val::Text(hash.0))]).await?;
-        if generated {
+        let inserted = db.insert(&admin, &[("password_hash", Val::Text(hash.0))]).await;
+        if lost_race(inserted)? {
+            tracing::info!("user \"admin\" was created by another server starting at the same time");
+        } else if generated {
             let path = config.data_dir.join(ADMIN_PASSWORD_FILE);
             super::secrets::write_secret(&path, &hash.1)?;
             tracing::info!(
@@ -57,10 +59,25 @@ pub async fn run(db: &Db, config: &Config, server_secret: &str) -> anyhow::Resul
             token_hint: token[..4].to_string(),
             token_nonce: Some(nonce),
         };
-        db.insert(&cluster, &[("token_digest", Val::Text(digest(&token)))]).await?;
-        super::secrets::write_secret(&config.data_dir.join(CLUSTER_TOKEN_FILE), &token)?;
+        let inserted = db.insert(&cluster, &[("token_digest", Val::Text(digest(&token)))]).await;
+        if lost_race(inserted)? {
+            tracing::info!("the default cluster was created by another server starting at the same time");
+        } else {
+            super::secrets::write_secret(&config.data_dir.join(CLUSTER_TOKEN_FILE), &token)?;
+        }
     }
     Ok(())
+}
+
+/// Whether a first-start insert found its row already made by another server that started at the
+/// same moment on the same database (servers sharing PostgreSQL): that is not an error, the row
+/// is there. Any other failure is.
+fn lost_race<T>(inserted: Result<T, DbError>) -> Result<bool, DbError> {
+    match inserted {
+        Ok(_) => Ok(false),
+        Err(DbError::Duplicate { .. }) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// The embedded backend catalog, parsed once. It is validated by the unit tests, so an error here

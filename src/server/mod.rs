@@ -79,7 +79,8 @@ struct ApiDoc;
 /// Builds the whole HTTP application and its OpenAPI document.
 pub fn router(state: AppState) -> Router {
     let management = routes::management(state.clone())
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_management));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_management))
+        .route_layer(middleware::from_fn_with_state(state.clone(), routes::probes::refuse_without_database));
     let (app, mut doc) =
         OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::public()).merge(management).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
@@ -154,6 +155,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     bootstrap::run(&db, &config, &server_secret).await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     db.spawn_external_poller(shutdown.clone());
+    db.spawn_probe(shutdown.clone());
     let leader = leader::Leadership::new(&leader::Leadership::process_id());
     let leader_task = if db.dialect() == crate::db::Dialect::Postgres {
         // Several servers may share this database: the one holding the lease leads.

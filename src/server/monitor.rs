@@ -1,7 +1,9 @@
 //! Worker liveness: heartbeats renew an in-memory lease (no database write per beat); a steppable
 //! monitor turns workers whose lease ran out `unreachable` when their own API does not answer
 //! either (a network fault, a dead host) or `not_ready` when it does (the agent is stuck), and their
-//! instances `unreachable`; the next beat turns them `ready` again.
+//! instances `unreachable`, except running ones whose engine still answers: silence alone does not
+//! cut serving (static stability; the gateway's failures take an instance out). The next beat
+//! turns them `ready` again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -218,6 +220,27 @@ fn refused(e: &reqwest::Error) -> bool {
     false
 }
 
+/// What becomes of an instance of a silent worker (`engine_answers`: whether the engine answered
+/// the monitor's probe at the instance's address; None when it was not asked). Silence alone does
+/// not cut serving: a running instance whose engine answers stays running and routed (the
+/// gateway's own failures take it out, passive health); one whose engine does not answer becomes
+/// unreachable, and so do the states the worker itself must move on (it is not there to).
+pub fn on_silent_worker(state: InstanceState, engine_answers: Option<bool>) -> Option<InstanceState> {
+    match (state, engine_answers) {
+        (InstanceState::Running, Some(true)) => None,
+        (s, _) if held_by_worker(s) => Some(InstanceState::Unreachable),
+        _ => None,
+    }
+}
+
+/// Asks an engine at `ip:port` whether it answers HTTP at all (any status: a keyed engine answers
+/// 401 without its key), within the monitor's client's deadlines.
+async fn engine_answers(http: &reqwest::Client, ip: Option<&str>, port: Option<u16>) -> bool {
+    let (Some(ip), Some(port)) = (ip.filter(|ip| !ip.is_empty()), port.filter(|p| *p != 0)) else { return false };
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+    http.get(format!("http://{host}:{port}/health")).send().await.is_ok()
+}
+
 /// Instance states that mean "the worker is looking after it"; they become unreachable with it.
 pub fn held_by_worker(state: InstanceState) -> bool {
     matches!(
@@ -232,9 +255,15 @@ pub struct WorkerMonitor {
     pub grace: Duration,
     /// Whether other servers may hear workers too (PostgreSQL): merge their shared beats.
     pub shared_beats: bool,
-    /// Asks a silent worker's own API whether its host still answers (1 s timeout).
+    /// Asks a silent worker's own API whether its host still answers (1 s timeout), and the
+    /// engines of its running instances whether they do.
     pub http: reqwest::Client,
+    /// Passes made, for the engines of silent workers asked every [`RECHECK_EVERY_PASSES`].
+    passes: std::sync::atomic::AtomicU64,
 }
+
+/// How often (in passes, one a second) the engines of a worker that stays silent are asked again.
+const RECHECK_EVERY_PASSES: u64 = 5;
 
 impl WorkerMonitor {
     pub fn new(db: Db, leases: Leases, grace: Duration) -> WorkerMonitor {
@@ -245,7 +274,7 @@ impl WorkerMonitor {
             .build()
             .unwrap_or_default();
         let shared_beats = db.dialect() == crate::db::Dialect::Postgres;
-        WorkerMonitor { db, leases, grace, shared_beats, http }
+        WorkerMonitor { db, leases, grace, shared_beats, http, passes: Default::default() }
     }
 }
 
@@ -260,9 +289,17 @@ impl WorkerMonitor {
             self.leases.merge_shared(&self.db, self.grace + SHARE_EVERY, now).await?;
         }
         let mut changed = 0;
+        let pass = self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for worker in self.db.all::<WorkerSpec>().await? {
             let silent_for = now.saturating_duration_since(self.leases.last_seen(worker.id, now));
             if !goes_down(worker.spec.state, silent_for, self.grace) {
+                // A worker still silent: its engines that answered are asked again now and then.
+                if matches!(worker.spec.state, WorkerState::NotReady | WorkerState::Unreachable)
+                    && silent_for > self.grace
+                    && pass % RECHECK_EVERY_PASSES == 0
+                {
+                    self.silent_instances(&worker.spec.name, worker.id).await?;
+                }
                 continue;
             }
             let grace = self.grace.as_secs();
@@ -281,23 +318,7 @@ impl WorkerMonitor {
                 Err(e) => return Err(e),
             }
             tracing::warn!(worker = %worker.spec.name, state = ?new_state, "worker stopped heartbeating");
-            for instance in self.db.instances_on_worker(worker.id).await? {
-                if held_by_worker(instance.spec.state) {
-                    let res = self
-                        .db
-                        .modify::<ModelInstanceSpec, DbError, _>(instance.id, None, |i| {
-                            i.state = InstanceState::Unreachable;
-                            i.state_message = Some(format!("worker {} is not heartbeating", worker.spec.name));
-                            Ok(instance_columns(i))
-                        })
-                        .await;
-                    if let Err(e) = res
-                        && !matches!(e, DbError::NotFound { .. })
-                    {
-                        return Err(e);
-                    }
-                }
-            }
+            self.silent_instances(&worker.spec.name, worker.id).await?;
             // Its parts of distributed instances: the part is unreachable (the main worker decides
             // whether the instance still serves; its health check says).
             for instance in self.db.instances_with_subordinate(worker.id).await? {
@@ -323,6 +344,53 @@ impl WorkerMonitor {
             }
         }
         Ok(changed)
+    }
+
+    /// Decides, by [`on_silent_worker`], what becomes of each instance of a silent worker; the
+    /// engines of running ones are asked at once, together.
+    async fn silent_instances(&self, worker_name: &str, worker_id: i64) -> Result<(), DbError> {
+        let instances: Vec<_> = self
+            .db
+            .instances_on_worker(worker_id)
+            .await?
+            .into_iter()
+            .filter(|i| held_by_worker(i.spec.state))
+            .collect();
+        let asked = futures_util::future::join_all(instances.iter().map(|i| async {
+            if i.spec.state != InstanceState::Running {
+                return None;
+            }
+            Some(engine_answers(&self.http, i.spec.worker_ip.as_deref(), i.spec.port).await)
+        }))
+        .await;
+        for (instance, answers) in instances.iter().zip(asked) {
+            let Some(new_state) = on_silent_worker(instance.spec.state, answers) else {
+                if answers == Some(true) {
+                    tracing::debug!(instance = %instance.spec.name, "worker silent, engine answers: still routed");
+                }
+                continue;
+            };
+            let why = if answers == Some(false) {
+                format!("worker {worker_name} is not heartbeating and the engine does not answer")
+            } else {
+                format!("worker {worker_name} is not heartbeating")
+            };
+            let res = self
+                .db
+                .modify::<ModelInstanceSpec, DbError, _>(instance.id, Some(instance.version), |i| {
+                    i.state = new_state;
+                    i.state_message = Some(why.clone());
+                    Ok(instance_columns(i))
+                })
+                .await;
+            match res {
+                Ok(_) => tracing::warn!(instance = %instance.spec.name, state = ?new_state, "{why}"),
+                // Changed meanwhile (the worker is back, or it was deleted): the next pass decides.
+                Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Runs `tick` every second while this server leads, until shutdown; each pass writes through
@@ -382,6 +450,21 @@ mod tests {
             (Maintenance, true, false),
         ] {
             assert_eq!(back_on_heartbeat(state, maintenance), back, "{state:?} maintenance {maintenance}");
+        }
+        for (state, answers, becomes) in [
+            // Silence alone does not cut serving: an engine that answers stays routed.
+            (InstanceState::Running, Some(true), None),
+            (InstanceState::Running, Some(false), Some(InstanceState::Unreachable)),
+            (InstanceState::Running, None, Some(InstanceState::Unreachable)),
+            // The worker must move these on, and is not there to.
+            (InstanceState::Starting, None, Some(InstanceState::Unreachable)),
+            (InstanceState::Downloading, None, Some(InstanceState::Unreachable)),
+            // Not the worker's to look after, or already decided.
+            (InstanceState::Pending, None, None),
+            (InstanceState::Error, None, None),
+            (InstanceState::Unreachable, Some(true), None),
+        ] {
+            assert_eq!(on_silent_worker(state, answers), becomes, "{state:?} engine answers {answers:?}");
         }
         for (state, held) in [
             (InstanceState::Running, true),

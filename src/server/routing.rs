@@ -11,7 +11,7 @@ use axum::http::HeaderValue;
 
 use crate::api::{
     InstanceState, ModelInstanceSpec, ModelRouteSpec, ModelRouteTargetSpec, ModelSpec, Record, TargetState, UsageRow,
-    WorkerSpec, WorkerState,
+    WorkerSpec,
 };
 use crate::backends::render::engine_api_key;
 use crate::db::{Db, DbError, DbResult, route_columns, target_columns};
@@ -82,17 +82,15 @@ pub async fn sync_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<()
     }
 }
 
-/// Running instances per deployment, on workers that are up.
+/// Running instances per deployment, on workers that exist, whatever their state: a worker that
+/// stopped heartbeating keeps its running engines routed while they answer (the monitor takes
+/// out those that do not, and the gateway's circuit breaker those that fail requests).
 fn running_by_model(
     instances: &[Record<ModelInstanceSpec>],
     workers: &[Record<WorkerSpec>],
     secret: &str,
 ) -> HashMap<i64, Vec<Endpoint>> {
-    let up: HashSet<i64> = workers
-        .iter()
-        .filter(|w| matches!(w.spec.state, WorkerState::Ready | WorkerState::Maintenance))
-        .map(|w| w.id)
-        .collect();
+    let up: HashSet<i64> = workers.iter().map(|w| w.id).collect();
     let mut out: HashMap<i64, Vec<Endpoint>> = HashMap::new();
     for i in instances {
         let s = &i.spec;

@@ -29,6 +29,9 @@ pub struct Identity {
 
 const IDENTITY_FILE: &str = "worker.json";
 
+/// How long the worker's server may take to answer a call before the next server is tried.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn load_identity(dir: &Path) -> Option<Identity> {
     serde_json::from_str(&std::fs::read_to_string(dir.join(IDENTITY_FILE)).ok()?).ok()
 }
@@ -181,7 +184,9 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
         identity = Some(id);
     }
     let identity = identity.context("no identity")?;
-    let client = Client::new(&cfg.server_url, Some(identity.credential.clone()));
+    // A server that does not answer within a few seconds (stalled, or cut off from its database
+    // and refusing) is left for the next one.
+    let client = Client::new(&cfg.server_url, Some(identity.credential.clone())).with_answer_timeout(ANSWER_TIMEOUT);
     let report = WorkerStatusReport {
         status,
         ip: Some(cfg.advertise_address.clone()),
@@ -291,6 +296,8 @@ fn spawn_status(
 }
 
 /// Keeps `cache` equal to the server's view of this worker's instances, resuming after drops.
+/// When the client moves to another server (the heartbeat found this one not serving), the watch
+/// moves too: a server cut off from its database keeps a watch open but hears nothing.
 fn spawn_watch(client: Client, cache: Arc<Cache>, mut stop: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut last_id: Option<i64> = None;
@@ -299,6 +306,7 @@ fn spawn_watch(client: Client, cache: Arc<Cache>, mut stop: tokio::sync::watch::
                 res = client.stream("/v2/model-instances?watch=true", last_id) => res,
                 _ = stop.wait_for(|s| *s) => return,
             };
+            let opened_on = client.base_url().to_string();
             match res {
                 Ok(res) => {
                     let mut body = res.bytes_stream();
@@ -306,6 +314,10 @@ fn spawn_watch(client: Client, cache: Arc<Cache>, mut stop: tokio::sync::watch::
                     loop {
                         let chunk = tokio::select! {
                             c = body.next() => c,
+                            _ = moved_from(&client, &opened_on) => {
+                                tracing::info!(server = %client.base_url(), "watching instances on the server the worker moved to");
+                                break;
+                            }
                             _ = stop.wait_for(|s| *s) => return,
                         };
                         let Some(Ok(bytes)) = chunk else { break };
@@ -339,4 +351,11 @@ fn spawn_watch(client: Client, cache: Arc<Cache>, mut stop: tokio::sync::watch::
             }
         }
     });
+}
+
+/// Returns once `client` calls another server than `base`.
+async fn moved_from(client: &Client, base: &str) {
+    while client.base_url() == base {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

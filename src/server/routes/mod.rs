@@ -11,7 +11,7 @@ pub mod model_instances;
 pub mod model_routes;
 pub mod models;
 pub mod openai;
-mod probes;
+pub mod probes;
 mod usage;
 mod users;
 mod workers;
