@@ -91,7 +91,7 @@ run_suite() {
         return 1
     fi
     printf '\n== GPUStack compatibility suite against %s\n' "$label"
-    "$VENV/bin/python" tests/compat/gpustack_compat.py --base "$base" --key "$key" --worker compat \
+    "$VENV/bin/python" tests/compat/gpustack_compat.py --base "$base" --key "$key" --password "$PASSWORD" --worker compat \
         --label "$label" "$@" || status=$?
     kill "$SERVER" 2>/dev/null || true
     wait "$SERVER" 2>/dev/null || true

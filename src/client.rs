@@ -135,6 +135,10 @@ impl Client {
             if let Some(body) = body {
                 req = req.json(body);
             }
+            if path.contains("watch=true") {
+                // SSE with change numbers (other clients get GPUStack's line framing).
+                req = req.header(reqwest::header::ACCEPT, "text/event-stream");
+            }
             if let Some(id) = last_event_id {
                 req = req.header("Last-Event-ID", id.to_string());
             }

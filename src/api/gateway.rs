@@ -127,14 +127,18 @@ pub struct ModelRouteCreate {
     pub version: Option<i64>,
 }
 
-/// `POST /v2/model-route-targets` and `PUT /v2/model-route-targets/{id}`.
+/// `POST /v2/model-route-targets` and `PUT /v2/model-route-targets/{id}`. `route_id` and
+/// `model_id` are required on POST; on PUT a missing one keeps the target's (GPUStack's
+/// `ModelRouteTargetUpdate` has no `route_id`, and its `model_id` may be null).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRouteTargetCreate {
     #[serde(default)]
     pub name: Option<String>,
-    pub route_id: i64,
-    pub model_id: i64,
+    #[serde(default)]
+    pub route_id: Option<i64>,
+    #[serde(default)]
+    pub model_id: Option<i64>,
     #[serde(default = "default_weight")]
     pub weight: u32,
     #[serde(default)]

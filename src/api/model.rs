@@ -163,6 +163,10 @@ pub type Model = Record<ModelSpec>;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationRequest {
+    /// Evaluate against this cluster's workers (GPUStack's field); a spec that names no cluster
+    /// is evaluated for this one. Absent: each spec's cluster, else the default one.
+    #[serde(default)]
+    pub cluster_id: Option<i64>,
     pub model_specs: Vec<ModelSpec>,
 }
 
@@ -178,14 +182,17 @@ pub struct EvaluationResult {
     pub scheduling_messages: Vec<String>,
     /// The spec as it would be stored (backend, categories and cluster filled in).
     pub default_spec: Option<ModelSpec>,
-    /// Estimated bytes per replica (GPUStack's shape).
+    /// Bytes one replica would claim where it fits: what the scheduler reserves (a fraction
+    /// claim is that fraction of the GPUs chosen, as GPUStack's: 72 GiB for a small vLLM model on
+    /// an 80 GiB GPU); where nothing fits, the estimate. GPUStack's shape.
     pub resource_claim: Option<EvaluationClaim>,
     /// True when the spec itself was refused (then `error_message` says why).
     pub error: Option<bool>,
     pub error_message: Option<String>,
     pub backend: Option<String>,
     pub categories: Vec<String>,
-    /// Estimated bytes per replica.
+    /// Our estimate of what one replica uses (weights + KV cache + overhead), in bytes: what
+    /// `resource_claim` is where the claim is the estimate.
     pub vram: Option<u64>,
     pub ram: Option<u64>,
     pub meta: Option<serde_json::Value>,

@@ -36,7 +36,8 @@ const REFUSED: &[((&str, &str), &str)] = &[
     (fixture!("community-tensorrt-llm"), NO_SUFFIX),
     (
         fixture!("community-llama-cpp"),
-        "default_version: \"v1-custom\" is not one of the versions in version_configs (v1-cpu, v1-cuda)",
+        "default_version: \"v1-custom\" is not one of the versions in version_configs (v1-cpu, v1-cuda); set \
+         default_version to one of them, or add a version_configs entry named \"v1-custom\"",
     ),
 ];
 

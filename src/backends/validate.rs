@@ -60,7 +60,11 @@ pub enum ValidationError {
         FRAMEWORKS.join(", ")
     )]
     UnknownFramework { version: String, framework: String },
-    #[error("default_version: {version:?} is not one of the versions in version_configs ({})", known.join(", "))]
+    #[error(
+        "default_version: {version:?} is not one of the versions in version_configs ({}); set default_version to \
+         one of them, or add a version_configs entry named {version:?}",
+        known.join(", ")
+    )]
     UnknownDefaultVersion { version: String, known: Vec<String> },
     #[error(
         "{field}: environment variable names must be letters, digits and '_', not starting with a digit (got {name:?})"
@@ -392,7 +396,8 @@ version_configs:
             (
                 |s| s.default_version = Some("v9".to_owned()),
                 "default_version",
-                "default_version: \"v9\" is not one of the versions in version_configs (v1)",
+                "default_version: \"v9\" is not one of the versions in version_configs (v1); set default_version to \
+                 one of them, or add a version_configs entry named \"v9\"",
             ),
             (
                 |s| {

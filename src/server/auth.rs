@@ -85,8 +85,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
     }
 }
 
-/// Middleware for `/v2`: a valid session, an API key with the `management` scope, a worker
-/// credential, or a cluster registration token (each route decides what it accepts).
+/// Middleware for `/v2`: a valid session, an API key with the `management` scope, a user name and
+/// password (HTTP Basic, `basic.rs`), a worker credential, or a cluster registration token (each
+/// route decides what it accepts).
 pub async fn require_management(State(state): State<AppState>, mut req: Request, next: Next) -> ApiResult<Response> {
     let caller = match presented_api_key(req.headers()) {
         Some(token) if token.starts_with(WORKER_CREDENTIAL_PREFIX) => {
@@ -99,7 +100,19 @@ pub async fn require_management(State(state): State<AppState>, mut req: Request,
             }
         }
         _ => {
-            let principal = authenticate(&state, req.headers()).await?;
+            // HTTP Basic (GPUStack's SDK with a user name and password) on `/v2` only.
+            let principal = match super::basic::basic_credentials(req.headers()) {
+                Some(Ok((name, password))) => {
+                    match super::basic::authenticate_basic(&state, req.extensions(), req.headers(), &name, &password)
+                        .await
+                    {
+                        Ok(principal) => principal,
+                        Err(answer) => return Ok(answer),
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None => authenticate(&state, req.headers()).await?,
+            };
             if !principal.has_scope(Scope::Management) {
                 return Err(ApiError::forbidden("this API key lacks the \"management\" scope"));
             }

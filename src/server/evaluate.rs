@@ -153,8 +153,112 @@ impl Evaluation {
         estimate::injected_parameters(&input).unwrap_or_default()
     }
 
+    /// The fraction of each GPU the engine is told to take on GPUs of `gpu_total` bytes, `n_gpus`
+    /// per worker (SGLang's `--mem-fraction-static` heuristic depends on both; vLLM's
+    /// `--gpu-memory-utilization` does not). `None` when the claim is the estimate.
+    pub fn fraction_for(&self, gpu_total: u64, n_gpus: u32) -> Option<f64> {
+        let input = EstimateInput {
+            backend: &self.backend,
+            backend_parameters: &self.user_parameters,
+            gpu_total_memory: Some(gpu_total),
+            n_gpus: n_gpus.max(1),
+            extended_kv: self.extended_kv,
+        };
+        match estimate::estimate(&self.meta, &input).map(|e| e.claim).unwrap_or(self.claim) {
+            Claim::Fraction(f) if f > 0.0 => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The claim to place with on a cluster whose GPUs have these sizes: a fraction claim is the
+    /// largest the engine could be told on any of them (one GPU each), so the claim settled on the
+    /// GPUs chosen ([`settle_claim`]) never exceeds what placement checked.
+    pub fn claim_for_sizes(&self, sizes: impl IntoIterator<Item = u64>) -> Claim {
+        let Claim::Fraction(_) = self.claim else { return self.claim };
+        sizes
+            .into_iter()
+            .filter_map(|total| self.fraction_for(total, 1))
+            .reduce(f64::max)
+            .map_or(self.claim, Claim::Fraction)
+    }
+
     /// The metadata as JSON, for the deployment's `meta` and the evaluation answer.
     pub fn meta_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.meta).unwrap_or_default()
+    }
+}
+
+/// Makes a placement's fraction claims what the engine is told: `told` of each chosen GPU's
+/// `total` (looked up by worker id and GPU index), as long as that is no more than `checked`, the
+/// fraction placement checked the GPUs with; otherwise the placement's claims stand.
+pub fn settle_claim(
+    p: &mut crate::placement::Placement,
+    told: Option<f64>,
+    checked: Claim,
+    total: impl Fn(i64, u32) -> Option<u64>,
+) {
+    let (Some(told), Claim::Fraction(checked)) = (told, checked) else { return };
+    if told > checked {
+        return;
+    }
+    let parts = std::iter::once((p.worker_id, &mut p.vram_claim))
+        .chain(p.subordinates.iter_mut().map(|s| (s.worker_id, &mut s.vram_claim)));
+    for (worker_id, claims) in parts {
+        for (index, claim) in claims.iter_mut() {
+            if let Some(t) = total(worker_id, *index) {
+                *claim = (t as f64 * told) as u64;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{Placement, SubPlacement};
+    use std::collections::BTreeMap;
+
+    const GIB: u64 = 1 << 30;
+
+    fn placement() -> Placement {
+        Placement {
+            worker_id: 1,
+            gpu_indexes: vec![0, 1],
+            vram_claim: BTreeMap::from([(0, 70 * GIB), (1, 70 * GIB)]),
+            ram_claim: 0,
+            subordinates: vec![SubPlacement {
+                worker_id: 2,
+                gpu_indexes: vec![0],
+                vram_claim: BTreeMap::from([(0, 70 * GIB)]),
+            }],
+            score: 0.0,
+            overcommit: false,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn settled_claims_are_what_the_engine_is_told() {
+        let total = |_: i64, _: u32| Some(80 * GIB);
+        let told = (80.0 * 0.836 * GIB as f64) as u64;
+        let cases = [
+            (Some(0.836), Claim::Fraction(0.88), told),
+            (Some(0.9), Claim::Fraction(0.9), 72 * GIB),
+            // Told more than placement checked: the checked claims stand.
+            (Some(0.95), Claim::Fraction(0.88), 70 * GIB),
+            (None, Claim::Fraction(0.88), 70 * GIB),
+            (Some(0.5), Claim::Estimate, 70 * GIB),
+        ];
+        for (fraction, checked, want) in cases {
+            let mut p = placement();
+            settle_claim(&mut p, fraction, checked, total);
+            let all: Vec<u64> = p
+                .vram_claim
+                .values()
+                .chain(p.subordinates.iter().flat_map(|s| s.vram_claim.values()))
+                .copied()
+                .collect();
+            assert_eq!(all, vec![want; 3], "{fraction:?} {checked:?}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The server: router assembly, shared state, first-start bootstrap and the serve loop.
 
 pub mod auth;
+pub mod basic;
 pub mod bootstrap;
 pub mod browser;
 pub mod cache;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub logins: Arc<throttle::LoginThrottle>,
     /// Turns at password hashing, a few at a time.
     pub hashing: Arc<auth::HashSlots>,
+    /// Passwords recently proven by HTTP Basic calls on `/v2` (`basic.rs`).
+    pub basic: Arc<basic::Proven>,
     /// `/v2/gpu-devices`' list, rebuilt when workers or instances change.
     pub gpu_devices: Arc<routes::gpu_devices::DeviceCache>,
     /// What `/v2/dashboard` counts, re-read when workers, instances or deployments change.
@@ -214,3 +217,4 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     });
     Ok(Running { addr, db, stop, task, usage_stop, usage_task, leader_task })
 }
+        basic: Arc::default(),

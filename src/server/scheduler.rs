@@ -265,9 +265,10 @@ impl Scheduler {
             }
         };
         let Some(view) = pass.view.as_mut() else { return Ok(Decision::Skip) };
-        let req = request(&model, &backend, &eval);
-        let placement = match place(view.snapshot(model.id), &req) {
-            Ok(p) => p,
+        let snapshot = view.snapshot(model.id);
+        let req = sized_request(snapshot, &model, &backend, &eval);
+        let placement = match place(snapshot, &req) {
+            Ok(p) => settled(p, &req, &eval, &view.workers),
             Err(nofit) => {
                 let mut msg = String::from("No suitable workers.");
                 for reason in nofit.reasons.iter().take(20) {
@@ -323,6 +324,32 @@ impl Scheduler {
         }
         Ok(())
     }
+}
+
+/// [`request`] with a fraction claim sized for the GPUs of `snapshot` (the largest the engine
+/// could be told on any of them, `Evaluation::claim_for_sizes`).
+pub fn sized_request(
+    snapshot: &crate::placement::Snapshot,
+    model: &Record<ModelSpec>,
+    backend: &InferenceBackendSpec,
+    eval: &Evaluation,
+) -> Request {
+    let mut req = request(model, backend, eval);
+    req.claim = eval.claim_for_sizes(snapshot.workers.iter().flat_map(|w| w.gpus.iter().map(|g| g.total)));
+    req
+}
+
+/// A placement whose claims are what the engine will be told (SGLang's `--mem-fraction-static` is
+/// sized for the GPUs chosen): the same GPU size and count as [`injection_for`] uses.
+pub fn settled(mut p: Placement, req: &Request, eval: &Evaluation, workers: &[Record<WorkerSpec>]) -> Placement {
+    let total = |worker_id: i64, index: u32| {
+        let w = workers.iter().find(|w| w.id == worker_id)?;
+        w.spec.status.gpu_devices.iter().find(|g| g.index == index).map(|g| g.memory_total)
+    };
+    let smallest = p.gpu_indexes.iter().filter_map(|i| total(p.worker_id, *i)).min();
+    let told = smallest.and_then(|t| eval.fraction_for(t, p.gpu_indexes.len() as u32));
+    crate::server::evaluate::settle_claim(&mut p, told, req.claim, total);
+    p
 }
 
 /// What the server injects for one placement: its GPUs, the workers it spans and the size of the

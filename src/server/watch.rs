@@ -5,14 +5,21 @@
 //! then one event per committed change. Each event has an SSE `id:`; a client that reconnects with
 //! `Last-Event-ID` (or `?since=`) receives exactly the changes after it. If that point is no longer
 //! retained, it receives a RESET event followed by a fresh replay.
+//!
+//! That SSE framing is for clients that ask for it (`Accept: text/event-stream`, as a browser's
+//! `EventSource` and our own client do, or a `Last-Event-ID` resume). Every other client gets
+//! GPUStack's framing, which its SDK (`ClientSet(...).models.watch()`) reads: one JSON object per
+//! line, `{"type": 1, "data": {...}, "id": <row id>}` with GPUStack's integer event types
+//! (CREATED 1, UPDATED 2, DELETED 3), a blank line every 15 s while nothing happens, no resume.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 
-use axum::http::HeaderMap;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
@@ -22,6 +29,57 @@ use crate::db::{Db, Resource};
 
 /// How many change-log entries a watcher reads per query.
 const BATCH: i64 = 500;
+/// How long a GPUStack-framed watch stays silent before a blank line (GPUStack's SDK gives up
+/// after 45 s without a line).
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How a watch stream is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-Sent Events with `id:` (resumable with `Last-Event-ID`).
+    Sse,
+    /// GPUStack's: one JSON object per line, integer event types.
+    GpuStack,
+}
+
+/// The framing a watch request gets: SSE when the client accepts `text/event-stream` or resumes
+/// with `Last-Event-ID`, GPUStack's otherwise (its SDK sends `Accept: */*`).
+pub fn framing(headers: &HeaderMap) -> Framing {
+    let wants_sse = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"));
+    if wants_sse || headers.contains_key("last-event-id") { Framing::Sse } else { Framing::GpuStack }
+}
+
+/// GPUStack's `EventType` number for an event; `None` for RESET, which GPUStack has no word for
+/// (its clients never resume, so they never see one).
+pub fn gpustack_event_type(event_type: EventType) -> Option<u8> {
+    match event_type {
+        EventType::Created => Some(1),
+        EventType::Updated => Some(2),
+        EventType::Deleted => Some(3),
+        EventType::Reset => None,
+    }
+}
+
+/// One line of a GPUStack-framed watch: `{"type", "data", "id"}` (`id`: the row's, as GPUStack's
+/// `Event` has it), newline-terminated; `None` for an event GPUStack's clients do not know.
+pub fn gpustack_line(event_type: EventType, data: Option<serde_json::Value>) -> Option<String> {
+    let code = gpustack_event_type(event_type)?;
+    let id = data.as_ref().and_then(|d| d.get("id")).cloned().unwrap_or(serde_json::Value::Null);
+    let line = serde_json::json!({"type": code, "data": data, "id": id});
+    Some(format!("{line}\n"))
+}
+
+/// One event a watch stream carries, before framing.
+struct Item<V> {
+    event_type: EventType,
+    /// The change number (SSE `id:`).
+    seq: i64,
+    data: Option<V>,
+}
 
 /// Answers a list request: the page, or a watch stream when `watch=true`.
 /// `visible` filters rows (e.g. a user's own API keys); `view` maps a record to its wire form.
@@ -44,7 +102,17 @@ where
         let resume = resume_point(headers, raw)?;
         let slot = state.watches.open(&credential_id(headers))?;
         let stream = watch_stream::<T, V, F, M>(state.clone(), resume, params.worker_scope, visible, view, slot);
-        return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
+        return Ok(match framing(headers) {
+            Framing::Sse => {
+                let events = stream.map(|i| Ok::<_, Infallible>(event(i.event_type, i.seq, i.data)));
+                Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+            }
+            Framing::GpuStack => {
+                let mut res = Body::from_stream(gpustack_lines(stream)).into_response();
+                res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+                res
+            }
+        });
     }
     params.query.filters = filters;
     if !params.field_sort.is_empty() {
@@ -71,10 +139,15 @@ where
 }
 
 /// Who holds a watch, for its per-credential bound: a digest of the API key or worker credential
-/// that authenticated, else of the session cookie.
+/// that authenticated, else of the session cookie, else of the `Authorization` header (Basic).
 fn credential_id(headers: &HeaderMap) -> String {
     use super::auth::{digest, presented_api_key, session_cookie};
-    presented_api_key(headers).or_else(|| session_cookie(headers)).map(digest).unwrap_or_default()
+    let authorization = || headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    presented_api_key(headers)
+        .or_else(|| session_cookie(headers))
+        .or_else(authorization)
+        .map(digest)
+        .unwrap_or_default()
 }
 
 /// One page of an in-memory list (`None`: all of it).
@@ -146,6 +219,27 @@ fn event<V: serde::Serialize>(event_type: EventType, id: i64, data: Option<V>) -
     Event::default().id(id.to_string()).data(json)
 }
 
+/// A watch's events as GPUStack frames them, with a blank line after [`HEARTBEAT`] of silence.
+fn gpustack_lines<V: serde::Serialize>(
+    items: impl Stream<Item = Item<V>> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    async_stream::stream! {
+        let mut items = std::pin::pin!(items);
+        loop {
+            match tokio::time::timeout(HEARTBEAT, items.next()).await {
+                Ok(Some(item)) => {
+                    let data = item.data.and_then(|d| serde_json::to_value(d).ok());
+                    if let Some(line) = gpustack_line(item.event_type, data) {
+                        yield Ok(Bytes::from(line));
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => yield Ok(Bytes::from_static(b"\n")),
+            }
+        }
+    }
+}
+
 fn watch_stream<T, V, F, M>(
     state: AppState,
     resume: Option<i64>,
@@ -153,7 +247,7 @@ fn watch_stream<T, V, F, M>(
     visible: F,
     view: M,
     slot: super::streams::WatchSlot,
-) -> impl Stream<Item = Result<Event, Infallible>>
+) -> impl Stream<Item = Item<V>> + Send + 'static
 where
     T: Resource,
     V: serde::Serialize + Send + 'static,
@@ -177,12 +271,12 @@ where
             Some(id) if retained => id,
             _ => {
                 if resume.is_some() {
-                    yield Ok(event::<V>(EventType::Reset, resume.unwrap_or(0), None));
+                    yield Item::<V> { event_type: EventType::Reset, seq: resume.unwrap_or(0), data: None };
                 }
                 match db.snapshot::<T>(&[]).await {
                     Ok((seq, rows)) => {
                         for row in rows.into_iter().filter(|r| visible(r)) {
-                            yield Ok(event(EventType::Created, seq, Some(view(row))));
+                            yield Item { event_type: EventType::Created, seq, data: Some(view(row)) };
                         }
                         seq
                     }
@@ -212,7 +306,7 @@ where
                     }
                 };
                 if visible(&record) {
-                    yield Ok(event(change.event, change.seq, Some(view(record))));
+                    yield Item { event_type: change.event, seq: change.seq, data: Some(view(record)) };
                 }
             }
             if full {
@@ -223,6 +317,49 @@ where
             tokio::select! {
                 res = changed.changed() => if res.is_err() { return },
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_follows_accept_and_resume() {
+        let cases: [(&[(&str, &str)], Framing); 6] = [
+            (&[], Framing::GpuStack),
+            (&[("accept", "*/*")], Framing::GpuStack),
+            (&[("accept", "application/json")], Framing::GpuStack),
+            (&[("accept", "text/event-stream")], Framing::Sse),
+            (&[("accept", "application/json, Text/Event-Stream;q=0.9")], Framing::Sse),
+            (&[("accept", "*/*"), ("last-event-id", "7")], Framing::Sse),
+        ];
+        for (headers, want) in cases {
+            let mut map = HeaderMap::new();
+            for (k, v) in headers {
+                map.insert(*k, HeaderValue::from_static(v));
+            }
+            assert_eq!(framing(&map), want, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn gpustack_lines_carry_int_types_and_the_row_id() {
+        let row = serde_json::json!({"id": 5, "name": "m"});
+        let cases = [
+            (EventType::Created, Some(row.clone()), Some(r#"{"data":{"id":5,"name":"m"},"id":5,"type":1}"#)),
+            (EventType::Updated, Some(row.clone()), Some(r#"{"data":{"id":5,"name":"m"},"id":5,"type":2}"#)),
+            (EventType::Deleted, Some(row), Some(r#"{"data":{"id":5,"name":"m"},"id":5,"type":3}"#)),
+            (EventType::Deleted, None, Some(r#"{"data":null,"id":null,"type":3}"#)),
+            (EventType::Reset, None, None),
+        ];
+        for (event_type, data, want) in cases {
+            let got = gpustack_line(event_type, data);
+            assert_eq!(got.as_deref().map(str::trim_end), want, "{event_type:?}");
+            if let Some(line) = got {
+                assert!(line.ends_with('\n') && !line.trim_end().contains('\n'), "one line: {line:?}");
             }
         }
     }

@@ -60,9 +60,9 @@ class Client:
         self.key = key
         self._opener = urllib.request.build_opener(_NoRedirect)
 
-    def request(self, method, path, body=None, *, form=None, auth=True, timeout=10.0):
+    def request(self, method, path, body=None, *, form=None, auth=True, timeout=10.0, headers=None):
         """Sends one request; `body` is JSON-encoded, `form` URL-encoded. Never raises for HTTP."""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(headers or {})}
         data = None
         if body is not None:
             data = json.dumps(body).encode()

@@ -11,7 +11,7 @@ One line per check (`ok` / `FAIL`), a summary, exit status 1 on any FAIL.
 Run by scripts/compat-gpustack.sh, which starts a throwaway server; by hand:
 
     python tests/compat/gpustack_compat.py --base http://127.0.0.1:8080 --key <admin API key> \
-        --worker <worker name> [--label sqlite] [--bless]
+        --password <admin password> --worker <worker name> [--label sqlite] [--bless]
 """
 
 import argparse
@@ -29,8 +29,10 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 class Context:
     """What the steps share: the client, the report, ids of what exists, and the measurements."""
 
-    def __init__(self, client, report, worker_name, model_dir):
+    def __init__(self, client, report, worker_name, model_dir, admin_password=None):
         self.client = client
+        self.admin_password = admin_password
+        self.sdk = {}
         self.report = report
         self.worker_name = worker_name
         self.model_dir = model_dir
@@ -49,6 +51,9 @@ def parse_args():
     p.add_argument("--base", required=True, help="server URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--key", required=True, help="an admin API key (all scopes)")
     p.add_argument("--worker", default="compat", help="name of the server's worker (simulated GPUs)")
+    p.add_argument("--password", default=os.environ.get("FERROSTACK_COMPAT_PASSWORD"),
+                   help="the admin's password, for the SDK's user name + password (HTTP Basic) checks "
+                        "[default: $FERROSTACK_COMPAT_PASSWORD]")
     p.add_argument("--label", default="server", help="what to call this run in the summary (e.g. sqlite)")
     p.add_argument("--operations", default=None,
                    help="GPUStack's OpenAPI document (.json) or operations list to probe "
@@ -104,12 +109,13 @@ def main():
     import compat_endpoints
     import compat_fields
     import compat_resources
+    import compat_sdk
     import compat_semantics
     import compat_updates
     from compat_client import Client, Report
 
     print(f"-- GPUStack schemas imported ({time.monotonic() - started:.1f} s)")
-    ctx = Context(Client(args.base, args.key), Report(), args.worker, make_model_dir())
+    ctx = Context(Client(args.base, args.key), Report(), args.worker, make_model_dir(), args.password)
     ctx.routes = compat_endpoints.RouteProbe(ctx.client)
     know_the_harness(ctx)
 
@@ -123,9 +129,10 @@ def main():
     run_step(ctx, "endpoints and list semantics GPUStack scripts use", compat_semantics.run_all)
     run_step(ctx, "fields of the *Create schemas", compat_fields.probe_all)
     run_step(ctx, "GPUStack's /v2 operations", endpoints)
+    run_step(ctx, "GPUStack's SDK (ClientSet) as admin and as a regular user", compat_sdk.run_all)
     run_step(ctx, "delete what the suite created", compat_resources.delete_all)
     if not args.no_doc and ctx.endpoints and ctx.fields:
-        section = compat_doc.render(ctx.endpoints, ctx.fields)
+        section = compat_doc.render(ctx.endpoints, ctx.fields, compat_sdk.sdk_table(ctx.sdk))
         run_step(ctx, "docs/gpustack-migration.md", lambda c: compat_doc.sync(args.doc, section, c.report, args.bless))
 
     shutil.rmtree(ctx.model_dir, ignore_errors=True)

@@ -389,7 +389,13 @@ async fn list_all_and_watch_shapes(kind: DbKind) {
     }
 
     // Watch: the replay carries the displayed form (catalog versions merged), then the changes.
-    let res = s.http.get(s.url(&format!("{BASE}?watch=true"))).send().await.expect("watch");
+    let res = s
+        .http
+        .get(s.url(&format!("{BASE}?watch=true")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("watch");
     let mut events = SseReader::new(res);
     let (_, first) = events.next(Duration::from_secs(5)).await.expect("replay");
     assert_eq!(first["type"], "CREATED");

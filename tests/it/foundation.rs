@@ -131,7 +131,8 @@ async fn concurrent_updates_conflict(kind: DbKind) {
 async fn watch_resumes_with_exactly_the_missed_changes(kind: DbKind) {
     let s = TestServer::start(kind).await;
     s.login_admin().await;
-    let res = s.http.get(s.url("/v2/clusters?watch=true")).send().await.expect("watch");
+    let res =
+        s.http.get(s.url("/v2/clusters?watch=true")).header("accept", "text/event-stream").send().await.expect("watch");
     let mut events = SseReader::new(res);
     let (snapshot_id, first) = events.next(Duration::from_secs(10)).await.expect("replay");
     assert_eq!(first["type"], "CREATED");

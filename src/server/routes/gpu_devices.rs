@@ -92,15 +92,22 @@ fn live(state: &AppState, d: &Device) -> GpuDeviceView {
     view
 }
 
-/// Lists GPUs. `search` matches the id, name and worker name; `cluster_id` and `worker_id` filter;
-/// `page`, `perPage`, `sort_by` as on every list.
+/// Whether a GPU matches `?search=` (lower-cased): its name, as GPUStack's search does, or its
+/// worker's name (ours too: "every GPU of this machine").
+pub fn matches_search(view: &GpuDeviceView, search: &str) -> bool {
+    [&view.device.name, &view.worker_name].iter().any(|field| field.to_lowercase().contains(search))
+}
+
+/// Lists GPUs. `search` matches the GPU's name (as GPUStack's) and its worker's name;
+/// `cluster_id` and `worker_id` filter; `page`, `perPage`, `sort_by` as on every list. A regular
+/// user gets an empty list.
 #[utoipa::path(get, path = "/v2/gpu-devices", tag = "workers",
     params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
            ("search" = Option<String>, Query), ("cluster_id" = Option<i64>, Query), ("worker_id" = Option<i64>, Query)),
     responses((status = 200, body = ListResponse<GpuDeviceView>), (status = 400, body = crate::api::ErrorBody)))]
 async fn list_gpu_devices(
     State(state): State<AppState>,
-    Auth(_p): Auth,
+    Auth(p): Auth,
     _headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
@@ -108,6 +115,11 @@ async fn list_gpu_devices(
     if params.watch {
         return Err(ApiError::new(ErrorCode::InvalidQuery, "watch: GPUs change with their workers; watch /v2/workers")
             .with_field("watch"));
+    }
+    if !p.user.spec.is_admin {
+        // A regular user may list (GPUStack's deploy form does) but sees no machine's GPUs.
+        let empty: Vec<GpuDeviceView> = Vec::new();
+        return Ok(axum::Json(ListResponse { items: empty, pagination: params.pagination(0, 0) }).into_response());
     }
     let cluster_id = int_param(&raw, "cluster_id")?;
     let worker_id = int_param(&raw, "worker_id")?;
@@ -118,13 +130,7 @@ async fn list_gpu_devices(
         .filter(|d| {
             cluster_id.is_none_or(|c| d.view.cluster_id == c) && worker_id.is_none_or(|w| d.view.worker_id == w)
         })
-        .filter(|d| {
-            search.as_deref().is_none_or(|s| {
-                [&d.view.id, &d.view.device.name, &d.view.worker_name]
-                    .iter()
-                    .any(|field| field.to_lowercase().contains(s))
-            })
-        })
+        .filter(|d| search.as_deref().is_none_or(|s| matches_search(&d.view, s)))
         .collect();
     let total = matching.len() as i64;
     let to_json = |items: Vec<&Device>| -> ApiResult<Vec<serde_json::Value>> {
@@ -165,4 +171,50 @@ async fn get_gpu_device(
         .find(|d| d.view.id == id)
         .map(|d| axum::Json(live(&state, d)))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no GPU device {id:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{GpuDevice, GpuType, GpuVendor};
+
+    #[test]
+    fn search_matches_the_gpu_name_and_the_worker_name() {
+        let device = GpuDevice {
+            index: 0,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            vendor: GpuVendor::Nvidia,
+            gpu_type: GpuType::Cuda,
+            uuid: None,
+            memory_total: 80 << 30,
+            memory_used: 0,
+            memory_utilization_rate: 0.0,
+            core_utilization_rate: None,
+            temperature: None,
+            simulated: true,
+        };
+        let view = GpuDeviceView {
+            id: "box-1:cuda:0".into(),
+            worker_id: 1,
+            worker_name: "box-1".into(),
+            worker_ip: "10.0.0.1".into(),
+            worker_ifname: "eth0".into(),
+            cluster_id: 1,
+            device_index: 0,
+            device_chip_index: 0,
+            memory: GpuMemory {
+                total: 80 << 30,
+                used: 0,
+                allocated: 0,
+                utilization_rate: 0.0,
+                is_unified_memory: false,
+            },
+            core: None,
+            device,
+        };
+        let cases = [("h100", true), ("nvidia h100 80gb", true), ("box-1", true), ("a100", false), ("10.0.0.1", false)];
+        for (search, want) in cases {
+            assert_eq!(matches_search(&view, search), want, "{search}");
+        }
+    }
 }

@@ -243,21 +243,36 @@ async fn list_targets(
     .await
 }
 
-async fn target_spec(state: &AppState, body: &ModelRouteTargetCreate) -> ApiResult<ModelRouteTargetSpec> {
+/// The target a POST or PUT body describes; `current` is the target a PUT edits, whose route and
+/// model stand where the body names none.
+async fn target_spec(
+    state: &AppState,
+    body: &ModelRouteTargetCreate,
+    current: Option<&ModelRouteTargetSpec>,
+) -> ApiResult<ModelRouteTargetSpec> {
     check_codes("fallback_status_codes", &body.fallback_status_codes)?;
-    let route = match state.db.get::<ModelRouteSpec>(body.route_id).await {
+    let missing = |field: &str| ApiError::field(field, "missing field");
+    let route_id = body.route_id.or(current.map(|c| c.route_id)).ok_or_else(|| missing("route_id"))?;
+    let model_id = body.model_id.or(current.and_then(|c| c.model_id)).ok_or_else(|| missing("model_id"))?;
+    let route = match state.db.get::<ModelRouteSpec>(route_id).await {
         Ok(r) => r,
         Err(DbError::NotFound { .. }) => {
-            return Err(ApiError::field("route_id", format!("no route {}", body.route_id)));
+            return Err(ApiError::field("route_id", format!("no route {route_id}")));
         }
         Err(e) => return Err(e.into()),
     };
-    let model = model_name(state, "model_id", body.model_id).await?;
+    let model = model_name(state, "model_id", model_id).await?;
+    let name = match (&body.name, current) {
+        (Some(name), _) => name.clone(),
+        // A PUT that names no target keeps the name unless the route or model changed.
+        (None, Some(c)) if c.route_id == route_id && c.model_id == Some(model_id) => c.name.clone(),
+        (None, _) => format!("{}-{model}", route.spec.name),
+    };
     Ok(ModelRouteTargetSpec {
-        name: body.name.clone().unwrap_or_else(|| format!("{}-{model}", route.spec.name)),
+        name,
         route_id: route.id,
         route_name: route.spec.name,
-        model_id: Some(body.model_id),
+        model_id: Some(model_id),
         provider_id: None,
         overridden_model_name: body.overridden_model_name.clone(),
         weight: body.weight,
@@ -274,7 +289,7 @@ async fn create_target(
     Tolerant(body, _): Tolerant<ModelRouteTargetCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<ModelRouteTarget>)> {
     p.require_admin()?;
-    let spec = target_spec(&state, &body).await?;
+    let spec = target_spec(&state, &body, None).await?;
     let target = state.db.insert(&spec, &target_columns(&spec)).await?;
     state.gateway.refresh(&state.db).await?;
     Ok((StatusCode::OK, axum::Json(target)))
@@ -300,7 +315,8 @@ async fn update_target(
     Tolerant(body, _): Tolerant<ModelRouteTargetCreate>,
 ) -> ApiResult<axum::Json<ModelRouteTarget>> {
     p.require_admin()?;
-    let fresh = target_spec(&state, &body).await?;
+    let current = state.db.get::<ModelRouteTargetSpec>(id).await?;
+    let fresh = target_spec(&state, &body, Some(&current.spec)).await?;
     let target = state
         .db
         .modify::<ModelRouteTargetSpec, ApiError, _>(id, body.version, |t| {

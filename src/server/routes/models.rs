@@ -176,6 +176,12 @@ async fn admit_with_backend(
             ),
         ));
     }
+    let spans = spec.gpu_selector.as_ref().is_some_and(|s| selection_spans_workers(&s.gpu_ids));
+    if spans && !spec.distributed_inference_across_workers && matches!(kind, Kind::Vllm | Kind::Sglang) {
+        // GPUStack's SDK sends null, which GPUStack takes as true for these backends: a selection
+        // over several workers would otherwise wait forever.
+        spec.distributed_inference_across_workers = true;
+    }
     if kind == Kind::Mindie {
         // MindIE's parameters become its config file: every documented range is checked now.
         crate::estimate::mindie_config(&spec.backend_parameters)
@@ -454,6 +460,24 @@ fn result(name: String, compatible: bool, messages: Vec<String>) -> EvaluationRe
     }
 }
 
+/// What one replica placed as `p` claims in all: every GPU's claim (main worker and
+/// subordinates) and the RAM on each worker it spans.
+fn placement_claim(p: &crate::placement::Placement) -> EvaluationClaim {
+    let vram = p.vram_claim.values().chain(p.subordinates.iter().flat_map(|s| s.vram_claim.values())).sum();
+    EvaluationClaim { ram: p.ram_claim.saturating_mul(1 + p.subordinates.len() as u64), vram }
+}
+
+/// Why a deployment's `distributed_inference_across_workers` was turned on for it.
+const SPANS_WORKERS: &str = "turned on: the GPUs selected are on more than one worker (as GPUStack does for \
+     vLLM and SGLang when the field is not set)";
+
+/// Whether a manual GPU selection names GPUs of more than one worker (ids
+/// `<worker>:<type>:<index>`; a worker's name has no `:`).
+pub fn selection_spans_workers(gpu_ids: &[String]) -> bool {
+    let mut workers = gpu_ids.iter().map(|id| id.rsplitn(3, ':').last().unwrap_or(id.as_str()));
+    workers.next().is_some_and(|first| workers.any(|w| w != first))
+}
+
 /// Would these deployments fit, where, and why not, without deploying anything.
 #[utoipa::path(post, path = "/v2/model-evaluations", tag = "models", request_body = EvaluationRequest,
     responses((status = 200, body = EvaluationResponse), (status = 400, body = crate::api::ErrorBody)))]
@@ -465,11 +489,20 @@ async fn evaluate_models(
     if body.model_specs.len() > 16 {
         return Err(ApiError::field("model_specs", "at most 16 specs per evaluation"));
     }
+    if let Some(id) = body.cluster_id {
+        match state.db.get::<crate::api::ClusterSpec>(id).await {
+            Ok(_) => {}
+            Err(DbError::NotFound { .. }) => return Err(ApiError::field("cluster_id", format!("no cluster {id}"))),
+            Err(e) => return Err(e.into()),
+        }
+    }
     let workers = state.db.all::<WorkerSpec>().await?;
     let instances = state.db.all::<ModelInstanceSpec>().await?;
     let mut results = Vec::new();
-    for spec in body.model_specs {
+    for mut spec in body.model_specs {
         let name = spec.name.clone();
+        spec.cluster_id = spec.cluster_id.or(body.cluster_id);
+        let distributed_asked = spec.distributed_inference_across_workers;
         let (spec, backend) = match admit_with_backend(&state, spec).await {
             Ok(admitted) => admitted,
             Err(e) => {
@@ -487,11 +520,18 @@ async fn evaluate_models(
         }
         let now = chrono::Utc::now();
         let record = crate::api::Record { id: 0, version: 0, created_at: now, updated_at: now, spec: spec.clone() };
-        let req = scheduler::request(&record, &backend, &eval);
+        let snapshot = scheduler::snapshot(&workers, &instances, None);
+        let req = scheduler::sized_request(&snapshot, &record, &backend, &eval);
         let mut messages = eval.problems.clone();
+        if spec.distributed_inference_across_workers && !distributed_asked {
+            messages.push(format!("distributed_inference_across_workers: {SPANS_WORKERS}"));
+        }
         let mut scheduling = Vec::new();
-        let (compatible, injection, tp) = match place(&scheduler::snapshot(&workers, &instances, None), &req) {
+        let mut claim = EvaluationClaim { ram: eval.ram, vram: eval.vram };
+        let (compatible, injection, tp) = match place(&snapshot, &req) {
             Ok(p) => {
+                let p = scheduler::settled(p, &req, &eval, &workers);
+                claim = placement_claim(&p);
                 let worker = workers.iter().find(|w| w.id == p.worker_id).map(|w| w.spec.name.as_str()).unwrap_or("");
                 let on = if p.gpu_indexes.is_empty() { "CPU".to_string() } else { format!("GPUs {:?}", p.gpu_indexes) };
                 scheduling.push(format!("fits on worker {worker}, {on}"));
@@ -517,7 +557,7 @@ async fn evaluate_models(
             categories: spec.categories.clone(),
             vram: Some(eval.vram),
             ram: Some(eval.ram),
-            resource_claim: Some(EvaluationClaim { ram: eval.ram, vram: eval.vram }),
+            resource_claim: Some(claim),
             meta: Some(eval.meta_json()),
             injected_parameters: injection.args,
             tensor_parallel_size: tp,
@@ -528,4 +568,25 @@ async fn evaluate_models(
         });
     }
     Ok(axum::Json(EvaluationResponse { results }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selection_spans_workers_when_two_names_differ() {
+        let cases: [(&[&str], bool); 6] = [
+            (&[], false),
+            (&["a:cuda:0"], false),
+            (&["a:cuda:0", "a:cuda:1"], false),
+            (&["a:cuda:0", "b:cuda:0"], true),
+            (&["gpu-box-1:cuda:0", "gpu-box-1:rocm:0", "gpu-box-2:cuda:3"], true),
+            (&["odd", "odd"], false),
+        ];
+        for (ids, want) in cases {
+            let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+            assert_eq!(selection_spans_workers(&ids), want, "{ids:?}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -41,8 +41,22 @@ async fn list_workers(
     }
     let params = ListParams::parse(&raw, &["since"])?;
     let live = state.live.clone();
-    list_or_watch::<WorkerSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, move |w| live.overlay(w))
-        .await
+    // A regular user may list (GPUStack's deploy form does) but sees no machine: an empty list.
+    let admin = matches!(&caller, Caller::User(p) if p.user.spec.is_admin);
+    if !admin && !params.watch {
+        let empty: Vec<Worker> = Vec::new();
+        return Ok(axum::Json(ListResponse { items: empty, pagination: params.pagination(0, 0) }).into_response());
+    }
+    list_or_watch::<WorkerSpec, _, _, _>(
+        &state,
+        &headers,
+        &raw,
+        params,
+        vec![],
+        move |_| admin,
+        move |w| live.overlay(w),
+    )
+    .await
 }
 
 /// The `os` label GPUStack's worker sets: `linux`, `darwin`, `windows` (not the distribution).
