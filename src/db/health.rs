@@ -66,6 +66,14 @@ impl Db {
         });
     }
 
+    /// The value of setting `name` on one of the pool's sessions (PostgreSQL), e.g. to check the
+    /// limits this module sets.
+    pub async fn session_setting(&self, name: &str) -> Result<String, DbError> {
+        use sqlx::Row;
+        let row = sqlx::query("SELECT current_setting($1)").bind(name.to_string()).fetch_one(self.pool()).await?;
+        Ok(row.try_get(0)?)
+    }
+
     fn record(&self, ok: bool) {
         let was = self.health.0.swap(ok, Ordering::Relaxed);
         match (was, ok) {

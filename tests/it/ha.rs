@@ -20,11 +20,11 @@ use crate::support::{ADMIN_PASSWORD, DbKind, TestServer, database_url, postgres_
 use crate::workers::{import_backend, llama, llama_yaml};
 
 const SCALINGS: usize = 20;
-const PORT: u16 = 8080;
+pub const PORT: u16 = 8080;
 
 /// Forwards connections on `listen`:0 to `upstream` (PostgreSQL on the root host's loopback);
 /// returns the port.
-async fn proxy(listen: &str, upstream: String) -> u16 {
+pub async fn proxy(listen: &str, upstream: String) -> u16 {
     let listener = tokio::net::TcpListener::bind((listen, 0)).await.expect("bind proxy");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
@@ -41,19 +41,22 @@ async fn proxy(listen: &str, upstream: String) -> u16 {
 }
 
 /// A `ferrostack server` process on a namespace host.
-struct Server {
-    host: usize,
-    data: PathBuf,
-    url: String,
-    base: String,
-    pid: u32,
-    starts: usize,
+pub struct Server {
+    pub host: usize,
+    pub data: PathBuf,
+    pub url: String,
+    pub base: String,
+    pub pid: u32,
+    pub starts: usize,
+    /// `--worker-grace`, seconds.
+    pub grace: u32,
 }
 
 impl Server {
-    fn start(&mut self, hosts: &mut Hosts, logs: &Path) {
+    pub fn start(&mut self, hosts: &mut Hosts, logs: &Path) {
         let addr = hosts.addr(self.host);
         let port = PORT.to_string();
+        let grace = self.grace.to_string();
         let data = self.data.to_str().expect("path").to_owned();
         let args = [
             "server",
@@ -68,7 +71,7 @@ impl Server {
             "--bootstrap-password",
             ADMIN_PASSWORD,
             "--worker-grace",
-            "10",
+            &grace,
         ];
         let log = logs.join(format!("server{}-{}.log", self.host, self.starts));
         self.starts += 1;
@@ -76,18 +79,18 @@ impl Server {
             hosts.spawn(self.host, Path::new(env!("CARGO_BIN_EXE_ferrostack")), &args, &[("RUST_LOG", "info")], &log);
     }
 
-    fn kill(&self) {
+    pub fn kill(&self) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).expect("pid"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
     }
 }
 
-async fn healthz(http: &reqwest::Client, base: &str) -> Option<Value> {
+pub async fn healthz(http: &reqwest::Client, base: &str) -> Option<Value> {
     let res = http.get(format!("{base}/healthz")).timeout(Duration::from_secs(2)).send().await.ok()?;
     res.json().await.ok()
 }
 
-async fn wait_up(http: &reqwest::Client, base: &str) {
+pub async fn wait_up(http: &reqwest::Client, base: &str) {
     let start = Instant::now();
     while healthz(http, base).await.is_none() {
         assert!(start.elapsed() < Duration::from_secs(60), "{base} never answered");
@@ -96,7 +99,7 @@ async fn wait_up(http: &reqwest::Client, base: &str) {
 }
 
 /// An API client logged in to one server process.
-async fn api(base: &str) -> TestServer {
+pub async fn api(base: &str) -> TestServer {
     let s = TestServer {
         base: base.to_owned(),
         http: reqwest::Client::builder().cookie_store(true).timeout(Duration::from_secs(30)).build().expect("client"),
@@ -109,7 +112,7 @@ async fn api(base: &str) -> TestServer {
 }
 
 /// A management read through whichever server answers first (None when neither does).
-async fn read_any(http: &reqwest::Client, bases: &[String], key: &str, path: &str) -> Option<Value> {
+pub async fn read_any(http: &reqwest::Client, bases: &[String], key: &str, path: &str) -> Option<Value> {
     for base in bases {
         let req = http.get(format!("{base}{path}")).bearer_auth(key).timeout(Duration::from_secs(2));
         let Ok(res) = req.send().await else { continue };
@@ -129,7 +132,7 @@ async fn instances(http: &reqwest::Client, bases: &[String], key: &str, model: i
 }
 
 /// The last lines of every server and worker log, for a failure message.
-fn tails(dir: &Path) -> String {
+pub fn tails(dir: &Path) -> String {
     let mut out = String::new();
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
     names.sort();
@@ -172,6 +175,7 @@ async fn the_leader_is_killed_while_a_deployment_scales() {
             base: format!("http://{}:{PORT}", hosts.addr(host)),
             pid: 0,
             starts: 0,
+            grace: 10,
         })
         .collect();
     servers[0].start(&mut hosts, logs);

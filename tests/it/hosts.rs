@@ -109,6 +109,29 @@ impl Hosts {
         pid
     }
 
+    /// Cuts (`true`) or restores (`false`) the path between host `i` and the root namespace only
+    /// (where PostgreSQL is reached): a permanent neighbour entry to an unused MAC on both ends, so
+    /// packets between them go nowhere while host `i` still reaches the other hosts.
+    pub fn cut_from_root(&self, i: usize, cut: bool) {
+        let bogus = "02:00:5e:00:53:fe";
+        let (root, host) = (self.root_addr(), self.addr(i));
+        if cut {
+            ip(&["-n", &self.hosts[i], "neigh", "replace", &root, "lladdr", bogus, "dev", "eth0", "nud", "permanent"])
+                .expect("cut host side");
+            ip(&["neigh", "replace", &host, "lladdr", bogus, "dev", &self.bridge, "nud", "permanent"])
+                .expect("cut root side");
+        } else {
+            ip(&["-n", &self.hosts[i], "neigh", "del", &root, "dev", "eth0"]).expect("heal host side");
+            ip(&["neigh", "del", &host, "dev", &self.bridge]).expect("heal root side");
+        }
+    }
+
+    /// Runs `program args` on host `i` and waits for it; its stdout.
+    pub fn run(&self, i: usize, program: &str, args: &[&str]) -> String {
+        let out = Command::new("ip").args(["netns", "exec", &self.hosts[i], program]).args(args).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    }
+
     /// Cuts (`false`) or restores (`true`) host `i`'s link to the bridge: a network fault, the
     /// processes on the host keep running.
     pub fn set_link(&self, i: usize, up: bool) {

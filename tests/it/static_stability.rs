@@ -1,0 +1,457 @@
+//! Static stability (issue 22): serving survives faults of the control plane. On PostgreSQL:
+//! servers started together on an empty database both start; a lease renewal that waited for the
+//! row lock is not written expired; sessions carry limits below the lease and a request never
+//! waits for change numbering held by another session; a server whose database stalls says so
+//! (`/readyz`, the API answers 503 with `Retry-After` within 2 s) and recovers. On
+//! network-namespace hosts with real llama.cpp and the defaults (heartbeat 5 s, grace 30 s): the
+//! leading server, which the worker talks to, is cut from the database for 60 s, then the new
+//! leader, which the worker moved to, is stopped (SIGSTOP) for 40 s; chats through the other
+//! server never fail, the worker never leaves `ready`, the lease changes hands within 10 s.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ferrostack::db::{Db, Val};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Connection;
+
+use crate::ha::{self, PORT, Server};
+use crate::hosts::{self, Hosts};
+use crate::repository::cluster;
+use crate::support::{DbKind, TestServer, database_url, postgres_available};
+use crate::workers::{import_backend, llama, llama_yaml};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_started_together_on_an_empty_database_both_start() {
+    if !postgres_available() {
+        return;
+    }
+    for round in 0..3 {
+        let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+        let url = database_url(DbKind::Postgres, dirs[0].path()).await;
+        for d in &dirs {
+            // Servers that share a database share the server secret.
+            std::fs::create_dir_all(d.path().join("data")).expect("data dir");
+            std::fs::write(d.path().join("data/server_secret"), "static-stability-shared-secret-0123456789\n")
+                .expect("secret");
+        }
+        let mut dirs = dirs.into_iter();
+        let (d0, d1) = (dirs.next().expect("dir"), dirs.next().expect("dir"));
+        // Both at the same instant; each panics ("server starts") if its bootstrap fails.
+        let (mut a, mut b) = tokio::join!(TestServer::start_with(d0, url.clone()), TestServer::start_with(d1, url));
+        a.login_admin().await;
+        b.login_admin().await;
+        let (_, users) = b.get("/v2/users").await;
+        assert_eq!(users["items"].as_array().map(Vec::len), Some(1), "round {round}: one admin: {users}");
+        let (_, clusters) = a.get("/v2/clusters").await;
+        assert_eq!(clusters["items"].as_array().map(Vec::len), Some(1), "round {round}: one cluster: {clusters}");
+        a.stop().await;
+        b.stop().await;
+    }
+}
+
+/// A test connection to the same database.
+async fn side_connection(url: &str) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(url).await.expect("side connection")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_and_numbering_never_wait_long_on_another_session() {
+    if !postgres_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = database_url(DbKind::Postgres, dir.path()).await;
+    let db = Db::open(&url).await.expect("open");
+    // Every session is limited below the control lease (6 s).
+    for (name, value) in
+        [("statement_timeout", "5s"), ("lock_timeout", "2s"), ("idle_in_transaction_session_timeout", "3s")]
+    {
+        assert_eq!(db.session_setting(name).await.expect("setting"), value, "{name}");
+    }
+
+    // Row 5: a renewal that waited for the lease row's lock is written with a full TTL from when
+    // it got the lock, not from when its statement began.
+    let ttl = 3000;
+    assert_eq!(db.acquire_lease("held", "a", ttl).await.expect("take"), Some(1));
+    let mut side = side_connection(&url).await;
+    sqlx::query("BEGIN").execute(&mut side).await.expect("begin");
+    sqlx::query("SELECT * FROM leases WHERE name = 'held' FOR UPDATE").execute(&mut side).await.expect("lock");
+    let renewal = {
+        let db = db.clone();
+        tokio::spawn(async move { db.acquire_lease("held", "a", ttl).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    sqlx::query("COMMIT").execute(&mut side).await.expect("commit");
+    assert_eq!(renewal.await.expect("join").expect("renew"), Some(1), "renewed, same token");
+    let holder = db.lease_holder("held").await.expect("holder").expect("held");
+    assert!(holder.expires_in_ms > 2400, "the renewal was written as of before its wait: {holder:?}");
+
+    // Rows 2/3: another session holding the change sequencer (a server stalled inside it) does
+    // not hold writes: the write answers, its change is numbered once the sequencer is free.
+    sqlx::query("BEGIN").execute(&mut side).await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(5067467983334295365)::TEXT").execute(&mut side).await.expect("lock");
+    let spec = cluster("while-numbering-is-held");
+    let extra = [("token_digest", Val::Text("d".into()))];
+    let write = db.insert(&spec, &extra);
+    let written = tokio::time::timeout(Duration::from_secs(10), write).await;
+    let written = written.expect("a write waited for change numbering").expect("insert");
+    sqlx::query("COMMIT").execute(&mut side).await.expect("release");
+    db.sequence_changes().await.expect("sequence");
+    let changes = db.changes_since("clusters", 0, 100, None).await.expect("changes");
+    assert!(
+        changes.iter().any(|c| c.data.contains("while-numbering-is-held")),
+        "the change of {} was numbered after the sequencer was free",
+        written.id
+    );
+}
+
+/// Forwards connections on loopback to `upstream`; while `frozen` is set, nothing moves in either
+/// direction (a partition: no reset, no answer).
+async fn freezable_proxy(upstream: String, frozen: Arc<AtomicBool>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let (upstream, frozen) = (upstream.clone(), frozen.clone());
+            tokio::spawn(async move {
+                if frozen.load(Ordering::Relaxed) {
+                    // A connection attempt during the cut is accepted and never answered.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else { return };
+                let (mut ri, mut wi) = inbound.into_split();
+                let (mut ro, mut wo) = outbound.into_split();
+                let pipe = async |r: &mut tokio::net::tcp::OwnedReadHalf, w: &mut tokio::net::tcp::OwnedWriteHalf| {
+                    let mut buf = vec![0u8; 16384];
+                    loop {
+                        while frozen.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        let n = match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        while frozen.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                tokio::join!(pipe(&mut ri, &mut wo), pipe(&mut ro, &mut wi));
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_database_stalls_says_so_at_once_and_recovers() {
+    if !postgres_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let direct = database_url(DbKind::Postgres, dir.path()).await;
+    let (head, tail) = direct.split_once('@').expect("user@host");
+    let (upstream, database) = tail.split_once('/').expect("host/db");
+    let frozen = Arc::new(AtomicBool::new(false));
+    let port = freezable_proxy(upstream.to_owned(), frozen.clone()).await;
+    let s = TestServer::start_with(dir, format!("{head}@127.0.0.1:{port}/{database}")).await;
+    s.login_admin().await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    assert_eq!(http.get(s.url("/readyz")).send().await.expect("readyz").status(), StatusCode::OK);
+
+    frozen.store(true, Ordering::Relaxed);
+    let cut = Instant::now();
+    loop {
+        let res = http.get(s.url("/readyz")).send().await.expect("readyz answers");
+        if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(cut.elapsed() < Duration::from_secs(15), "/readyz still 200 without a database");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let readyz_after = cut.elapsed();
+    // The API answers at once, 503 with Retry-After: a worker moves on, a client retries.
+    let asked = Instant::now();
+    let res = s.http.get(s.url("/v2/workers")).send().await.expect("an answer");
+    let answered_in = asked.elapsed();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"), "{:?}", res.headers());
+    assert!(answered_in < Duration::from_secs(10), "the API took {answered_in:?} to refuse");
+    let probes = http.get(s.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(probes.status(), StatusCode::OK, "liveness is not readiness");
+
+    frozen.store(false, Ordering::Relaxed);
+    let healed = Instant::now();
+    loop {
+        let res = http.get(s.url("/readyz")).send().await.expect("readyz answers");
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        assert!(healed.elapsed() < Duration::from_secs(30), "/readyz never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready_again = healed.elapsed();
+    let start = Instant::now();
+    loop {
+        let (status, body) = s.get("/v2/workers").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the API never recovered: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "database stalled: /readyz 503 after {readyz_after:?}, an API call refused in {answered_in:?}; healed: ready after {ready_again:?}"
+    );
+}
+
+/// Sends `signal` to a server process.
+fn signal(server: &Server, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(server.pid).expect("pid"));
+    nix::sys::signal::kill(pid, signal).expect("signal");
+}
+
+/// Chats through `base` one after another until `stop`; (answered, failures).
+fn chat_load(
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u32, Vec<String>)> {
+    tokio::spawn(async move {
+        let (mut ok, mut failed) = (0, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let body = json!({"model": "smol", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]});
+            let sent = http.post(format!("{base}/v1/chat/completions")).bearer_auth(&key).json(&body).send().await;
+            match sent {
+                Ok(res) if res.status() == StatusCode::OK => ok += 1,
+                Ok(res) => failed.push(format!("{}: {}", res.status(), res.text().await.unwrap_or_default())),
+                Err(e) => failed.push(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        (ok, failed)
+    })
+}
+
+/// Watches, through `base`, that every worker stays `ready`; the states it saw otherwise.
+fn watch_workers(
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(list) = ha::read_any(&http, std::slice::from_ref(&base), &key, "/v2/workers").await {
+                for w in list["items"].as_array().into_iter().flatten().filter(|w| w["state"] != "ready") {
+                    seen.push(format!("{} {}", w["name"], w["state"]));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        seen
+    })
+}
+
+/// How long until `base` says it leads (panics past 20 s).
+async fn takeover(http: &reqwest::Client, base: &str, since: Instant) -> Duration {
+    while ha::healthz(http, base).await.is_none_or(|h| h["leading"] != true) {
+        assert!(since.elapsed() < Duration::from_secs(20), "{base} did not take over within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    since.elapsed()
+}
+
+/// `curl` from host `from` to `url`: (status, seconds).
+fn curl(hosts: &Hosts, from: usize, url: &str) -> (u16, f64) {
+    let out = hosts.run(
+        from,
+        "curl",
+        &["-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--max-time", "10", url],
+    );
+    let mut parts = out.split_whitespace();
+    let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let secs = parts.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+    (status, secs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_goes_on_when_a_server_is_cut_from_the_database_or_stopped() {
+    let Some((llama_server, gguf)) = llama() else { return };
+    if !hosts::available() || !postgres_available() {
+        return;
+    }
+    // Hosts 0 and 1: servers; host 2: a worker with real llama.cpp.
+    let mut hosts = Hosts::new(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path();
+    let local_url = database_url(DbKind::Postgres, dir.path()).await;
+    let (head, tail) = local_url.split_once('@').expect("user@host");
+    let (upstream, database) = tail.split_once('/').expect("host/db");
+    let port = ha::proxy(&hosts.root_addr(), upstream.to_owned()).await;
+    let url = format!("{head}@{}:{port}/{database}", hosts.root_addr());
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let mut servers: Vec<Server> = (0..2)
+        .map(|host| Server {
+            host,
+            data: dir.path().join(format!("server{host}")),
+            url: url.clone(),
+            base: format!("http://{}:{PORT}", hosts.addr(host)),
+            pid: 0,
+            starts: 0,
+            // The default a user gets.
+            grace: 30,
+        })
+        .collect();
+    servers[0].start(&mut hosts, logs);
+    ha::wait_up(&http, &servers[0].base).await;
+    std::fs::create_dir_all(&servers[1].data).expect("data dir");
+    std::fs::copy(servers[0].data.join("server_secret"), servers[1].data.join("server_secret")).expect("secret");
+    servers[1].start(&mut hosts, logs);
+    ha::wait_up(&http, &servers[1].base).await;
+    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    assert_eq!(ha::healthz(&http, &bases[0]).await.expect("healthz")["leading"], true, "the first server leads");
+
+    let admin = ha::api(&bases[1]).await;
+    import_backend(&admin, &llama_yaml(&llama_server, "{{worker_ip}}", "-c 512 -t 1 -np 1")).await;
+    let key = admin.api_key(json!({"name": "chats"})).await;
+    let reader = admin.api_key(json!({"name": "reader", "scope": ["management"]})).await;
+    let token = std::fs::read_to_string(servers[0].data.join("cluster_token")).expect("cluster token");
+    let worker_data = dir.path().join("worker2");
+    // The worker talks to server 0 first; heartbeat 5 s (the default).
+    let args = [
+        "worker",
+        "--server-url",
+        &bases.join(","),
+        "--token",
+        token.trim(),
+        "--data-dir",
+        worker_data.to_str().expect("path"),
+        "--worker-name",
+        "w2",
+        "--runtime",
+        "process",
+        "--port-range",
+        "46400-46449",
+        "--startup-timeout",
+        "180",
+    ];
+    hosts.spawn(
+        2,
+        Path::new(env!("CARGO_BIN_EXE_ferrostack")),
+        &args,
+        &[("RUST_LOG", "info")],
+        &logs.join("worker2.log"),
+    );
+    let spec = json!({"name": "smol", "source": "local_path", "local_path": gguf, "backend": "llama-cpp-custom", "replicas": 1});
+    let start = Instant::now();
+    let model_id = loop {
+        let (_, list) = admin.get("/v2/workers").await;
+        if list["items"].as_array().is_some_and(|w| w.iter().any(|w| w["state"] == "ready")) {
+            let (status, model) = admin.post("/v2/models", spec.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{model}");
+            break model["id"].as_i64().expect("id");
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the worker never got ready: {list}\n{}", ha::tails(logs));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let running = async |base: &str| {
+        let start = Instant::now();
+        loop {
+            let path = format!("/v2/model-instances?model_id={model_id}&page=-1");
+            if let Some(list) = ha::read_any(&http, &[base.to_owned()], &reader, &path).await
+                && list["items"].as_array().is_some_and(|i| i.len() == 1 && i[0]["state"] == "running")
+            {
+                return list["items"][0].clone();
+            }
+            assert!(start.elapsed() < Duration::from_secs(180), "the instance never ran\n{}", ha::tails(logs));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let first = running(&bases[1]).await;
+
+    // (a) Server 0 (the leader, the worker's server) is cut from the database for 60 s; its
+    // workers and clients still reach it. Chats go through server 1.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = chat_load(http.clone(), bases[1].clone(), key.clone(), stop.clone());
+    let states = watch_workers(http.clone(), bases[1].clone(), reader.clone(), stop.clone());
+    hosts.cut_from_root(0, true);
+    let cut = Instant::now();
+    let readyz = format!("{}/readyz", bases[0]);
+    let readyz_503 = loop {
+        let (status, _) = curl(&hosts, 2, &readyz);
+        if status == 503 {
+            break cut.elapsed();
+        }
+        assert!(cut.elapsed() < Duration::from_secs(10), "server 0's /readyz answered {status} without a database");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (api_status, api_secs) = curl(&hosts, 2, &format!("{}/v2/workers", bases[0]));
+    assert_eq!(api_status, 503, "server 0's API without a database");
+    let takeover_cut = takeover(&http, &bases[1], cut).await;
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(cut.elapsed())).await;
+    hosts.cut_from_root(0, false);
+    let healed = Instant::now();
+    while curl(&hosts, 2, &readyz).0 != 200 {
+        assert!(healed.elapsed() < Duration::from_secs(30), "server 0 never ready again\n{}", ha::tails(logs));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready_again = healed.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (answered_a, failed_a) = load.await.expect("load");
+    let not_ready_a = states.await.expect("states");
+    assert!(failed_a.is_empty(), "chats through the healthy server failed during the cut: {failed_a:?}");
+    assert!(not_ready_a.is_empty(), "workers left ready during the cut: {not_ready_a:?}\n{}", ha::tails(logs));
+    assert!(answered_a > 20, "only {answered_a} chats answered");
+    assert!(takeover_cut < Duration::from_secs(10), "takeover after the cut took {takeover_cut:?}");
+
+    // (b) Server 1 (now the leader and the worker's server) is stopped for 40 s. Chats go
+    // through server 0.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = chat_load(http.clone(), bases[0].clone(), key.clone(), stop.clone());
+    let states = watch_workers(http.clone(), bases[0].clone(), reader.clone(), stop.clone());
+    signal(&servers[1], nix::sys::signal::Signal::SIGSTOP);
+    let stopped = Instant::now();
+    let takeover_stop = takeover(&http, &bases[0], stopped).await;
+    tokio::time::sleep(Duration::from_secs(40).saturating_sub(stopped.elapsed())).await;
+    signal(&servers[1], nix::sys::signal::Signal::SIGCONT);
+    ha::wait_up(&http, &bases[1]).await;
+    stop.store(true, Ordering::Relaxed);
+    let (answered_b, failed_b) = load.await.expect("load");
+    let not_ready_b = states.await.expect("states");
+    assert!(failed_b.is_empty(), "chats through the running server failed while the other was stopped: {failed_b:?}");
+    assert!(
+        not_ready_b.is_empty(),
+        "workers left ready while a server was stopped: {not_ready_b:?}\n{}",
+        ha::tails(logs)
+    );
+    assert!(answered_b > 20, "only {answered_b} chats answered");
+    assert!(takeover_stop < Duration::from_secs(10), "takeover after SIGSTOP took {takeover_stop:?}");
+
+    // The engine never restarted, nothing was duplicated.
+    let last = running(&bases[0]).await;
+    assert_eq!(last["id"], first["id"]);
+    assert_eq!(last["pid"], first["pid"], "the engine kept running: {last:#}");
+    assert_eq!(last["restart_count"], 0);
+    let moved =
+        std::fs::read_to_string(logs.join("worker2.log")).unwrap_or_default().matches("moving to the next").count();
+    eprintln!(
+        "cut from the database 60 s: /readyz 503 after {readyz_503:?}, API 503 in {api_secs:.3} s, takeover {takeover_cut:?}, \
+         ready again {ready_again:?} after the heal; {answered_a} chats through the other server, {} failed; \
+         stopped 40 s: takeover {takeover_stop:?}, {answered_b} chats through the other server, {} failed; \
+         the worker moved {moved} times",
+        failed_a.len(),
+        failed_b.len()
+    );
+}
