@@ -19,7 +19,6 @@ mod multihost;
 mod policy;
 mod repository;
 mod scale;
-mod sdk_compat;
 mod security;
 mod support;
 mod tidy;
