@@ -5,10 +5,13 @@ Usage (normally through the tools/llama-server wrapper, which picks the .cache/v
                  [--embedding|--embeddings] [--pooling none|mean|cls|last|rank] [--metrics] [--slots]
                  [--api-key K1[,K2]] [--api-key-file F] [-b N] [-ub N] [-n N] [--threads-http N]
                  [--timeout N] [--no-webui] [--no-warmup] [-v | -lv N]
-                 [-ngl N] [--jinja] [-fa [on|off|auto]]      (accepted, ignored: CPU-only wheel)
+                 [-ngl N] [--jinja] [-fa on|off|auto]        (accepted, ignored: CPU-only wheel)
                  [--version] [-h]
-Any other flag is warned about on stderr and ignored (with its value, if the next argument is not a flag),
-so a real llama-server command line works unchanged. `--flag=value` spelling is accepted everywhere.
+As strict as the real server: argv is parsed against llama-server's own flag list (llama_server_flags.txt,
+extracted from the llama.cpp sources xllamacpp vendors), so an unknown flag, a positional argument, a
+`--flag=value` spelling or a missing value exits 1 with llama-server's own message
+(`error: invalid argument: --no-such-flag`). Real flags the shim does not implement are warned about and
+ignored, with exactly the values they take.
 
 Behaviour: logs go to stderr; the HTTP server is up when this prints "... ready on URL"; SIGTERM or SIGINT ->
 immediate exit 0 (in-flight requests are cut, as with llama-server); an unloadable model, a busy port or bad
@@ -23,7 +26,8 @@ import time
 PROG = "llama-server (xllamacpp shim)"
 
 # flag -> (key, kind). kinds: str, int, list (comma separated), flag, off (sets False),
-# ignore (takes a value, ignored), ignore_flag, opt (optional value from OPT_VALUES, ignored)
+# ignore (takes a value, ignored), ignore_flag. Every name must be a real llama-server flag taking as many
+# values as its kind says (checked against llama_server_flags.txt at start).
 SPEC = {}
 
 
@@ -62,11 +66,10 @@ _add("-v --verbose --log-verbose", "verbose", "flag")
 _add("-lv --verbosity --log-verbosity", "verbosity", "int")
 _add("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "ignore")
 _add("--jinja --no-jinja", "jinja", "ignore_flag")
-_add("-fa --flash-attn", "flash_attn", "opt")
+_add("-fa --flash-attn", "flash_attn", "ignore")
 _add("--version", "version", "flag")
 _add("-h --help", "help", "flag")
 
-OPT_VALUES = {"on", "off", "auto", "true", "false", "1", "0", "enabled", "disabled"}
 POOLING = {"none": "NONE", "mean": "MEAN", "cls": "CLS", "last": "LAST", "rank": "RANK"}
 
 
@@ -79,58 +82,66 @@ def die(msg, code=1):
     sys.exit(code)
 
 
-def looks_like_value(tok):
-    if not tok.startswith("-") or tok == "-":
-        return True
-    try:  # negative numbers (e.g. "-ngl -1") are values, not flags
-        float(tok)
-        return True
-    except ValueError:
-        return False
+FLAGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama_server_flags.txt")
 
 
-def parse_args(argv):
+def real_flags():
+    """llama-server's own flags -> values taken (tools/llama_server_flags.txt, from llama.cpp's arg.cpp)."""
+    flags = {}
+    with open(FLAGS_FILE, encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                name, values = line.split()
+                flags[name] = int(values)
+    for name, (_, kind) in SPEC.items():  # the shim's table must agree with the real one
+        want = 0 if kind in ("flag", "off", "ignore_flag") else 1
+        if flags.get(name) != want:
+            die(f"internal: shim flag {name} is not a llama-server flag taking {want} value(s)")
+    return flags
+
+
+def refuse(text):
+    """Exit as llama-server does when common_params_parse fails: its message on stderr, status 1."""
+    print(text, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def parse_args(argv, flags=None):
+    """Parses argv exactly as llama.cpp's common_params_parse_ex does: every token must be one of
+    llama-server's flags (a `--` flag may spell '-' as '_'), followed by the number of values it takes.
+    Unknown flags, positional arguments and `--flag=value` spellings are refused with llama-server's text."""
+    flags = real_flags() if flags is None else flags
     opts = {}
     i = 0
     while i < len(argv):
-        tok = argv[i]
+        name = argv[i]
         i += 1
-        if not tok.startswith("-") or tok == "-":
-            warn(f"ignoring unexpected argument {tok!r}")
-            continue
-        name, eq, inline = tok.partition("=")
+        if name.startswith("--"):
+            name = name.replace("_", "-")
+        if name not in flags:
+            refuse(f"error: invalid argument: {name}")
+        n = flags[name]
+        if len(argv) - i < n:
+            refuse(f'error while handling argument "{name}": expected value for argument\n\n'
+                   "to show complete usage, run with -h")
+        values = argv[i:i + n]
+        i += n
         if name not in SPEC:
-            if not eq and i < len(argv) and looks_like_value(argv[i]):
-                warn(f"ignoring unsupported option {name} {argv[i]!r}")
-                i += 1
-            else:
-                warn(f"ignoring unsupported option {tok}")
+            warn(f"llama-server flag {name} {' '.join(values)} is accepted and ignored by the shim")
             continue
         key, kind = SPEC[name]
-        if kind in ("flag", "off", "ignore_flag"):
-            if eq:
-                die(f"option {name} takes no value", 1)
-            if kind != "ignore_flag":
-                opts[key] = kind == "flag"
+        if kind in ("flag", "off"):
+            opts[key] = kind == "flag"
             continue
-        if kind == "opt":
-            if not eq and i < len(argv) and argv[i].lower() in OPT_VALUES:
-                i += 1
+        if kind in ("ignore", "ignore_flag"):
             continue
-        if eq:
-            val = inline
-        elif i < len(argv):
-            val = argv[i]
-            i += 1
-        else:
-            die(f"option {name} needs a value")
-        if kind == "ignore":
-            continue
+        val = values[0]
         if kind == "int":
             try:
                 val = int(val)
             except ValueError:
-                die(f"option {name} expects an integer, got {val!r}")
+                refuse(f'error while handling argument "{name}": stoi\n\n'
+                       "to show complete usage, run with -h")
         elif kind == "list":
             val = opts.get(key, []) + [v for v in val.split(",") if v]
         opts[key] = val

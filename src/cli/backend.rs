@@ -119,7 +119,12 @@ async fn apply(c: &Client, file: &std::path::Path) -> anyhow::Result<()> {
     // name: it is created, and the server names the rule it breaks (the `-custom` suffix).
     let existing = existing.filter(|b| b.spec.backend_source == local.backend_source);
     let (verb, saved): (&str, InferenceBackend) = match existing {
-        Some(b) => ("updated", c.put(&format!("{BASE}/{}/from-yaml?version={}", b.id, b.version), &body).await?),
+        Some(b) => {
+            let saved: InferenceBackend =
+                c.put(&format!("{BASE}/{}/from-yaml?version={}", b.id, b.version), &body).await?;
+            // The server writes nothing when the document changes nothing.
+            (if saved.version == b.version { "unchanged" } else { "updated" }, saved)
+        }
         None => ("created", c.post(&format!("{BASE}/from-yaml"), &body).await?),
     };
     println!("{verb} backend {} (id {}, version {})", saved.spec.backend_name, saved.id, saved.version);

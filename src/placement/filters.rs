@@ -57,11 +57,21 @@ fn framework_ok(w: &WorkerView, req: &Request) -> bool {
     w.gpus.iter().any(|g| gpu_usable(req, &g.gpu_type)) || cpu_allowed(req)
 }
 
+/// Why a worker's GPUs (or lack of them) do not suit the backend; called only when the backend may
+/// not run on CPU here, so the answer never says it runs on CPU.
 fn framework_reason(w: &WorkerView, req: &Request) -> String {
     let mut types: Vec<&str> = w.gpus.iter().map(|g| g.gpu_type.as_str()).collect();
     types.dedup();
-    let has = if types.is_empty() { "no GPU".to_string() } else { types.join(", ") };
-    let cpu_note =
-        if req.frameworks.iter().any(|f| f == "cpu") && !req.cpu_offloading { " (CPU offloading is off)" } else { "" };
-    format!("worker {}: backend runs on {}, worker has {has}{cpu_note}", w.name, req.frameworks.join(", "))
+    let gpus: Vec<&str> = req.frameworks.iter().map(String::as_str).filter(|f| *f != "cpu").collect();
+    let gpus = match gpus.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => "any".to_string(),
+    };
+    if types.is_empty() {
+        let unless = if req.frameworks.iter().any(|f| f == "cpu") { " unless CPU offloading is on" } else { "" };
+        format!("worker {}: the backend needs a GPU ({gpus}){unless}; this worker has none", w.name)
+    } else {
+        format!("worker {}: the backend needs a {gpus} GPU; this worker has {}", w.name, types.join(", "))
+    }
 }

@@ -204,7 +204,7 @@ fn filters() {
             "framework mismatch",
             "w1: 1xMI300-192GB@rocm",
             est(10.0),
-            "ERR worker w1: backend runs on cuda, worker has rocm",
+            "ERR worker w1: the backend needs a cuda GPU; this worker has rocm",
         ),
         (
             "framework: rocm worker skipped",
@@ -469,7 +469,7 @@ fn cpu_offloading() {
             "GPU-less worker without CPU offloading",
             "w2: cpu ram=64",
             Request { cpu_offloading: false, ..cpu(est(30.0)) },
-            "ERR worker w2: backend runs on cuda, cpu, worker has no GPU (CPU offloading is off)",
+            "ERR worker w2: the backend needs a GPU (cuda) unless CPU offloading is on; this worker has none",
         ),
         (
             "backend without CPU",

@@ -10,6 +10,7 @@ pub mod download;
 pub mod gpu;
 pub mod logs;
 pub mod net;
+mod ports;
 mod reconcile;
 pub mod runtime;
 pub mod status;

@@ -21,6 +21,7 @@ use super::WorkerConfig;
 use super::agent::Cache;
 use super::download::{Downloader, HubSource};
 use super::logs;
+use super::ports::{self, PortLease};
 use super::runtime::{Handle, LaunchSpec, Liveness, Runtime};
 use crate::api::RuntimeKind;
 use crate::api::backend::InferenceBackendSpec;
@@ -51,6 +52,8 @@ struct Local {
     handle: Handle,
     /// HTTP port, then (distributed instances) the rendezvous port.
     ports: Vec<u16>,
+    /// The host-wide hold on `ports` (none for an adopted workload, whose engine listens on them).
+    _leases: Arc<Vec<PortLease>>,
     health: Health,
     health_path: Option<String>,
     /// The command as launched (empty for an adopted workload): sent again when the instance turns
@@ -252,7 +255,8 @@ impl Reconciler {
                 tracing::info!(instance = i.id, "reattached to a running workload");
                 let health_path = self.backend_of(i).await.ok().and_then(|b| b.health_check_path);
                 let ports = if i.spec.ports.first() == Some(&port) { i.spec.ports.clone() } else { vec![port] };
-                let l = Local { handle, ports, health: Health::new(Instant::now()), health_path, command: Vec::new() };
+                let health = Health::new(Instant::now());
+                let l = Local { handle, ports, _leases: Arc::default(), health, health_path, command: Vec::new() };
                 self.local.lock().await.insert(i.id, l);
                 Ok(())
             }
@@ -393,16 +397,18 @@ impl Reconciler {
         };
         // A distributed instance also needs a rendezvous port for its subordinates.
         let wanted = if i.spec.subordinate_workers().is_empty() { 1 } else { 2 };
-        let mut ports = Vec::new();
-        while ports.len() < wanted {
-            match self.take_port(&ports).await {
-                Some(p) => ports.push(p),
+        let mut leases = Vec::new();
+        while leases.len() < wanted {
+            let taken: Vec<u16> = leases.iter().map(PortLease::port).collect();
+            match self.take_port(&taken).await {
+                Some(lease) => leases.push(lease),
                 None => {
                     let (a, b) = self.cfg.port_range;
                     return self.fail(i, format!("no free port in {a}-{b}"), Some(restart_count)).await;
                 }
             }
         }
+        let ports: Vec<u16> = leases.iter().map(PortLease::port).collect();
         let port = ports[0];
         let rendezvous = ports.get(1).map(|&port| (Role::Main, port));
         let spec = match self.launch_spec(i, &backend, model_path, port, &i.spec.gpu_indexes, rendezvous, restart_count)
@@ -419,6 +425,7 @@ impl Reconciler {
         let local = Local {
             handle: handle.clone(),
             ports: ports.clone(),
+            _leases: Arc::new(leases),
             health: Health::new(Instant::now()),
             health_path: backend.health_check_path.clone(),
             command: argv.clone(),
@@ -619,13 +626,13 @@ impl Reconciler {
         }
     }
 
-    /// A free port from the range, other than `also_taken` and those handed out already.
-    async fn take_port(&self, also_taken: &[u16]) -> Option<u16> {
+    /// A free port from the range, other than `also_taken` and those handed out already, held
+    /// host-wide (other workers on this host skip it) until the lease is dropped.
+    async fn take_port(&self, also_taken: &[u16]) -> Option<PortLease> {
         let mut used: BTreeSet<u16> = self.local.lock().await.values().flat_map(|l| l.ports.clone()).collect();
         used.extend(self.parts.lock().await.values().map(|p| p.port));
         used.extend(also_taken);
-        let (first, last) = self.cfg.port_range;
-        (first..=last).find(|p| !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        ports::reserve(self.cfg.port_range, &used, &ports::lock_dir())
     }
 
     /// Marks a run that had started failed: a run that stayed healthy for `--backoff-reset` starts

@@ -430,9 +430,20 @@ async fn cli_apply_list_export(kind: DbKind) {
     let (ok, out, err) = cli(&s, &key, &["backend", "apply", "-f", file]).await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("created backend advanced-backend-custom"), "{out}");
+    let version = by_name(&s, "advanced-backend-custom").await["version"].clone();
     let (ok, out, err) = cli(&s, &key, &["backend", "apply", "-f", file]).await;
     assert!(ok, "{out}{err}");
+    assert!(out.contains("unchanged backend advanced-backend-custom"), "{out}");
+    assert_eq!(by_name(&s, "advanced-backend-custom").await["version"], version, "an unchanged apply is a no-op");
+    let changed = std::fs::read_to_string(file).expect("yaml").replace("LOG_LEVEL: info", "LOG_LEVEL: debug");
+    let edited = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(edited.path(), changed).expect("write");
+    let (ok, out, err) = cli(&s, &key, &["backend", "apply", "-f", &edited.path().display().to_string()]).await;
+    assert!(ok, "{out}{err}");
     assert!(out.contains("updated backend advanced-backend-custom"), "{out}");
+    assert_ne!(by_name(&s, "advanced-backend-custom").await["version"], version);
+    let (ok, out, err) = cli(&s, &key, &["backend", "apply", "-f", file]).await;
+    assert!(ok, "{out}{err}");
 
     let (ok, out, err) = cli(&s, &key, &["backend", "list"]).await;
     assert!(ok, "{err}");

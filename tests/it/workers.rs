@@ -261,6 +261,34 @@ async fn a_clean_stop_is_not_a_crash() {
     worker.shutdown().await;
 }
 
+/// Two workers on one host given the same `--port-range` never hand out the same port: each port is
+/// held host-wide from the moment it is handed out. The sleeper never binds its port, so a bind test
+/// alone would give both instances the range's first port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_host_with_one_port_range_both_run() {
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let a = start_worker(&s, dir_a.path(), &worker_options("left", (46520, 46529))).await;
+    let b = start_worker(&s, dir_b.path(), &worker_options("right", (46520, 46529))).await;
+    let mut ids = Vec::new();
+    for (n, w) in [(1, &a), (2, &b)] {
+        let body = json!({"name": format!("nap-{n}"), "model_name": "nap", "model_path": "/",
+                          "backend": "sleeper-custom", "worker_id": w.worker_id});
+        ids.push(place(&s, body).await);
+    }
+    let mut ports = Vec::new();
+    for id in ids {
+        let i = wait_instance(&s, id, "running", |i| i["state"] == "running").await;
+        assert_eq!(i["restart_count"], 0, "{i:#}");
+        ports.push(i["port"].as_u64().expect("port"));
+    }
+    assert_ne!(ports[0], ports[1], "both workers handed out port {}", ports[0]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// The worker's API listens on the address it advertises, not on every interface: a worker that
 /// advertises 127.0.0.1 answers there and nowhere else on this machine (127.0.0.2 is this machine
 /// too, and so is every other address it has); `--bind-address 0.0.0.0` opens it everywhere again.
@@ -304,6 +332,38 @@ async fn the_worker_api_listens_only_where_it_is_advertised() {
     for ip in std::iter::once(&loopback).chain(&elsewhere) {
         assert!(answers(*ip, port).await, "--bind-address 0.0.0.0: {ip}:{port} does not answer");
     }
+    worker.shutdown().await;
+}
+
+/// The suite's llama.cpp is as strict as the real llama-server (tools/llama-server parses argv with
+/// llama.cpp's own flag list): a deployment with a flag it does not know fails with the engine's
+/// own message instead of running with the typo ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_llama_flag_fails_the_deployment_with_the_engines_message() {
+    let Some((server, model)) = llama() else { return };
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    import_backend(&s, &llama_backend_yaml(&server)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("strict", (46500, 46509))).await;
+    let body = json!({"name": "typo", "source": "local_path", "local_path": model, "backend": "llama-cpp-custom",
+                      "backend_parameters": ["--no-such-flag"], "replicas": 1});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let failed = loop {
+        let (_, list) = s.get(&format!("/v2/model-instances?model_id={}", m["id"])).await;
+        if let Some(i) = list["items"].as_array().and_then(|a| a.first()).filter(|i| i["state"] != "scheduled") {
+            if i["state"] == "error" {
+                break i.clone();
+            }
+            assert_ne!(i["state"], "running", "a deployment with --no-such-flag runs: {i:#}");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never failed: {list:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let message = failed["state_message"].as_str().unwrap_or("");
+    assert!(message.contains("error: invalid argument: --no-such-flag"), "{failed:#}");
     worker.shutdown().await;
 }
 

@@ -282,6 +282,10 @@ where
             return Err(conflict.into());
         }
         let new = admit_update(catalog, &current.spec, edit(&current.spec)?)?;
+        if new == current.spec {
+            // Nothing changed (an unchanged export applied again): no write, no new version.
+            return Ok(axum::Json(display_with_warnings(catalog, current)));
+        }
         let before = for_display(catalog, &current.spec);
         for version in removed_versions(&before, &for_display(catalog, &new)) {
             backend_in_use(state, &current.spec.backend_name, Some(&version)).await?;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{DownloadPoll, Reconciler, STOP_GRACE};
+use super::{DownloadPoll, PortLease, Reconciler, STOP_GRACE};
 use crate::api::{InstanceState, ModelInstance, SubordinateStatusReport, SubordinateWorker, WAITING_FOR_MAIN};
 use crate::backends::distributed::Role;
 use crate::client::ClientError;
@@ -17,6 +17,8 @@ use crate::worker::runtime::{Handle, Liveness};
 pub(in crate::worker) struct Part {
     pub handle: Handle,
     pub port: u16,
+    /// The host-wide hold on `port` (none for an adopted part).
+    pub _lease: Option<std::sync::Arc<PortLease>>,
     /// The instance's restart count when the part started: a newer one means start again.
     pub main_restarts: u32,
     /// The part's command as launched (empty for a part adopted after a restart): sent with every
@@ -151,7 +153,7 @@ impl Reconciler {
 
     async fn adopt_part(&self, i: &ModelInstance, handle: Handle) -> Result<(), ClientError> {
         tracing::info!(instance = i.id, "reattached to this worker's distributed part");
-        let part = Part { handle, port: 0, main_restarts: i.spec.restart_count, command: Vec::new() };
+        let part = Part { handle, port: 0, _lease: None, main_restarts: i.spec.restart_count, command: Vec::new() };
         self.parts.lock().await.insert(i.id, part);
         Ok(())
     }
@@ -178,10 +180,11 @@ impl Reconciler {
             Ok(b) => b,
             Err(e) => return self.fail_part(i, format!("backend {:?}: {e}", i.spec.backend)).await,
         };
-        let Some(port) = self.take_port(&[]).await else {
+        let Some(lease) = self.take_port(&[]).await else {
             let (a, b) = self.cfg.port_range;
             return self.fail_part(i, format!("no free port in {a}-{b}")).await;
         };
+        let port = lease.port();
         let rendezvous = i.spec.ports.get(1).copied().unwrap_or_default();
         let role = Role::Follower { rank };
         let spec = match self.launch_spec(
@@ -204,7 +207,9 @@ impl Reconciler {
             Ok(h) => h,
             Err(e) => return self.fail_part(i, e.to_string()).await,
         };
-        let part = Part { handle: handle.clone(), port, main_restarts: i.spec.restart_count, command: argv.clone() };
+        let _lease = Some(std::sync::Arc::new(lease));
+        let part =
+            Part { handle: handle.clone(), port, _lease, main_restarts: i.spec.restart_count, command: argv.clone() };
         self.parts.lock().await.insert(i.id, part);
         let report =
             PartReport { handle: Some(handle), command: Some(argv), ..PartReport::state(InstanceState::Running, None) };
