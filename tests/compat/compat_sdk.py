@@ -56,9 +56,10 @@ NOTES = {
     "workers": "`create` is a worker registering itself: it needs a cluster registration token, not an "
                "administrator (GPUStack lets an administrator add a row by hand). `delete` is not called "
                "on the suite's only worker.",
-    "model_instances": "Instances are the controller's: `create` is refused (400 naming `model_id`: an "
-                       "instance belongs to a deployment; scale with `replicas`), `update` has no route "
-                       "(workers report status through `PUT …/status`).",
+    "model_instances": "Instances of a deployment are the controller's (scale with `replicas`): `create` "
+                       "with GPUStack's `ModelInstanceCreate` is refused (400 naming the field: our "
+                       "`POST` starts a stand-alone instance on a named `worker_id` and `model_path`), "
+                       "`update` has no route (workers report through `PUT …/status`).",
     "model_route_targets": "`create`: GPUStack has no `POST /v2/model-route-targets` (targets come with "
                            "their route); ours needs `route_id` (400 naming it). `update` needs no "
                            "`route_id`: a missing one keeps the target's.",

@@ -19,6 +19,7 @@ mod multihost;
 mod policy;
 mod repository;
 mod scale;
+mod sdk_compat;
 mod security;
 mod support;
 mod tidy;
