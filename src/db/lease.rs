@@ -87,12 +87,17 @@ impl Db {
         Db { fence: Some(Arc::new(fence)), ..self.clone() }
     }
 
-    /// Begins a write transaction. On a fenced handle (PostgreSQL) it first proves the fence and
-    /// keeps the lease row share-locked until the transaction ends. SQLite serves one server, which
-    /// leads alone: there the proof is skipped (a read before a write in a deferred SQLite
-    /// transaction could fail to upgrade its lock under another connection's commit).
+    /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken (or
+    /// waited for, up to the busy timeout) at the start, so a transaction that reads before it
+    /// writes never fails to upgrade its lock with `SQLITE_BUSY_SNAPSHOT` (code 517) because
+    /// another connection committed in between. On a fenced handle (PostgreSQL) it first proves the
+    /// fence and keeps the lease row share-locked until the transaction ends. SQLite serves one
+    /// server, which leads alone: there the proof is skipped.
     pub(crate) async fn begin_write(&self) -> DbResult<Transaction<'static, Any>> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = match self.dialect {
+            Dialect::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool().begin().await?,
+        };
         let Some(fence) = self.fence.as_deref().filter(|_| self.dialect == Dialect::Postgres) else { return Ok(tx) };
         let sql = format!(
             "SELECT token FROM leases WHERE name = $1 AND holder = $2 AND token = $3 AND expires_at > {} FOR SHARE",
