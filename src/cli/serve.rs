@@ -94,12 +94,24 @@ pub async fn run(args: ServerArgs, worker: Option<WorkerOptions>) -> anyhow::Res
     };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    stop(running, embedded).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Stops a server and its embedded worker in the order that lets requests in flight finish:
+/// stop accepting and answer what is in flight (up to [`crate::server::DRAIN_GRACE`]), then stop
+/// the worker and its engines, then close the server's database.
+pub async fn stop(
+    mut running: crate::server::Running,
+    embedded: Option<crate::worker::agent::RunningWorker>,
+) -> anyhow::Result<()> {
+    let served = running.stop_serving(crate::server::DRAIN_GRACE).await;
     if let Some(w) = embedded {
         w.shutdown().await;
     }
     running.shutdown().await?;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(served?)
 }
 
 async fn shutdown_signal() {
@@ -126,5 +138,23 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The README joins workers with `FERROSTACK_TOKEN=… ferrostack worker …`, keeping the token
+    /// off the command line.
+    #[test]
+    fn the_worker_reads_its_token_from_the_environment() {
+        let cli = crate::cli::Cli::command();
+        let worker = cli.find_subcommand("worker").expect("worker");
+        let token = worker.get_arguments().find(|a| a.get_id() == "token").expect("--token");
+        assert_eq!(token.get_env().and_then(|e| e.to_str()), Some("FERROSTACK_TOKEN"));
+        let readme = include_str!("../../README.md");
+        assert!(readme.contains("FERROSTACK_TOKEN=$(cat data/cluster_token) ferrostack worker"), "README");
+        assert!(!readme.contains("--token $("), "README puts the token on a command line");
     }
 }

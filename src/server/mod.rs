@@ -117,12 +117,17 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
 }
 
+/// How long a shutdown waits for requests in flight (a chat being answered) before it cuts them
+/// off. Watch streams end at once.
+pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A running server: its address and the handle that stops it.
 pub struct Running {
     pub addr: std::net::SocketAddr,
     pub db: Db,
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The serve loop; taken when it has been waited for ([`Running::stop_serving`]).
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Told once the last request is done, so the usage of in-flight requests is written too.
     usage_stop: tokio::sync::watch::Sender<bool>,
     usage_task: tokio::task::JoinHandle<()>,
@@ -131,10 +136,30 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, ends streams, waits for in-flight requests, closes the database.
-    pub async fn shutdown(self) -> std::io::Result<()> {
+    /// Stops accepting connections, ends watch streams and waits up to `grace` for the requests
+    /// in flight to be answered (the rest are cut off). The database, the usage writer and the
+    /// lease stay until [`Running::shutdown`]; what serves the answers (an embedded worker's
+    /// engines) should be stopped only after this. A second call returns at once.
+    pub async fn stop_serving(&mut self, grace: std::time::Duration) -> std::io::Result<()> {
         let _ = self.stop.send(true);
-        let res = self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let Some(mut task) = self.task.take() else { return Ok(()) };
+        match tokio::time::timeout(grace, &mut task).await {
+            Ok(res) => res.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Err(_) => {
+                tracing::warn!(
+                    grace_s = grace.as_secs(),
+                    "requests still in flight after the grace period; cutting them off"
+                );
+                task.abort();
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops serving (as [`Running::stop_serving`] with [`DRAIN_GRACE`], unless done already),
+    /// writes the last usage, gives the lease up and closes the database.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        let res = self.stop_serving(DRAIN_GRACE).await;
         // Every request has ended: write the usage still in memory before the database closes.
         let _ = self.usage_stop.send(true);
         if tokio::time::timeout(std::time::Duration::from_secs(10), self.usage_task).await.is_err() {
@@ -194,6 +219,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret)),
         logins: Arc::default(),
         hashing: Arc::default(),
+        basic: Arc::default(),
         gpu_devices: Arc::new(routes::gpu_devices::device_cache(&db)),
         cluster_rows: Arc::new(cache::ByGeneration::new(&db, &["workers", "model_instances", "models"])),
         leader: leader.clone(),
@@ -215,6 +241,5 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
             })
             .await
     });
-    Ok(Running { addr, db, stop, task, usage_stop, usage_task, leader_task })
+    Ok(Running { addr, db, stop, task: Some(task), usage_stop, usage_task, leader_task })
 }
-        basic: Arc::default(),

@@ -249,3 +249,99 @@ async fn first_journey(kind: DbKind) {
     })
     .await;
 }
+
+/// Ctrl-C while a chat is being answered: `ferrostack start` stops accepting, lets the answer
+/// finish, and only then stops the embedded worker's engine (which it does stop: no
+/// `--leave-running`), and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_in_flight_finishes_when_the_server_stops() {
+    use futures_util::StreamExt;
+    let Some((server, gguf)) = llama() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let data_dir = dir.path().join("data");
+    let port_arg = port.to_string();
+    #[rustfmt::skip]
+    let args = [
+        "start", "--data-dir", data_dir.to_str().expect("path"), "--host", "127.0.0.1", "--port", &port_arg,
+        "--bootstrap-password", PASSWORD, "--runtime", "process", "--worker-name", "main",
+        "--advertise-address", "127.0.0.1", "--port-range", "45800-45849", "--heartbeat-interval", "1",
+    ];
+    let main = spawn(&args, &dir.path().join("server.log"));
+    let http = reqwest::Client::builder().cookie_store(true).build().expect("client");
+    eventually("the server to answer", 30, async || http.get(format!("{base}/healthz")).send().await.ok()).await;
+    let res = http.post(format!("{base}/auth/login")).form(&[("username", "admin"), ("password", PASSWORD)]).send();
+    assert_eq!(res.await.expect("login").status(), StatusCode::OK);
+    let key: Value = http
+        .post(format!("{base}/v2/api-keys"))
+        .json(&json!({"name": "stop"}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let key = key["value"].as_str().expect("value").to_string();
+    let api = reqwest::Client::new();
+    let res = api
+        .post(format!("{base}/v2/inference-backends/from-yaml"))
+        .bearer_auth(&key)
+        .json(&json!({"content": llama_backend_yaml(&server)}))
+        .send()
+        .await
+        .expect("import");
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = json!({"name": "smol", "source": "local_path", "local_path": gguf, "backend": "llama-cpp-custom", "replicas": 1});
+    let res = api.post(format!("{base}/v2/models")).bearer_auth(&key).json(&body).send().await.expect("deploy");
+    assert_eq!(res.status(), StatusCode::OK);
+    let instance: Value = eventually("the instance to run", 120, async || {
+        let list: Value =
+            api.get(format!("{base}/v2/model-instances")).bearer_auth(&key).send().await.ok()?.json().await.ok()?;
+        list["items"].as_array()?.first().filter(|i| i["state"] == "running").cloned()
+    })
+    .await;
+    let engine = instance["pid"].as_i64().expect("pid");
+
+    // A long streamed answer: once its first tokens arrive, Ctrl-C the server.
+    let body = json!({"model": "smol", "max_tokens": 300, "ignore_eos": true, "temperature": 0, "stream": true,
+                      "messages": [{"role": "user", "content": "Count from one to one thousand in words."}]});
+    let res = eventually("the gateway to route the chat", 30, async || {
+        let res = api.post(format!("{base}/v1/chat/completions")).bearer_auth(&key).json(&body).send().await.ok()?;
+        (res.status() == StatusCode::OK).then_some(res)
+    })
+    .await;
+    let mut stream = res.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("\"content\"") {
+        let chunk = stream.next().await.expect("a first chunk").expect("read");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let pid = nix::unistd::Pid::from_raw(main.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("ctrl-c");
+    let rest = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.expect("the answer is not cut off")));
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the answer hung after ctrl-c: {text}");
+    assert!(text.contains("\"finish_reason\":\"") && text.contains("data: [DONE]"), "cut off: {text}");
+    let tokens = text.matches("\"content\"").count();
+    assert!(tokens > 100, "only {tokens} chunks: {text}");
+
+    // The server exits by itself, cleanly, and its engine is gone with it.
+    let mut main = main;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = main.0.wait();
+        (main, status)
+    });
+    let (_main, status) = tokio::time::timeout(Duration::from_secs(120), status).await.expect("exits").expect("join");
+    assert!(
+        status.expect("status").success(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{engine}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z"), "the engine {engine} still runs: {stat}");
+}
