@@ -311,19 +311,24 @@ pub struct GatewayState {
 
 /// How long an authenticated key is trusted without a database lookup.
 pub const KEY_TTL: Duration = Duration::from_secs(5);
+/// How long an authenticated key is still trusted while the database does not answer
+/// (stale-while-unavailable, docs/ha.md): a key this server saw within this time keeps working
+/// through a database outage, unless a change to keys or users was committed since it was seen.
+pub const STALE_KEY_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl GatewayState {
     pub fn new(gateway: Gateway, db: &Db, secret: Arc<String>) -> GatewayState {
         GatewayState { gateway, secret, keys: Default::default(), changes: db.subscribe(&["api_keys", "users"]) }
     }
 
-    /// A cached principal for a credential digest, if still valid.
-    pub fn cached(&self, digest: &str) -> Option<crate::server::auth::Principal> {
+    /// A cached principal for a credential digest, if seen within `ttl` ([`KEY_TTL`], or
+    /// [`STALE_KEY_TTL`] while the database does not answer) and no key or user changed since.
+    pub fn cached(&self, digest: &str, ttl: Duration) -> Option<crate::server::auth::Principal> {
         let generation = self.changes.generation();
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let (p, seen, at) = keys.get(digest)?;
         let fresh = *seen == generation
-            && at.elapsed() < KEY_TTL
+            && at.elapsed() < ttl
             && p.api_key.as_ref().and_then(|k| k.spec.expires_at).is_none_or(|t| t > chrono::Utc::now());
         fresh.then(|| p.clone())
     }

@@ -167,6 +167,11 @@ async fn a_server_whose_database_stalls_says_so_at_once_and_recovers() {
     s.login_admin().await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     assert_eq!(http.get(s.url("/readyz")).send().await.expect("readyz").status(), StatusCode::OK);
+    let key = s.api_key(json!({"name": "seen"})).await;
+    let unseen = s.api_key(json!({"name": "unseen"})).await;
+    let models =
+        async |key: &str| http.get(s.url("/v1/models")).bearer_auth(key).send().await.expect("models").status();
+    assert_eq!(models(&key).await, StatusCode::OK, "the key is seen before the outage");
 
     frozen.store(true, Ordering::Relaxed);
     let cut = Instant::now();
@@ -188,6 +193,10 @@ async fn a_server_whose_database_stalls_says_so_at_once_and_recovers() {
     assert!(answered_in < Duration::from_secs(10), "the API took {answered_in:?} to refuse");
     let probes = http.get(s.url("/healthz")).send().await.expect("healthz");
     assert_eq!(probes.status(), StatusCode::OK, "liveness is not readiness");
+    // Stale-while-unavailable: a key seen lately still reaches the gateway; one never seen is
+    // refused at once with 503 (it cannot be checked), not after a wait.
+    assert_eq!(models(&key).await, StatusCode::OK, "a key seen before the outage keeps serving");
+    assert_eq!(models(&unseen).await, StatusCode::SERVICE_UNAVAILABLE, "an unseen key cannot be checked");
 
     frozen.store(false, Ordering::Relaxed);
     let healed = Instant::now();

@@ -14,6 +14,7 @@ use crate::gateway::Caller;
 use crate::server::AppState;
 use crate::server::auth::{authenticate, digest, presented_api_key};
 use crate::server::error::{ApiError, ErrorCode, OpenAiError};
+use crate::server::routing::{KEY_TTL, STALE_KEY_TTL};
 
 const POST_PATHS: &[&str] = &[
     "/v1/chat/completions",
@@ -43,15 +44,27 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, OpenAiE
     // never by a header that played no part: `Authorization: Basic …` next to a valid `X-API-Key`
     // must not make that `Authorization` value a credential.
     let key = presented_api_key(headers).map(digest);
-    let principal = match key.as_deref().and_then(|k| state.gateway.cached(k)) {
+    // While the database does not answer, a key seen lately still serves (stale-while-unavailable:
+    // running engines keep serving the callers they served; `routing::STALE_KEY_TTL`).
+    let stale = || key.as_deref().and_then(|k| state.gateway.cached(k, STALE_KEY_TTL));
+    let principal = match key.as_deref().and_then(|k| state.gateway.cached(k, KEY_TTL)) {
         Some(p) => p,
-        None => {
-            let p = authenticate(state, headers).await?;
-            if let (Some(k), Some(_)) = (key, &p.api_key) {
-                state.gateway.remember(k, &p);
+        None if !state.db.reachable() => match stale() {
+            Some(p) => p,
+            None => {
+                return Err(ApiError::new(ErrorCode::Unavailable, "the database is not available; retry shortly").into());
             }
-            p
-        }
+        },
+        None => match authenticate(state, headers).await {
+            Ok(p) => {
+                if let (Some(k), Some(_)) = (key.clone(), &p.api_key) {
+                    state.gateway.remember(k, &p);
+                }
+                p
+            }
+            Err(e) if e.code == ErrorCode::Unavailable => stale().ok_or(e)?,
+            Err(e) => return Err(e.into()),
+        },
     };
     if !principal.has_scope(Scope::Inference) {
         return Err(ApiError::forbidden("this API key lacks the \"inference\" scope").into());
