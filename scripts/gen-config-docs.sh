@@ -22,8 +22,11 @@ BIN=target/debug/ferrostack
   echo "## Client commands"
   echo
   echo "Client subcommands (\`backend\`, \`deploy\`, \`ps\`, \`scale\`, \`undeploy\`, \`logs\`, \`users\`, \`api-keys\`,"
-  echo "\`clusters\`, \`version\`) take \`--server-url\` (\`FERROSTACK_SERVER_URL\`, default"
-  echo "\`http://127.0.0.1:8080\`) and \`--api-key\` (\`FERROSTACK_API_KEY\`)."
+  echo "\`clusters\`, \`version\`) take \`--server-url\` (\`FERROSTACK_SERVER_URL\`) and \`--api-key\`"
+  echo "(\`FERROSTACK_API_KEY\`). Without them they use what \`ferrostack login\` kept in"
+  echo "\`\$XDG_CONFIG_HOME/ferrostack/credentials\` (else \`~/.config/ferrostack/credentials\`; 0600;"
+  echo "\`FERROSTACK_CREDENTIALS\` names another file): its server, and its key only for that server. With"
+  echo "neither, the server is \`http://127.0.0.1:8080\`."
   echo
   echo '```text'
   env -i COLUMNS=120 "$BIN" --help

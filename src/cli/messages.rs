@@ -137,6 +137,7 @@ mod tests {
                 "No suitable workers.\n- worker w1: backend runs on cuda, rocm, worker has no GPU\n- no worker passed the filters",
                 Stuck,
             ),
+            ("No suitable workers.\n- worker w1: the backend needs a GPU (cuda or rocm); this worker has none", Stuck),
             ("No suitable workers.\n- worker w1: label gpu=a100 does not match (no gpu label)", Stuck),
             (
                 "No suitable workers.\n- w1:cuda:0: 0.9 × 24.0 GiB = 21.6 GiB is less than the 30.0 GiB needed\n- CPU: CPU offloading is off",

@@ -2,6 +2,7 @@
 //! server with an API key.
 
 mod backend;
+mod login;
 mod messages;
 mod models;
 mod output;
@@ -28,10 +29,11 @@ pub struct Cli {
 /// Where client subcommands connect.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// Server URL (several, comma-separated: the next is tried when one does not answer).
-    #[arg(long, env = ENV_SERVER_URL, default_value = "http://127.0.0.1:8080", global = true)]
-    pub server_url: String,
-    /// API key (create one in the UI or with `ferrostack api-keys create`).
+    /// Server URL (several, comma-separated: the next is tried when one does not answer)
+    /// [default: the server of `ferrostack login`, else http://127.0.0.1:8080].
+    #[arg(long, env = ENV_SERVER_URL, global = true)]
+    pub server_url: Option<String>,
+    /// API key [default: the one `ferrostack login` kept for that server].
     #[arg(long, env = ENV_API_KEY, hide_env_values = true, global = true)]
     pub api_key: Option<String>,
 }
@@ -100,6 +102,10 @@ pub enum Command {
     Backend(backend::BackendCmd),
     /// Print the server's version (and this binary's).
     Version(ClientArgs),
+    /// Log in with a password; keeps an API key for this machine in ~/.config/ferrostack (0600).
+    Login(login::LoginArgs),
+    /// Revoke the key `login` made and remove it from this machine.
+    Logout,
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,7 +181,7 @@ pub fn quiet_on_closed_pipe() {
 }
 
 fn client(args: &ClientArgs) -> Client {
-    Client::new(&args.server_url, args.api_key.clone())
+    args.client()
 }
 
 /// Runs the parsed command line.
@@ -193,6 +199,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Undeploy { name, client: args } => models::undeploy(&args, &name).await,
         Command::Logs { id, tail, follow, client: args } => serve::logs(&client(&args), id, tail, follow).await,
         Command::Backend(cmd) => backend::run(cmd).await,
+        Command::Login(args) => login::login(args).await,
+        Command::Logout => login::logout().await,
         Command::Version(args) => {
             let v: VersionInfo = client(&args).get("/version").await?;
             let commit = option_env!("FERROSTACK_GIT_COMMIT").unwrap_or("unknown");

@@ -52,7 +52,7 @@ pub struct DeployArgs {
 }
 
 fn client(args: &ClientArgs) -> Client {
-    Client::new(&args.server_url, args.api_key.clone())
+    args.client()
 }
 
 async fn find(client: &Client, name: &str) -> anyhow::Result<Model> {

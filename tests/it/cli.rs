@@ -31,3 +31,102 @@ async fn a_closed_pipe_ends_client_commands_quietly() {
         assert!(out.status.success() || killed_by_sigpipe, "{args:?}: {:?} {stderr}", out.status);
     }
 }
+
+/// Built in a git checkout, `ferrostack version` names the commit (not "unknown").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_names_the_git_commit() {
+    let in_checkout = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !in_checkout {
+        eprintln!("skipped: not built in a git checkout");
+        return;
+    }
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    let key = s.api_key(json!({"name": "version"})).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferrostack"))
+        .arg("version")
+        .env("FERROSTACK_SERVER_URL", &s.base)
+        .env("FERROSTACK_API_KEY", &key)
+        .output()
+        .await
+        .expect("run ferrostack");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !text.contains("unknown"), "{text}");
+    // "server 0.1.0 (abc123…), client 0.1.0 (abc123…)"
+    let commit = text.split(['(', ')']).nth(1).expect("a commit in parentheses");
+    let known = std::process::Command::new("git")
+        .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(known, "{commit} is no commit of this checkout: {text}");
+}
+
+/// Runs the binary with only `env` from the FERROSTACK_* variables, `stdin` piped in.
+async fn ferrostack(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferrostack"));
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for var in ["FERROSTACK_SERVER_URL", "FERROSTACK_API_KEY", "FERROSTACK_CREDENTIALS", "XDG_CONFIG_HOME"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().expect("run ferrostack");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).await.expect("write stdin");
+    drop(input);
+    let out = child.wait_with_output().await.expect("wait");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `ferrostack login` keeps a key for this machine in the user's config (0600); later commands
+/// use it without --api-key, on the server logged in to; `logout` revokes it and removes the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_keeps_a_key_that_later_commands_use_and_logout_revokes() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    let config = tempfile::tempdir().expect("tempdir");
+    let xdg = config.path().to_str().expect("path");
+    let env = [("XDG_CONFIG_HOME", xdg)];
+    let file = config.path().join("ferrostack/credentials");
+
+    // A wrong password stores nothing.
+    let login = ["login", "--username", "admin", "--password-stdin", "--server-url", &s.base];
+    let (ok, _, err) = ferrostack(&login, &env, "wrong password\n").await;
+    assert!(!ok && err.contains("invalid username or password"), "{err}");
+    assert!(!file.exists());
+
+    let password = format!("{}\n", crate::support::ADMIN_PASSWORD);
+    let (ok, out, err) = ferrostack(&login, &env, &password).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(std::fs::metadata(&file).expect("credentials").permissions().mode() & 0o777, 0o600);
+    let (_, keys) = s.get("/v2/api-keys").await;
+    let made: Vec<&serde_json::Value> = keys["items"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["name"].as_str().unwrap_or("").starts_with("ferrostack login: admin@"))
+        .collect();
+    assert_eq!(made.len(), 1, "{keys}");
+
+    // No --server-url, no --api-key: the stored login is used.
+    let (ok, out, err) = ferrostack(&["users", "me"], &env, "").await;
+    assert!(ok && out.contains("\"admin\""), "{out}{err}");
+    // The key is not sent to another server.
+    let (ok, _, err) = ferrostack(&["users", "me", "--server-url", "http://127.0.0.1:9"], &env, "").await;
+    assert!(!ok, "{err}");
+
+    let (ok, out, err) = ferrostack(&["logout"], &env, "").await;
+    assert!(ok && out.contains("revoked"), "{out}{err}");
+    assert!(!file.exists());
+    let (_, keys) = s.get("/v2/api-keys").await;
+    assert!(!keys.to_string().contains("ferrostack login: admin@"), "{keys}");
+    let (ok, _, _) = ferrostack(&["users", "me", "--server-url", &s.base], &env, "").await;
+    assert!(!ok, "no key after logout");
+}
