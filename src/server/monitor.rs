@@ -296,7 +296,7 @@ impl WorkerMonitor {
                 // A worker still silent: its engines that answered are asked again now and then.
                 if matches!(worker.spec.state, WorkerState::NotReady | WorkerState::Unreachable)
                     && silent_for > self.grace
-                    && pass % RECHECK_EVERY_PASSES == 0
+                    && pass.is_multiple_of(RECHECK_EVERY_PASSES)
                 {
                     self.silent_instances(&worker.spec.name, worker.id).await?;
                 }
