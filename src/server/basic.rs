@@ -130,10 +130,13 @@ pub async fn authenticate_basic(
 mod tests {
     use super::*;
 
+    /// What `basic_credentials` answers: not Basic, a bad header, or the name and password.
+    type Read<'a> = Option<Option<(&'a str, &'a str)>>;
+
     #[test]
     fn basic_credentials_are_read_from_the_header() {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let cases: [(Option<String>, Option<Option<(&str, &str)>>); 8] = [
+        let cases: [(Option<String>, Read<'_>); 8] = [
             (None, None),
             (Some("Bearer abc".into()), None),
             (Some(format!("Basic {}", b64("admin:pw:with:colons"))), Some(Some(("admin", "pw:with:colons")))),
