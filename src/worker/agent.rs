@@ -157,6 +157,7 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
     let instances_root = cfg.data_dir.join("instances");
     let runtime = pick_runtime(&cfg, instances_root.clone()).await?;
     let gpus = gpu::detect(cfg.simulate_gpus.as_deref()).await.context("GPU detection")?;
+    let cfg = WorkerConfig { gpu_type: gpus.first().map(|g| g.gpu_type.as_str().to_owned()), ..cfg };
     let mut collector = StatusCollector::default();
     let status = collector.sample(gpus.clone());
 

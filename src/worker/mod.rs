@@ -131,6 +131,9 @@ pub struct WorkerConfig {
     pub worker_port: u16,
     pub port_range: (u16, u16),
     pub simulate_gpus: Option<String>,
+    /// The type of this machine's GPUs (`cuda`, `rocm`, `cann`, `dtk`), once detected: which
+    /// vendor's variable names an engine's devices (`runtime::visible_devices_var`).
+    pub gpu_type: Option<String>,
     pub heartbeat_interval: Duration,
     pub startup_timeout: Duration,
     pub backoff_reset: Duration,
@@ -162,6 +165,7 @@ impl WorkerConfig {
             worker_port: opts.worker_port,
             port_range: opts.port_range,
             simulate_gpus: opts.simulate_gpus.clone(),
+            gpu_type: None,
             heartbeat_interval: Duration::from_secs(opts.heartbeat_interval.max(1)),
             startup_timeout: Duration::from_secs(opts.startup_timeout.max(1)),
             backoff_reset: Duration::from_secs(opts.backoff_reset.max(1)),

@@ -533,6 +533,15 @@ impl Reconciler {
             launch.env.insert(config_file::MINDIE_CONFIG_ENV.into(), seen_as);
             files.push((host, config_file::MINDIE_CONFIG_PATH.to_string()));
         }
+        if let Some(var) = self.cfg.gpu_type.as_deref().and_then(super::runtime::visible_devices_var)
+            && !gpu_indexes.is_empty()
+            && self.runtime.kind() == RuntimeKind::Process
+        {
+            // A process on the host: only this machine's vendor's runtime is told which devices to
+            // use (a container is given its devices, numbered from 0 inside).
+            let ids: Vec<String> = gpu_indexes.iter().map(u32::to_string).collect();
+            launch.env.insert(var.to_string(), ids.join(","));
+        }
         Ok(LaunchSpec {
             instance_id: i.id,
             instance_name: name,

@@ -11,13 +11,14 @@ use serde_json::{Value, json};
 
 use crate::both_dbs;
 use crate::support::{ADMIN_PASSWORD, DbKind, SseReader, TestServer, read};
-use crate::workers::{start_worker, wait_instance, worker_options};
+use crate::workers::{import_backend, start_worker, wait_instance, worker_options};
 
 both_dbs!(
     watch_speaks_gpustack_lines_unless_sse_is_asked_for,
     basic_auth_works_on_v2_only_and_is_throttled,
     a_regular_user_lists_backends_and_clusters_but_no_machines,
     evaluations_answer_what_the_scheduler_claims,
+    an_engine_is_given_only_its_vendors_device_variable,
 );
 
 /// Reads newline-terminated JSON lines from a streaming answer, skipping blank keep-alive lines.
@@ -232,5 +233,45 @@ async fn evaluations_answer_what_the_scheduler_claims(kind: DbKind) {
     );
     let (status, refused) = s.post("/v2/model-route-targets", json!({"model_id": m["id"]})).await;
     assert_eq!((status, refused["field"].clone()), (StatusCode::BAD_REQUEST, json!("route_id")), "{refused}");
+    worker.shutdown().await;
+}
+
+async fn an_engine_is_given_only_its_vendors_device_variable(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(
+        &s,
+        "backend_name: gpu-nap-custom\ndefault_version: v1\ndefault_run_command: \"-c 'exec sleep 300'\"\n\
+         health_check_path:\nversion_configs:\n  v1:\n    image_name: busybox\n    entrypoint: sh\n    \
+         custom_framework: cuda\n",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = worker_options("sdk-env", (47740, 47759));
+    opts.simulate_gpus = Some("2xH100-80GB".into());
+    let worker = start_worker(&s, dir.path(), &opts).await;
+    let model = tempfile::NamedTempFile::new().expect("file");
+    model.as_file().set_len(1 << 30).expect("size");
+    let body = json!({"name": "nap", "source": "local_path", "local_path": model.path(), "backend": "gpu-nap-custom"});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let pid = loop {
+        let (_, list) = s.get(&format!("/v2/models/{}/instances", m["id"])).await;
+        let running = list["items"].as_array().and_then(|a| a.first()).filter(|i| i["state"] == "running");
+        if let Some(pid) = running.and_then(|i| i["pid"].as_i64()) {
+            break pid;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never running: {list:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let vars: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .filter(|v| v.contains("VISIBLE_DEVICES="))
+        .collect();
+    assert_eq!(vars.len(), 1, "only the NVIDIA runtime's variable: {vars:?}");
+    assert!(vars[0].starts_with("CUDA_VISIBLE_DEVICES="), "{vars:?}");
     worker.shutdown().await;
 }

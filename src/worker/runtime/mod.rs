@@ -9,6 +9,21 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The variables that name an instance's devices to each vendor's runtime.
+pub const VISIBLE_DEVICES_VARS: [&str; 3] =
+    ["CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES"];
+
+/// The variable that names the devices to the runtime of GPUs of `gpu_type` (`cuda`, `rocm`,
+/// `cann`, `dtk`); `None` for a type we do not know (then every vendor's variable is set).
+pub fn visible_devices_var(gpu_type: &str) -> Option<&'static str> {
+    match gpu_type {
+        "cuda" => Some("CUDA_VISIBLE_DEVICES"),
+        "rocm" | "dtk" => Some("HIP_VISIBLE_DEVICES"),
+        "cann" => Some("ASCEND_RT_VISIBLE_DEVICES"),
+        _ => None,
+    }
+}
+
 /// Everything a runtime needs to start one instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchSpec {
@@ -122,6 +137,26 @@ impl Runtime {
         match self {
             Runtime::Process(r) => r.release(instance_id).await,
             Runtime::Container(r) => r.release(instance_id).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod visible_devices_tests {
+    use super::*;
+
+    #[test]
+    fn each_vendor_gets_its_own_variable() {
+        let cases = [
+            ("cuda", Some("CUDA_VISIBLE_DEVICES")),
+            ("rocm", Some("HIP_VISIBLE_DEVICES")),
+            ("dtk", Some("HIP_VISIBLE_DEVICES")),
+            ("cann", Some("ASCEND_RT_VISIBLE_DEVICES")),
+            ("cpu", None),
+            ("", None),
+        ];
+        for (gpu_type, want) in cases {
+            assert_eq!(visible_devices_var(gpu_type), want, "{gpu_type}");
         }
     }
 }

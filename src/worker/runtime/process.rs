@@ -67,10 +67,11 @@ impl ProcessRuntime {
             // Its own group: a terminal's Ctrl-C does not reach it, and stop() signals the group.
             .process_group(0)
             .kill_on_drop(false);
-        if !spec.gpu_indexes.is_empty() {
+        // The launch names the devices to its vendor's runtime (`visible_devices_var`); when the
+        // vendor is unknown, every vendor's variable gets the same devices.
+        if !spec.gpu_indexes.is_empty() && !super::VISIBLE_DEVICES_VARS.iter().any(|v| spec.env.contains_key(*v)) {
             let ids: Vec<String> = spec.gpu_indexes.iter().map(u32::to_string).collect();
-            // The same devices for NVIDIA, AMD and Ascend runtimes (each reads its own variable).
-            for var in ["CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES"] {
+            for var in super::VISIBLE_DEVICES_VARS {
                 cmd.env(var, ids.join(","));
             }
         }
