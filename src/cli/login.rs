@@ -255,7 +255,9 @@ mod tests {
     fn flags_win_and_a_stored_key_goes_only_to_its_server() {
         let a = stored("http://a:8080");
         let several = stored("http://a:8080,http://b:8080");
-        let cases: [(Option<&str>, Option<&str>, Option<&Credentials>, &str, Option<&str>); 8] = [
+        // --server-url, --api-key, stored login → URL and key used.
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a Credentials>, &'a str, Option<&'a str>);
+        let cases: [Case<'_>; 8] = [
             (None, None, None, DEFAULT_SERVER_URL, None),
             (None, None, Some(&a), "http://a:8080", Some("fs_saved")),
             (Some("http://a:8080/"), None, Some(&a), "http://a:8080/", Some("fs_saved")),
