@@ -9,7 +9,7 @@
 #   local path (with an invalid name first: the field message shows, the form keeps its input), watch it
 #   reach running, chat in the playground (streamed), view the instance's logs, scale to 0, delete.
 #   Screenshots of each page go to artifacts/ui/.
-# Env: FERROSTACK_BIN (default: `cargo build` and use target/debug/ferrostack), CHROMIUM (default /usr/bin/chromium).
+# Env: FERROSTACK_BIN (default: the binary `cargo test` builds, built now if it is not), CHROMIUM (default /usr/bin/chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd -P)"
@@ -28,8 +28,16 @@ fi
 scripts/build-ui.sh --test
 
 if [ -z "${FERROSTACK_BIN:-}" ]; then
-    cargo build --locked --quiet
-    FERROSTACK_BIN="$REPO/target/debug/ferrostack"
+    # The binary `cargo test` builds for the integration tests (same profile, and the features the
+    # dev-dependencies add): after `cargo test` this builds nothing, where a plain `cargo build`
+    # would compile the dependencies whose features differ again (2 min on a fresh clone).
+    FERROSTACK_BIN="$(cargo test --locked --no-run --test it --message-format=json-render-diagnostics \
+        | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["kind"] == ["bin"] and m["target"]["name"] == "ferrostack":
+        print(m["executable"])')"
+    [ -x "$FERROSTACK_BIN" ] || { log "cargo test --no-run named no ferrostack binary"; exit 1; }
 fi
 
 eval "$(scripts/setup-llm.sh)"

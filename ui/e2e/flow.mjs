@@ -53,7 +53,8 @@ const browser = await chromium.launch({
     "--no-first-run",
   ],
 });
-const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+const WIDE = { width: 1440, height: 900 };
+const page = await browser.newPage({ viewport: WIDE });
 page.setDefaultTimeout(20_000);
 const consoleErrors = [];
 page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
@@ -110,15 +111,45 @@ async function compatible(form) {
 }
 
 let shot = 0;
-/** Every state badge shows its whole label (no "REA…"): its label is as wide as its text. */
+/** Every state badge and label chip shows its whole label (no "REA…"): its label is as wide as its text. */
 async function assertBadgesWhole(where) {
   const cut = await page.evaluate(() =>
     [...document.querySelectorAll("[data-state]")]
+      .concat([...document.querySelectorAll("[data-label]")])
       .map((b) => b.querySelector(".mantine-Badge-label") ?? b)
       .filter((l) => l.scrollWidth > l.clientWidth + 1)
       .map((l) => l.textContent),
   );
   if (cut.length) throw new Error(`${where}: truncated badges: ${cut.join(", ")}`);
+}
+
+/**
+ * At 1024 px wide the page fits: no horizontal scroll, no table reaching past the window, every
+ * badge and label chip whole. Back to 1440 px afterwards.
+ */
+async function fitsAt1024(where) {
+  await page.setViewportSize({ width: 1024, height: 768 });
+  try {
+    await page.waitForFunction(() => window.innerWidth === 1024);
+    const over = await page.evaluate(() => {
+      const width = document.documentElement.clientWidth;
+      const out = [];
+      if (document.documentElement.scrollWidth > width + 1) {
+        out.push(`the page scrolls sideways (${document.documentElement.scrollWidth} px wide)`);
+      }
+      for (const el of document.querySelectorAll("table, [data-label]")) {
+        const right = el.getBoundingClientRect().right;
+        if (right > width + 1)
+          out.push(`${el.getAttribute("aria-label") ?? el.textContent} ends at ${Math.round(right)} px`);
+      }
+      return out;
+    });
+    if (over.length) throw new Error(`${where} at 1024 px: ${over.join("; ")}`);
+    await assertBadgesWhole(`${where} at 1024 px`);
+    await screenshot(`${where}-1024px`);
+  } finally {
+    await page.setViewportSize(WIDE);
+  }
 }
 
 async function screenshot(name) {
@@ -255,6 +286,41 @@ try {
     await deployment().getByTestId("replicas").getByText("1 / 1").waitFor({ timeout: RUNNING_TIMEOUT_MS });
     await page.locator('[data-state="running"]').first().waitFor();
     await screenshot("deployment-running");
+    await fitsAt1024("deployments");
+  });
+
+  await step("a deployment made elsewhere shows the same backend, and its failure is noticed", async () => {
+    // Made through the API as the CLI makes it (no backend_version), with a flag llama-server refuses.
+    const made = await page.evaluate(
+      async ([path, backend]) => {
+        const res = await fetch("/v2/models", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({
+            name: "typo",
+            source: "local_path",
+            local_path: path,
+            backend,
+            backend_parameters: ["--no-such-flag"],
+            replicas: 1,
+          }),
+        });
+        return { status: res.status, body: await res.json() };
+      },
+      [MODEL_PATH, BACKEND],
+    );
+    if (made.status !== 200) throw new Error(`POST /v2/models answered ${made.status}: ${JSON.stringify(made.body)}`);
+    const notice = page.locator(".mantine-Notification-root").filter({ hasText: "typo failed to start" });
+    await notice.getByText("error: invalid argument: --no-such-flag").waitFor({ timeout: 60_000 });
+    const backends = await page.locator("tr[data-deployment] [data-testid=backend]").allInnerTexts();
+    if (new Set(backends).size !== 1) throw new Error(`the Backend column differs between deployments: ${backends}`);
+    const source = await deployment().getByTestId("source").textContent();
+    if (!source?.startsWith("\u200e/"))
+      throw new Error(`the source path is not kept left to right: ${JSON.stringify(source)}`);
+    await screenshot("deploy-failed-notice");
+    await notice.getByRole("button").first().click();
+    await page.evaluate((id) => fetch(`/v2/models/${id}`, { method: "DELETE" }), made.body.id);
+    await deployment("typo").waitFor({ state: "detached" });
   });
 
   await step("chat in the playground and see the streamed answer", async () => {
@@ -335,7 +401,8 @@ try {
     await command.fill(
       `${LLAMA_SERVER} -m {{model_path}} --host 127.0.0.1 --port {{port}} --alias {{model_name}} -t 1 -np 1`,
     );
-    await params.fill("--ctx-size=512\n--batch-size\n64");
+    // Spelled as llama-server takes it (it refuses `--ctx-size=512`: tools/llama-server is as strict).
+    await params.fill("--ctx-size\n512\n--batch-size\n64");
     await form.getByTestId("params-reading").getByText("--ctx-size 512 · --batch-size 64").waitFor();
     // The Custom backend names no framework: on this CPU-only worker it runs with CPU offloading allowed.
     await form.getByText("Allow CPU offloading", { exact: true }).click();
@@ -349,7 +416,7 @@ try {
       .click();
     // The worker ran the deployment's own command with its parameters appended as entered.
     const ran = page.getByTestId("instance-command").filter({ hasText: `--alias ${CUSTOM_MODEL}` });
-    await ran.getByText("--ctx-size=512 --batch-size 64").waitFor();
+    await ran.getByText("--ctx-size 512 --batch-size 64").waitFor();
     log(`custom command: ${await ran.innerText()}`);
     await screenshot("custom-running");
     await moreActions("Delete", CUSTOM_MODEL);
@@ -361,8 +428,24 @@ try {
     await nav("Workers & GPUs");
     await page.locator("tr[data-worker]").first().waitFor();
     await page.getByTestId("add-worker-command").getByText("ferrostack worker --server-url").waitFor();
+    // The browser reaches the server on loopback: the command says to put the server's address in.
+    await page.getByTestId("add-worker-command").getByText("--server-url http://SERVER-ADDRESS:").waitFor();
+    await page.getByTestId("add-worker-server-url").getByText("replace SERVER-ADDRESS").waitFor();
+    // A long label shows whole, at 1440 and at 1024 px.
+    await page
+      .locator("tr[data-worker]")
+      .first()
+      .getByRole("button", { name: /^Actions for worker / })
+      .click();
+    await page.getByRole("menuitem", { name: "Edit labels" }).click();
+    const labels = page.getByRole("form", { name: "Worker labels" });
+    await labels.getByLabel("Labels").fill("team=inference-platform-and-friends\nzone=eu-west-1-rack-42-row-7");
+    await labels.getByRole("button", { name: "Save" }).click();
+    await labels.waitFor({ state: "detached" });
+    await page.locator('[data-label="zone"]').waitFor();
     await screenshot("workers");
     await assertBadgesWhole("workers");
+    await fitsAt1024("workers");
     await nav("API keys");
     await page.getByRole("button", { name: "Create API key" }).click();
     await page.getByRole("dialog").getByLabel("Name").fill("e2e");

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { bytes, formatPairs, gib, parsePairs, stateColor, when } from "./format";
+import { bytes, formatPairs, gib, ltr, parsePairs, stateColor, when, workerServerUrl } from "./format";
 
 describe("format", () => {
   it("shows byte counts in binary units", () => {
@@ -26,5 +26,21 @@ describe("format", () => {
     expect(stateColor("something-new")).toBe("gray");
     expect(when(null)).toBe("–");
     expect(when("2025-03-01T00:00:00Z")).not.toBe("–");
+  });
+
+  it("keeps a path's slashes in place when it is cut at the start", () => {
+    expect(ltr("/data/m.gguf")).toBe("\u200e/data/m.gguf\u200e");
+    expect(ltr("/data/m.gguf").startsWith("\u200e/")).toBe(true);
+  });
+
+  it.each([
+    ["http://10.0.0.5:8080", "http://10.0.0.5:8080", false],
+    ["https://ferro.example.com", "https://ferro.example.com", false],
+    ["http://127.0.0.1:8080", "http://SERVER-ADDRESS:8080", true],
+    ["http://localhost:8080", "http://SERVER-ADDRESS:8080", true],
+    ["http://[::1]:9000", "http://SERVER-ADDRESS:9000", true],
+    ["http://localhost", "http://SERVER-ADDRESS", true],
+  ])("suggests a server URL a worker can reach (%s)", (origin, url, replace) => {
+    expect(workerServerUrl(origin)).toEqual({ url, replace });
   });
 });

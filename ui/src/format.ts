@@ -58,3 +58,25 @@ export function formatPairs(map: Record<string, string> | undefined, sep = "="):
     .map(([k, v]) => `${k}${sep}${v}`)
     .join("\n");
 }
+
+const LRM = "\u200e";
+
+/**
+ * Text shown left to right inside an element cut at its start (`truncate="start"`, which sets
+ * `direction: rtl`): without the marks, a path's leading `/` is drawn at its end.
+ */
+export function ltr(text: string): string {
+  return `${LRM}${text}${LRM}`;
+}
+
+/**
+ * The `--server-url` to suggest to a new worker, and whether it must be replaced: the address this
+ * browser used works for a worker only when it is not this machine's loopback.
+ */
+export function workerServerUrl(origin: string): { url: string; replace: boolean } {
+  const u = new URL(origin);
+  const host = u.hostname.replace(/^\[|\]$/g, "");
+  const loopback = host === "localhost" || host === "::1" || /^127\./.test(host) || host === "0.0.0.0";
+  if (!loopback) return { url: u.origin, replace: false };
+  return { url: `${u.protocol}//SERVER-ADDRESS${u.port ? `:${u.port}` : ""}`, replace: true };
+}

@@ -1,11 +1,13 @@
 // Workers and their GPUs: state, resources, labels (edit), maintenance, and the command to add one.
 
 import {
+  ActionIcon,
   Badge,
   Button,
   Card,
   Code,
   Group,
+  Menu,
   Modal,
   Progress,
   Select,
@@ -17,6 +19,7 @@ import {
 } from "@mantine/core";
 import { modals } from "@mantine/modals";
 import { notifications } from "@mantine/notifications";
+import { IconDots } from "@tabler/icons-react";
 import { type FormEvent, useState } from "react";
 import { del, messageOf, postJson, putJson } from "../api/client";
 import { useGet, usePoll, useSubmit, useWatchList } from "../api/hooks";
@@ -24,7 +27,7 @@ import type { Cluster, ListResponse, Worker } from "../api/types";
 import { FormError } from "../components/FormError";
 import { Page } from "../components/Page";
 import { StateBadge } from "../components/StateBadge";
-import { bytes, formatPairs, parsePairs } from "../format";
+import { bytes, formatPairs, parsePairs, workerServerUrl } from "../format";
 
 function LabelsModal({ worker, onClose }: { worker: Worker; onClose: () => void }) {
   const [text, setText] = useState(formatPairs(worker.labels));
@@ -80,7 +83,9 @@ function AddWorker() {
           .catch((e: unknown) => notifications.show({ color: "red", message: messageOf(e) })),
     });
 
-  const command = `ferrostack worker --server-url ${window.location.origin} --token ${token ?? "<cluster token>"}`;
+  const server = workerServerUrl(window.location.origin);
+  // The token goes in the environment, not on a command line that `ps` shows.
+  const command = `FERROSTACK_TOKEN=${token ?? "<cluster token>"} ferrostack worker --server-url ${server.url}`;
   return (
     <Card withBorder>
       <Stack>
@@ -101,9 +106,14 @@ function AddWorker() {
           </Button>
         </Group>
         <Text size="sm">Run on the GPU machine:</Text>
-        <Code block data-testid="add-worker-command">
+        <Code block data-testid="add-worker-command" style={{ whiteSpace: "pre-wrap", wordBreak: "break-all" }}>
           {command}
         </Code>
+        <Text size="xs" c="dimmed" data-testid="add-worker-server-url">
+          {server.replace
+            ? `This browser reaches the server at ${window.location.origin}, which is only this machine: replace SERVER-ADDRESS with an address of the server that the worker's machine reaches.`
+            : `--server-url is the address this browser uses; replace it if the worker's machine reaches the server at another address.`}
+        </Text>
         <Text size="xs" c="dimmed">
           {token
             ? "This token is shown once; copy it now."
@@ -160,7 +170,7 @@ export function WorkersPage() {
             <Table.Th>Memory</Table.Th>
             <Table.Th>GPUs</Table.Th>
             <Table.Th>Labels</Table.Th>
-            <Table.Th>Actions</Table.Th>
+            <Table.Th w={60}>Actions</Table.Th>
           </Table.Tr>
         </Table.Thead>
         <Table.Tbody>
@@ -189,27 +199,42 @@ export function WorkersPage() {
                 {w.status.gpu_devices.length}
                 {w.status.gpu_devices.some((g) => g.simulated) && " (simulated)"}
               </Table.Td>
-              <Table.Td>
+              <Table.Td maw={240}>
+                {/* Chips wrap inside the column: a long label is shown whole, never cut. */}
                 <Group gap={4}>
                   {Object.entries(w.labels).map(([k, v]) => (
-                    <Badge key={k} variant="outline" size="sm" tt="none">
+                    <Badge
+                      key={k}
+                      variant="outline"
+                      size="sm"
+                      tt="none"
+                      h="auto"
+                      maw="100%"
+                      data-label={k}
+                      styles={{ label: { whiteSpace: "normal", overflowWrap: "anywhere", overflow: "visible" } }}
+                    >
                       {k}={v}
                     </Badge>
                   ))}
                 </Group>
               </Table.Td>
               <Table.Td>
-                <Group gap="xs" wrap="nowrap">
-                  <Button size="xs" variant="light" onClick={() => setEditing(w)}>
-                    Labels
-                  </Button>
-                  <Button size="xs" variant="default" onClick={() => setMaintenance(w, !w.maintenance.enabled)}>
-                    {w.maintenance.enabled ? "End maintenance" : "Maintenance"}
-                  </Button>
-                  <Button size="xs" variant="subtle" color="red" onClick={() => confirmDelete(w)}>
-                    Remove
-                  </Button>
-                </Group>
+                <Menu position="bottom-end">
+                  <Menu.Target>
+                    <ActionIcon variant="subtle" aria-label={`Actions for worker ${w.name}`}>
+                      <IconDots size={16} />
+                    </ActionIcon>
+                  </Menu.Target>
+                  <Menu.Dropdown>
+                    <Menu.Item onClick={() => setEditing(w)}>Edit labels</Menu.Item>
+                    <Menu.Item onClick={() => setMaintenance(w, !w.maintenance.enabled)}>
+                      {w.maintenance.enabled ? "End maintenance" : "Start maintenance"}
+                    </Menu.Item>
+                    <Menu.Item color="red" onClick={() => confirmDelete(w)}>
+                      Remove
+                    </Menu.Item>
+                  </Menu.Dropdown>
+                </Menu>
               </Table.Td>
             </Table.Tr>
           ))}

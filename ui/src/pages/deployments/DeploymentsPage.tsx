@@ -5,13 +5,15 @@ import { ActionIcon, Alert, Button, Group, Menu, Table, Text } from "@mantine/co
 import { modals } from "@mantine/modals";
 import { notifications } from "@mantine/notifications";
 import { IconChevronDown, IconChevronRight, IconDots } from "@tabler/icons-react";
-import { Fragment, useState } from "react";
+import { Fragment, useEffect, useRef, useState } from "react";
 import { del, messageOf } from "../../api/client";
-import { useWatchList } from "../../api/hooks";
-import type { Model, ModelInstance } from "../../api/types";
+import { useGet, useWatchList } from "../../api/hooks";
+import type { BackendListItem, Model, ModelInstance } from "../../api/types";
 import { Page } from "../../components/Page";
 import { StateBadge } from "../../components/StateBadge";
+import { ltr } from "../../format";
 import { putReplicas } from "./actions";
+import { backendText, failureKey, failureText, freshFailures } from "./failures";
 import { sourceText } from "./spec";
 import { DeployForm } from "./DeployForm";
 import { InstancesTable } from "./InstancesTable";
@@ -45,9 +47,39 @@ function confirmDelete(m: Model) {
   });
 }
 
+/**
+ * A notice for every run that fails while the page is open (failures already there when it opened
+ * show as red badges): a deploy that cannot start says why without opening its instances.
+ */
+function useFailureNotices(models: Model[], instances: ModelInstance[], loaded: boolean) {
+  const seen = useRef<Set<string> | null>(null);
+  useEffect(() => {
+    if (!loaded) return;
+    const fresh = freshFailures(seen.current ?? new Set(), instances);
+    if (seen.current === null) {
+      seen.current = new Set(fresh.map(failureKey));
+      return;
+    }
+    for (const i of fresh) {
+      seen.current.add(failureKey(i));
+      const name = models.find((m) => m.id === i.model_id)?.name ?? i.model_name;
+      notifications.show({
+        color: "red",
+        title: `${name} failed to start`,
+        message: failureText(i.state_message),
+        autoClose: 15_000,
+        style: { whiteSpace: "pre-wrap" },
+        "data-testid": "failure-notice",
+      } as Parameters<typeof notifications.show>[0]);
+    }
+  }, [models, instances, loaded]);
+}
+
 export function DeploymentsPage() {
   const models = useWatchList<Model>("/v2/models");
   const instances = useWatchList<ModelInstance>("/v2/model-instances");
+  const backends = useGet<{ items: BackendListItem[] }>("/v2/inference-backends/list");
+  useFailureNotices(models.items, instances.items, instances.loaded);
   const [expanded, setExpanded] = useState<Set<number>>(new Set());
   const [dialog, setDialog] = useState<Dialog>(null);
   const close = () => setDialog(null);
@@ -103,13 +135,17 @@ export function DeploymentsPage() {
                   </Table.Td>
                   <Table.Td>
                     {/* Cut at the start: the file name at the end is what tells models apart. */}
-                    <Text size="sm" maw={320} truncate="start" title={sourceText(m)}>
-                      {sourceText(m)}
+                    <Text
+                      size="sm"
+                      maw={{ base: 220, xl: 320 }}
+                      truncate="start"
+                      title={sourceText(m)}
+                      data-testid="source"
+                    >
+                      {ltr(sourceText(m))}
                     </Text>
                   </Table.Td>
-                  <Table.Td>
-                    {m.backend} {m.backend_version}
-                  </Table.Td>
+                  <Table.Td data-testid="backend">{backendText(m, backends.data?.items ?? [])}</Table.Td>
                   <Table.Td data-testid="replicas">
                     {m.ready_replicas} / {m.replicas}
                   </Table.Td>

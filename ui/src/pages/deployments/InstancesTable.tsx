@@ -48,7 +48,14 @@ export function InstancesTable({ instances, onLogs, specDigest }: Props) {
             <Table.Td>
               {i.name}
               {i.command && i.command.length > 0 && (
-                <Code block fz="xs" mt={4} maw={520} data-testid="instance-command">
+                <Code
+                  block
+                  fz="xs"
+                  mt={4}
+                  maw={520}
+                  data-testid="instance-command"
+                  style={{ whiteSpace: "pre-wrap", wordBreak: "break-all" }}
+                >
                   {shellJoin(i.command)}
                 </Code>
               )}
