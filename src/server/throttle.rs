@@ -120,13 +120,21 @@ impl LoginThrottle {
         Self::record(&mut map, keys, now);
     }
 
-    /// A login succeeded: its pair and address start again. The user-wide count is kept (a
-    /// success in one place does not forgive guesses made elsewhere); it holds back only clients
-    /// without a device cookie, and the success just gave this client one.
+    /// A login succeeded: its pair and address start again. The user-wide count keeps the guesses
+    /// made elsewhere (a success in one place does not forgive them) but not this attempt's own
+    /// count: successes never add up to a cap (a script logging in with HTTP Basic has no device
+    /// cookie). It holds back only clients without a device cookie.
     pub fn succeeded(&self, keys: &[Key]) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for k in keys.iter().filter(|k| !k.id.starts_with("user:")) {
-            map.remove(&k.id);
+        for k in keys {
+            if !k.id.starts_with("user:") {
+                map.remove(&k.id);
+            } else if let Some(f) = map.get_mut(&k.id) {
+                f.count = f.count.saturating_sub(1);
+                if f.count == 0 {
+                    map.remove(&k.id);
+                }
+            }
         }
     }
 
@@ -198,6 +206,23 @@ mod tests {
         assert_eq!(t.begin(&keys("bob", ip("203.0.113.9"), false), start), Ok(()));
         t.succeeded(&attacker);
         assert_eq!(t.begin(&attacker, start + Duration::from_secs(2)), Ok(()));
+    }
+
+    #[test]
+    fn successes_never_add_up_to_the_user_cap() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        let script = keys("admin", ip("192.0.2.7"), false);
+        for i in 0..(USER_FREE * 2) {
+            assert_eq!(t.begin(&script, now), Ok(()), "login {i}");
+            t.succeeded(&script);
+        }
+        // Guesses elsewhere still count after a success here.
+        let guess = keys("admin", ip("203.0.113.9"), false);
+        t.failed(&guess, now);
+        t.begin(&script, now).expect("not held back");
+        t.succeeded(&script);
+        assert_eq!(t.0.lock().unwrap().get("user:admin").map(|f| f.count), Some(1));
     }
 
     #[test]
