@@ -144,7 +144,7 @@ pub fn tails(dir: &Path) -> String {
     out
 }
 
-async fn chat(http: &reqwest::Client, base: &str, key: &str) -> StatusCode {
+pub async fn chat(http: &reqwest::Client, base: &str, key: &str) -> StatusCode {
     let body = json!({"model": "smol", "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}]});
     let res = http.post(format!("{base}/v1/chat/completions")).bearer_auth(key).json(&body).send().await;
     res.map(|r| r.status()).unwrap_or(StatusCode::BAD_GATEWAY)

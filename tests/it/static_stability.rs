@@ -6,7 +6,8 @@
 //! network-namespace hosts with real llama.cpp and the defaults (heartbeat 5 s, grace 30 s): the
 //! leading server, which the worker talks to, is cut from the database for 60 s, then the new
 //! leader, which the worker moved to, is stopped (SIGSTOP) for 40 s; chats through the other
-//! server never fail, the worker never leaves `ready`, the lease changes hands within 10 s.
+//! server never fail, nor through the cut one (it serves what it knows), the worker never leaves
+//! `ready`, the lease changes hands within 10 s.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -391,9 +392,22 @@ async fn serving_goes_on_when_a_server_is_cut_from_the_database_or_stopped() {
     let first = running(&bases[1]).await;
 
     // (a) Server 0 (the leader, the worker's server) is cut from the database for 60 s; its
-    // workers and clients still reach it. Chats go through server 1.
+    // workers and clients still reach it. Chats go through server 1, and through server 0 too
+    // (stale-while-unavailable: it knows the key and the route).
     let stop = Arc::new(AtomicBool::new(false));
     let load = chat_load(http.clone(), bases[1].clone(), key.clone(), stop.clone());
+    // The test's own namespace is what the cut separates from server 0: its chats come from the
+    // worker's host. Server 0 has seen the key before the cut.
+    let chat_body = r#"{"model": "smol", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}"#;
+    assert_eq!(ha::chat(&http, &bases[0], &key).await, StatusCode::OK, "a chat through server 0 before the cut");
+    let script = format!(
+        "end=$(( $(date +%s) + 55 )); while [ $(date +%s) -lt $end ]; do \
+         curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 20 -H 'Authorization: Bearer {key}' \
+         -H 'Content-Type: application/json' -d '{chat_body}' {}/v1/chat/completions; sleep 0.25; done",
+        bases[0]
+    );
+    let cut_log = logs.join("chats-through-the-cut-server.out");
+    hosts.spawn(2, Path::new("sh"), &["-c", &script], &[], &cut_log);
     let states = watch_workers(http.clone(), bases[1].clone(), reader.clone(), stop.clone());
     hosts.cut_from_root(0, true);
     let cut = Instant::now();
@@ -419,10 +433,15 @@ async fn serving_goes_on_when_a_server_is_cut_from_the_database_or_stopped() {
     let ready_again = healed.elapsed();
     stop.store(true, Ordering::Relaxed);
     let (answered_a, failed_a) = load.await.expect("load");
+    let codes = std::fs::read_to_string(&cut_log).unwrap_or_default();
+    let answered_cut = codes.lines().filter(|c| *c == "200").count();
+    let failed_cut: Vec<&str> = codes.lines().filter(|c| *c != "200").collect();
     let not_ready_a = states.await.expect("states");
     assert!(failed_a.is_empty(), "chats through the healthy server failed during the cut: {failed_a:?}");
     assert!(not_ready_a.is_empty(), "workers left ready during the cut: {not_ready_a:?}\n{}", ha::tails(logs));
     assert!(answered_a > 20, "only {answered_a} chats answered");
+    // Through the cut server itself: what it knew keeps serving.
+    assert!(failed_cut.is_empty(), "chats through the cut server failed: {failed_cut:?}");
     assert!(takeover_cut < Duration::from_secs(10), "takeover after the cut took {takeover_cut:?}");
 
     // (b) Server 1 (now the leader and the worker's server) is stopped for 40 s. Chats go
@@ -457,10 +476,12 @@ async fn serving_goes_on_when_a_server_is_cut_from_the_database_or_stopped() {
         std::fs::read_to_string(logs.join("worker2.log")).unwrap_or_default().matches("moving to the next").count();
     eprintln!(
         "cut from the database 60 s: /readyz 503 after {readyz_503:?}, API 503 in {api_secs:.3} s, takeover {takeover_cut:?}, \
-         ready again {ready_again:?} after the heal; {answered_a} chats through the other server, {} failed; \
+         ready again {ready_again:?} after the heal; {answered_a} chats through the other server, {} failed, \
+         {answered_cut} through the cut server, {} failed ({failed_cut:?}); \
          stopped 40 s: takeover {takeover_stop:?}, {answered_b} chats through the other server, {} failed; \
          the worker moved {moved} times",
         failed_a.len(),
+        failed_cut.len(),
         failed_b.len()
     );
 }

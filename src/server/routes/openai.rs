@@ -38,6 +38,9 @@ pub fn router() -> Router<AppState> {
     r
 }
 
+/// How long the gateway waits for the database to check a key it has not seen lately.
+const AUTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The caller, from a (cached) API key or the session cookie; needs the `inference` scope.
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, OpenAiError> {
     // The cache is keyed by the key that authenticates (the same function `authenticate` uses),
@@ -52,10 +55,17 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, OpenAiE
         None if !state.db.reachable() => match stale() {
             Some(p) => p,
             None => {
-                return Err(ApiError::new(ErrorCode::Unavailable, "the database is not available; retry shortly").into());
+                return Err(
+                    ApiError::new(ErrorCode::Unavailable, "the database is not available; retry shortly").into()
+                );
             }
         },
-        None => match authenticate(state, headers).await {
+        // A database that stopped answering a moment ago (not yet seen by the probe) does not
+        // hold the call: past the deadline the key is taken as above.
+        None => match tokio::time::timeout(AUTH_DEADLINE, authenticate(state, headers))
+            .await
+            .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Unavailable, "the database did not answer in time")))
+        {
             Ok(p) => {
                 if let (Some(k), Some(_)) = (key.clone(), &p.api_key) {
                     state.gateway.remember(k, &p);
