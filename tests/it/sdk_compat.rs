@@ -19,6 +19,7 @@ both_dbs!(
     a_regular_user_lists_backends_and_clusters_but_no_machines,
     evaluations_answer_what_the_scheduler_claims,
     an_engine_is_given_only_its_vendors_device_variable,
+    a_selection_over_two_workers_runs_distributed,
 );
 
 /// Reads newline-terminated JSON lines from a streaming answer, skipping blank keep-alive lines.
@@ -274,4 +275,44 @@ async fn an_engine_is_given_only_its_vendors_device_variable(kind: DbKind) {
     assert_eq!(vars.len(), 1, "only the NVIDIA runtime's variable: {vars:?}");
     assert!(vars[0].starts_with("CUDA_VISIBLE_DEVICES="), "{vars:?}");
     worker.shutdown().await;
+}
+
+async fn a_selection_over_two_workers_runs_distributed(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let mut opts_a = worker_options("span-a", (47760, 47769));
+    opts_a.simulate_gpus = Some("1xH100-80GB".into());
+    let mut opts_b = worker_options("span-b", (47770, 47779));
+    opts_b.simulate_gpus = Some("1xH100-80GB".into());
+    let a = start_worker(&s, dir_a.path(), &opts_a).await;
+    let b = start_worker(&s, dir_b.path(), &opts_b).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while s.get("/v2/gpu-devices").await.1["items"].as_array().map_or(0, Vec::len) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the workers' GPUs never showed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let model = small_model();
+    // GPUStack's SDK sends `distributed_inference_across_workers: null` (our default: false).
+    let spec = json!({"name": "spanning", "source": "local_path", "local_path": model.path(), "backend": "vLLM",
+        "distributed_inference_across_workers": null,
+        "gpu_selector": {"gpu_ids": ["span-a:cuda:0", "span-b:cuda:0"]}});
+    let (status, eval) = s.post("/v2/model-evaluations", json!({"model_specs": [spec]})).await;
+    assert_eq!(status, StatusCode::OK, "{eval}");
+    let r = &eval["results"][0];
+    assert_eq!(r["default_spec"]["distributed_inference_across_workers"], true, "{r:#}");
+    let said = r["compatibility_messages"].to_string();
+    assert!(said.contains("distributed_inference_across_workers: turned on"), "{said}");
+    assert_eq!(r["compatible"], true, "{r:#}");
+    // Within one worker nothing changes.
+    let one = json!({"name": "one", "source": "local_path", "local_path": model.path(), "backend": "vLLM",
+        "gpu_selector": {"gpu_ids": ["span-a:cuda:0"]}});
+    let (_, eval) = s.post("/v2/model-evaluations", json!({"model_specs": [one]})).await;
+    assert_eq!(eval["results"][0]["default_spec"]["distributed_inference_across_workers"], false, "{eval:#}");
+    // A spec is read like a deployment's body; what is wrong is named with its place in the list.
+    let bad = json!({"model_specs": [one, {"name": "bad", "source": "local_path", "replicas": "many"}]});
+    let (status, refused) = s.post("/v2/model-evaluations", bad).await;
+    assert_eq!((status, refused["field"].clone()), (StatusCode::BAD_REQUEST, json!("model_specs[1].replicas")));
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -460,6 +460,43 @@ fn result(name: String, compatible: bool, messages: Vec<String>) -> EvaluationRe
     }
 }
 
+/// `POST /v2/model-evaluations` as GPUStack's clients send it: each spec is read like the body of
+/// `POST /v2/models` (GPUStack's nulls, read-only and neutral fields), errors naming
+/// `model_specs[i].<field>`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvaluation {
+    #[serde(default)]
+    cluster_id: Option<i64>,
+    model_specs: Vec<serde_json::Value>,
+}
+
+impl RawEvaluation {
+    fn read(self) -> ApiResult<EvaluationRequest> {
+        let model_specs = self
+            .model_specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                crate::server::extract::tolerant_from_value::<ModelSpec>(spec).map(|(spec, _)| spec).map_err(|e| {
+                    let inner = e.field.clone().unwrap_or_default();
+                    let field = if inner.is_empty() {
+                        format!("model_specs[{i}]")
+                    } else {
+                        format!("model_specs[{i}].{inner}")
+                    };
+                    let message = match e.message.strip_prefix(&format!("{inner}:")) {
+                        Some(rest) if !inner.is_empty() => format!("{field}:{rest}"),
+                        _ => format!("{field}: {}", e.message),
+                    };
+                    ApiError { field: Some(field), message, ..e }
+                })
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        Ok(EvaluationRequest { cluster_id: self.cluster_id, model_specs })
+    }
+}
+
 /// What one replica placed as `p` claims in all: every GPU's claim (main worker and
 /// subordinates) and the RAM on each worker it spans.
 fn placement_claim(p: &crate::placement::Placement) -> EvaluationClaim {
@@ -484,8 +521,9 @@ pub fn selection_spans_workers(gpu_ids: &[String]) -> bool {
 async fn evaluate_models(
     State(state): State<AppState>,
     Auth(_p): Auth,
-    Json(body): Json<EvaluationRequest>,
+    Json(raw): Json<RawEvaluation>,
 ) -> ApiResult<axum::Json<EvaluationResponse>> {
+    let body = raw.read()?;
     if body.model_specs.len() > 16 {
         return Err(ApiError::field("model_specs", "at most 16 specs per evaluation"));
     }
