@@ -61,6 +61,15 @@ if [[ ! -f "$VENV_STAMP" || ! -x "$VENV/bin/python" ]]; then
     touch "$VENV_STAMP"
 fi
 
+# tools/llama-server checks command lines against the flags of this very release's llama-server.
+FLAGS="$REPO/tools/llama_server_flags.txt"
+if ! grep -q "from xllamacpp $XLLAMACPP_VERSION's" "$FLAGS"; then
+    log "ERROR: $FLAGS is not from xllamacpp $XLLAMACPP_VERSION; regenerate it from that release's sdist:"
+    log "  pip download --no-deps --no-binary :all: xllamacpp==$XLLAMACPP_VERSION, unpack, then"
+    log "  python3 tools/extract_llama_server_flags.py <sdist>/thirdparty/llama.cpp/common/arg.cpp $XLLAMACPP_VERSION > $FLAGS"
+    exit 1
+fi
+
 # ---- 1b. the official openai client (gateway tests) ----------------------------------------------
 OPENAI_VERSION=3.57.0
 OPENAI_STAMP="$VENV/.ok-openai-$OPENAI_VERSION"
