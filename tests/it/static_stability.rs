@@ -485,3 +485,65 @@ async fn serving_goes_on_when_a_server_is_cut_from_the_database_or_stopped() {
         failed_b.len()
     );
 }
+
+/// A backend whose engine is Python's HTTP server: it answers any GET.
+const ANSWERING_YAML: &str = "backend_name: answering-custom
+default_version: v1
+default_run_command: \"-m http.server {{port}} --bind {{worker_ip}}\"
+health_check_path: /
+version_configs:
+  v1:
+    image_name: python
+    entrypoint: python3
+    custom_framework: cpu
+";
+
+/// Silence alone does not cut serving: when a worker stops heartbeating, its running instance
+/// whose engine still answers stays running (and routed); one whose engine does not answer
+/// becomes unreachable, and so does the first once its engine stops answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_keeps_the_instances_whose_engines_answer() {
+    use crate::workers::{SLEEPER_YAML, place, start_worker, wait_instance, worker_options};
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    import_backend(&s, ANSWERING_YAML).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = worker_options("quiet", (45600, 45649));
+    opts.leave_running = true;
+    let worker = start_worker(&s, dir.path(), &opts).await;
+    let wid = worker.worker_id;
+    let answering = place(
+        &s,
+        json!({"name": "answers", "model_name": "a", "model_path": "/", "backend": "answering-custom", "worker_id": wid}),
+    )
+    .await;
+    let silent = place(
+        &s,
+        json!({"name": "mute", "model_name": "m", "model_path": "/", "backend": "sleeper-custom", "worker_id": wid}),
+    )
+    .await;
+    let running = wait_instance(&s, answering, "running", |i| i["state"] == "running").await;
+    let mute = wait_instance(&s, silent, "running", |i| i["state"] == "running").await;
+    let pid = running["pid"].as_i64().expect("pid");
+
+    // The agent stops (its engines keep running); the grace here is 3 s.
+    worker.shutdown().await;
+    let why = wait_instance(&s, silent, "unreachable", |i| i["state"] == "unreachable").await;
+    assert!(why["state_message"].as_str().is_some_and(|m| m.contains("not heartbeating")), "{why:#}");
+    let (_, w) = s.get(&format!("/v2/workers/{wid}")).await;
+    assert_ne!(w["state"], "ready", "{w:#}");
+    // Past a re-check of the silent worker's engines (every 5 s), the answering one still runs.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (_, still) = s.get(&format!("/v2/model-instances/{answering}")).await;
+    assert_eq!(still["state"], "running", "an instance whose engine answers was taken out: {still:#}");
+
+    // Its engine stops answering: the next re-check takes it out.
+    let engine = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+    nix::sys::signal::kill(engine, nix::sys::signal::Signal::SIGKILL).expect("kill the engine");
+    let gone = wait_instance(&s, answering, "unreachable", |i| i["state"] == "unreachable").await;
+    assert!(gone["state_message"].as_str().is_some_and(|m| m.contains("does not answer")), "{gone:#}");
+    if let Some(sleeper) = mute["pid"].as_i64().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper), nix::sys::signal::Signal::SIGKILL);
+    }
+}
