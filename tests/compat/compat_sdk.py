@@ -356,7 +356,39 @@ def basic_auth(ctx):
     ctx.report.check(resp.status == 401, "HTTP Basic with a wrong password answers 401", resp.describe())
 
 
+def evaluation(ctx):
+    """`POST /v2/model-evaluations` with GPUStack's own `ModelEvaluationRequest` (a `cluster_id`,
+    SDK-dumped specs): 200, GPUStack's response schema, and the claim the scheduler would reserve
+    (vLLM: 0.9 of the GPU it gets), as GPUStack answers."""
+    from gpustack.schemas.model_evaluations import ModelEvaluationRequest, ModelEvaluationResponse
+    from gpustack.schemas.model_sets import ModelSpec
+
+    from compat_client import schema_errors
+
+    what = ("model-evaluations: POST ModelEvaluationRequest(cluster_id=…, model_specs=[…]).model_dump() "
+            "answers ModelEvaluationResponse, resource_claim.vram = 0.9 × the GPU (vLLM)")
+    spec = ModelSpec(name="compat-eval", source="local_path", local_path=ctx.model_dir, backend="vLLM")
+    cluster = ctx.cluster_ids[-1] if ctx.cluster_ids else 1
+    body = ModelEvaluationRequest(cluster_id=cluster, model_specs=[spec]).model_dump(mode="json")
+    resp = ctx.client.post("/v2/model-evaluations", body)
+    if resp.status != 200:
+        return ctx.report.fail(what, resp.describe())
+    problems = []
+    errors = schema_errors(ModelEvaluationResponse, resp.json)
+    if errors:
+        problems.append(f"not ModelEvaluationResponse: {errors}")
+    result = ((resp.json or {}).get("results") or [{}])[0]
+    totals = {g.get("memory", {}).get("total") for g in items_of(ctx.client.get("/v2/gpu-devices"))}
+    claim = (result.get("resource_claim") or {}).get("vram")
+    if not result.get("compatible"):
+        problems.append(f"not compatible: {result.get('compatibility_messages')}")
+    elif claim not in {int(t * 0.9) for t in totals if t}:
+        problems.append(f"resource_claim.vram {claim}, GPUs of {sorted(t for t in totals if t)} bytes")
+    ctx.report.check(not problems, what, "; ".join(problems))
+
+
 def run_all(ctx):
+    evaluation(ctx)
     if not ctx.admin_password:
         return ctx.report.fail("SDK: ClientSet with a user name and password", "skipped: no --password")
     basic_auth(ctx)

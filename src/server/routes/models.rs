@@ -477,7 +477,8 @@ impl RawEvaluation {
             .model_specs
             .into_iter()
             .enumerate()
-            .map(|(i, spec)| {
+            .map(|(i, mut spec)| {
+                catalog_fields(&mut spec, i)?;
                 crate::server::extract::tolerant_from_value::<ModelSpec>(spec).map(|(spec, _)| spec).map_err(|e| {
                     let inner = e.field.clone().unwrap_or_default();
                     let field = if inner.is_empty() {
@@ -495,6 +496,27 @@ impl RawEvaluation {
             .collect::<ApiResult<Vec<_>>>()?;
         Ok(EvaluationRequest { cluster_id: self.cluster_id, model_specs })
     }
+}
+
+/// The fields GPUStack's evaluation spec (`model_sets.ModelSpec`, from its model catalog) has on
+/// top of a deployment's: dropped when neutral (`quantization` and `gpu_filters` null, `mode`
+/// null or `standard`), refused naming the field otherwise.
+fn catalog_fields(spec: &mut serde_json::Value, i: usize) -> ApiResult<()> {
+    use serde_json::Value;
+    let Some(map) = spec.as_object_mut() else { return Ok(()) };
+    for (name, neutral) in [("quantization", &[][..]), ("gpu_filters", &[][..]), ("mode", &["standard"][..])] {
+        match map.remove(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(v)) if neutral.contains(&v.as_str()) => {}
+            Some(other) => {
+                return Err(ApiError::field(
+                    format!("model_specs[{i}].{name}"),
+                    format!("GPUStack's model-catalog field is not supported here (got {other}); leave it out"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What one replica placed as `p` claims in all: every GPU's claim (main worker and
@@ -611,6 +633,24 @@ async fn evaluate_models(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catalog_fields_are_dropped_when_neutral_and_named_otherwise() {
+        let cases = [
+            (serde_json::json!({"name": "m", "quantization": null, "gpu_filters": null, "mode": "standard"}), None),
+            (serde_json::json!({"name": "m", "mode": null}), None),
+            (serde_json::json!({"name": "m", "mode": "speed"}), Some("model_specs[2].mode")),
+            (serde_json::json!({"name": "m", "gpu_filters": {"vram": 1}}), Some("model_specs[2].gpu_filters")),
+            (serde_json::json!({"name": "m", "quantization": "Q4_K_M"}), Some("model_specs[2].quantization")),
+        ];
+        for (mut spec, want) in cases {
+            let got = catalog_fields(&mut spec, 2);
+            assert_eq!(got.as_ref().err().and_then(|e| e.field.as_deref()), want, "{spec}");
+            if got.is_ok() {
+                assert_eq!(spec, serde_json::json!({"name": "m"}));
+            }
+        }
+    }
 
     #[test]
     fn a_selection_spans_workers_when_two_names_differ() {
