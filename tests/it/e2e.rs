@@ -303,8 +303,9 @@ async fn a_chat_in_flight_finishes_when_the_server_stops() {
     .await;
     let engine = instance["pid"].as_i64().expect("pid");
 
-    // A long streamed answer: once its first tokens arrive, Ctrl-C the server.
-    let body = json!({"model": "smol", "max_tokens": 300, "ignore_eos": true, "temperature": 0, "stream": true,
+    // A streamed answer of 48 tokens (short enough to end within the drain's grace on a loaded
+    // 2-core machine): once its first tokens arrive, Ctrl-C the server.
+    let body = json!({"model": "smol", "max_tokens": 48, "ignore_eos": true, "temperature": 0, "stream": true,
                       "messages": [{"role": "user", "content": "Count from one to one thousand in words."}]});
     let res = eventually("the gateway to route the chat", 30, async || {
         let res = api.post(format!("{base}/v1/chat/completions")).bearer_auth(&key).json(&body).send().await.ok()?;
@@ -325,10 +326,11 @@ async fn a_chat_in_flight_finishes_when_the_server_stops() {
         }
     })
     .await;
-    assert!(rest.is_ok(), "the answer hung after ctrl-c: {text}");
-    assert!(text.contains("\"finish_reason\":\"") && text.contains("data: [DONE]"), "cut off: {text}");
+    let log = || std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    assert!(rest.is_ok(), "the answer hung after ctrl-c: {text}\n{}", log());
+    assert!(text.contains("\"finish_reason\":\"") && text.contains("data: [DONE]"), "cut off: {text}\n{}", log());
     let tokens = text.matches("\"content\"").count();
-    assert!(tokens > 100, "only {tokens} chunks: {text}");
+    assert!(tokens > 24, "only {tokens} chunks: {text}");
 
     // The server exits by itself, cleanly, and its engine is gone with it.
     let mut main = main;
@@ -337,11 +339,7 @@ async fn a_chat_in_flight_finishes_when_the_server_stops() {
         (main, status)
     });
     let (_main, status) = tokio::time::timeout(Duration::from_secs(120), status).await.expect("exits").expect("join");
-    assert!(
-        status.expect("status").success(),
-        "{}",
-        std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-    );
+    assert!(status.expect("status").success(), "{}", log());
     let stat = std::fs::read_to_string(format!("/proc/{engine}/stat")).unwrap_or_default();
     assert!(stat.is_empty() || stat.contains(") Z"), "the engine {engine} still runs: {stat}");
 }
