@@ -34,7 +34,7 @@ impl ClientError {
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// How long a server may take to answer a call (its headers; a plain call's body too) before the
 /// next server is tried, unless set otherwise ([`Client::with_answer_timeout`]).
-const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A client bound to one API key and one or more servers (`--server-url a,b`: servers sharing one
 /// database). Calls go to the server that answered last. One that cannot be reached, answers

@@ -86,9 +86,14 @@ impl Db {
 
 /// One probe: `SELECT 1` on `conn`, connecting first when there is none.
 async fn ask(url: &str, conn: &mut Option<sqlx::AnyConnection>) -> bool {
-    use sqlx::Connection;
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
     if conn.is_none() {
-        match sqlx::AnyConnection::connect(url).await {
+        let options = match sqlx::any::AnyConnectOptions::from_str(url) {
+            Ok(o) => o.disable_statement_logging(),
+            Err(_) => return false,
+        };
+        match options.connect().await {
             Ok(c) => *conn = Some(c),
             Err(e) => {
                 tracing::debug!(error = %e, "database probe cannot connect");
