@@ -547,3 +547,93 @@ async fn a_silent_worker_keeps_the_instances_whose_engines_answer() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper), nix::sys::signal::Signal::SIGKILL);
     }
 }
+
+/// Rows 2 and 3: a server stalled (its database link frozen) inside a fenced write, and then
+/// inside the change sequencer, holds nothing past its lease: the database ends its idle
+/// transaction, another server takes the lease within 10 s of the last renewal, and the other
+/// server's writes answer and are numbered while the stalled one stays frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stalled_inside_a_fenced_write_or_the_sequencer_holds_nothing_past_its_lease() {
+    use ferrostack::api::ClusterSpec;
+    use ferrostack::db::DbError;
+    use ferrostack::db::lease::{CONTROL, Fence};
+    if !postgres_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let direct = database_url(DbKind::Postgres, dir.path()).await;
+    let (head, tail) = direct.split_once('@').expect("user@host");
+    let (upstream, database) = tail.split_once('/').expect("host/db");
+    let frozen = Arc::new(AtomicBool::new(false));
+    let port = freezable_proxy(upstream.to_owned(), frozen.clone()).await;
+    let b = Db::open(&direct).await.expect("open b");
+    let a = Db::open(&format!("{head}@127.0.0.1:{port}/{database}")).await.expect("open a");
+    let extra = [("token_digest", Val::Text("d".into()))];
+    let target = b.insert(&cluster("contended"), &extra).await.expect("insert");
+    let mut side = side_connection(&direct).await;
+
+    // (c1) a leads and is inside a fenced write (waiting for a row the test holds) when its link
+    // freezes; the test lets the write through, whose answer never reaches a.
+    let ttl = 6000;
+    let token = a.acquire_lease(CONTROL, "a", ttl).await.expect("a takes").expect("a leads");
+    let renewed = Instant::now();
+    let fenced = a.fenced(Fence { lease: CONTROL, holder: "a".into(), token });
+    sqlx::query("BEGIN").execute(&mut side).await.expect("begin");
+    sqlx::query(&format!("SELECT * FROM clusters WHERE id = {} FOR UPDATE", target.id))
+        .execute(&mut side)
+        .await
+        .expect("hold the row");
+    let stalled = tokio::spawn(async move {
+        fenced
+            .modify::<ClusterSpec, DbError, _>(target.id, None, |c| {
+                c.description = Some("by a stalled leader".into());
+                Ok(vec![])
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    frozen.store(true, Ordering::Relaxed);
+    sqlx::query("COMMIT").execute(&mut side).await.expect("release the row");
+    let takeover = loop {
+        if let Ok(Some(_)) = b.acquire_lease(CONTROL, "b", ttl).await {
+            break renewed.elapsed();
+        }
+        assert!(renewed.elapsed() < Duration::from_secs(20), "b never took the lease from the stalled leader");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(takeover < Duration::from_secs(10), "takeover {takeover:?} after the stalled leader's last renewal");
+    let stored = b.get::<ClusterSpec>(target.id).await.expect("get");
+    assert_ne!(stored.spec.description.as_deref(), Some("by a stalled leader"), "the stalled write was not committed");
+
+    // (c2) a is inside the sequencer (it waited for the lock the test held) when its link is
+    // frozen: b's writes still answer, and are numbered once the database ends a's transaction.
+    frozen.store(false, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(10), stalled).await;
+    sqlx::query("BEGIN").execute(&mut side).await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(5067467983334295365)::TEXT").execute(&mut side).await.expect("lock");
+    let sequencing = {
+        let a = a.clone();
+        tokio::spawn(async move { a.sequence_changes().await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    frozen.store(true, Ordering::Relaxed);
+    sqlx::query("COMMIT").execute(&mut side).await.expect("release");
+    let frozen_at = Instant::now();
+    let spec = cluster("while-a-is-stalled-in-the-sequencer");
+    let written = tokio::time::timeout(Duration::from_secs(10), b.insert(&spec, &extra)).await;
+    written.expect("b's write waited for the stalled sequencer").expect("insert");
+    let numbered = loop {
+        let _ = b.sequence_changes().await;
+        let changes = b.changes_since("clusters", 0, 1000, None).await.expect("changes");
+        if changes.iter().any(|c| c.data.contains("while-a-is-stalled-in-the-sequencer")) {
+            break frozen_at.elapsed();
+        }
+        assert!(frozen_at.elapsed() < Duration::from_secs(20), "numbering stayed stuck behind the stalled sequencer");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    frozen.store(false, Ordering::Relaxed);
+    sequencing.abort();
+    eprintln!(
+        "stalled inside a fenced write: takeover {takeover:?} after the last renewal; inside the sequencer: numbering again after {numbered:?}"
+    );
+}
