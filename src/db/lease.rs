@@ -13,6 +13,16 @@ use super::{Db, DbError, DbResult, Dialect};
 /// The lease the control loops (scheduler, model controller, worker monitor) run under.
 pub const CONTROL: &str = "control";
 
+/// How many times a SQLite write transaction tries to take the write lock (each try waits up to
+/// the busy timeout) before its caller gets the busy error.
+const SQLITE_BEGIN_TRIES: u32 = 3;
+
+/// Whether a SQLite result code (as sqlx gives it: the extended code in decimal) is one of
+/// SQLITE_BUSY's: another connection holds the lock.
+pub(crate) fn sqlite_busy(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|c| c & 0xff == 5)
+}
+
 /// What a fenced handle proves before each write: `holder` still holds `lease` with `token`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
@@ -95,7 +105,21 @@ impl Db {
     /// server, which leads alone: there the proof is skipped.
     pub(crate) async fn begin_write(&self) -> DbResult<Transaction<'static, Any>> {
         let mut tx = match self.dialect {
-            Dialect::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Sqlite => {
+                // Each try waits up to the busy timeout for the writer before it.
+                let mut tries = 1;
+                loop {
+                    match self.pool().begin_with("BEGIN IMMEDIATE").await {
+                        Ok(tx) => break tx,
+                        Err(sqlx::Error::Database(e))
+                            if tries < SQLITE_BEGIN_TRIES && e.code().is_some_and(|c| sqlite_busy(&c)) =>
+                        {
+                            tries += 1;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
             Dialect::Postgres => self.pool().begin().await?,
         };
         let Some(fence) = self.fence.as_deref().filter(|_| self.dialect == Dialect::Postgres) else { return Ok(tx) };
@@ -114,5 +138,17 @@ impl Db {
             return Err(DbError::Deposed { lease: fence.lease, token: fence.token });
         }
         Ok(tx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sqlite_busy_codes() {
+        // SQLITE_BUSY, _RECOVERY, _SNAPSHOT, _TIMEOUT; SQLITE_LOCKED, SQLITE_CONSTRAINT_UNIQUE, SQLSTATEs.
+        let cases = [("5", true), ("261", true), ("517", true), ("773", true), ("6", false), ("2067", false)];
+        for (code, busy) in cases.into_iter().chain([("08006", false), ("", false), ("busy", false)]) {
+            assert_eq!(super::sqlite_busy(code), busy, "{code}");
+        }
     }
 }

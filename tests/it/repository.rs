@@ -223,3 +223,25 @@ async fn read_then_write_transactions_never_fail_under_contention(kind: DbKind) 
     }
     db.close().await;
 }
+
+/// A writer that holds SQLite's write lock longer than the busy timeout (5 s) delays a write; it
+/// does not fail it with "database is locked" (the write transaction tries to begin again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_sqlite_writer_delays_other_writes_without_failing_them() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = database_url(DbKind::Sqlite, dir.path()).await;
+    let db = Db::open(&url).await.expect("open");
+    let mut holder = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.expect("take the write lock");
+    let write = {
+        let db = db.clone();
+        tokio::spawn(async move { db.insert(&cluster("waits"), &[("token_digest", Val::Text("d".into()))]).await })
+    };
+    // Past one busy timeout, then the lock is given back.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    sqlx::query("COMMIT").execute(&mut holder).await.expect("commit");
+    let written = write.await.expect("join").expect("the write waited, then succeeded");
+    assert_eq!(written.spec.name, "waits");
+    db.close().await;
+}
