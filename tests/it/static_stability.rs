@@ -353,7 +353,7 @@ async fn serving_goes_on_when_a_server_is_cut_from_the_database_or_stopped() {
         "--runtime",
         "process",
         "--port-range",
-        "46400-46449",
+        "47800-47849",
         "--startup-timeout",
         "180",
     ];
@@ -509,7 +509,7 @@ async fn a_silent_worker_keeps_the_instances_whose_engines_answer() {
     import_backend(&s, SLEEPER_YAML).await;
     import_backend(&s, ANSWERING_YAML).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut opts = worker_options("quiet", (45600, 45649));
+    let mut opts = worker_options("quiet", (47850, 47869));
     opts.leave_running = true;
     let worker = start_worker(&s, dir.path(), &opts).await;
     let wid = worker.worker_id;
