@@ -2,8 +2,9 @@
 //! monitor turns workers whose lease ran out `unreachable` when their own API does not answer
 //! either (a network fault, a dead host) or `not_ready` when it does (the agent is stuck), and their
 //! instances `unreachable`, except running ones whose engine still answers: silence alone does not
-//! cut serving (static stability; the gateway's failures take an instance out). The next beat
-//! turns them `ready` again.
+//! cut serving (static stability; the gateway's failures take an instance out). A monitor that
+//! just took the lead or got its database back gives every worker a full grace first. The next
+//! beat turns them `ready` again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -87,6 +88,24 @@ impl Leases {
             map.remove(&worker_id);
         }
     }
+
+    /// Gives every known worker a full grace from `now` (see [`grace_anew`]).
+    fn grace_anew(&self, now: Instant) {
+        if let Ok(mut map) = self.0.lock() {
+            map.values_mut().for_each(|seen| *seen = (*seen).max(now));
+        }
+    }
+}
+
+/// A monitor that has not made a pass for this long was not leading, or could not reach the
+/// database: it cannot tell the beats it missed from beats that were not sent.
+pub const PASS_GAP: Duration = Duration::from_secs(5);
+
+/// Whether this pass gives every worker a full grace before judging silence: the first pass of
+/// this server's monitor, or the first after a gap (it just took the lead, or its database came
+/// back). Silence it cannot explain — its own, or the database's — never takes a worker down.
+pub fn grace_anew(since_last_pass: Option<Duration>) -> bool {
+    since_last_pass.is_none_or(|d| d > PASS_GAP)
 }
 
 /// The latest status each worker reported, with its time: the fast-moving figures that are not
@@ -398,11 +417,17 @@ impl WorkerMonitor {
     pub fn spawn(mut self, leader: Leadership, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let db = self.db.clone();
         tokio::spawn(async move {
+            let mut last_pass: Option<Instant> = None;
             loop {
                 let Some(fence) = leader.lead(&mut shutdown).await else { return };
                 self.db = db.fenced(fence);
-                if let Err(e) = self.tick(Instant::now()).await {
-                    tracing::warn!(error = %e, "worker monitor pass failed");
+                let now = Instant::now();
+                if grace_anew(last_pass.map(|t| now.saturating_duration_since(t))) {
+                    self.leases.grace_anew(now);
+                }
+                match self.tick(now).await {
+                    Ok(_) => last_pass = Some(now),
+                    Err(e) => tracing::warn!(error = %e, "worker monitor pass failed"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -450,6 +475,16 @@ mod tests {
             (Maintenance, true, false),
         ] {
             assert_eq!(back_on_heartbeat(state, maintenance), back, "{state:?} maintenance {maintenance}");
+        }
+        for (since_last_pass, anew) in [
+            (None, true),
+            (Some(s(1)), false),
+            (Some(s(5)), false),
+            // It was not leading, or its database was away.
+            (Some(s(6)), true),
+            (Some(s(600)), true),
+        ] {
+            assert_eq!(grace_anew(since_last_pass), anew, "{since_last_pass:?}");
         }
         for (state, answers, becomes) in [
             // Silence alone does not cut serving: an engine that answers stays routed.
