@@ -6,8 +6,8 @@
 //! network-namespace hosts with real llama.cpp and the defaults (heartbeat 5 s, grace 30 s): the
 //! leading server, which the worker talks to, is cut from the database for 60 s, then the new
 //! leader, which the worker moved to, is stopped (SIGSTOP) for 40 s; chats through the other
-//! server never fail, nor through the cut one (it serves what it knows), the worker never leaves
-//! `ready`, the lease changes hands within 10 s.
+//! server never fail, nor through the cut one (it serves what it knows), a replica added during
+//! the cut starts, the worker never leaves `ready`, the lease changes hands within 10 s.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -376,20 +376,25 @@ async fn serving_goes_on_when_a_server_is_cut_from_the_database_or_stopped() {
         assert!(start.elapsed() < Duration::from_secs(60), "the worker never got ready: {list}\n{}", ha::tails(logs));
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    let running = async |base: &str| {
+    // The deployment's instances once `n` run, oldest first.
+    let running = async |base: &str, n: usize| {
         let start = Instant::now();
         loop {
             let path = format!("/v2/model-instances?model_id={model_id}&page=-1");
             if let Some(list) = ha::read_any(&http, &[base.to_owned()], &reader, &path).await
-                && list["items"].as_array().is_some_and(|i| i.len() == 1 && i[0]["state"] == "running")
+                && let Some(items) = list["items"].as_array()
+                && items.len() == n
+                && items.iter().all(|i| i["state"] == "running")
             {
-                return list["items"][0].clone();
+                let mut items = items.clone();
+                items.sort_by_key(|i| i["id"].as_i64());
+                return items;
             }
-            assert!(start.elapsed() < Duration::from_secs(180), "the instance never ran\n{}", ha::tails(logs));
+            assert!(start.elapsed() < Duration::from_secs(180), "never {n} running\n{}", ha::tails(logs));
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     };
-    let first = running(&bases[1]).await;
+    let first = running(&bases[1], 1).await.remove(0);
 
     // (a) Server 0 (the leader, the worker's server) is cut from the database for 60 s; its
     // workers and clients still reach it. Chats go through server 1, and through server 0 too
@@ -423,6 +428,15 @@ async fn serving_goes_on_when_a_server_is_cut_from_the_database_or_stopped() {
     let (api_status, api_secs) = curl(&hosts, 2, &format!("{}/v2/workers", bases[0]));
     assert_eq!(api_status, 503, "server 0's API without a database");
     let takeover_cut = takeover(&http, &bases[1], cut).await;
+    // A replica added during the cut starts: the worker follows the healthy server's watch.
+    let (_, current) = admin.get(&format!("/v2/models/{model_id}")).await;
+    let mut scaled = current.clone();
+    scaled["replicas"] = json!(2);
+    let (status, answer) = admin.put(&format!("/v2/models/{model_id}"), scaled).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    running(&bases[1], 2).await;
+    let second_running = cut.elapsed();
+    assert!(second_running < Duration::from_secs(60), "the replica added during the cut ran only after it");
     tokio::time::sleep(Duration::from_secs(60).saturating_sub(cut.elapsed())).await;
     hosts.cut_from_root(0, false);
     let healed = Instant::now();
@@ -468,7 +482,7 @@ async fn serving_goes_on_when_a_server_is_cut_from_the_database_or_stopped() {
     assert!(takeover_stop < Duration::from_secs(10), "takeover after SIGSTOP took {takeover_stop:?}");
 
     // The engine never restarted, nothing was duplicated.
-    let last = running(&bases[0]).await;
+    let last = running(&bases[0], 2).await.remove(0);
     assert_eq!(last["id"], first["id"]);
     assert_eq!(last["pid"], first["pid"], "the engine kept running: {last:#}");
     assert_eq!(last["restart_count"], 0);
@@ -476,7 +490,7 @@ async fn serving_goes_on_when_a_server_is_cut_from_the_database_or_stopped() {
         std::fs::read_to_string(logs.join("worker2.log")).unwrap_or_default().matches("moving to the next").count();
     eprintln!(
         "cut from the database 60 s: /readyz 503 after {readyz_503:?}, API 503 in {api_secs:.3} s, takeover {takeover_cut:?}, \
-         ready again {ready_again:?} after the heal; {answered_a} chats through the other server, {} failed, \
+         a replica added during the cut running {second_running:?} after the cut, ready again {ready_again:?} after the heal; {answered_a} chats through the other server, {} failed, \
          {answered_cut} through the cut server, {} failed ({failed_cut:?}); \
          stopped 40 s: takeover {takeover_stop:?}, {answered_b} chats through the other server, {} failed; \
          the worker moved {moved} times",
