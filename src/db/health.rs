@@ -1,5 +1,5 @@
 //! Whether the database answers, as this server last saw it: a probe asks `SELECT 1` every half
-//! second with a 1.5 s deadline, so `/readyz` and the API can refuse at once (503) instead of
+//! second with a 1 s deadline, so `/readyz` and the API can refuse at once (503) instead of
 //! hanging on a database that is cut off or stopped, and so workers move to a server that can
 //! reach it. Also the session limits that keep a dead or cut-off server's locks and transactions
 //! from outliving its lease (PostgreSQL).
@@ -13,7 +13,7 @@ use super::{Db, DbError, Dialect};
 /// How often the probe asks.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// How long one probe may take before the database counts as unreachable.
-pub const PROBE_DEADLINE: Duration = Duration::from_millis(1500);
+pub const PROBE_DEADLINE: Duration = Duration::from_millis(1000);
 
 /// Limits set on every PostgreSQL session (see `docs/ha.md`), all below the control lease's 6 s,
 /// so no lock or transaction of a server that stalls or is cut off outlives its lease: a statement

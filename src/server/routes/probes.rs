@@ -32,7 +32,7 @@ async fn healthz(State(state): State<AppState>) -> Json<Healthz> {
 }
 
 /// Readiness: this server can serve the API, i.e. its database answered the latest probe (made
-/// every half second with a 1.5 s deadline, so a cut shows here within 2 s). Read from memory.
+/// every half second with a 1 s deadline, so a cut shows here within 1.5 s). Read from memory.
 /// Load balancers should send calls only to servers that are ready.
 #[utoipa::path(get, path = "/readyz", tag = "probes", responses((status = 200, body = String), (status = 503, body = crate::api::ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
