@@ -18,6 +18,8 @@ use crate::db::lease::{CONTROL, Fence};
 pub const TTL: Duration = Duration::from_secs(6);
 /// How often the leader renews and followers try to take over.
 pub const TRY_EVERY: Duration = Duration::from_millis(1500);
+/// How long one try to take or renew the lease may take.
+const ATTEMPT: Duration = Duration::from_secs(3);
 /// A leader stops acting this long before its lease would expire (the database's clock and ours
 /// may drift by a little while a renewal is in flight).
 const MARGIN: Duration = Duration::from_secs(1);
@@ -113,7 +115,13 @@ impl Leadership {
     pub async fn try_once(&self, db: &Db) {
         let started = Instant::now();
         let ttl_ms = i64::try_from(TTL.as_millis()).unwrap_or(i64::MAX);
-        let held = match db.acquire_lease(CONTROL, &self.id, ttl_ms).await {
+        // A call on a link that went dead mid-statement would wait for TCP to give up (minutes):
+        // it is given up after `ATTEMPT`, and tried again on the next turn.
+        let Ok(attempt) = tokio::time::timeout(ATTEMPT, db.acquire_lease(CONTROL, &self.id, ttl_ms)).await else {
+            tracing::warn!(seconds = ATTEMPT.as_secs(), "the database did not answer the control lease in time");
+            return;
+        };
+        let held = match attempt {
             Ok(held) => held,
             Err(e) => {
                 // Keep what is held until it runs out: `fence` stops at `until` on its own.
@@ -131,7 +139,11 @@ impl Leadership {
         }
         let leader = match now {
             Some(_) => Some(self.id.to_string()),
-            None => db.lease_holder(CONTROL).await.ok().flatten().map(|h| h.holder),
+            None => tokio::time::timeout(ATTEMPT, db.lease_holder(CONTROL))
+                .await
+                .ok()
+                .and_then(|h| h.ok().flatten())
+                .map(|h| h.holder),
         };
         if let Ok(mut view) = self.view.lock() {
             view.leader = leader;
