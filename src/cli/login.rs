@@ -71,25 +71,14 @@ pub fn load() -> Option<Credentials> {
 /// Writes `creds` to `path`: the directory 0700 when created, the file 0600 from its first byte,
 /// replaced whole (a reader never sees half a file).
 fn store(path: &Path, creds: &Credentials) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let dir = path.parent().context("credentials path has no directory")?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(serde_json::to_string_pretty(creds)?.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::server::secrets::write_private(path, serde_json::to_string_pretty(creds)?.as_bytes())
 }
 
 /// Where a client command connects and with which key: a flag or variable first; the stored

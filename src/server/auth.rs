@@ -371,6 +371,43 @@ impl HashSlots {
     }
 }
 
+/// A password check the login throttle holds back, for this many seconds (answered 429 with
+/// `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled(pub u64);
+
+impl axum::response::IntoResponse for Throttled {
+    fn into_response(self) -> Response {
+        let secs = self.0;
+        let mut res = ApiError::new(
+            super::error::ErrorCode::TooManyRequests,
+            format!("too many failed logins; try again in {secs} s"),
+        )
+        .into_response();
+        res.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        res
+    }
+}
+
+/// Starts a password check for `name` (the login form, HTTP Basic): counts it under the login
+/// throttle's keys for the client (`server::throttle`), or refuses while any of them must wait.
+/// `Ok` holds the keys to clear when the password proves right.
+pub fn begin_password_check(
+    state: &super::AppState,
+    extensions: &axum::http::Extensions,
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<Vec<super::throttle::Key>, Throttled> {
+    let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let addr = super::throttle::client_addr(peer, headers, state.config.trusted_proxy_header.as_deref());
+    let trusted = has_device_cookie(&state.server_secret, headers, name);
+    let keys = super::throttle::keys(name, addr, trusted);
+    match state.logins.begin(&keys, std::time::Instant::now()) {
+        Ok(()) => Ok(keys),
+        Err(wait) => Err(Throttled(wait.as_secs().max(1))),
+    }
+}
+
 /// Name of the cookie that marks a browser where a user logged in before (see `throttle`).
 pub const DEVICE_COOKIE: &str = "ferrostack_device";
 

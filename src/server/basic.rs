@@ -9,19 +9,16 @@
 //! and no argon2, and they stop counting once the stored hash changes (a new password).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
 use super::AppState;
-use super::auth::{Principal, blocking, digest, dummy_hash, has_device_cookie, verify_password};
-use super::error::{ApiError, ErrorCode};
-use super::throttle::{self, client_addr};
+use super::auth::{Principal, begin_password_check, blocking, digest, dummy_hash, verify_password};
+use super::error::ApiError;
 
 /// How long a proven password is remembered.
 pub const REMEMBER: Duration = Duration::from_secs(600);
@@ -96,18 +93,7 @@ pub async fn authenticate_basic(
             Err(ApiError::unauthorized("this user is deactivated").into_response())
         };
     }
-    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let addr = client_addr(peer, headers, state.config.trusted_proxy_header.as_deref());
-    let trusted = has_device_cookie(&state.server_secret, headers, name);
-    let keys = throttle::keys(name, addr, trusted);
-    if let Err(wait) = state.logins.begin(&keys, now) {
-        let secs = wait.as_secs().max(1);
-        let mut res =
-            ApiError::new(ErrorCode::TooManyRequests, format!("too many failed logins; try again in {secs} s"))
-                .into_response();
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Err(res);
-    }
+    let keys = begin_password_check(state, extensions, headers, name).map_err(IntoResponse::into_response)?;
     let _turn = state.hashing.turn().await.map_err(IntoResponse::into_response)?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
@@ -149,7 +135,7 @@ mod tests {
         for (value, want) in cases {
             let mut headers = HeaderMap::new();
             if let Some(v) = &value {
-                headers.insert(header::AUTHORIZATION, HeaderValue::from_str(v).expect("header"));
+                headers.insert(header::AUTHORIZATION, axum::http::HeaderValue::from_str(v).expect("header"));
             }
             let got = basic_credentials(&headers).map(|r| r.ok());
             let got = got.as_ref().map(|o| o.as_ref().map(|(a, b)| (a.as_str(), b.as_str())));

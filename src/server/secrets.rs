@@ -34,9 +34,15 @@ pub fn private_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `value` to `path`, readable by this user only: written whole to a temporary file, synced,
-/// then renamed over `path`, so a crash never leaves an empty or half-written secret.
+/// Writes `value` and a newline to `path`, readable by this user only ([`write_private`]).
 pub fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
+    write_private(path, format!("{value}\n").as_bytes())
+}
+
+/// Writes `bytes` to `path`, readable by this user only from its first byte (0600): written whole
+/// to a temporary file, synced, then renamed over `path`, so a crash or a reader never sees an
+/// empty or half-written file.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -47,7 +53,7 @@ pub fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    writeln!(file, "{value}").with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     file.sync_all().with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

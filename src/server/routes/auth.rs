@@ -12,12 +12,11 @@ use crate::api::{LoginForm, UpdatePassword, User, UserSpec};
 use crate::db::Val;
 use crate::server::AppState;
 use crate::server::auth::{
-    DEVICE_COOKIE, SESSION_COOKIE, authenticate, blocking, check_password, device_cookie_value, digest, dummy_hash,
-    has_device_cookie, hash_password, needs_rehash, random_token, session_cookie, verify_password,
+    DEVICE_COOKIE, SESSION_COOKIE, authenticate, begin_password_check, blocking, check_password, device_cookie_value,
+    digest, dummy_hash, hash_password, needs_rehash, random_token, session_cookie, verify_password,
 };
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::Json;
-use crate::server::throttle::{self, client_addr};
 
 /// How long a login lasts.
 const SESSION_SECONDS: i64 = 7 * 24 * 3600;
@@ -46,19 +45,10 @@ async fn login(
         other => ApiError::new(ErrorCode::InvalidInput, format!("login form: {}", other.body_text())),
     })?;
     // Throttled per (name, address), per address and per name (`server::throttle`).
-    let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    let addr = client_addr(peer, &headers, state.config.trusted_proxy_header.as_deref());
-    let trusted = has_device_cookie(&state.server_secret, &headers, &form.username);
-    let keys = throttle::keys(&form.username, addr, trusted);
-    let now = std::time::Instant::now();
-    if let Err(wait) = state.logins.begin(&keys, now) {
-        let secs = wait.as_secs().max(1);
-        let mut res =
-            ApiError::new(ErrorCode::TooManyRequests, format!("too many failed logins; try again in {secs} s"))
-                .into_response();
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Ok(res);
-    }
+    let keys = match begin_password_check(&state, &extensions, &headers, &form.username) {
+        Ok(keys) => keys,
+        Err(refused) => return Ok(refused.into_response()),
+    };
     // At most a few password checks at a time, before the database is asked (a flood of logins
     // neither grows memory nor takes the pool from other requests).
     let _turn = state.hashing.turn().await?;
