@@ -112,6 +112,9 @@ impl DbError {
     /// connection exception, 57 operator intervention, 55P03 lock not available, 25P03 idle in
     /// transaction timeout, 53 insufficient resources).
     pub fn is_unavailable(&self) -> bool {
+        if matches!(self, DbError::Busy) {
+            return true;
+        }
         let DbError::Sqlx(e) = self else { return false };
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => {

@@ -111,9 +111,11 @@ impl Db {
                 loop {
                     match self.pool().begin_with("BEGIN IMMEDIATE").await {
                         Ok(tx) => break tx,
-                        Err(sqlx::Error::Database(e))
-                            if tries < SQLITE_BEGIN_TRIES && e.code().is_some_and(|c| sqlite_busy(&c)) =>
-                        {
+                        Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| sqlite_busy(&c)) => {
+                            if tries >= SQLITE_BEGIN_TRIES {
+                                // Contention, not a fault: the caller answers 503 with Retry-After.
+                                return Err(DbError::Busy);
+                            }
                             tries += 1;
                         }
                         Err(e) => return Err(e.into()),

@@ -52,6 +52,8 @@ pub enum DbError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("this server no longer holds the {lease} lease (token {token}): another server leads now")]
     Deposed { lease: &'static str, token: i64 },
+    #[error("the database is busy with another writer (SQLite); try again in a moment")]
+    Busy,
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     #[error("stored {kind} {id} cannot be read: {message}")]

@@ -136,7 +136,7 @@ impl From<DbError> for ApiError {
             }
             DbError::Duplicate { .. } => ApiError::new(ErrorCode::AlreadyExists, e.to_string()).with_field("name"),
             DbError::SchemaTooNew { .. } | DbError::UnsupportedUrl(_) => ApiError::internal(&e),
-            DbError::Deposed { .. } => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+            DbError::Deposed { .. } | DbError::Busy => ApiError::new(ErrorCode::Unavailable, e.to_string()),
             // The database is unreachable or ended the statement (a timeout): try again shortly.
             _ if e.is_unavailable() => {
                 tracing::warn!(error = %e, "database unavailable");

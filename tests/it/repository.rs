@@ -243,5 +243,14 @@ async fn a_long_sqlite_writer_delays_other_writes_without_failing_them() {
     sqlx::query("COMMIT").execute(&mut holder).await.expect("commit");
     let written = write.await.expect("join").expect("the write waited, then succeeded");
     assert_eq!(written.spec.name, "waits");
+
+    // A writer that never lets go: after every try the write is refused as busy (a 503 with
+    // Retry-After at the API), never an internal error.
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.expect("take the write lock again");
+    let refused = db.insert(&cluster("refused"), &[("token_digest", Val::Text("e".into()))]).await;
+    assert!(matches!(refused, Err(ferrostack::db::DbError::Busy)), "{refused:?}");
+    let api = ferrostack::server::error::ApiError::from(ferrostack::db::DbError::Busy);
+    assert_eq!(api.code.status().as_u16(), 503);
+    sqlx::query("ROLLBACK").execute(&mut holder).await.expect("rollback");
     db.close().await;
 }
