@@ -9,6 +9,9 @@
 #                                            # If DIR already holds a running cluster, just prints its URL.
 #   scripts/pg-cluster.sh stop DIR           # pg_ctl stop -m fast, then rm -rf DIR
 #   scripts/pg-cluster.sh url DIR            # print the URL of a running cluster
+#   scripts/pg-cluster.sh pause DIR          # pg_ctl stop -m fast, keeping DIR (an outage: clients are cut
+#                                            # and new connections refused)
+#   URL=$(scripts/pg-cluster.sh resume DIR)  # start a paused cluster again on the same port (same URL)
 #
 # Runs initdb/pg_ctl as the `postgres` user when invoked as root (initdb refuses root); DIR's parents must
 # be traversable by that user (e.g. /tmp/..., not /root/...). Logs: DIR/initdb.log, DIR/postgres.log.
@@ -23,7 +26,7 @@ START_ATTEMPTS=8
 die() { echo "pg-cluster: error: $*" >&2; exit 1; }
 log() { echo "pg-cluster: $*" >&2; }
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [[ $# -eq 2 ]] || usage
 cmd="$1"
@@ -156,9 +159,32 @@ stop() {
     rm -rf -- "$dir"
 }
 
+pause() {
+    local dir="$1"
+    [[ -f "$dir/data/PG_VERSION" ]] || die "no cluster in $dir"
+    is_running "$dir" || { log "$dir is not running, nothing to pause"; return 0; }
+    as_pg "$PG_BIN/pg_ctl" stop -D "$dir/data" -m fast -w -t 60 -s >/dev/null 2>&1 \
+        || as_pg "$PG_BIN/pg_ctl" stop -D "$dir/data" -m immediate -w -t 30 -s >/dev/null 2>&1 \
+        || die "pg_ctl stop failed (log: $dir/postgres.log)"
+}
+
+resume() { # same port as before (pg-cluster-port.conf is kept), so the URL does not change
+    local dir="$1"
+    [[ -f "$dir/data/PG_VERSION" ]] || die "no cluster in $dir"
+    if ! is_running "$dir"; then
+        as_pg "$PG_BIN/pg_ctl" start -D "$dir/data" -l "$dir/postgres.log" -w -t 60 -s >/dev/null 2>&1 || {
+            tail -n 20 "$dir/postgres.log" >&2 || true
+            die "pg_ctl start failed (log: $dir/postgres.log)"
+        }
+    fi
+    url_of "$dir"
+}
+
 case "$cmd" in
     start) start "$dir_arg" ;;
     stop) stop "$dir_arg" ;;
+    pause) pause "$dir_arg" ;;
+    resume) resume "$dir_arg" ;;
     url) is_running "$dir_arg" || die "no running cluster in $dir_arg"; url_of "$dir_arg" ;;
     *) usage ;;
 esac
