@@ -72,7 +72,10 @@ fn postgres_binaries() -> bool {
 #[derive(Default)]
 struct Load {
     ok: AtomicU32,
-    failed: Mutex<Vec<String>>,
+    /// When each failed (for the report: before, during or after the outage) and how.
+    failed: Mutex<Vec<(Instant, String)>>,
+    /// When each chat was sent and how long it took.
+    took: Mutex<Vec<(Instant, Duration)>>,
 }
 
 fn chat_load(base: String, key: String, load: Arc<Load>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
@@ -80,15 +83,17 @@ fn chat_load(base: String, key: String, load: Arc<Load>, stop: Arc<AtomicBool>) 
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
         while !stop.load(Ordering::Relaxed) {
             let body = json!({"model": "smol", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]});
+            let asked = Instant::now();
             let sent = http.post(format!("{base}/v1/chat/completions")).bearer_auth(&key).json(&body).send().await;
             let failure = match sent {
                 Ok(res) if res.status() == StatusCode::OK => None,
                 Ok(res) => Some(format!("{}: {}", res.status(), res.text().await.unwrap_or_default())),
                 Err(e) => Some(e.to_string()),
             };
+            load.took.lock().expect("lock").push((asked, asked.elapsed()));
             match failure {
                 None => _ = load.ok.fetch_add(1, Ordering::Relaxed),
-                Some(f) => load.failed.lock().expect("lock").push(f),
+                Some(f) => load.failed.lock().expect("lock").push((Instant::now(), f)),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -143,10 +148,19 @@ async fn postgres_stopped_15_s_serving_goes_on_and_everything_recovers() {
     assert_eq!(status, StatusCode::OK, "{created}");
     let (key, key_id) = (created["value"].as_str().expect("value").to_owned(), created["id"].as_i64().expect("id"));
 
+    // The gateway routes the instance (its snapshot follows the database within moments) and
+    // the key is seen: one chat answered.
+    let chat = json!({"model": "smol", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]});
+    let slow = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    until("a first chat (the key seen)", Duration::from_secs(30), async || {
+        let res = slow.post(s.url("/v1/chat/completions")).bearer_auth(&key).json(&chat).send().await;
+        res.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
     let load = Arc::new(Load::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let chats = chat_load(s.base.clone(), key, load.clone(), stop.clone());
-    until("a first chat (the key seen)", Duration::from_secs(30), async || load.ok.load(Ordering::Relaxed) > 0).await;
+    let chats = chat_load(s.base.clone(), key.clone(), load.clone(), stop.clone());
+    until("the load's first chat", Duration::from_secs(30), async || load.ok.load(Ordering::Relaxed) > 0).await;
 
     cluster.pause().await;
     let paused = Instant::now();
@@ -181,9 +195,11 @@ async fn postgres_stopped_15_s_serving_goes_on_and_everything_recovers() {
     })
     .await;
     let after_key = after_key.into_inner().expect("lock");
-    let body = json!({"model": "smol", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]});
-    let res = http.post(s.url("/v1/chat/completions")).bearer_auth(&after_key).json(&body).send().await;
+    // A generous timeout: the engine shares two cores with the rest of the suite.
+    let asked = Instant::now();
+    let res = slow.post(s.url("/v1/chat/completions")).bearer_auth(&after_key).json(&chat).send().await;
     let (status, answer) = read(res.expect("a chat with the new key")).await;
+    let new_key_chat = asked.elapsed();
     assert_eq!(status, StatusCode::OK, "the key written after the restart: {answer}");
     let api_back = resumed.elapsed();
     let (status, keys) = s.get("/v2/api-keys").await;
@@ -192,7 +208,18 @@ async fn postgres_stopped_15_s_serving_goes_on_and_everything_recovers() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     chats.await.expect("load");
-    let failed = load.failed.lock().expect("lock").clone();
+    let restarted = resumed.duration_since(paused).as_secs_f64();
+    let offset = |at: Instant| match at.checked_duration_since(paused) {
+        Some(d) => d.as_secs_f64(),
+        None => -paused.duration_since(at).as_secs_f64(),
+    };
+    let failed: Vec<String> = load
+        .failed
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(at, f)| format!("{:.2} s after the stop (started again after {restarted:.2} s): {f}", offset(*at)))
+        .collect();
     let total = load.ok.load(Ordering::Relaxed);
     assert!(failed.is_empty(), "{} of {} chats failed: {failed:#?}", failed.len(), total as usize + failed.len());
     assert!(ok_during > 0, "no chat answered while PostgreSQL was stopped");
@@ -209,13 +236,21 @@ async fn postgres_stopped_15_s_serving_goes_on_and_everything_recovers() {
     let worker_ready = async || s.get(&format!("/v2/workers/{}", worker.worker_id)).await.1["state"] == "ready";
     until("the worker ready", Duration::from_secs(15), worker_ready).await;
     // Usage kept in memory meanwhile is written: every chat is counted, once.
+    let total = total + 1; // and the first chat
+    let slowest = |from: Instant, to: Instant| {
+        let took = load.took.lock().expect("lock");
+        took.iter().filter(|(at, _)| *at >= from && *at < to).map(|(_, d)| *d).max().unwrap_or_default()
+    };
+    let (slowest_during, slowest_after) = (slowest(paused, resumed), slowest(resumed, Instant::now()));
     let counted = async || requests_of(&s, key_id).await >= i64::from(total);
     until("the outage's usage written", Duration::from_secs(15), counted).await;
     assert_eq!(requests_of(&s, key_id).await, i64::from(total), "usage counted twice");
     eprintln!(
         "PostgreSQL stopped {OUTAGE:?}: /readyz 503 after {readyz_503:?}, a /v2 call refused in {v2_503:?}; \
          {ok_during} chats answered during the outage, {total} in all, 0 failed; after the start: /readyz 200 \
-         after {ready:?}, a write answered after {wrote:?} more ({api_back:?} after the start)"
+         after {ready:?}, a write answered after {wrote:?} more, a chat with the key it wrote in {new_key_chat:?} \
+         ({api_back:?} after the start); the slowest chat during the outage {slowest_during:?}, after it \
+         {slowest_after:?}"
     );
     worker.shutdown().await;
     s.stop().await;
