@@ -56,7 +56,10 @@ EOF
 rm -f "$YAML"
 
 step "deploying smollm2"
-if "$BIN" ps | grep -qw smollm2; then
+# ps is read whole before grep looks (grep -q would close the pipe early, and with pipefail
+# ps's SIGPIPE would make the test false on a second run).
+deployed="$("$BIN" ps)"
+if grep -qw smollm2 <<<"$deployed"; then
     echo "smollm2 is already deployed"
 else
     "$BIN" deploy smollm2 --local-path "$SMOLLM2_GGUF" --backend llama-cpp-custom
