@@ -186,7 +186,9 @@ impl Reconciler {
             report.container_id = None;
             report.ports = Some(Vec::new());
             if let Err(e) = self.report(&i, report).await {
-                tracing::warn!(instance = id, error = %e, "cannot record that the instance was stopped");
+                // Expected when the server stops too (the embedded worker of `start` stops after
+                // its server stopped accepting): the next start reconciles the instance.
+                tracing::info!(instance = id, error = %e, "the server did not take the stop report; the next start reconciles it");
             }
         }
         for (id, l) in running {
