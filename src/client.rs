@@ -60,18 +60,21 @@ pub enum Outcome {
     TimedOut,
     /// An HTTP status.
     Status(u16),
+    /// A 503 the server marks as refused before acting ([`NOT_ACTED`]).
+    Refused,
 }
 
+pub use crate::api::NOT_ACTED;
+
 /// What a client does after `outcome` from one server: (move later calls to the next server,
-/// send this call there too). A 503 is a refusal before acting (a server without its database,
-/// or a starting model); 502 and 504 come from a proxy in front; a call is sent again only when it
-/// cannot act twice.
+/// send this call there too). A 503 marked [`NOT_ACTED`] is a refusal before acting (a server
+/// without its database); any other 503 (a statement that timed out, perhaps after a commit), 502
+/// and 504 may have acted, so a call is sent again then only when it cannot act twice.
 pub fn next_server(method: &Method, outcome: Outcome) -> (bool, bool) {
     let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
     match outcome {
-        Outcome::NotConnected => (true, true),
-        Outcome::Status(503) => (true, true),
-        Outcome::TimedOut | Outcome::Status(502 | 504) => (true, idempotent),
+        Outcome::NotConnected | Outcome::Refused => (true, true),
+        Outcome::TimedOut | Outcome::Status(502..=504) => (true, idempotent),
         Outcome::Status(_) => (false, false),
     }
 }
@@ -143,7 +146,13 @@ impl Client {
                 req = req.header("Last-Event-ID", id.to_string());
             }
             let (outcome, answer) = match tokio::time::timeout(self.answer_timeout, req.send()).await {
-                Ok(Ok(res)) => (Outcome::Status(res.status().as_u16()), Ok((url, res))),
+                Ok(Ok(res)) => {
+                    let outcome = match res.status().as_u16() {
+                        503 if res.headers().contains_key(NOT_ACTED) => Outcome::Refused,
+                        status => Outcome::Status(status),
+                    };
+                    (outcome, Ok((url, res)))
+                }
                 Ok(Err(e)) if e.is_connect() => {
                     (Outcome::NotConnected, Err(ClientError::Connect { url, message: e.to_string() }))
                 }
@@ -332,7 +341,10 @@ mod tests {
         for (method, outcome, want) in [
             (Method::POST, NotConnected, (true, true)),
             // Refused before acting (a server without its database): sent to the next.
-            (Method::POST, Status(503), (true, true)),
+            (Method::POST, Refused, (true, true)),
+            // A 503 without the mark may have acted (a statement timed out after a commit).
+            (Method::POST, Status(503), (true, false)),
+            (Method::PUT, Status(503), (true, true)),
             // Maybe acted: only an idempotent call is sent again; later calls move either way.
             (Method::GET, TimedOut, (true, true)),
             (Method::PUT, TimedOut, (true, true)),
@@ -356,7 +368,9 @@ mod tests {
         let refusing_url = format!("http://{}", refusing.local_addr().expect("addr"));
         let app = axum::Router::new().route(
             "/v2/x",
-            axum::routing::any(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "no database") }),
+            axum::routing::any(|| async {
+                (axum::http::StatusCode::SERVICE_UNAVAILABLE, [(NOT_ACTED, "1")], "no database")
+            }),
         );
         tokio::spawn(async move { axum::serve(refusing, app).await });
         // Accepts connections and never answers (a stopped process).

@@ -4,6 +4,10 @@
 //! flattened together with the resource's own fields, so `GET /v2/users/1` answers
 //! `{"id":1,"version":3,"created_at":…,"updated_at":…,"username":"admin",…}` as GPUStack does.
 
+/// The header a server sets on a 503 it answered before acting on the call (a server without
+/// its database): only then does a client send a call that could act twice to the next server.
+pub const NOT_ACTED: &str = "x-ferrostack-not-acted";
+
 pub mod auth;
 pub mod backend;
 pub mod compat;

@@ -91,7 +91,9 @@ pub fn resolve(url: Option<&str>, key: Option<&str>, stored: Option<&Credentials
     let key = key.map(str::to_string).or_else(|| {
         let c = stored?;
         let home = server_urls(&c.server_url);
-        server_urls(&url).iter().any(|u| home.contains(u)).then(|| c.api_key.clone())
+        // Every server the client may call must be the one the key was made on (the client sends
+        // its one key to each server of the list in turn).
+        server_urls(&url).iter().all(|u| home.contains(u)).then(|| c.api_key.clone())
     });
     (url, key)
 }
@@ -252,7 +254,7 @@ mod tests {
             (Some("http://a:8080/"), None, Some(&a), "http://a:8080/", Some("fs_saved")),
             (Some("http://b:8080"), None, Some(&a), "http://b:8080", None),
             (Some("http://b:8080"), None, Some(&several), "http://b:8080", Some("fs_saved")),
-            (Some("http://c:1,http://a:8080"), None, Some(&a), "http://c:1,http://a:8080", Some("fs_saved")),
+            (Some("http://c:1,http://a:8080"), None, Some(&a), "http://c:1,http://a:8080", None),
             (None, Some("fs_flag"), Some(&a), "http://a:8080", Some("fs_flag")),
             (Some("http://b:8080"), Some("fs_flag"), None, "http://b:8080", Some("fs_flag")),
         ];

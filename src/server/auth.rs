@@ -347,15 +347,23 @@ impl HashSlots {
         if let Ok(permit) = self.slots.try_acquire() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= HASH_QUEUE {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        // Counted while waiting, and given back however the wait ends: a client that goes away
+        // drops this future mid-wait, and a count left behind would refuse every later login.
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let waiting = Waiting(&self.waiting);
+        if waiting.0.fetch_add(1, Ordering::AcqRel) >= HASH_QUEUE {
             return Err(ApiError::new(
                 super::error::ErrorCode::TooManyRequests,
                 "the server is busy checking other passwords; try again in a second",
             ));
         }
         let permit = self.slots.acquire().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         permit.map_err(ApiError::internal)
     }
 
@@ -493,8 +501,16 @@ mod tests {
         }
         let refused = slots.turn().await.expect_err("over the queue");
         assert_eq!(refused.code, crate::server::error::ErrorCode::TooManyRequests);
+        // Waiters whose clients went away give their place back.
+        for w in &waiting[..4] {
+            w.abort();
+        }
+        while slots.waiting() > HASH_QUEUE - 4 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(slots.waiting(), HASH_QUEUE - 4);
         drop(held);
-        for w in waiting {
+        for w in waiting.into_iter().skip(4) {
             w.await.expect("join").expect("its turn came");
         }
     }

@@ -94,7 +94,14 @@ pub async fn authenticate_basic(
         };
     }
     let keys = begin_password_check(state, extensions, headers, name).map_err(IntoResponse::into_response)?;
-    let _turn = state.hashing.turn().await.map_err(IntoResponse::into_response)?;
+    let _turn = match state.hashing.turn().await {
+        Ok(turn) => turn,
+        Err(busy) => {
+            // Refused for load, not for the password: not a failed login.
+            state.logins.not_attempted(&keys);
+            return Err(busy.into_response());
+        }
+    };
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
         None => (None, dummy_hash().to_string()),

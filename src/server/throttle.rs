@@ -138,6 +138,20 @@ impl LoginThrottle {
         }
     }
 
+    /// An attempt that was counted but never checked (the server was too busy to hash): takes its
+    /// count back from every key, so load alone never adds up to a lockout.
+    pub fn not_attempted(&self, keys: &[Key]) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for k in keys {
+            if let Some(f) = map.get_mut(&k.id) {
+                f.count = f.count.saturating_sub(1);
+                if f.count == 0 {
+                    map.remove(&k.id);
+                }
+            }
+        }
+    }
+
     /// Clears the counts of user `name` (every address), or every count when `None`. Returns how
     /// many counters were removed.
     pub fn clear(&self, name: Option<&str>) -> usize {
@@ -206,6 +220,18 @@ mod tests {
         assert_eq!(t.begin(&keys("bob", ip("203.0.113.9"), false), start), Ok(()));
         t.succeeded(&attacker);
         assert_eq!(t.begin(&attacker, start + Duration::from_secs(2)), Ok(()));
+    }
+
+    #[test]
+    fn attempts_refused_for_load_are_not_counted() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        let honest = keys("admin", ip("192.0.2.7"), false);
+        for _ in 0..(PAIR_FREE * 3) {
+            assert_eq!(t.begin(&honest, now), Ok(()));
+            t.not_attempted(&honest);
+        }
+        assert!(t.0.lock().unwrap().is_empty(), "nothing left counted");
     }
 
     #[test]

@@ -141,13 +141,17 @@ where
 /// Who holds a watch, for its per-credential bound: a digest of the API key or worker credential
 /// that authenticated, else of the session cookie, else of the `Authorization` header (Basic).
 fn credential_id(headers: &HeaderMap) -> String {
-    use super::auth::{digest, presented_api_key, session_cookie};
-    let authorization = || headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    presented_api_key(headers)
-        .or_else(|| session_cookie(headers))
-        .or_else(authorization)
-        .map(digest)
-        .unwrap_or_default()
+    use super::auth::{digest, presented_api_key, session_cookie, split_api_key};
+    // The same order `auth::require_management` authenticates in: a worker credential or a
+    // registration token, then HTTP Basic, then a user's key, then the session. Keyed by what
+    // authenticated, so headers that played no part cannot spread one caller over many counts.
+    let key = presented_api_key(headers);
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| super::basic::basic_credentials(headers).is_some());
+    let machine = key.filter(|k| split_api_key(k).is_none());
+    machine.or(basic).or(key).or_else(|| session_cookie(headers)).map(digest).unwrap_or_default()
 }
 
 /// One page of an in-memory list (`None`: all of it).

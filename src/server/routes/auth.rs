@@ -51,7 +51,14 @@ async fn login(
     };
     // At most a few password checks at a time, before the database is asked (a flood of logins
     // neither grows memory nor takes the pool from other requests).
-    let _turn = state.hashing.turn().await?;
+    let _turn = match state.hashing.turn().await {
+        Ok(turn) => turn,
+        Err(busy) => {
+            // Refused for load, not for the password: not a failed login.
+            state.logins.not_attempted(&keys);
+            return Err(busy);
+        }
+    };
     let found = state.db.user_credentials(&form.username).await?;
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),

@@ -59,6 +59,7 @@ pub async fn refuse_without_database(
     }
     let mut res = not_ready().into_response();
     res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("2"));
+    res.headers_mut().insert(crate::api::NOT_ACTED, axum::http::HeaderValue::from_static("1"));
     res
 }
 
