@@ -17,7 +17,14 @@ fn git(args: &[&str]) -> Option<String> {
 /// Reruns when HEAD moves: HEAD itself, the branch it names and the packed refs. Only files that
 /// exist are named (a missing one would rerun the script, and rebuild the crate, on every build).
 fn watch_head() {
-    let Some(git_dir) = git(&["rev-parse", "--git-dir"]).map(PathBuf::from) else { return };
+    let Some(git_dir) = git(&["rev-parse", "--git-dir"]).map(PathBuf::from) else {
+        // git did not answer (not installed, or failed this once): still rerun when a checkout's
+        // HEAD moves, so one failure is not kept in the build cache for good.
+        if Path::new(".git/HEAD").is_file() {
+            println!("cargo:rerun-if-changed=.git/HEAD");
+        }
+        return;
+    };
     let common = git(&["rev-parse", "--git-common-dir"]).map(PathBuf::from).unwrap_or_else(|| git_dir.clone());
     let mut files = vec![git_dir.join("HEAD"), common.join("packed-refs")];
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {

@@ -41,6 +41,7 @@ async fn version_names_the_git_commit() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !in_checkout {
+        assert!(std::env::var("CI").is_err(), "CI runs from a git checkout: the commit must be known");
         eprintln!("skipped: not built in a git checkout");
         return;
     }
@@ -131,18 +132,6 @@ async fn login_keeps_a_key_that_later_commands_use_and_logout_revokes() {
     assert!(!ok, "no key after logout");
 }
 
-/// A backend that needs a CUDA GPU (and never starts anything).
-const NEEDS_GPU_YAML: &str = "backend_name: needs-gpu-custom
-default_version: v1
-default_run_command: \"-c 'exec sleep 300'\"
-health_check_path:
-version_configs:
-  v1:
-    image_name: busybox
-    entrypoint: sh
-    custom_framework: cuda
-";
-
 /// `deploy` of a GPU backend on a CPU-only cluster (the README's vLLM example on a laptop): the
 /// wait prints why the instance is pending and gives up at once instead of waiting 900 s; `ps`
 /// shows the reason, not just "No suitable workers.".
@@ -152,14 +141,14 @@ async fn deploy_says_why_it_is_pending_and_stops_when_waiting_cannot_help() {
     let s = TestServer::start(DbKind::Sqlite).await;
     s.login_admin().await;
     let key = s.api_key(json!({"name": "pending"})).await;
-    import_backend(&s, NEEDS_GPU_YAML).await;
+    import_backend(&s, crate::models::SLEEPY_GPU_YAML).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let worker = start_worker(&s, dir.path(), &worker_options("cpu-only", (45860, 45869))).await;
     let model = tempfile::NamedTempFile::new().expect("file");
     model.as_file().set_len(1 << 20).expect("size");
     let path = model.path().to_str().expect("path");
     let env = [("FERROSTACK_SERVER_URL", s.base.as_str()), ("FERROSTACK_API_KEY", key.as_str())];
-    let deploy = ["deploy", "stuck", "--local-path", path, "--backend", "needs-gpu-custom", "--timeout", "600"];
+    let deploy = ["deploy", "stuck", "--local-path", path, "--backend", "gpu-sleeper-custom", "--timeout", "600"];
     let (ok, out, err) = ferrostack(&deploy, &env, "").await;
     assert!(!ok, "{out}{err}");
     assert!(err.contains("instance stuck-") && err.contains("cannot be placed"), "{err}");

@@ -106,18 +106,7 @@ async fn first_journey(kind: DbKind) {
     eventually("the server to answer", 30, async || http.get(format!("{base}/healthz")).send().await.ok()).await;
 
     // Log in, and make an API key for the rest.
-    let res = http.post(format!("{base}/auth/login")).form(&[("username", "admin"), ("password", PASSWORD)]).send();
-    assert_eq!(res.await.expect("login").status(), StatusCode::OK);
-    let key: Value = http
-        .post(format!("{base}/v2/api-keys"))
-        .json(&json!({"name": "e2e"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
-    let key = key["value"].as_str().expect("value").to_string();
+    let key = admin_key(&http, &base, "e2e").await;
     let api = reqwest::Client::new();
     let get = async |path: &str| -> Value {
         api.get(format!("{base}{path}")).bearer_auth(&key).send().await.expect("get").json().await.expect("json")
@@ -271,18 +260,7 @@ async fn a_chat_in_flight_finishes_when_the_server_stops() {
     let main = spawn(&args, &dir.path().join("server.log"));
     let http = reqwest::Client::builder().cookie_store(true).build().expect("client");
     eventually("the server to answer", 30, async || http.get(format!("{base}/healthz")).send().await.ok()).await;
-    let res = http.post(format!("{base}/auth/login")).form(&[("username", "admin"), ("password", PASSWORD)]).send();
-    assert_eq!(res.await.expect("login").status(), StatusCode::OK);
-    let key: Value = http
-        .post(format!("{base}/v2/api-keys"))
-        .json(&json!({"name": "stop"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
-    let key = key["value"].as_str().expect("value").to_string();
+    let key = admin_key(&http, &base, "stop").await;
     let api = reqwest::Client::new();
     let res = api
         .post(format!("{base}/v2/inference-backends/from-yaml"))
@@ -342,4 +320,20 @@ async fn a_chat_in_flight_finishes_when_the_server_stops() {
     assert!(status.expect("status").success(), "{}", log());
     let stat = std::fs::read_to_string(format!("/proc/{engine}/stat")).unwrap_or_default();
     assert!(stat.is_empty() || stat.contains(") Z"), "the engine {engine} still runs: {stat}");
+}
+
+/// Logs the cookie-carrying `http` client in as admin and makes an API key named `name`.
+async fn admin_key(http: &reqwest::Client, base: &str, name: &str) -> String {
+    let res = http.post(format!("{base}/auth/login")).form(&[("username", "admin"), ("password", PASSWORD)]).send();
+    assert_eq!(res.await.expect("login").status(), StatusCode::OK);
+    let key: Value = http
+        .post(format!("{base}/v2/api-keys"))
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    key["value"].as_str().expect("value").to_string()
 }

@@ -587,8 +587,11 @@ async fn openai_client_through_the_gateway_to_llama() {
     let body = json!({"model": "smol", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4,
                       "stream": true, "stream_options": {"include_usage": false}});
     let res = http.post(s.url("/v1/chat/completions")).bearer_auth(&meter).json(&body).send().await.expect("stream");
+    assert_eq!(res.status(), StatusCode::OK);
     let text = res.text().await.expect("text");
-    let chunks = text.split("\n\n").filter_map(|e| e.trim().strip_prefix("data: ")).filter(|d| *d != "[DONE]");
+    let chunks: Vec<&str> =
+        text.split("\n\n").filter_map(|e| e.trim().strip_prefix("data: ")).filter(|d| *d != "[DONE]").collect();
+    assert!(!chunks.is_empty(), "no chunk streamed: {text}");
     for chunk in chunks {
         let chunk: Value = serde_json::from_str(chunk).expect("chunk");
         assert!(

@@ -144,6 +144,35 @@ pub fn tails(dir: &Path) -> String {
     out
 }
 
+/// PostgreSQL on the root host reached over the bridge (through [`proxy`]), and two servers on it
+/// on hosts 0 and 1, both up and sharing the server secret; `grace` is their worker grace.
+pub async fn two_servers(hosts: &mut Hosts, dir: &Path, http: &reqwest::Client, grace: u32) -> Vec<Server> {
+    let local_url = database_url(DbKind::Postgres, dir).await;
+    let (head, tail) = local_url.split_once('@').expect("user@host");
+    let (upstream, database) = tail.split_once('/').expect("host/db");
+    let port = proxy(&hosts.root_addr(), upstream.to_owned()).await;
+    let url = format!("{head}@{}:{port}/{database}", hosts.root_addr());
+    let mut servers: Vec<Server> = (0..2)
+        .map(|host| Server {
+            host,
+            data: dir.join(format!("server{host}")),
+            url: url.clone(),
+            base: format!("http://{}:{PORT}", hosts.addr(host)),
+            pid: 0,
+            starts: 0,
+            grace,
+        })
+        .collect();
+    servers[0].start(hosts, dir);
+    wait_up(http, &servers[0].base).await;
+    // Servers that share a database share the server secret.
+    std::fs::create_dir_all(&servers[1].data).expect("data dir");
+    std::fs::copy(servers[0].data.join("server_secret"), servers[1].data.join("server_secret")).expect("secret");
+    servers[1].start(hosts, dir);
+    wait_up(http, &servers[1].base).await;
+    servers
+}
+
 pub async fn chat(http: &reqwest::Client, base: &str, key: &str) -> StatusCode {
     let body = json!({"model": "smol", "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}]});
     let res = http.post(format!("{base}/v1/chat/completions")).bearer_auth(key).json(&body).send().await;
@@ -159,32 +188,8 @@ async fn the_leader_is_killed_while_a_deployment_scales() {
     let mut hosts = Hosts::new(4);
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path();
-    // PostgreSQL on the root host, reached over the bridge.
-    let local_url = database_url(DbKind::Postgres, dir.path()).await;
-    let (head, tail) = local_url.split_once('@').expect("user@host");
-    let (upstream, database) = tail.split_once('/').expect("host/db");
-    let port = proxy(&hosts.root_addr(), upstream.to_owned()).await;
-    let url = format!("{head}@{}:{port}/{database}", hosts.root_addr());
-
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
-    let mut servers: Vec<Server> = (0..2)
-        .map(|host| Server {
-            host,
-            data: dir.path().join(format!("server{host}")),
-            url: url.clone(),
-            base: format!("http://{}:{PORT}", hosts.addr(host)),
-            pid: 0,
-            starts: 0,
-            grace: 10,
-        })
-        .collect();
-    servers[0].start(&mut hosts, logs);
-    wait_up(&http, &servers[0].base).await;
-    // Servers that share a database share the server secret.
-    std::fs::create_dir_all(&servers[1].data).expect("data dir");
-    std::fs::copy(servers[0].data.join("server_secret"), servers[1].data.join("server_secret")).expect("secret");
-    servers[1].start(&mut hosts, logs);
-    wait_up(&http, &servers[1].base).await;
+    let mut servers = two_servers(&mut hosts, dir.path(), &http, 10).await;
     let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
 
     let admin = api(&bases[0]).await;

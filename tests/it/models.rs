@@ -116,7 +116,8 @@ pub async fn wait_models_instances(
     }
 }
 
-const SLEEPY_GPU_YAML: &str = "backend_name: gpu-sleeper-custom
+/// A backend that needs a CUDA GPU and never starts anything (also `cli.rs`).
+pub const SLEEPY_GPU_YAML: &str = "backend_name: gpu-sleeper-custom
 default_version: v1
 default_run_command: \"-c 'exec sleep 300'\"
 health_check_path:
