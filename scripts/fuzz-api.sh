@@ -52,7 +52,8 @@ PY
 # list): `--request-timeout` ends them and schemathesis reports the read timeout as an error; the
 # check after the run accepts exactly those (a read timeout on a GET of a list that takes
 # `watch`) and nothing else.
-REPORT_DIR="${FUZZ_REPORT_DIR:-artifacts/fuzz}/$(date +%Y%m%dT%H%M%S)-$$"
+REPORT_DIR="${FUZZ_REPORT_DIR:-artifacts/fuzz}"
+rm -rf "$REPORT_DIR"
 mkdir -p "$REPORT_DIR"
 status=0
 "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
@@ -82,6 +83,8 @@ for case in ET.parse(reports[-1]).getroot().iter("testcase"):
             bad.append(f"{case.get('name')}: {outcome.tag}: {text.strip()[:300]}")
 if bad:
     sys.exit("fuzz: not accepted:\n" + "\n".join(bad))
+if status and not timeouts:
+    sys.exit(f"fuzz: schemathesis exited {status} with no failing test case in its report")
 print(f"fuzz: no failures; {timeouts} watch stream(s) ended by the request timeout, as designed")
 PY
 if grep -q 'panicked' "$DIR/server.log"; then

@@ -22,7 +22,7 @@ BIN=target/debug/ferrostack
   echo "## Client commands"
   echo
   echo "Client subcommands (\`backend\`, \`deploy\`, \`ps\`, \`scale\`, \`undeploy\`, \`logs\`, \`users\`, \`api-keys\`,"
-  echo "\`clusters\`, \`version\`) take \`--server-url\` (\`FERROSTACK_SERVER_URL\`) and \`--api-key\`"
+  echo "\`clusters\`, \`logins\`, \`version\`) take \`--server-url\` (\`FERROSTACK_SERVER_URL\`) and \`--api-key\`"
   echo "(\`FERROSTACK_API_KEY\`). Without them they use what \`ferrostack login\` kept in"
   echo "\`\$XDG_CONFIG_HOME/ferrostack/credentials\` (else \`~/.config/ferrostack/credentials\`; 0600;"
   echo "\`FERROSTACK_CREDENTIALS\` names another file): its server, and its key only for that server. With"

@@ -109,12 +109,14 @@ async fn apply(c: &Client, file: &std::path::Path) -> anyhow::Result<()> {
     // Read locally only to learn the name; the server checks everything and says what is wrong.
     let local = parse_backend_yaml(&content).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let body = BackendYaml { content };
-    let existing =
-        match c.get::<InferenceBackend>(&format!("{BASE}/backend_name/{}", encode(&local.backend_name))).await {
-            Ok(b) => Some(b),
-            Err(e) if e.status() == Some(404) => None,
-            Err(e) => return Err(e.into()),
-        };
+    let existing = match c
+        .get::<InferenceBackend>(&format!("{BASE}/backend_name/{}", crate::client::urlencode(&local.backend_name)))
+        .await
+    {
+        Ok(b) => Some(b),
+        Err(e) if e.status() == Some(404) => None,
+        Err(e) => return Err(e.into()),
+    };
     // A document for a custom backend never lands on a built-in or community one of the same
     // name: it is created, and the server names the rule it breaks (the `-custom` suffix).
     let existing = existing.filter(|b| b.spec.backend_source == local.backend_source);
@@ -139,31 +141,19 @@ async fn set_enabled(c: &Client, name: &str, action: &str) -> anyhow::Result<()>
 }
 
 async fn by_name(c: &Client, name: &str) -> anyhow::Result<InferenceBackend> {
-    Ok(c.get(&format!("{BASE}/backend_name/{}", encode(name))).await?)
+    Ok(c.get(&format!("{BASE}/backend_name/{}", crate::client::urlencode(name))).await?)
 }
 
 fn source(s: &crate::api::backend::BackendSource) -> String {
     serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-/// Percent-encodes a path segment (backend names are plain, but the argument may not be).
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::encode;
 
     #[test]
     fn path_segments_are_encoded() {
-        assert_eq!(encode("llama.cpp-custom"), "llama.cpp-custom");
-        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+        assert_eq!(crate::client::urlencode("llama.cpp-custom"), "llama.cpp-custom");
+        assert_eq!(crate::client::urlencode("a/b c"), "a%2Fb%20c");
     }
 }
