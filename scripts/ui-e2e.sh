@@ -74,5 +74,7 @@ if [ "$status" -ne 0 ]; then
     cp "$DATA/server.log" artifacts/ui/server.log
     log "failed; server log tail (full log in artifacts/ui/server.log):"
     tail -n 40 "$DATA/server.log" >&2
+    # Last, so the end of a CI log names the failing step and its error.
+    log "FAILED in $(cat artifacts/ui/failure.txt 2>/dev/null || echo "the browser test (exit $status)")"
 fi
 exit "$status"

@@ -5,6 +5,7 @@
 //      CHROMIUM (default /usr/bin/chromium).
 
 import { mkdirSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -180,7 +181,9 @@ async function valueBecomes(input, want, timeoutMs = 10_000) {
   if (now !== want) throw new Error(`expected ${JSON.stringify(want)}, the field holds ${JSON.stringify(now)}`);
 }
 
+let currentStep = "(before the first step)";
 async function step(name, fn) {
+  currentStep = name;
   log(`step: ${name}`);
   await fn();
 }
@@ -473,7 +476,10 @@ try {
   if (consoleErrors.length) log(`browser console errors (not failures): ${consoleErrors.join(" | ")}`);
 } catch (e) {
   await screenshot("failure").catch(() => {});
-  console.error(`[ui-e2e] FAILED: ${e instanceof Error ? e.message : e}`);
+  const why = `step "${currentStep}": ${e instanceof Error ? e.message : e}`;
+  console.error(`[ui-e2e] FAILED in ${why}`);
+  // The script prints this again after the server log, so the last lines of a CI log say what failed.
+  await writeFile(`${ARTIFACTS}/failure.txt`, `${why}\n`).catch(() => {});
   if (consoleErrors.length) console.error(`browser console errors: ${consoleErrors.join(" | ")}`);
   process.exitCode = 1;
 } finally {
