@@ -81,12 +81,9 @@ pub fn next_server(method: &Method, outcome: Outcome) -> (bool, bool) {
 
 /// Percent-encodes a path segment or query value (everything but RFC 3986's unreserved characters).
 pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const RESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    utf8_percent_encode(s, RESERVED).to_string()
 }
 
 /// The server URLs in a `--server-url` value: comma-separated, without trailing slashes.

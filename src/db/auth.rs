@@ -125,16 +125,6 @@ impl Db {
         }
     }
 
-    /// The token digest of a cluster.
-    pub async fn cluster_token_digest(&self, cluster_id: i64) -> DbResult<String> {
-        let row = sqlx::query("SELECT token_digest FROM clusters WHERE id = $1")
-            .bind(cluster_id)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or_else(|| DbError::NotFound { kind: ClusterSpec::NOUN, id: cluster_id.to_string() })?;
-        Ok(row.try_get(0)?)
-    }
-
     /// The cluster whose registration token has this digest.
     pub async fn cluster_by_token_digest(&self, digest: &str) -> DbResult<Option<Record<ClusterSpec>>> {
         self.find_by("token_digest", Val::Text(digest.to_string())).await

@@ -280,6 +280,53 @@ mod tests {
         }
     }
 
+    /// The wire contract of every error, as clients see it: the management API's body per
+    /// [`ErrorCode`] and the gateway's OpenAI envelope per [`GatewayError`]. A change here is a change
+    /// to what clients parse; review the snapshot diff (`cargo insta review`, or
+    /// `INSTA_UPDATE=always cargo test --lib contract`).
+    #[test]
+    fn error_bodies_contract() {
+        let bodies: Vec<serde_json::Value> = ErrorCode::ALL
+            .iter()
+            .map(|&code| {
+                let body = ApiError::new(code, "what went wrong").body();
+                serde_json::json!({"status": code.status().as_u16(), "body": body})
+            })
+            .collect();
+        insta::assert_json_snapshot!("error_bodies", bodies);
+        let field = ApiError::field("perPage", "must be between 1 and 1000").body();
+        insta::assert_json_snapshot!("error_body_with_field", field);
+    }
+
+    #[test]
+    fn gateway_error_envelopes_contract() {
+        let errors = [
+            GatewayError::BadRequest("bad".into()),
+            GatewayError::UnknownModel("m".into()),
+            GatewayError::UnknownRoute(7),
+            GatewayError::NotAllowed("m".into()),
+            GatewayError::ProxyDisabled("m".into()),
+            GatewayError::RateLimited { retry_after: 3 },
+            GatewayError::NoInstance("m".into()),
+            GatewayError::Upstream("refused".into()),
+            GatewayError::Timeout(30),
+        ];
+        let envelopes: Vec<serde_json::Value> = errors
+            .into_iter()
+            .map(|e| {
+                let res = OpenAiError::from(e).into_response();
+                let retry_after = res.headers().get("retry-after").map(|v| v.to_str().unwrap_or("?").to_string());
+                let status = res.status().as_u16();
+                let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(res.into_body(), 1 << 16))
+                    .expect("a JSON body is ready at once")
+                    .expect("body");
+                let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+                serde_json::json!({"status": status, "retry_after": retry_after, "body": body})
+            })
+            .collect();
+        insta::assert_json_snapshot!("gateway_error_envelopes", envelopes);
+    }
+
     #[test]
     fn field_errors_name_the_field() {
         let body = ApiError::field("perPage", "must be between 1 and 1000").body();

@@ -81,7 +81,7 @@ struct ApiDoc;
 
 /// Builds the whole HTTP application and its OpenAPI document.
 pub fn router(state: AppState) -> Router {
-    let management = routes::management(state.clone())
+    let management = routes::management()
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_management))
         .route_layer(middleware::from_fn_with_state(state.clone(), routes::probes::refuse_without_database));
     let (app, mut doc) =

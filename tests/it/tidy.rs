@@ -1,4 +1,5 @@
-//! Tidy checks over the source tree: module layering, a `//!` line atop every file, file length.
+//! Tidy checks over the source tree: module layering, a `//!` line atop every file, file length,
+//! and the dependency policy of deny.toml (licences, sources, no unused dependency).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,9 +51,7 @@ fn layers_only_import_downwards() {
         let Some(ok) = allowed.get(module.as_str()) else { continue };
         let text = std::fs::read_to_string(file).expect("read");
         for (n, line) in text.lines().enumerate() {
-            for (i, _) in line.match_indices("crate::") {
-                let rest = &line[i + "crate::".len()..];
-                let target: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            for target in imported_modules(line) {
                 if target != module && allowed.contains_key(target.as_str()) && !ok.contains(&target.as_str()) {
                     violations.push(format!("{}:{}: {module} imports {target}", file.display(), n + 1));
                 }
@@ -77,6 +76,104 @@ fn every_file_starts_with_a_doc_line_and_stays_short() {
         let lines = text.lines().count();
         if lines > MAX_LINES {
             problems.push(format!("{}: {lines} lines (max {MAX_LINES})", file.display()));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every top-level module a line imports: `crate::a::…` and each of `crate::{a, b::c}`.
+fn imported_modules(line: &str) -> Vec<String> {
+    let ident = |s: &str| -> String { s.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect() };
+    let mut out = Vec::new();
+    for (i, _) in line.match_indices("crate::") {
+        let rest = &line[i + "crate::".len()..];
+        if let Some(list) = rest.strip_prefix('{') {
+            let list = list.split('}').next().unwrap_or("");
+            out.extend(list.split(',').map(ident).filter(|m| !m.is_empty()));
+        } else {
+            out.push(ident(rest));
+        }
+    }
+    out
+}
+
+#[test]
+fn grouped_imports_are_seen_by_the_layer_check() {
+    assert_eq!(imported_modules("use crate::{api::X, db, server::y};"), ["api", "db", "server"]);
+    assert_eq!(imported_modules("let a = crate::gateway::f(crate::api::g());"), ["gateway", "api"]);
+}
+
+/// The licence expression `expr` (SPDX, with the old `/` for OR) is satisfied by `allowed`.
+fn licence_ok(expr: &str, allowed: &[String]) -> bool {
+    const GROUP_OK: &str = "allowed-group";
+    let expr = expr.replace('/', " OR ");
+    // A parenthesised group, innermost first, stands for whether it is satisfied.
+    if let Some(close) = expr.find(')') {
+        let open = expr[..close].rfind('(').unwrap_or(0);
+        let group = if licence_ok(&expr[open + 1..close], allowed) { GROUP_OK } else { "refused-group" };
+        return licence_ok(&format!("{}{group}{}", &expr[..open], &expr[close + 1..]), allowed);
+    }
+    expr.split(" OR ")
+        .any(|any| any.split(" AND ").map(str::trim).all(|term| term == GROUP_OK || allowed.iter().any(|a| a == term)))
+}
+
+#[test]
+fn licence_expressions_are_read_as_spdx_means() {
+    let allowed: Vec<String> = ["MIT", "Apache-2.0", "Unicode-3.0"].map(String::from).to_vec();
+    let cases = [
+        ("MIT", true),
+        ("MIT/Apache-2.0", true),
+        ("GPL-3.0", false),
+        ("GPL-3.0 OR MIT", true),
+        ("MIT AND GPL-3.0", false),
+        ("(MIT OR Apache-2.0) AND Unicode-3.0", true),
+        ("(MIT OR Apache-2.0) AND BSD-3-Clause", false),
+    ];
+    for (expr, want) in cases {
+        assert_eq!(licence_ok(expr, &allowed), want, "{expr}");
+    }
+}
+
+/// The dependency policy in deny.toml holds: every package's licence is on its allow list, every
+/// package comes from crates.io (or is this one), and every dependency Cargo.toml declares is used.
+#[test]
+fn dependencies_are_licensed_sourced_and_used() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let deny = std::fs::read_to_string(root.join("deny.toml")).expect("deny.toml");
+    let list = deny.split("allow = [").nth(1).and_then(|s| s.split(']').next()).expect("deny.toml: [licenses] allow");
+    let allowed: Vec<String> =
+        list.split(',').map(|s| s.trim().trim_matches('"').to_string()).filter(|s| !s.is_empty()).collect();
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(root)
+        .output()
+        .expect("cargo metadata");
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
+    let mut problems = Vec::new();
+    for p in meta["packages"].as_array().expect("packages") {
+        let name = format!("{} {}", p["name"].as_str().unwrap_or("?"), p["version"].as_str().unwrap_or("?"));
+        match p["license"].as_str() {
+            Some(l) if licence_ok(l, &allowed) => {}
+            l => problems.push(format!("{name}: licence {l:?} is not allowed by deny.toml")),
+        }
+        let source = p["source"].as_str();
+        if source.is_some_and(|s| s != "registry+https://github.com/rust-lang/crates.io-index") {
+            problems.push(format!("{name}: from {source:?}, not crates.io"));
+        }
+    }
+    // Declared dependencies (not dev-) are named somewhere in src/ or build.rs.
+    let ours = meta["packages"].as_array().expect("packages").iter().find(|p| p["name"] == "ferrostack").expect("us");
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    files.push(root.join("build.rs"));
+    let text: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect();
+    for dep in ours["dependencies"].as_array().expect("deps") {
+        if dep["kind"].is_null() {
+            let krate = dep["name"].as_str().expect("name").replace('-', "_");
+            if !text.contains(&format!("{krate}::")) && !text.contains(&format!("use {krate}")) {
+                problems.push(format!("dependency {krate} is declared in Cargo.toml but nothing in src/ uses it"));
+            }
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

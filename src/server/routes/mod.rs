@@ -26,7 +26,7 @@ pub fn public() -> OpenApiRouter<AppState> {
 }
 
 /// The `/v2` management API (the caller wraps it in the auth middleware).
-pub fn management(_state: AppState) -> OpenApiRouter<AppState> {
+pub fn management() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(users::routes())
         .merge(api_keys::routes())
