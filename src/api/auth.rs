@@ -198,6 +198,9 @@ pub struct ClusterSpec {
     /// shown again (`GET …/registration-token`) without being stored. Useless without the secret.
     #[serde(default)]
     pub token_nonce: Option<String>,
+    /// The GPU memory policy of deployments that set none (`reserve` unless an admin sets `fit`).
+    #[serde(default)]
+    pub gpu_memory: super::GpuMemoryPolicy,
 }
 
 pub type Cluster = Record<ClusterSpec>;
@@ -209,6 +212,9 @@ pub struct ClusterCreate {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// The default GPU memory policy of the cluster's deployments (`reserve` unless set).
+    #[serde(default)]
+    pub gpu_memory: super::GpuMemoryPolicy,
 }
 
 /// `PUT /v2/clusters/{id}`.
@@ -219,6 +225,9 @@ pub struct ClusterUpdate {
     pub name: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// The default GPU memory policy of the cluster's deployments (`reserve` or `fit`).
+    #[serde(default)]
+    pub gpu_memory: Option<super::GpuMemoryPolicy>,
     #[serde(default)]
     pub version: Option<i64>,
 }

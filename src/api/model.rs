@@ -53,6 +53,29 @@ pub struct ExtendedKvCache {
     pub chunk_size: Option<u32>,
 }
 
+/// How a deployment claims GPU memory (`gpu_memory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuMemoryPolicy {
+    /// GPUStack's rule: an engine that pre-allocates (vLLM, SGLang, MindIE) claims its memory
+    /// fraction of every GPU it uses (vLLM 0.9 × the card), whatever the model needs.
+    #[default]
+    Reserve,
+    /// Claim what the model needs (weights + KV cache for the served context × `fit_concurrency`
+    /// + activations + the engine's fixed overhead + headroom) and tell the engine that budget,
+    /// so small models share a GPU.
+    Fit,
+}
+
+impl GpuMemoryPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuMemoryPolicy::Reserve => "reserve",
+            GpuMemoryPolicy::Fit => "fit",
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -113,6 +136,13 @@ pub struct ModelSpec {
     pub restart_on_error: bool,
     #[serde(default)]
     pub extended_kv_cache: Option<ExtendedKvCache>,
+    /// `reserve` (GPUStack's rule) or `fit` (claim the estimate and tell the engine so); absent:
+    /// the cluster's `gpu_memory` (whose default is `reserve`).
+    #[serde(default)]
+    pub gpu_memory: Option<GpuMemoryPolicy>,
+    /// Under `fit`: how many full contexts the KV cache holds at once (default 1, at most 1024).
+    #[serde(default)]
+    pub fit_concurrency: Option<u32>,
     /// Image for the "Custom" flexible backend.
     #[serde(default)]
     pub image_name: Option<String>,

@@ -4,6 +4,7 @@
 
 use thiserror::Error;
 
+use super::fit::{Fit, Policy};
 use super::mindie::{MindieParams, ParamRangeError};
 use super::{Category, ModelMeta, is_encoder_only};
 use crate::backends::params::{Param, ParamError, find_param, parse_params};
@@ -41,6 +42,8 @@ pub struct EstimateInput<'a> {
     /// GPUs per replica being considered; 0 = CPU only (llama.cpp, VoxBox, custom backends).
     pub n_gpus: u32,
     pub extended_kv: Option<ExtendedKv>,
+    /// `reserve` (GPUStack's fraction claims) or `fit` (the claim is what the replica needs).
+    pub policy: Policy,
 }
 
 /// One replica's needs on one backend.
@@ -63,6 +66,8 @@ pub struct Estimate {
     /// What the estimate assumed and the server must inject (`--max-model-len=8192`, …).
     pub injected_parameters: Vec<String>,
     pub notes: Vec<String>,
+    /// Under `gpu_memory: fit`, the claim part by part (`vram` is its total).
+    pub fit: Option<Fit>,
 }
 
 /// Backend parameters the estimate cannot use.
@@ -220,9 +225,13 @@ pub fn estimate(meta: &ModelMeta, input: &EstimateInput<'_>) -> Result<Estimate,
         gpus_per_replica: world_size_of(kind, &params)?,
         injected_parameters: Vec::new(),
         notes: Vec::new(),
+        fit: None,
     };
     if meta.is_gguf && matches!(kind, Kind::LlamaCpp | Kind::Other) {
         gguf_estimate(meta, &params, input, &mut est)?;
+        if let Policy::Fit { contexts } = input.policy {
+            super::fit::apply(meta, &params, kind, input.n_gpus, contexts, &mut est);
+        }
         return Ok(est);
     }
     let kv = uses_kv(meta);
@@ -258,6 +267,9 @@ pub fn estimate(meta: &ModelMeta, input: &EstimateInput<'_>) -> Result<Estimate,
         est.ram += est.vram;
         est.vram = 0;
         est.notes.push("CPU only: the whole estimate is RAM".into());
+    }
+    if let Policy::Fit { contexts } = input.policy {
+        super::fit::apply(meta, &params, kind, input.n_gpus, contexts, &mut est);
     }
     Ok(est)
 }

@@ -32,6 +32,11 @@ pub struct InjectInput<'a> {
     pub extended_kv: Option<ExtendedKv>,
     /// Total memory of the smallest GPU used, to turn an estimate claim into a vLLM fraction.
     pub gpu_total_memory: Option<u64>,
+    /// The backend version (vLLM ≥ 0.11 takes `--kv-cache-memory-bytes`).
+    pub backend_version: Option<&'a str>,
+    /// Bytes of the chosen GPU already claimed by other instances or used outside the cluster
+    /// (the most on any chosen GPU): SGLang sizes its pool from the memory free when it starts.
+    pub gpu_taken: u64,
 }
 
 /// Injected arguments (`--flag=value` items, for display and for merging) and environment.
@@ -77,6 +82,26 @@ impl Builder<'_> {
                 self.out.args.push(item.clone());
             }
         }
+    }
+}
+
+/// `bytes / total` rounded down to 4 decimals (≤ 8 MiB under the claim on an 80 GiB GPU), so the
+/// engine never takes more than was booked; at least 0.0001, at most 0.99.
+pub fn fit_fraction(bytes: u64, total: u64) -> String {
+    let f = (bytes as f64 / total.max(1) as f64 * 10_000.0).floor() / 10_000.0;
+    format!("{:.4}", f.clamp(0.0001, 0.99))
+}
+
+/// Whether this vLLM version has `--kv-cache-memory-bytes` (0.11.0 and later). Unknown versions
+/// (custom names) get only `--gpu-memory-utilization`.
+pub fn vllm_has_kv_cache_memory_bytes(version: Option<&str>) -> bool {
+    let Some(v) = version else { return false };
+    let mut parts = v.trim_start_matches(['v', 'V']).split(['.', '-', '+']);
+    let (Some(major), Some(minor)) = (parts.next(), parts.next()) else { return false };
+    let digits = |s: &str| s.chars().take_while(char::is_ascii_digit).collect::<String>().parse::<u32>().ok();
+    match (digits(major), digits(minor)) {
+        (Some(major), Some(minor)) => (major, minor) >= (0, 11),
+        _ => false,
     }
 }
 
@@ -134,6 +159,14 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
                 b.arg(&["distributed-executor-backend"], Some("ray".into()));
             }
             b.add_estimated(input.estimate);
+            if let (Some(fit), Some(total)) = (&input.estimate.fit, input.gpu_total_memory.filter(|t| *t > 0)) {
+                // `gpu_memory: fit`: the claim is the budget; where the version has it, the KV
+                // cache is set in bytes too (per GPU), so vLLM never grows it into the headroom.
+                b.arg(&["gpu-memory-utilization"], Some(fit_fraction(fit.total / u64::from(all_gpus), total)));
+                if vllm_has_kv_cache_memory_bytes(input.backend_version) {
+                    b.arg(&["kv-cache-memory-bytes"], Some((fit.kv_cache / u64::from(all_gpus)).to_string()));
+                }
+            }
             let gmu = match (input.estimate.claim, input.gpu_total_memory) {
                 (Claim::Fraction(f), _) => Some(f),
                 // Sharing a GPU: tell vLLM to take only what was claimed.
@@ -143,7 +176,9 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
                 }
                 _ => None,
             };
-            b.arg(&["gpu-memory-utilization"], gmu.map(|g| g.to_string()));
+            if let Some(g) = gmu.filter(|_| input.estimate.fit.is_none()) {
+                b.arg(&["gpu-memory-utilization"], Some(g.to_string()));
+            }
             if let Some(kv) = input.extended_kv {
                 let size = kv.ram_size_gib.map(|g| g * GIB).or_else(|| kv.ram_ratio.map(|r| r * claim_bytes(input)));
                 b.arg(
@@ -179,6 +214,17 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
                 b.arg(&["nnodes"], Some(nodes.to_string()));
             }
             b.add_estimated(input.estimate);
+            if let (Some(fit), Some(total)) = (&input.estimate.fit, input.gpu_total_memory.filter(|t| *t > 0)) {
+                // `gpu_memory: fit`: SGLang sizes its pool as (free at start − (1 − fraction) ×
+                // total), so the fraction counts what others hold on the GPU; the token cap keeps
+                // the pool at the fitted KV cache when they hold less.
+                let per_gpu = fit.total / u64::from(all_gpus);
+                b.arg(&["mem-fraction-static"], Some(fit_fraction(per_gpu.saturating_add(input.gpu_taken), total)));
+                if fit.user_kv_flag.is_none() {
+                    let tokens = fit.context_length.saturating_mul(u64::from(fit.contexts));
+                    b.arg(&["max-total-tokens"], Some(tokens.to_string()));
+                }
+            }
             if let Claim::Fraction(f) = input.estimate.claim
                 && !b.out.args.iter().any(|a| a.starts_with("--mem-fraction-static"))
             {

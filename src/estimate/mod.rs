@@ -13,6 +13,7 @@
 
 mod calc;
 mod category;
+mod fit;
 pub mod gguf;
 mod hf;
 mod inject;
@@ -25,6 +26,8 @@ mod tests_calc;
 #[cfg(test)]
 mod tests_engines;
 #[cfg(test)]
+mod tests_fit;
+#[cfg(test)]
 mod tests_inject;
 
 use serde::Serialize;
@@ -32,6 +35,7 @@ use thiserror::Error;
 
 pub use calc::{BadParameters, Estimate, EstimateInput, ExtendedKv, estimate, served_context, world_size};
 pub use category::{category_for_architecture, category_for_gguf, is_encoder_only};
+pub use fit::{Fit, MAX_CONTEXTS, Policy};
 pub use hf::{meta_from_config, read_local, read_remote, safetensors_header_len, safetensors_tensor_bytes};
 pub use inject::{InjectInput, Injection, injected_parameters};
 pub use mindie::{MindieParams, ParamRangeError, mindie_config};

@@ -41,8 +41,14 @@ fn tiny_gguf() -> ModelMeta {
 
 pub(super) fn run(meta: &ModelMeta, backend: &str, params: &[&str], gpu: Option<u64>, n_gpus: u32) -> Estimate {
     let params = strings(params);
-    let input =
-        EstimateInput { backend, backend_parameters: &params, gpu_total_memory: gpu, n_gpus, extended_kv: None };
+    let input = EstimateInput {
+        backend,
+        backend_parameters: &params,
+        gpu_total_memory: gpu,
+        n_gpus,
+        extended_kv: None,
+        policy: Policy::Reserve,
+    };
     estimate(meta, &input).unwrap()
 }
 
@@ -400,6 +406,7 @@ fn estimate_parts_ram_and_divisors() {
         gpu_total_memory: None,
         n_gpus: 1,
         extended_kv: Some(ExtendedKv { ram_size_gib: Some(32.0), ..ExtendedKv::default() }),
+        policy: Policy::Reserve,
     };
     assert_eq!(estimate(&llm(), &input).unwrap().ram, 32 * GIB);
 }
@@ -421,6 +428,7 @@ fn bad_parameters_are_named() {
             gpu_total_memory: None,
             n_gpus: 1,
             extended_kv: None,
+            policy: Policy::Reserve,
         };
         let err = estimate(&llm(), &input).unwrap_err().to_string();
         assert!(err.contains(expected), "{err:?} lacks {expected:?}");
@@ -564,6 +572,8 @@ pub(super) fn inject(
         user_parameters: &user,
         extended_kv: kv,
         gpu_total_memory: gpu,
+        backend_version: None,
+        gpu_taken: 0,
     })
     .unwrap()
 }

@@ -171,12 +171,24 @@ struct Scenario {
     nodes: u32,
     user: &'static [&'static str],
     extended_kv: Option<ExtendedKv>,
+    policy: Policy,
 }
+
+const FIT: Policy = Policy::Fit { contexts: 1 };
+const FIT4: Policy = Policy::Fit { contexts: 4 };
 
 const KV: Option<ExtendedKv> = Some(ExtendedKv { ram_ratio: Some(2.0), ram_size_gib: None, chunk_size: Some(256) });
 
 fn scenarios(engine: &str) -> Vec<Scenario> {
-    let s = |name, n_gpus, nodes, user, extended_kv| Scenario { name, n_gpus, nodes, user, extended_kv };
+    let s = |name, n_gpus, nodes, user, extended_kv| Scenario {
+        name,
+        n_gpus,
+        nodes,
+        user,
+        extended_kv,
+        policy: Policy::Reserve,
+    };
+    let fit = |name, n_gpus, nodes, user, policy| Scenario { name, n_gpus, nodes, user, extended_kv: None, policy };
     match engine {
         "vllm" => vec![
             s("single GPU", 1, 1, &[], None),
@@ -188,6 +200,12 @@ fn scenarios(engine: &str) -> Vec<Scenario> {
             s("user tp wins", 2, 1, &["-tp 2"], None),
             s("extended KV cache", 1, 1, &[], KV),
             s("CPU offloading", 1, 1, &["--cpu-offload-gb 8", "--enforce-eager"], None),
+            fit("fit", 1, 1, &[], FIT),
+            fit("fit, 4 contexts", 1, 1, &[], FIT4),
+            fit("fit, tensor parallel", 2, 1, &[], FIT),
+            fit("fit, user KV bytes", 1, 1, &["--kv-cache-memory-bytes=2147483648"], FIT),
+            fit("fit, user fraction wins", 1, 1, &["--gpu-memory-utilization 0.3"], FIT),
+            fit("fit, user batch", 1, 1, &["--max-num-batched-tokens 2048", "--max-model-len 4096"], FIT4),
         ],
         "sglang" => vec![
             s("single GPU", 1, 1, &[], None),
@@ -198,6 +216,11 @@ fn scenarios(engine: &str) -> Vec<Scenario> {
             s("user lone words", 1, 1, &["--mem-fraction-static", "0.7"], None),
             s("extended KV cache", 1, 1, &[], KV),
             s("CPU offloading", 1, 1, &["--cpu-offload-gb 8"], None),
+            fit("fit", 1, 1, &[], FIT),
+            fit("fit, 4 contexts", 1, 1, &[], FIT4),
+            fit("fit, tensor parallel", 2, 1, &[], FIT),
+            fit("fit, user tokens", 1, 1, &["--max-total-tokens 65536"], FIT),
+            fit("fit, user fraction wins", 1, 1, &["--mem-fraction-static", "0.3"], FIT),
         ],
         "voxbox" => vec![s("one GPU", 1, 1, &[], None), s("CPU", 0, 1, &[], None)],
         _ => unreachable!(),
@@ -221,6 +244,7 @@ fn produce(backend: &str, sc: &Scenario) -> Vec<(String, Vec<String>)> {
         gpu_total_memory: gpu,
         n_gpus: sc.n_gpus,
         extended_kv: sc.extended_kv,
+        policy: sc.policy,
     };
     let est = estimate(&meta, &input).expect("estimate");
     let inject = InjectInput {
@@ -234,6 +258,8 @@ fn produce(backend: &str, sc: &Scenario) -> Vec<(String, Vec<String>)> {
         user_parameters: &user,
         extended_kv: sc.extended_kv,
         gpu_total_memory: gpu,
+        backend_version: spec.default_version.as_deref(),
+        gpu_taken: if sc.policy == Policy::Reserve { 0 } else { 20 * GIB },
     };
     let injection = injected_parameters(&inject).expect("injection");
     let overrides = DeploymentOverrides {
@@ -328,9 +354,19 @@ fn the_checker_refuses_what_argparse_refuses() {
 fn rendered_block() -> String {
     let mut out = String::from("\n```text\n");
     for (backend, sc) in [
-        ("vLLM", Scenario { name: "", n_gpus: 1, nodes: 1, user: &["--max-model-len=4096"], extended_kv: None }),
-        ("SGLang", Scenario { name: "", n_gpus: 2, nodes: 1, user: &[], extended_kv: None }),
-        ("VoxBox", Scenario { name: "", n_gpus: 1, nodes: 1, user: &[], extended_kv: None }),
+        (
+            "vLLM",
+            Scenario {
+                name: "",
+                n_gpus: 1,
+                nodes: 1,
+                user: &["--max-model-len=4096"],
+                extended_kv: None,
+                policy: Policy::Reserve,
+            },
+        ),
+        ("SGLang", Scenario { name: "", n_gpus: 2, nodes: 1, user: &[], extended_kv: None, policy: Policy::Reserve }),
+        ("VoxBox", Scenario { name: "", n_gpus: 1, nodes: 1, user: &[], extended_kv: None, policy: Policy::Reserve }),
     ] {
         for (_, argv) in produce(backend, &sc) {
             out.push_str(&format!(
@@ -364,4 +400,166 @@ fn docs_show_real_rendered_command_lines() {
             panic!("docs/backends.md's rendered commands are out of date (FERROSTACK_BLESS=1 rewrites them):\n{want}");
         }
     }
+}
+
+/// llama-server's flags (`tools/llama_server_flags.txt`: name and how many values it takes).
+fn llama_flags() -> BTreeMap<String, usize> {
+    include_str!("../../tools/llama_server_flags.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, n) = l.split_once(' ')?;
+            Some((name.to_owned(), n.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Parses llama-server's arguments as its own parser would: every flag known, its values present,
+/// no flag twice, nothing positional.
+fn parse_llama(flags: &BTreeMap<String, usize>, args: &[String]) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut i = 0;
+    while i < args.len() {
+        let word = &args[i];
+        if word.contains("{{") {
+            return Err(format!("unrendered placeholder in {word:?}"));
+        }
+        let (name, inline) = match word.split_once('=') {
+            Some((n, _)) if n.starts_with("--") => (n, true),
+            _ => (word.as_str(), false),
+        };
+        let n = *flags.get(name).ok_or_else(|| format!("unrecognized argument {name}"))?;
+        let key = crate::backends::kind::Kind::LlamaCpp.canonical_key(name.trim_start_matches('-'));
+        if !seen.insert(key) {
+            return Err(format!("{name} given twice"));
+        }
+        i += 1;
+        if !inline {
+            if i + n > args.len() {
+                return Err(format!("{name}: expected {n} value(s)"));
+            }
+            i += n;
+        }
+    }
+    Ok(())
+}
+
+/// What the server launches for a GGUF model on the community llama.cpp backend.
+fn produce_llama(policy: Policy, user: &[&str], n_gpus: u32) -> (Estimate, Vec<String>) {
+    let catalog = Catalog::load().expect("catalog");
+    let spec = catalog.find("llama.cpp").expect("llama.cpp").clone();
+    let meta = meta_from_gguf(&gguf::parse_gguf(super::tests::tiny_llama_gguf().as_slice(), "t.gguf").expect("gguf"));
+    let user = strings(user);
+    let input = EstimateInput {
+        backend: "llama.cpp",
+        backend_parameters: &user,
+        gpu_total_memory: Some(80 * GIB),
+        n_gpus,
+        extended_kv: None,
+        policy,
+    };
+    let est = estimate(&meta, &input).expect("estimate");
+    let injection = injected_parameters(&InjectInput {
+        backend: "llama.cpp",
+        meta: &meta,
+        estimate: &est,
+        n_gpus,
+        nodes: 1,
+        model_name: "{{model_name}}",
+        port: "{{port}}",
+        user_parameters: &user,
+        extended_kv: None,
+        gpu_total_memory: Some(80 * GIB),
+        backend_version: None,
+        gpu_taken: 0,
+    })
+    .expect("injection");
+    let overrides =
+        DeploymentOverrides { injected_parameters: &injection.args, backend_parameters: &user, ..Default::default() };
+    let ctx = RenderContext {
+        model_path: "/data/models/m.gguf",
+        model_name: "m",
+        port: 40000,
+        worker_ip: "198.18.7.2",
+        gpu_ids: &[0],
+        data_dir: "/var/lib/ferrostack/worker/cache",
+        api_key: "0123abcd",
+        api_key_file: "/run/engine-key",
+    };
+    let rendered = render_command(&spec, &overrides, &ctx).expect("render");
+    (est, rendered.args)
+}
+
+#[test]
+fn llama_cpp_commands_parse_with_llama_servers_own_flags() {
+    let flags = llama_flags();
+    assert!(flags.len() > 100, "flag list read");
+    let cases: &[(Policy, &[&str], &[&str])] = &[
+        (Policy::Reserve, &[], &["--ctx-size=8192"]),
+        (FIT, &[], &["--ctx-size=8192"]),
+        (FIT4, &[], &["--ctx-size=32768", "--parallel=4"]),
+        (FIT4, &["-np 2"], &["--ctx-size=32768"]),
+        // The user's context is the whole cache: not multiplied.
+        (FIT4, &["-c 4096"], &[]),
+    ];
+    for (policy, user, want) in cases {
+        let (_, args) = produce_llama(*policy, user, 1);
+        parse_llama(&flags, &args).unwrap_or_else(|e| panic!("{policy:?} {user:?}: {e}\n    argv: {}", args.join(" ")));
+        for w in *want {
+            let (flag, v) = w.split_once('=').expect("flag=value");
+            let ok = args.windows(2).any(|p| p[0] == flag && p[1] == v) || args.iter().any(|a| a == w);
+            assert!(ok, "{policy:?} {user:?}: {args:?} lacks {w}");
+        }
+    }
+    assert!(parse_llama(&flags, &strings(&["-c", "1", "--ctx-size", "2"])).is_err(), "an alias twice");
+    assert!(parse_llama(&flags, &strings(&["--no-such-flag"])).is_err());
+    assert!(parse_llama(&flags, &strings(&["--port"])).is_err(), "a missing value");
+}
+
+/// The budget each engine is told under `fit` is the claim: vLLM's fraction × the GPU and its KV
+/// bytes, SGLang's fraction net of what others hold and its token cap; a user's fraction wins.
+#[test]
+fn fitted_commands_tell_the_engine_the_claim() {
+    let total = 80 * GIB;
+    let value = |argv: &[String], flag: &str| -> Option<String> {
+        let at = argv.iter().position(|a| a == flag)?;
+        argv.get(at + 1).cloned()
+    };
+    let sc = |user, n_gpus, policy| Scenario { name: "", n_gpus, nodes: 1, user, extended_kv: None, policy };
+    for (backend, s, frac_flag) in [
+        ("vLLM", sc(&[], 1, FIT), "--gpu-memory-utilization"),
+        ("vLLM", sc(&[], 2, FIT4), "--gpu-memory-utilization"),
+        ("SGLang", sc(&[], 1, FIT), "--mem-fraction-static"),
+    ] {
+        let user = strings(s.user);
+        let input = EstimateInput {
+            backend,
+            backend_parameters: &user,
+            gpu_total_memory: Some(total),
+            n_gpus: s.n_gpus,
+            extended_kv: None,
+            policy: s.policy,
+        };
+        let fit = estimate(&llm(), &input).expect("estimate").fit.expect("fitted");
+        let argv = &produce(backend, &s)[0].1;
+        let told: f64 = value(argv, frac_flag).expect("fraction").parse().expect("number");
+        let per_gpu = fit.total / u64::from(s.n_gpus);
+        let taken = if backend == "SGLang" { 20 * GIB } else { 0 };
+        let want = (per_gpu + taken) as f64 / total as f64;
+        assert!(told <= want && want - told < 0.0001, "{backend}: told {told}, claim {want}");
+        match backend {
+            "vLLM" => {
+                let kv: u64 = value(argv, "--kv-cache-memory-bytes").expect("kv bytes").parse().expect("int");
+                assert_eq!(kv, fit.kv_cache / u64::from(s.n_gpus), "{argv:?}");
+            }
+            _ => {
+                let tokens: u64 = value(argv, "--max-total-tokens").expect("tokens").parse().expect("int");
+                assert_eq!(tokens, 8192, "{argv:?}");
+            }
+        }
+    }
+    let user_wins = produce("vLLM", &sc(&["--gpu-memory-utilization 0.3"], 1, FIT));
+    let argv = &user_wins[0].1;
+    assert_eq!(value(argv, "--gpu-memory-utilization").as_deref(), Some("0.3"), "{argv:?}");
+    assert!(!argv.iter().any(|a| a == "--kv-cache-memory-bytes"), "{argv:?}");
 }

@@ -58,6 +58,7 @@ pub async fn run(db: &Db, config: &Config, server_secret: &str) -> anyhow::Resul
             is_default: true,
             token_hint: token[..4].to_string(),
             token_nonce: Some(nonce),
+            gpu_memory: Default::default(),
         };
         let inserted = db.insert(&cluster, &[("token_digest", Val::Text(digest(&token)))]).await;
         if lost_race(inserted)? {

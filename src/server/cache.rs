@@ -83,6 +83,7 @@ mod tests {
             is_default: false,
             token_hint: String::new(),
             token_nonce: None,
+            gpu_memory: Default::default(),
         };
         db.insert(&spec, &[("token_digest", crate::db::Val::Text("d".into()))]).await.expect("insert");
         assert_eq!(*cache.get(build).await.expect("get"), 1, "a commit to what it follows rebuilds it");

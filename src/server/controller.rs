@@ -40,6 +40,8 @@ pub fn spec_hash(m: &ModelSpec) -> String {
         placement_strategy,
         restart_on_error,
         cluster_id,
+        gpu_memory,
+        fit_concurrency,
         // Not run-affecting: changing them never restarts anything.
         name: _,
         description: _,
@@ -64,6 +66,16 @@ pub fn spec_hash(m: &ModelSpec) -> String {
         "image": image_name, "cmd": run_command, "strategy": placement_strategy,
         "restart": restart_on_error, "cluster": cluster_id,
     });
+    let mut relevant = relevant;
+    // Added later: only when set, so the digest of deployments that set neither stays as it was.
+    if let Some(map) = relevant.as_object_mut() {
+        if let Some(policy) = gpu_memory {
+            map.insert("gpu_memory".into(), serde_json::json!(policy));
+        }
+        if let Some(n) = fit_concurrency {
+            map.insert("fit_concurrency".into(), serde_json::json!(n));
+        }
+    }
     hex::encode(&Sha256::digest(relevant.to_string().as_bytes())[..8])
 }
 

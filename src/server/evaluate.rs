@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use crate::api::backend::InferenceBackendSpec;
-use crate::api::{ModelSource, ModelSpec};
-use crate::estimate::{self, Estimate, EstimateInput, ExtendedKv, InjectInput, ModelMeta};
+use crate::api::{GpuMemoryPolicy, ModelSource, ModelSpec};
+use crate::estimate::{self, Estimate, EstimateInput, ExtendedKv, InjectInput, ModelMeta, Policy};
 use crate::placement::Claim;
 
 /// Everything the scheduler needs to know about one replica of a deployment.
@@ -21,9 +21,20 @@ pub struct Evaluation {
     pub gpus_per_replica: Option<u32>,
     /// What could not be read or is wrong (the deployment can still be scheduled on estimates).
     pub problems: Vec<String>,
+    /// The memory policy the replica is estimated under (`gpu_memory`, else the cluster's).
+    pub policy: Policy,
     backend: String,
+    backend_version: Option<String>,
     user_parameters: Vec<String>,
     extended_kv: Option<ExtendedKv>,
+}
+
+/// A deployment's memory policy: its own `gpu_memory`, else its cluster's default.
+pub fn policy_of(m: &ModelSpec, cluster_default: GpuMemoryPolicy) -> Policy {
+    match m.gpu_memory.unwrap_or(cluster_default) {
+        GpuMemoryPolicy::Reserve => Policy::Reserve,
+        GpuMemoryPolicy::Fit => Policy::Fit { contexts: m.fit_concurrency.unwrap_or(1).max(1) },
+    }
 }
 
 fn extended_kv(m: &ModelSpec) -> Option<ExtendedKv> {
@@ -32,6 +43,29 @@ fn extended_kv(m: &ModelSpec) -> Option<ExtendedKv> {
         ram_size_gib: k.ram_size,
         chunk_size: k.chunk_size,
     })
+}
+
+/// The `gpu_memory` default of cluster `cluster_id` (absent: the default cluster); `reserve` when
+/// the cluster is gone.
+pub async fn cluster_policy(
+    db: &crate::db::Db,
+    cluster_id: Option<i64>,
+) -> Result<GpuMemoryPolicy, crate::db::DbError> {
+    use crate::api::ClusterSpec;
+    match cluster_id {
+        Some(id) => match db.get::<ClusterSpec>(id).await {
+            Ok(c) => Ok(c.spec.gpu_memory),
+            Err(crate::db::DbError::NotFound { .. }) => Ok(GpuMemoryPolicy::Reserve),
+            Err(e) => Err(e),
+        },
+        None => Ok(db
+            .all::<ClusterSpec>()
+            .await?
+            .into_iter()
+            .find(|c| c.spec.is_default)
+            .map(|c| c.spec.gpu_memory)
+            .unwrap_or_default()),
+    }
 }
 
 /// Reads the model's metadata: local files directly; hub sources via `HF_ENDPOINT` (range
@@ -67,8 +101,10 @@ pub async fn read_meta(m: &ModelSpec) -> (ModelMeta, Vec<String>) {
     (meta, problems)
 }
 
-/// Evaluates one replica of `m` on `backend`.
-pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec) -> Evaluation {
+/// Evaluates one replica of `m` on `backend`; `cluster_default` is the `gpu_memory` of its
+/// cluster, for a deployment that sets none.
+pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec, cluster_default: GpuMemoryPolicy) -> Evaluation {
+    let policy = policy_of(m, cluster_default);
     let (mut meta, mut problems) = read_meta(m).await;
     if let Some(category) = m.categories.first().and_then(|c| estimate::Category::parse(c)) {
         meta.category = category;
@@ -84,6 +120,7 @@ pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec) -> Evaluati
         gpu_total_memory: None,
         n_gpus: u32::from(!cpu_only),
         extended_kv: extended_kv(m),
+        policy,
     };
     let est = match estimate::estimate(&meta, &input) {
         Ok(e) => e,
@@ -104,6 +141,7 @@ pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec) -> Evaluati
                     gpus_per_replica: None,
                     injected_parameters: Vec::new(),
                     notes: Vec::new(),
+                    fit: None,
                 },
             }
         }
@@ -117,6 +155,8 @@ pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec) -> Evaluati
         meta,
         estimate: est,
         problems,
+        policy,
+        backend_version: version,
         backend: backend.backend_name.clone(),
         user_parameters: m.backend_parameters.clone(),
         extended_kv: extended_kv(m),
@@ -126,8 +166,14 @@ pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec) -> Evaluati
 impl Evaluation {
     /// The parameters and environment the server injects for a replica on `n_gpus` GPUs.
     /// With the GPU's size known, the estimate is made again for it (SGLang's
-    /// `--mem-fraction-static` depends on it).
-    pub fn injection(&self, n_gpus: u32, nodes: u32, gpu_total_memory: Option<u64>) -> estimate::Injection {
+    /// `--mem-fraction-static` depends on it). `gpu_taken`: bytes of the chosen GPU others hold.
+    pub fn injection(
+        &self,
+        n_gpus: u32,
+        nodes: u32,
+        gpu_total_memory: Option<u64>,
+        gpu_taken: u64,
+    ) -> estimate::Injection {
         let for_gpu = gpu_total_memory.and_then(|total| {
             let input = EstimateInput {
                 backend: &self.backend,
@@ -135,6 +181,7 @@ impl Evaluation {
                 gpu_total_memory: Some(total),
                 n_gpus: n_gpus.max(1),
                 extended_kv: self.extended_kv,
+                policy: self.policy,
             };
             estimate::estimate(&self.meta, &input).ok()
         });
@@ -149,6 +196,8 @@ impl Evaluation {
             user_parameters: &self.user_parameters,
             extended_kv: self.extended_kv,
             gpu_total_memory,
+            backend_version: self.backend_version.as_deref(),
+            gpu_taken,
         };
         estimate::injected_parameters(&input).unwrap_or_default()
     }
@@ -163,6 +212,7 @@ impl Evaluation {
             gpu_total_memory: Some(gpu_total),
             n_gpus: n_gpus.max(1),
             extended_kv: self.extended_kv,
+            policy: self.policy,
         };
         match estimate::estimate(&self.meta, &input).map(|e| e.claim).unwrap_or(self.claim) {
             Claim::Fraction(f) if f > 0.0 => Some(f),

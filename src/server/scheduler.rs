@@ -258,7 +258,8 @@ impl Scheduler {
                     }
                     Err(BackendLookupError::Db(e)) => return Err(e),
                 };
-                let eval = evaluate(&model.spec, &backend).await;
+                let default = crate::server::evaluate::cluster_policy(&self.db, model.spec.cluster_id).await?;
+                let eval = evaluate(&model.spec, &backend, default).await;
                 self.fill_categories(&model, &eval).await?;
                 pass.deployments.insert(model_id, (model.clone(), backend.clone(), eval.clone()));
                 (model, backend, eval)
@@ -267,10 +268,17 @@ impl Scheduler {
         let Some(view) = pass.view.as_mut() else { return Ok(Decision::Skip) };
         let snapshot = view.snapshot(model.id);
         let req = sized_request(snapshot, &model, &backend, &eval);
-        let placement = match place(snapshot, &req) {
-            Ok(p) => settled(p, &req, &eval, &view.workers),
+        let placed = place(snapshot, &req).map(|p| {
+            let taken = gpu_taken(snapshot, &p);
+            (p, taken)
+        });
+        let (placement, taken) = match placed {
+            Ok((p, taken)) => (settled(p, &req, &eval, &view.workers), taken),
             Err(nofit) => {
                 let mut msg = String::from("No suitable workers.");
+                if let Some(fit) = &eval.estimate.fit {
+                    msg.push_str(&format!("\n- {}", fit.explain()));
+                }
                 for reason in nofit.reasons.iter().take(20) {
                     msg.push_str("\n- ");
                     msg.push_str(reason);
@@ -281,7 +289,7 @@ impl Scheduler {
                 return Ok(Decision::Wait(msg));
             }
         };
-        let spec = bound(instance, &model.spec, &view.workers, &placement, &eval);
+        let spec = bound(instance, &model.spec, &view.workers, &placement, &eval, taken);
         view.book(model.id, &placement, ModelInstance { spec: spec.clone(), ..instance.clone() });
         Ok(Decision::Bind(Box::new(spec)))
     }
@@ -352,15 +360,28 @@ pub fn settled(mut p: Placement, req: &Request, eval: &Evaluation, workers: &[Re
     p
 }
 
+/// The most memory already taken (claimed by other instances or used outside the cluster) on any
+/// GPU of the main worker `p` chose, as `snapshot` (taken before `p` was booked) counts it.
+pub fn gpu_taken(snapshot: &Snapshot, p: &Placement) -> u64 {
+    let Some(w) = snapshot.workers.iter().find(|w| w.id == p.worker_id) else { return 0 };
+    w.gpus.iter().filter(|g| p.gpu_indexes.contains(&g.index)).map(|g| g.allocated).max().unwrap_or(0)
+}
+
 /// What the server injects for one placement: its GPUs, the workers it spans and the size of the
-/// smallest GPU it got (used by the scheduler and by evaluation, so both say the same).
-pub fn injection_for(eval: &Evaluation, workers: &[Record<WorkerSpec>], p: &Placement) -> crate::estimate::Injection {
+/// smallest GPU it got (used by the scheduler and by evaluation, so both say the same). `taken`:
+/// [`gpu_taken`].
+pub fn injection_for(
+    eval: &Evaluation,
+    workers: &[Record<WorkerSpec>],
+    p: &Placement,
+    taken: u64,
+) -> crate::estimate::Injection {
     let worker = workers.iter().find(|w| w.id == p.worker_id);
     let gpu_total = worker.and_then(|w| {
         w.spec.status.gpu_devices.iter().filter(|g| p.gpu_indexes.contains(&g.index)).map(|g| g.memory_total).min()
     });
     let nodes = 1 + p.subordinates.len() as u32;
-    eval.injection(p.gpu_indexes.len() as u32, nodes, gpu_total)
+    eval.injection(p.gpu_indexes.len() as u32, nodes, gpu_total, taken)
 }
 
 /// The tensor-parallel size a placement runs with: the user's, else the injected one, else one
@@ -427,10 +448,11 @@ fn bound(
     workers: &[Record<WorkerSpec>],
     p: &Placement,
     eval: &Evaluation,
+    taken: u64,
 ) -> ModelInstanceSpec {
     let mut spec = instance.spec.clone();
     place_on(&mut spec, workers, p);
-    let injection = injection_for(eval, workers, p);
+    let injection = injection_for(eval, workers, p, taken);
     // The worker renders the command from the backend, these injected parameters and the user's
     // (`backends::render_command`). A backend configured by a file takes the user's parameters
     // there, not on the command line.

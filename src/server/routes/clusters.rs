@@ -113,6 +113,7 @@ async fn create_cluster(
         is_default: false,
         token_hint: token[..4].to_string(),
         token_nonce: Some(nonce),
+        gpu_memory: body.gpu_memory,
     };
     let cluster = state.db.insert(&spec, &extra).await?;
     Ok((StatusCode::OK, axum::Json(ClusterWithToken { cluster, registration_token: token })))
@@ -149,6 +150,9 @@ async fn update_cluster(
             }
             if let Some(v) = &body.description {
                 c.description = Some(v.clone());
+            }
+            if let Some(v) = body.gpu_memory {
+                c.gpu_memory = v;
             }
             Ok(vec![])
         })

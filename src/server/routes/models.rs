@@ -55,6 +55,19 @@ fn non_empty(field: &str, value: &Option<String>, why: &str) -> ApiResult<String
     }
 }
 
+/// `fit_concurrency` is a number of full contexts, and means something only under `fit`.
+fn check_fit(spec: &ModelSpec) -> ApiResult<()> {
+    let Some(n) = spec.fit_concurrency else { return Ok(()) };
+    let max = crate::estimate::MAX_CONTEXTS;
+    if n == 0 || n > max {
+        return Err(ApiError::field("fit_concurrency", format!("must be between 1 and {max}")));
+    }
+    if spec.gpu_memory == Some(crate::api::GpuMemoryPolicy::Reserve) {
+        return Err(ApiError::field("fit_concurrency", "applies only with gpu_memory: fit"));
+    }
+    Ok(())
+}
+
 /// Hub ids must be `owner/name` and file names relative paths without `..`: a worker turns them
 /// into paths under its download cache (`api::hub`).
 fn check_hub_fields(spec: &ModelSpec) -> ApiResult<()> {
@@ -121,6 +134,7 @@ async fn admit_with_backend(
     if spec.replicas > 1024 {
         return Err(ApiError::field("replicas", "must be between 0 and 1024"));
     }
+    check_fit(&spec)?;
     spec.ready_replicas = 0;
     spec.cluster_id = Some(match spec.cluster_id {
         Some(id) => match state.db.get::<crate::api::ClusterSpec>(id).await {
@@ -573,7 +587,8 @@ async fn evaluate_models(
                 continue;
             }
         };
-        let eval = evaluate(&spec, &backend).await;
+        let default = crate::server::evaluate::cluster_policy(&state.db, spec.cluster_id).await?;
+        let eval = evaluate(&spec, &backend, default).await;
         let mut spec = spec;
         if spec.categories.is_empty() {
             spec.categories = vec![eval.meta.category.as_str().to_owned()];
@@ -587,6 +602,8 @@ async fn evaluate_models(
             messages.push(format!("distributed_inference_across_workers: {SPANS_WORKERS}"));
         }
         let mut scheduling = Vec::new();
+        // Under `gpu_memory: fit`, how the claim was computed.
+        scheduling.extend(eval.estimate.fit.as_ref().map(|f| f.explain()));
         let mut claim = EvaluationClaim { ram: eval.ram, vram: eval.vram };
         let (compatible, injection, tp) = match place(&snapshot, &req) {
             Ok(p) => {
@@ -596,7 +613,7 @@ async fn evaluate_models(
                 let on = if p.gpu_indexes.is_empty() { "CPU".to_string() } else { format!("GPUs {:?}", p.gpu_indexes) };
                 scheduling.push(format!("fits on worker {worker}, {on}"));
                 scheduling.extend(p.message.clone());
-                let injection = scheduler::injection_for(&eval, &workers, &p);
+                let injection = scheduler::injection_for(&eval, &workers, &p, scheduler::gpu_taken(&snapshot, &p));
                 let tp = scheduler::tensor_parallel_size(
                     &backend.backend_name,
                     &p,
@@ -608,7 +625,7 @@ async fn evaluate_models(
             Err(nofit) => {
                 scheduling.push("does not fit:".into());
                 scheduling.extend(nofit.reasons.into_iter().take(20));
-                (false, eval.injection(req.gpus_per_replica.unwrap_or(1), 1, None), None)
+                (false, eval.injection(req.gpus_per_replica.unwrap_or(1), 1, None, 0), None)
             }
         };
         messages.extend(scheduling.iter().cloned());
