@@ -18,6 +18,20 @@ pub enum AccessPolicy {
     AllowedPrincipals,
 }
 
+/// How a route spreads requests over its instances (Ferrostack's own field; GPUStack has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    /// Requests that share a prompt prefix go to the same instance (whose prompt cache holds it),
+    /// unless it is busier than 1.25× the mean; every server chooses alike.
+    PrefixAware,
+    /// The instance with the fewest requests in flight on this server.
+    #[default]
+    LeastOutstanding,
+    /// Each instance in turn.
+    RoundRobin,
+}
+
 /// A model route: the public model name clients call, mapped to weighted targets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelRouteSpec {
@@ -45,6 +59,9 @@ pub struct ModelRouteSpec {
     /// cut for being slow or idle.
     #[serde(default)]
     pub timeout: Option<u64>,
+    /// How requests spread over the route's instances.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
 }
 
 pub type ModelRoute = Record<ModelRouteSpec>;
@@ -118,6 +135,10 @@ pub struct ModelRouteCreate {
     pub access_policy: AccessPolicy,
     #[serde(default)]
     pub timeout: Option<u64>,
+    /// How requests spread over the route's instances; absent keeps the route's (on create:
+    /// `least_outstanding`).
+    #[serde(default)]
+    pub load_balancing: Option<LoadBalancing>,
     /// Replaces the route's targets when present. A number (the target count a GET answers, sent
     /// back unchanged) leaves them as they are.
     #[serde(default, deserialize_with = "targets_or_count")]

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::snapshot::{Endpoint, Route, Target};
+use super::prefix;
+use super::snapshot::{Endpoint, LoadBalancing, Route, Target};
 
 /// Consecutive connect failures after which an instance is skipped.
 pub const TRIP_AFTER: u32 = 2;
@@ -93,6 +94,19 @@ impl Balancer {
     /// Picks an instance of `route` among its primary targets (or, with `fallback_for`, among the
     /// fallback targets that catch that status), never one in `exclude`.
     pub fn pick(&self, route: &Route, exclude: &[i64], fallback_for: Option<u16>) -> Option<Lease> {
+        self.pick_keyed(route, exclude, fallback_for, None)
+    }
+
+    /// [`Balancer::pick`] with the request's prefix key ([`prefix::key`]), which a `prefix_aware`
+    /// route hashes onto its targets and instances.
+    pub fn pick_keyed(
+        &self,
+        route: &Route,
+        exclude: &[i64],
+        fallback_for: Option<u16>,
+        key: Option<u64>,
+    ) -> Option<Lease> {
+        let key = key.filter(|_| route.load_balancing == LoadBalancing::PrefixAware);
         let eligible: Vec<usize> = route
             .targets
             .iter()
@@ -121,14 +135,26 @@ impl Balancer {
             if state.current.len() != route.targets.len() {
                 state.current = vec![0; route.targets.len()];
             }
-            let target = swrr(&mut state.current, &route.targets, &eligible);
+            let by_key = key.and_then(|k| {
+                let weighted = eligible.iter().map(|i| (route.targets[*i].name.as_str(), route.targets[*i].weight));
+                prefix::choose_target(k, weighted).map(|j| eligible[j])
+            });
+            let target = by_key.unwrap_or_else(|| swrr(&mut state.current, &route.targets, &eligible));
             state.cursor = state.cursor.wrapping_add(1);
             (target, state.cursor)
         };
-        self.least_outstanding(route, target, exclude, cursor)
+        self.least_outstanding(route, target, exclude, cursor, key)
     }
 
-    fn least_outstanding(&self, route: &Route, index: usize, exclude: &[i64], cursor: usize) -> Option<Lease> {
+    /// Picks an instance of target `index` by the route's policy ([`prefix::select`]).
+    fn least_outstanding(
+        &self,
+        route: &Route,
+        index: usize,
+        exclude: &[i64],
+        cursor: usize,
+        key: Option<u64>,
+    ) -> Option<Lease> {
         let target: &Target = &route.targets[index];
         let now = self.now_ms();
         let candidates: Vec<(&Endpoint, Arc<InstanceStats>)> = target
@@ -144,16 +170,10 @@ impl Balancer {
         let mut best: Option<usize> = None;
         // Closed circuits first; if every circuit is open, try anyway rather than refuse.
         for require_closed in [true, false] {
-            for k in 0..n {
-                let i = (cursor + k) % n;
-                let (_, stats) = &candidates[i];
-                if require_closed && !self.usable(stats, now) {
-                    continue;
-                }
-                if best.is_none_or(|b| stats.outstanding() < candidates[b].1.outstanding()) {
-                    best = Some(i);
-                }
-            }
+            let pool: Vec<usize> = (0..n).filter(|i| !require_closed || self.usable(&candidates[*i].1, now)).collect();
+            let ids: Vec<i64> = pool.iter().map(|i| candidates[*i].0.instance_id).collect();
+            let loads: Vec<usize> = pool.iter().map(|i| candidates[*i].1.outstanding()).collect();
+            best = prefix::select(route.load_balancing, key, &ids, &loads, cursor).map(|j| pool[j]);
             if best.is_some() {
                 break;
             }
@@ -215,7 +235,16 @@ mod tests {
     }
 
     fn route(targets: Vec<Target>) -> Route {
-        Route { id: 1, name: "m".into(), categories: vec![], created: 0, timeout: None, generic_proxy: true, targets }
+        Route {
+            id: 1,
+            name: "m".into(),
+            categories: vec![],
+            created: 0,
+            timeout: None,
+            generic_proxy: true,
+            load_balancing: LoadBalancing::default(),
+            targets,
+        }
     }
 
     #[test]

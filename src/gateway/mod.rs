@@ -9,6 +9,7 @@ pub mod balance;
 pub mod limits;
 pub mod metrics;
 pub mod openai;
+pub mod prefix;
 mod proxy;
 pub mod snapshot;
 pub mod usage;

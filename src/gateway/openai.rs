@@ -35,6 +35,20 @@ struct Head<'a> {
     /// Raw, `null` included, so the gateway can tell where it is in the body.
     #[serde(default, borrow, deserialize_with = "raw")]
     stream_options: Option<&'a RawValue>,
+    /// Chat messages and the completion prompt, as raw text: the leading content a
+    /// `prefix_aware` route hashes ([`super::prefix`]); never decoded.
+    #[serde(default, borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    prompt: Option<&'a RawValue>,
+}
+
+/// The part of `body` that `part` (a slice of it) covers, shared rather than copied.
+fn slice_of(body: &Bytes, part: &RawValue) -> Option<Bytes> {
+    let text = part.get().as_bytes();
+    let at = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = at.checked_add(text.len())?;
+    (body.get(at..end)? == text).then(|| body.slice(at..end))
 }
 
 fn raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -120,6 +134,8 @@ struct Parsed {
     body: Bytes,
     strip_usage: bool,
     json: bool,
+    /// The request's leading content (raw `messages`, else `prompt`), for prefix-aware routing.
+    leading: Option<Bytes>,
 }
 
 /// Reads the model. On a stream from a path that reports usage only when asked
@@ -129,10 +145,10 @@ struct Parsed {
 fn parse(headers: &HeaderMap, body: Bytes, path: &str) -> Result<Parsed, GatewayError> {
     let ct = content_type(headers);
     if ct.starts_with("multipart/form-data") {
-        return Ok(Parsed { model: multipart_model(&ct, &body), body, strip_usage: false, json: false });
+        return Ok(Parsed { model: multipart_model(&ct, &body), body, strip_usage: false, json: false, leading: None });
     }
     if body.is_empty() || !(ct.is_empty() || ct.contains("json")) {
-        return Ok(Parsed { model: None, body, strip_usage: false, json: false });
+        return Ok(Parsed { model: None, body, strip_usage: false, json: false, leading: None });
     }
     let head: Head = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
@@ -145,14 +161,15 @@ fn parse(headers: &HeaderMap, body: Bytes, path: &str) -> Result<Parsed, Gateway
         .stream_options
         .and_then(|o| serde_json::from_str::<StreamOptions>(o.get()).ok())
         .is_some_and(|o| o.include_usage == Some(true));
+    let leading = head.messages.or(head.prompt).and_then(|raw| slice_of(&body, raw));
     if head.stream == Some(true)
         && !asked
         && streams_usage_on_request(path)
         && let Some(rewritten) = ask_for_usage(&body, head.stream_options)
     {
-        return Ok(Parsed { model, body: rewritten, strip_usage: true, json: true });
+        return Ok(Parsed { model, body: rewritten, strip_usage: true, json: true, leading });
     }
-    Ok(Parsed { model, body, strip_usage: false, json: true })
+    Ok(Parsed { model, body, strip_usage: false, json: true, leading })
 }
 
 #[derive(Deserialize)]
@@ -220,6 +237,7 @@ impl Gateway {
             body,
             strip_usage: false,
             json: false,
+            leading: None,
         });
         self.send(caller, route, parts, parsed, path_and_query).await
     }
@@ -239,6 +257,7 @@ impl Gateway {
             body,
             strip_usage: false,
             json: false,
+            leading: None,
         });
         let name = header_model.or(parsed.model.clone()).ok_or_else(|| {
             GatewayError::BadRequest("name the model in the X-GPUStack-Model header or the body's \"model\"".into())
@@ -267,6 +286,7 @@ impl Gateway {
             body: parsed.body,
             model: parsed.model.filter(|_| parsed.json),
             strip_usage: parsed.strip_usage,
+            leading: parsed.leading,
             user_id: caller.user_id,
             api_key_id: caller.api_key_id,
         };
@@ -385,6 +405,37 @@ mod tests {
         }
         assert!(parse(&json(), Bytes::from_static(b"{nope"), CHAT).is_err());
         assert!(parse(&json(), Bytes::from_static(br#"{"model":1}"#), CHAT).is_err());
+    }
+
+    #[test]
+    fn the_leading_content_is_the_raw_messages_or_prompt() {
+        const CHAT: &str = "/v1/chat/completions";
+        // (path, body, leading content)
+        let table: &[(&str, &str, Option<&str>)] = &[
+            (
+                CHAT,
+                r#"{"model":"m","messages":[{"role":"system","content":"S\n"}]}"#,
+                Some(r#"[{"role":"system","content":"S\n"}]"#),
+            ),
+            // Streams are rewritten; the leading content is the client's, unchanged.
+            (
+                CHAT,
+                r#"{"stream":true,"messages": [ {"role":"user","content":"q"} ] ,"model":"m"}"#,
+                Some(r#"[ {"role":"user","content":"q"} ]"#),
+            ),
+            ("/v1/completions", r#"{"model":"m","prompt":"Once upon"}"#, Some(r#""Once upon""#)),
+            ("/v1/completions", r#"{"model":"m","prompt":[1,2,3]}"#, Some("[1,2,3]")),
+            (
+                CHAT,
+                r#"{"messages":[{"role":"user","content":"a"}],"prompt":"p"}"#,
+                Some(r#"[{"role":"user","content":"a"}]"#),
+            ),
+            ("/v1/embeddings", r#"{"model":"m","input":"x"}"#, None),
+        ];
+        for (path, body, leading) in table {
+            let p = parse(&json(), Bytes::copy_from_slice(body.as_bytes()), path).expect("parse");
+            assert_eq!(p.leading.as_deref(), leading.map(str::as_bytes), "{body}");
+        }
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub(crate) struct Outgoing {
     pub operation: &'static str,
     /// Drop the usage-only stream chunk the gateway asked for.
     pub strip_usage: bool,
+    /// The leading content a `prefix_aware` route hashes ([`super::prefix::key`]).
+    pub leading: Option<Bytes>,
     pub user_id: i64,
     pub api_key_id: i64,
 }
@@ -137,8 +139,12 @@ impl Gateway {
         let mut exclude: Vec<i64> = Vec::new();
         let mut fallback_for: Option<u16> = None;
         let mut connect_failures = 0;
+        // Hashed only for a route that routes by prefix.
+        let prefix = (route.load_balancing == super::snapshot::LoadBalancing::PrefixAware)
+            .then(|| out.leading.as_deref().and_then(super::prefix::key))
+            .flatten();
         loop {
-            let Some(lease) = shared.balancer.pick(&route, &exclude, fallback_for) else {
+            let Some(lease) = shared.balancer.pick_keyed(&route, &exclude, fallback_for, prefix) else {
                 return Err(if connect_failures > 0 {
                     GatewayError::Upstream(format!("{connect_failures} instance(s) refused the connection"))
                 } else {

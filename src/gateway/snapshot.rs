@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::api::LoadBalancing;
+
 /// One running instance a request can go to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -54,6 +56,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Whether `/model/proxy/…` may reach this route (the route's `generic_proxy`).
     pub generic_proxy: bool,
+    /// How requests spread over the instances of a target.
+    pub load_balancing: LoadBalancing,
     pub targets: Vec<Target>,
 }
 
@@ -123,6 +127,7 @@ mod tests {
             created: 0,
             timeout: None,
             generic_proxy: true,
+            load_balancing: LoadBalancing::default(),
             targets: vec![],
         };
         let s = Snapshot::new(vec![route]);

@@ -41,6 +41,7 @@ pub async fn create_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<
         ready_targets: 0,
         access_policy: model.spec.access_policy,
         timeout: None,
+        load_balancing: Default::default(),
     };
     let route = match db.insert(&route, &route_columns(&route)).await {
         Ok(r) => r,
@@ -181,6 +182,7 @@ pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
             created: r.created_at.timestamp(),
             timeout: r.spec.timeout.filter(|t| *t > 0).map(Duration::from_secs),
             generic_proxy: r.spec.generic_proxy.unwrap_or(true),
+            load_balancing: r.spec.load_balancing,
             targets,
         });
     }

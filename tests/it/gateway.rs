@@ -62,6 +62,7 @@ fn route(endpoints: &[(i64, std::net::SocketAddr)]) -> Route {
         created: 0,
         timeout: None,
         generic_proxy: true,
+        load_balancing: Default::default(),
         targets: vec![Target {
             name: "fake".into(),
             weight: 100,

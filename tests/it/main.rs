@@ -17,6 +17,7 @@ mod models;
 mod multihost;
 mod pg_restart;
 mod policy;
+mod prefix_routing;
 mod repository;
 mod scale;
 mod sdk_compat;

@@ -153,6 +153,7 @@ async fn create_route(
         ready_targets: 0,
         access_policy: body.access_policy,
         timeout: body.timeout,
+        load_balancing: body.load_balancing.unwrap_or_default(),
     };
     let route = state.db.insert(&spec, &route_columns(&spec)).await?;
     if let Some(items) = &body.targets {
@@ -196,6 +197,9 @@ async fn update_route(
             r.generic_proxy = body.generic_proxy;
             r.access_policy = body.access_policy;
             r.timeout = body.timeout;
+            if let Some(policy) = body.load_balancing {
+                r.load_balancing = policy;
+            }
             Ok(route_columns(r))
         })
         .await?;
