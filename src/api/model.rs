@@ -175,6 +175,19 @@ pub struct ModelSpec {
     /// in GPUStack (maintained by the server).
     #[serde(default)]
     pub rollout_digest: Option<String>,
+    /// Seconds an instance this deployment stops (scale-down, rolling replace, delete, restart)
+    /// may drain: it gets no new requests and stops once those in flight finished, or when this
+    /// time has passed. 0: stopped at once, requests in flight cut (docs/draining.md).
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: u32,
+}
+
+/// How long a stopping instance may drain unless its deployment says otherwise: long enough for
+/// long streamed answers.
+pub const DEFAULT_DRAIN_TIMEOUT: u32 = 600;
+
+fn default_drain_timeout() -> u32 {
+    DEFAULT_DRAIN_TIMEOUT
 }
 
 /// GPUStack's deployment states.

@@ -241,7 +241,9 @@ pub struct GpuCore {
     pub utilization_rate: f64,
 }
 
-/// Model instance states, as GPUStack names them.
+/// Model instance states, as GPUStack names them, plus `draining` (Ferrostack's, additive): the
+/// instance gets no new requests and is stopped once the requests in flight on it have finished
+/// (or its deployment's `drain_timeout` passed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
@@ -255,6 +257,7 @@ pub enum InstanceState {
     Running,
     Error,
     Unreachable,
+    Draining,
 }
 
 impl InstanceState {
@@ -269,6 +272,7 @@ impl InstanceState {
             InstanceState::Running => "running",
             InstanceState::Error => "error",
             InstanceState::Unreachable => "unreachable",
+            InstanceState::Draining => "draining",
         }
     }
 }
@@ -414,6 +418,14 @@ pub struct ModelInstanceSpec {
     /// the worker's `--backoff-reset` (10 minutes by default, as kubelet does).
     #[serde(default)]
     pub backoff_failures: u32,
+    /// When it started draining (state `draining`): it is stopped once no request is in flight on
+    /// it, or when its deployment's `drain_timeout` has passed since then.
+    #[serde(default)]
+    pub drain_started_at: Option<DateTime<Utc>>,
+    /// Requests in flight on it, counted by the gateways of every server (answers only; never
+    /// stored). Absent when no gateway routes to it.
+    #[serde(default)]
+    pub in_flight: Option<u64>,
 }
 
 pub type ModelInstance = Record<ModelInstanceSpec>;

@@ -86,6 +86,31 @@ impl Db {
         Ok(())
     }
 
+    /// Writes this server's gateway share for draining (JSON, `gateway::drain::Share`), stamped
+    /// with the database's clock.
+    pub async fn share_gateway(&self, server: &str, data: &str) -> DbResult<()> {
+        let sql = format!(
+            "INSERT INTO gateway_shares (server, at, data) VALUES ($1, {}, $2) \
+             ON CONFLICT (server) DO UPDATE SET at = excluded.at, data = excluded.data",
+            self.clock_sql()
+        );
+        sqlx::query(&sql).bind(server.to_string()).bind(data.to_string()).execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// The other servers' gateway shares newer than `fresh_ms`; older ones (of servers that
+    /// stopped) are removed on the way.
+    pub async fn others_gateway_shares(&self, server: &str, fresh_ms: i64) -> DbResult<Vec<String>> {
+        let now = self.clock_sql();
+        sqlx::query(&format!("DELETE FROM gateway_shares WHERE at < {now} - $1"))
+            .bind(fresh_ms.saturating_mul(10))
+            .execute(self.pool())
+            .await?;
+        let sql = format!("SELECT data FROM gateway_shares WHERE server <> $1 AND at > {now} - $2");
+        let rows = sqlx::query(&sql).bind(server.to_string()).bind(fresh_ms).fetch_all(self.pool()).await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
     /// Every target of a route.
     pub async fn targets_of_route(&self, route_id: i64) -> DbResult<Vec<Record<ModelRouteTargetSpec>>> {
         let q = ListQuery { filters: vec![("route_id", Val::Int(route_id))], ..Default::default() };

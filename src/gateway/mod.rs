@@ -6,6 +6,7 @@
 //! usage is read on the way and handed to the server through a channel, in batches.
 
 pub mod balance;
+pub mod drain;
 pub mod limits;
 pub mod metrics;
 pub mod openai;
@@ -77,6 +78,8 @@ pub(crate) struct Shared {
     client: Client<HttpConnector, Body>,
     pub limiter: limits::RateLimiter,
     pub metrics: metrics::Metrics,
+    /// Draining instances withdrawn here, and what the other servers share about theirs.
+    pub drains: drain::Drains,
     pub usage_tx: tokio::sync::mpsc::Sender<UsageEvent>,
 }
 
@@ -114,6 +117,7 @@ impl Gateway {
             client,
             limiter: limits::RateLimiter::default(),
             metrics: metrics::Metrics::new()?,
+            drains: drain::Drains::default(),
             usage_tx,
         };
         Ok((Gateway { shared: Arc::new(shared) }, usage_rx))
@@ -124,6 +128,8 @@ impl Gateway {
         let live = snapshot.routes().iter().flat_map(|r| r.targets.iter()).flat_map(|t| t.instances.iter());
         let live = live.map(|e| e.instance_id).collect();
         self.shared.balancer.retain(&live);
+        // Withdrawn before the new snapshot is seen: no request picks a draining instance after this.
+        self.shared.drains.set_withdrawn(snapshot.draining(), std::time::Instant::now());
         self.shared.snapshot.store(Arc::new(snapshot));
     }
 
@@ -139,6 +145,61 @@ impl Gateway {
 
     /// The gateway's metrics in Prometheus text format.
     pub fn render_metrics(&self) -> String {
-        self.shared.metrics.render()
+        let mut out = self.shared.metrics.render();
+        out.push_str(&self.render_in_flight());
+        out
+    }
+
+    /// Requests in flight here per instance: every instance of the snapshot and every withdrawn
+    /// one (for metrics and the shares; zeros included).
+    pub fn in_flight_here(&self) -> std::collections::BTreeMap<i64, u64> {
+        let snapshot = self.snapshot();
+        let routed = snapshot.routes().iter().flat_map(|r| r.targets.iter()).flat_map(|t| t.instances.iter());
+        let ids = routed.map(|e| e.instance_id).chain(self.shared.drains.settled_ids(std::time::Instant::now()));
+        let ids = ids.chain(snapshot.draining().iter().copied());
+        ids.map(|id| (id, self.shared.balancer.instance(id).outstanding() as u64)).collect()
+    }
+
+    /// What this server shares with the others about draining (`server::rate_share`).
+    pub fn drain_share(&self) -> drain::Share {
+        let mut in_flight = self.in_flight_here();
+        in_flight.retain(|_, n| *n > 0);
+        drain::Share { in_flight, withdrawn: self.shared.drains.settled_ids(std::time::Instant::now()) }
+    }
+
+    /// The other servers' shares, read just now.
+    pub fn set_drain_shares_elsewhere(&self, shares: Vec<drain::Share>) {
+        self.shared.drains.set_elsewhere(shares, std::time::Instant::now());
+    }
+
+    /// Every gateway's word on instance `id`, this server's first: whether it withdrew it (for
+    /// [`drain::SETTLE`]) and how many requests are in flight on it there.
+    pub fn drain_views(&self, id: i64) -> Vec<drain::View> {
+        let now = std::time::Instant::now();
+        let here = if self.shared.drains.settled(id, now) {
+            drain::View::InFlight(self.shared.balancer.instance(id).outstanding() as u64)
+        } else {
+            drain::View::Routing
+        };
+        std::iter::once(here).chain(self.shared.drains.elsewhere(now).iter().map(|s| s.view(id))).collect()
+    }
+
+    /// Requests in flight on instance `id` across servers (this one, and the others' fresh shares).
+    pub fn in_flight_everywhere(&self, id: i64) -> u64 {
+        let here = self.shared.balancer.instance(id).outstanding() as u64;
+        let elsewhere = self.shared.drains.elsewhere(std::time::Instant::now());
+        here + elsewhere.iter().map(|s| s.in_flight.get(&id).copied().unwrap_or(0)).sum::<u64>()
+    }
+
+    /// `ferrostack_instance_in_flight{instance_id}`: requests in flight per instance on this server.
+    fn render_in_flight(&self) -> String {
+        let mut out = String::from(
+            "# HELP ferrostack_instance_in_flight Requests in flight per model instance on this server's gateway\n\
+             # TYPE ferrostack_instance_in_flight gauge\n",
+        );
+        for (id, n) in self.in_flight_here() {
+            out.push_str(&format!("ferrostack_instance_in_flight{{instance_id=\"{id}\"}} {n}\n"));
+        }
+        out
     }
 }

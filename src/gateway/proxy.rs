@@ -1,5 +1,6 @@
-//! Forwarding one request to an instance: pick, connect (retrying a connect failure on another
-//! instance), hand a fallback target the answers it catches, and stream the response back.
+//! Forwarding one request to an instance: pick (never a draining one), connect (a request that
+//! reached no instance, or lost its connection before any answer byte, goes to another; see
+//! [`resend`]), hand a fallback target the answers it catches, and stream the response back.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -143,7 +144,16 @@ impl Gateway {
         let prefix = (route.load_balancing == super::snapshot::LoadBalancing::PrefixAware)
             .then(|| out.leading.as_deref().and_then(super::prefix::key))
             .flatten();
+        // Requests sent whose connection was lost before any answer (resent at most once).
+        let mut lost = 0;
         loop {
+            // Draining instances are withdrawn, even from a route read before they began to drain.
+            let routed = route.targets.iter().flat_map(|t| t.instances.iter()).map(|e| e.instance_id);
+            for id in shared.drains.withdrawn_among(routed) {
+                if !exclude.contains(&id) {
+                    exclude.push(id);
+                }
+            }
             let Some(lease) = shared.balancer.pick_keyed(&route, &exclude, fallback_for, prefix) else {
                 return Err(if connect_failures > 0 {
                     GatewayError::Upstream(format!("{connect_failures} instance(s) refused the connection"))
@@ -191,18 +201,22 @@ impl Gateway {
             };
             let res = match res {
                 Ok(res) => res,
-                Err(e) if retryable(&e) => {
-                    tracing::debug!(instance = lease.endpoint.instance_id, error = %e, "connect failed; retrying");
+                Err(e) => {
+                    let failure = failure_of(&e);
+                    if failure == Failure::Other {
+                        return Err(GatewayError::Upstream(e.to_string()));
+                    }
+                    tracing::debug!(instance = lease.endpoint.instance_id, error = %e, ?failure, "no answer; retrying");
                     shared.balancer.failed(&lease);
-                    shared.metrics.retries.inc();
                     exclude.push(lease.endpoint.instance_id);
                     connect_failures += 1;
-                    if connect_failures >= MAX_CONNECT_ATTEMPTS {
+                    lost += usize::from(failure == Failure::LostBeforeAnswer);
+                    if !resend(failure, connect_failures, lost) {
                         return Err(GatewayError::Upstream(format!("{connect_failures} connect failures; last: {e}")));
                     }
+                    shared.metrics.retries.inc();
                     continue;
                 }
-                Err(e) => return Err(GatewayError::Upstream(e.to_string())),
             };
             shared.balancer.succeeded(&lease);
             let status = res.status().as_u16();
@@ -256,20 +270,57 @@ fn is_json(v: &HeaderValue) -> bool {
     v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("json"))
 }
 
-/// A failure before the instance could have answered: the connection was refused, or a pooled
-/// connection closed under the request (the instance is going away). Safe to send elsewhere.
-fn retryable(e: &hyper_util::client::legacy::Error) -> bool {
+/// How a request failed before its instance answered, as far as sending it again goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// No connection (refused, unreachable, connect timeout): the instance saw nothing.
+    NotConnected,
+    /// Sent, then the connection closed or was reset before any byte of an answer (a pooled
+    /// connection to an engine that is going away): nothing reached the client either.
+    LostBeforeAnswer,
+    /// Anything else: never sent again.
+    Other,
+}
+
+/// The retry rule: a request that never reached an instance goes to another one, up to
+/// [`MAX_CONNECT_ATTEMPTS`] instances in all; one whose connection was lost before any answer
+/// byte is sent again once (`lost`: how many were lost so far, this one included). A request
+/// whose answer began is never sent again (it never gets here: `forward` returns it).
+fn resend(failure: Failure, attempts_failed: usize, lost: usize) -> bool {
+    match failure {
+        Failure::NotConnected => attempts_failed < MAX_CONNECT_ATTEMPTS,
+        Failure::LostBeforeAnswer => lost <= 1 && attempts_failed < MAX_CONNECT_ATTEMPTS,
+        Failure::Other => false,
+    }
+}
+
+/// Connection errors that mean the peer closed or reset it under the request.
+fn lost_io(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(kind, K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof)
+}
+
+/// What kind of failure the client's error is (before any response header arrived: hyper's
+/// client answers only once the headers are in).
+fn failure_of(e: &hyper_util::client::legacy::Error) -> Failure {
     if e.is_connect() {
-        return true;
+        return Failure::NotConnected;
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            return h.is_canceled() || h.is_incomplete_message();
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && (h.is_canceled() || h.is_incomplete_message())
+        {
+            return Failure::LostBeforeAnswer;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && lost_io(io.kind())
+        {
+            return Failure::LostBeforeAnswer;
         }
         source = s.source();
     }
-    false
+    Failure::Other
 }
 
 #[cfg(test)]
@@ -322,6 +373,37 @@ mod tests {
             }
             let length = got.get(header::CONTENT_LENGTH).map(HeaderValue::as_bytes);
             assert_eq!(length, (!rewritten).then_some(&b"42"[..]), "rewritten {rewritten}");
+        }
+    }
+
+    #[test]
+    fn requests_are_sent_again_only_before_an_answer_began() {
+        use Failure::*;
+        // (failure, instances failed so far, lost so far (this one included), send again)
+        let table = [
+            (NotConnected, 1, 0, true),
+            (NotConnected, 2, 0, true),
+            (NotConnected, 3, 0, false),
+            (LostBeforeAnswer, 1, 1, true),
+            // Refused by one, then lost on the next: the lost one is the first, so once more.
+            (LostBeforeAnswer, 2, 1, true),
+            (LostBeforeAnswer, 2, 2, false),
+            (NotConnected, 2, 1, true),
+            (Other, 1, 0, false),
+        ];
+        for (failure, failed, lost, again) in table {
+            assert_eq!(resend(failure, failed, lost), again, "{failure:?} failed={failed} lost={lost}");
+        }
+        use std::io::ErrorKind as K;
+        for (kind, lost) in [
+            (K::ConnectionReset, true),
+            (K::BrokenPipe, true),
+            (K::UnexpectedEof, true),
+            (K::ConnectionAborted, true),
+            (K::TimedOut, false),
+            (K::InvalidData, false),
+        ] {
+            assert_eq!(lost_io(kind), lost, "{kind:?}");
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Snapshot {
     routes: Vec<Arc<Route>>,
     by_name: HashMap<String, usize>,
     by_id: HashMap<i64, usize>,
+    /// Instances that are draining: withdrawn from every route (see `gateway::drain`).
+    draining: std::collections::HashSet<i64>,
 }
 
 impl Snapshot {
@@ -81,7 +83,17 @@ impl Snapshot {
         let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
         let by_name = routes.iter().enumerate().map(|(i, r)| (r.name.to_lowercase(), i)).collect();
         let by_id = routes.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
-        Snapshot { routes, by_name, by_id }
+        Snapshot { routes, by_name, by_id, draining: Default::default() }
+    }
+
+    /// The snapshot with these instances draining: the gateway withdraws them when it publishes it.
+    pub fn with_draining(mut self, ids: impl IntoIterator<Item = i64>) -> Snapshot {
+        self.draining = ids.into_iter().collect();
+        self
+    }
+
+    pub fn draining(&self) -> &std::collections::HashSet<i64> {
+        &self.draining
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {

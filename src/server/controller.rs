@@ -1,8 +1,12 @@
 //! The model controller: compares each deployment's desired replicas with its instances and acts.
 //! Creates pending instances, removes the least healthy on scale-down, rolls instances one at a
-//! time when a run-affecting field changes, and keeps `ready_replicas` current. Steppable: `tick`.
+//! time when a run-affecting field changes, and keeps `ready_replicas` current. Serving instances
+//! it removes drain first, and it stops draining ones when they are idle (`drain.rs`). Steppable:
+//! `tick`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -11,7 +15,9 @@ use crate::api::{
     WorkerState,
 };
 use crate::db::{Db, DbError, instance_columns, model_columns};
+use crate::gateway::Gateway;
 use crate::server::auth::random_token;
+use crate::server::drain;
 use crate::server::leader::Leadership;
 use crate::server::replicas::{self, Action, Desired, InstanceFacts};
 
@@ -56,6 +62,7 @@ pub fn spec_hash(m: &ModelSpec) -> String {
         state_message: _,
         spec_digest: _,
         rollout_digest: _,
+        drain_timeout: _,
     } = m;
     let relevant = serde_json::json!({
         "source": source, "hf": huggingface_repo_id, "hf_file": huggingface_filename,
@@ -152,14 +159,29 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         last_restart_time: None,
         next_restart_time: None,
         backoff_failures: 0,
+        drain_started_at: None,
+        in_flight: None,
     }
 }
 
+/// How often the controller looks again while an instance drains (the gateways' counts change
+/// without a commit).
+pub const DRAIN_POLL: Duration = Duration::from_millis(250);
+
 pub struct ModelController {
     pub db: Db,
+    /// This server's gateway: what it and the other servers' gateways say about draining
+    /// instances. Without one, a draining instance stops at the next pass.
+    pub gateway: Option<Gateway>,
+    /// Instances still draining after the last pass.
+    pub draining: AtomicUsize,
 }
 
 impl ModelController {
+    pub fn new(db: Db, gateway: Option<Gateway>) -> ModelController {
+        ModelController { db, gateway, draining: AtomicUsize::new(0) }
+    }
+
     /// One pass over every deployment. Returns how many writes it made.
     pub async fn tick(&self) -> Result<usize, DbError> {
         let workers: BTreeMap<i64, Record<WorkerSpec>> =
@@ -172,6 +194,7 @@ impl ModelController {
             }
         }
         let mut writes = 0;
+        self.draining.store(0, Ordering::Relaxed);
         for model in self.db.all::<ModelSpec>().await? {
             let instances = by_model.remove(&model.id).unwrap_or_default();
             writes += self.reconcile(&model, instances, &workers).await?;
@@ -199,6 +222,7 @@ impl ModelController {
         let facts: Vec<InstanceFacts> = instances.iter().map(|i| facts(i, workers)).collect();
         let mut writes = 0;
         let mut doomed = Vec::new();
+        let mut retired: BTreeMap<&'static str, Vec<&ModelInstance>> = BTreeMap::new();
         for action in replicas::actions(Desired { replicas: desired, hash: &hash, rolling }, &facts) {
             match action {
                 Action::Create(n) => {
@@ -212,16 +236,31 @@ impl ModelController {
                         .collect();
                     writes += self.db.insert_many(&rows).await?.len();
                 }
-                Action::Delete(id) => doomed.push(id),
+                Action::Delete(id) => {
+                    if let Some(i) = instances.iter().find(|i| i.id == id) {
+                        let why = if i.spec.spec_hash.as_deref() == Some(hash.as_str()) {
+                            "scale-down"
+                        } else {
+                            "rolling replace"
+                        };
+                        retired.entry(why).or_default().push(i);
+                    }
+                }
             }
         }
+        // Serving ones drain first; the others go at once.
+        for (why, list) in retired {
+            writes += drain::begin(&self.db, &list, model.spec.drain_timeout, why).await?.len();
+        }
+        doomed.extend(self.drained(&instances, model.spec.drain_timeout));
         // Gone already (deleted elsewhere meanwhile) is fine: `delete_many` skips it.
         for batch in doomed.chunks(500) {
             writes += self.db.delete_many::<ModelInstanceSpec>(batch).await?.len();
         }
 
         let ready = instances.iter().filter(|i| i.spec.state == InstanceState::Running).count() as u32;
-        let all: Vec<&ModelInstance> = instances.iter().collect();
+        // Draining instances are on their way out: they do not make the deployment fail or wait.
+        let all: Vec<&ModelInstance> = instances.iter().filter(|i| i.spec.state != InstanceState::Draining).collect();
         let (state, state_message) = model_state(desired, &all);
         let m = &model.spec;
         let digest = Some(hash);
@@ -241,17 +280,47 @@ impl ModelController {
     }
 }
 
+impl ModelController {
+    /// The draining instances whose drain has ended (idle on every gateway, or timed out); counts
+    /// the others in `draining`.
+    fn drained(&self, instances: &[ModelInstance], timeout: u32) -> Vec<i64> {
+        let now = chrono::Utc::now();
+        let mut done = Vec::new();
+        for i in instances.iter().filter(|i| i.spec.state == InstanceState::Draining) {
+            let views = self.gateway.as_ref().map(|g| g.drain_views(i.id)).unwrap_or_default();
+            let waited = drain::elapsed(&i.spec, now);
+            match drain::verdict(waited, Duration::from_secs(timeout.into()), &views) {
+                drain::Verdict::Wait { .. } => {
+                    self.draining.fetch_add(1, Ordering::Relaxed);
+                }
+                drain::Verdict::Stop(drain::Why::Drained) => {
+                    tracing::info!(instance = i.id, name = %i.spec.name, waited_ms = waited.as_millis() as u64,
+                        "instance drained: no request in flight on any gateway; stopping it");
+                    done.push(i.id);
+                }
+                drain::Verdict::Stop(drain::Why::TimedOut { in_flight, routing }) => {
+                    tracing::warn!(instance = i.id, name = %i.spec.name, waited_ms = waited.as_millis() as u64,
+                        in_flight, gateways_not_confirmed = routing,
+                        "instance drain timed out; stopping it with requests in flight");
+                    done.push(i.id);
+                }
+            }
+        }
+        done
+    }
+}
+
 /// Runs the model controller and the scheduler on every committed change, and every 5 s anyway
 /// (the slow periodic scan), while this server leads, until shutdown. Each pass writes through a
 /// handle fenced by the leadership it started under.
-pub fn spawn_loops(db: Db, leader: Leadership, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub fn spawn_loops(db: Db, gateway: Gateway, leader: Leadership, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
         // Deployments, their instances, the workers they run on, the backends they run with.
         let mut changed = db.subscribe(&["models", "model_instances", "workers", "inference_backends"]);
         loop {
             let Some(fence) = leader.lead(&mut shutdown).await else { return };
             let fenced = db.fenced(fence);
-            let controller = ModelController { db: fenced.clone() };
+            let controller = ModelController::new(fenced.clone(), Some(gateway.clone()));
             let scheduler = crate::server::scheduler::Scheduler { db: fenced };
             let mut writes = 0;
             match controller.tick().await {
@@ -266,9 +335,14 @@ pub fn spawn_loops(db: Db, leader: Leadership, mut shutdown: tokio::sync::watch:
                 changed.mark_seen();
                 continue;
             }
+            // While an instance drains, its gateways' counts are looked at often.
+            let wait = match controller.draining.load(Ordering::Relaxed) {
+                0 => Duration::from_secs(5),
+                _ => DRAIN_POLL,
+            };
             tokio::select! {
                 _ = changed.changed() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }

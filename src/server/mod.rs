@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cache;
 pub mod controller;
 pub mod deployment;
+pub mod drain;
 pub mod error;
 pub mod evaluate;
 pub mod extract;
@@ -226,7 +227,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         watches: streams::WatchSlots::new(streams::total_limit(config_watch_limit, streams::raise_open_file_limit())),
     };
     bootstrap::spawn_housekeeping(db.counted_apart(), shutdown.clone());
-    controller::spawn_loops(db.clone(), leader, shutdown.clone());
+    controller::spawn_loops(db.clone(), gateway.clone(), leader, shutdown.clone());
     let app = router(state);
     let addr = listener.local_addr()?;
     let mut stopped = shutdown;

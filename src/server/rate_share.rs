@@ -2,6 +2,10 @@
 //! gateway counted per key in the last 60 s (one statement) and reads what the others counted, which
 //! its limiter adds to its own. A key's limit holds across servers to within what the others
 //! admitted since their last share (about one second of traffic).
+//!
+//! The same round shares what draining needs (`gateway::drain`): requests in flight per instance
+//! and the draining instances this server's gateway has withdrawn; the leader stops a draining
+//! instance once every fresh share says it is withdrawn and idle.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,6 +33,17 @@ pub async fn share_once(db: &Db, gateway: &Gateway, server: &str) -> crate::db::
         .map(|(key, requests, tokens)| (key, Counted { requests, tokens }))
         .collect();
     gateway.set_rate_counted_elsewhere(others);
+    share_drains(db, gateway, server).await
+}
+
+/// Shares this gateway's in-flight counts and withdrawn instances; takes in the others'.
+async fn share_drains(db: &Db, gateway: &Gateway, server: &str) -> crate::db::DbResult<()> {
+    let here = serde_json::to_string(&gateway.drain_share()).unwrap_or_default();
+    db.share_gateway(server, &here).await?;
+    let fresh_ms = crate::gateway::drain::SHARE_FRESH.as_millis() as i64;
+    let others = db.others_gateway_shares(server, fresh_ms).await?;
+    let shares = others.iter().filter_map(|data| serde_json::from_str(data).ok()).collect();
+    gateway.set_drain_shares_elsewhere(shares);
     Ok(())
 }
 

@@ -64,9 +64,16 @@ fn least_healthy_first(list: &[&InstanceFacts]) -> Vec<i64> {
 /// the current spec): replace them one extra instance at a time: an outdated instance that does
 /// not serve goes at once, a serving one only while more than `replicas` serve, or when the extra
 /// instance cannot be placed anywhere (then the roll goes one unavailable at a time).
-pub fn actions(d: Desired<'_>, instances: &[InstanceFacts]) -> Vec<Action> {
+///
+/// A `draining` instance is on its way out (`drain.rs`): it is no replica, and is never chosen
+/// again. While one drains, the extra instance of a rollout that finds no room is not stuck: the
+/// drain frees room, so the roll waits for it rather than stopping a serving instance first.
+pub fn actions(d: Desired<'_>, all: &[InstanceFacts]) -> Vec<Action> {
+    let draining = all.iter().any(|i| i.state == InstanceState::Draining);
+    let instances: Vec<&InstanceFacts> = all.iter().filter(|i| i.state != InstanceState::Draining).collect();
     let (fresh, outdated): (Vec<&InstanceFacts>, Vec<&InstanceFacts>) = instances
         .iter()
+        .copied()
         .partition(|i| i.spec_hash.as_deref() == Some(d.hash) || (!d.rolling && i.state == InstanceState::Running));
     let mut out = Vec::new();
     if outdated.is_empty() {
@@ -84,7 +91,7 @@ pub fn actions(d: Desired<'_>, instances: &[InstanceFacts]) -> Vec<Action> {
     if fresh.len() < d.replicas && instances.len() <= d.replicas {
         out.push(Action::Create(1));
     }
-    let surge_stuck = fresh.iter().any(|i| i.state == InstanceState::Pending && !i.bound && i.has_message);
+    let surge_stuck = !draining && fresh.iter().any(|i| i.state == InstanceState::Pending && !i.bound && i.has_message);
     let serving = running(&fresh) + running(&outdated);
     if let Some(idle) = outdated.iter().find(|i| i.state != InstanceState::Running) {
         out.push(Action::Delete(idle.id));
@@ -99,7 +106,7 @@ pub fn actions(d: Desired<'_>, instances: &[InstanceFacts]) -> Vec<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use InstanceState::{Error, Pending, Running, Starting};
+    use InstanceState::{Draining, Error, Pending, Running, Starting};
 
     /// `id:hash:state`, plus `unbound`, `msg`, `down` (worker not ready) or `rN` (N restarts).
     fn facts(spec: &str) -> Vec<InstanceFacts> {
@@ -113,6 +120,7 @@ mod tests {
                     "pend" => Pending,
                     "start" => Starting,
                     "err" => Error,
+                    "drain" => Draining,
                     other => panic!("state {other}"),
                 };
                 let mut f = InstanceFacts {
@@ -189,6 +197,33 @@ mod tests {
             ),
             ("rollout to zero", 0, true, "1:old:run 2:h:run", &[Delete(1)]),
             ("rollout done", 2, true, "3:h:run 4:h:run", &[]),
+            // Draining instances (drain.rs) are no replicas and never chosen again.
+            ("scale down while one drains", 1, false, "1:h:run 2:h:drain 3:h:run", &[Delete(3)]),
+            ("a draining one is replaced (a deleted instance)", 2, false, "1:h:run 2:h:drain", &[Create(1)]),
+            ("scale up while one drains", 3, false, "1:h:run 2:h:drain", &[Create(2)]),
+            ("scale to zero: only the serving one", 0, false, "1:h:run 2:h:drain", &[Delete(1)]),
+            (
+                "rollout: the old one drains, the next extra comes at once",
+                2,
+                true,
+                "1:old:run 2:old:drain 3:h:run",
+                &[Create(1)],
+            ),
+            (
+                "rollout never shrinks: the extra waits for the room a drain frees",
+                2,
+                true,
+                "1:old:run 2:old:drain 3:h:run 4:h:pend:unbound:msg",
+                &[],
+            ),
+            (
+                "rollout: the last old one goes once the new ones serve",
+                2,
+                true,
+                "1:old:run 3:h:run 4:h:run",
+                &[Delete(1)],
+            ),
+            ("rollout done, the last one still draining", 2, true, "1:old:drain 3:h:run 4:h:run", &[]),
         ];
         for (what, replicas, rolling, instances, want) in cases {
             let got = actions(Desired { replicas: *replicas, hash: "h", rolling: *rolling }, &facts(instances));

@@ -125,7 +125,11 @@ async fn model_gone(db: &Db, id: i64) -> DbResult<bool> {
 pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
     let models: BTreeMap<i64, Record<ModelSpec>> =
         db.all::<ModelSpec>().await?.into_iter().map(|m| (m.id, m)).collect();
-    let running = running_by_model(&db.all::<ModelInstanceSpec>().await?, &db.all::<WorkerSpec>().await?, secret);
+    let instances = db.all::<ModelInstanceSpec>().await?;
+    let running = running_by_model(&instances, &db.all::<WorkerSpec>().await?, secret);
+    // Withdrawn by every gateway that publishes this (docs/draining.md).
+    let draining: Vec<i64> =
+        instances.iter().filter(|i| i.spec.state == InstanceState::Draining).map(|i| i.id).collect();
     let mut by_route: BTreeMap<i64, Vec<Record<ModelRouteTargetSpec>>> = BTreeMap::new();
     for t in db.all::<ModelRouteTargetSpec>().await? {
         if let Some(m) = t.spec.model_id.filter(|m| !models.contains_key(m)) {
@@ -186,7 +190,7 @@ pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
             targets,
         });
     }
-    Ok(Snapshot::new(routes))
+    Ok(Snapshot::new(routes).with_draining(draining))
 }
 
 fn ignore_gone(res: DbResult<()>) -> DbResult<()> {

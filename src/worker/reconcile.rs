@@ -280,7 +280,8 @@ impl Reconciler {
             return self.fail(i, format!("its part on subordinate worker {name} failed: {why}"), None).await;
         }
         let now = Instant::now();
-        let stored_running = i.spec.state == InstanceState::Running;
+        // Draining is running as far as health goes: nothing to report while it answers.
+        let stored_running = matches!(i.spec.state, InstanceState::Running | InstanceState::Draining);
         if !l.health.probe_due(stored_running, now) {
             return Ok(());
         }

@@ -76,7 +76,9 @@ async fn list_instances(
             && model_id.is_none_or(|m| i.spec.model_id == Some(m))
             && wanted_state.is_none_or(|s| i.spec.state == s)
     };
-    list_or_watch::<ModelInstanceSpec, _, _, _>(&state, &headers, &raw, params, filters, visible, instance_view).await
+    let gateway = state.gateway.gateway.clone();
+    let view = move |i: ModelInstance| with_in_flight(instance_view(i), &gateway);
+    list_or_watch::<ModelInstanceSpec, _, _, _>(&state, &headers, &raw, params, filters, visible, view).await
 }
 
 /// An instance as answered: GPUStack's required `source` and, for local files, `local_path`, filled
@@ -86,6 +88,15 @@ pub fn instance_view(mut i: ModelInstance) -> ModelInstance {
     let source = *s.source.get_or_insert(ModelSource::LocalPath);
     if source == ModelSource::LocalPath && s.local_path.is_none() {
         s.local_path = Some(s.model_path.clone());
+    }
+    i
+}
+
+/// The instance with the requests in flight on it across servers' gateways, where it is routed
+/// or draining (never stored).
+pub fn with_in_flight(mut i: ModelInstance, gateway: &crate::gateway::Gateway) -> ModelInstance {
+    if matches!(i.spec.state, InstanceState::Running | InstanceState::Draining) {
+        i.spec.in_flight = Some(gateway.in_flight_everywhere(i.id));
     }
     i
 }
@@ -153,6 +164,8 @@ async fn create_instance(
         last_restart_time: None,
         next_restart_time: None,
         backoff_failures: 0,
+        drain_started_at: None,
+        in_flight: None,
     };
     let instance = state.db.insert(&spec, &instance_columns(&spec)).await?;
     Ok((StatusCode::OK, axum::Json(instance)))
@@ -171,14 +184,32 @@ async fn get_instance(
     {
         return Err(ApiError::forbidden("a worker may only read its own instances"));
     }
-    Ok(axum::Json(instance_view(instance)))
+    Ok(axum::Json(with_in_flight(instance_view(instance), &state.gateway.gateway)))
 }
 
-/// Deletes an instance: its worker stops it and frees its port.
+/// Deletes an instance: its worker stops it and frees its port. A serving instance of a
+/// deployment drains first (no new requests; stopped once those in flight finished, or at the
+/// deployment's `drain_timeout`); deleting a draining instance stops it at once.
 #[utoipa::path(delete, path = "/v2/model-instances/{id}", tag = "model-instances", params(("id" = i64, Path)),
     responses((status = 200), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_instance(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
+    // A report of its worker may change it meanwhile: the mark is a compare-and-swap, tried again.
+    for _ in 0..3 {
+        let instance = state.db.get::<ModelInstanceSpec>(id).await?;
+        let timeout = match instance.spec.model_id {
+            Some(m) => match state.db.get::<crate::api::ModelSpec>(m).await {
+                Ok(model) => model.spec.drain_timeout,
+                Err(DbError::NotFound { .. }) => 0,
+                Err(e) => return Err(e.into()),
+            },
+            // Placed by hand: never routed.
+            None => 0,
+        };
+        if !crate::server::drain::begin(&state.db, &[&instance], timeout, "deleted").await?.is_empty() {
+            return Ok(StatusCode::OK);
+        }
+    }
     state.db.delete::<ModelInstanceSpec>(id).await?;
     Ok(StatusCode::OK)
 }
@@ -203,8 +234,12 @@ async fn report_status(
     let instance = state
         .db
         .modify::<ModelInstanceSpec, ApiError, _>(id, Some(body.version), |i| {
-            i.state = body.state;
-            i.state_message = body.state_message.clone();
+            // A draining instance stays draining (its worker may still say running): only its
+            // failure ends the drain early.
+            if i.state != InstanceState::Draining || body.state == InstanceState::Error {
+                i.state = body.state;
+                i.state_message = body.state_message.clone();
+            }
             i.port = body.port;
             if let Some(ports) = &body.ports {
                 i.ports = ports.clone();

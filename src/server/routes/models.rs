@@ -401,7 +401,8 @@ pub struct ModelRestartResult {
 }
 
 /// Stops every instance of a deployment at once; the controller starts fresh ones with the current
-/// spec (GPUStack's restart: the whole generation goes before any of it starts again).
+/// spec (GPUStack's restart: the whole generation goes before any of it starts again). Serving
+/// instances drain first: requests in flight on them finish; new ones wait for the new generation.
 #[utoipa::path(post, path = "/v2/models/{id}/restart", tag = "models", params(("id" = i64, Path)),
     responses((status = 200, body = ModelRestartResult), (status = 404, body = crate::api::ErrorBody)))]
 async fn restart_model(
@@ -411,12 +412,12 @@ async fn restart_model(
 ) -> ApiResult<axum::Json<ModelRestartResult>> {
     p.require_admin()?;
     let model = state.db.get::<ModelSpec>(id).await?;
-    let mut deleted = Vec::new();
-    for instance in state.db.instances_of_model(id).await? {
-        if state.db.delete_if_present::<ModelInstanceSpec>(instance.id).await? {
-            deleted.push(instance.spec.name);
-        }
-    }
+    // Serving instances drain (no new requests; stopped once those in flight finished); the
+    // controller starts the new generation meanwhile.
+    let instances = state.db.instances_of_model(id).await?;
+    let live: Vec<&crate::api::ModelInstance> =
+        instances.iter().filter(|i| i.spec.state != crate::api::InstanceState::Draining).collect();
+    let deleted = crate::server::drain::begin(&state.db, &live, model.spec.drain_timeout, "restart").await?;
     let message = match (deleted.len(), model.spec.replicas) {
         (0, _) => "no instance was running; nothing to restart".to_string(),
         (n, r) => format!("stopped {n} instance(s); {r} replica(s) start with the current spec"),

@@ -45,7 +45,8 @@ pub fn step(
     use InstanceState as S;
     match (state, runs_here) {
         (S::Scheduled | S::Initializing | S::Downloading, false) => Step::Launch,
-        (S::Starting | S::Running | S::Unreachable, false) => Step::AdoptOrFail,
+        // A draining instance keeps running until the server deletes it (then it is stopped).
+        (S::Starting | S::Running | S::Unreachable | S::Draining, false) => Step::AdoptOrFail,
         (S::Error, false) => {
             let due = next_restart.is_some_and(|t| t <= now);
             if restart_on_error && due { Step::Restart } else { Step::Idle }
@@ -167,6 +168,10 @@ mod tests {
             (S::Running, true, true, None, Step::Watch),
             // The server saw the worker silent; the workload kept running: watch it back to running.
             (S::Unreachable, true, true, None, Step::Watch),
+            // Draining: it serves what is in flight until the server deletes it; watched as running.
+            (S::Draining, true, true, None, Step::Watch),
+            // The worker restarted mid-drain: take the workload back, so the delete stops it.
+            (S::Draining, false, true, None, Step::AdoptOrFail),
             (S::Pending, false, true, None, Step::Idle),
             (S::Analyzing, false, true, None, Step::Idle),
         ];

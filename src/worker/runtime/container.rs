@@ -35,6 +35,8 @@ pub const LABEL_SCOPE: &str = "ferrostack.scope";
 
 /// How long `connect` waits for the engine's `/version`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a leftover container (an earlier run's, or one found on release) gets to stop.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(10);
 /// Timeout for ordinary engine requests (seconds; bollard's unit).
 const REQUEST_TIMEOUT_S: u64 = 120;
 /// Sockets tried, in order, when neither an explicit socket nor `DOCKER_HOST` is given.
@@ -392,7 +394,9 @@ impl ContainerRuntime {
         self.ensure_image(image, &spec.log_path).await?;
 
         let name = container_name(spec.instance_id, &spec.instance_name);
-        // A container left from an earlier run of this instance holds the name: it goes.
+        // A container left from an earlier run of this instance holds the name: it goes, stopped
+        // first (SIGTERM, then SIGKILL after the grace), never removed by force while it runs.
+        self.stop_container(&name, LEFTOVER_GRACE).await;
         self.remove(&name).await.map_err(|e| {
             RuntimeError::Engine(format!("cannot remove the stale container {name}: {}", engine_message(&e)))
         })?;
@@ -469,6 +473,15 @@ impl ContainerRuntime {
     /// Stops the container (the engine sends SIGTERM, then SIGKILL after `grace`) and removes it.
     pub async fn stop(&self, handle: &Handle, grace: Duration) {
         let Handle::Container { id } = handle else { return };
+        self.stop_container(id, grace).await;
+        self.unfollow(id).await;
+        if let Err(e) = self.remove(id).await {
+            tracing::warn!(container = id, "cannot remove container: {}", engine_message(&e));
+        }
+    }
+
+    /// Asks the engine to stop a container: SIGTERM (its stop signal), SIGKILL after `grace`.
+    async fn stop_container(&self, id: &str, grace: Duration) {
         let t = grace.as_secs_f64().ceil() as i32;
         let options = StopContainerOptions { t: Some(t), ..Default::default() };
         // The engine answers once the container is down: wait longer than the grace.
@@ -478,10 +491,6 @@ impl ContainerRuntime {
             // 304: already stopped; 404: already gone.
             Err(EngineError::DockerResponseServerError { status_code: 304 | 404, .. }) => {}
             Err(e) => tracing::warn!(container = id, "cannot stop container: {}", engine_message(&e)),
-        }
-        self.unfollow(id).await;
-        if let Err(e) = self.remove(id).await {
-            tracing::warn!(container = id, "cannot remove container: {}", engine_message(&e));
         }
     }
 
@@ -533,10 +542,8 @@ impl ContainerRuntime {
             }
         };
         for id in containers.into_iter().filter_map(|c| c.id) {
-            self.unfollow(&id).await;
-            if let Err(e) = self.remove(&id).await {
-                tracing::warn!(instance_id, container = id, "cannot remove container: {}", engine_message(&e));
-            }
+            // Stopped (a no-op for one that is) before it is removed.
+            self.stop(&Handle::Container { id }, LEFTOVER_GRACE).await;
         }
     }
 }
