@@ -101,6 +101,11 @@ pub struct GpuDevice {
     /// Declared with `--simulate-gpus`, not detected: usable for planning, never for running.
     #[serde(default)]
     pub simulated: bool,
+    /// Bytes in use by processes the worker did not start (other programs, another manager), in
+    /// steps of 256 MiB rounded up: the scheduler books none of it (NVIDIA through NVML's process
+    /// list; simulated GPUs as declared, `1xH100-80GB+20GB`).
+    #[serde(default)]
+    pub memory_external: u64,
 }
 
 impl GpuDevice {
@@ -132,6 +137,7 @@ mod tests {
             core_utilization_rate: None,
             temperature: Some(40.0),
             simulated: false,
+            memory_external: 0,
         }
     }
 

@@ -646,3 +646,42 @@ proptest! {
         prop_assert_eq!(fast, reference);
     }
 }
+
+/// Fitted replicas (`gpu_memory: fit`, the estimate as the claim), placed one after another with
+/// each booked: binpack fills a GPU before opening the next, spread takes an empty GPU first, and a
+/// fraction claim (`reserve`) keeps one replica per GPU. Memory used outside the cluster counts.
+#[test]
+fn fitted_replicas_pack_where_binpack_asks() {
+    let order = |s: &Snapshot, req: &Request, n: usize| -> Vec<String> {
+        let mut s = s.clone();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            match place(&s, req) {
+                Ok(p) => {
+                    out.push(show(&s, &p));
+                    s.apply(&p, true);
+                }
+                Err(_) => out.push("-".into()),
+            }
+        }
+        out
+    };
+    let two = cluster("w1: 2xH100-80GB");
+    let a = "w1:cuda:0".to_string();
+    let b = "w1:cuda:1".to_string();
+    // 9.5 GiB each: eight on one 80 GiB GPU, the ninth on the next.
+    let mut want = vec![a.clone(); 8];
+    want.push(b.clone());
+    assert_eq!(order(&two, &binpack(est(9.5)), 9), want);
+    assert_eq!(order(&two, &est(9.5), 4), [a.clone(), b.clone(), a.clone(), b.clone()], "spread still spreads");
+    assert_eq!(order(&two, &binpack(vllm(9.5)), 3), [a.clone(), b.clone(), "-".into()], "reserve: one per GPU");
+    // 20 GiB used outside the cluster on GPU 0: six fit there, not eight.
+    let used = cluster("w1: 2xH100-80GB used=cuda:0:20");
+    let mut want = vec![a.clone(); 6];
+    want.push(b.clone());
+    assert_eq!(order(&used, &binpack(est(9.5)), 7), want);
+    // Why not: the claim in GiB against what is free.
+    let full = cluster("w1: 1xH100-80GB used=cuda:0:75");
+    let why = place(&full, &binpack(est(9.5))).expect_err("no room").reasons.join("\n");
+    assert!(why.contains("needs 9.5 GiB, 5.0 GiB free"), "{why}");
+}

@@ -68,7 +68,8 @@ pub struct Scheduler {
     pub db: Db,
 }
 
-/// Per-worker capacity minus what bound instances claim.
+/// Per-worker capacity minus what bound instances claim and what the worker says processes it did
+/// not start use (`memory_external`).
 pub fn snapshot(workers: &[Record<WorkerSpec>], instances: &[ModelInstance], model_id: Option<i64>) -> Snapshot {
     let mut vram: BTreeMap<(i64, u32), u64> = BTreeMap::new();
     let mut ram: BTreeMap<i64, u64> = BTreeMap::new();
@@ -117,7 +118,9 @@ pub fn snapshot(workers: &[Record<WorkerSpec>], instances: &[ModelInstance], mod
                         index: g.index,
                         gpu_type: g.gpu_type.as_str().to_string(),
                         total: g.memory_total,
-                        allocated: vram.get(&(w.id, g.index)).copied().unwrap_or(0),
+                        // Claims of bound instances, and what processes outside the cluster use:
+                        // memory that is taken is never booked again.
+                        allocated: vram.get(&(w.id, g.index)).copied().unwrap_or(0).saturating_add(g.memory_external),
                         instances_of_model: per_gpu_same.get(&(w.id, g.index)).copied().unwrap_or(0),
                         instances_other: per_gpu_other.get(&(w.id, g.index)).copied().unwrap_or(0),
                     })

@@ -217,7 +217,7 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
     let worker_id = identity.worker_id;
     let cache = Arc::new(Cache::default());
     spawn_heartbeat(client.clone(), worker_id, cfg.heartbeat_interval, stopped.clone());
-    spawn_status(client.clone(), worker_id, collector, gpus, cfg.clone(), api_port, stopped.clone());
+    spawn_status(client.clone(), worker_id, collector, gpus, cfg.clone(), api_port, cache.clone(), stopped.clone());
     spawn_watch(client.clone(), cache.clone(), stopped.clone());
     let reconciler = Reconciler::new(
         client,
@@ -262,6 +262,7 @@ fn spawn_heartbeat(client: Client, worker_id: i64, every: Duration, mut stop: to
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 fn spawn_status(
     client: Client,
     worker_id: i64,
@@ -269,6 +270,7 @@ fn spawn_status(
     gpus: Vec<crate::api::GpuDevice>,
     cfg: WorkerConfig,
     api_port: u16,
+    cache: Arc<Cache>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -281,7 +283,9 @@ fn spawn_status(
             let devices = if cfg.simulate_gpus.is_some() {
                 gpus.clone()
             } else {
-                gpu::detect(None).await.unwrap_or_else(|_| gpus.clone())
+                let mut devices = gpu::detect(None).await.unwrap_or_else(|_| gpus.clone());
+                count_external(&mut devices, worker_id, &cache).await;
+                devices
             };
             let report = WorkerStatusReport {
                 status: collector.sample(devices),
@@ -294,6 +298,33 @@ fn spawn_status(
             }
         }
     });
+}
+
+/// Sets each device's `memory_external`: what processes that are not this worker's instances (nor
+/// their children, nor in their containers) use on it (`gpu::external`).
+async fn count_external(devices: &mut [crate::api::GpuDevice], worker_id: i64, cache: &Cache) {
+    use gpu::external::{descends_from, external_by_device, in_containers, nvidia_processes, proc_parent};
+    if !devices.iter().any(|d| d.vendor == crate::api::GpuVendor::Nvidia) {
+        return;
+    }
+    let (mut roots, mut containers) = (std::collections::HashSet::from([std::process::id()]), Vec::new());
+    for i in cache.instances.lock().await.values() {
+        let parts = std::iter::once((i.spec.worker_id, i.spec.pid, &i.spec.container_id))
+            .chain(i.spec.subordinate_workers().iter().map(|s| (Some(s.worker_id), s.pid, &s.container_id)));
+        for (_, pid, container) in parts.filter(|p| p.0 == Some(worker_id)) {
+            roots.extend(pid);
+            containers.extend(container.clone());
+        }
+    }
+    let external = tokio::task::spawn_blocking(move || {
+        let procs = nvidia_processes();
+        external_by_device(&procs, |pid| descends_from(pid, &roots, proc_parent) || in_containers(pid, &containers))
+    })
+    .await
+    .unwrap_or_default();
+    for d in devices.iter_mut().filter(|d| d.vendor == crate::api::GpuVendor::Nvidia) {
+        d.memory_external = external.get(&d.index).copied().unwrap_or(0).min(d.memory_total);
+    }
 }
 
 /// Keeps `cache` equal to the server's view of this worker's instances, resuming after drops.

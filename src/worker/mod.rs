@@ -64,7 +64,8 @@ pub struct WorkerOptions {
     /// Ports handed to inference servers, FIRST-LAST.
     #[arg(long, default_value = "40000-40999", value_parser = parse_range)]
     pub port_range: (u16, u16),
-    /// Declare simulated GPUs instead of detecting, e.g. 4xH100-80GB (planning and tests; marked simulated).
+    /// Declare simulated GPUs instead of detecting, e.g. 4xH100-80GB, or 1xH100-80GB+20GB with 20 GB used
+    /// outside the cluster (planning and tests; marked simulated).
     #[arg(long, env = ENV_SIMULATE_GPUS)]
     pub simulate_gpus: Option<String>,
     /// Seconds between heartbeats.

@@ -15,6 +15,7 @@ mod hosts;
 mod leadership;
 mod models;
 mod multihost;
+mod packing;
 mod pg_restart;
 mod policy;
 mod prefix_routing;

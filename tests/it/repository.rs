@@ -23,6 +23,7 @@ pub fn cluster(name: &str) -> ClusterSpec {
         is_default: false,
         token_hint: String::new(),
         token_nonce: None,
+        gpu_memory: Default::default(),
     }
 }
 

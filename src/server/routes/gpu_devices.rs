@@ -192,6 +192,7 @@ mod tests {
             core_utilization_rate: None,
             temperature: None,
             simulated: true,
+            memory_external: 0,
         };
         let view = GpuDeviceView {
             id: "box-1:cuda:0".into(),

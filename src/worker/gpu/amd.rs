@@ -70,6 +70,7 @@ fn parse_card(index: u32, card: &Map<String, Value>) -> GpuDevice {
         core_utilization_rate: core,
         temperature,
         simulated: false,
+        memory_external: 0,
     }
 }
 

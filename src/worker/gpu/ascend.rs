@@ -164,6 +164,7 @@ fn device(row1: Row1, row2: Row2, seen: usize, by_chip: &HashMap<(u32, u32), &Np
         core_utilization_rate: row2.core,
         temperature: row1.temperature,
         simulated: false,
+        memory_external: 0,
     }
 }
 

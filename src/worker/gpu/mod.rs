@@ -9,6 +9,7 @@
 
 pub mod amd;
 pub mod ascend;
+pub mod external;
 pub mod nvidia;
 pub mod probe;
 pub mod simulate;

@@ -56,6 +56,7 @@ fn parse_line(line: &str) -> Result<GpuDevice, String> {
         core_utilization_rate: parse_optional_f64(util),
         temperature: parse_optional_f64(temp),
         simulated: false,
+        memory_external: 0,
     })
 }
 

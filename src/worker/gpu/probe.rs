@@ -120,6 +120,7 @@ pub fn detect_nvidia() -> Result<Vec<GpuDevice>, GpuError> {
             core_utilization_rate: device.utilization_rates().ok().map(|u| f64::from(u.gpu)),
             temperature: device.temperature(TemperatureSensor::Gpu).ok().map(f64::from),
             simulated: false,
+            memory_external: 0,
         });
     }
     Ok(devices)

@@ -4,7 +4,9 @@
 //! `8xMI300X-192GB`, `8x910B-64GB`. `COUNTx` may be left out (one device). `MI<digits>…` models are AMD
 //! (`rocm`), `910…`/`310…`/`Ascend…` models are Huawei Ascend (`cann`), everything else is NVIDIA
 //! (`cuda`). Indices count per type, so ids (`<worker>:<type>:<index>`) stay unique in mixed specs.
-//! Devices are empty (`memory_used` 0) and marked `simulated: true`.
+//! Devices are empty (`memory_used` 0) and marked `simulated: true`, unless an entry ends in `+USEDGB`
+//! (`1xH100-80GB+20GB`): each of its devices then has that much in use by processes outside the
+//! cluster (`memory_used` and `memory_external`), so tests can check that nobody books it.
 
 use super::{GpuDevice, GpuError, GpuType, GpuVendor};
 
@@ -34,11 +36,12 @@ pub fn parse_simulate_spec(spec: &str) -> Result<Vec<GpuDevice>, GpuError> {
                 gpu_type: entry.gpu_type,
                 uuid: None,
                 memory_total: entry.gb << 30,
-                memory_used: 0,
-                memory_utilization_rate: 0.0,
+                memory_used: entry.external_gb << 30,
+                memory_utilization_rate: GpuDevice::utilization_rate(entry.external_gb << 30, entry.gb << 30),
                 core_utilization_rate: None,
                 temperature: None,
                 simulated: true,
+                memory_external: entry.external_gb << 30,
             });
         }
     }
@@ -51,6 +54,8 @@ struct Entry {
     vendor: GpuVendor,
     gpu_type: GpuType,
     gb: u64,
+    /// In use outside the cluster (`+USEDGB`).
+    external_gb: u64,
 }
 
 fn parse_entry(part: &str) -> Result<Entry, String> {
@@ -75,10 +80,20 @@ fn parse_entry(part: &str) -> Result<Entry, String> {
     if let Some(bad) = model.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '.')) {
         return Err(format!("model {model:?} contains {bad:?}; use letters and digits"));
     }
+    let (size, external) = match size.split_once('+') {
+        Some((size, used)) => (size, Some(used)),
+        None => (size, None),
+    };
     let gb = parse_gb(size)
         .ok_or_else(|| format!("memory size {size:?} is not a whole number of GB from 1 to {MAX_SIMULATED_GB}"))?;
+    let external_gb = match external {
+        None => 0,
+        Some(used) => parse_gb(used)
+            .filter(|u| *u <= gb)
+            .ok_or_else(|| format!("memory in use {used:?} is not a whole number of GB from 1 to {gb}"))?,
+    };
     let (name, vendor, gpu_type) = classify(model, gb);
-    Ok(Entry { count, name, vendor, gpu_type, gb })
+    Ok(Entry { count, name, vendor, gpu_type, gb, external_gb })
 }
 
 /// `80GB`, `80G`, `80GiB` (any case) → 80.
@@ -146,6 +161,21 @@ mod tests {
             let want: Vec<_> = want.iter().map(|(id, name, total)| (id.to_string(), *name, *total)).collect();
             assert_eq!(got, want, "{spec}");
             assert!(devices.iter().all(|d| d.simulated && d.memory_used == 0 && d.uuid.is_none()), "{spec}");
+        }
+    }
+
+    #[test]
+    fn memory_used_outside_the_cluster() {
+        let devices = parse_simulate_spec("2xH100-80GB+20GB,1xL4-24GB").expect("parse");
+        let got: Vec<(u64, u64)> = devices.iter().map(|d| (d.memory_used, d.memory_external)).collect();
+        assert_eq!(got, [(20 * GIB, 20 * GIB), (20 * GIB, 20 * GIB), (0, 0)]);
+        for (spec, want) in [
+            ("1xH100-80GB+90GB", "memory in use \"90GB\" is not a whole number of GB from 1 to 80"),
+            ("1xH100-80GB+x", "memory in use \"x\""),
+            ("1xH100-80GB+0GB", "memory in use \"0GB\""),
+        ] {
+            let e = parse_simulate_spec(spec).expect_err(spec).to_string();
+            assert!(e.contains(want), "{spec}: {e}");
         }
     }
 
