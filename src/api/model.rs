@@ -61,9 +61,9 @@ pub enum GpuMemoryPolicy {
     /// fraction of every GPU it uses (vLLM 0.9 × the card), whatever the model needs.
     #[default]
     Reserve,
-    /// Claim what the model needs (weights + KV cache for the served context × `fit_concurrency`
-    /// + activations + the engine's fixed overhead + headroom) and tell the engine that budget,
-    /// so small models share a GPU.
+    /// Claim what the model needs (weights, KV cache for the served context × `fit_concurrency`,
+    /// activations, the engine's fixed overhead, headroom) and tell the engine that budget, so
+    /// small models share a GPU.
     Fit,
 }
 

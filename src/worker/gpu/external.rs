@@ -112,7 +112,8 @@ mod tests {
         };
         let roots = HashSet::from([100]);
         let ours = |pid| descends_from(pid, &roots, parent);
-        let cases: &[(&str, Vec<GpuProcess>, &[(u32, u64)])] = &[
+        type Case<'a> = (&'a str, Vec<GpuProcess>, &'a [(u32, u64)]);
+        let cases: &[Case<'_>] = &[
             ("nothing runs", vec![], &[]),
             ("only ours", vec![p(0, 100, 5000), p(0, 101, 3000)], &[]),
             ("another program", vec![p(0, 100, 5000), p(0, 200, 100)], &[(0, 256 * MIB)]),
@@ -129,7 +130,7 @@ mod tests {
     fn ancestry_stops_at_init_and_loops() {
         let roots = HashSet::from([7]);
         assert!(!descends_from(5, &roots, |_| Some(1)));
-        assert!(!descends_from(5, &roots, |p| Some(p)), "a process that is its own parent");
+        assert!(!descends_from(5, &roots, Some), "a process that is its own parent");
         assert!(!descends_from(5, &roots, |p| Some(p + 1000)), "too deep");
         assert!(descends_from(5, &roots, |p| Some(p + 1)));
     }
