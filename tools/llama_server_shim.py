@@ -5,6 +5,7 @@ Usage (normally through the tools/llama-server wrapper, which picks the .cache/v
                  [--embedding|--embeddings] [--pooling none|mean|cls|last|rank] [--metrics] [--slots]
                  [--api-key K1[,K2]] [--api-key-file F] [-b N] [-ub N] [-n N] [--threads-http N]
                  [--timeout N] [--no-webui] [--no-warmup] [-v | -lv N]
+                 [--cache-ram MiB]
                  [-ngl N] [--jinja] [-fa on|off|auto]        (accepted, ignored: CPU-only wheel)
                  [--version] [-h]
 As strict as the real server: argv is parsed against llama-server's own flag list (llama_server_flags.txt,
@@ -67,6 +68,7 @@ _add("-lv --verbosity --log-verbosity", "verbosity", "int")
 _add("-ngl --gpu-layers --n-gpu-layers", "n_gpu_layers", "ignore")
 _add("--jinja --no-jinja", "jinja", "ignore_flag")
 _add("-fa --flash-attn", "flash_attn", "ignore")
+_add("-cram --cache-ram", "cache_ram", "int")
 _add("--version", "version", "flag")
 _add("-h --help", "help", "flag")
 
@@ -200,6 +202,8 @@ def build_params(xl, o):
         p.ui = o["webui"]
     if "warmup" in o:
         p.warmup = o["warmup"]
+    if "cache_ram" in o:
+        p.cache_ram_mib = o["cache_ram"]
     if "cont_batching" in o:
         p.cont_batching = o["cont_batching"]
     if "verbosity" in o:
