@@ -8,6 +8,7 @@ mod distributed;
 mod docs;
 mod downloads;
 mod e2e;
+mod drain;
 mod foundation;
 mod gateway;
 mod ha;

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Draining benchmark with real llama.cpp: 3 replicas of SmolLM2-135M behind a real `ferrostack start`
+# (SQLite, process runtime); CONCURRENCY clients send chats back to back through the gateway (half
+# plain, half streamed, max_tokens 8) while the deployment is scaled 3 -> 1 -> 3 ROUNDS times
+# (bench/drain.py). Run twice: draining on (the deployment's drain_timeout 600 s, the default) and
+# off (drain_timeout 0: the instance is deleted at once, as before draining existed and as
+# GPUStack does). Prints requests answered, failures, and the time from the scale-down request to
+# the moment the stopped engines have exited.
+# Usage: bench/drain.sh   (env: CONCURRENCY=4 ROUNDS=3 PROFILE=release|debug)
+# Needs scripts/setup-llm.sh (LLAMA_SERVER, SMOLLM2_GGUF). Prints a markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONCURRENCY="${CONCURRENCY:-4}"
+ROUNDS="${ROUNDS:-3}"
+set -a; eval "$(scripts/setup-llm.sh)"; set +a
+PROFILE="${PROFILE:-release}"
+if [ "$PROFILE" = release ]; then cargo build --release --quiet --bin ferrostack; else cargo build --quiet --bin ferrostack; fi
+BIN="$PWD/target/$PROFILE/ferrostack"
+WORK="$(mktemp -d)"
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+json() { python3 -c "import json,sys;d=json.load(sys.stdin);print($1)"; }
+free_range() { python3 -c '
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    b = random.randrange(20000, 60000)
+    if all(free(p) for p in range(b, b + 8)):
+        print(b); break'; }
+PORT=$(free_port)
+RANGE=$(free_range)
+"$BIN" start --data-dir "$WORK/data" --host 127.0.0.1 --port "$PORT" --bootstrap-password bench-password \
+  --runtime process --advertise-address 127.0.0.1 --port-range "$RANGE-$((RANGE + 7))" --worker-name bench \
+  --heartbeat-interval 5 >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null; do sleep 0.05; done
+API="http://127.0.0.1:$PORT"
+curl -sf -c "$WORK/jar" -d 'username=admin&password=bench-password' "$API/auth/login" >/dev/null
+COOKIE=$(sed 's/^#HttpOnly_//' "$WORK/jar" | awk '!/^#/ && NF >= 7 {printf "%s=%s", $6, $7}')
+call() { curl -sS --fail-with-body -b "$WORK/jar" -H 'content-type: application/json' -X "$1" -d "$3" "$API$2"; }
+get() { curl -sf -b "$WORK/jar" "$API$1"; }
+
+BACKEND=$(python3 - "$LLAMA_SERVER" <<'PY'
+import json, sys
+print(json.dumps({"content": f"""backend_name: llama-cpp-drain-custom
+default_version: cpu
+default_run_command: "-m {{{{model_path}}}} --host 127.0.0.1 --port {{{{port}}}} --alias {{{{model_name}}}} -c 2048 -t 1 -np 2"
+health_check_path: /v1/models
+parameter_format: space
+version_configs:
+  cpu:
+    image_name: ghcr.io/ggml-org/llama.cpp:server
+    entrypoint: {sys.argv[1]}
+    custom_framework: cpu
+"""}))
+PY
+)
+call POST /v2/inference-backends/from-yaml "$BACKEND" >"$WORK/backend.json" || { cat "$WORK/backend.json" >&2; exit 1; }
+MODEL=$(call POST /v2/models "{\"name\":\"smol\",\"source\":\"local_path\",\"local_path\":\"$SMOLLM2_GGUF\",\"backend\":\"llama-cpp-drain-custom\",\"replicas\":3}" | json 'd["id"]')
+KEY=$(call POST /v2/api-keys '{"name":"bench","scope":["inference"]}' | json 'd["value"]')
+drain_timeout() {
+  get "/v2/models/$MODEL" | python3 -c "
+import json,sys
+d=json.load(sys.stdin)
+for k in ('id','version','created_at','updated_at'): d.pop(k,None)
+d['drain_timeout']=$1
+print(json.dumps(d))" >"$WORK/spec.json"
+  curl -sf -b "$WORK/jar" -H 'content-type: application/json' -X PUT --data-binary @"$WORK/spec.json" "$API/v2/models/$MODEL" >/dev/null
+}
+for mode in on off; do
+  if [ "$mode" = on ]; then drain_timeout 600; else drain_timeout 0; fi
+  python3 bench/drain.py --gateway "127.0.0.1:$PORT" --key "$KEY" --cookie "$COOKIE" --model "$MODEL" \
+    --concurrency "$CONCURRENCY" --rounds "$ROUNDS" --label "$mode" | tee -a "$WORK/results.jsonl" >&2
+done
+
+echo
+echo "3 × SmolLM2-135M Q4_1 (llama.cpp, -t 1 -np 2 -c 2048), $(nproc) cores shared by all; $CONCURRENCY clients"
+echo "back to back (half streamed, max_tokens 8); $ROUNDS × (scale 3 → 1, wait, scale 1 → 3, wait) per row"
+echo
+python3 - "$WORK/results.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print("| draining | requests answered (plain + streamed) | failed | failures by kind | scale-down → engines stopped, s (each; median) |")
+print("|---|---|---|---|---|")
+for r in rows:
+    kinds = ", ".join(f"{k}: {v}" for k, v in r["failures"].items()) or "-"
+    each = " / ".join(f"{s:.2f}" for s in r["stopped_after"])
+    med = statistics.median(r["stopped_after"])
+    label = "on (drain_timeout 600)" if r["label"] == "on" else "off (drain_timeout 0)"
+    print(f"| {label} | {r['plain'] + r['streamed']} ({r['plain']} + {r['streamed']}) | {r['failed']} | {kinds} | {each}; {med:.2f} |")
+PY

@@ -1,0 +1,438 @@
+//! Draining (docs/draining.md): every stop of a serving instance lets the requests in flight on it
+//! finish. A held stream outlives a scale-down (and the drain timeout stops an instance that stays
+//! busy); the gateway resends a request whose connection was lost before any answer byte, never
+//! one whose answer began; and a real llama.cpp deployment under steady plain and streamed load,
+//! scaled down and up, rolled and deleted from, loses no request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{Method, Request, header};
+use axum::response::IntoResponse;
+use ferrostack::gateway::{Caller, Endpoint, Gateway, Route, Snapshot, Target};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_dbs;
+use crate::models::wait_models_instances;
+use crate::support::{DbKind, TestServer};
+use crate::workers::{SLEEPER_YAML, import_backend, llama, llama_backend_yaml, start_worker, worker_options};
+
+both_dbs!(a_held_stream_outlives_a_scale_down_and_the_timeout_ends_a_drain, no_request_is_lost_under_load);
+
+/// A stub engine on `listener`: streams a chunk every 100 ms until `release` turns true, then
+/// ends the stream properly; plain requests are answered at once. Counts the requests it got.
+fn stub_engine(listener: tokio::net::TcpListener, release: tokio::sync::watch::Receiver<bool>) -> Arc<AtomicUsize> {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (counter, release) = (counter.clone(), release.clone());
+        async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+            let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if sent["stream"] != true {
+                let answer = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                    "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}});
+                return axum::Json(answer).into_response();
+            }
+            let chunks = futures_util::stream::unfold((0u32, release, false), |(n, mut release, done)| async move {
+                if done {
+                    return None;
+                }
+                if *release.borrow() {
+                    let end = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                                     "usage": {"prompt_tokens": 1, "completion_tokens": n}});
+                    let frame = Bytes::from(format!("data: {end}\n\ndata: [DONE]\n\n"));
+                    return Some((Ok::<_, std::io::Error>(frame), (n, release, true)));
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(100), release.changed()).await;
+                let chunk = json!({"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": null}]});
+                Some((Ok(Bytes::from(format!("data: {chunk}\n\n"))), (n + 1, release, false)))
+            });
+            ([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(chunks)).into_response()
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    hits
+}
+
+/// Streams a chat through the server; returns (content chunks, ended with `[DONE]` after a
+/// finish_reason).
+async fn stream_chat(base: String, key: String) -> (usize, bool) {
+    let body = json!({"model": "held", "messages": [{"role": "user", "content": "hi"}], "stream": true});
+    let res = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap_or_default();
+    stream_complete(&text)
+}
+
+/// Content chunks of an SSE chat stream, and whether it ended properly (a finish_reason, then
+/// `[DONE]`, and no error event).
+fn stream_complete(text: &str) -> (usize, bool) {
+    let events: Vec<&str> = text.split("\n\n").filter_map(|e| e.trim().strip_prefix("data: ")).collect();
+    let chunks = events.iter().filter(|e| e.contains("\"content\"")).count();
+    let finished = events.iter().any(|e| {
+        serde_json::from_str::<Value>(e)
+            .is_ok_and(|v| v["choices"].as_array().is_some_and(|c| c.iter().any(|c| c["finish_reason"].is_string())))
+    });
+    let errored = events.iter().any(|e| e.contains("\"error\""));
+    (chunks, finished && !errored && events.last() == Some(&"[DONE]"))
+}
+
+/// The deployment's spec as a PUT takes it, edited by `edit`.
+async fn edit_model(s: &TestServer, id: i64, query: &str, edit: impl FnOnce(&mut Value)) {
+    let (_, mut spec) = s.get(&format!("/v2/models/{id}")).await;
+    for k in ["id", "version", "created_at", "updated_at"] {
+        spec.as_object_mut().expect("object").remove(k);
+    }
+    edit(&mut spec);
+    let (status, body) = s.put(&format!("/v2/models/{id}{query}"), spec).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+fn count_state(items: &[Value], state: &str) -> usize {
+    items.iter().filter(|i| i["state"] == state).count()
+}
+
+async fn a_held_stream_outlives_a_scale_down_and_the_timeout_ends_a_drain(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("drainer", (46700, 46739))).await;
+    let body = json!({"name": "held", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 2});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    assert_eq!(m["drain_timeout"], 600, "the default drain timeout: {m}");
+    let id = m["id"].as_i64().expect("id");
+    let items = wait_models_instances(&s, id, "2 running", |i| i.len() == 2 && count_state(i, "running") == 2).await;
+    // The sleeper never listens on its port: a stub engine of the test's does, where the gateway dials.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let mut hits = std::collections::BTreeMap::new();
+    for i in &items {
+        let port = i["port"].as_u64().expect("port") as u16;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the instance's port");
+        let hit = stub_engine(listener, released.clone());
+        hits.insert(i["id"].as_i64().expect("id"), (hit, i["pid"].as_i64().expect("pid")));
+    }
+    let key = s.api_key(json!({"name": "drain", "scope": ["inference"]})).await;
+    // Two held streams: the balancer puts one on each instance.
+    let streams: Vec<_> = (0..2).map(|_| tokio::spawn(stream_chat(s.base.clone(), key.clone()))).collect();
+    wait_until("both stubs streaming", || hits.values().all(|(h, _)| h.load(Ordering::Relaxed) == 1)).await;
+
+    // Scale down: the newer instance goes, draining while its stream runs.
+    edit_model(&s, id, "", |m| m["replicas"] = json!(1)).await;
+    let (kept_id, gone_id) = (*hits.keys().min().expect("ids"), *hits.keys().max().expect("ids"));
+    let (kept_pid, gone_pid) = (hits[&kept_id].1, hits[&gone_id].1);
+    let draining = crate::workers::wait_instance(&s, gone_id, "draining", |i| i["state"] == "draining").await;
+    assert_eq!(draining["in_flight"], 1, "{draining:#}");
+    assert!(draining["drain_started_at"].is_string(), "{draining:#}");
+    // New requests go to the instance that stays only.
+    let http = reqwest::Client::new();
+    for _ in 0..4 {
+        let body = json!({"model": "held", "messages": [{"role": "user", "content": "hi"}]});
+        let res = http.post(s.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await.expect("chat");
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(hits[&gone_id].0.load(Ordering::Relaxed), 1, "a draining instance got a new request");
+    assert_eq!(hits[&kept_id].0.load(Ordering::Relaxed), 5);
+    let metrics = reqwest::get(s.url("/metrics")).await.expect("metrics").text().await.unwrap_or_default();
+    assert!(metrics.contains(&format!("ferrostack_instance_in_flight{{instance_id=\"{gone_id}\"}} 1")), "{metrics}");
+    // The stream holds it: still draining after passes of the controller (several per second).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, still) = s.get(&format!("/v2/model-instances/{gone_id}")).await;
+    assert_eq!((status, still["state"].as_str()), (StatusCode::OK, Some("draining")), "{still:#}");
+    assert!(alive(gone_pid), "the draining instance's engine was stopped");
+
+    // The streams end: both complete; then the drained instance and its engine go.
+    release.send_replace(true);
+    for stream in streams {
+        let (chunks, complete) = stream.await.expect("stream task");
+        assert!(complete && chunks >= 1, "a stream did not complete ({chunks} chunks)");
+    }
+    wait_models_instances(&s, id, "the drained instance gone", |i| i.len() == 1 && i[0]["id"] == kept_id).await;
+    wait_until("its engine stopped", || !alive(gone_pid)).await;
+
+    // A drain that outlasts the deployment's timeout ends there: held again, scaled to zero with a
+    // 1 s timeout, the instance goes while its stream still runs.
+    release.send_replace(false);
+    edit_model(&s, id, "", |m| m["drain_timeout"] = json!(1)).await;
+    let held = tokio::spawn(stream_chat(s.base.clone(), key.clone()));
+    wait_until("the stub streaming", || hits[&kept_id].0.load(Ordering::Relaxed) == 6).await;
+    edit_model(&s, id, "", |m| m["replicas"] = json!(0)).await;
+    wait_models_instances(&s, id, "stopped at the drain timeout", |i| i.is_empty()).await;
+    assert!(!held.is_finished(), "the stream ended before the instance was stopped");
+    wait_until("its engine stopped", || !alive(kept_pid)).await;
+    release.send_replace(true);
+    let _ = held.await;
+    worker.shutdown().await;
+}
+
+fn alive(pid: i64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
+}
+
+/// Polls `cond` every 50 ms; panics after 60 s (a hang, not a timing assertion).
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An upstream that reads each request and closes the connection without a byte of answer, or
+/// (`answer_then_die`) sends the headers and one chunk of a stream, then closes. Counts requests.
+async fn faulty(answer_then_die: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::Relaxed);
+                if answer_then_die {
+                    let head =
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                    let chunk = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n";
+                    let frame = format!("{head}{:x}\r\n{chunk}\r\n", chunk.len());
+                    let _ = conn.write_all(frame.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // Dropped: closed under the request.
+            });
+        }
+    });
+    (addr, hits)
+}
+
+async fn healthy() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (_release, released) = tokio::sync::watch::channel(true);
+    (addr, stub_engine(listener, released))
+}
+
+fn route(endpoints: &[(i64, std::net::SocketAddr)]) -> Route {
+    Route {
+        id: 1,
+        name: "m".into(),
+        categories: vec![],
+        created: 0,
+        timeout: None,
+        generic_proxy: true,
+        load_balancing: Default::default(),
+        targets: vec![Target {
+            name: "m".into(),
+            weight: 100,
+            served_name: "m".into(),
+            fallback_status_codes: vec![],
+            instances: endpoints
+                .iter()
+                .map(|(id, a)| Endpoint { instance_id: *id, addr: a.to_string(), auth: None })
+                .collect(),
+        }],
+    }
+}
+
+/// One chat through the gateway layer: (status, whether the answer is whole: read to its end with
+/// no error event in it), or the gateway's error.
+async fn gateway_chat(gw: &Gateway, stream: bool) -> Result<(u16, bool), String> {
+    let (parts, ()) = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/chat/completions")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(())
+        .expect("request")
+        .into_parts();
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream});
+    let res = gw.openai(&Caller::default(), parts, Bytes::from(body.to_string())).await.map_err(|e| e.to_string())?;
+    let status = res.status().as_u16();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.map_err(|e| e.to_string())?;
+    Ok((status, !String::from_utf8_lossy(&body).contains("\"error\"")))
+}
+
+/// The retry rule through the gateway layer: a request whose connection was closed before any
+/// answer byte goes to another instance (the client never sees the failure); one whose answer
+/// began is never sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_resent_only_before_its_answer_began() {
+    let (gw, _usage) = Gateway::new().expect("gateway");
+    let (dropper, dropped) = faulty(false).await;
+    let (good, good_hits) = healthy().await;
+    gw.publish(Snapshot::new(vec![route(&[(1, dropper), (2, good)])]));
+    for n in 0..6 {
+        assert_eq!(gateway_chat(&gw, false).await, Ok((200, true)), "request {n}");
+    }
+    assert!(dropped.load(Ordering::Relaxed) >= 1, "the dropping instance was never tried");
+    assert_eq!(good_hits.load(Ordering::Relaxed), 6);
+
+    let (breaker, broke) = faulty(true).await;
+    let (good, good_hits) = healthy().await;
+    let (gw, _usage) = Gateway::new().expect("gateway");
+    gw.publish(Snapshot::new(vec![route(&[(3, breaker), (4, good)])]));
+    let mut cut = 0;
+    for _ in 0..4 {
+        match gateway_chat(&gw, true).await {
+            Ok((200, true)) => {}
+            Ok((200, false)) => cut += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    let (b, g) = (broke.load(Ordering::Relaxed), good_hits.load(Ordering::Relaxed));
+    assert!(b >= 1 && cut == b, "{b} answers began and broke, {cut} reached the client cut");
+    assert_eq!(b + g, 4, "a request whose answer began was sent again");
+
+    // A draining instance is withdrawn at once: with only it left, a request finds no instance.
+    gw.publish(Snapshot::new(vec![route(&[(4, good)])]).with_draining([4]));
+    assert!(gateway_chat(&gw, false).await.is_err_and(|e| e.contains("no running instance")));
+    assert_eq!(good_hits.load(Ordering::Relaxed), g);
+}
+
+/// Steady plain and streamed chats at a fixed concurrency through the gateway; counts what failed.
+#[derive(Default)]
+struct Load {
+    ok: AtomicUsize,
+    streams: AtomicUsize,
+    failed: std::sync::Mutex<Vec<String>>,
+}
+
+async fn keep_chatting(
+    base: String,
+    key: String,
+    model: String,
+    load: Arc<Load>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    streamed: bool,
+) {
+    let http = reqwest::Client::new();
+    while !stop.load(Ordering::Relaxed) {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "Count to three."}],
+                          "max_tokens": 8, "stream": streamed});
+        let outcome = match http.post(format!("{base}/v1/chat/completions")).bearer_auth(&key).json(&body).send().await
+        {
+            Err(e) => Err(format!("no answer: {e}")),
+            Ok(res) => {
+                let status = res.status();
+                let text = res.text().await.unwrap_or_default();
+                if status != StatusCode::OK {
+                    Err(format!("{status}: {text}"))
+                } else if streamed && !stream_complete(&text).1 {
+                    Err(format!("stream incomplete: {text}"))
+                } else if !streamed
+                    && serde_json::from_str::<Value>(&text).map_or(true, |v| v["choices"][0]["message"].is_null())
+                {
+                    Err(format!("not a completion: {text}"))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        match outcome {
+            Ok(()) if streamed => {
+                load.streams.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(()) => {
+                load.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => load.failed.lock().unwrap_or_else(|e| e.into_inner()).push(e),
+        }
+    }
+}
+
+/// Until the deployment has `n` running instances of spec `hash` (any if None), none draining
+/// and nothing else.
+async fn settled(s: &TestServer, id: i64, n: usize, hash: Option<&str>) -> Vec<Value> {
+    wait_models_instances(s, id, &format!("{n} running"), |i| {
+        i.len() == n
+            && count_state(i, "running") == n
+            && hash.is_none_or(|h| i.iter().all(|x| x["spec_hash"].as_str() == Some(h)))
+    })
+    .await
+}
+
+async fn no_request_is_lost_under_load(kind: DbKind) {
+    let Some((server, gguf)) = llama() else { return };
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(&s, &llama_backend_yaml(&server)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("loaded", (46740, 46789))).await;
+    let body = json!({"name": "smol", "source": "local_path", "local_path": gguf, "backend": "llama-cpp-custom",
+                      "replicas": 3});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    settled(&s, id, 3, None).await;
+    let key = s.api_key(json!({"name": "load", "scope": ["inference"]})).await;
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Two plain and two streamed clients, back to back.
+    let clients: Vec<_> = [false, false, true, true]
+        .into_iter()
+        .map(|streamed| {
+            tokio::spawn(keep_chatting(
+                s.base.clone(),
+                key.clone(),
+                "smol".into(),
+                load.clone(),
+                stop.clone(),
+                streamed,
+            ))
+        })
+        .collect();
+
+    for _ in 0..2 {
+        edit_model(&s, id, "", |m| m["replicas"] = json!(1)).await;
+        settled(&s, id, 1, None).await;
+        edit_model(&s, id, "", |m| m["replicas"] = json!(3)).await;
+        settled(&s, id, 3, None).await;
+    }
+    // A rolling replace to a new spec: one at a time, the new one serving before an old one drains.
+    edit_model(&s, id, "?rolling=true", |m| m["backend_parameters"] = json!(["--seed", "7"])).await;
+    let (_, m) = s.get(&format!("/v2/models/{id}")).await;
+    let hash = m["spec_digest"].as_str().expect("spec_digest").to_string();
+    let rolled = settled(&s, id, 3, Some(&hash)).await;
+    // An instance deleted: it drains, a new one replaces it.
+    let victim = rolled[0]["id"].as_i64().expect("id");
+    assert_eq!(s.delete(&format!("/v2/model-instances/{victim}")).await.0, StatusCode::OK);
+    wait_models_instances(&s, id, "the deleted one replaced", |i| {
+        i.len() == 3 && count_state(i, "running") == 3 && i.iter().all(|x| x["id"] != victim)
+    })
+    .await;
+
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    let failed = load.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (ok, streams) = (load.ok.load(Ordering::Relaxed), load.streams.load(Ordering::Relaxed));
+    eprintln!("drain load ({kind:?}): {ok} plain and {streams} streamed chats answered, {} failed", failed.len());
+    assert!(failed.is_empty(), "{} of {} requests failed: {failed:#?}", failed.len(), ok + streams + failed.len());
+    assert!(ok > 0 && streams > 0, "no load ran: {ok} plain, {streams} streamed");
+    worker.shutdown().await;
+}
