@@ -90,10 +90,11 @@ fn number(params: &[Param], names: &[&str]) -> Option<u64> {
     find_any(params, names).and_then(|(_, v)| v.parse::<f64>().ok()).filter(|v| *v >= 0.0).map(|v| v as u64)
 }
 
-/// Activations of one forward pass over `tokens` tokens plus the sampler's logits.
+/// Activations of one forward pass over `tokens` tokens plus, for LLMs, the sampler's logits
+/// (embedding and reranker models pool instead of sampling).
 pub fn activations(meta: &ModelMeta, tokens: u64) -> u64 {
     let hidden = meta.hidden_size.unwrap_or(0);
-    let vocab = meta.vocab_size.unwrap_or(0);
+    let vocab = if meta.category == Category::Llm { meta.vocab_size.unwrap_or(0) } else { 0 };
     tokens.saturating_mul(hidden).saturating_mul(ACTIVATION_BYTES_PER_HIDDEN)
         + SAMPLER_SEQS.saturating_mul(vocab).saturating_mul(4 * 2)
 }
@@ -175,10 +176,17 @@ pub(super) fn apply(meta: &ModelMeta, params: &[Param], kind: Kind, n_gpus: u32,
         };
         (acts, est.overhead)
     };
-    let subtotal = est.weights + kv_cache + activations + overhead;
+    // Where no KV cache is modelled the estimate's weights carry GPUStack's 1.2 for activations;
+    // counted here, so the weights are themselves (text-to-speech keeps its 3.0: extra models).
+    let weights = if activations > 0 && meta.category != Category::TextToSpeech && est.kv_cache == 0 {
+        est.weights.min(meta.weight_bytes)
+    } else {
+        est.weights
+    };
+    let subtotal = weights + kv_cache + activations + overhead;
     let headroom = headroom(subtotal);
     let fit = Fit {
-        weights: est.weights,
+        weights,
         kv_cache,
         context_length: est.context_length,
         contexts,
@@ -189,6 +197,7 @@ pub(super) fn apply(meta: &ModelMeta, params: &[Param], kind: Kind, n_gpus: u32,
         user_kv_flag,
     };
     est.kv_cache = fit.kv_cache;
+    est.weights = fit.weights;
     est.overhead = overhead;
     est.vram = fit.total;
     est.claim = Claim::Estimate;

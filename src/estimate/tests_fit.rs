@@ -129,3 +129,31 @@ fn engine_budget_helpers() {
         assert_eq!(inject::vllm_has_kv_cache_memory_bytes(*v), *want, "{v:?}");
     }
 }
+
+/// The model zoo behind bench/packing.sh (config.json facts): every entry reads, and its fitted
+/// claim is at least its weights and its KV cache, with activations and headroom on top.
+#[test]
+fn every_zoo_model_fits_by_its_parts() {
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/models/zoo.json")).expect("zoo.json");
+    let models = doc["models"].as_array().expect("models");
+    assert!(models.len() >= 20, "at least 20 architectures");
+    for m in models {
+        let name = m["name"].as_str().expect("name");
+        let mut meta = meta_from_config(&m["config"], m["weight_bytes"].as_u64().expect("weight_bytes"));
+        if let Some(c) = m["category"].as_str() {
+            meta.category = Category::parse(c).expect("category");
+        }
+        assert!(meta.n_layers.is_some() && meta.hidden_size.is_some(), "{name}: {meta:?}");
+        let est = fit_run(&meta, "vLLM", &[], 1, Policy::Fit { contexts: 1 });
+        let fit = est.fit.unwrap_or_else(|| panic!("{name}: not fitted"));
+        assert!(
+            fit.weights == meta.weight_bytes && fit.activations > 0 && fit.headroom >= 256 * MIB,
+            "{name}: {fit:?}"
+        );
+        assert_eq!(fit.total, fit.weights + fit.kv_cache + fit.activations + fit.overhead + fit.headroom, "{name}");
+        if meta.category == Category::Llm {
+            assert!(fit.kv_cache > 0, "{name}: an LLM keeps a KV cache");
+        }
+    }
+}
