@@ -17,6 +17,8 @@ pub const ENV_WORKER_GRACE: &str = "FERROSTACK_WORKER_GRACE";
 pub const ENV_MAX_REQUEST_BODY_MB: &str = "FERROSTACK_MAX_REQUEST_BODY_MB";
 pub const ENV_TRUSTED_PROXY_HEADER: &str = "FERROSTACK_TRUSTED_PROXY_HEADER";
 pub const ENV_MAX_WATCH_STREAMS: &str = "FERROSTACK_MAX_WATCH_STREAMS";
+pub const ENV_WAKE_QUEUE: &str = "FERROSTACK_WAKE_QUEUE";
+pub const ENV_WAKE_TIMEOUT: &str = "FERROSTACK_WAKE_TIMEOUT";
 
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_WORKER_GRACE_SECS: u64 = 30;
@@ -27,6 +29,11 @@ pub const DEFAULT_MAX_REQUEST_BODY_MB: u64 = 32;
 /// Open `?watch=true` streams allowed in all (each holds a socket); also capped by half the
 /// process's open-file limit.
 pub const DEFAULT_MAX_WATCH_STREAMS: usize = 4096;
+/// Requests one sleeping deployment may hold while it wakes (per server).
+pub const DEFAULT_WAKE_QUEUE: usize = 256;
+/// Seconds a request waits for a sleeping deployment to wake: a cold start of a large model on
+/// vLLM takes minutes.
+pub const DEFAULT_WAKE_TIMEOUT_SECS: u64 = 600;
 
 /// Server flags; every one can also come from the environment or the config file.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -64,6 +71,14 @@ pub struct ServerArgs {
     /// [default: 4096].
     #[arg(long, env = ENV_MAX_WATCH_STREAMS)]
     pub max_watch_streams: Option<usize>,
+    /// Requests held per sleeping (autoscaled, no ready replica) model route while it wakes; more
+    /// are answered 503 with Retry-After [default: 256].
+    #[arg(long, env = ENV_WAKE_QUEUE)]
+    pub wake_queue: Option<usize>,
+    /// Seconds a held request waits for its model to wake before 503 with Retry-After
+    /// [default: 600].
+    #[arg(long, env = ENV_WAKE_TIMEOUT)]
+    pub wake_timeout: Option<u64>,
 }
 
 /// The config file's shape; unknown keys are refused.
@@ -79,6 +94,8 @@ pub struct FileConfig {
     pub max_request_body_mb: Option<u64>,
     pub trusted_proxy_header: Option<String>,
     pub max_watch_streams: Option<usize>,
+    pub wake_queue: Option<usize>,
+    pub wake_timeout: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -97,6 +114,10 @@ pub struct Config {
     pub trusted_proxy_header: Option<String>,
     /// Open watch streams allowed in all.
     pub max_watch_streams: usize,
+    /// Requests held per sleeping model route while it wakes.
+    pub wake_queue: usize,
+    /// How long a held request waits for its model to wake.
+    pub wake_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +190,10 @@ impl Config {
                 .or(file.max_watch_streams)
                 .unwrap_or(DEFAULT_MAX_WATCH_STREAMS)
                 .max(1),
+            wake_queue: args.wake_queue.or(file.wake_queue).unwrap_or(DEFAULT_WAKE_QUEUE),
+            wake_timeout: std::time::Duration::from_secs(
+                args.wake_timeout.or(file.wake_timeout).unwrap_or(DEFAULT_WAKE_TIMEOUT_SECS),
+            ),
         })
     }
 

@@ -369,7 +369,6 @@ impl GpuStackBody for ModelSpec {
         Foreign::Neutral("native_anthropic_api", NULL_OR_FALSE),
         Foreign::Neutral("gpu_type_selector", NULL),
         Foreign::Disabled("speculative_config"),
-        Foreign::Neutral("scaling_schedule", NULL),
         Foreign::Neutral("lora_list", NULL_OR_EMPTY_LIST),
         Foreign::Neutral("roles", NULL_OR_EMPTY_LIST),
         Foreign::Neutral("disaggregation", NULL),

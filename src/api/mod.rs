@@ -9,6 +9,7 @@
 pub const NOT_ACTED: &str = "x-ferrostack-not-acted";
 
 pub mod auth;
+pub mod autoscale;
 pub mod backend;
 pub mod compat;
 pub mod gateway;
@@ -19,6 +20,7 @@ mod schema;
 pub mod worker;
 
 pub use auth::*;
+pub use autoscale::*;
 pub use gateway::*;
 pub use gpu::*;
 pub use model::*;

@@ -180,6 +180,17 @@ pub struct ModelSpec {
     /// time has passed. 0: stopped at once, requests in flight cut (docs/draining.md).
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: u32,
+    /// Scale `replicas` with demand, down to zero if `min_replicas` is 0 (docs/autoscaling.md).
+    /// Absent: off. While on, `replicas` is the scaler's, and a user's `replicas` is clamped into
+    /// the bounds.
+    #[serde(default)]
+    pub autoscaling: Option<super::autoscale::Autoscaling>,
+    /// GPUStack's cron windows of replicas.
+    #[serde(default)]
+    pub scaling_schedule: Option<super::autoscale::ScalingSchedule>,
+    /// Why the autoscaler or the schedule last set `replicas` (maintained by the server).
+    #[serde(default)]
+    pub scaling_message: Option<String>,
 }
 
 /// How long a stopping instance may drain unless its deployment says otherwise: long enough for

@@ -37,6 +37,10 @@ pub struct Share {
     pub in_flight: BTreeMap<i64, u64>,
     #[serde(default)]
     pub withdrawn: Vec<i64>,
+    /// Requests held per sleeping deployment, waiting for it to wake (`gateway::wake`): demand
+    /// the autoscaler counts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub queued: BTreeMap<i64, u64>,
 }
 
 impl Share {
@@ -141,7 +145,7 @@ mod tests {
 
     #[test]
     fn shares_say_routing_until_withdrawn_and_go_stale() {
-        let share = Share { in_flight: BTreeMap::from([(1, 2), (3, 1)]), withdrawn: vec![1, 2] };
+        let share = Share { in_flight: BTreeMap::from([(1, 2), (3, 1)]), withdrawn: vec![1, 2], ..Default::default() };
         // (instance, view)
         for (id, want) in [(1, View::InFlight(2)), (2, View::InFlight(0)), (3, View::Routing), (4, View::Routing)] {
             assert_eq!(share.view(id), want, "instance {id}");

@@ -14,6 +14,7 @@ pub mod prefix;
 mod proxy;
 pub mod snapshot;
 pub mod usage;
+pub mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,10 @@ pub enum GatewayError {
     Upstream(String),
     #[error("the model's instance did not answer within the route's timeout of {0} s")]
     Timeout(u64),
+    #[error("model {model:?} is waking up and holds as many requests as it may; retry after {retry_after} s")]
+    WakeQueueFull { model: String, retry_after: u64 },
+    #[error("model {model:?} did not wake within {waited} s; retry after {retry_after} s")]
+    WakeTimeout { model: String, waited: u64, retry_after: u64 },
 }
 
 /// Who is calling, as far as the gateway cares (the server authenticates).
@@ -80,6 +85,8 @@ pub(crate) struct Shared {
     pub metrics: metrics::Metrics,
     /// Draining instances withdrawn here, and what the other servers share about theirs.
     pub drains: drain::Drains,
+    /// Requests held for sleeping (autoscaled) routes until they wake.
+    pub wakes: wake::Wakes,
     pub usage_tx: tokio::sync::mpsc::Sender<UsageEvent>,
 }
 
@@ -118,6 +125,7 @@ impl Gateway {
             limiter: limits::RateLimiter::default(),
             metrics: metrics::Metrics::new()?,
             drains: drain::Drains::default(),
+            wakes: wake::Wakes::default(),
             usage_tx,
         };
         Ok((Gateway { shared: Arc::new(shared) }, usage_rx))
@@ -131,6 +139,7 @@ impl Gateway {
         // Withdrawn before the new snapshot is seen: no request picks a draining instance after this.
         self.shared.drains.set_withdrawn(snapshot.draining(), std::time::Instant::now());
         self.shared.snapshot.store(Arc::new(snapshot));
+        self.shared.wakes.published();
     }
 
     /// The current snapshot.
@@ -147,6 +156,7 @@ impl Gateway {
     pub fn render_metrics(&self) -> String {
         let mut out = self.shared.metrics.render();
         out.push_str(&self.render_in_flight());
+        out.push_str(&self.render_autoscaler());
         out
     }
 
@@ -164,7 +174,8 @@ impl Gateway {
     pub fn drain_share(&self) -> drain::Share {
         let mut in_flight = self.in_flight_here();
         in_flight.retain(|_, n| *n > 0);
-        drain::Share { in_flight, withdrawn: self.shared.drains.settled_ids(std::time::Instant::now()) }
+        let withdrawn = self.shared.drains.settled_ids(std::time::Instant::now());
+        drain::Share { in_flight, withdrawn, queued: self.shared.wakes.queued_here() }
     }
 
     /// The other servers' shares, read just now.

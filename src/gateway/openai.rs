@@ -198,7 +198,7 @@ impl Gateway {
             self.shared.metrics.error(&route.name, "rate_limited");
             return Err(GatewayError::RateLimited { retry_after });
         }
-        if !route.ready() {
+        if !route.ready() && self.snapshot().wakeable(route.id).is_empty() {
             self.shared.metrics.error(&route.name, "no_instance");
             return Err(GatewayError::NoInstance(route.name.clone()));
         }
@@ -277,6 +277,8 @@ impl Gateway {
         parsed: Parsed,
         path_and_query: String,
     ) -> Result<Response<Body>, GatewayError> {
+        // A sleeping autoscaled route: held until it wakes (`wake.rs`).
+        let route = if route.ready() { route } else { self.wait_for_instance(route).await? };
         let out = Outgoing {
             operation: operation(parts.uri.path()),
             route: route.clone(),
@@ -308,10 +310,15 @@ impl Gateway {
         let data: Vec<serde_json::Value> = snapshot
             .routes()
             .iter()
-            .filter(|r| r.ready() && caller.may_use(&r.name))
+            .filter(|r| (r.ready() || !snapshot.wakeable(r.id).is_empty()) && caller.may_use(&r.name))
             .map(|r| {
+                let mut meta = serde_json::json!({"categories": r.categories});
+                // Autoscaled routes say whether they sleep (the first request wakes them).
+                if !snapshot.wakeable(r.id).is_empty() {
+                    meta["sleeping"] = serde_json::Value::Bool(!r.ready());
+                }
                 serde_json::json!({"id": r.name, "object": "model", "created": r.created, "owned_by": "ferrostack",
-                                   "meta": {"categories": r.categories}})
+                                   "meta": meta})
             })
             .collect();
         serde_json::json!({"object": "list", "data": data})

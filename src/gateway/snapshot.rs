@@ -76,6 +76,9 @@ pub struct Snapshot {
     by_id: HashMap<i64, usize>,
     /// Instances that are draining: withdrawn from every route (see `gateway::drain`).
     draining: std::collections::HashSet<i64>,
+    /// Per route: its autoscaled deployments, which a request wakes when none of its instances
+    /// is ready (`gateway::wake`).
+    wakeable: HashMap<i64, Vec<i64>>,
 }
 
 impl Snapshot {
@@ -83,7 +86,7 @@ impl Snapshot {
         let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
         let by_name = routes.iter().enumerate().map(|(i, r)| (r.name.to_lowercase(), i)).collect();
         let by_id = routes.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
-        Snapshot { routes, by_name, by_id, draining: Default::default() }
+        Snapshot { routes, by_name, by_id, draining: Default::default(), wakeable: Default::default() }
     }
 
     /// The snapshot with these instances draining: the gateway withdraws them when it publishes it.
@@ -94,6 +97,17 @@ impl Snapshot {
 
     pub fn draining(&self) -> &std::collections::HashSet<i64> {
         &self.draining
+    }
+
+    /// The snapshot with these routes' autoscaled deployments (route id → deployment ids).
+    pub fn with_wakeable(mut self, wakeable: HashMap<i64, Vec<i64>>) -> Snapshot {
+        self.wakeable = wakeable;
+        self
+    }
+
+    /// Route `id`'s autoscaled deployments: a request wakes them (empty: it cannot wait).
+    pub fn wakeable(&self, id: i64) -> &[i64] {
+        self.wakeable.get(&id).map(Vec::as_slice).unwrap_or_default()
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {

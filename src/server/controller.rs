@@ -63,6 +63,9 @@ pub fn spec_hash(m: &ModelSpec) -> String {
         spec_digest: _,
         rollout_digest: _,
         drain_timeout: _,
+        autoscaling: _,
+        scaling_schedule: _,
+        scaling_message: _,
     } = m;
     let relevant = serde_json::json!({
         "source": source, "hf": huggingface_repo_id, "hf_file": huggingface_filename,

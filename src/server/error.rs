@@ -234,9 +234,13 @@ impl From<GatewayError> for OpenAiError {
             GatewayError::NoInstance(_) => (ErrorCode::Unavailable, "no_running_instance"),
             GatewayError::Upstream(_) => (ErrorCode::BadGateway, "upstream_error"),
             GatewayError::Timeout(_) => (ErrorCode::GatewayTimeout, "upstream_timeout"),
+            GatewayError::WakeQueueFull { .. } => (ErrorCode::Unavailable, "model_waking_queue_full"),
+            GatewayError::WakeTimeout { .. } => (ErrorCode::Unavailable, "model_wake_timeout"),
         };
         let retry_after = match &e {
-            GatewayError::RateLimited { retry_after } => Some(*retry_after),
+            GatewayError::RateLimited { retry_after }
+            | GatewayError::WakeQueueFull { retry_after, .. }
+            | GatewayError::WakeTimeout { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
         OpenAiError { error: ApiError::new(code, e.to_string()), code: openai_code, retry_after }
@@ -310,6 +314,8 @@ mod tests {
             GatewayError::NoInstance("m".into()),
             GatewayError::Upstream("refused".into()),
             GatewayError::Timeout(30),
+            GatewayError::WakeQueueFull { model: "m".into(), retry_after: 5 },
+            GatewayError::WakeTimeout { model: "m".into(), waited: 600, retry_after: 5 },
         ];
         let envelopes: Vec<serde_json::Value> = errors
             .into_iter()

@@ -1,6 +1,8 @@
 //! The server: router assembly, shared state, first-start bootstrap and the serve loop.
 
 pub mod auth;
+pub mod autoscale;
+pub mod autoscaler;
 pub mod basic;
 pub mod bootstrap;
 pub mod browser;
@@ -18,6 +20,7 @@ pub mod rate_share;
 pub mod replicas;
 mod routes;
 pub mod routing;
+pub mod schedule;
 pub mod scheduler;
 pub mod secrets;
 pub mod streams;
@@ -201,6 +204,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     monitor::WorkerMonitor::new(db.counted_apart(), leases.clone(), config.worker_grace)
         .spawn(leader.clone(), shutdown.clone());
     let (gateway, usage_events) = crate::gateway::Gateway::new()?;
+    gateway.set_wake_limits(config.wake_queue, config.wake_timeout);
     let server_secret = Arc::new(server_secret);
     gateway.publish(routing::sync(&db, &server_secret).await?);
     routing::spawn_snapshot_loop(db.clone(), gateway.clone(), server_secret.clone(), shutdown.clone());
@@ -227,6 +231,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         watches: streams::WatchSlots::new(streams::total_limit(config_watch_limit, streams::raise_open_file_limit())),
     };
     bootstrap::spawn_housekeeping(db.counted_apart(), shutdown.clone());
+    autoscaler::spawn(db.clone(), gateway.clone(), leader.clone(), shutdown.clone());
     controller::spawn_loops(db.clone(), gateway.clone(), leader, shutdown.clone());
     let app = router(state);
     let addr = listener.local_addr()?;

@@ -151,6 +151,7 @@ pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
         by_route.entry(t.spec.route_id).or_default().push(t);
     }
     let mut routes = Vec::new();
+    let mut wakeable = HashMap::new();
     for r in db.all::<ModelRouteSpec>().await? {
         let targets = by_route.remove(&r.id).unwrap_or_default();
         if let Some(m) = r.spec.created_model_id.filter(|m| targets.is_empty() && !models.contains_key(m)) {
@@ -165,6 +166,16 @@ pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
             spec.targets = targets.len() as u32;
             spec.ready_targets = ready;
             ignore_gone(db.update(r.id, r.version, &spec, &route_columns(&spec)).await.map(drop))?;
+        }
+        // Autoscaled primary targets: a request wakes them when nothing is ready (gateway::wake).
+        let sleepers: Vec<i64> = targets
+            .iter()
+            .filter(|t| t.spec.fallback_status_codes.as_ref().is_none_or(|c| c.is_empty()))
+            .filter_map(|t| t.spec.model_id)
+            .filter(|m| models.get(m).is_some_and(|m| m.spec.autoscaling.is_some()))
+            .collect();
+        if !sleepers.is_empty() {
+            wakeable.insert(r.id, sleepers);
         }
         let targets = targets
             .into_iter()
@@ -190,7 +201,7 @@ pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
             targets,
         });
     }
-    Ok(Snapshot::new(routes).with_draining(draining))
+    Ok(Snapshot::new(routes).with_draining(draining).with_wakeable(wakeable))
 }
 
 fn ignore_gone(res: DbResult<()>) -> DbResult<()> {

@@ -112,6 +112,8 @@ impl TestServer {
             max_request_body: 32 << 20,
             trusted_proxy_header: None,
             max_watch_streams: ferrostack::config::DEFAULT_MAX_WATCH_STREAMS,
+            wake_queue: ferrostack::config::DEFAULT_WAKE_QUEUE,
+            wake_timeout: std::time::Duration::from_secs(ferrostack::config::DEFAULT_WAKE_TIMEOUT_SECS),
         };
         let listener = tokio::net::TcpListener::bind((host, 0)).await.expect("bind");
         let running = ferrostack::server::start(config, listener).await.expect("server starts");

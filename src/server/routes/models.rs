@@ -135,6 +135,7 @@ async fn admit_with_backend(
         return Err(ApiError::field("replicas", "must be between 0 and 1024"));
     }
     check_fit(&spec)?;
+    crate::server::autoscale::check(&mut spec).map_err(|(field, rule)| ApiError::field(field, rule))?;
     spec.ready_replicas = 0;
     spec.cluster_id = Some(match spec.cluster_id {
         Some(id) => match state.db.get::<crate::api::ClusterSpec>(id).await {
@@ -300,6 +301,7 @@ async fn create_model(
     spec.ready_replicas = 0;
     spec.state = None;
     spec.state_message = None;
+    spec.scaling_message = None;
     spec.spec_digest = Some(spec_hash(&spec));
     spec.rollout_digest = None;
     let model = state.db.insert(&spec, &model_columns(&spec)).await?;
@@ -347,6 +349,7 @@ async fn update_model(
             m.ready_replicas = previous.ready_replicas;
             m.state = previous.state;
             m.state_message = previous.state_message;
+            m.scaling_message = previous.scaling_message;
             m.rollout_digest = match previous.rollout_digest {
                 _ if rolling => Some(digest.clone()),
                 Some(d) if d == digest => Some(d),
