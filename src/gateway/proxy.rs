@@ -144,8 +144,11 @@ impl Gateway {
         let prefix = (route.load_balancing == super::snapshot::LoadBalancing::PrefixAware)
             .then(|| out.leading.as_deref().and_then(super::prefix::key))
             .flatten();
-        // Requests sent whose connection was lost before any answer (resent at most once).
+        // Requests sent whose connection was lost before any answer (resent at most once), and the
+        // instance that lost it: asked again on a fresh connection when no other one is left (a
+        // pooled connection its engine closed as it was reused).
         let mut lost = 0;
+        let mut lost_on: Option<i64> = None;
         loop {
             // Draining instances are withdrawn, even from a route read before they began to drain.
             let routed = route.targets.iter().flat_map(|t| t.instances.iter()).map(|e| e.instance_id);
@@ -155,8 +158,15 @@ impl Gateway {
                 }
             }
             let Some(lease) = shared.balancer.pick_keyed(&route, &exclude, fallback_for, prefix) else {
+                if let Some(id) = lost_on.take() {
+                    exclude.retain(|x| *x != id);
+                    continue;
+                }
                 return Err(if connect_failures > 0 {
-                    GatewayError::Upstream(format!("{connect_failures} instance(s) refused the connection"))
+                    GatewayError::Upstream(format!(
+                        "{connect_failures} attempt(s) failed before an answer (connection refused, or closed before any \
+                         response byte)"
+                    ))
                 } else {
                     GatewayError::NoInstance(route.name.clone())
                 });
@@ -210,7 +220,10 @@ impl Gateway {
                     shared.balancer.failed(&lease);
                     exclude.push(lease.endpoint.instance_id);
                     connect_failures += 1;
-                    lost += usize::from(failure == Failure::LostBeforeAnswer);
+                    if failure == Failure::LostBeforeAnswer {
+                        lost += 1;
+                        lost_on = Some(lease.endpoint.instance_id);
+                    }
                     if !resend(failure, connect_failures, lost) {
                         return Err(GatewayError::Upstream(format!("{connect_failures} connect failures; last: {e}")));
                     }

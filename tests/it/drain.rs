@@ -2,7 +2,7 @@
 //! finish. A held stream outlives a scale-down (and the drain timeout stops an instance that stays
 //! busy); the gateway resends a request whose connection was lost before any answer byte, never
 //! one whose answer began; and a real llama.cpp deployment under steady plain and streamed load,
-//! scaled down and up, rolled and deleted from, loses no request.
+//! scaled 3 → 1 → 2 → 1 → 3, rolled and deleted from, loses no request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -194,9 +194,19 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-/// An upstream that reads each request and closes the connection without a byte of answer, or
-/// (`answer_then_die`) sends the headers and one chunk of a stream, then closes. Counts requests.
-async fn faulty(answer_then_die: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// How a [`faulty`] upstream treats a request.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// Reads it and closes the connection without a byte of answer.
+    Drop,
+    /// Sends the headers and one chunk of a stream, then closes.
+    AnswerThenDie,
+    /// Drops the first request, answers the others.
+    DropFirst,
+}
+
+/// An upstream speaking raw HTTP/1.1 with a [`Fault`]. Counts the requests it read.
+async fn faulty(fault: Fault) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -214,8 +224,17 @@ async fn faulty(answer_then_die: bool) -> (std::net::SocketAddr, Arc<AtomicUsize
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
-                counter.fetch_add(1, Ordering::Relaxed);
-                if answer_then_die {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                if fault == Fault::DropFirst && n > 0 {
+                    let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                if fault == Fault::AnswerThenDie {
                     let head =
                         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
                     let chunk = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n";
@@ -282,7 +301,7 @@ async fn gateway_chat(gw: &Gateway, stream: bool) -> Result<(u16, bool), String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_resent_only_before_its_answer_began() {
     let (gw, _usage) = Gateway::new().expect("gateway");
-    let (dropper, dropped) = faulty(false).await;
+    let (dropper, dropped) = faulty(Fault::Drop).await;
     let (good, good_hits) = healthy().await;
     gw.publish(Snapshot::new(vec![route(&[(1, dropper), (2, good)])]));
     for n in 0..6 {
@@ -291,7 +310,7 @@ async fn a_request_is_resent_only_before_its_answer_began() {
     assert!(dropped.load(Ordering::Relaxed) >= 1, "the dropping instance was never tried");
     assert_eq!(good_hits.load(Ordering::Relaxed), 6);
 
-    let (breaker, broke) = faulty(true).await;
+    let (breaker, broke) = faulty(Fault::AnswerThenDie).await;
     let (good, good_hits) = healthy().await;
     let (gw, _usage) = Gateway::new().expect("gateway");
     gw.publish(Snapshot::new(vec![route(&[(3, breaker), (4, good)])]));
@@ -306,6 +325,14 @@ async fn a_request_is_resent_only_before_its_answer_began() {
     let (b, g) = (broke.load(Ordering::Relaxed), good_hits.load(Ordering::Relaxed));
     assert!(b >= 1 && cut == b, "{b} answers began and broke, {cut} reached the client cut");
     assert_eq!(b + g, 4, "a request whose answer began was sent again");
+
+    // A lone instance whose connection closes before the answer (a pooled connection its engine
+    // closed as it was reused) is asked once more on a fresh one.
+    let (flaky, tries) = faulty(Fault::DropFirst).await;
+    let (lone, _usage) = Gateway::new().expect("gateway");
+    lone.publish(Snapshot::new(vec![route(&[(5, flaky)])]));
+    assert_eq!(gateway_chat(&lone, false).await, Ok((200, true)));
+    assert_eq!(tries.load(Ordering::Relaxed), 2);
 
     // A draining instance is withdrawn at once: with only it left, a request finds no instance.
     gw.publish(Snapshot::new(vec![route(&[(4, good)])]).with_draining([4]));
@@ -406,11 +433,10 @@ async fn no_request_is_lost_under_load(kind: DbKind) {
         })
         .collect();
 
-    for _ in 0..2 {
-        edit_model(&s, id, "", |m| m["replicas"] = json!(1)).await;
-        settled(&s, id, 1, None).await;
-        edit_model(&s, id, "", |m| m["replicas"] = json!(3)).await;
-        settled(&s, id, 3, None).await;
+    // Scaled down and up (kept to two rounds: each start of an engine costs seconds on 2 cores).
+    for replicas in [1, 2, 1, 3] {
+        edit_model(&s, id, "", |m| m["replicas"] = json!(replicas)).await;
+        settled(&s, id, replicas, None).await;
     }
     // A rolling replace to a new spec: one at a time, the new one serving before an old one drains.
     edit_model(&s, id, "?rolling=true", |m| m["backend_parameters"] = json!(["--seed", "7"])).await;
