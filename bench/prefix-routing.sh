@@ -130,9 +130,10 @@ python3 - "$WORK/results.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 f = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"
-print("| workload | policy | ok / sent | TTFT p50 s | TTFT p90 s | throughput req/s | prefix-hit rate | requests per replica | skew (max/mean) |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| workload | policy | ok / sent | TTFT p50 s | TTFT p90 s | throughput req/s | prefix-hit rate | prefill tokens (work) | requests per replica | skew (max/mean) | load avg start → end |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     print(f"| {r['workload']} | {r['label']} | {r['ok']} / {r['sent']} | {f(r['ttft_p50'])} | {f(r['ttft_p90'])} | "
-          f"{f(r['throughput'])} | {r['hit_rate']*100:.0f} % | {' / '.join(map(str, r['per_replica']))} | {f(r['skew'])} |")
+          f"{f(r['throughput'])} | {r['hit_rate']*100:.0f} % | {sum(r['prefill_tokens'])} | {' / '.join(map(str, r['per_replica']))} | "
+          f"{f(r['skew'])} | {r['loadavg'][0]:.1f} → {r['loadavg'][1]:.1f} |")
 PY

@@ -111,6 +111,7 @@ def main():
     tenants = [text(random.Random(f"{a.salt}-tenant-{t}"), a.prefix) for t in range(a.tenants)]
 
     before = metrics(ports)
+    load_start = float(open("/proc/loadavg").read().split()[0])
     results = []
     lock = threading.Lock()
     threads = []
@@ -152,6 +153,7 @@ def main():
     for th in threads:
         th.join(max(0.0, deadline - time.monotonic()))
     after = metrics(ports)
+    load_end = float(open("/proc/loadavg").read().split()[0])
     with lock:
         done = list(results)
     ok = [(r, at) for r, at in done if r[3] is None and r[0] is not None]
@@ -172,6 +174,7 @@ def main():
         "hit_rate": cached / prompt if prompt else 0.0, "prompt_tokens": prompt, "cached_tokens": cached,
         "per_replica": per_replica, "prefill_tokens": prefill,
         "skew": (max(per_replica) / mean) if mean else None,
+        "loadavg": [load_start, load_end],
     }), flush=True)
 
 
