@@ -40,8 +40,8 @@ trap cleanup EXIT
 PG_URL=""
 if [ "$PG" = 1 ]; then PG_URL="$(scripts/pg-cluster.sh start "$PG_DIR")"; fi
 
-echo "| server | workers | database | idle server CPU | idle PostgreSQL CPU | RSS | /v2/workers?page=1 p50 / p99 | /v2/gpu-devices?page=1 p50 / p99 | /v2/dashboard p50 / p99 | bind N replicas | delete (answer / all gone) |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| server | workers | database | idle server CPU | idle PostgreSQL CPU | RSS | /v2/workers?page=1 p50 / p99 | /v2/gpu-devices?page=1 p50 / p99 | /v2/dashboard p50 / p99 | the same three while a worker changes 10×/s (N replicas bound) | bind N replicas | delete (answer / all gone) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for N in "${COUNTS[@]}"; do
     for DB in sqlite $([ "$PG" = 1 ] && echo postgres); do
         if [ -n "${BASELINE_BIN:-}" ]; then

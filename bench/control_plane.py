@@ -11,6 +11,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -200,6 +201,28 @@ def main():
         wait(f"{N} bound replicas", lambda: _bound(api) >= N, 1200, every=0.25)
         bind = time.perf_counter() - t
 
+        # The UI's calls while the cluster changes: a worker's labels rewritten 10 times a second (each
+        # commit invalidates what is built from workers), with N replicas bound.
+        stop = threading.Event()
+
+        def churn():
+            writer = Api(ports[0])
+            writer.headers["Authorization"] = api.headers["Authorization"]
+            i = 0
+            while not stop.is_set():
+                i += 1
+                writer.call("POST", "/v2/workers/labels", {"worker_ids": [1 + i % N], "labels": {"churn": str(i)}})
+                stop.wait(0.1)
+
+        churner = threading.Thread(target=churn, daemon=True)
+        churner.start()
+        try:
+            churn_text = (f"{latency(api, '/v2/workers?page=1')}; {latency(api, '/v2/gpu-devices?page=1')}; "
+                          f"{latency(api, '/v2/dashboard')}")
+        finally:
+            stop.set()
+            churner.join()
+
         t = time.perf_counter()
         status, _, _ = api.call("DELETE", f"/v2/models/{model['id']}")
         answered = time.perf_counter() - t
@@ -229,7 +252,7 @@ def main():
         pg_text = f"{pg_cpu:.0f} %" if pg_cpu is not None else "—"
         label = f"{LABEL}, {len(procs)} servers" if second else LABEL
         print(f"| {label} | {N} | {DB} | {server_cpu_text} | {pg_text} | {rss_text} | {lat_workers} | {lat_gpus} | "
-              f"{lat_dash} | {bind:.1f} s | {answered:.2f} s / {gone:.1f} s |{big}", flush=True)
+              f"{lat_dash} | {churn_text} | {bind:.1f} s | {answered:.2f} s / {gone:.1f} s |{big}", flush=True)
     finally:
         for s in sims:
             s.kill()

@@ -8,6 +8,7 @@ mod changes;
 mod gateway;
 pub mod health;
 pub mod lease;
+pub mod mirror;
 mod models;
 pub mod notify;
 mod store;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use crate::api::{ModelInstanceSpec, ModelSpec, Record, WorkerSpec};
+use crate::db::mirror::Mirror;
 use crate::db::notify::Changes;
 use crate::db::{Db, DbError};
 
@@ -42,19 +43,33 @@ impl<T> ByGeneration<T> {
     }
 }
 
+/// In-memory copies of the tables the cluster-wide views are built from, kept current from the
+/// change log (`db::mirror`): a view rebuilt after a commit reads what changed, not every row.
+pub struct Mirrors {
+    pub workers: Mirror<WorkerSpec>,
+    pub instances: Mirror<ModelInstanceSpec>,
+    pub models: Mirror<ModelSpec>,
+}
+
+impl Mirrors {
+    pub fn new(db: &Db) -> Mirrors {
+        Mirrors { workers: Mirror::new(db), instances: Mirror::new(db), models: Mirror::new(db) }
+    }
+}
+
 /// Workers, instances and deployments as stored: what the dashboard counts.
 pub struct ClusterRows {
-    pub workers: Vec<Record<WorkerSpec>>,
-    pub instances: Vec<Record<ModelInstanceSpec>>,
-    pub models: Vec<Record<ModelSpec>>,
+    pub workers: Arc<Vec<Record<WorkerSpec>>>,
+    pub instances: Arc<Vec<Record<ModelInstanceSpec>>>,
+    pub models: Arc<Vec<Record<ModelSpec>>>,
 }
 
 impl ClusterRows {
-    pub async fn read(db: &Db) -> Result<ClusterRows, DbError> {
+    pub async fn read(m: &Mirrors) -> Result<ClusterRows, DbError> {
         Ok(ClusterRows {
-            workers: db.all::<WorkerSpec>().await?,
-            instances: db.all::<ModelInstanceSpec>().await?,
-            models: db.all::<ModelSpec>().await?,
+            workers: m.workers.rows().await?,
+            instances: m.instances.rows().await?,
+            models: m.models.rows().await?,
         })
     }
 }

@@ -67,6 +67,8 @@ pub struct AppState {
     pub gpu_devices: Arc<routes::gpu_devices::DeviceCache>,
     /// What `/v2/dashboard` counts, re-read when workers, instances or deployments change.
     pub cluster_rows: Arc<cache::ByGeneration<cache::ClusterRows>>,
+    /// Copies of workers, instances and deployments the cluster-wide views are built from.
+    pub mirrors: Arc<cache::Mirrors>,
     /// Whether this server leads the control loops.
     pub leader: leader::Leadership,
     /// Open watch streams, bounded per credential and in all.
@@ -227,6 +229,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         basic: Arc::default(),
         gpu_devices: Arc::new(routes::gpu_devices::device_cache(&db)),
         cluster_rows: Arc::new(cache::ByGeneration::new(&db, &["workers", "model_instances", "models"])),
+        mirrors: Arc::new(cache::Mirrors::new(&db)),
         leader: leader.clone(),
         watches: streams::WatchSlots::new(streams::total_limit(config_watch_limit, streams::raise_open_file_limit())),
     };

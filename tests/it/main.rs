@@ -4,6 +4,7 @@
 mod attacks;
 mod backends;
 mod cli;
+mod contracts;
 mod distributed;
 mod docs;
 mod downloads;

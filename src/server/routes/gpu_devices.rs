@@ -8,11 +8,11 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{GpuCore, GpuDeviceView, GpuMemory, ListResponse, ModelInstanceSpec, WorkerSpec};
+use crate::api::{GpuCore, GpuDeviceView, GpuMemory, ListResponse};
 use crate::db::Db;
 use crate::server::AppState;
 use crate::server::auth::Auth;
-use crate::server::cache::ByGeneration;
+use crate::server::cache::{ByGeneration, Mirrors};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::{ListParams, RawQuery, int_param};
 use crate::server::scheduler::snapshot;
@@ -42,9 +42,9 @@ pub struct Device {
 }
 
 /// Every GPU, in the workers' order (newest worker first, then by type and index).
-async fn build(db: &Db) -> ApiResult<Vec<Device>> {
-    let workers = db.all::<WorkerSpec>().await?;
-    let instances = db.all::<ModelInstanceSpec>().await?;
+async fn build(mirrors: &Mirrors) -> ApiResult<Vec<Device>> {
+    let workers = mirrors.workers.rows().await?;
+    let instances = mirrors.instances.rows().await?;
     let claims: HashMap<(i64, u32), u64> = snapshot(&workers, &instances, None)
         .workers
         .iter()
@@ -124,7 +124,7 @@ async fn list_gpu_devices(
     let cluster_id = int_param(&raw, "cluster_id")?;
     let worker_id = int_param(&raw, "worker_id")?;
     let search = params.query.search.as_deref().map(str::to_lowercase);
-    let devices = state.gpu_devices.get(|| build(&state.db)).await?;
+    let devices = state.gpu_devices.get(|| build(&state.mirrors)).await?;
     let matching: Vec<&Device> = devices
         .iter()
         .filter(|d| {
@@ -165,7 +165,7 @@ async fn get_gpu_device(
     Auth(_p): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<GpuDeviceView>> {
-    let devices = state.gpu_devices.get(|| build(&state.db)).await?;
+    let devices = state.gpu_devices.get(|| build(&state.mirrors)).await?;
     devices
         .iter()
         .find(|d| d.view.id == id)

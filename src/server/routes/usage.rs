@@ -76,16 +76,16 @@ async fn usage(
 #[utoipa::path(get, path = "/v2/dashboard", tag = "usage", responses((status = 200, body = Dashboard)))]
 async fn dashboard(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<axum::Json<Dashboard>> {
     // Stored rows, read again only after a commit to them; live figures laid over for the load.
-    let rows = state.cluster_rows.get(|| ClusterRows::read(&state.db)).await?;
+    let rows = state.cluster_rows.get(|| ClusterRows::read(&state.mirrors)).await?;
     let mut workers = BTreeMap::new();
-    for w in &rows.workers {
+    for w in rows.workers.iter() {
         let s =
             serde_json::to_value(w.spec.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         *workers.entry(s).or_insert(0) += 1;
     }
     let gpus = rows.workers.iter().map(|w| w.spec.status.gpu_devices.len() as i64).sum();
     let mut instances = BTreeMap::new();
-    for i in &rows.instances {
+    for i in rows.instances.iter() {
         *instances.entry(i.spec.state.as_str().to_string()).or_insert(0) += 1;
     }
     let since = (chrono::Utc::now() - chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
