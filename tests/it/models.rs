@@ -399,7 +399,9 @@ async fn edits_roll_instances_one_at_a_time_when_asked(kind: DbKind) {
         let items = list["items"].as_array().cloned().unwrap_or_default();
         let running = items.iter().filter(|i| i["state"] == "running").count();
         assert!(running >= 2, "fewer than 2 running during the roll: {list:#}");
-        assert!(items.len() <= 3, "more than one extra instance at a time: {list:#}");
+        // A replaced instance drains (docs/draining.md) while the next extra starts: no replica.
+        let replicas = items.iter().filter(|i| i["state"] != "draining").count();
+        assert!(replicas <= 3, "more than one extra instance at a time: {list:#}");
         let replaced =
             items.iter().all(|i| !old.contains(&i["id"].as_i64().unwrap_or(0)) && i["env"]["GREETING"] == "hello");
         if items.len() == 2 && replaced && running == 2 {
