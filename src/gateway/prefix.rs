@@ -298,7 +298,8 @@ mod tests {
         let home = choose(k, &ids, &[0, 0, 0]).expect("home");
         let lo = LoadBalancing::LeastOutstanding;
         // (policy, key, loads, cursor, picked)
-        let table: &[(LoadBalancing, Option<u64>, [usize; 3], usize, usize)] = &[
+        type Row = (LoadBalancing, Option<u64>, [usize; 3], usize, usize);
+        let table: &[Row] = &[
             (lo, None, [2, 0, 1], 0, 1),
             (lo, Some(k), [2, 0, 1], 0, 1),
             // Ties start from the cursor.
@@ -321,7 +322,8 @@ mod tests {
     #[test]
     fn weighted_targets_keep_keys_and_split_by_weight() {
         // (targets, share of the first at least, at most)
-        let table: &[(&[(&str, u32)], f64, f64)] = &[
+        type Row<'a> = (&'a [(&'a str, u32)], f64, f64);
+        let table: &[Row] = &[
             (&[("a", 50), ("b", 50)], 0.45, 0.55),
             (&[("a", 90), ("b", 10)], 0.87, 0.93),
             (&[("a", 0), ("b", 0)], 0.45, 0.55),
@@ -349,7 +351,7 @@ mod tests {
             {"role": "system", "content": system}, {"role": "user", "content": "What does it say about cats?"}]})
         .to_string();
         let ids: Vec<i64> = (1..=16).collect();
-        let loads = vec![1usize; 16];
+        let loads = [1usize; 16];
         #[derive(serde::Deserialize)]
         struct Leading<'a> {
             #[serde(borrow)]

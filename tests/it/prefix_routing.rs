@@ -197,7 +197,7 @@ async fn three_llama_replicas_keep_a_prefix_on_one(kind: DbKind) {
     import_backend(&s, &llama_yaml(&server, "127.0.0.1", "-c 2048 -t 1 -np 2 --metrics")).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let ports = if kind == DbKind::Sqlite { (48100, 48109) } else { (48110, 48119) };
-    let _worker = start_worker(&s, dir.path(), &worker_options("prefix", ports)).await;
+    let worker = start_worker(&s, dir.path(), &worker_options("prefix", ports)).await;
     let body = json!({"name": "smol", "source": "local_path", "local_path": gguf, "backend": "llama-cpp-custom",
                       "replicas": 3});
     let (status, m) = s.post("/v2/models", body).await;
@@ -269,4 +269,5 @@ async fn three_llama_replicas_keep_a_prefix_on_one(kind: DbKind) {
     let spread: Vec<u64> = predicted(&http, &ports).await.iter().zip(&start).map(|(a, b)| a - b).collect();
     assert_eq!(spread.iter().sum::<u64>(), 9, "{spread:?}");
     assert!(spread.iter().all(|n| *n as usize <= prefix::bound(8, 3)), "over the bound: {spread:?}");
+    worker.shutdown().await;
 }
