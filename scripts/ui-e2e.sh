@@ -5,7 +5,8 @@
 #   Runs the UI's unit tests (scripts/build-ui.sh --test), then the browser test.
 #   Installs what it needs when missing (Debian's chromium via apt, ui/node_modules via npm ci),
 #   prepares llama.cpp and SmolLM2 (scripts/setup-llm.sh), starts `ferrostack start` on a free port with a
-#   temp data dir, the process runtime and a worker on 127.0.0.1, and drives: log in, import a backend by YAML, deploy SmolLM2 by
+#   temp data dir, the process runtime and a worker on 127.0.0.1 with one simulated GPU (2 GB of it in use
+#   outside the cluster: the GPU view shows it beside the claims), and drives: log in, import a backend by YAML, deploy SmolLM2 by
 #   local path (with an invalid name first: the field message shows, the form keeps its input), watch it
 #   reach running, chat in the playground (streamed), view the instance's logs, scale to 0, delete.
 #   Screenshots of each page go to artifacts/ui/.
@@ -56,7 +57,8 @@ trap cleanup EXIT
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 PASSWORD="ui-e2e-$RANDOM-pass"
 "$FERROSTACK_BIN" start --data-dir "$DATA/data" --host 127.0.0.1 --port "$PORT" \
-    --bootstrap-password "$PASSWORD" --runtime process --advertise-address 127.0.0.1 >"$DATA/server.log" 2>&1 &
+    --bootstrap-password "$PASSWORD" --runtime process --advertise-address 127.0.0.1 \
+    --simulate-gpus 1xL4-24GB+2GB >"$DATA/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break

@@ -434,6 +434,11 @@ try {
     // The browser reaches the server on loopback: the command says to put the server's address in.
     await page.getByTestId("add-worker-command").getByText("--server-url http://SERVER-ADDRESS:").waitFor();
     await page.getByTestId("add-worker-server-url").getByText("replace SERVER-ADDRESS").waitFor();
+    // Per GPU, a bar of what is claimed and what is free: the simulated GPU has 2 GB in use
+    // outside the cluster (scripts/ui-e2e.sh), which the bar shows apart from the free rest.
+    const bar = page.locator("[data-testid^='gpu-claims-']").first();
+    await bar.getByText(/used outside the cluster 2\.0 GiB · free 22\.0 GiB/).waitFor();
+    await bar.locator("[data-segment='external']").waitFor();
     // A long label shows whole, at 1440 and at 1024 px.
     await page
       .locator("tr[data-worker]")

@@ -52,6 +52,8 @@ export interface GpuDevice {
   core_utilization_rate?: number;
   temperature?: number;
   simulated: boolean;
+  /** Bytes used by processes the worker did not start (never booked by the scheduler). */
+  memory_external?: number;
 }
 
 export interface GpuDeviceView extends GpuDevice {
@@ -147,6 +149,8 @@ export interface ModelInstance extends Meta {
   worker_name: string | null;
   worker_ip: string | null;
   gpu_indexes: number[];
+  /** What the scheduler booked: bytes per GPU index, and RAM. */
+  computed_resource_claim?: { vram: Record<string, number>; ram: number } | null;
   port: number | null;
   injected_backend_parameters: string[];
   /** The launch command as run (program and arguments). */
@@ -165,6 +169,7 @@ export interface SubordinateWorker {
   worker_id: number;
   worker_name: string | null;
   gpu_indexes: number[];
+  computed_resource_claim?: { vram: Record<string, number>; ram: number } | null;
   state: InstanceState;
   state_message: string | null;
 }

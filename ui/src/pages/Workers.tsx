@@ -23,11 +23,40 @@ import { IconDots } from "@tabler/icons-react";
 import { type FormEvent, useState } from "react";
 import { del, messageOf, postJson, putJson } from "../api/client";
 import { useGet, usePoll, useSubmit, useWatchList } from "../api/hooks";
-import type { Cluster, ListResponse, Worker } from "../api/types";
+import type { Cluster, ListResponse, ModelInstance, Worker } from "../api/types";
 import { FormError } from "../components/FormError";
 import { Page } from "../components/Page";
 import { StateBadge } from "../components/StateBadge";
 import { bytes, formatPairs, parsePairs, workerServerUrl } from "../format";
+import { type GpuRef, gpuSegments, share } from "./gpuBars";
+
+const CLAIM_COLORS = ["blue", "teal", "violet", "cyan", "indigo", "lime", "pink", "orange"];
+
+/** One bar per GPU: each instance's claim, memory used outside the cluster, and the free rest. */
+function ClaimBar({ gpu, name, instances }: { gpu: GpuRef; name: string; instances: ModelInstance[] }) {
+  const segments = gpuSegments(gpu, instances);
+  const free = segments.find((s) => s.kind === "free");
+  const parts = segments.filter((s) => s.kind !== "free");
+  return (
+    <Stack gap={2} data-testid={`gpu-claims-${name}`}>
+      <Progress.Root size="lg" aria-label={`Claims on GPU ${name}`}>
+        {parts.map((s, i) => (
+          <Progress.Section
+            key={`${s.kind}-${s.label}-${i}`}
+            value={share(s.bytes, gpu.memory_total)}
+            color={s.kind === "external" ? "gray" : CLAIM_COLORS[i % CLAIM_COLORS.length]}
+            aria-label={`${s.label}: ${bytes(s.bytes)}`}
+            data-segment={s.kind}
+          />
+        ))}
+      </Progress.Root>
+      <Text size="xs">
+        {parts.map((s) => `${s.label} ${bytes(s.bytes)}`).join(" · ")}
+        {parts.length > 0 ? " · " : ""}free {bytes(free?.bytes ?? 0)}
+      </Text>
+    </Stack>
+  );
+}
 
 function LabelsModal({ worker, onClose }: { worker: Worker; onClose: () => void }) {
   const [text, setText] = useState(formatPairs(worker.labels));
@@ -156,7 +185,10 @@ export function WorkersPage() {
   const polled = usePoll<ListResponse<Worker>>("/v2/workers?page=-1", 15_000);
   const workers = { ...watched, items: watched.items.map((w) => withFigures(w, polled)) };
   const [editing, setEditing] = useState<Worker | null>(null);
-  const gpus = workers.items.flatMap((w) => w.status.gpu_devices.map((g) => ({ ...g, worker: w.name })));
+  const gpus = workers.items.flatMap((w) =>
+    w.status.gpu_devices.map((g) => ({ ...g, worker: w.name, worker_id: w.id })),
+  );
+  const instances = useWatchList<ModelInstance>("/v2/model-instances");
 
   return (
     <Page title="Workers & GPUs">
@@ -248,7 +280,7 @@ export function WorkersPage() {
           <Table.Tr>
             <Table.Th>GPU</Table.Th>
             <Table.Th>Worker</Table.Th>
-            <Table.Th>Memory</Table.Th>
+            <Table.Th>Memory: in use, then claimed</Table.Th>
             <Table.Th>Utilization</Table.Th>
             <Table.Th>Temperature</Table.Th>
           </Table.Tr>
@@ -270,11 +302,11 @@ export function WorkersPage() {
                 <Text size="xs">
                   {bytes(g.memory_used)} / {bytes(g.memory_total)}
                 </Text>
+                <ClaimBar gpu={g} name={`${g.worker}:${g.type}:${g.index}`} instances={instances.items} />
               </Table.Td>
-              <Table.Td>
-                {g.core_utilization_rate === undefined ? "–" : `${Math.round(g.core_utilization_rate)}%`}
-              </Table.Td>
-              <Table.Td>{g.temperature === undefined ? "–" : `${g.temperature} °C`}</Table.Td>
+              <Table.Td>{g.core_utilization_rate == null ? "–" : `${Math.round(g.core_utilization_rate)}%`}</Table.Td>
+              {/* The API sends null where the vendor tool reports nothing (simulated GPUs). */}
+              <Table.Td>{g.temperature == null ? "–" : `${g.temperature} °C`}</Table.Td>
             </Table.Tr>
           ))}
         </Table.Tbody>
