@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, Response, header};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::prefix::Leading;
 use super::proxy::Outgoing;
 use super::{Caller, Gateway, GatewayError, Route};
 
@@ -135,7 +136,7 @@ struct Parsed {
     strip_usage: bool,
     json: bool,
     /// The request's leading content (raw `messages`, else `prompt`), for prefix-aware routing.
-    leading: Option<Bytes>,
+    leading: Option<Leading>,
 }
 
 /// Reads the model. On a stream from a path that reports usage only when asked
@@ -161,7 +162,11 @@ fn parse(headers: &HeaderMap, body: Bytes, path: &str) -> Result<Parsed, Gateway
         .stream_options
         .and_then(|o| serde_json::from_str::<StreamOptions>(o.get()).ok())
         .is_some_and(|o| o.include_usage == Some(true));
-    let leading = head.messages.or(head.prompt).and_then(|raw| slice_of(&body, raw));
+    let leading = match (head.messages, head.prompt) {
+        (Some(m), _) => slice_of(&body, m).map(Leading::Messages),
+        (None, Some(p)) => slice_of(&body, p).map(Leading::Prompt),
+        (None, None) => None,
+    };
     if head.stream == Some(true)
         && !asked
         && streams_usage_on_request(path)
@@ -441,7 +446,7 @@ mod tests {
         ];
         for (path, body, leading) in table {
             let p = parse(&json(), Bytes::copy_from_slice(body.as_bytes()), path).expect("parse");
-            assert_eq!(p.leading.as_deref(), leading.map(str::as_bytes), "{body}");
+            assert_eq!(p.leading.as_ref().map(Leading::raw), leading.map(str::as_bytes), "{body}");
         }
     }
 

@@ -16,6 +16,9 @@
 //! below the bound `ceil(LOAD_FACTOR × (in flight + 1) / instances) + SLACK` takes the request, so
 //! a hot prefix spills to its next instances instead of piling on one.
 
+use axum::body::Bytes;
+use serde_json::value::RawValue;
+
 use super::snapshot::LoadBalancing;
 
 /// Bytes per hashed block (about 64 tokens of English).
@@ -73,6 +76,59 @@ pub fn key(content: &[u8]) -> Option<u64> {
     let whole = (content.len() / BLOCK).min(KEY_BLOCKS);
     let covered = if whole == 0 { content } else { &content[..whole * BLOCK] };
     Some(mix(fnv(FNV_OFFSET, covered)))
+}
+
+/// Chat `messages` longer than this are not split into messages: the key's first 4 KiB lie in
+/// the history before the last message (unless that message alone is 12 KiB long).
+const SPLIT_UP_TO: usize = 16 * 1024;
+
+/// What a request leads with, as raw JSON text (a slice of its body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leading {
+    /// The chat `messages` array.
+    Messages(Bytes),
+    /// The completion `prompt`.
+    Prompt(Bytes),
+}
+
+impl Leading {
+    pub fn raw(&self) -> &[u8] {
+        match self {
+            Leading::Messages(b) | Leading::Prompt(b) => b,
+        }
+    }
+}
+
+/// The routing key of a request. Chat: the messages before the last one (the context a tenant or a
+/// conversation shares; the last is the new question), cut exactly there and hashed up to
+/// [`KEY_BLOCKS`] × [`BLOCK`] bytes; one message alone, a prompt, or an array that is not a list
+/// of messages: [`key`] (whole blocks only).
+pub fn key_of(leading: &Leading) -> Option<u64> {
+    match leading {
+        Leading::Messages(raw) => match context(raw) {
+            Some(context) => {
+                let n = context.len().min(KEY_BLOCKS * BLOCK);
+                Some(mix(fnv(FNV_OFFSET, &context[..n])))
+            }
+            None => key(raw),
+        },
+        Leading::Prompt(raw) => key(raw),
+    }
+}
+
+/// The raw text of a messages array up to the start of its last element, when it has two or more
+/// and is at most [`SPLIT_UP_TO`] bytes (a scan of the array only, nothing decoded).
+fn context(raw: &[u8]) -> Option<&[u8]> {
+    if raw.len() > SPLIT_UP_TO {
+        return None;
+    }
+    let items: Vec<&RawValue> = serde_json::from_slice(raw).ok()?;
+    if items.len() < 2 {
+        return None;
+    }
+    let last = items.last()?.get().as_bytes();
+    let at = (last.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+    raw.get(..at)
 }
 
 /// The score of `id` for `key` in rendezvous hashing.
@@ -202,6 +258,54 @@ mod tests {
         assert_eq!(shared_blocks, 3000 / BLOCK);
         assert_eq!(block_hashes(&shared, 4).len(), 4);
         assert_eq!(key(&shared), Some(block_hashes(&shared, KEY_BLOCKS)[KEY_BLOCKS - 1]));
+    }
+
+    #[test]
+    fn a_chat_is_keyed_by_the_messages_before_its_last() {
+        let chat = |messages: serde_json::Value| Leading::Messages(Bytes::from(messages.to_string()));
+        let m = |role: &str, content: &str| serde_json::json!({"role": role, "content": content});
+        let system = "You are the support assistant of tenant 7. ".repeat(20);
+        let other = "You are the support assistant of tenant 8. ".repeat(20);
+        let history = "Earlier turn. ".repeat(2000);
+        // (a, b, same key)
+        let table = [
+            // A system prompt shorter than 4 KiB, different questions: one key.
+            (
+                chat(serde_json::json!([m("system", &system), m("user", "What are your hours?")])),
+                chat(serde_json::json!([m("system", &system), m("user", "Where is my order 1234?")])),
+                true,
+            ),
+            (
+                chat(serde_json::json!([m("system", &system), m("user", "Hi")])),
+                chat(serde_json::json!([m("system", &other), m("user", "Hi")])),
+                false,
+            ),
+            // One message: the message itself (whole blocks).
+            (chat(serde_json::json!([m("user", "Hello")])), chat(serde_json::json!([m("user", "Hello")])), true),
+            (chat(serde_json::json!([m("user", "Hello")])), chat(serde_json::json!([m("user", "Hellp")])), false),
+            // A long history (past the split limit): its first 4 KiB.
+            (
+                chat(serde_json::json!([m("user", &history), m("assistant", "ok"), m("user", "a")])),
+                chat(serde_json::json!([m("user", &history), m("assistant", "sure"), m("user", "b")])),
+                true,
+            ),
+            // Not a list of messages: the raw text, whole blocks.
+            (chat(serde_json::json!("text")), chat(serde_json::json!("text")), true),
+            // A prompt: whole blocks, so a differing tail inside the last partial block shares.
+            (
+                Leading::Prompt(Bytes::from(format!("\"{system} Q1\""))),
+                Leading::Prompt(Bytes::from(format!("\"{system} Q2\""))),
+                true,
+            ),
+        ];
+        for (i, (a, b, same)) in table.iter().enumerate() {
+            assert_eq!(key_of(a) == key_of(b), *same, "row {i}");
+            assert!(key_of(a).is_some(), "row {i}");
+        }
+        // The context is cut exactly before the last message.
+        let raw = serde_json::json!([m("system", "S"), m("user", "Q")]).to_string();
+        assert_eq!(context(raw.as_bytes()), Some(&br#"[{"content":"S","role":"system"},"#[..]));
+        assert_eq!(key_of(&Leading::Messages(Bytes::new())), None);
     }
 
     #[test]
@@ -353,7 +457,7 @@ mod tests {
         let ids: Vec<i64> = (1..=16).collect();
         let loads = [1usize; 16];
         #[derive(serde::Deserialize)]
-        struct Leading<'a> {
+        struct Head<'a> {
             #[serde(borrow)]
             messages: Option<&'a serde_json::value::RawValue>,
         }
@@ -361,8 +465,9 @@ mod tests {
             let mut samples = Vec::with_capacity(20_000);
             for _ in 0..20_000 {
                 let t = std::time::Instant::now();
-                let head: Leading = serde_json::from_str(&body).expect("json");
-                let k = key(head.messages.map(|m| m.get().as_bytes()).unwrap_or_default()).expect("key");
+                let head: Head = serde_json::from_str(&body).expect("json");
+                let raw = Bytes::copy_from_slice(head.messages.map(|m| m.get().as_bytes()).unwrap_or_default());
+                let k = key_of(&Leading::Messages(raw)).expect("key");
                 let i = choose(k, &ids[..n], &loads[..n]);
                 std::hint::black_box(i);
                 samples.push(t.elapsed());

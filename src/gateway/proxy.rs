@@ -116,8 +116,8 @@ pub(crate) struct Outgoing {
     pub operation: &'static str,
     /// Drop the usage-only stream chunk the gateway asked for.
     pub strip_usage: bool,
-    /// The leading content a `prefix_aware` route hashes ([`super::prefix::key`]).
-    pub leading: Option<Bytes>,
+    /// The leading content a `prefix_aware` route hashes ([`super::prefix::key_of`]).
+    pub leading: Option<super::prefix::Leading>,
     pub user_id: i64,
     pub api_key_id: i64,
 }
@@ -142,7 +142,7 @@ impl Gateway {
         let mut connect_failures = 0;
         // Hashed only for a route that routes by prefix.
         let prefix = (route.load_balancing == super::snapshot::LoadBalancing::PrefixAware)
-            .then(|| out.leading.as_deref().and_then(super::prefix::key))
+            .then(|| out.leading.as_ref().and_then(super::prefix::key_of))
             .flatten();
         // Requests sent whose connection was lost before any answer (resent at most once), and the
         // instance that lost it: asked again on a fresh connection when no other one is left (a
