@@ -65,6 +65,18 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Turn a deployment's autoscaling on or change it (docs/autoscaling.md).
+    Autoscale {
+        /// Deployment name.
+        name: String,
+        #[command(flatten)]
+        flags: models::AutoscaleFlags,
+        /// Turn autoscaling off (replicas stay where the autoscaler left them).
+        #[arg(long, conflicts_with_all = ["max_replicas", "min_replicas", "target_requests", "scale_down_delay"])]
+        off: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Delete a deployment and its instances.
     Undeploy {
         /// Deployment name.
@@ -196,6 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let wait = wait.then(|| std::time::Duration::from_secs(timeout));
             models::scale(&args, &name, replicas, wait).await
         }
+        Command::Autoscale { name, flags, off, client: args } => models::autoscale(&args, &name, &flags, off).await,
         Command::Undeploy { name, client: args } => models::undeploy(&args, &name).await,
         Command::Logs { id, tail, follow, client: args } => serve::logs(&client(&args), id, tail, follow).await,
         Command::Backend(cmd) => backend::run(cmd).await,

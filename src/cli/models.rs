@@ -41,6 +41,8 @@ pub struct DeployArgs {
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long = "env")]
     pub env: Vec<String>,
+    #[command(flatten)]
+    pub autoscaling: AutoscaleFlags,
     /// Return at once instead of waiting for the replicas to run.
     #[arg(long)]
     pub no_wait: bool,
@@ -49,6 +51,42 @@ pub struct DeployArgs {
     pub timeout: u64,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// A deployment's `autoscaling` (docs/autoscaling.md); `--max-replicas` turns it on.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AutoscaleFlags {
+    /// Autoscale up to this many replicas (turns autoscaling on).
+    #[arg(long)]
+    pub max_replicas: Option<u32>,
+    /// Fewest replicas while autoscaling; 0 sleeps when idle and wakes on the first request [default: 1].
+    #[arg(long)]
+    pub min_replicas: Option<u32>,
+    /// Requests in flight per replica the autoscaler aims at [default: 4].
+    #[arg(long)]
+    pub target_requests: Option<u32>,
+    /// Seconds of lower demand before the autoscaler removes replicas [default: 300].
+    #[arg(long)]
+    pub scale_down_delay: Option<u32>,
+}
+
+impl AutoscaleFlags {
+    /// The `autoscaling` object these flags describe, over `current` (what the deployment has).
+    fn apply(&self, current: Option<crate::api::Autoscaling>) -> Option<crate::api::Autoscaling> {
+        let max = self.max_replicas.or(current.as_ref().map(|a| a.max_replicas))?;
+        let base = current.unwrap_or(crate::api::Autoscaling {
+            min_replicas: 1,
+            max_replicas: max,
+            target_requests: 4,
+            scale_down_delay_seconds: 300,
+        });
+        Some(crate::api::Autoscaling {
+            min_replicas: self.min_replicas.unwrap_or(base.min_replicas),
+            max_replicas: max,
+            target_requests: self.target_requests.unwrap_or(base.target_requests),
+            scale_down_delay_seconds: self.scale_down_delay.unwrap_or(base.scale_down_delay_seconds),
+        })
+    }
 }
 
 fn client(args: &ClientArgs) -> Client {
@@ -80,12 +118,38 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         "name": args.name, "source": source, "local_path": local_path, "huggingface_repo_id": hf,
         "model_scope_model_id": ms, "backend": args.backend, "backend_version": args.backend_version,
         "replicas": args.replicas, "backend_parameters": args.params, "env": env,
+        "autoscaling": args.autoscaling.apply(None),
     });
     let c = client(&args.client);
     let model: Model = c.post("/v2/models", &body).await?;
     println!("deployed {} (id {})", model.spec.name, model.id);
-    if !args.no_wait && args.replicas > 0 {
-        wait_ready(&c, model.id, args.replicas, Duration::from_secs(args.timeout)).await?;
+    // With autoscaling the server clamps replicas into the bounds: wait for what it kept.
+    if !args.no_wait && model.spec.replicas > 0 {
+        wait_ready(&c, model.id, model.spec.replicas, Duration::from_secs(args.timeout)).await?;
+    }
+    Ok(())
+}
+
+/// `ferrostack autoscale`: turns a deployment's autoscaling on or changes it (`--off`: off; its
+/// replicas stay where the autoscaler left them).
+pub async fn autoscale(args: &ClientArgs, name: &str, flags: &AutoscaleFlags, off: bool) -> anyhow::Result<()> {
+    let c = client(args);
+    let model = find(&c, name).await?;
+    let autoscaling = if off {
+        None
+    } else {
+        let a = flags.apply(model.spec.autoscaling.clone());
+        anyhow::ensure!(a.is_some(), "{name} is not autoscaled: say --max-replicas");
+        a
+    };
+    let spec = ModelSpec { autoscaling, ..model.spec };
+    let updated: Model = c.put(&format!("/v2/models/{}?version={}", model.id, model.version), &spec).await?;
+    match &updated.spec.autoscaling {
+        Some(a) => println!(
+            "{} autoscales between {} and {} replicas at {} request(s) per replica, down after {} s",
+            updated.spec.name, a.min_replicas, a.max_replicas, a.target_requests, a.scale_down_delay_seconds
+        ),
+        None => println!("{} no longer autoscales ({} replicas)", updated.spec.name, updated.spec.replicas),
     }
     Ok(())
 }
@@ -293,9 +357,10 @@ pub async fn ps(args: &ClientArgs) -> anyhow::Result<()> {
             m.spec.name.clone(),
             m.spec.backend.clone().unwrap_or_default(),
             format!("{}/{}", m.spec.ready_replicas, m.spec.replicas),
+            scaling(&m.spec),
         ]
     });
-    print_table(&["ID", "DEPLOYMENT", "BACKEND", "READY"], rows);
+    print_table(&["ID", "DEPLOYMENT", "BACKEND", "READY", "SCALING"], rows);
     println!();
     let instances = c.list::<ModelInstance>("/v2/model-instances").await?;
     let rows = instances.items.iter().map(|i| {
@@ -313,10 +378,36 @@ pub async fn ps(args: &ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The SCALING column: the bounds, whether it sleeps, and why the scaler chose its replicas.
+fn scaling(m: &ModelSpec) -> String {
+    let bounds = match &m.autoscaling {
+        Some(a) if m.replicas == 0 => format!("{}-{} asleep", a.min_replicas, a.max_replicas),
+        Some(a) => format!("{}-{}", a.min_replicas, a.max_replicas),
+        None if m.scaling_schedule.as_ref().is_some_and(|s| s.enabled && !s.paused) => "schedule".into(),
+        None => return "-".into(),
+    };
+    match &m.scaling_message {
+        Some(why) => format!("{bounds}: {}", headline(why, 80)),
+        None => bounds,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::InstanceState;
+
+    #[test]
+    fn autoscale_flags_fill_in_over_what_the_deployment_has() {
+        let none = AutoscaleFlags::default();
+        assert_eq!(none.apply(None), None, "no --max-replicas, not autoscaled: stays off");
+        let on = AutoscaleFlags { max_replicas: Some(4), min_replicas: Some(0), ..Default::default() };
+        let a = on.apply(None).expect("on");
+        assert_eq!((a.min_replicas, a.max_replicas, a.target_requests, a.scale_down_delay_seconds), (0, 4, 4, 300));
+        let delay = AutoscaleFlags { scale_down_delay: Some(60), ..Default::default() };
+        let b = delay.apply(Some(a)).expect("kept");
+        assert_eq!((b.min_replicas, b.max_replicas, b.scale_down_delay_seconds), (0, 4, 60));
+    }
 
     #[test]
     fn downloads_show_their_bytes() {

@@ -74,7 +74,8 @@ pub fn decide(a: &Autoscaling, i: &Inputs) -> Decision {
     let bound = |n: u32| n.max(floor).clamp(lo, hi);
     let now = bound(need(i.demand, a.target_requests));
     let why_floor = || match &i.floor {
-        Some((n, rule)) if *n >= lo && now == (*n).min(hi) => format!(" (schedule window {rule:?} holds {n})"),
+        Some((n, rule)) if *n > hi && now == hi => format!(" (schedule window {rule:?} asks {n}; max_replicas {hi})"),
+        Some((n, rule)) if *n >= lo && now == *n => format!(" (schedule window {rule:?} holds {n})"),
         _ => String::new(),
     };
     let demand = format!("{} request(s) in flight or queued, target {} per replica", i.demand, a.target_requests);

@@ -2,6 +2,7 @@
 //! dirs, SQLite and PostgreSQL (see `support::both_dbs!`).
 
 mod attacks;
+mod autoscale;
 mod backends;
 mod cli;
 mod contracts;
