@@ -106,7 +106,7 @@ pub fn adapt(backend: &str, role: Role, topo: &Topology<'_>, launch: Launch) -> 
             ]);
             Launch { entrypoint: launch.entrypoint, args, env: launch.env }
         }
-        _ => {
+        Kind::LlamaCpp | Kind::Voxbox | Kind::Mindie | Kind::Other => {
             let mut env = launch.env;
             let rank = role.rank().to_string();
             let nodes = topo.nodes.to_string();

@@ -112,11 +112,115 @@ impl Kind {
     pub fn configured_by_file(self) -> bool {
         self == Kind::Mindie
     }
+
+    /// Whether one replica may run across workers: a multi-node launch exists for it
+    /// (`backends::distributed`; custom backends bring their own command).
+    pub fn supports_distributed(self) -> bool {
+        match self {
+            Kind::Vllm | Kind::Sglang | Kind::Other => true,
+            // No multi-node launch here (MindIE would need a rank table): each worker would run a
+            // whole server on a share of the memory.
+            Kind::LlamaCpp | Kind::Voxbox | Kind::Mindie => false,
+        }
+    }
+
+    /// Whether a GPU selection over several workers means distributed inference even when the
+    /// deployment says nothing (GPUStack takes its SDK's `null` as true for these engines).
+    pub fn distributed_by_default(self) -> bool {
+        match self {
+            Kind::Vllm | Kind::Sglang => true,
+            Kind::LlamaCpp | Kind::Voxbox | Kind::Mindie | Kind::Other => false,
+        }
+    }
+
+    /// The engine's tensor-parallel flag, canonical spelling first.
+    pub fn tp_flags(self) -> &'static [&'static str] {
+        match self {
+            Kind::Vllm => &["tensor-parallel-size", "tp"],
+            Kind::Sglang => &["tp-size", "tensor-parallel-size"],
+            Kind::LlamaCpp | Kind::Voxbox | Kind::Mindie | Kind::Other => &[],
+        }
+    }
+
+    /// Whether the engine serves GGUF files (the estimate then reads the GGUF's own layout).
+    pub fn reads_gguf(self) -> bool {
+        match self {
+            Kind::LlamaCpp | Kind::Other => true,
+            Kind::Vllm | Kind::Sglang | Kind::Voxbox | Kind::Mindie => false,
+        }
+    }
+
+    /// Whether the engine sizes its memory itself from its own settings (MindIE's NPU memory
+    /// fraction), so the estimate's KV cache and the `fit` policy do not apply.
+    pub fn sizes_its_own_memory(self) -> bool {
+        match self {
+            Kind::Mindie => true,
+            Kind::Vllm | Kind::Sglang | Kind::LlamaCpp | Kind::Voxbox | Kind::Other => false,
+        }
+    }
+
+    /// Whether a replica with no GPU runs wholly in RAM (VoxBox's CPU mode; custom commands).
+    pub fn runs_on_cpu_alone(self) -> bool {
+        match self {
+            Kind::Voxbox | Kind::Other => true,
+            Kind::Vllm | Kind::Sglang | Kind::LlamaCpp | Kind::Mindie => false,
+        }
+    }
+
+    /// The flag that sets the engine's GPU memory budget as a fraction of the card, if it has one.
+    pub fn memory_fraction_flag(self) -> Option<&'static str> {
+        match self {
+            Kind::Vllm => Some("gpu-memory-utilization"),
+            Kind::Sglang => Some("mem-fraction-static"),
+            Kind::LlamaCpp | Kind::Voxbox | Kind::Mindie | Kind::Other => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_engine_says_what_it_can() {
+        // (kind, one replica across workers, distributed unless told, TP flag, memory-fraction flag)
+        let table = [
+            (Kind::Vllm, true, true, Some("tensor-parallel-size"), Some("gpu-memory-utilization")),
+            (Kind::Sglang, true, true, Some("tp-size"), Some("mem-fraction-static")),
+            (Kind::LlamaCpp, false, false, None, None),
+            (Kind::Voxbox, false, false, None, None),
+            (Kind::Mindie, false, false, None, None),
+            (Kind::Other, true, false, None, None),
+        ];
+        for (kind, spans, by_default, tp, fraction) in table {
+            assert_eq!(kind.supports_distributed(), spans, "{kind:?}");
+            assert_eq!(kind.distributed_by_default(), by_default, "{kind:?}");
+            assert_eq!(kind.tp_flags().first().copied(), tp, "{kind:?}");
+            assert_eq!(kind.memory_fraction_flag(), fraction, "{kind:?}");
+            // Distributed by default only where a multi-node launch exists.
+            assert!(!by_default || spans, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn each_engine_says_how_its_memory_is_sized() {
+        // (kind, serves GGUF, sizes its own memory, runs in RAM alone without a GPU)
+        let table = [
+            (Kind::Vllm, false, false, false),
+            (Kind::Sglang, false, false, false),
+            (Kind::LlamaCpp, true, false, false),
+            (Kind::Voxbox, false, false, true),
+            (Kind::Mindie, false, true, false),
+            (Kind::Other, true, false, true),
+        ];
+        for (kind, gguf, own, cpu) in table {
+            assert_eq!(
+                (kind.reads_gguf(), kind.sizes_its_own_memory(), kind.runs_on_cpu_alone()),
+                (gguf, own, cpu),
+                "{kind:?}"
+            );
+        }
+    }
 
     #[test]
     fn names_map_to_kinds() {

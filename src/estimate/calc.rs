@@ -227,7 +227,7 @@ pub fn estimate(meta: &ModelMeta, input: &EstimateInput<'_>) -> Result<Estimate,
         notes: Vec::new(),
         fit: None,
     };
-    if meta.is_gguf && matches!(kind, Kind::LlamaCpp | Kind::Other) {
+    if meta.is_gguf && kind.reads_gguf() {
         gguf_estimate(meta, &params, input, &mut est)?;
         if let Policy::Fit { contexts } = input.policy {
             super::fit::apply(meta, &params, kind, input.n_gpus, contexts, &mut est);
@@ -252,18 +252,18 @@ pub fn estimate(meta: &ModelMeta, input: &EstimateInput<'_>) -> Result<Estimate,
             est.context_length = served_context(meta, user).0;
         }
     }
-    if kv && kind != Kind::Mindie {
+    if kv && !kind.sizes_its_own_memory() {
         est.kv_cache = meta.kv_cache_bytes(est.context_length, kv_elem_bytes(meta, &params), 1);
     }
-    if kind != Kind::Mindie {
+    if !kind.sizes_its_own_memory() {
         est.vram = est.weights + est.kv_cache + est.overhead;
     }
     est.ram = match kind {
         Kind::Vllm | Kind::Sglang => extended_kv_ram(input.extended_kv, est.vram, &mut est.notes),
         Kind::Mindie => est.ram,
-        _ => (est.vram / 10).max(2 * GIB),
+        Kind::LlamaCpp | Kind::Voxbox | Kind::Other => (est.vram / 10).max(2 * GIB),
     };
-    if input.n_gpus == 0 && matches!(kind, Kind::Voxbox | Kind::Other) {
+    if input.n_gpus == 0 && kind.runs_on_cpu_alone() {
         est.ram += est.vram;
         est.vram = 0;
         est.notes.push("CPU only: the whole estimate is RAM".into());

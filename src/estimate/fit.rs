@@ -106,12 +106,7 @@ pub fn headroom(subtotal: u64) -> u64 {
 
 /// The user's own budget flag that keeps a fraction claim, if any.
 pub fn user_fraction_flag(kind: Kind, params: &[Param]) -> Option<&'static str> {
-    let names: &[&'static str] = match kind {
-        Kind::Vllm => &["gpu-memory-utilization"],
-        Kind::Sglang => &["mem-fraction-static"],
-        _ => &[],
-    };
-    names.iter().copied().find(|n| find_any(params, &[n]).is_some())
+    kind.memory_fraction_flag().filter(|n| find_any(params, &[n]).is_some())
 }
 
 /// Turns `est` (made for one context) into the `fit` claim for `contexts` contexts. Does nothing
@@ -123,14 +118,14 @@ pub(super) fn apply(meta: &ModelMeta, params: &[Param], kind: Kind, n_gpus: u32,
         est.notes.push(format!("gpu_memory fit: the user's --{flag} decides the claim"));
         return;
     }
-    if kind == Kind::Mindie {
+    if kind.sizes_its_own_memory() {
         est.notes.push("gpu_memory fit: MindIE claims its NPU memory fraction".into());
         return;
     }
     if n_gpus == 0 || est.vram == 0 {
         return;
     }
-    let gguf = meta.is_gguf && matches!(kind, Kind::LlamaCpp | Kind::Other);
+    let gguf = meta.is_gguf && kind.reads_gguf();
     if gguf && est.vram < est.weights + est.kv_cache + est.overhead {
         est.notes.push("gpu_memory fit: part of the model is in RAM; the claim is the estimate".into());
         return;
@@ -144,7 +139,7 @@ pub(super) fn apply(meta: &ModelMeta, params: &[Param], kind: Kind, n_gpus: u32,
         }),
         Kind::Sglang => number(params, &["max-total-tokens"])
             .map(|tokens| ("--max-total-tokens", (per_token * tokens as f64).ceil() as u64)),
-        _ => None,
+        Kind::LlamaCpp | Kind::Voxbox | Kind::Mindie | Kind::Other => None,
     };
     let kv_cache = match user_kv {
         Some((flag, bytes)) => {
@@ -166,7 +161,7 @@ pub(super) fn apply(meta: &ModelMeta, params: &[Param], kind: Kind, n_gpus: u32,
         let tokens = match kind {
             Kind::Vllm => number(params, &["max-num-batched-tokens"]),
             Kind::Sglang => number(params, &["chunked-prefill-size"]).filter(|t| *t > 0),
-            _ => None,
+            Kind::LlamaCpp | Kind::Voxbox | Kind::Mindie | Kind::Other => None,
         };
         let acts = match (kind, meta.category) {
             (Kind::Vllm | Kind::Sglang, _) | (_, Category::Llm) => {

@@ -390,16 +390,12 @@ pub fn injection_for(
 /// The tensor-parallel size a placement runs with: the user's, else the injected one, else one
 /// per GPU of the main worker (none on CPU).
 pub fn tensor_parallel_size(backend: &str, p: &Placement, injected: &[String], user: &[String]) -> Option<u32> {
-    use crate::backends::kind::{Kind, kind_of};
+    use crate::backends::kind::kind_of;
     use crate::backends::params::{find_param, parse_params};
     if p.gpu_indexes.is_empty() {
         return None;
     }
-    let names: &[&str] = match kind_of(backend) {
-        Kind::Vllm => &["tensor-parallel-size", "tp"],
-        Kind::Sglang => &["tp-size", "tensor-parallel-size"],
-        _ => &[],
-    };
+    let names = kind_of(backend).tp_flags();
     let from = |items: &[String]| {
         let params = parse_params(items).ok()?;
         names.iter().find_map(|n| find_param(&params, n)).and_then(|p| p.values.first()?.parse().ok())

@@ -178,11 +178,9 @@ async fn admit_with_backend(
     }
     spec.backend = Some(backend.backend_name.clone());
     check_command(&backend, &spec)?;
-    use crate::backends::kind::{Kind, kind_of};
+    use crate::backends::kind::kind_of;
     let kind = kind_of(&backend.backend_name);
-    if spec.distributed_inference_across_workers && matches!(kind, Kind::LlamaCpp | Kind::Voxbox | Kind::Mindie) {
-        // No multi-node launch exists for these here (MindIE would need a rank table): each
-        // worker would run a whole server on a share of the memory.
+    if spec.distributed_inference_across_workers && !kind.supports_distributed() {
         return Err(ApiError::field(
             "distributed_inference_across_workers",
             format!(
@@ -192,12 +190,12 @@ async fn admit_with_backend(
         ));
     }
     let spans = spec.gpu_selector.as_ref().is_some_and(|s| selection_spans_workers(&s.gpu_ids));
-    if spans && !spec.distributed_inference_across_workers && matches!(kind, Kind::Vllm | Kind::Sglang) {
+    if spans && !spec.distributed_inference_across_workers && kind.distributed_by_default() {
         // GPUStack's SDK sends null, which GPUStack takes as true for these backends: a selection
         // over several workers would otherwise wait forever.
         spec.distributed_inference_across_workers = true;
     }
-    if kind == Kind::Mindie {
+    if kind.configured_by_file() {
         // MindIE's parameters become its config file: every documented range is checked now.
         crate::estimate::mindie_config(&spec.backend_parameters)
             .map_err(|e| ApiError::field("backend_parameters", e.to_string()))?;
