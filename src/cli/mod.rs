@@ -171,6 +171,16 @@ pub enum LoginsCmd {
 pub enum ClustersCmd {
     /// List clusters.
     List(ClientArgs),
+    /// Set the GPU memory policy of a cluster's deployments that name none (docs/gpu-memory.md).
+    GpuMemory {
+        /// The cluster's name.
+        cluster: String,
+        /// reserve (GPUStack's rule) or fit (claim what a replica needs).
+        #[arg(value_parser = ["reserve", "fit"])]
+        policy: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 impl Command {
@@ -301,10 +311,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     c.id.to_string(),
                     c.spec.name.clone(),
                     c.spec.is_default.to_string(),
+                    c.spec.gpu_memory.as_str().to_owned(),
                     format!("{}…", c.spec.token_hint),
                 ]
             });
-            print_table(&["ID", "NAME", "DEFAULT", "TOKEN"], rows);
+            print_table(&["ID", "NAME", "DEFAULT", "GPU MEMORY", "TOKEN"], rows);
+            Ok(())
+        }
+        Command::Clusters(ClustersCmd::GpuMemory { cluster, policy, client: args }) => {
+            let c = client(&args);
+            let list = c.list::<Cluster>("/v2/clusters?page=-1").await?;
+            let found = list.items.iter().find(|x| x.spec.name == cluster);
+            let Some(found) = found else {
+                anyhow::bail!("no cluster named {cluster:?}; `ferrostack clusters list` shows them");
+            };
+            let updated: Cluster =
+                c.put(&format!("/v2/clusters/{}", found.id), &serde_json::json!({"gpu_memory": policy})).await?;
+            println!("cluster {}: gpu_memory {}", updated.spec.name, updated.spec.gpu_memory.as_str());
             Ok(())
         }
     }

@@ -43,6 +43,13 @@ pub struct DeployArgs {
     pub env: Vec<String>,
     #[command(flatten)]
     pub autoscaling: AutoscaleFlags,
+    /// GPU memory policy: reserve (an engine's fraction of each GPU, GPUStack's rule) or fit (what a
+    /// replica needs, and its engine is told so; docs/gpu-memory.md) [default: the cluster's].
+    #[arg(long, value_parser = ["reserve", "fit"])]
+    pub gpu_memory: Option<String>,
+    /// With --gpu-memory fit: how many full contexts the KV cache holds at once [default: 1].
+    #[arg(long)]
+    pub fit_concurrency: Option<u32>,
     /// Return at once instead of waiting for the replicas to run.
     #[arg(long)]
     pub no_wait: bool,
@@ -119,6 +126,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         "model_scope_model_id": ms, "backend": args.backend, "backend_version": args.backend_version,
         "replicas": args.replicas, "backend_parameters": args.params, "env": env,
         "autoscaling": args.autoscaling.apply(None),
+        "gpu_memory": args.gpu_memory, "fit_concurrency": args.fit_concurrency,
     });
     let c = client(&args.client);
     let model: Model = c.post("/v2/models", &body).await?;

@@ -302,3 +302,51 @@ async fn two_fitted_llama_cpp_instances_share_a_gpu_and_serve() {
     }
     worker.shutdown().await;
 }
+
+/// The command line sets both: `ferrostack clusters gpu-memory NAME fit` and `deploy --gpu-memory
+/// fit --fit-concurrency N`; a policy that does not exist is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_the_cluster_default_and_a_deployments_policy() {
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    let key = s.api_key(json!({"name": "cli"})).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = qwen_1_5b(dir.path());
+    let run = async |args: &[&str]| -> (bool, String, String) {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferrostack"))
+            .args(args)
+            .env("FERROSTACK_SERVER_URL", &s.base)
+            .env("FERROSTACK_API_KEY", &key)
+            .output()
+            .await
+            .expect("run ferrostack");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, out, err) = run(&["clusters", "gpu-memory", "default", "fit"]).await;
+    assert!(ok && out.contains("cluster default: gpu_memory fit"), "{out}{err}");
+    let (_, clusters) = s.get("/v2/clusters").await;
+    assert_eq!(clusters["items"][0]["gpu_memory"], "fit", "{clusters:#}");
+    let (ok, out, err) = run(&["clusters", "list"]).await;
+    assert!(ok && out.contains("GPU MEMORY") && out.contains("fit"), "{out}{err}");
+    let (ok, _, err) = run(&["clusters", "gpu-memory", "default", "half"]).await;
+    assert!(!ok && err.contains("half"), "{err}");
+    let path = model.to_str().expect("path");
+    let deploy = [
+        "deploy",
+        "cli-fit",
+        "--local-path",
+        path,
+        "--backend",
+        "vLLM",
+        "--gpu-memory",
+        "fit",
+        "--fit-concurrency",
+        "3",
+    ];
+    let (ok, out, err) = run(&[&deploy[..], &["--no-wait"]].concat()).await;
+    assert!(ok, "{out}{err}");
+    let (_, models) = s.get("/v2/models?search=cli-fit").await;
+    let m = &models["items"][0];
+    assert_eq!((m["gpu_memory"].as_str(), m["fit_concurrency"].as_u64()), (Some("fit"), Some(3)), "{m:#}");
+}
