@@ -160,9 +160,12 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
             }
             b.add_estimated(input.estimate);
             if let (Some(fit), Some(total)) = (&input.estimate.fit, input.gpu_total_memory.filter(|t| *t > 0)) {
-                // `gpu_memory: fit`: the claim is the budget; where the version has it, the KV
-                // cache is set in bytes too (per GPU), so vLLM never grows it into the headroom.
-                b.arg(&["gpu-memory-utilization"], Some(fit_fraction(fit.total / u64::from(all_gpus), total)));
+                // `gpu_memory: fit`: vLLM's budget is what it profiles (weights, activations, KV
+                // cache) plus the headroom; its CUDA context and CUDA graphs come on top of it, in
+                // the claim's engine overhead. Where the version has it, the KV cache is set in
+                // bytes too (per GPU), so vLLM never grows it into the headroom.
+                let budget = fit.total.saturating_sub(fit.overhead) / u64::from(all_gpus);
+                b.arg(&["gpu-memory-utilization"], Some(fit_fraction(budget, total)));
                 if vllm_has_kv_cache_memory_bytes(input.backend_version) {
                     b.arg(&["kv-cache-memory-bytes"], Some((fit.kv_cache / u64::from(all_gpus)).to_string()));
                 }
