@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 pub const SETTLE: Duration = Duration::from_millis(100);
 /// Shares of other servers older than this no longer count (their server stopped sharing).
 pub const SHARE_FRESH: Duration = Duration::from_secs(5);
+/// Other servers vouch for a drain only with shares read at least this long after it began: every
+/// server that was up when it began (and may have routed to the instance) has shared by then (a
+/// server shares when it starts, then every second).
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 /// How long an instance that left the snapshot (deleted) stays withdrawn: a request holding an
 /// older snapshot must not pick an engine that is stopping.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
@@ -61,6 +65,8 @@ pub struct Drains {
     withdrawn: Mutex<HashMap<i64, (Instant, bool)>>,
     /// The other servers' shares and when they were read.
     elsewhere: Mutex<Option<(Instant, Vec<Share>)>>,
+    /// Other servers may route too (PostgreSQL): their shares are read, and a drain waits for them.
+    shared: std::sync::atomic::AtomicBool,
 }
 
 impl Drains {
@@ -105,6 +111,28 @@ impl Drains {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// Other servers may route too: a drain is vouched for only by their shares
+    /// ([`Drains::elsewhere_for`]).
+    pub fn expect_shares(&self) {
+        self.shared.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The other servers' shares that can vouch for a drain that began `drained_for` ago: read
+    /// within [`SHARE_FRESH`] and at least [`CONFIRM_AFTER`] after it began. `None` while there
+    /// are none such (wait); no other server (one server alone): `Some` of nothing.
+    pub fn elsewhere_for(&self, now: Instant, drained_for: Duration) -> Option<Vec<Share>> {
+        if !self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some(Vec::new());
+        }
+        match &*self.elsewhere.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((at, shares)) => {
+                let age = now.duration_since(*at);
+                (age < SHARE_FRESH && age + CONFIRM_AFTER <= drained_for).then(|| shares.clone())
+            }
+            None => None,
+        }
     }
 
     /// Replaces the other servers' shares (read just now).
@@ -156,5 +184,31 @@ mod tests {
         d.set_elsewhere(vec![share.clone()], t0);
         assert_eq!(d.elsewhere(t0 + SHARE_FRESH / 2), [share]);
         assert!(d.elsewhere(t0 + SHARE_FRESH).is_empty(), "a share not refreshed stops counting");
+    }
+
+    #[test]
+    fn other_servers_vouch_only_with_shares_read_after_the_drain_began() {
+        let share = Share { withdrawn: vec![1], ..Share::default() };
+        let d = Drains::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(d.elsewhere_for(t0, s(0)), Some(vec![]), "one server alone: nobody else to ask");
+        d.expect_shares();
+        assert_eq!(d.elsewhere_for(t0, s(10)), None, "shares expected, none read yet");
+        d.set_elsewhere(vec![share.clone()], t0);
+        // (now, the drain began this long before now, vouched)
+        let table = [
+            // Read 0.5 s before now, the drain began 1 s before now: read 0.5 s into it, too early
+            // (a server that was starting may not have shared yet).
+            (t0 + s(1) / 2, s(1), false),
+            (t0 + s(1) / 2, s(1) + s(1) / 2, true),
+            (t0, s(1), true),
+            (t0, s(0), false),
+            // Read long ago: stale whatever the drain.
+            (t0 + SHARE_FRESH, s(60), false),
+        ];
+        for (n, (now, drained_for, vouched)) in table.into_iter().enumerate() {
+            assert_eq!(d.elsewhere_for(now, drained_for).is_some(), vouched, "row {n}");
+        }
     }
 }

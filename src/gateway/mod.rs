@@ -183,16 +183,26 @@ impl Gateway {
         self.shared.drains.set_elsewhere(shares, std::time::Instant::now());
     }
 
-    /// Every gateway's word on instance `id`, this server's first: whether it withdrew it (for
-    /// [`drain::SETTLE`]) and how many requests are in flight on it there.
-    pub fn drain_views(&self, id: i64) -> Vec<drain::View> {
+    /// Other servers route too (PostgreSQL): their shares are read and drains wait for them.
+    pub fn expect_drain_shares(&self) {
+        self.shared.drains.expect_shares();
+    }
+
+    /// Every gateway's word on instance `id`, draining for `drained_for`, this server's first:
+    /// whether it withdrew it (for [`drain::SETTLE`]) and how many requests are in flight on it
+    /// there. Other servers not heard from since the drain began count as still routing.
+    pub fn drain_views(&self, id: i64, drained_for: std::time::Duration) -> Vec<drain::View> {
         let now = std::time::Instant::now();
         let here = if self.shared.drains.settled(id, now) {
             drain::View::InFlight(self.shared.balancer.instance(id).outstanding() as u64)
         } else {
             drain::View::Routing
         };
-        std::iter::once(here).chain(self.shared.drains.elsewhere(now).iter().map(|s| s.view(id))).collect()
+        let others = match self.shared.drains.elsewhere_for(now, drained_for) {
+            Some(shares) => shares.iter().map(|s| s.view(id)).collect(),
+            None => vec![drain::View::Routing],
+        };
+        std::iter::once(here).chain(others).collect()
     }
 
     /// Requests in flight on instance `id` across servers (this one, and the others' fresh shares).

@@ -290,8 +290,8 @@ impl ModelController {
         let now = chrono::Utc::now();
         let mut done = Vec::new();
         for i in instances.iter().filter(|i| i.spec.state == InstanceState::Draining) {
-            let views = self.gateway.as_ref().map(|g| g.drain_views(i.id)).unwrap_or_default();
             let waited = drain::elapsed(&i.spec, now);
+            let views = self.gateway.as_ref().map(|g| g.drain_views(i.id, waited)).unwrap_or_default();
             match drain::verdict(waited, Duration::from_secs(timeout.into()), &views) {
                 drain::Verdict::Wait { .. } => {
                     self.draining.fetch_add(1, Ordering::Relaxed);

@@ -49,6 +49,7 @@ async fn share_drains(db: &Db, gateway: &Gateway, server: &str) -> crate::db::Db
 
 /// Shares every `SHARE_EVERY` until shutdown.
 pub fn spawn(db: Db, gateway: Gateway, server: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    gateway.expect_drain_shares();
     tokio::spawn(async move {
         for round in 0u64.. {
             if let Err(e) = share_once(&db, &gateway, &server).await {

@@ -462,3 +462,74 @@ async fn no_request_is_lost_under_load(kind: DbKind) {
     assert!(ok > 0 && streams > 0, "no load ran: {ok} plain, {streams} streamed");
     worker.shutdown().await;
 }
+
+/// Two servers on one PostgreSQL: a stream that runs through the server that does not lead holds
+/// the drain of its instance (the leader knows of it only from the other server's share), and the
+/// instance goes once it has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_through_another_server_holds_the_drain() {
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let leader = TestServer::start(DbKind::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+    std::fs::copy(leader.dir.path().join("data/server_secret"), dir.path().join("data/server_secret"))
+        .expect("copy the server secret");
+    let other = TestServer::start_with(dir, leader.database_url.clone()).await;
+    leader.login_admin().await;
+    import_backend(&leader, SLEEPER_YAML).await;
+    let wdir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&leader, wdir.path(), &worker_options("shared", (46790, 46799))).await;
+    let body = json!({"name": "held", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 2});
+    let (status, m) = leader.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    let items = wait_models_instances(&leader, id, "2 running", |i| count_state(i, "running") == 2).await;
+    let (release, released) = tokio::sync::watch::channel(false);
+    let mut hits = std::collections::BTreeMap::new();
+    for i in &items {
+        let port = i["port"].as_u64().expect("port") as u16;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the instance's port");
+        hits.insert(i["id"].as_i64().expect("id"), stub_engine(listener, released.clone()));
+    }
+    let key = leader.api_key(json!({"name": "drain", "scope": ["inference"]})).await;
+    // The other server routes once its snapshot has both instances: one held stream on each.
+    let http = reqwest::Client::new();
+    wait_until_async("the other server routing", || async {
+        let res = http.get(other.url("/v1/models")).bearer_auth(&key).send().await;
+        res.map(|r| r.status() == StatusCode::OK).unwrap_or(false)
+    })
+    .await;
+    let streams: Vec<_> = (0..2).map(|_| tokio::spawn(stream_chat(other.base.clone(), key.clone()))).collect();
+    wait_until("both stubs streaming", || hits.values().all(|h| h.load(Ordering::Relaxed) == 1)).await;
+
+    edit_model(&leader, id, "", |m| m["replicas"] = json!(1)).await;
+    let gone_id = *hits.keys().max().expect("ids");
+    crate::workers::wait_instance(&leader, gone_id, "draining, its stream counted through the other server", |i| {
+        i["state"] == "draining" && i["in_flight"] == 1
+    })
+    .await;
+    // Several share rounds later it still drains: the leader waits for the other server's stream.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, still) = leader.get(&format!("/v2/model-instances/{gone_id}")).await;
+    assert_eq!((status, still["state"].as_str()), (StatusCode::OK, Some("draining")), "{still:#}");
+
+    release.send_replace(true);
+    for stream in streams {
+        let (chunks, complete) = stream.await.expect("stream task");
+        assert!(complete && chunks >= 1, "a stream did not complete ({chunks} chunks)");
+    }
+    wait_models_instances(&leader, id, "the drained instance gone", |i| i.len() == 1 && i[0]["id"] != gone_id).await;
+    worker.shutdown().await;
+}
+
+/// Polls `cond` every 100 ms; panics after 60 s (a hang, not a timing assertion).
+async fn wait_until_async<F: std::future::Future<Output = bool>>(what: &str, cond: impl Fn() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
