@@ -115,6 +115,10 @@ export interface ModelSpec {
   run_command?: string | null;
   access_policy?: "public" | "authed" | "allowed_principals";
   generic_proxy?: boolean;
+  /** `reserve` (an engine's share of each GPU) or `fit` (what a replica needs); null: the cluster's. */
+  gpu_memory?: "reserve" | "fit" | null;
+  /** Under `fit`: full contexts the KV cache holds at once (default 1). */
+  fit_concurrency?: number | null;
 }
 
 export interface Model extends Meta, ModelSpec {

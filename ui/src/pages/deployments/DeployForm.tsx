@@ -319,6 +319,30 @@ export function DeployForm({ editing, onClose }: Props) {
                   <Radio value="binpack" label="Binpack (fill GPUs first)" />
                 </Group>
               </Radio.Group>
+              <Radio.Group
+                label="GPU memory"
+                description="Reserve: the engine's share of each GPU (GPUStack's rule). Fit: what a replica needs, told to its engine, so small models share a GPU."
+                value={s.gpu_memory || "default"}
+                onChange={(v) => set("gpu_memory", v === "reserve" || v === "fit" ? v : "")}
+              >
+                <Group mt={4}>
+                  <Radio value="default" label="Cluster default" />
+                  <Radio value="reserve" label="Reserve" />
+                  <Radio value="fit" label="Fit" />
+                </Group>
+              </Radio.Group>
+              {s.gpu_memory !== "reserve" && (
+                <NumberInput
+                  label="Full contexts at once"
+                  description="Under fit, how many full contexts the KV cache holds"
+                  name="fit_concurrency"
+                  min={1}
+                  max={1024}
+                  value={s.fit_concurrency}
+                  error={errorOf("fit_concurrency")}
+                  onChange={(v) => set("fit_concurrency", typeof v === "number" ? v : 1)}
+                />
+              )}
               <Textarea
                 label="Worker selector"
                 description="Labels a worker must have, one key=value per line"

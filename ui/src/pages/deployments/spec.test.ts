@@ -17,6 +17,24 @@ import {
 const state = (over: Partial<DeployState>): DeployState => ({ ...EMPTY, ...over });
 
 describe("toSpec", () => {
+  it("sends the GPU memory policy, and the contexts only where fit can apply", () => {
+    const cases: [Partial<DeployState>, unknown, unknown][] = [
+      [{}, null, null],
+      [{ gpu_memory: "fit", fit_concurrency: 4 }, "fit", 4],
+      [{ gpu_memory: "fit", fit_concurrency: 1 }, "fit", null],
+      [{ gpu_memory: "reserve", fit_concurrency: 4 }, "reserve", null],
+      [{ gpu_memory: "", fit_concurrency: 2 }, null, 2],
+    ];
+    for (const [over, policy, contexts] of cases) {
+      const spec = toSpec(state({ local_path: "/m", name: "m", ...over }));
+      expect([spec.gpu_memory, spec.fit_concurrency]).toEqual([policy, contexts]);
+    }
+    const edited = fromModel({
+      ...toSpec(state({ local_path: "/m", name: "m", gpu_memory: "fit", fit_concurrency: 3 })),
+    } as Model);
+    expect([edited.gpu_memory, edited.fit_concurrency]).toEqual(["fit", 3]);
+  });
+
   it("sends only the chosen source's fields and parameters as one item per line", () => {
     const spec = toSpec(
       state({

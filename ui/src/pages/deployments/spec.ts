@@ -42,6 +42,10 @@ export interface DeployState {
   distributed: boolean;
   restart_on_error: boolean;
   extended_kv_cache: boolean;
+  /** "" = the cluster's default. */
+  gpu_memory: "" | "reserve" | "fit";
+  /** Under fit: full contexts the KV cache holds at once. */
+  fit_concurrency: number;
   /** Not in the form: carried through an edit so it keeps the deployment's route settings. */
   access_policy: "public" | "authed" | "allowed_principals";
   generic_proxy: boolean;
@@ -73,6 +77,8 @@ export const EMPTY: DeployState = {
   distributed: false,
   restart_on_error: true,
   extended_kv_cache: false,
+  gpu_memory: "",
+  fit_concurrency: 1,
   access_policy: "authed",
   generic_proxy: true,
 };
@@ -109,6 +115,9 @@ export function toSpec(s: DeployState): ModelSpec {
     run_command: blank(s.run_command),
     access_policy: s.access_policy,
     generic_proxy: s.generic_proxy,
+    gpu_memory: s.gpu_memory || null,
+    // Only where it can apply (the server refuses it with reserve), and only when not the default.
+    fit_concurrency: s.gpu_memory === "reserve" || s.fit_concurrency <= 1 ? null : s.fit_concurrency,
   };
 }
 
@@ -141,6 +150,8 @@ export function fromModel(m: Model): DeployState {
     run_command: m.run_command ?? "",
     access_policy: m.access_policy ?? "authed",
     generic_proxy: m.generic_proxy ?? true,
+    gpu_memory: m.gpu_memory ?? "",
+    fit_concurrency: m.fit_concurrency ?? 1,
   };
 }
 
