@@ -2,12 +2,12 @@
 //! with bounded loads (CHWBL) over a target's instances, so requests that share a prompt prefix
 //! reach the replica whose prompt cache holds it, and every server chooses alike.
 //!
-//! The key is the hash of the request's leading content (the raw JSON text of the chat `messages`
-//! in order, or of the completion `prompt`) cut into [`BLOCK`]-byte blocks hashed cumulatively:
-//! the key is the running hash after the last whole block, at most [`KEY_BLOCKS`] blocks in.
-//! Requests that share their first `KEY_BLOCKS × BLOCK` bytes (a system prompt, a document) share
-//! a key whatever follows; shorter shared prefixes share it when they differ only in the last,
-//! partial block. The hash (FNV-1a, then a fixed finalizer) and the scores depend only on bytes
+//! The key ([`key_of`]) hashes the request's leading content, raw JSON text never decoded: for a
+//! chat, the `messages` before the last one (system prompt, document, history: what a tenant or a
+//! conversation shares), up to [`KEY_BLOCKS`] × [`BLOCK`] bytes; for a lone message or a
+//! completion `prompt`, [`BLOCK`]-byte blocks hashed cumulatively, keyed by the running hash after
+//! the last whole block, so contents that share their first 4 KiB share a key whatever follows,
+//! and shorter ones when they differ only in the last, partial block. The hash (FNV-1a, then a fixed finalizer) and the scores depend only on bytes
 //! and on instance ids from the database, never on per-process randomness, so every server of an
 //! HA pair ranks the instances of a key the same way.
 //!
