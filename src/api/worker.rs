@@ -77,6 +77,10 @@ pub struct Maintenance {
     pub enabled: bool,
     #[serde(default)]
     pub message: Option<String>,
+    /// With `enabled`: move the worker's instances away first (Ferrostack's, additive). Each is
+    /// replaced on another worker, and drains once its replacement runs (docs/draining.md).
+    #[serde(default)]
+    pub drain: bool,
 }
 
 /// A worker as stored and shown.

@@ -241,7 +241,9 @@ impl ModelController {
                 }
                 Action::Delete(id) => {
                     if let Some(i) = instances.iter().find(|i| i.id == id) {
-                        let why = if i.spec.spec_hash.as_deref() == Some(hash.as_str()) {
+                        let why = if evacuated(i, workers) {
+                            "worker maintenance"
+                        } else if i.spec.spec_hash.as_deref() == Some(hash.as_str()) {
                             "scale-down"
                         } else {
                             "rolling replace"
@@ -366,7 +368,14 @@ fn facts(i: &ModelInstance, workers: &BTreeMap<i64, Record<WorkerSpec>>) -> Inst
             .and_then(|w| workers.get(&w))
             .is_some_and(|w| w.spec.state == WorkerState::Ready),
         restarts: i.spec.restart_count,
+        evacuate: evacuated(i, workers),
     }
+}
+
+/// Whether instance `i` is on a worker in maintenance that asked for its instances to move.
+fn evacuated(i: &ModelInstance, workers: &BTreeMap<i64, Record<WorkerSpec>>) -> bool {
+    let m = |w: i64| workers.get(&w).is_some_and(|w| w.spec.maintenance.enabled && w.spec.maintenance.drain);
+    i.spec.worker_id.is_some_and(m) || i.spec.subordinate_workers().iter().any(|s| m(s.worker_id))
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub struct InstanceFacts {
     /// Its worker is ready.
     pub worker_ready: bool,
     pub restarts: u32,
+    /// Its worker is in maintenance with `drain`: it is replaced elsewhere, then drains.
+    pub evacuate: bool,
 }
 
 /// One step toward the desired replicas.
@@ -59,7 +61,8 @@ fn least_healthy_first(list: &[&InstanceFacts]) -> Vec<i64> {
     scale_down_order(&views)
 }
 
-/// The actions of one pass. Without outdated instances: create or delete (least healthy first)
+/// The actions of one pass. An instance to evacuate (its worker is in maintenance with `drain`)
+/// is outdated whatever its spec. Without outdated instances: create or delete (least healthy first)
 /// to reach `replicas`. With outdated ones (a rollout, or instances that do not run and are not of
 /// the current spec): replace them one extra instance at a time: an outdated instance that does
 /// not serve goes at once, a serving one only while more than `replicas` serve, or when the extra
@@ -74,7 +77,9 @@ pub fn actions(d: Desired<'_>, all: &[InstanceFacts]) -> Vec<Action> {
     let (fresh, outdated): (Vec<&InstanceFacts>, Vec<&InstanceFacts>) = instances
         .iter()
         .copied()
-        .partition(|i| i.spec_hash.as_deref() == Some(d.hash) || (!d.rolling && i.state == InstanceState::Running));
+        .partition(|i| {
+            !i.evacuate && (i.spec_hash.as_deref() == Some(d.hash) || (!d.rolling && i.state == InstanceState::Running))
+        });
     let mut out = Vec::new();
     if outdated.is_empty() {
         if fresh.len() < d.replicas {
@@ -131,6 +136,7 @@ mod tests {
                     has_message: false,
                     worker_ready: true,
                     restarts: 0,
+                    evacuate: false,
                 };
                 for flag in parts {
                     match flag {
@@ -141,6 +147,8 @@ mod tests {
                         }
                         "msg" => f.has_message = true,
                         "down" => f.worker_ready = false,
+                        // Its worker went into maintenance with drain (the scheduler places nothing there).
+                        "evac" => f.evacuate = true,
                         r if r.starts_with('r') => f.restarts = r[1..].parse().expect("restarts"),
                         other => panic!("flag {other}"),
                     }
@@ -224,6 +232,18 @@ mod tests {
                 &[Delete(1)],
             ),
             ("rollout done, the last one still draining", 2, true, "1:old:drain 3:h:run 4:h:run", &[]),
+            // Worker maintenance with drain: replaced elsewhere first, then drained, one at a time.
+            ("maintenance: a replacement first", 2, false, "1:h:run:evac 2:h:run", &[Create(1)]),
+            ("maintenance: the replacement starts, nothing goes", 2, false, "1:h:run:evac 2:h:run 3:h:start", &[]),
+            ("maintenance: the replacement serves, the old one goes", 2, false, "1:h:run:evac 2:h:run 3:h:run", &[Delete(1)]),
+            ("maintenance: a failed one there goes at once", 2, false, "1:h:err:evac 2:h:run", &[Create(1), Delete(1)]),
+            (
+                "maintenance: no room elsewhere, it goes anyway (the worker must empty)",
+                1,
+                false,
+                "1:h:run:evac 2:h:pend:unbound:msg",
+                &[Delete(1)],
+            ),
         ];
         for (what, replicas, rolling, instances, want) in cases {
             let got = actions(Desired { replicas: *replicas, hash: "h", rolling: *rolling }, &facts(instances));

@@ -20,7 +20,11 @@ use crate::models::wait_models_instances;
 use crate::support::{DbKind, TestServer};
 use crate::workers::{SLEEPER_YAML, import_backend, llama, llama_backend_yaml, start_worker, worker_options};
 
-both_dbs!(a_held_stream_outlives_a_scale_down_and_the_timeout_ends_a_drain, no_request_is_lost_under_load);
+both_dbs!(
+    a_held_stream_outlives_a_scale_down_and_the_timeout_ends_a_drain,
+    no_request_is_lost_under_load,
+    maintenance_with_drain_moves_instances_away
+);
 
 /// A stub engine on `listener`: streams a chunk every 100 ms until `release` turns true, then
 /// ends the stream properly; plain requests are answered at once. Counts the requests it got.
@@ -532,4 +536,46 @@ async fn wait_until_async<F: std::future::Future<Output = bool>>(what: &str, con
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A worker put into maintenance with `drain`: each instance on it is replaced on another worker
+/// first, then drains and stops; the deployment never has fewer instances serving than it asks.
+async fn maintenance_with_drain_moves_instances_away(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let a = start_worker(&s, da.path(), &worker_options("leaving", (46800, 46809))).await;
+    let body = json!({"name": "moved", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 2});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    let before = settled(&s, id, 2, None).await;
+    let b = start_worker(&s, db.path(), &worker_options("staying", (46810, 46819))).await;
+    let (status, w) =
+        s.put(&format!("/v2/workers/{}", a.worker_id), json!({"maintenance": {"enabled": true, "drain": true}})).await;
+    assert_eq!(status, StatusCode::OK, "{w}");
+    assert_eq!(w["maintenance"]["drain"], true, "{w}");
+    let mut saw_draining = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, list) = s.get(&format!("/v2/model-instances?model_id={id}")).await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let running = count_state(&items, "running");
+        saw_draining |= items.iter().any(|i| i["state"] == "draining");
+        assert!(running >= 2, "fewer than 2 running while moving: {list:#}");
+        if items.len() == 2 && running == 2 && items.iter().all(|i| i["worker_id"] == b.worker_id) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never moved: {list:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_draining, "the instances on the worker in maintenance did not drain");
+    for i in &before {
+        let pid = i["pid"].as_i64().expect("pid");
+        wait_until("the engines on the worker in maintenance stopped", || !alive(pid)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }
