@@ -322,3 +322,61 @@ async fn sleeps_wakes_and_scales(kind: DbKind) {
     assert!(metrics.contains("ferrostack_autoscaler_desired_replicas{model=\"sleepy\"} 0"), "{metrics}");
     worker.shutdown().await;
 }
+
+/// Two servers on one PostgreSQL count demand together: a request held by the follower (which
+/// does not run the autoscaler) wakes a sleeping deployment through the shares the leader reads,
+/// and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_s_held_request_wakes_the_deployment() {
+    let Some((server, gguf)) = llama() else { return };
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let leader = TestServer::start(DbKind::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+    // Servers that share a database share the server secret.
+    std::fs::copy(leader.dir.path().join("data/server_secret"), dir.path().join("data/server_secret"))
+        .expect("copy the server secret");
+    let follower = TestServer::start_with(dir, leader.database_url.clone()).await;
+    let healthz = |s: &TestServer| {
+        let http = s.http.clone();
+        let url = s.url("/healthz");
+        async move { http.get(url).send().await.expect("healthz").json::<Value>().await.expect("json") }
+    };
+    assert_eq!(healthz(&leader).await["leading"], true, "the first server to start leads");
+    assert_eq!(healthz(&follower).await["leading"], false);
+    leader.login_admin().await;
+    import_backend(&leader, &llama_yaml(&server, "127.0.0.1", "-c 2048 -t 2 -np 2")).await;
+    let wdir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&leader, wdir.path(), &worker_options("shared", (49140, 49179))).await;
+    let body = json!({"name": "sleepy", "source": "local_path", "local_path": gguf, "backend": "llama-cpp-custom",
+                      "replicas": 0, "autoscaling": {"min_replicas": 0, "max_replicas": 1, "target_requests": 4,
+                                                     "scale_down_delay_seconds": 2}});
+    let (status, m) = leader.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    let key = leader.api_key(json!({"name": "shared", "scope": ["inference"]})).await;
+    // The follower's gateway knows the route (its snapshot follows the change log).
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = http.get(follower.url("/v1/models")).bearer_auth(&key).send().await.expect("models");
+        let models: Value = res.json().await.expect("json");
+        if models["data"].as_array().is_some_and(|d| d.iter().any(|m| m["id"] == "sleepy")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the follower never listed the model: {models}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Two requests through the follower, plain and streamed: held there, counted by the leader.
+    let (plain, streamed) =
+        tokio::join!(chat(&http, &follower.base, &key, false), chat(&http, &follower.base, &key, true));
+    assert_eq!((plain, streamed), (Ok(()), Ok(())));
+    let (_, m) = leader.get(&format!("/v2/models/{id}")).await;
+    let why = m["scaling_message"].as_str().unwrap_or_default();
+    assert!(why.starts_with("waking") || why.starts_with("scale to zero"), "{m}");
+    // And back to sleep once quiet.
+    wait_model(&leader, id, "asleep again", |m| m["replicas"] == 0).await;
+    worker.shutdown().await;
+}
