@@ -119,6 +119,24 @@ export interface ModelSpec {
   gpu_memory?: "reserve" | "fit" | null;
   /** Under `fit`: full contexts the KV cache holds at once (default 1). */
   fit_concurrency?: number | null;
+  /** Scale replicas with demand, down to zero with min_replicas 0 (docs/autoscaling.md); null: off. */
+  autoscaling?: Autoscaling | null;
+  /** GPUStack 2.3's cron windows of replicas (the form carries it through an edit unchanged). */
+  scaling_schedule?: ScalingSchedule | null;
+}
+
+export interface Autoscaling {
+  min_replicas: number;
+  max_replicas: number;
+  target_requests: number;
+  scale_down_delay_seconds: number;
+}
+
+export interface ScalingSchedule {
+  enabled: boolean;
+  paused?: boolean;
+  baseline_replicas?: number | null;
+  rules: { name?: string | null; start_cron: string; duration_seconds?: number | null; replicas: number }[];
 }
 
 export interface Model extends Meta, ModelSpec {
@@ -128,6 +146,8 @@ export interface Model extends Meta, ModelSpec {
   state_message?: string | null;
   /** Fingerprint of the run-affecting fields; an instance with another `spec_hash` runs an older spec. */
   spec_digest?: string | null;
+  /** Why the autoscaler or the schedule last set `replicas`. */
+  scaling_message?: string | null;
 }
 
 export type InstanceState =

@@ -271,6 +271,51 @@ export function DeployForm({ editing, onClose }: Props) {
                   onChange={(v) => set("replicas", typeof v === "number" ? v : 0)}
                 />
               </Group>
+              <Switch
+                label="Autoscale with demand"
+                description="The server sets replicas between the bounds from the requests in flight; with minimum 0 it sleeps when idle and wakes on the first request"
+                name="autoscale"
+                checked={s.autoscale}
+                onChange={(e) => set("autoscale", e.currentTarget.checked)}
+              />
+              {s.autoscale && (
+                <Group grow align="flex-start" data-testid="autoscaling">
+                  <NumberInput
+                    label="Min replicas"
+                    name="autoscaling.min_replicas"
+                    min={0}
+                    max={1024}
+                    value={s.min_replicas}
+                    error={errorOf("autoscaling.min_replicas")}
+                    onChange={(v) => set("min_replicas", typeof v === "number" ? v : 0)}
+                  />
+                  <NumberInput
+                    label="Max replicas"
+                    name="autoscaling.max_replicas"
+                    min={1}
+                    max={1024}
+                    value={s.max_replicas}
+                    error={errorOf("autoscaling.max_replicas")}
+                    onChange={(v) => set("max_replicas", typeof v === "number" ? v : 1)}
+                  />
+                  <NumberInput
+                    label="Target requests per replica"
+                    name="autoscaling.target_requests"
+                    min={1}
+                    value={s.target_requests}
+                    error={errorOf("autoscaling.target_requests")}
+                    onChange={(v) => set("target_requests", typeof v === "number" ? v : 1)}
+                  />
+                  <NumberInput
+                    label="Scale-down delay (s)"
+                    name="autoscaling.scale_down_delay_seconds"
+                    min={0}
+                    value={s.scale_down_delay_seconds}
+                    error={errorOf("autoscaling.scale_down_delay_seconds")}
+                    onChange={(v) => set("scale_down_delay_seconds", typeof v === "number" ? v : 0)}
+                  />
+                </Group>
+              )}
               {custom && (
                 <Fieldset legend="Custom backend" variant="filled" data-testid="custom-backend">
                   <Stack>

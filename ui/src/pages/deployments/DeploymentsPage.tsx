@@ -146,8 +146,14 @@ export function DeploymentsPage() {
                     </Text>
                   </Table.Td>
                   <Table.Td data-testid="backend">{backendText(m, backends.data?.items ?? [])}</Table.Td>
-                  <Table.Td data-testid="replicas">
+                  <Table.Td data-testid="replicas" title={m.scaling_message ?? undefined}>
                     {m.ready_replicas} / {m.replicas}
+                    {m.autoscaling && (
+                      <Text size="xs" c="dimmed" data-testid="autoscaling">
+                        {m.replicas === 0 ? "asleep · " : ""}autoscaled {m.autoscaling.min_replicas}–
+                        {m.autoscaling.max_replicas}
+                      </Text>
+                    )}
                   </Table.Td>
                   <Table.Td>
                     <Group gap="xs">

@@ -110,6 +110,42 @@ describe("toSpec", () => {
   });
 });
 
+describe("autoscaling", () => {
+  it("sends autoscaling only when on, and an edit keeps it and the schedule", () => {
+    expect(toSpec(state({ local_path: "/m", name: "m" })).autoscaling).toBeNull();
+    const on = toSpec(state({ local_path: "/m", name: "m", autoscale: true, min_replicas: 0, max_replicas: 3 }));
+    expect(on.autoscaling).toEqual({
+      min_replicas: 0,
+      max_replicas: 3,
+      target_requests: 4,
+      scale_down_delay_seconds: 300,
+    });
+    const schedule = {
+      enabled: true,
+      paused: false,
+      baseline_replicas: 0,
+      rules: [{ name: "day", start_cron: "0 8 * * *", duration_seconds: 3600, replicas: 2 }],
+    };
+    const stored = {
+      id: 1,
+      version: 1,
+      created_at: "",
+      updated_at: "",
+      name: "m",
+      source: "local_path",
+      local_path: "/m",
+      replicas: 0,
+      ready_replicas: 0,
+      autoscaling: { min_replicas: 0, max_replicas: 2, target_requests: 8, scale_down_delay_seconds: 60 },
+      scaling_schedule: schedule,
+    } as Model;
+    const edited = toSpec(fromModel(stored));
+    expect(edited.autoscaling).toEqual(stored.autoscaling);
+    expect(edited.scaling_schedule).toEqual(schedule);
+    expect(formFieldOf("autoscaling.min_replicas")).toBe("autoscaling.min_replicas");
+  });
+});
+
 describe("formFieldOf / splitFieldErrors", () => {
   it("maps a server field to the input that shows it", () => {
     expect(formFieldOf("name")).toBe("name");

@@ -1,6 +1,13 @@
 // The deploy form's state and its conversion to and from the wire ModelSpec.
 
-import type { BackendListItem, Model, ModelSpec, ModelSource, PlacementStrategy } from "../../api/types";
+import type {
+  BackendListItem,
+  Model,
+  ModelSpec,
+  ModelSource,
+  PlacementStrategy,
+  ScalingSchedule,
+} from "../../api/types";
 import { formatPairs, parsePairs } from "../../format";
 import { paramItems, paramText, paramsProblem, runCommandProblem } from "./command";
 
@@ -46,6 +53,14 @@ export interface DeployState {
   gpu_memory: "" | "reserve" | "fit";
   /** Under fit: full contexts the KV cache holds at once. */
   fit_concurrency: number;
+  /** Autoscaling on (the four numbers below are its `autoscaling`). */
+  autoscale: boolean;
+  min_replicas: number;
+  max_replicas: number;
+  target_requests: number;
+  scale_down_delay_seconds: number;
+  /** Not in the form: carried through an edit unchanged. */
+  scaling_schedule: ScalingSchedule | null;
   /** Not in the form: carried through an edit so it keeps the deployment's route settings. */
   access_policy: "public" | "authed" | "allowed_principals";
   generic_proxy: boolean;
@@ -79,6 +94,12 @@ export const EMPTY: DeployState = {
   extended_kv_cache: false,
   gpu_memory: "",
   fit_concurrency: 1,
+  autoscale: false,
+  min_replicas: 1,
+  max_replicas: 4,
+  target_requests: 4,
+  scale_down_delay_seconds: 300,
+  scaling_schedule: null,
   access_policy: "authed",
   generic_proxy: true,
 };
@@ -118,6 +139,15 @@ export function toSpec(s: DeployState): ModelSpec {
     gpu_memory: s.gpu_memory || null,
     // Only where it can apply (the server refuses it with reserve), and only when not the default.
     fit_concurrency: s.gpu_memory === "reserve" || s.fit_concurrency <= 1 ? null : s.fit_concurrency,
+    autoscaling: s.autoscale
+      ? {
+          min_replicas: s.min_replicas,
+          max_replicas: s.max_replicas,
+          target_requests: s.target_requests,
+          scale_down_delay_seconds: s.scale_down_delay_seconds,
+        }
+      : null,
+    scaling_schedule: s.scaling_schedule,
   };
 }
 
@@ -152,6 +182,12 @@ export function fromModel(m: Model): DeployState {
     generic_proxy: m.generic_proxy ?? true,
     gpu_memory: m.gpu_memory ?? "",
     fit_concurrency: m.fit_concurrency ?? 1,
+    autoscale: Boolean(m.autoscaling),
+    min_replicas: m.autoscaling?.min_replicas ?? EMPTY.min_replicas,
+    max_replicas: m.autoscaling?.max_replicas ?? EMPTY.max_replicas,
+    target_requests: m.autoscaling?.target_requests ?? EMPTY.target_requests,
+    scale_down_delay_seconds: m.autoscaling?.scale_down_delay_seconds ?? EMPTY.scale_down_delay_seconds,
+    scaling_schedule: m.scaling_schedule ?? null,
   };
 }
 
@@ -255,6 +291,10 @@ export const FORM_FIELDS = new Set([
   "backend",
   "backend_version",
   "replicas",
+  "autoscaling.min_replicas",
+  "autoscaling.max_replicas",
+  "autoscaling.target_requests",
+  "autoscaling.scale_down_delay_seconds",
   "worker_selector",
   "gpu_selector.gpu_ids",
   "gpu_selector.gpus_per_replica",
