@@ -7,7 +7,8 @@
 //! conversation shares), up to [`KEY_BLOCKS`] × [`BLOCK`] bytes; for a lone message or a
 //! completion `prompt`, [`BLOCK`]-byte blocks hashed cumulatively, keyed by the running hash after
 //! the last whole block, so contents that share their first 4 KiB share a key whatever follows,
-//! and shorter ones when they differ only in the last, partial block. The hash (FNV-1a, then a fixed finalizer) and the scores depend only on bytes
+//! and shorter ones when they differ only in the last, partial block. The hash (a fixed
+//! multiply-xorshift over 8-byte words, then a fixed finalizer) and the scores depend only on bytes
 //! and on instance ids from the database, never on per-process randomness, so every server of an
 //! HA pair ranks the instances of a key the same way.
 //!
@@ -32,10 +33,11 @@ pub const LOAD_FACTOR: f64 = 1.25;
 /// (measured: `docs/benchmarks.md`); one request of slack keeps it home.
 pub const SLACK: usize = 1;
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const SEED: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// A fixed 64-bit finalizer (splitmix64's): spreads FNV's state over all bits.
+/// A fixed 64-bit finalizer (splitmix64's): spreads a state over all bits.
 pub fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -44,8 +46,18 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn fnv(mut state: u64, bytes: &[u8]) -> u64 {
-    for b in bytes {
+/// Folds `bytes` into `state`: 8-byte little-endian words by multiply-xorshift, the tail byte by
+/// byte (FNV-1a). Block boundaries ([`BLOCK`]) fall on word boundaries, so folding block by block
+/// equals folding the whole.
+fn fold(mut state: u64, bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        state = (state ^ u64::from_le_bytes(w)).wrapping_mul(GOLDEN);
+        state ^= state >> 29;
+    }
+    for b in words.remainder() {
         state ^= u64::from(*b);
         state = state.wrapping_mul(FNV_PRIME);
     }
@@ -56,12 +68,12 @@ fn fnv(mut state: u64, bytes: &[u8]) -> u64 {
 /// `i` covers bytes `0 .. (i + 1) × BLOCK`, so two contents share entry `i` when they share that
 /// many leading bytes.
 pub fn block_hashes(content: &[u8], max_blocks: usize) -> Vec<u64> {
-    let mut state = FNV_OFFSET;
+    let mut state = SEED;
     content
         .chunks_exact(BLOCK)
         .take(max_blocks)
         .map(|block| {
-            state = fnv(state, block);
+            state = fold(state, block);
             mix(state)
         })
         .collect()
@@ -75,7 +87,7 @@ pub fn key(content: &[u8]) -> Option<u64> {
     }
     let whole = (content.len() / BLOCK).min(KEY_BLOCKS);
     let covered = if whole == 0 { content } else { &content[..whole * BLOCK] };
-    Some(mix(fnv(FNV_OFFSET, covered)))
+    Some(mix(fold(SEED, covered)))
 }
 
 /// Chat `messages` longer than this are not split into messages: the key's first 4 KiB lie in
@@ -108,7 +120,7 @@ pub fn key_of(leading: &Leading) -> Option<u64> {
         Leading::Messages(raw) => match context(raw) {
             Some(context) => {
                 let n = context.len().min(KEY_BLOCKS * BLOCK);
-                Some(mix(fnv(FNV_OFFSET, &context[..n])))
+                Some(mix(fold(SEED, &context[..n])))
             }
             None => key(raw),
         },
@@ -202,7 +214,7 @@ pub fn choose_target<'a>(key: u64, targets: impl IntoIterator<Item = (&'a str, u
         if weight <= 0.0 {
             continue;
         }
-        let h = score(key, fnv(FNV_OFFSET, name.as_bytes()));
+        let h = score(key, fold(SEED, name.as_bytes()));
         // A uniform draw in (0, 1) from the top 53 bits; -w / ln(u) ranks by weight.
         let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
         let s = -weight / u.ln();
@@ -312,8 +324,12 @@ mod tests {
     fn decisions_are_deterministic_and_fixed_across_builds() {
         // The same bytes give the same key in every process: these values are part of the contract
         // between servers of one cluster (a change moves every prefix once, on upgrade).
-        assert_eq!(key(b"hello"), Some(mix(fnv(FNV_OFFSET, b"hello"))));
-        assert_eq!(fnv(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(key(b"hello"), Some(mix(fold(SEED, b"hello"))));
+        assert_eq!(fold(SEED, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(key(b"The quick brown fox jumps over the lazy dog"), Some(0x66d7_1c8d_069f_3e55));
+        // Folding block by block is folding the whole.
+        let text = text(4, 3 * BLOCK);
+        assert_eq!(block_hashes(&text, 3)[2], mix(fold(SEED, &text)));
         let ids = [11, 12, 13];
         for k in 0..200u64 {
             let k = mix(k);
