@@ -303,10 +303,19 @@ fn spawn_status(
 /// Sets each device's `memory_external`: what processes that are not this worker's instances (nor
 /// their children, nor in their containers) use on it (`gpu::external`).
 async fn count_external(devices: &mut [crate::api::GpuDevice], worker_id: i64, cache: &Cache) {
+    use crate::api::GpuVendor;
     use gpu::external::{descends_from, external_by_device, in_containers, nvidia_processes, proc_parent};
-    if !devices.iter().any(|d| d.vendor == crate::api::GpuVendor::Nvidia) {
+    // Vendors whose processes can be listed: NVIDIA (NVML) and Ascend (npu-smi's process table).
+    let listed = |v: GpuVendor| matches!(v, GpuVendor::Nvidia | GpuVendor::Ascend);
+    if !devices.iter().any(|d| listed(d.vendor)) {
         return;
     }
+    let ascend = if devices.iter().any(|d| d.vendor == GpuVendor::Ascend) {
+        gpu::probe::ascend_processes().await
+    } else {
+        Vec::new()
+    };
+    let nvidia = devices.iter().any(|d| d.vendor == GpuVendor::Nvidia);
     let (mut roots, mut containers) = (std::collections::HashSet::from([std::process::id()]), Vec::new());
     for i in cache.instances.lock().await.values() {
         let parts = std::iter::once((i.spec.worker_id, i.spec.pid, &i.spec.container_id))
@@ -316,13 +325,14 @@ async fn count_external(devices: &mut [crate::api::GpuDevice], worker_id: i64, c
             containers.extend(container.clone());
         }
     }
+    // A worker has one vendor's devices (detection stops at the first vendor found).
     let external = tokio::task::spawn_blocking(move || {
-        let procs = nvidia_processes();
+        let procs = if nvidia { nvidia_processes() } else { ascend };
         external_by_device(&procs, |pid| descends_from(pid, &roots, proc_parent) || in_containers(pid, &containers))
     })
     .await
     .unwrap_or_default();
-    for d in devices.iter_mut().filter(|d| d.vendor == crate::api::GpuVendor::Nvidia) {
+    for d in devices.iter_mut().filter(|d| listed(d.vendor)) {
         d.memory_external = external.get(&d.index).copied().unwrap_or(0).min(d.memory_total);
     }
 }

@@ -93,6 +93,36 @@ pub fn parse_npu_smi_info(text: &str, mapping: &[NpuChip]) -> Result<Vec<GpuDevi
     Ok(devices)
 }
 
+/// The process table at the end of `npu-smi info` (`NPU Chip | Process id | Process name |
+/// Process memory(MB)`), as (device index, pid, bytes); the index is the chip's logic id from
+/// `mapping`, else the NPU id. Rows that are not a process (`No running processes found…`) are
+/// skipped.
+pub fn parse_npu_smi_processes(text: &str, mapping: &[NpuChip]) -> Vec<super::external::GpuProcess> {
+    let by_chip: HashMap<(u32, u32), u32> = mapping.iter().map(|c| ((c.npu_id, c.chip_id), c.logic_id)).collect();
+    let mut out = Vec::new();
+    let mut in_table = false;
+    for line in text.lines().map(str::trim) {
+        if line.contains("Process id") {
+            in_table = true;
+            continue;
+        }
+        if !in_table || !line.starts_with('|') {
+            continue;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let [ids, pid, _, mb, ..] = cells.as_slice() else { continue };
+        let mut words = ids.split_whitespace().map(str::parse::<u32>);
+        let (Some(Ok(npu)), Some(Ok(chip)), Ok(pid), Ok(mb)) =
+            (words.next(), words.next(), pid.parse(), mb.parse::<u64>())
+        else {
+            continue;
+        };
+        let index = by_chip.get(&(npu, chip)).copied().unwrap_or(npu);
+        out.push(super::external::GpuProcess { index, pid, bytes: mb.saturating_mul(MIB) });
+    }
+    out
+}
+
 /// First row of a device: `NPU Name | Health | Power(W) Temp(C) Hugepages-Usage(page)`.
 struct Row1 {
     npu_id: u32,
@@ -201,6 +231,7 @@ fn fraction(value: &str) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::external::GpuProcess;
     use super::*;
     use proptest::prelude::*;
 
@@ -282,6 +313,26 @@ mod tests {
     }
 
     #[test]
+    fn process_tables() {
+        let g = |index, pid, mb: u64| GpuProcess { index, pid, bytes: mb * MIB };
+        let cases: [(&str, &str, &str, Vec<GpuProcess>); 4] = [
+            ("910B3 × 2", B3X2, B3X2_M, vec![g(0, 111, 37974), g(1, 222, 37286)]),
+            ("910B3 × 2, no mapping", B3X2, "", vec![g(0, 111, 37974), g(1, 222, 37286)]),
+            ("910A doc", A_DOC, A_DOC_M, vec![g(0, 37656, 686), g(1, 37665, 686)]),
+            (
+                "no processes",
+                "| NPU Chip | Process id | Process name | Process memory(MB) |\n| No running processes found in NPU 0 |",
+                "",
+                vec![],
+            ),
+        ];
+        for (what, info, m, want) in cases {
+            let got = parse_npu_smi_processes(info, &parse_npu_smi_mapping(m));
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    #[test]
     fn mapping_skips_header_and_mcu_chips() {
         let text = "NPU ID   Chip ID   Chip Logic ID   Chip Name\n3   0   0   Ascend 910B3\n3   1   -   Mcu\n4   0   1   Ascend 910B3\n";
         let chips = parse_npu_smi_mapping(text);
@@ -333,12 +384,15 @@ mod tests {
         #[test]
         fn never_panics(text in "\\PC{0,400}") {
             let _ = parse_npu_smi_info(&text, &parse_npu_smi_mapping(&text));
+            let _ = parse_npu_smi_processes(&text, &parse_npu_smi_mapping(&text));
         }
 
         #[test]
         fn never_panics_on_table_like_rows(rows in proptest::collection::vec("[|+0-9A-Za-z /().%-]{0,40}", 0..8)) {
             let text = format!("{}\n{}", B3X2.lines().take(5).collect::<Vec<_>>().join("\n"), rows.join("\n"));
             let _ = parse_npu_smi_info(&text, &[]);
+            let procs = format!("| NPU Chip | Process id | Process name | Process memory(MB) |\n{}", rows.join("\n"));
+            let _ = parse_npu_smi_processes(&procs, &[]);
         }
     }
 }

@@ -3,8 +3,9 @@
 //! books. A process is the worker's when it is, or descends from, one of its instances' processes,
 //! or runs in one of its instances' containers (its cgroup names the container id).
 //!
-//! NVIDIA through NVML's per-process lists; devices whose processes cannot be listed (AMD, Ascend,
-//! a worker in a container that sees no host PIDs) report 0. The pure parts take their lookups as
+//! NVIDIA through NVML's per-process lists, Ascend through `npu-smi info`'s process table
+//! (`ascend::parse_npu_smi_processes`); devices whose processes cannot be listed (AMD, a worker in a
+//! container that sees no host PIDs) report 0. The pure parts take their lookups as
 //! arguments and are table-tested; `/proc` and NVML are read at the edges.
 
 use std::collections::{BTreeMap, HashSet};

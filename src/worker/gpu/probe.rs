@@ -126,6 +126,20 @@ pub fn detect_nvidia() -> Result<Vec<GpuDevice>, GpuError> {
     Ok(devices)
 }
 
+/// Every process `npu-smi info` lists on every Ascend NPU, with its memory. Empty when the tool is
+/// absent or fails.
+pub async fn ascend_processes() -> Vec<super::external::GpuProcess> {
+    let Some(npu_smi) = find_tool("npu-smi") else { return Vec::new() };
+    let mapping = run_tool(&npu_smi, NPU_SMI_MAPPING_ARGS, TOOL_TIMEOUT)
+        .await
+        .map(|o| parse_npu_smi_mapping(&o))
+        .unwrap_or_default();
+    match run_tool(&npu_smi, NPU_SMI_INFO_ARGS, TOOL_TIMEOUT).await {
+        Ok(out) => super::ascend::parse_npu_smi_processes(&out, &mapping),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// The path of an executable `name` on `PATH` or in the vendors' usual directories.
 pub fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
