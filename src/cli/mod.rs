@@ -7,6 +7,7 @@ mod messages;
 mod models;
 mod output;
 mod serve;
+mod workers;
 
 use clap::{Parser, Subcommand};
 
@@ -81,6 +82,23 @@ pub enum Command {
     Undeploy {
         /// Deployment name.
         name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Put a worker into maintenance (`on`) or take it out (`off`); with `--drain` its instances
+    /// are replaced on other workers first, then drained (docs/draining.md).
+    Maintenance {
+        /// Worker name.
+        worker: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        mode: String,
+        /// Move the worker's instances away first (with `on`).
+        #[arg(long)]
+        drain: bool,
+        /// Why, shown with the worker.
+        #[arg(long)]
+        message: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -220,6 +238,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Autoscale { name, flags, off, client: args } => models::autoscale(&args, &name, &flags, off).await,
         Command::Undeploy { name, client: args } => models::undeploy(&args, &name).await,
+        Command::Maintenance { worker, mode, drain, message, client: args } => {
+            workers::maintenance(&args, &worker, mode == "on", drain, message).await
+        }
         Command::Logs { id, tail, follow, client: args } => serve::logs(&client(&args), id, tail, follow).await,
         Command::Backend(cmd) => backend::run(cmd).await,
         Command::Login(args) => login::login(args).await,

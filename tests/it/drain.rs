@@ -553,10 +553,19 @@ async fn maintenance_with_drain_moves_instances_away(kind: DbKind) {
     let id = m["id"].as_i64().expect("id");
     let before = settled(&s, id, 2, None).await;
     let b = start_worker(&s, db.path(), &worker_options("staying", (46810, 46819))).await;
-    let (status, w) =
-        s.put(&format!("/v2/workers/{}", a.worker_id), json!({"maintenance": {"enabled": true, "drain": true}})).await;
-    assert_eq!(status, StatusCode::OK, "{w}");
-    assert_eq!(w["maintenance"]["drain"], true, "{w}");
+    // Through the CLI's verb.
+    let key = s.api_key(json!({"name": "cli"})).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferrostack"))
+        .args(["maintenance", "leaving", "on", "--drain"])
+        .env("FERROSTACK_SERVER_URL", &s.base)
+        .env("FERROSTACK_API_KEY", &key)
+        .output()
+        .await
+        .expect("run ferrostack");
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("move to other workers"), "{said}");
+    let (_, w) = s.get(&format!("/v2/workers/{}", a.worker_id)).await;
+    assert_eq!((w["maintenance"]["enabled"].as_bool(), w["maintenance"]["drain"].as_bool()), (Some(true), Some(true)));
     let mut saw_draining = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
