@@ -23,6 +23,7 @@ describe("format", () => {
   it("colours states and shows missing times", () => {
     expect(stateColor("running")).toBe("green");
     expect(stateColor("error")).toBe("red");
+    expect(stateColor("draining")).toBe("grape");
     expect(stateColor("something-new")).toBe("gray");
     expect(when(null)).toBe("–");
     expect(when("2025-03-01T00:00:00Z")).not.toBe("–");

@@ -26,6 +26,7 @@ const STATE_COLORS: Record<string, string> = {
   ready: "green",
   error: "red",
   unreachable: "orange",
+  draining: "grape",
   not_ready: "gray",
   maintenance: "yellow",
   downloading: "blue",

@@ -159,7 +159,9 @@ export type InstanceState =
   | "starting"
   | "running"
   | "error"
-  | "unreachable";
+  | "unreachable"
+  /** Gets no new requests; stops once those in flight finished (docs/draining.md). */
+  | "draining";
 
 export interface ModelInstance extends Meta {
   name: string;
@@ -184,6 +186,10 @@ export interface ModelInstance extends Meta {
   state: InstanceState;
   state_message: string | null;
   restart_count: number;
+  /** When it began draining (state `draining`). */
+  drain_started_at?: string | null;
+  /** Requests in flight on it across every server's gateway (running or draining; never stored). */
+  in_flight?: number | null;
   /** The other workers of an instance spread across workers. */
   distributed_servers?: { subordinate_workers: SubordinateWorker[] } | null;
 }

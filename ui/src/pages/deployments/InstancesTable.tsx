@@ -72,6 +72,11 @@ export function InstancesTable({ instances, onLogs, specDigest }: Props) {
               {i.download_progress !== null &&
                 i.state === "downloading" &&
                 ` ${Math.round(i.download_progress * 100)}%`}
+              {i.state === "draining" && typeof i.in_flight === "number" && (
+                <Text size="xs" data-testid="in-flight">
+                  {i.in_flight} in flight
+                </Text>
+              )}
               {i.state_message && (
                 <Text size="xs" c="dimmed" maw={360}>
                   {i.state_message}
