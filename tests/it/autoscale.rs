@@ -380,3 +380,122 @@ async fn a_follower_s_held_request_wakes_the_deployment() {
     wait_model(&leader, id, "asleep again", |m| m["replicas"] == 0).await;
     worker.shutdown().await;
 }
+
+mod queue {
+    //! The wake queue at the gateway layer: bounded, timed, and released by the first snapshot
+    //! with a ready instance (plain and streamed).
+
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use axum::body::{Body, Bytes};
+    use axum::http::{Method, Request, header};
+    use ferrostack::gateway::{Caller, Endpoint, Gateway, GatewayError, Route, Snapshot, Target};
+    use serde_json::json;
+
+    fn route(instances: Vec<Endpoint>) -> Route {
+        Route {
+            id: 7,
+            name: "m".into(),
+            categories: vec![],
+            created: 0,
+            timeout: None,
+            generic_proxy: true,
+            load_balancing: Default::default(),
+            targets: vec![Target {
+                name: "m".into(),
+                weight: 100,
+                served_name: "m".into(),
+                fallback_status_codes: vec![],
+                instances,
+            }],
+        }
+    }
+
+    /// The route with no instance, its deployment 3 autoscaled.
+    fn asleep() -> Snapshot {
+        Snapshot::new(vec![route(vec![])]).with_wakeable(HashMap::from([(7, vec![3])]))
+    }
+
+    async fn chat(gw: Gateway, stream: bool) -> Result<(u16, String), GatewayError> {
+        let (parts, ()) = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/chat/completions")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream});
+        let res = gw.openai(&Caller::default(), parts, Bytes::from(body.to_string())).await?;
+        let status = res.status().as_u16();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.expect("body");
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// An engine that answers every chat with `ok`, streamed when asked.
+    async fn engine() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+            let sent: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if sent["stream"] == true {
+                let frames = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+                axum::response::Response::builder()
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .body(Body::from(frames))
+                    .expect("response")
+            } else {
+                let answer = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]});
+                axum::response::IntoResponse::into_response(axum::Json(answer))
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_until_ready_bounded_and_timed() {
+        let (gw, _usage) = Gateway::new().expect("gateway");
+        gw.set_wake_limits(2, Duration::from_secs(60));
+        gw.publish(asleep());
+        // Two held (plain and streamed), a third refused at once: the queue holds two.
+        let held: Vec<_> = [false, true].into_iter().map(|s| tokio::spawn(chat(gw.clone(), s))).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !gw.render_metrics().contains("ferrostack_wake_queued{model_id=\"3\"} 2") {
+            assert!(tokio::time::Instant::now() < deadline, "never held: {}", gw.render_metrics());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(gw.demand(3, &[]), 2, "held requests are the deployment's demand");
+        match chat(gw.clone(), false).await {
+            Err(GatewayError::WakeQueueFull { retry_after, .. }) => assert!(retry_after > 0),
+            other => panic!("a third request was not refused: {other:?}"),
+        }
+        assert!(held.iter().all(|h| !h.is_finished()), "a held request ended while asleep");
+        // An instance is ready: both are sent, whole.
+        let addr = engine().await;
+        let ready = route(vec![Endpoint { instance_id: 1, addr: addr.to_string(), auth: None }]);
+        gw.publish(Snapshot::new(vec![ready]).with_wakeable(HashMap::from([(7, vec![3])])));
+        for (h, stream) in held.into_iter().zip([false, true]) {
+            let (status, body) = h.await.expect("task").expect("answered");
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains("\"ok\""), "{body}");
+            assert_eq!(body.contains("[DONE]"), stream, "{body}");
+        }
+        assert_eq!(gw.demand(3, &[1]), 0, "nothing held or in flight any more");
+
+        // Asleep again with a short wait limit: a held request times out with 503's error.
+        let (gw, _usage) = Gateway::new().expect("gateway");
+        gw.set_wake_limits(4, Duration::from_millis(200));
+        gw.publish(asleep());
+        match chat(gw.clone(), true).await {
+            Err(GatewayError::WakeTimeout { retry_after, .. }) => assert!(retry_after > 0),
+            other => panic!("not timed out: {other:?}"),
+        }
+        // A route that is not autoscaled does not wait.
+        gw.publish(Snapshot::new(vec![route(vec![])]));
+        assert!(matches!(chat(gw.clone(), false).await, Err(GatewayError::NoInstance(_))));
+    }
+}
