@@ -33,8 +33,10 @@ pub const LABEL_LOG_PATH: &str = "ferrostack.log-path";
 /// Label holding the runtime's scope (see [`ContainerRuntime::with_scope`]), when it has one.
 pub const LABEL_SCOPE: &str = "ferrostack.scope";
 
-/// How long `connect` waits for the engine's `/version`.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `connect` waits for each of the engine's two `/version` answers: long enough for a
+/// podman service on a busy machine (its Go runtime answered in over 3 s while builds ran), short
+/// enough that a worker pointed at a dead socket says so at start.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a leftover container (an earlier run's, or one found on release) gets to stop.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(10);
 /// Timeout for ordinary engine requests (seconds; bollard's unit).
