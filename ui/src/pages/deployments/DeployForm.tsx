@@ -32,6 +32,7 @@ import {
   clientProblems,
   type DeployState,
   EMPTY,
+  editBody,
   fromModel,
   isCustom,
   preselectBackend,
@@ -159,7 +160,7 @@ export function DeployForm({ editing, onClose }: Props) {
     }
     const ok = await run(async () => {
       if (editing) {
-        await putJson(`/v2/models/${editing.id}?version=${editing.version}&rolling=${rolling}`, toSpec(s));
+        await putJson(`/v2/models/${editing.id}?version=${editing.version}&rolling=${rolling}`, editBody(editing, s));
       } else {
         await postJson("/v2/models", toSpec(s));
       }

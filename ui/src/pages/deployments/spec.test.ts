@@ -4,6 +4,7 @@ import {
   clientProblems,
   type DeployState,
   EMPTY,
+  editBody,
   formFieldOf,
   fromModel,
   preselectBackend,
@@ -107,6 +108,24 @@ describe("toSpec", () => {
     expect(back.run_command).toBe("serve");
     expect(back.gpus_per_replica).toBe(1);
     expect(toSpec(back)).toEqual(toSpec(fromModel(model)));
+  });
+
+  it("an edit sends back the fields the form does not show, and the form's own as edited", () => {
+    const stored = {
+      id: 3,
+      version: 7,
+      created_at: "",
+      updated_at: "",
+      ready_replicas: 1,
+      ...toSpec(state({ local_path: "/m.gguf", name: "m", backend: "llama.cpp" })),
+      drain_timeout: 42,
+    } as Model;
+    const edited = { ...fromModel(stored), description: "now described" };
+    const body = editBody(stored, edited) as unknown as Record<string, unknown>;
+    expect(body.drain_timeout).toBe(42);
+    expect(body.description).toBe("now described");
+    expect(body.id).toBeUndefined();
+    expect(body.version).toBeUndefined();
   });
 });
 

@@ -197,6 +197,15 @@ export function specOf(m: Model): ModelSpec & { ready_replicas: number } {
   return spec;
 }
 
+/**
+ * The body of an edit: the stored deployment with the form's fields laid over it, so fields this
+ * form does not show (`drain_timeout`, a newer server's fields) are sent back as they are instead of
+ * being reset to their defaults by a PUT that replaces the whole spec.
+ */
+export function editBody(m: Model, s: DeployState): ModelSpec {
+  return { ...specOf(m), ...toSpec(s) };
+}
+
 /** The name a deployment gets from its source when the user has not typed one. */
 export function suggestName(s: DeployState): string {
   const from =
