@@ -74,12 +74,9 @@ fn least_healthy_first(list: &[&InstanceFacts]) -> Vec<i64> {
 pub fn actions(d: Desired<'_>, all: &[InstanceFacts]) -> Vec<Action> {
     let draining = all.iter().any(|i| i.state == InstanceState::Draining);
     let instances: Vec<&InstanceFacts> = all.iter().filter(|i| i.state != InstanceState::Draining).collect();
-    let (fresh, outdated): (Vec<&InstanceFacts>, Vec<&InstanceFacts>) = instances
-        .iter()
-        .copied()
-        .partition(|i| {
-            !i.evacuate && (i.spec_hash.as_deref() == Some(d.hash) || (!d.rolling && i.state == InstanceState::Running))
-        });
+    let (fresh, outdated): (Vec<&InstanceFacts>, Vec<&InstanceFacts>) = instances.iter().copied().partition(|i| {
+        !i.evacuate && (i.spec_hash.as_deref() == Some(d.hash) || (!d.rolling && i.state == InstanceState::Running))
+    });
     let mut out = Vec::new();
     if outdated.is_empty() {
         if fresh.len() < d.replicas {
@@ -235,7 +232,13 @@ mod tests {
             // Worker maintenance with drain: replaced elsewhere first, then drained, one at a time.
             ("maintenance: a replacement first", 2, false, "1:h:run:evac 2:h:run", &[Create(1)]),
             ("maintenance: the replacement starts, nothing goes", 2, false, "1:h:run:evac 2:h:run 3:h:start", &[]),
-            ("maintenance: the replacement serves, the old one goes", 2, false, "1:h:run:evac 2:h:run 3:h:run", &[Delete(1)]),
+            (
+                "maintenance: the replacement serves, the old one goes",
+                2,
+                false,
+                "1:h:run:evac 2:h:run 3:h:run",
+                &[Delete(1)],
+            ),
             ("maintenance: a failed one there goes at once", 2, false, "1:h:err:evac 2:h:run", &[Create(1), Delete(1)]),
             (
                 "maintenance: no room elsewhere, it goes anyway (the worker must empty)",
