@@ -390,26 +390,12 @@ mod queue {
 
     use axum::body::{Body, Bytes};
     use axum::http::{Method, Request, header};
-    use ferrostack::gateway::{Caller, Endpoint, Gateway, GatewayError, Route, Snapshot, Target};
+    use ferrostack::gateway::{Caller, Endpoint, Gateway, GatewayError, Route, Snapshot};
     use serde_json::json;
 
     fn route(instances: Vec<Endpoint>) -> Route {
-        Route {
-            id: 7,
-            name: "m".into(),
-            categories: vec![],
-            created: 0,
-            timeout: None,
-            generic_proxy: true,
-            load_balancing: Default::default(),
-            targets: vec![Target {
-                name: "m".into(),
-                weight: 100,
-                served_name: "m".into(),
-                fallback_status_codes: vec![],
-                instances,
-            }],
-        }
+        let instances: Vec<(i64, String)> = instances.into_iter().map(|e| (e.instance_id, e.addr)).collect();
+        crate::support::one_target_route(7, "m", Default::default(), &instances)
     }
 
     /// The route with no instance, its deployment 3 autoscaled.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{Method, Request, header};
 use axum::response::IntoResponse;
-use ferrostack::gateway::{Caller, Endpoint, Gateway, Route, Snapshot, Target};
+use ferrostack::gateway::{Caller, Gateway, Route, Snapshot};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -261,25 +261,8 @@ async fn healthy() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 }
 
 fn route(endpoints: &[(i64, std::net::SocketAddr)]) -> Route {
-    Route {
-        id: 1,
-        name: "m".into(),
-        categories: vec![],
-        created: 0,
-        timeout: None,
-        generic_proxy: true,
-        load_balancing: Default::default(),
-        targets: vec![Target {
-            name: "m".into(),
-            weight: 100,
-            served_name: "m".into(),
-            fallback_status_codes: vec![],
-            instances: endpoints
-                .iter()
-                .map(|(id, a)| Endpoint { instance_id: *id, addr: a.to_string(), auth: None })
-                .collect(),
-        }],
-    }
+    let instances: Vec<(i64, String)> = endpoints.iter().map(|(id, a)| (*id, a.to_string())).collect();
+    crate::support::one_target_route(1, "m", Default::default(), &instances)
 }
 
 /// One chat through the gateway layer: (status, whether the answer is whole: read to its end with

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use ferrostack::gateway::{Caller, Endpoint, Gateway, Route, Snapshot, Target};
+use ferrostack::gateway::{Caller, Gateway, Route, Snapshot};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -55,25 +55,8 @@ async fn upstream(name: &'static str) -> Upstream {
 }
 
 fn route(endpoints: &[(i64, std::net::SocketAddr)]) -> Route {
-    Route {
-        id: 1,
-        name: "fake".into(),
-        categories: vec![],
-        created: 0,
-        timeout: None,
-        generic_proxy: true,
-        load_balancing: Default::default(),
-        targets: vec![Target {
-            name: "fake".into(),
-            weight: 100,
-            served_name: "fake".into(),
-            fallback_status_codes: vec![],
-            instances: endpoints
-                .iter()
-                .map(|(id, a)| Endpoint { instance_id: *id, addr: a.to_string(), auth: None })
-                .collect(),
-        }],
-    }
+    let instances: Vec<(i64, String)> = endpoints.iter().map(|(id, a)| (*id, a.to_string())).collect();
+    crate::support::one_target_route(1, "fake", Default::default(), &instances)
 }
 
 /// The gateway layer alone, served on a port: no auth, errors as plain status codes.

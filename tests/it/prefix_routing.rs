@@ -12,7 +12,7 @@ use axum::extract::Request;
 use axum::response::IntoResponse;
 use ferrostack::gateway::prefix;
 use ferrostack::gateway::snapshot::LoadBalancing;
-use ferrostack::gateway::{Caller, Endpoint, Gateway, Route, Snapshot, Target};
+use ferrostack::gateway::{Caller, Gateway, Route, Snapshot};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -48,25 +48,8 @@ async fn fake(open: tokio::sync::watch::Receiver<bool>) -> Fake {
 }
 
 fn route(policy: LoadBalancing, fakes: &[(i64, &Fake)]) -> Route {
-    Route {
-        id: 1,
-        name: "fake".into(),
-        categories: vec![],
-        created: 0,
-        timeout: None,
-        generic_proxy: true,
-        load_balancing: policy,
-        targets: vec![Target {
-            name: "fake".into(),
-            weight: 100,
-            served_name: "fake".into(),
-            fallback_status_codes: vec![],
-            instances: fakes
-                .iter()
-                .map(|(id, f)| Endpoint { instance_id: *id, addr: f.addr.to_string(), auth: None })
-                .collect(),
-        }],
-    }
+    let instances: Vec<(i64, String)> = fakes.iter().map(|(id, f)| (*id, f.addr.to_string())).collect();
+    crate::support::one_target_route(1, "fake", policy, &instances)
 }
 
 fn chat_body(system: &str, question: &str) -> axum::body::Bytes {

@@ -224,3 +224,33 @@ impl SseReader {
         }
     }
 }
+
+/// A gateway route `name` (id `id`) with one target serving `name` on `instances`: (instance id,
+/// address). What the gateway-layer tests publish in their snapshots.
+pub fn one_target_route(
+    id: i64,
+    name: &str,
+    policy: ferrostack::gateway::snapshot::LoadBalancing,
+    instances: &[(i64, String)],
+) -> ferrostack::gateway::Route {
+    use ferrostack::gateway::{Endpoint, Route, Target};
+    Route {
+        id,
+        name: name.into(),
+        categories: vec![],
+        created: 0,
+        timeout: None,
+        generic_proxy: true,
+        load_balancing: policy,
+        targets: vec![Target {
+            name: name.into(),
+            weight: 100,
+            served_name: name.into(),
+            fallback_status_codes: vec![],
+            instances: instances
+                .iter()
+                .map(|(id, addr)| Endpoint { instance_id: *id, addr: addr.clone(), auth: None })
+                .collect(),
+        }],
+    }
+}
