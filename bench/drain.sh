@@ -23,32 +23,8 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-json() { python3 -c "import json,sys;d=json.load(sys.stdin);print($1)"; }
-free_range() { python3 -c '
-import random, socket
-def free(p):
-    s = socket.socket()
-    try:
-        s.bind(("0.0.0.0", p)); return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-while True:
-    b = random.randrange(20000, 60000)
-    if all(free(p) for p in range(b, b + 8)):
-        print(b); break'; }
-PORT=$(free_port)
-RANGE=$(free_range)
-"$BIN" start --data-dir "$WORK/data" --host 127.0.0.1 --port "$PORT" --bootstrap-password bench-password \
-  --runtime process --advertise-address 127.0.0.1 --port-range "$RANGE-$((RANGE + 7))" --worker-name bench \
-  --heartbeat-interval 5 >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null; do sleep 0.05; done
-API="http://127.0.0.1:$PORT"
-curl -sf -c "$WORK/jar" -d 'username=admin&password=bench-password' "$API/auth/login" >/dev/null
-COOKIE=$(sed 's/^#HttpOnly_//' "$WORK/jar" | awk '!/^#/ && NF >= 7 {printf "%s%s=%s", sep, $6, $7; sep="; "}')
+. bench/lib.sh
+start_server 8
 call() { curl -sS --fail-with-body -b "$WORK/jar" -H 'content-type: application/json' -X "$1" -d "$3" "$API$2"; }
 get() { curl -sf -b "$WORK/jar" "$API$1"; }
 
