@@ -161,8 +161,11 @@ impl LoginThrottle {
             None => map.clear(),
             Some(name) => {
                 let user = format!("user:{name}");
-                let pair = format!("pair:{name}@");
-                map.retain(|k, _| *k != user && !k.starts_with(&pair));
+                // `pair:{name}@{addr}`: the name is all before the last `@` (an address has none),
+                // so clearing `a` leaves `a@b`'s counts alone.
+                let pair_of =
+                    |k: &str| k.strip_prefix("pair:").and_then(|r| r.rsplit_once('@')).map(|(n, _)| n == name);
+                map.retain(|k, _| *k != user && pair_of(k) != Some(true));
             }
         }
         before - map.len()
@@ -276,6 +279,23 @@ mod tests {
         // An administrator clears the user's counts.
         assert!(t.clear(Some("ADMIN")) >= 2);
         assert_eq!(t.begin(&keys("admin", fresh, false), now), Ok(()));
+    }
+
+    #[test]
+    fn clearing_a_name_clears_that_name_only() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        let from = ip("192.0.2.7");
+        for name in ["a", "a@b", "ab"] {
+            t.failed(&keys(name, from, false), now);
+        }
+        // a's pair and user counts go; a@b's and ab's stay (the address count is shared).
+        assert_eq!(t.clear(Some("A")), 2);
+        let map = t.0.lock().unwrap();
+        for kept in ["pair:a@b@192.0.2.7", "user:a@b", "pair:ab@192.0.2.7", "user:ab", "addr:192.0.2.7"] {
+            assert!(map.contains_key(kept), "{kept} was cleared too");
+        }
+        assert!(!map.contains_key("pair:a@192.0.2.7") && !map.contains_key("user:a"));
     }
 
     #[test]
