@@ -13,9 +13,8 @@ cd "$(dirname "$0")/.."
 CONCURRENCY="${CONCURRENCY:-4}"
 ROUNDS="${ROUNDS:-3}"
 set -a; eval "$(scripts/setup-llm.sh)"; set +a
-PROFILE="${PROFILE:-release}"
-if [ "$PROFILE" = release ]; then cargo build --release --quiet --bin ferrostack; else cargo build --quiet --bin ferrostack; fi
-BIN="$PWD/target/$PROFILE/ferrostack"
+. bench/lib.sh
+bench_binary
 WORK="$(mktemp -d)"
 SERVER_PID=
 cleanup() {
@@ -23,27 +22,11 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-. bench/lib.sh
 start_server 8
 call() { curl -sS --fail-with-body -b "$WORK/jar" -H 'content-type: application/json' -X "$1" -d "$3" "$API$2"; }
 get() { curl -sf -b "$WORK/jar" "$API$1"; }
 
-BACKEND=$(python3 - "$LLAMA_SERVER" <<'PY'
-import json, sys
-print(json.dumps({"content": f"""backend_name: llama-cpp-drain-custom
-default_version: cpu
-default_run_command: "-m {{{{model_path}}}} --host 127.0.0.1 --port {{{{port}}}} --alias {{{{model_name}}}} -c 2048 -t 1 -np 2"
-health_check_path: /v1/models
-parameter_format: space
-version_configs:
-  cpu:
-    image_name: ghcr.io/ggml-org/llama.cpp:server
-    entrypoint: {sys.argv[1]}
-    custom_framework: cpu
-"""}))
-PY
-)
-call POST /v2/inference-backends/from-yaml "$BACKEND" >"$WORK/backend.json" || { cat "$WORK/backend.json" >&2; exit 1; }
+llama_backend llama-cpp-drain-custom "-c 2048 -t 1 -np 2"
 MODEL=$(call POST /v2/models "{\"name\":\"smol\",\"source\":\"local_path\",\"local_path\":\"$SMOLLM2_GGUF\",\"backend\":\"llama-cpp-drain-custom\",\"replicas\":3}" | json 'd["id"]')
 KEY=$(call POST /v2/api-keys '{"name":"bench","scope":["inference"]}' | json 'd["value"]')
 drain_timeout() {

@@ -1,6 +1,6 @@
-# bench/lib.sh - sourced by the benchmarks (autoscale, drain, gateway, prefix-routing): free ports, a
+# bench/lib.sh - sourced by the benchmarks (autoscale, drain, gateway, prefix-routing): the binary, free ports, a
 # `ferrostack start` on loopback with its embedded process worker, an admin session, a JSON reader.
-# The sourcing script sets BIN (the binary) and WORK (a temp dir it removes) and stops SERVER_PID on exit.
+# The sourcing script sets WORK (a temp dir it removes) and stops SERVER_PID on exit.
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
@@ -45,4 +45,35 @@ start_server() {
   API="http://127.0.0.1:$PORT"
   curl -sf -c "$WORK/jar" -d 'username=admin&password=bench-password' "$API/auth/login" >/dev/null
   COOKIE=$(sed 's/^#HttpOnly_//' "$WORK/jar" | awk '!/^#/ && NF >= 7 {printf "%s%s=%s", sep, $6, $7; sep="; "}')
+}
+
+# bench_binary: builds ferrostack for PROFILE (release unless PROFILE=debug, which reuses the test
+# build) and sets BIN.
+bench_binary() {
+  PROFILE="${PROFILE:-release}"
+  if [ "$PROFILE" = release ]; then cargo build --release --quiet --bin ferrostack; else cargo build --quiet --bin ferrostack; fi
+  BIN="$PWD/target/$PROFILE/ferrostack"
+}
+
+# llama_backend NAME "ENGINE ARGS": registers NAME, a host-process backend that runs $LLAMA_SERVER
+# (scripts/setup-llm.sh) with ENGINE ARGS, through the logged-in session. Needs start_server first.
+llama_backend() {
+  local body
+  body=$(python3 - "$LLAMA_SERVER" "$1" "$2" <<'PY'
+import json, sys
+print(json.dumps({"content": f"""backend_name: {sys.argv[2]}
+default_version: cpu
+default_run_command: "-m {{{{model_path}}}} --host 127.0.0.1 --port {{{{port}}}} --alias {{{{model_name}}}} {sys.argv[3]}"
+health_check_path: /v1/models
+parameter_format: space
+version_configs:
+  cpu:
+    image_name: ghcr.io/ggml-org/llama.cpp:server
+    entrypoint: {sys.argv[1]}
+    custom_framework: cpu
+"""}))
+PY
+)
+  curl -sS --fail-with-body -b "$WORK/jar" -H 'content-type: application/json' -d "$body" \
+    "$API/v2/inference-backends/from-yaml" >"$WORK/backend.json" || { cat "$WORK/backend.json" >&2; exit 1; }
 }

@@ -29,9 +29,8 @@ NP="${NP:-2}"
 CTX="${CTX:-4096}"
 set -a; eval "$(scripts/setup-llm.sh)"; set +a
 # PROFILE=debug reuses the test build: the engines' seconds of prefill dwarf the gateway's cost.
-PROFILE="${PROFILE:-release}"
-if [ "$PROFILE" = release ]; then cargo build --release --quiet --bin ferrostack; else cargo build --quiet --bin ferrostack; fi
-BIN="$PWD/target/$PROFILE/ferrostack"
+. bench/lib.sh
+bench_binary
 WORK="$(mktemp -d)"
 SERVER_PID=
 cleanup() {
@@ -39,29 +38,13 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-. bench/lib.sh
 start_server 4
 call() { curl -sf -b "$WORK/jar" -H 'content-type: application/json' -X "$1" -d "$3" "$API$2"; }
 get() { curl -sf -b "$WORK/jar" "$API$1"; }
 
 CACHE_FLAG=""
 [ "$CACHE_RAM" != "-1" ] && CACHE_FLAG="--cache-ram $CACHE_RAM"
-BACKEND=$(python3 - "$LLAMA_SERVER" "-c $CTX -t 1 -np $NP --metrics $CACHE_FLAG" <<'PY'
-import json, sys
-print(json.dumps({"content": f"""backend_name: llama-bench-custom
-default_version: cpu
-default_run_command: "-m {{{{model_path}}}} --host 127.0.0.1 --port {{{{port}}}} --alias {{{{model_name}}}} {sys.argv[2]}"
-health_check_path: /v1/models
-parameter_format: space
-version_configs:
-  cpu:
-    image_name: ghcr.io/ggml-org/llama.cpp:server
-    entrypoint: {sys.argv[1]}
-    custom_framework: cpu
-"""}))
-PY
-)
-call POST /v2/inference-backends/from-yaml "$BACKEND" >/dev/null
+llama_backend llama-bench-custom "-c $CTX -t 1 -np $NP --metrics $CACHE_FLAG"
 call POST /v2/models "{\"name\":\"smol\",\"source\":\"local_path\",\"local_path\":\"$SMOLLM2_GGUF\",\"backend\":\"llama-bench-custom\",\"replicas\":3}" >/dev/null
 KEY=$(call POST /v2/api-keys '{"name":"bench","scope":["inference"]}' | json 'd["value"]')
 running=0
