@@ -333,12 +333,7 @@ async fn a_follower_s_held_request_wakes_the_deployment() {
         return;
     }
     let leader = TestServer::start(DbKind::Postgres).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-    // Servers that share a database share the server secret.
-    std::fs::copy(leader.dir.path().join("data/server_secret"), dir.path().join("data/server_secret"))
-        .expect("copy the server secret");
-    let follower = TestServer::start_with(dir, leader.database_url.clone()).await;
+    let follower = leader.another_on_the_same_database().await;
     let healthz = |s: &TestServer| {
         let http = s.http.clone();
         let url = s.url("/healthz");

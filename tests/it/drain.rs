@@ -464,11 +464,7 @@ async fn a_stream_through_another_server_holds_the_drain() {
         return;
     }
     let leader = TestServer::start(DbKind::Postgres).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-    std::fs::copy(leader.dir.path().join("data/server_secret"), dir.path().join("data/server_secret"))
-        .expect("copy the server secret");
-    let other = TestServer::start_with(dir, leader.database_url.clone()).await;
+    let other = leader.another_on_the_same_database().await;
     leader.login_admin().await;
     import_backend(&leader, SLEEPER_YAML).await;
     let wdir = tempfile::tempdir().expect("tempdir");

@@ -122,12 +122,7 @@ async fn two_servers_one_leader_and_a_takeover() {
         return;
     }
     let mut first = TestServer::start(DbKind::Postgres).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-    // Servers that share a database share the server secret.
-    std::fs::copy(first.dir.path().join("data/server_secret"), dir.path().join("data/server_secret"))
-        .expect("copy the server secret");
-    let mut second = TestServer::start_with(dir, first.database_url.clone()).await;
+    let mut second = first.another_on_the_same_database().await;
     let (h1, h2) = (healthz(&first).await, healthz(&second).await);
     assert_eq!(h1["status"], "ok");
     assert_eq!(h1["leading"], true, "the first server to start leads: {h1}");

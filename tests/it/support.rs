@@ -126,6 +126,16 @@ impl TestServer {
         }
     }
 
+    /// A second server on this one's database, with its server secret (servers that share a
+    /// database share the secret), as an HA pair runs.
+    pub async fn another_on_the_same_database(&self) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+        std::fs::copy(self.dir.path().join("data/server_secret"), dir.path().join("data/server_secret"))
+            .expect("copy the server secret");
+        Self::start_with(dir, self.database_url.clone()).await
+    }
+
     pub fn db(&self) -> &ferrostack::db::Db {
         &self.running.as_ref().expect("running").db
     }
