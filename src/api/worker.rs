@@ -426,6 +426,10 @@ pub struct ModelInstanceSpec {
     /// it, or when its deployment's `drain_timeout` has passed since then.
     #[serde(default)]
     pub drain_started_at: Option<DateTime<Utc>>,
+    /// Its deployment's `drain_timeout` when it began draining: what bounds the drain once the
+    /// deployment itself is deleted (while the deployment exists, its current value does).
+    #[serde(default)]
+    pub drain_timeout: Option<u32>,
     /// Requests in flight on it, counted by the gateways of every server (answers only; never
     /// stored). Absent when no gateway routes to it.
     #[serde(default)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::api::{
-    InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, ModelState, Record, WorkerSpec,
-    WorkerState,
+    DEFAULT_DRAIN_TIMEOUT, InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, ModelState, Record,
+    WorkerSpec, WorkerState,
 };
 use crate::db::{Db, DbError, instance_columns, model_columns};
 use crate::gateway::Gateway;
@@ -163,6 +163,7 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         next_restart_time: None,
         backoff_failures: 0,
         drain_started_at: None,
+        drain_timeout: None,
         in_flight: None,
     }
 }
@@ -202,10 +203,17 @@ impl ModelController {
             let instances = by_model.remove(&model.id).unwrap_or_default();
             writes += self.reconcile(&model, instances, &workers).await?;
         }
-        // Instances of a deployment that is gone (its delete answered before they went, and the
-        // server stopped meanwhile, or another server deleted it): removed here.
-        let orphans: Vec<i64> = by_model.into_values().flatten().map(|i| i.id).collect();
-        for batch in orphans.chunks(500) {
+        // Instances of a deployment that is gone: its delete marked the serving ones draining (they
+        // stop when idle, bounded by the timeout they carry) and deleted the others; what that
+        // missed (the server stopped meanwhile) is finished here.
+        let orphans: Vec<ModelInstance> = by_model.into_values().flatten().collect();
+        let (serving, rest): (Vec<&ModelInstance>, Vec<&ModelInstance>) =
+            orphans.iter().partition(|i| i.spec.state == InstanceState::Running);
+        writes += drain::begin(&self.db, &serving, DEFAULT_DRAIN_TIMEOUT, "deployment deleted").await?.len();
+        let rest: Vec<ModelInstance> = rest.into_iter().cloned().collect();
+        let mut doomed = self.drained(&rest, |i| i.spec.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT));
+        doomed.extend(rest.iter().filter(|i| i.spec.state != InstanceState::Draining).map(|i| i.id));
+        for batch in doomed.chunks(500) {
             writes += self.db.delete_many::<ModelInstanceSpec>(batch).await?.len();
         }
         Ok(writes)
@@ -257,7 +265,7 @@ impl ModelController {
         for (why, list) in retired {
             writes += drain::begin(&self.db, &list, model.spec.drain_timeout, why).await?.len();
         }
-        doomed.extend(self.drained(&instances, model.spec.drain_timeout));
+        doomed.extend(self.drained(&instances, |_| model.spec.drain_timeout));
         // Gone already (deleted elsewhere meanwhile) is fine: `delete_many` skips it.
         for batch in doomed.chunks(500) {
             writes += self.db.delete_many::<ModelInstanceSpec>(batch).await?.len();
@@ -286,15 +294,15 @@ impl ModelController {
 }
 
 impl ModelController {
-    /// The draining instances whose drain has ended (idle on every gateway, or timed out); counts
-    /// the others in `draining`.
-    fn drained(&self, instances: &[ModelInstance], timeout: u32) -> Vec<i64> {
+    /// The draining instances whose drain has ended (idle on every gateway, or timed out after
+    /// `timeout(instance)` seconds); counts the others in `draining`.
+    fn drained(&self, instances: &[ModelInstance], timeout: impl Fn(&ModelInstance) -> u32) -> Vec<i64> {
         let now = chrono::Utc::now();
         let mut done = Vec::new();
         for i in instances.iter().filter(|i| i.spec.state == InstanceState::Draining) {
             let waited = drain::elapsed(&i.spec, now);
             let views = self.gateway.as_ref().map(|g| g.drain_views(i.id, waited)).unwrap_or_default();
-            match drain::verdict(waited, Duration::from_secs(timeout.into()), &views) {
+            match drain::verdict(waited, Duration::from_secs(timeout(i).into()), &views) {
                 drain::Verdict::Wait { .. } => {
                     self.draining.fetch_add(1, Ordering::Relaxed);
                 }

@@ -76,6 +76,7 @@ pub fn draining(i: &ModelInstanceSpec, why: &str, timeout: u32, now: DateTime<Ut
             until.format("%Y-%m-%d %H:%M:%S UTC")
         )),
         drain_started_at: Some(now),
+        drain_timeout: Some(timeout),
         ..i.clone()
     }
 }

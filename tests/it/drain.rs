@@ -181,6 +181,35 @@ async fn a_held_stream_outlives_a_scale_down_and_the_timeout_ends_a_drain(kind: 
     wait_until("its engine stopped", || !alive(kept_pid)).await;
     release.send_replace(true);
     let _ = held.await;
+
+    // Deleting the deployment drains its instance too: a held stream completes, then it goes.
+    release.send_replace(false);
+    edit_model(&s, id, "", |m| {
+        m["drain_timeout"] = json!(600);
+        m["replicas"] = json!(1);
+    })
+    .await;
+    let items = wait_models_instances(&s, id, "1 running", |i| i.len() == 1 && count_state(i, "running") == 1).await;
+    let (last_id, last_pid) = (items[0]["id"].as_i64().expect("id"), items[0]["pid"].as_i64().expect("pid"));
+    let port = items[0]["port"].as_u64().expect("port") as u16;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the instance's port");
+    let hit = stub_engine(listener, released.clone());
+    let held = tokio::spawn(stream_chat(s.base.clone(), key.clone()));
+    wait_until("the stub streaming", || hit.load(Ordering::Relaxed) == 1).await;
+    assert_eq!(s.delete(&format!("/v2/models/{id}")).await.0, StatusCode::OK);
+    let draining = crate::workers::wait_instance(&s, last_id, "draining after its deployment's delete", |i| {
+        i["state"] == "draining"
+    })
+    .await;
+    assert_eq!((draining["in_flight"].as_u64(), draining["drain_timeout"].as_u64()), (Some(1), Some(600)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(alive(last_pid) && !held.is_finished(), "the deleted deployment's engine stopped under a stream");
+    release.send_replace(true);
+    let (chunks, complete) = held.await.expect("stream task");
+    assert!(complete && chunks >= 1, "the stream did not complete ({chunks} chunks)");
+    wait_until("the deleted deployment's engine stopped", || !alive(last_pid)).await;
+    let (status, _) = s.get(&format!("/v2/model-instances/{last_id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the drained instance of a deleted deployment stays");
     worker.shutdown().await;
 }
 

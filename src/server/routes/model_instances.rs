@@ -165,6 +165,7 @@ async fn create_instance(
         next_restart_time: None,
         backoff_failures: 0,
         drain_started_at: None,
+        drain_timeout: None,
         in_flight: None,
     };
     let instance = state.db.insert(&spec, &instance_columns(&spec)).await?;

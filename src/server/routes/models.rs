@@ -437,6 +437,7 @@ async fn restart_model(
     responses((status = 200), (status = 404, body = crate::api::ErrorBody)))]
 async fn delete_model(State(state): State<AppState>, Auth(p): Auth, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     p.require_admin()?;
+    let timeout = state.db.get::<ModelSpec>(id).await?.spec.drain_timeout;
     state.db.delete::<ModelSpec>(id).await?;
     let db = state.db.clone();
     tokio::spawn(async move {
@@ -444,13 +445,11 @@ async fn delete_model(State(state): State<AppState>, Auth(p): Auth, Path(id): Pa
             Ok(list) => list,
             Err(e) => return tracing::warn!(error = %e, model = id, "listing a deleted deployment's instances failed"),
         };
-        // A few hundred a transaction: each batch is visible (and stopped by its workers) at once.
-        let ids: Vec<i64> = instances.iter().map(|i| i.id).collect();
-        for batch in ids.chunks(500) {
-            if let Err(e) = db.delete_many::<ModelInstanceSpec>(batch).await {
-                // The controller removes what is left of a deleted deployment (orphans) on its pass.
-                tracing::warn!(error = %e, model = id, "deleting a deleted deployment's instances failed");
-            }
+        // Serving ones drain (requests in flight on them finish; the leader stops them when idle),
+        // the others go at once. What fails here the controller finishes on its pass (orphans).
+        let refs: Vec<&crate::api::ModelInstance> = instances.iter().collect();
+        if let Err(e) = crate::server::drain::begin(&db, &refs, timeout, "deployment deleted").await {
+            tracing::warn!(error = %e, model = id, "stopping a deleted deployment's instances failed");
         }
     });
     Ok(StatusCode::OK)
