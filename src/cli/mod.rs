@@ -6,6 +6,7 @@ mod login;
 mod messages;
 mod models;
 mod output;
+mod routes;
 mod serve;
 mod workers;
 
@@ -85,6 +86,9 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Model routes and how each spreads requests over its instances (docs/routing.md).
+    #[command(subcommand)]
+    Routes(routes::RoutesCmd),
     /// Put a worker into maintenance (`on`) or take it out (`off`); with `--drain` its instances
     /// are replaced on other workers first, then drained (docs/draining.md).
     Maintenance {
@@ -241,6 +245,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Maintenance { worker, mode, drain, message, client: args } => {
             workers::maintenance(&args, &worker, mode == "on", drain, message).await
         }
+        Command::Routes(cmd) => routes::run(cmd).await,
         Command::Logs { id, tail, follow, client: args } => serve::logs(&client(&args), id, tail, follow).await,
         Command::Backend(cmd) => backend::run(cmd).await,
         Command::Login(args) => login::login(args).await,

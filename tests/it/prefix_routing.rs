@@ -254,3 +254,60 @@ async fn three_llama_replicas_keep_a_prefix_on_one(kind: DbKind) {
     assert!(spread.iter().all(|n| *n as usize <= prefix::bound(8, 3)), "over the bound: {spread:?}");
     worker.shutdown().await;
 }
+
+/// `ferrostack routes balance` sets a route's policy and keeps the rest of the route, `routes
+/// list` shows it, and a policy that does not exist is refused naming the ones that do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_routes_and_sets_their_policy() {
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    // Deploying creates the route (no worker needed: nothing runs with 0 replicas).
+    let body = json!({"name": "smol", "source": "local_path", "local_path": "/", "backend": "Custom",
+                      "run_command": "sleep 300", "replicas": 0, "description": "a small model"});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let (_, routes) = s.get("/v2/model-routes").await;
+    let route = routes["items"].as_array().and_then(|i| i.first()).cloned().expect("the deployment's route");
+    assert_eq!((&route["name"], &route["load_balancing"]), (&json!("smol"), &json!("least_outstanding")), "{route}");
+    let key = s.api_key(json!({"name": "cli"})).await;
+    let ferrostack = async |args: &[&str]| {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferrostack"))
+            .args(args)
+            .env("FERROSTACK_SERVER_URL", &s.base)
+            .env("FERROSTACK_API_KEY", &key)
+            .output()
+            .await
+            .expect("run ferrostack");
+        let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
+    };
+
+    let (ok, said) = ferrostack(&["routes", "balance", "smol", "prefix_aware"]).await;
+    assert!(ok && said.contains("load_balancing prefix_aware"), "{said}");
+    let (_, r) = s.get(&format!("/v2/model-routes/{}", route["id"])).await;
+    assert_eq!(r["load_balancing"], "prefix_aware", "{r}");
+    assert_eq!((&r["description"], &r["targets"]), (&route["description"], &json!(1)), "the rest is kept: {r}");
+    assert_eq!(route["description"], "a small model", "{route}");
+
+    // By id as well as by name.
+    let id = route["id"].to_string();
+    let (ok, said) = ferrostack(&["routes", "balance", &id, "round_robin"]).await;
+    assert!(ok && said.contains("load_balancing round_robin"), "{said}");
+    let (ok, said) = ferrostack(&["routes", "balance", "smol", "prefix_aware"]).await;
+    assert!(ok, "{said}");
+
+    let (ok, said) = ferrostack(&["routes", "list"]).await;
+    assert!(ok, "{said}");
+    let line = said.lines().find(|l| l.split_whitespace().nth(1) == Some("smol")).unwrap_or_else(|| panic!("{said}"));
+    assert_eq!(line.split_whitespace().collect::<Vec<_>>(), [id.as_str(), "smol", "0/1", "prefix_aware"], "{said}");
+
+    let (ok, said) = ferrostack(&["routes", "balance", "smol", "sticky"]).await;
+    assert!(!ok, "{said}");
+    for allowed in ["prefix_aware", "least_outstanding", "round_robin"] {
+        assert!(said.contains(allowed) && said.contains("sticky"), "names {allowed}: {said}");
+    }
+    let (ok, said) = ferrostack(&["routes", "balance", "nope", "round_robin"]).await;
+    assert!(!ok && said.contains("no route named \"nope\""), "{said}");
+    let (_, r) = s.get(&format!("/v2/model-routes/{}", route["id"])).await;
+    assert_eq!(r["load_balancing"], "prefix_aware", "unchanged by the refused calls: {r}");
+}
