@@ -463,6 +463,31 @@ try {
     await page.getByRole("dialog").getByRole("button", { name: "Done" }).click();
     await nav("Users");
     await screenshot("users");
+    // A route made through the API (deploying makes one too): its load balancing is chosen here, and
+    // the PUT keeps the rest of the route.
+    const made = await page.evaluate(async () => {
+      const res = await fetch("/v2/model-routes", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ name: "e2e-route", description: "made by the browser test", timeout: 600 }),
+      });
+      return { status: res.status, body: await res.json() };
+    });
+    if (made.status !== 200)
+      throw new Error(`POST /v2/model-routes answered ${made.status}: ${JSON.stringify(made.body)}`);
+    await nav("Routes");
+    const route = page.locator('tr[data-route="e2e-route"]');
+    await route.getByTestId("targets").getByText("0 / 0").waitFor();
+    await route.getByText("The instance with the fewest requests in flight", { exact: false }).waitFor();
+    await choose(route, "Load balancing of e2e-route", "Prefix-aware");
+    await route.getByText("prompt cache most likely holds the request's prefix", { exact: false }).waitFor();
+    const saved = await page.evaluate((id) => fetch(`/v2/model-routes/${id}`).then((r) => r.json()), made.body.id);
+    if (saved.load_balancing !== "prefix_aware" || saved.timeout !== 600 || saved.description !== made.body.description)
+      throw new Error(`the route after the change: ${JSON.stringify(saved)}`);
+    await screenshot("routes");
+    await fitsAt1024("routes");
+    await page.evaluate((id) => fetch(`/v2/model-routes/${id}`, { method: "DELETE" }), made.body.id);
+    await route.waitFor({ state: "detached" });
     await nav("Usage");
     // The playground chat above went through the gateway: its tokens are counted for the model, by session.
     await page.getByTestId("usage-table").getByRole("rowheader", { name: MODEL, exact: true }).waitFor();

@@ -11,6 +11,7 @@ import { BackendsPage } from "./pages/backends/BackendsPage";
 import { DeploymentsPage } from "./pages/deployments/DeploymentsPage";
 import { LoginPage } from "./pages/Login";
 import { PlaygroundPage } from "./pages/playground/PlaygroundPage";
+import { RoutesPage } from "./pages/Routes";
 import { UsersPage } from "./pages/Users";
 import { WorkersPage } from "./pages/Workers";
 import { SessionContext } from "./session";
@@ -62,6 +63,7 @@ export function App() {
             <Route path="/login" element={<Navigate to="/dashboard" replace />} />
             <Route path="/dashboard" element={<DashboardPage />} />
             <Route path="/deployments" element={<DeploymentsPage />} />
+            <Route path="/routes" element={<RoutesPage />} />
             <Route path="/backends" element={<BackendsPage />} />
             <Route path="/workers" element={<WorkersPage />} />
             <Route path="/playground" element={<PlaygroundPage />} />

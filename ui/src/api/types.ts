@@ -257,6 +257,27 @@ export interface BackendListItem {
   versions: { version: string; frameworks: string[] }[];
 }
 
+/** How a route spreads requests over its instances (docs/routing.md). */
+export type LoadBalancing = "prefix_aware" | "least_outstanding" | "round_robin";
+
+/** A model route (`/v2/model-routes`): the public model name clients call, and its targets. */
+export interface ModelRoute extends Meta {
+  name: string;
+  description: string | null;
+  categories: string[];
+  meta: unknown;
+  generic_proxy: boolean | null;
+  /** The deployment the route was created with (it goes when the deployment goes). */
+  created_model_id: number | null;
+  /** Targets, and those with running instances (kept by the server). */
+  targets: number;
+  ready_targets: number;
+  access_policy: "public" | "authed" | "allowed_principals";
+  /** Seconds to wait for the upstream's response headers; null: no limit. */
+  timeout: number | null;
+  load_balancing: LoadBalancing;
+}
+
 /** A `?watch=true` event; `id` is the change sequence, the resource id is `data.id`. */
 export interface WatchEvent<T> {
   type: "CREATED" | "UPDATED" | "DELETED" | "RESET";

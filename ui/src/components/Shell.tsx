@@ -9,6 +9,7 @@ import { useSession } from "../session";
 const PAGES = [
   { to: "/dashboard", label: "Dashboard" },
   { to: "/deployments", label: "Deployments" },
+  { to: "/routes", label: "Routes" },
   { to: "/backends", label: "Inference backends" },
   { to: "/workers", label: "Workers & GPUs" },
   { to: "/playground", label: "Playground" },
