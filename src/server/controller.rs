@@ -5,6 +5,7 @@
 //! `tick`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -179,11 +180,21 @@ pub struct ModelController {
     pub gateway: Option<Gateway>,
     /// Instances still draining after the last pass.
     pub draining: AtomicUsize,
+    /// Asks a drained instance's engine whether it still runs requests (ones that did not come
+    /// through a gateway) before it is stopped; without it, the gateways' word is enough.
+    pub engines: Option<EngineProbe>,
+}
+
+/// How the controller reaches engines: a client, and the server secret their keys derive from.
+#[derive(Clone)]
+pub struct EngineProbe {
+    pub http: reqwest::Client,
+    pub server_secret: Arc<String>,
 }
 
 impl ModelController {
     pub fn new(db: Db, gateway: Option<Gateway>) -> ModelController {
-        ModelController { db, gateway, draining: AtomicUsize::new(0) }
+        ModelController { db, gateway, draining: AtomicUsize::new(0), engines: None }
     }
 
     /// One pass over every deployment. Returns how many writes it made.
@@ -211,7 +222,7 @@ impl ModelController {
             orphans.iter().partition(|i| i.spec.state == InstanceState::Running);
         writes += drain::begin(&self.db, &serving, DEFAULT_DRAIN_TIMEOUT, "deployment deleted").await?.len();
         let rest: Vec<ModelInstance> = rest.into_iter().cloned().collect();
-        let mut doomed = self.drained(&rest, |i| i.spec.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT));
+        let mut doomed = self.drained(&rest, |i| i.spec.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT)).await;
         doomed.extend(rest.iter().filter(|i| i.spec.state != InstanceState::Draining).map(|i| i.id));
         for batch in doomed.chunks(500) {
             writes += self.db.delete_many::<ModelInstanceSpec>(batch).await?.len();
@@ -265,7 +276,7 @@ impl ModelController {
         for (why, list) in retired {
             writes += drain::begin(&self.db, &list, model.spec.drain_timeout, why).await?.len();
         }
-        doomed.extend(self.drained(&instances, |_| model.spec.drain_timeout));
+        doomed.extend(self.drained(&instances, |_| model.spec.drain_timeout).await);
         // Gone already (deleted elsewhere meanwhile) is fine: `delete_many` skips it.
         for batch in doomed.chunks(500) {
             writes += self.db.delete_many::<ModelInstanceSpec>(batch).await?.len();
@@ -296,7 +307,7 @@ impl ModelController {
 impl ModelController {
     /// The draining instances whose drain has ended (idle on every gateway, or timed out after
     /// `timeout(instance)` seconds); counts the others in `draining`.
-    fn drained(&self, instances: &[ModelInstance], timeout: impl Fn(&ModelInstance) -> u32) -> Vec<i64> {
+    async fn drained(&self, instances: &[ModelInstance], timeout: impl Fn(&ModelInstance) -> u32) -> Vec<i64> {
         let now = chrono::Utc::now();
         let mut done = Vec::new();
         for i in instances.iter().filter(|i| i.spec.state == InstanceState::Draining) {
@@ -307,8 +318,19 @@ impl ModelController {
                     self.draining.fetch_add(1, Ordering::Relaxed);
                 }
                 drain::Verdict::Stop(drain::Why::Drained) => {
+                    // The gateways are done with it; the engine may still run requests that came
+                    // another way (straight to its port).
+                    if let Some(busy) = self.engine_busy(i).await.filter(|n| *n > 0) {
+                        tracing::debug!(
+                            instance = i.id,
+                            busy,
+                            "instance drained on every gateway; its engine still runs requests"
+                        );
+                        self.draining.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     tracing::info!(instance = i.id, name = %i.spec.name, waited_ms = waited.as_millis() as u64,
-                        "instance drained: no request in flight on any gateway; stopping it");
+                        "instance drained: no request in flight on any gateway or in its engine; stopping it");
                     done.push(i.id);
                 }
                 drain::Verdict::Stop(drain::Why::TimedOut { in_flight, routing }) => {
@@ -321,19 +343,36 @@ impl ModelController {
         }
         done
     }
+
+    /// What instance `i`'s engine says it still runs (`drain::engine_busy`); None if it does not say.
+    async fn engine_busy(&self, i: &ModelInstance) -> Option<u64> {
+        let probe = self.engines.as_ref()?;
+        let e = crate::server::routing::endpoint(i, &probe.server_secret)?;
+        let auth = e.auth.as_ref().and_then(|a| a.to_str().ok());
+        drain::engine_busy(&probe.http, &e.addr, auth).await
+    }
 }
 
 /// Runs the model controller and the scheduler on every committed change, and every 5 s anyway
 /// (the slow periodic scan), while this server leads, until shutdown. Each pass writes through a
 /// handle fenced by the leadership it started under.
-pub fn spawn_loops(db: Db, gateway: Gateway, leader: Leadership, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub fn spawn_loops(
+    db: Db,
+    gateway: Gateway,
+    engines: EngineProbe,
+    leader: Leadership,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         // Deployments, their instances, the workers they run on, the backends they run with.
         let mut changed = db.subscribe(&["models", "model_instances", "workers", "inference_backends"]);
         loop {
             let Some(fence) = leader.lead(&mut shutdown).await else { return };
             let fenced = db.fenced(fence);
-            let controller = ModelController::new(fenced.clone(), Some(gateway.clone()));
+            let controller = ModelController {
+                engines: Some(engines.clone()),
+                ..ModelController::new(fenced.clone(), Some(gateway.clone()))
+            };
             let scheduler = crate::server::scheduler::Scheduler { db: fenced };
             let mut writes = 0;
             match controller.tick().await {

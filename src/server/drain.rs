@@ -114,6 +114,71 @@ pub async fn begin(db: &Db, instances: &[&ModelInstance], timeout: u32, why: &st
     Ok(stopped)
 }
 
+/// The engines' own gauges of the requests they run or queue: vLLM's and SGLang's (`/metrics`), and
+/// llama.cpp's with `--metrics`.
+const BUSY_GAUGES: &[&str] = &[
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "sglang:num_running_reqs",
+    "sglang:num_queue_reqs",
+    "llamacpp:requests_processing",
+    "llamacpp:requests_deferred",
+];
+
+/// Slots llama.cpp's `GET /slots` says are processing; None if `body` is not its answer.
+pub fn slots_busy(body: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Slot {
+        is_processing: bool,
+    }
+    let slots: Vec<Slot> = serde_json::from_slice(body).ok()?;
+    (!slots.is_empty()).then(|| slots.iter().filter(|s| s.is_processing).count() as u64)
+}
+
+/// Requests running or queued by the engine's Prometheus text ([`BUSY_GAUGES`], summed over their
+/// series); None if it has none of them.
+pub fn metrics_busy(text: &str) -> Option<u64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        if !BUSY_GAUGES.contains(&&line[..name_end]) {
+            continue;
+        }
+        // `name{labels} value [timestamp]`: the value follows the labels (which may hold spaces).
+        let rest = if line[name_end..].starts_with('{') {
+            line.rfind('}').map(|i| &line[i + 1..])
+        } else {
+            Some(&line[name_end..])
+        };
+        let value = rest.and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok());
+        if let Some(v) = value.filter(|v| v.is_finite() && *v >= 0.0) {
+            found = Some(found.unwrap_or(0) + v.round() as u64);
+        }
+    }
+    found
+}
+
+/// Asks the engine at `addr` (host:port) how many requests it still runs: llama.cpp's `/slots`
+/// first, then `/metrics`. None when it does not say (another engine, the endpoint off, no answer
+/// within a second: a stalled engine does not hold its drain).
+pub async fn engine_busy(http: &reqwest::Client, addr: &str, auth: Option<&str>) -> Option<u64> {
+    let get = |path: &str| {
+        let req = http.get(format!("http://{addr}{path}")).timeout(Duration::from_secs(1));
+        let req = match auth {
+            Some(a) => req.header(reqwest::header::AUTHORIZATION, a),
+            None => req,
+        };
+        async move {
+            let res = req.send().await.ok().filter(|r| r.status().is_success())?;
+            res.bytes().await.ok()
+        }
+    };
+    if let Some(n) = get("/slots").await.as_deref().and_then(slots_busy) {
+        return Some(n);
+    }
+    get("/metrics").await.and_then(|b| metrics_busy(&String::from_utf8_lossy(&b)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +267,56 @@ mod tests {
         assert!(msg.starts_with("draining (scale-down)") && msg.ends_with("2026-12-06 10:01:30 UTC"), "{msg}");
         assert_eq!(elapsed(&d, now + chrono::Duration::seconds(5)), Duration::from_secs(5));
         assert_eq!(elapsed(&i, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn what_engines_say_they_still_run() {
+        // (what, body of /slots, slots busy)
+        let slots: &[(&str, &str, Option<u64>)] = &[
+            (
+                "llama.cpp, one of two busy",
+                r#"[{"id":0,"is_processing":false},{"id":1,"is_processing":true}]"#,
+                Some(1),
+            ),
+            ("llama.cpp, idle", r#"[{"id":0,"n_ctx":512,"is_processing":false}]"#, Some(0)),
+            ("an OpenAI answer from a stub", r#"{"choices":[]}"#, None),
+            ("no slots", "[]", None),
+            ("llama.cpp's error when slots are off", r#"{"error":{"code":501}}"#, None),
+        ];
+        for (what, body, want) in slots {
+            assert_eq!(slots_busy(body.as_bytes()), *want, "{what}");
+        }
+        // (what, /metrics text, busy)
+        let metrics: &[(&str, &str, Option<u64>)] = &[
+            (
+                "vLLM: running + waiting",
+                "# HELP vllm:num_requests_running Number of requests\n\
+                 vllm:num_requests_running{engine=\"0\",model_name=\"q w\"} 2.0\n\
+                 vllm:num_requests_waiting{engine=\"0\",model_name=\"q w\"} 1.0\n\
+                 vllm:num_requests_swapped{model_name=\"q\"} 9.0\n",
+                Some(3),
+            ),
+            (
+                "vLLM idle",
+                "vllm:num_requests_running{model_name=\"q\"} 0.0\nvllm:num_requests_waiting{model_name=\"q\"} 0.0",
+                Some(0),
+            ),
+            (
+                "SGLang",
+                "sglang:num_running_reqs{model_name=\"m\"} 4.0 1733480000000\nsglang:num_queue_reqs{model_name=\"m\"} 0.0",
+                Some(4),
+            ),
+            (
+                "llama.cpp --metrics",
+                "llamacpp:requests_processing 1\nllamacpp:requests_deferred 0\nllamacpp:kv_cache_usage_ratio 0.5",
+                Some(1),
+            ),
+            ("none of the gauges", "process_cpu_seconds_total 3.5\nvllm:num_requests_running_total 7", None),
+            ("garbage value", "vllm:num_requests_running NaN", None),
+            ("not metrics", "{\"choices\": []}", None),
+        ];
+        for (what, text, want) in metrics {
+            assert_eq!(metrics_busy(text), *want, "{what}");
+        }
     }
 }

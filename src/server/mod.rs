@@ -223,7 +223,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         leases,
         live: monitor::LiveStatus::default(),
         server_secret: server_secret.clone(),
-        gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret)),
+        gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret.clone())),
         logins: Arc::default(),
         hashing: Arc::default(),
         basic: Arc::default(),
@@ -235,7 +235,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     };
     bootstrap::spawn_housekeeping(db.counted_apart(), shutdown.clone());
     autoscaler::spawn(db.clone(), gateway.clone(), leader.clone(), shutdown.clone());
-    controller::spawn_loops(db.clone(), gateway.clone(), leader, shutdown.clone());
+    let engines = controller::EngineProbe { http: reqwest::Client::new(), server_secret: server_secret.clone() };
+    controller::spawn_loops(db.clone(), gateway.clone(), engines, leader, shutdown.clone());
     let app = router(state);
     let addr = listener.local_addr()?;
     let mut stopped = shutdown;

@@ -83,6 +83,15 @@ pub async fn sync_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<()
     }
 }
 
+/// Where instance `i`'s engine answers (`host:port`) and the key it takes; None if it is not bound.
+pub fn endpoint(i: &Record<ModelInstanceSpec>, secret: &str) -> Option<Endpoint> {
+    let (worker_id, ip, port) = (i.spec.worker_id?, i.spec.worker_ip.as_deref()?, i.spec.port?);
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+    let key = engine_api_key(&server_token(secret, worker_id), i.id);
+    let auth = HeaderValue::from_str(&format!("Bearer {key}")).ok();
+    Some(Endpoint { instance_id: i.id, addr: format!("{host}:{port}"), auth })
+}
+
 /// Running instances per deployment, on workers that exist, whatever their state: a worker that
 /// stopped heartbeating keeps its running engines routed while they answer (the monitor takes
 /// out those that do not, and the gateway's circuit breaker those that fail requests).
@@ -98,15 +107,9 @@ fn running_by_model(
         if s.state != InstanceState::Running || !s.worker_id.is_some_and(|w| up.contains(&w)) {
             continue;
         }
-        let (Some(model_id), Some(worker_id), Some(ip), Some(port)) =
-            (s.model_id, s.worker_id, s.worker_ip.as_deref(), s.port)
-        else {
-            continue;
-        };
-        let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
-        let key = engine_api_key(&server_token(secret, worker_id), i.id);
-        let auth = HeaderValue::from_str(&format!("Bearer {key}")).ok();
-        out.entry(model_id).or_default().push(Endpoint { instance_id: i.id, addr: format!("{host}:{port}"), auth });
+        if let (Some(model_id), Some(endpoint)) = (s.model_id, endpoint(i, secret)) {
+            out.entry(model_id).or_default().push(endpoint);
+        }
     }
     out
 }

@@ -23,7 +23,8 @@ use crate::workers::{SLEEPER_YAML, import_backend, llama, start_worker, worker_o
 both_dbs!(
     a_held_stream_outlives_a_scale_down_and_the_timeout_ends_a_drain,
     no_request_is_lost_under_load,
-    maintenance_with_drain_moves_instances_away
+    maintenance_with_drain_moves_instances_away,
+    an_engine_still_running_requests_holds_its_drain
 );
 
 /// A stub engine on `listener`: streams a chunk every 100 ms until `release` turns true, then
@@ -34,6 +35,9 @@ fn stub_engine(listener: tokio::net::TcpListener, release: tokio::sync::watch::R
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let (counter, release) = (counter.clone(), release.clone());
         async move {
+            if req.method() != Method::POST {
+                return StatusCode::NOT_FOUND.into_response();
+            }
             counter.fetch_add(1, Ordering::Relaxed);
             let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
             let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -357,11 +361,18 @@ async fn a_request_is_resent_only_before_its_answer_began() {
 }
 
 /// Steady plain and streamed chats at a fixed concurrency through the gateway; counts what failed.
-#[derive(Default)]
 struct Load {
     ok: AtomicUsize,
     streams: AtomicUsize,
+    /// Each failure, with when it happened (since `started`).
     failed: std::sync::Mutex<Vec<String>>,
+    started: std::time::Instant,
+}
+
+impl Default for Load {
+    fn default() -> Load {
+        Load { ok: 0.into(), streams: 0.into(), failed: Default::default(), started: std::time::Instant::now() }
+    }
 }
 
 async fn keep_chatting(
@@ -402,7 +413,10 @@ async fn keep_chatting(
             Ok(()) => {
                 load.ok.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => load.failed.lock().unwrap_or_else(|e| e.into_inner()).push(e),
+            Err(e) => {
+                let at = load.started.elapsed().as_millis();
+                load.failed.lock().unwrap_or_else(|e| e.into_inner()).push(format!("at {at} ms: {e}"));
+            }
         }
     }
 }
@@ -437,6 +451,14 @@ async fn no_request_is_lost_under_load(kind: DbKind) {
     let id = m["id"].as_i64().expect("id");
     settled(&s, id, 3, None).await;
     let key = s.api_key(json!({"name": "load", "scope": ["inference"]})).await;
+    // The load starts once the gateway routes (its snapshot may trail the API by a commit).
+    let http = reqwest::Client::new();
+    wait_until_async("the gateway routing to smol", || async {
+        let body = json!({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1});
+        let res = http.post(s.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await;
+        res.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
     let load = Arc::new(Load::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Two plain and two streamed clients, back to back.
@@ -600,4 +622,54 @@ async fn maintenance_with_drain_moves_instances_away(kind: DbKind) {
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A request that reached the engine without a gateway (straight to its port) holds the drain too:
+/// llama.cpp's `/slots` says a slot is processing, so the instance stays draining (and its engine
+/// runs) until it says none is.
+async fn an_engine_still_running_requests_holds_its_drain(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("slots", (46820, 46829))).await;
+    let body = json!({"name": "slotted", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 1});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    let items = wait_models_instances(&s, id, "1 running", |i| count_state(i, "running") == 1).await;
+    let (iid, pid) = (items[0]["id"].as_i64().expect("id"), items[0]["pid"].as_i64().expect("pid"));
+    // llama.cpp's /slots as the engine on the instance's port: one slot busy until told otherwise.
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let (b, a) = (busy.clone(), asked.clone());
+    let app = axum::Router::new().route(
+        "/slots",
+        axum::routing::get(move || {
+            let (b, a) = (b.clone(), a.clone());
+            async move {
+                a.fetch_add(1, Ordering::Relaxed);
+                axum::Json(
+                    json!([{"id": 0, "is_processing": false}, {"id": 1, "is_processing": b.load(Ordering::Relaxed)}]),
+                )
+            }
+        }),
+    );
+    let port = items[0]["port"].as_u64().expect("port") as u16;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the instance's port");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    edit_model(&s, id, "", |m| m["replicas"] = json!(0)).await;
+    crate::workers::wait_instance(&s, iid, "draining", |i| i["state"] == "draining").await;
+    wait_until("the leader asking the engine", || asked.load(Ordering::Relaxed) >= 2).await;
+    let (status, still) = s.get(&format!("/v2/model-instances/{iid}")).await;
+    assert_eq!((status, still["state"].as_str()), (StatusCode::OK, Some("draining")), "{still:#}");
+    assert!(alive(pid), "stopped while its engine said a slot was processing");
+    busy.store(false, Ordering::Relaxed);
+    wait_models_instances(&s, id, "the drained instance gone", |i| i.is_empty()).await;
+    wait_until("its engine stopped", || !alive(pid)).await;
+    worker.shutdown().await;
 }
