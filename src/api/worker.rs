@@ -81,6 +81,10 @@ pub struct Maintenance {
     /// replaced on another worker, and drains once its replacement runs (docs/draining.md).
     #[serde(default)]
     pub drain: bool,
+    /// Set by the worker's own clean shutdown (Ferrostack's, additive): its instances move away and
+    /// drain before it stops; the worker ends this maintenance when it starts again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub until_restart: bool,
 }
 
 /// A worker as stored and shown.
@@ -157,6 +161,14 @@ pub struct WorkerUpdate {
     pub maintenance: Option<Maintenance>,
     #[serde(default)]
     pub version: Option<i64>,
+}
+
+/// `PUT /v2/workers/{id}/shutdown` by the worker itself: `stopping` when its clean shutdown begins,
+/// not `stopping` when it starts again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerShutdown {
+    pub stopping: bool,
 }
 
 /// `PUT /v2/workers/{id}/status` by the worker itself.

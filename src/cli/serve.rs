@@ -53,8 +53,17 @@ pub async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let worker = crate::worker::agent::start(cfg).await?;
     shutdown_signal().await;
     tracing::info!("worker shutting down");
+    drain_unless_signalled(&worker).await;
     worker.shutdown().await;
     Ok(())
+}
+
+/// Lets `worker`'s instances drain (`RunningWorker::drain`) unless a second signal says stop now.
+async fn drain_unless_signalled(worker: &crate::worker::agent::RunningWorker) {
+    tokio::select! {
+        _ = worker.drain() => {}
+        _ = shutdown_signal() => tracing::warn!("a second signal: stopping the instances now"),
+    }
 }
 
 pub async fn logs(client: &Client, id: i64, tail: Option<u64>, follow: bool) -> anyhow::Result<()> {
@@ -94,6 +103,10 @@ pub async fn run(args: ServerArgs, worker: Option<WorkerOptions>) -> anyhow::Res
     };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    // The embedded worker's instances drain while this server still serves (and may lead).
+    if let Some(w) = &embedded {
+        drain_unless_signalled(w).await;
+    }
     stop(running, embedded).await?;
     tracing::info!("stopped");
     Ok(())

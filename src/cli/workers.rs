@@ -19,7 +19,7 @@ pub async fn maintenance(
         .into_iter()
         .find(|w| w.spec.name == name)
         .ok_or_else(|| anyhow::anyhow!("no worker named {name:?} (`ferrostack ps` lists where instances run)"))?;
-    let maintenance = Maintenance { enabled: on, message, drain: on && drain };
+    let maintenance = Maintenance { enabled: on, message, drain: on && drain, until_restart: false };
     let body = serde_json::json!({ "maintenance": maintenance });
     let updated: Record<WorkerSpec> = c.put(&format!("/v2/workers/{}", worker.id), &body).await?;
     match (updated.spec.maintenance.enabled, updated.spec.maintenance.drain) {

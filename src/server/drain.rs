@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{InstanceState, ModelInstance, ModelInstanceSpec};
+use crate::api::{InstanceState, Maintenance, ModelInstance, ModelInstanceSpec};
 use crate::db::{Db, DbResult, instance_columns};
 use crate::gateway::drain::View;
 
@@ -112,6 +112,24 @@ pub async fn begin(db: &Db, instances: &[&ModelInstance], timeout: u32, why: &st
         stopped.extend(db.delete_many::<ModelInstanceSpec>(batch).await?.into_iter().map(|r| r.spec.name));
     }
     Ok(stopped)
+}
+
+/// A worker's maintenance when its clean shutdown begins (`stopping`) or it starts again: stopping
+/// turns on maintenance with `drain` (its instances move away and drain first), marked
+/// `until_restart` unless an admin's maintenance was on already (that one stays, gaining `drain`);
+/// starting ends only a maintenance that a shutdown began.
+pub fn maintenance_on_shutdown(m: &Maintenance, stopping: bool) -> Maintenance {
+    match (stopping, m.enabled) {
+        (true, false) => Maintenance {
+            enabled: true,
+            drain: true,
+            until_restart: true,
+            message: Some("the worker is stopping: its instances move to other workers and drain first".into()),
+        },
+        (true, true) => Maintenance { drain: true, ..m.clone() },
+        (false, true) if m.until_restart => Maintenance::default(),
+        (false, _) => m.clone(),
+    }
 }
 
 /// The engines' own gauges of the requests they run or queue: vLLM's and SGLang's (`/metrics`), and
@@ -267,6 +285,27 @@ mod tests {
         assert!(msg.starts_with("draining (scale-down)") && msg.ends_with("2026-12-06 10:01:30 UTC"), "{msg}");
         assert_eq!(elapsed(&d, now + chrono::Duration::seconds(5)), Duration::from_secs(5));
         assert_eq!(elapsed(&i, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_stopping_worker_drains_and_its_restart_ends_only_its_own_maintenance() {
+        let off = Maintenance::default();
+        let admin = Maintenance { enabled: true, message: Some("disk swap".into()), ..Maintenance::default() };
+        let admin_drain = Maintenance { drain: true, ..admin.clone() };
+        let stopping = maintenance_on_shutdown(&off, true);
+        // (what, before, stopping, after)
+        let table = [
+            ("a shutdown turns draining maintenance on", &off, true, stopping.clone()),
+            ("a second shutdown call changes nothing", &stopping, true, stopping.clone()),
+            ("the restart ends it", &stopping, false, off.clone()),
+            ("an admin's maintenance gains drain while it stops", &admin, true, admin_drain.clone()),
+            ("and stays after the restart", &admin_drain, false, admin_drain.clone()),
+            ("a start with nothing on changes nothing", &off, false, off.clone()),
+        ];
+        for (what, before, is_stopping, after) in table {
+            assert_eq!(maintenance_on_shutdown(before, is_stopping), after, "{what}");
+        }
+        assert!(stopping.enabled && stopping.drain && stopping.until_restart);
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub const POLICY: &[Rule] = &[
     ("DELETE", "/v2/workers/{id}", [A, D, D, D]),
     ("PUT", "/v2/workers/{id}/status", [D, D, O, D]),
     ("POST", "/v2/workers/{id}/heartbeat", [D, D, O, D]),
+    ("PUT", "/v2/workers/{id}/shutdown", [D, D, O, D]),
     ("POST", "/v2/workers/labels", [A, D, D, D]),
     ("GET", "/v2/gpu-devices", [A, O, D, D]),
     ("GET", "/v2/gpu-devices/{id}", [A, D, D, D]),

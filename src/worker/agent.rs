@@ -15,7 +15,9 @@ use super::reconcile::Reconciler;
 use super::runtime::{Runtime, container::ContainerRuntime, process::ProcessRuntime};
 use super::status::StatusCollector;
 use super::{RuntimeChoice, WorkerConfig, api, gpu};
-use crate::api::{EventType, ModelInstance, WatchEvent, Worker, WorkerRegister, WorkerRegistered, WorkerStatusReport};
+use crate::api::{
+    EventType, ModelInstance, WatchEvent, Worker, WorkerRegister, WorkerRegistered, WorkerShutdown, WorkerStatusReport,
+};
 use crate::client::{Client, ClientError, SseParser};
 
 /// What a worker keeps in its data dir to rejoin as itself.
@@ -65,9 +67,57 @@ pub struct RunningWorker {
     pub api_addr: std::net::SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    client: Client,
+    cache: Arc<Cache>,
+    /// `--shutdown-drain-timeout`; zero when `--leave-running` (the engines stay up).
+    drain_timeout: Duration,
 }
 
 impl RunningWorker {
+    /// The first half of a clean stop that loses no request: asks the server to move this worker's
+    /// instances to other workers and drain them (maintenance until it starts again), then waits
+    /// until none is left on it, at most `--shutdown-drain-timeout`. Its loops keep running
+    /// meanwhile: each engine stops as its drain ends. [`RunningWorker::shutdown`] stops the rest.
+    pub async fn drain(&self) {
+        if self.drain_timeout.is_zero() {
+            return;
+        }
+        let path = format!("/v2/workers/{}/shutdown", self.worker_id);
+        if let Err(e) = self.client.put::<_, Worker>(&path, &WorkerShutdown { stopping: true }).await {
+            tracing::warn!(error = %e, "cannot ask the server to drain this worker's instances; stopping them now");
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        let mut said = usize::MAX;
+        loop {
+            let left = self.cache.instances.lock().await.values().filter(|i| on_worker(i, self.worker_id)).count();
+            if left == 0 {
+                tracing::info!(
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "worker drained: no instance left on it"
+                );
+                return;
+            }
+            if started.elapsed() >= self.drain_timeout {
+                tracing::warn!(
+                    left,
+                    timeout_s = self.drain_timeout.as_secs(),
+                    "worker drain timed out; stopping the instances left"
+                );
+                return;
+            }
+            if left != said {
+                tracing::info!(
+                    left,
+                    timeout_s = self.drain_timeout.as_secs(),
+                    "worker draining: its instances move to other workers and finish their requests first (a second signal stops at once)"
+                );
+                said = left;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Stops the loops; instances are stopped too unless `leave_running`.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -215,6 +265,12 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
     });
 
     let worker_id = identity.worker_id;
+    // Started again: a maintenance that its own clean stop began ends here.
+    let path = format!("/v2/workers/{worker_id}/shutdown");
+    if let Err(e) = client.put::<_, Worker>(&path, &WorkerShutdown { stopping: false }).await {
+        tracing::warn!(error = %e, "cannot end the maintenance of an earlier clean stop");
+    }
+    let drain_client = client.clone();
     let cache = Arc::new(Cache::default());
     spawn_heartbeat(client.clone(), worker_id, cfg.heartbeat_interval, stopped.clone());
     spawn_status(client.clone(), worker_id, collector, gpus, cfg.clone(), api_port, cache.clone(), stopped.clone());
@@ -229,6 +285,8 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
         cache.clone(),
     );
     let leave_running = cfg.leave_running;
+    let drain_timeout = if leave_running { Duration::ZERO } else { cfg.shutdown_drain_timeout };
+    let drain_cache = cache.clone();
     let mut loop_stop = stopped;
     let task = tokio::spawn(async move {
         reconciler.reap_orphans().await;
@@ -244,7 +302,7 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
             reconciler.stop_all().await;
         }
     });
-    Ok(RunningWorker { worker_id, api_addr, stop, task })
+    Ok(RunningWorker { worker_id, api_addr, stop, task, client: drain_client, cache: drain_cache, drain_timeout })
 }
 
 fn spawn_heartbeat(client: Client, worker_id: i64, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -400,4 +458,9 @@ async fn moved_from(client: &Client, base: &str) {
     while client.base_url() == base {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Whether instance `i` runs on worker `id`, as its main worker or a subordinate.
+fn on_worker(i: &ModelInstance, id: i64) -> bool {
+    i.spec.worker_id == Some(id) || i.spec.subordinate(id).is_some()
 }

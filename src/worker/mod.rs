@@ -80,6 +80,11 @@ pub struct WorkerOptions {
     /// Leave instances running when the worker stops (a restarted worker reattaches to them).
     #[arg(long)]
     pub leave_running: bool,
+    /// Seconds a clean stop (SIGTERM, ctrl-c) waits while the worker's instances move to other
+    /// workers and drain (requests in flight finish); then the rest are stopped. 0: stop them at
+    /// once. A second signal stops at once too.
+    #[arg(long, default_value_t = 600)]
+    pub shutdown_drain_timeout: u64,
     /// Hugging Face endpoint (a mirror, or a local server in tests).
     #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
     pub hf_endpoint: String,
@@ -139,6 +144,8 @@ pub struct WorkerConfig {
     pub startup_timeout: Duration,
     pub backoff_reset: Duration,
     pub leave_running: bool,
+    /// How long a clean stop waits for the worker's instances to drain (`RunningWorker::drain`).
+    pub shutdown_drain_timeout: Duration,
     pub hub: download::HubConfig,
 }
 
@@ -171,6 +178,7 @@ impl WorkerConfig {
             startup_timeout: Duration::from_secs(opts.startup_timeout.max(1)),
             backoff_reset: Duration::from_secs(opts.backoff_reset.max(1)),
             leave_running: opts.leave_running,
+            shutdown_drain_timeout: Duration::from_secs(opts.shutdown_drain_timeout),
             hub: download::HubConfig {
                 hf_endpoint: opts.hf_endpoint.clone(),
                 hf_token: opts.hf_token.clone(),

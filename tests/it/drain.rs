@@ -24,7 +24,8 @@ both_dbs!(
     a_held_stream_outlives_a_scale_down_and_the_timeout_ends_a_drain,
     no_request_is_lost_under_load,
     maintenance_with_drain_moves_instances_away,
-    an_engine_still_running_requests_holds_its_drain
+    an_engine_still_running_requests_holds_its_drain,
+    a_worker_stopping_cleanly_moves_and_drains_its_instances
 );
 
 /// A stub engine on `listener`: streams a chunk every 100 ms until `release` turns true, then
@@ -672,4 +673,67 @@ async fn an_engine_still_running_requests_holds_its_drain(kind: DbKind) {
     wait_models_instances(&s, id, "the drained instance gone", |i| i.is_empty()).await;
     wait_until("its engine stopped", || !alive(pid)).await;
     worker.shutdown().await;
+}
+
+/// A worker's clean stop (what SIGTERM does: `RunningWorker::drain`, then `shutdown`): its instance
+/// is replaced on the other worker first, then drains; a stream held on it completes; the worker
+/// is in maintenance until it starts again, and its start ends that maintenance.
+async fn a_worker_stopping_cleanly_moves_and_drains_its_instances(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let opts =
+        ferrostack::worker::WorkerOptions { shutdown_drain_timeout: 120, ..worker_options("stopping", (46830, 46839)) };
+    let a = start_worker(&s, da.path(), &opts).await;
+    let body = json!({"name": "held", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 1});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    let first = settled(&s, id, 1, None).await;
+    let (first_id, first_pid) = (first[0]["id"].as_i64().expect("id"), first[0]["pid"].as_i64().expect("pid"));
+    let b = start_worker(&s, db.path(), &worker_options("staying-up", (46840, 46849))).await;
+    let (release, released) = tokio::sync::watch::channel(false);
+    let port = first[0]["port"].as_u64().expect("port") as u16;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the instance's port");
+    let hit = stub_engine(listener, released.clone());
+    let key = s.api_key(json!({"name": "drain", "scope": ["inference"]})).await;
+    let held = tokio::spawn(stream_chat(s.base.clone(), key.clone()));
+    wait_until("the stub streaming", || hit.load(Ordering::Relaxed) == 1).await;
+
+    let watch = async {
+        // Moved first: a replacement runs on the other worker before the instance drains.
+        let moved = wait_models_instances(&s, id, "replaced on the other worker, then draining", |i| {
+            i.len() == 2
+                && i.iter().any(|x| x["worker_id"] == b.worker_id && x["state"] == "running")
+                && i.iter().any(|x| x["id"] == first_id && x["state"] == "draining")
+        })
+        .await;
+        let (_, w) = s.get(&format!("/v2/workers/{}", a.worker_id)).await;
+        let m = &w["maintenance"];
+        assert_eq!(
+            (m["enabled"].as_bool(), m["drain"].as_bool(), m["until_restart"].as_bool()),
+            (Some(true), Some(true), Some(true)),
+            "{w:#}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(alive(first_pid) && !held.is_finished(), "the stopping worker's engine stopped under a stream");
+        release.send_replace(true);
+        moved
+    };
+    let ((), moved) = tokio::join!(a.drain(), watch);
+    let (chunks, complete) = held.await.expect("stream task");
+    assert!(complete && chunks >= 1, "the stream did not complete ({chunks} chunks)");
+    assert!(!alive(first_pid), "drain returned with the engine still running");
+    let items = settled(&s, id, 1, None).await;
+    assert_eq!(items[0]["worker_id"], b.worker_id, "{moved:#?}");
+    a.shutdown().await;
+
+    // Started again: the maintenance its stop began is over.
+    let a = start_worker(&s, da.path(), &opts).await;
+    let (_, w) = s.get(&format!("/v2/workers/{}", a.worker_id)).await;
+    assert_eq!(w["maintenance"]["enabled"], false, "{w:#}");
+    a.shutdown().await;
+    b.shutdown().await;
 }

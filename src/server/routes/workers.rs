@@ -7,8 +7,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{
-    ListResponse, ModelInstanceSpec, Worker, WorkerLabelsUpdate, WorkerRegister, WorkerRegistered, WorkerSpec,
-    WorkerState, WorkerStatusReport, WorkerUpdate,
+    ListResponse, ModelInstanceSpec, Worker, WorkerLabelsUpdate, WorkerRegister, WorkerRegistered, WorkerShutdown,
+    WorkerSpec, WorkerState, WorkerStatusReport, WorkerUpdate,
 };
 use crate::db::{DbError, Val};
 use crate::server::AppState;
@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(heartbeat))
         .routes(routes!(update_labels))
         .routes(routes!(report_status))
+        .routes(routes!(worker_shutdown))
 }
 
 #[utoipa::path(get, path = "/v2/workers", tag = "workers",
@@ -315,6 +316,39 @@ async fn heartbeat(State(state): State<AppState>, caller: Caller, Path(id): Path
         tracing::info!(worker = %worker.spec.name, "worker is heartbeating again: ready");
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The worker's own clean shutdown (`stopping`): maintenance with `drain`, marked `until_restart`,
+/// so its instances move to other workers and drain before it stops them; sent again when it
+/// starts (not `stopping`), it ends a maintenance its shutdown began (docs/draining.md).
+#[utoipa::path(put, path = "/v2/workers/{id}/shutdown", tag = "workers", params(("id" = i64, Path)),
+    request_body = WorkerShutdown, responses((status = 200, body = Worker), (status = 403, body = crate::api::ErrorBody)))]
+async fn worker_shutdown(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<WorkerShutdown>,
+) -> ApiResult<axum::Json<Worker>> {
+    require_self(&caller, id)?;
+    let before = state.db.get::<WorkerSpec>(id).await?;
+    let after = crate::server::drain::maintenance_on_shutdown(&before.spec.maintenance, body.stopping);
+    if after == before.spec.maintenance {
+        return Ok(axum::Json(before));
+    }
+    let worker = state
+        .db
+        .modify::<WorkerSpec, ApiError, _>(id, None, |w| {
+            w.maintenance = crate::server::drain::maintenance_on_shutdown(&w.maintenance, body.stopping);
+            Ok(vec![])
+        })
+        .await?;
+    let what = if body.stopping {
+        "worker stopping: in maintenance with drain"
+    } else {
+        "worker started again: its stop's maintenance ends"
+    };
+    tracing::info!(worker = %worker.spec.name, "{what}");
+    Ok(axum::Json(worker))
 }
 
 /// The worker's machine status (CPU, memory, filesystems, OS, GPUs).
