@@ -292,9 +292,10 @@ pub async fn start(cfg: WorkerConfig) -> anyhow::Result<RunningWorker> {
         reconciler.reap_orphans().await;
         loop {
             reconciler.tick().await;
+            let next = reconciler.next_pass_in().await;
             tokio::select! {
                 _ = cache.changed.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(next) => {}
                 _ = loop_stop.wait_for(|s| *s) => break,
             }
         }

@@ -202,6 +202,13 @@ impl Reconciler {
     }
 
     /// One reconcile pass over every instance placed here.
+    /// When the next pass is due if nothing changes: soon while a workload starts (so a ready
+    /// engine is seen within [`decide::STARTING_EVERY`]), else [`decide::IDLE_PASS`].
+    pub async fn next_pass_in(&self) -> Duration {
+        let local = self.local.lock().await;
+        local.values().map(|l| l.health.next_pass()).min().unwrap_or(decide::IDLE_PASS)
+    }
+
     pub async fn tick(&self) {
         let instances: Vec<ModelInstance> = self
             .cache

@@ -13,8 +13,12 @@ use crate::api::InstanceState;
 pub const HEALTH_FAILURES: u32 = 3;
 /// Time between health probes of a running instance.
 pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
-/// Time between health probes while a workload starts.
-pub const STARTING_EVERY: Duration = Duration::from_millis(500);
+/// Time between health probes while a workload starts: how late, at most, the worker sees an
+/// engine that just became ready (a scale-from-zero waits on this). A probe of a starting engine
+/// on its own host is one refused or answered local connection.
+pub const STARTING_EVERY: Duration = Duration::from_millis(100);
+/// Time between the worker's passes when nothing changes and nothing starts.
+pub const IDLE_PASS: Duration = Duration::from_secs(1);
 
 /// What one pass does with an instance placed on this worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +84,14 @@ impl Health {
     /// A workload just started or adopted: starting, never probed.
     pub fn new(now: Instant) -> Self {
         Self { phase: Phase::Starting, since: now, last_probe: None, failures: 0, healthy_since: None }
+    }
+
+    /// How soon the next pass should look at this workload: often while it starts.
+    pub fn next_pass(&self) -> Duration {
+        match self.phase {
+            Phase::Starting => STARTING_EVERY,
+            Phase::Running => IDLE_PASS,
+        }
     }
 
     /// Whether to probe now. A starting workload is probed often; a running one every
@@ -234,8 +246,8 @@ mod tests {
         let running = Health { phase: Phase::Running, ..starting };
         let table = [
             (Health::new(t0), true, t0, true),
-            (starting, false, ms(499), false),
-            (starting, false, ms(500), true),
+            (starting, false, ms(99), false),
+            (starting, false, ms(100), true),
             (running, true, ms(4_999), false),
             (running, true, ms(5_000), true),
             // Running here but not on the server (a lost report, or marked unreachable): probe now.
@@ -244,5 +256,7 @@ mod tests {
         for (n, (h, stored, at, due)) in table.into_iter().enumerate() {
             assert_eq!(h.probe_due(stored, at), due, "row {n}");
         }
+        // The worker's next pass comes when the next probe of a starting workload is due.
+        assert_eq!((starting.next_pass(), running.next_pass()), (STARTING_EVERY, IDLE_PASS));
     }
 }
