@@ -169,6 +169,25 @@ pub fn place(snapshot: &Snapshot, req: &Request) -> Result<Placement, NoFit> {
     Err(NoFit { reasons })
 }
 
+/// As [`place`], but on the first of `warm` that takes the replica and holds none of the
+/// deployment's yet: workers that ran it lately, most recent first, whose disk (downloaded files)
+/// and page cache likely still hold its weights, so it starts faster there. Manual GPU selection
+/// and distributed placements are left to [`place`].
+pub fn place_preferring(snapshot: &Snapshot, req: &Request, warm: &[i64]) -> Result<Placement, NoFit> {
+    if req.gpu_ids.is_empty() {
+        for id in warm {
+            let Some(w) = snapshot.workers.iter().find(|w| w.id == *id && w.instances_of_model == 0) else { continue };
+            let alone = Snapshot { workers: vec![w.clone()] };
+            if let Some(p) =
+                run(&alone, req, &mut Why(None), true).filter(|p| p.subordinates.is_empty() && !p.overcommit)
+            {
+                return Ok(p);
+            }
+        }
+    }
+    place(snapshot, req)
+}
+
 /// The whole decision; `why` collects reasons only in explain mode. `fast` takes the streaming
 /// single-GPU path (same answer as the candidate list, without building it).
 fn run(snapshot: &Snapshot, req: &Request, why: &mut Why<'_>, fast: bool) -> Option<Placement> {

@@ -685,3 +685,30 @@ fn fitted_replicas_pack_where_binpack_asks() {
     let why = place(&full, &binpack(est(9.5))).expect_err("no room").reasons.join("\n");
     assert!(why.contains("needs 9.5 GiB, 5.0 GiB free"), "{why}");
 }
+
+#[test]
+fn a_replica_goes_where_its_deployment_ran_lately() {
+    // (what, cluster, request, warm workers by id, most recent first, placement)
+    let table: Vec<(&str, &str, Request, &[i64], &str)> = vec![
+        ("spread alone would pick w2", "w1: 1xA-80GB other=2; w2: 1xA-80GB", est(20.0), &[], "w2:cuda:0"),
+        ("the warm worker wins over spread", "w1: 1xA-80GB other=2; w2: 1xA-80GB", est(20.0), &[1], "w1:cuda:0"),
+        ("and over binpack", "w1: 1xA-80GB; w2: 1xA-80GB used=cuda:0:40", binpack(est(20.0)), &[1], "w1:cuda:0"),
+        ("the most recent first", "w1: 1xA-80GB; w2: 1xA-80GB; w3: 1xA-80GB", est(20.0), &[3, 2], "w3:cuda:0"),
+        (
+            "a full warm worker is passed over",
+            "w1: 1xA-80GB used=cuda:0:70; w2: 1xA-80GB",
+            est(20.0),
+            &[1],
+            "w2:cuda:0",
+        ),
+        ("so is one that already holds a replica", "w1: 1xA-80GB model=1; w2: 1xA-80GB", est(20.0), &[1], "w2:cuda:0"),
+        ("or is down", "w1: 1xA-80GB down; w2: 1xA-80GB other=1", est(20.0), &[1], "w2:cuda:0"),
+        ("a worker that left is ignored", "w1: 1xA-80GB other=1; w2: 1xA-80GB", est(20.0), &[9, 1], "w1:cuda:0"),
+        ("never an overcommit on a warm worker", "w1: 1xA-24GB; w2: 1xA-80GB", est(40.0), &[1], "w2:cuda:0"),
+    ];
+    for (what, spec, req, warm, want) in table {
+        let s = cluster(spec);
+        let p = place_preferring(&s, &req, warm).unwrap_or_else(|e| panic!("{what}: {e:#?}"));
+        assert_eq!(show(&s, &p), want, "{what}");
+    }
+}

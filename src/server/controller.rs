@@ -183,6 +183,8 @@ pub struct ModelController {
     /// Asks a drained instance's engine whether it still runs requests (ones that did not come
     /// through a gateway) before it is stopped; without it, the gateways' word is enough.
     pub engines: Option<EngineProbe>,
+    /// Where deployments run, noted for the scheduler (`scheduler::WarmWorkers`).
+    pub warm: Option<Arc<crate::server::scheduler::WarmWorkers>>,
 }
 
 /// How the controller reaches engines: a client, and the server secret their keys derive from.
@@ -194,7 +196,7 @@ pub struct EngineProbe {
 
 impl ModelController {
     pub fn new(db: Db, gateway: Option<Gateway>) -> ModelController {
-        ModelController { db, gateway, draining: AtomicUsize::new(0), engines: None }
+        ModelController { db, gateway, draining: AtomicUsize::new(0), engines: None, warm: None }
     }
 
     /// One pass over every deployment. Returns how many writes it made.
@@ -205,12 +207,20 @@ impl ModelController {
         let mut by_model: BTreeMap<i64, Vec<ModelInstance>> = BTreeMap::new();
         for i in self.db.all::<ModelInstanceSpec>().await? {
             if let Some(m) = i.spec.model_id {
+                if let (Some(warm), Some(w), InstanceState::Running) = (&self.warm, i.spec.worker_id, i.spec.state) {
+                    warm.note(m, w);
+                }
                 by_model.entry(m).or_default().push(i);
             }
         }
         let mut writes = 0;
         self.draining.store(0, Ordering::Relaxed);
-        for model in self.db.all::<ModelSpec>().await? {
+        let models = self.db.all::<ModelSpec>().await?;
+        if let Some(warm) = &self.warm {
+            let ids: std::collections::HashSet<i64> = models.iter().map(|m| m.id).collect();
+            warm.retain(|m| ids.contains(&m));
+        }
+        for model in models {
             let instances = by_model.remove(&model.id).unwrap_or_default();
             writes += self.reconcile(&model, instances, &workers).await?;
         }
@@ -366,14 +376,16 @@ pub fn spawn_loops(
     tokio::spawn(async move {
         // Deployments, their instances, the workers they run on, the backends they run with.
         let mut changed = db.subscribe(&["models", "model_instances", "workers", "inference_backends"]);
+        let warm = Arc::new(crate::server::scheduler::WarmWorkers::default());
         loop {
             let Some(fence) = leader.lead(&mut shutdown).await else { return };
             let fenced = db.fenced(fence);
             let controller = ModelController {
                 engines: Some(engines.clone()),
+                warm: Some(warm.clone()),
                 ..ModelController::new(fenced.clone(), Some(gateway.clone()))
             };
-            let scheduler = crate::server::scheduler::Scheduler { db: fenced };
+            let scheduler = crate::server::scheduler::Scheduler { db: fenced, warm: warm.clone() };
             let mut writes = 0;
             match controller.tick().await {
                 Ok(n) => writes += n,

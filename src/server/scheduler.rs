@@ -6,6 +6,7 @@
 //! message that says, per worker and GPU, why. Steppable: `tick`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::api::backend::InferenceBackendSpec;
 use crate::api::{
@@ -13,7 +14,7 @@ use crate::api::{
     Record, ResourceClaim, SubordinateWorker, WorkerSpec, WorkerState,
 };
 use crate::db::{Db, DbError, ListQuery, SCHEDULING_EPOCH, Val, instance_columns, model_columns};
-use crate::placement::{GpuView, Placement, Request, Snapshot, Strategy, WorkerView, place};
+use crate::placement::{GpuView, Placement, Request, Snapshot, Strategy, WorkerView, place_preferring};
 use crate::server::deployment::{BackendLookupError, backend_for};
 use crate::server::evaluate::{Evaluation, evaluate};
 
@@ -66,6 +67,50 @@ impl View {
 
 pub struct Scheduler {
     pub db: Db,
+    /// Where each deployment ran lately (the leader's memory): a new replica goes there first.
+    pub warm: Arc<WarmWorkers>,
+}
+
+impl Scheduler {
+    pub fn new(db: Db) -> Scheduler {
+        Scheduler { db, warm: Arc::default() }
+    }
+}
+
+/// The workers each deployment ran on lately, most recent first (at most [`WARM_KEPT`]): their
+/// disks hold its downloaded files and their page caches likely its weights, so a replica (above
+/// all a wake from zero) starts faster there. Kept in the leader's memory only; a new leader
+/// starts without it and places as usual.
+#[derive(Debug, Default)]
+pub struct WarmWorkers {
+    by_model: std::sync::Mutex<HashMap<i64, Vec<i64>>>,
+}
+
+/// Workers remembered per deployment.
+pub const WARM_KEPT: usize = 4;
+
+impl WarmWorkers {
+    /// Notes that deployment `model` runs on `worker` now (moves it to the front).
+    pub fn note(&self, model: i64, worker: i64) {
+        let mut map = self.by_model.lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(model).or_default();
+        if list.first() == Some(&worker) {
+            return;
+        }
+        list.retain(|w| *w != worker);
+        list.insert(0, worker);
+        list.truncate(WARM_KEPT);
+    }
+
+    /// Where deployment `model` ran lately, most recent first.
+    pub fn of(&self, model: i64) -> Vec<i64> {
+        self.by_model.lock().unwrap_or_else(|e| e.into_inner()).get(&model).cloned().unwrap_or_default()
+    }
+
+    /// Forgets deployments no longer in `alive`.
+    pub fn retain(&self, alive: impl Fn(i64) -> bool) {
+        self.by_model.lock().unwrap_or_else(|e| e.into_inner()).retain(|m, _| alive(*m));
+    }
 }
 
 /// Per-worker capacity minus what bound instances claim and what the worker says processes it did
@@ -271,7 +316,7 @@ impl Scheduler {
         let Some(view) = pass.view.as_mut() else { return Ok(Decision::Skip) };
         let snapshot = view.snapshot(model.id);
         let req = sized_request(snapshot, &model, &backend, &eval);
-        let placed = place(snapshot, &req).map(|p| {
+        let placed = place_preferring(snapshot, &req, &self.warm.of(model.id)).map(|p| {
             let taken = gpu_taken(snapshot, &p);
             (p, taken)
         });
@@ -551,5 +596,22 @@ mod tests {
                 assert_eq!(booked, snapshot(&workers, &instances, Some(followed)), "{what}, snapshot of m{followed}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod warm_tests {
+    use super::*;
+
+    #[test]
+    fn the_most_recent_worker_comes_first_and_few_are_kept() {
+        let warm = WarmWorkers::default();
+        for w in [1, 2, 1, 3, 4, 5, 6] {
+            warm.note(7, w);
+        }
+        assert_eq!(warm.of(7), vec![6, 5, 4, 3], "most recent first, {WARM_KEPT} kept");
+        assert!(warm.of(8).is_empty());
+        warm.retain(|m| m != 7);
+        assert!(warm.of(7).is_empty(), "a deleted deployment is forgotten");
     }
 }

@@ -254,8 +254,8 @@ async fn two_schedulers_never_place_more_than_a_gpu_holds() {
     })
     .await;
     // Two more schedulers racing the built-in one change nothing: the one GPU holds 2.
-    let a = Scheduler { db: s.db().clone() };
-    let b = Scheduler { db: s.db().clone() };
+    let a = Scheduler::new(s.db().clone());
+    let b = Scheduler::new(s.db().clone());
     let (ra, rb) = tokio::join!(a.tick(), b.tick());
     assert_eq!(ra.expect("tick") + rb.expect("tick"), 0);
     let placed = items.iter().filter(|i| !i["worker_id"].is_null()).count();
@@ -488,4 +488,54 @@ async fn mindie_reads_its_parameters_from_a_config_file(kind: DbKind) {
     assert_eq!(model_config["modelName"], "mi");
     assert_eq!(model_config["modelWeightPath"].as_str(), model.path().to_str());
     worker.shutdown().await;
+}
+
+/// A replica goes back to the worker its deployment ran on lately (its files and page cache are
+/// warm there), even where spreading would pick another: scaled to zero and woken, it lands where
+/// it ran; a deployment that never ran goes where spreading says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_woken_deployment_goes_back_to_its_warm_worker() {
+    let s = TestServer::start(DbKind::Sqlite).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let a = start_worker(&s, da.path(), &worker_options("warm", (46860, 46869))).await;
+    let mut ids = Vec::new();
+    for name in ["sleepy", "busy"] {
+        let body = json!({"name": name, "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                          "replicas": 1});
+        let (status, m) = s.post("/v2/models", body).await;
+        assert_eq!(status, StatusCode::OK, "{m}");
+        let id = m["id"].as_i64().expect("id");
+        wait_models_instances(&s, id, "running on the only worker", |i| i.len() == 1 && i[0]["state"] == "running")
+            .await;
+        ids.push(id);
+    }
+    let b = start_worker(&s, db.path(), &worker_options("cold", (46870, 46879))).await;
+    let scale = |id: i64, n: u32| {
+        let s = &s;
+        async move {
+            let (_, mut m) = s.get(&format!("/v2/models/{id}")).await;
+            for k in ["id", "version", "created_at", "updated_at"] {
+                m.as_object_mut().expect("object").remove(k);
+            }
+            m["replicas"] = json!(n);
+            let (status, body) = s.put(&format!("/v2/models/{id}"), m).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    scale(ids[0], 0).await;
+    wait_models_instances(&s, ids[0], "asleep", |i| i.is_empty()).await;
+    scale(ids[0], 1).await;
+    let woken = wait_models_instances(&s, ids[0], "awake", |i| i.len() == 1 && i[0]["state"] == "running").await;
+    assert_eq!(woken[0]["worker_id"], a.worker_id, "not back on its warm worker: {woken:#?}");
+    // The control: spreading alone sends a deployment that never ran to the emptier worker.
+    let body = json!({"name": "fresh", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 1});
+    let (_, m) = s.post("/v2/models", body).await;
+    let fresh = m["id"].as_i64().expect("id");
+    let placed = wait_models_instances(&s, fresh, "placed", |i| i.len() == 1 && i[0]["worker_id"].is_i64()).await;
+    assert_eq!(placed[0]["worker_id"], b.worker_id, "spreading should pick the emptier worker: {placed:#?}");
+    a.shutdown().await;
+    b.shutdown().await;
 }
