@@ -191,6 +191,11 @@ pub struct ModelSpec {
     /// Why the autoscaler or the schedule last set `replicas` (maintained by the server).
     #[serde(default)]
     pub scaling_message: Option<String>,
+    /// Requests held for it in the wake queues of every server until a replica is ready, when
+    /// autoscaling is on (computed when answered; ignored on input, never stored, watch events do
+    /// not carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
 }
 
 /// How long a stopping instance may drain unless its deployment says otherwise: long enough for

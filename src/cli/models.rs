@@ -386,14 +386,18 @@ pub async fn ps(args: &ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The SCALING column: the bounds, whether it sleeps, and why the scaler chose its replicas.
+/// The SCALING column: the bounds, whether it sleeps, requests held until it wakes, and why the
+/// scaler chose its replicas.
 fn scaling(m: &ModelSpec) -> String {
-    let bounds = match &m.autoscaling {
+    let mut bounds = match &m.autoscaling {
         Some(a) if m.replicas == 0 => format!("{}-{} asleep", a.min_replicas, a.max_replicas),
         Some(a) => format!("{}-{}", a.min_replicas, a.max_replicas),
         None if m.scaling_schedule.as_ref().is_some_and(|s| s.enabled && !s.paused) => "schedule".into(),
         None => return "-".into(),
     };
+    if let Some(n) = m.queued.filter(|n| *n > 0) {
+        bounds.push_str(&format!(", {n} queued"));
+    }
     match &m.scaling_message {
         Some(why) => format!("{bounds}: {}", headline(why, 80)),
         None => bounds,
@@ -415,6 +419,33 @@ mod tests {
         let delay = AutoscaleFlags { scale_down_delay: Some(60), ..Default::default() };
         let b = delay.apply(Some(a)).expect("kept");
         assert_eq!((b.min_replicas, b.max_replicas, b.scale_down_delay_seconds), (0, 4, 60));
+    }
+
+    #[test]
+    fn the_scaling_column_shows_bounds_sleep_queued_and_why() {
+        let spec = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"name": "m", "source": "local_path", "local_path": "/m"});
+            if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+                v.extend(extra.clone());
+            }
+            serde_json::from_value::<ModelSpec>(v).expect("spec")
+        };
+        let auto = serde_json::json!({"min_replicas": 0, "max_replicas": 4});
+        let cases = [
+            (serde_json::json!({}), "-"),
+            (serde_json::json!({"autoscaling": auto, "replicas": 2, "queued": 0}), "0-4"),
+            (serde_json::json!({"autoscaling": auto, "replicas": 0}), "0-4 asleep"),
+            (serde_json::json!({"autoscaling": auto, "replicas": 0, "queued": 3}), "0-4 asleep, 3 queued"),
+            (
+                serde_json::json!({"autoscaling": auto, "replicas": 0, "queued": 3,
+                                   "scaling_message": "waking: 3 requests held"}),
+                "0-4 asleep, 3 queued: waking: 3 requests held",
+            ),
+            (serde_json::json!({"autoscaling": auto, "replicas": 1, "queued": 1}), "0-4, 1 queued"),
+        ];
+        for (extra, want) in cases {
+            assert_eq!(scaling(&spec(extra.clone())), want, "{extra}");
+        }
     }
 
     #[test]

@@ -212,6 +212,14 @@ impl Gateway {
         here + elsewhere.iter().map(|s| s.in_flight.get(&id).copied().unwrap_or(0)).sum::<u64>()
     }
 
+    /// Requests held for deployment `model` in wake queues across servers (this one, and the
+    /// others' fresh shares).
+    pub fn queued_everywhere(&self, model: i64) -> u64 {
+        let here = self.shared.wakes.queued_here().get(&model).copied().unwrap_or(0);
+        let elsewhere = self.shared.drains.elsewhere(std::time::Instant::now());
+        here + elsewhere.iter().map(|s| s.queued.get(&model).copied().unwrap_or(0)).sum::<u64>()
+    }
+
     /// `ferrostack_instance_in_flight{instance_id}`: requests in flight per instance on this server.
     fn render_in_flight(&self) -> String {
         let mut out = String::from(

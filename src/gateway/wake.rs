@@ -174,11 +174,8 @@ impl Gateway {
     /// Requests in flight on `instances` and held for deployment `model`, here and on the other
     /// servers (their fresh shares): the demand the autoscaler scales deployment `model` by.
     pub fn demand(&self, model: i64, instances: &[i64]) -> u64 {
-        let here_queued = self.shared.wakes.queued_here().get(&model).copied().unwrap_or(0);
-        let elsewhere = self.shared.drains.elsewhere(Instant::now());
-        let queued_elsewhere: u64 = elsewhere.iter().map(|s| s.queued.get(&model).copied().unwrap_or(0)).sum();
         let in_flight: u64 = instances.iter().map(|id| self.in_flight_everywhere(*id)).sum();
-        in_flight + here_queued + queued_elsewhere
+        in_flight + self.queued_everywhere(model)
     }
 
     /// Records what the autoscaler saw and chose for deployment `name` (for `/metrics`).

@@ -67,6 +67,8 @@ pub fn spec_hash(m: &ModelSpec) -> String {
         autoscaling: _,
         scaling_schedule: _,
         scaling_message: _,
+        // Computed when answered (requests held in wake queues); never stored.
+        queued: _,
     } = m;
     let relevant = serde_json::json!({
         "source": source, "hf": huggingface_repo_id, "hf_file": huggingface_filename,

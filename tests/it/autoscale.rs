@@ -18,7 +18,12 @@ use crate::both_dbs;
 use crate::support::{DbKind, TestServer, database_url};
 use crate::workers::{import_backend, llama, llama_yaml, start_worker, worker_options};
 
-both_dbs!(fields_are_validated_and_gpustack_schedules_deploy, a_schedule_window_sets_replicas, sleeps_wakes_and_scales);
+both_dbs!(
+    fields_are_validated_and_gpustack_schedules_deploy,
+    a_schedule_window_sets_replicas,
+    sleeps_wakes_and_scales,
+    held_requests_show_as_queued
+);
 
 fn local(name: &str) -> Value {
     json!({"name": name, "source": "local_path", "local_path": "/", "replicas": 0})
@@ -67,6 +72,7 @@ async fn fields_are_validated_and_gpustack_schedules_deploy(kind: DbKind) {
     let (_, m) = s.get(&format!("/v2/models/{}", m["id"])).await;
     assert_eq!(m["scaling_schedule"], schedule);
     assert_eq!(m["autoscaling"], Value::Null, "absent: off");
+    assert!(m.get("queued").is_none(), "not autoscaled: no queued count: {m}");
 
     // With autoscaling a user's replicas is clamped into the bounds.
     let mut body = local("clamped");
@@ -188,6 +194,51 @@ async fn wait_model(s: &TestServer, id: i64, what: &str, pred: impl Fn(&Value) -
     }
 }
 
+/// Polls a deployment's `queued` (absent: 0) until `pred` holds, or panics after 60 s.
+async fn wait_queued(s: &TestServer, id: i64, what: &str, pred: impl Fn(u64) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = s.get(&format!("/v2/models/{id}")).await;
+        if pred(m["queued"].as_u64().unwrap_or(0)) {
+            return m;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {what}: {m:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Without an engine: a request for a sleeping deployment is held (no worker ever runs it), the
+/// deployment and the list show it as `queued`, and a client that gives up frees its place.
+async fn held_requests_show_as_queued(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    let mut body = local("held");
+    body["autoscaling"] = json!({"min_replicas": 0, "max_replicas": 1});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    let m = wait_queued(&s, id, "answered with queued 0", |n| n == 0).await;
+    assert_eq!(m["queued"], 0, "autoscaled: counted, none held: {m}");
+    let key = s.api_key(json!({"name": "held", "scope": ["inference"]})).await;
+    let http = reqwest::Client::new();
+    // The gateway's snapshot follows commits a moment later: until it routes the model a
+    // request is refused at once, so ask until one is held.
+    let url = s.url("/v1/chat/completions");
+    let held = tokio::spawn(async move {
+        let body = json!({"model": "held", "messages": [{"role": "user", "content": "hi"}]});
+        loop {
+            let _ = http.post(&url).bearer_auth(&key).json(&body).send().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    wait_queued(&s, id, "a held request counted", |n| n == 1).await;
+    let (_, list) = s.get("/v2/models").await;
+    let listed = list["items"].as_array().and_then(|l| l.iter().find(|m| m["id"] == id).cloned());
+    assert_eq!(listed.map(|m| m["queued"].clone()), Some(json!(1)), "{list}");
+    held.abort();
+    wait_queued(&s, id, "the given-up request's place freed", |n| n == 0).await;
+}
+
 /// One chat, plain or streamed: `Ok` when answered whole.
 async fn chat(http: &reqwest::Client, base: &str, key: &str, streamed: bool) -> Result<(), String> {
     let body = json!({"model": "sleepy", "messages": [{"role": "user", "content": "Count to three."}],
@@ -264,6 +315,8 @@ async fn sleeps_wakes_and_scales(kind: DbKind) {
             tokio::spawn(async move { chat(&http, &base, &key, n % 2 == 1).await })
         })
         .collect();
+    // Held while it wakes: the deployment counts them.
+    wait_queued(&s, id, "held requests counted", |n| n > 0).await;
     let mut failed = Vec::new();
     for b in burst {
         if let Err(e) = b.await.expect("client") {
@@ -271,6 +324,8 @@ async fn sleeps_wakes_and_scales(kind: DbKind) {
         }
     }
     assert!(failed.is_empty(), "{} of 20 requests to a sleeping model failed: {failed:#?}", failed.len());
+    let (_, m) = s.get(&format!("/v2/models/{id}")).await;
+    assert_eq!(m["queued"].as_u64().unwrap_or(0), 0, "all answered, none held: {m}");
     let m = wait_model(&s, id, "awake", |m| m["ready_replicas"].as_u64() >= Some(1)).await;
     assert!(m["replicas"].as_u64() >= Some(1), "{m}");
 

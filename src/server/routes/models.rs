@@ -45,7 +45,20 @@ async fn list_models(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = ListParams::parse(&raw, &["since"])?;
-    list_or_watch::<ModelSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, |m| m).await
+    // A watch event is a change of the row: it would carry a count gone stale at once.
+    let gateway = (!params.watch).then(|| state.gateway.gateway.clone());
+    let view = move |m: Model| match &gateway {
+        Some(gateway) => with_queued(m, gateway),
+        None => m,
+    };
+    list_or_watch::<ModelSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, view).await
+}
+
+/// The deployment with the requests held for it in wake queues across servers, when it is
+/// autoscaled (never stored).
+pub fn with_queued(mut m: Model, gateway: &crate::gateway::Gateway) -> Model {
+    m.spec.queued = m.spec.autoscaling.is_some().then(|| gateway.queued_everywhere(m.id));
+    m
 }
 
 fn non_empty(field: &str, value: &Option<String>, why: &str) -> ApiResult<String> {
@@ -137,6 +150,7 @@ async fn admit_with_backend(
     check_fit(&spec)?;
     crate::server::autoscale::check(&mut spec).map_err(|(field, rule)| ApiError::field(field, rule))?;
     spec.ready_replicas = 0;
+    spec.queued = None;
     spec.cluster_id = Some(match spec.cluster_id {
         Some(id) => match state.db.get::<crate::api::ClusterSpec>(id).await {
             Ok(c) => c.id,
@@ -310,7 +324,7 @@ async fn create_model(
 #[utoipa::path(get, path = "/v2/models/{id}", tag = "models", params(("id" = i64, Path)),
     responses((status = 200, body = Model), (status = 404, body = crate::api::ErrorBody)))]
 async fn get_model(State(state): State<AppState>, Auth(_p): Auth, Path(id): Path<i64>) -> ApiResult<axum::Json<Model>> {
-    Ok(axum::Json(state.db.get::<ModelSpec>(id).await?))
+    Ok(axum::Json(with_queued(state.db.get::<ModelSpec>(id).await?, &state.gateway.gateway)))
 }
 
 /// Replaces a deployment's spec (scale with `replicas`; 0 stops it). As in GPUStack, running

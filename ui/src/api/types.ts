@@ -148,6 +148,8 @@ export interface Model extends Meta, ModelSpec {
   spec_digest?: string | null;
   /** Why the autoscaler or the schedule last set `replicas`. */
   scaling_message?: string | null;
+  /** Requests held until a replica is ready, on every server (autoscaled deployments; GET answers, not watch events). */
+  queued?: number | null;
 }
 
 export type InstanceState =

@@ -7,13 +7,14 @@ import { notifications } from "@mantine/notifications";
 import { IconChevronDown, IconChevronRight, IconDots } from "@tabler/icons-react";
 import { Fragment, useEffect, useRef, useState } from "react";
 import { del, messageOf } from "../../api/client";
-import { useGet, useWatchList } from "../../api/hooks";
-import type { BackendListItem, Model, ModelInstance } from "../../api/types";
+import { useGet, usePoll, useWatchList } from "../../api/hooks";
+import type { BackendListItem, ListResponse, Model, ModelInstance } from "../../api/types";
 import { Page } from "../../components/Page";
 import { StateBadge } from "../../components/StateBadge";
 import { ltr } from "../../format";
 import { putReplicas } from "./actions";
 import { backendText, failureKey, failureText, freshFailures } from "./failures";
+import { queuedOf, scalingText } from "./scaling";
 import { sourceText } from "./spec";
 import { DeployForm } from "./DeployForm";
 import { InstancesTable } from "./InstancesTable";
@@ -78,6 +79,8 @@ function useFailureNotices(models: Model[], instances: ModelInstance[], loaded: 
 export function DeploymentsPage() {
   const models = useWatchList<Model>("/v2/models");
   const instances = useWatchList<ModelInstance>("/v2/model-instances");
+  // Requests held until a deployment wakes are not written (so not watched): poll them.
+  const polled = usePoll<ListResponse<Model>>("/v2/models?page=-1", 5_000);
   const backends = useGet<{ items: BackendListItem[] }>("/v2/inference-backends/list");
   useFailureNotices(models.items, instances.items, instances.loaded);
   const [expanded, setExpanded] = useState<Set<number>>(new Set());
@@ -116,6 +119,7 @@ export function DeploymentsPage() {
           {models.items.map((m) => {
             const mine = instances.items.filter((i) => i.model_id === m.id);
             const open = expanded.has(m.id);
+            const scaling = scalingText(m, queuedOf(polled, m.id));
             return (
               <Fragment key={m.id}>
                 <Table.Tr data-deployment={m.name}>
@@ -148,10 +152,9 @@ export function DeploymentsPage() {
                   <Table.Td data-testid="backend">{backendText(m, backends.data?.items ?? [])}</Table.Td>
                   <Table.Td data-testid="replicas" title={m.scaling_message ?? undefined}>
                     {m.ready_replicas} / {m.replicas}
-                    {m.autoscaling && (
+                    {scaling && (
                       <Text size="xs" c="dimmed" data-testid="autoscaling">
-                        {m.replicas === 0 ? "asleep · " : ""}autoscaled {m.autoscaling.min_replicas}–
-                        {m.autoscaling.max_replicas}
+                        {scaling}
                       </Text>
                     )}
                   </Table.Td>
