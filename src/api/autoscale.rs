@@ -33,6 +33,12 @@ pub struct Autoscaling {
     /// most that demand asked for during this time. Default 300.
     #[serde(default = "five_minutes")]
     pub scale_down_delay_seconds: u32,
+    /// With `min_replicas` 0: the last replica is parked instead of stopped, for this long, before
+    /// it stops: withdrawn from routing, its engine kept (vLLM: in its sleep mode, weights in CPU
+    /// memory); a request wakes it in place, in about a second instead of a cold start. Absent:
+    /// the last replica stops at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub park_seconds: Option<u32>,
 }
 
 /// GPUStack's `ScalingSchedule`: cron-driven replicas. A rule's window opens when `start_cron`

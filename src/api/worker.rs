@@ -274,6 +274,10 @@ pub enum InstanceState {
     Error,
     Unreachable,
     Draining,
+    /// Kept on the way to zero replicas (`autoscaling.park_seconds`): withdrawn from routing like a
+    /// draining instance, its engine kept (and, where it has one, in its sleep mode); a request
+    /// wakes it in place.
+    Parked,
 }
 
 impl InstanceState {
@@ -289,6 +293,7 @@ impl InstanceState {
             InstanceState::Error => "error",
             InstanceState::Unreachable => "unreachable",
             InstanceState::Draining => "draining",
+            InstanceState::Parked => "parked",
         }
     }
 }
@@ -442,6 +447,10 @@ pub struct ModelInstanceSpec {
     /// deployment itself is deleted (while the deployment exists, its current value does).
     #[serde(default)]
     pub drain_timeout: Option<u32>,
+    /// While parked: since when its engine sleeps (vLLM's sleep mode, level 1: weights in CPU
+    /// memory, KV cache freed). Absent while parked awake (the engine has no sleep mode).
+    #[serde(default)]
+    pub asleep_since: Option<DateTime<Utc>>,
     /// Requests in flight on it, counted by the gateways of every server (answers only; never
     /// stored). Absent when no gateway routes to it.
     #[serde(default)]

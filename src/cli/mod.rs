@@ -74,7 +74,7 @@ pub enum Command {
         #[command(flatten)]
         flags: models::AutoscaleFlags,
         /// Turn autoscaling off (replicas stay where the autoscaler left them).
-        #[arg(long, conflicts_with_all = ["max_replicas", "min_replicas", "target_requests", "scale_down_delay"])]
+        #[arg(long, conflicts_with_all = ["max_replicas", "min_replicas", "target_requests", "scale_down_delay", "park_seconds"])]
         off: bool,
         #[command(flatten)]
         client: ClientArgs,

@@ -75,6 +75,10 @@ pub struct AutoscaleFlags {
     /// Seconds of lower demand before the autoscaler removes replicas [default: 300].
     #[arg(long)]
     pub scale_down_delay: Option<u32>,
+    /// With --min-replicas 0: park the last replica this many seconds (engine kept, vLLM asleep)
+    /// before it stops; a request wakes it in place. 0 turns parking off.
+    #[arg(long)]
+    pub park_seconds: Option<u32>,
 }
 
 impl AutoscaleFlags {
@@ -86,12 +90,18 @@ impl AutoscaleFlags {
             max_replicas: max,
             target_requests: 4,
             scale_down_delay_seconds: 300,
+            park_seconds: None,
         });
         Some(crate::api::Autoscaling {
             min_replicas: self.min_replicas.unwrap_or(base.min_replicas),
             max_replicas: max,
             target_requests: self.target_requests.unwrap_or(base.target_requests),
             scale_down_delay_seconds: self.scale_down_delay.unwrap_or(base.scale_down_delay_seconds),
+            park_seconds: match self.park_seconds {
+                Some(0) => None,
+                Some(p) => Some(p),
+                None => base.park_seconds,
+            },
         })
     }
 }

@@ -37,6 +37,10 @@ pub struct InjectInput<'a> {
     /// Bytes of the chosen GPU already claimed by other instances or used outside the cluster
     /// (the most on any chosen GPU): SGLang sizes its pool from the memory free when it starts.
     pub gpu_taken: u64,
+    /// The deployment parks its last replica (`autoscaling.park_seconds`): vLLM starts with its
+    /// sleep mode (`--enable-sleep-mode`) and the development endpoints that drive it
+    /// (`VLLM_SERVER_DEV_MODE=1`: `/sleep`, `/wake_up`).
+    pub sleep_mode: bool,
 }
 
 /// Injected arguments (`--flag=value` items, for display and for merging) and environment.
@@ -157,6 +161,10 @@ pub fn injected_parameters(input: &InjectInput<'_>) -> Result<Injection, BadPara
             }
             if nodes > 1 {
                 b.arg(&["distributed-executor-backend"], Some("ray".into()));
+            }
+            if input.sleep_mode {
+                b.arg(&["enable-sleep-mode"], None);
+                b.out.env.push(("VLLM_SERVER_DEV_MODE".into(), "1".into()));
             }
             b.add_estimated(input.estimate);
             if let (Some(fit), Some(total)) = (&input.estimate.fit, input.gpu_total_memory.filter(|t| *t > 0)) {

@@ -574,6 +574,7 @@ pub(super) fn inject(
         gpu_total_memory: gpu,
         backend_version: None,
         gpu_taken: 0,
+        sleep_mode: false,
     })
     .unwrap()
 }

@@ -200,6 +200,7 @@ fn scenarios(engine: &str) -> Vec<Scenario> {
             s("user tp wins", 2, 1, &["-tp 2"], None),
             s("extended KV cache", 1, 1, &[], KV),
             s("CPU offloading", 1, 1, &["--cpu-offload-gb 8", "--enforce-eager"], None),
+            s("parked: sleep mode", 1, 1, &[], None),
             fit("fit", 1, 1, &[], FIT),
             fit("fit, 4 contexts", 1, 1, &[], FIT4),
             fit("fit, tensor parallel", 2, 1, &[], FIT),
@@ -260,6 +261,8 @@ fn produce(backend: &str, sc: &Scenario) -> Vec<(String, Vec<String>)> {
         gpu_total_memory: gpu,
         backend_version: spec.default_version.as_deref(),
         gpu_taken: if sc.policy == Policy::Reserve { 0 } else { 20 * GIB },
+        // Parking (`autoscaling.park_seconds`) starts vLLM with its sleep mode.
+        sleep_mode: sc.name == "parked: sleep mode",
     };
     let injection = injected_parameters(&inject).expect("injection");
     let overrides = DeploymentOverrides {
@@ -472,6 +475,7 @@ fn produce_llama(policy: Policy, user: &[&str], n_gpus: u32) -> (Estimate, Vec<S
         gpu_total_memory: Some(80 * GIB),
         backend_version: None,
         gpu_taken: 0,
+        sleep_mode: false,
     })
     .expect("injection");
     let overrides =

@@ -70,10 +70,13 @@ pub struct Drains {
 }
 
 impl Drains {
-    /// Takes in the draining instances of a new snapshot: new ones are withdrawn from now on,
-    /// known ones keep their time, ones no longer listed are forgotten after [`FORGET_AFTER`].
-    pub fn set_withdrawn(&self, listed: &HashSet<i64>, now: Instant) {
+    /// Takes in the draining (and parked) instances of a new snapshot: new ones are withdrawn from
+    /// now on, known ones keep their time, ones no longer listed are forgotten after
+    /// [`FORGET_AFTER`], unless the snapshot routes to them again (`live`: a parked instance
+    /// woken in place), which ends their withdrawal at once.
+    pub fn set_withdrawn(&self, listed: &HashSet<i64>, live: &HashSet<i64>, now: Instant) {
         let mut map = self.withdrawn.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|id, _| listed.contains(id) || !live.contains(id));
         for (id, (since, still)) in map.iter_mut() {
             if !listed.contains(id) && *still {
                 *still = false;
@@ -157,18 +160,21 @@ mod tests {
     fn withdrawn_instances_settle_and_are_forgotten_a_while_after_they_leave() {
         let d = Drains::default();
         let t0 = Instant::now();
-        d.set_withdrawn(&HashSet::from([1, 2]), t0);
+        d.set_withdrawn(&HashSet::from([1, 2]), &HashSet::new(), t0);
         assert_eq!(d.withdrawn_among([1, 2, 3].into_iter()), [1, 2]);
         assert!(!d.settled(1, t0 + SETTLE / 2), "just withdrawn: a request may still be picking it");
         assert!(d.settled(1, t0 + SETTLE));
         // A later snapshot keeps 1 (its time stays) and no longer lists 2 (deleted).
-        d.set_withdrawn(&HashSet::from([1]), t0 + SETTLE);
+        d.set_withdrawn(&HashSet::from([1]), &HashSet::new(), t0 + SETTLE);
         assert!(d.settled(1, t0 + SETTLE));
         assert_eq!(d.withdrawn_among([2].into_iter()), [2], "still withdrawn: older snapshots name it");
         assert!(d.settled(2, t0 + SETTLE));
-        d.set_withdrawn(&HashSet::from([1]), t0 + SETTLE + FORGET_AFTER);
+        d.set_withdrawn(&HashSet::from([1]), &HashSet::new(), t0 + SETTLE + FORGET_AFTER);
         assert_eq!(d.withdrawn_among([1, 2].into_iter()), [1]);
         assert_eq!(d.settled_ids(t0 + SETTLE + FORGET_AFTER), [1]);
+        // Routed to again (a parked instance woken in place): its withdrawal ends at once.
+        d.set_withdrawn(&HashSet::new(), &HashSet::from([1]), t0 + SETTLE + FORGET_AFTER);
+        assert!(d.withdrawn_among([1].into_iter()).is_empty());
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Gateway {
         let live = live.map(|e| e.instance_id).collect();
         self.shared.balancer.retain(&live);
         // Withdrawn before the new snapshot is seen: no request picks a draining instance after this.
-        self.shared.drains.set_withdrawn(snapshot.draining(), std::time::Instant::now());
+        self.shared.drains.set_withdrawn(snapshot.draining(), &live, std::time::Instant::now());
         self.shared.snapshot.store(Arc::new(snapshot));
         self.shared.wakes.published();
     }

@@ -30,6 +30,15 @@ pub fn check(spec: &mut ModelSpec) -> Result<(), (String, String)> {
         if a.scale_down_delay_seconds > 7 * 86_400 {
             return fail("scale_down_delay_seconds", "must be between 0 and 604800 (a week)".into());
         }
+        match a.park_seconds {
+            Some(p) if p == 0 || p > 7 * 86_400 => {
+                return fail("park_seconds", "must be between 1 and 604800 (a week)".into());
+            }
+            Some(_) if a.min_replicas > 0 => {
+                return fail("park_seconds", "needs min_replicas 0: a replica is parked on the way to zero".into());
+            }
+            _ => {}
+        }
         spec.replicas = spec.replicas.clamp(a.min_replicas, a.max_replicas);
     }
     if let Some(s) = &spec.scaling_schedule {
@@ -164,7 +173,13 @@ mod tests {
     use super::*;
 
     fn scaling(min: u32, max: u32) -> Autoscaling {
-        Autoscaling { min_replicas: min, max_replicas: max, target_requests: 4, scale_down_delay_seconds: 60 }
+        Autoscaling {
+            min_replicas: min,
+            max_replicas: max,
+            target_requests: 4,
+            scale_down_delay_seconds: 60,
+            park_seconds: None,
+        }
     }
 
     #[test]
@@ -251,7 +266,12 @@ mod tests {
                 Autoscaling { scale_down_delay_seconds: 700_000, ..scaling(0, 2) },
                 "autoscaling.scale_down_delay_seconds",
             ),
+            (Autoscaling { park_seconds: Some(0), ..scaling(0, 2) }, "autoscaling.park_seconds"),
+            (Autoscaling { park_seconds: Some(700_000), ..scaling(0, 2) }, "autoscaling.park_seconds"),
+            // Parking is a level on the way to zero.
+            (Autoscaling { park_seconds: Some(60), ..scaling(1, 2) }, "autoscaling.park_seconds"),
         ];
+        assert_eq!(check(&mut spec(Some(Autoscaling { park_seconds: Some(60), ..scaling(0, 2) }), 1)), Ok(()));
         for (a, field) in bad {
             assert_eq!(check(&mut spec(Some(a.clone()), 1)).map_err(|e| e.0), Err(field.to_string()), "{a:?}");
         }
@@ -267,7 +287,13 @@ mod tests {
         let a: Autoscaling = serde_json::from_value(serde_json::json!({"max_replicas": 3})).expect("defaults");
         assert_eq!(
             a,
-            Autoscaling { min_replicas: 1, max_replicas: 3, target_requests: 4, scale_down_delay_seconds: 300 }
+            Autoscaling {
+                min_replicas: 1,
+                max_replicas: 3,
+                target_requests: 4,
+                scale_down_delay_seconds: 300,
+                park_seconds: None
+            }
         );
     }
 }

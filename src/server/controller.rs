@@ -20,6 +20,7 @@ use crate::gateway::Gateway;
 use crate::server::auth::random_token;
 use crate::server::drain;
 use crate::server::leader::Leadership;
+use crate::server::park;
 use crate::server::replicas::{self, Action, Desired, InstanceFacts};
 
 /// Fingerprint of the fields that change how an instance runs. Every field of a deployment is
@@ -167,6 +168,7 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         backoff_failures: 0,
         drain_started_at: None,
         drain_timeout: None,
+        asleep_since: None,
         in_flight: None,
     }
 }
@@ -187,6 +189,9 @@ pub struct ModelController {
     pub engines: Option<EngineProbe>,
     /// Where deployments run, noted for the scheduler (`scheduler::WarmWorkers`).
     pub warm: Option<Arc<crate::server::scheduler::WarmWorkers>>,
+    /// Puts parked instances' engines to sleep and wakes them (`park.rs`); without it, a parked
+    /// instance stays awake and one found asleep is replaced.
+    pub parking: Option<park::Parking>,
 }
 
 /// How the controller reaches engines: a client, and the server secret their keys derive from.
@@ -198,7 +203,7 @@ pub struct EngineProbe {
 
 impl ModelController {
     pub fn new(db: Db, gateway: Option<Gateway>) -> ModelController {
-        ModelController { db, gateway, draining: AtomicUsize::new(0), engines: None, warm: None }
+        ModelController { db, gateway, draining: AtomicUsize::new(0), engines: None, warm: None, parking: None }
     }
 
     /// One pass over every deployment. Returns how many writes it made.
@@ -257,7 +262,10 @@ impl ModelController {
         let mut writes = 0;
         let mut doomed = Vec::new();
         let mut retired: BTreeMap<&'static str, Vec<&ModelInstance>> = BTreeMap::new();
-        for action in replicas::actions(Desired { replicas: desired, hash: &hash, rolling }, &facts) {
+        let park_secs = model.spec.autoscaling.as_ref().and_then(|a| a.park_seconds);
+        let (mut parks, mut wakes) = (Vec::new(), Vec::new());
+        let desired_now = Desired { replicas: desired, hash: &hash, rolling, park: park_secs.is_some() };
+        for action in replicas::actions(desired_now, &facts) {
             match action {
                 Action::Create(n) => {
                     // One transaction for all the new replicas (1,000 of them commit in one go).
@@ -282,7 +290,23 @@ impl ModelController {
                         retired.entry(why).or_default().push(i);
                     }
                 }
+                Action::Park(id) => parks.extend(instances.iter().find(|i| i.id == id)),
+                Action::Unpark(id) => wakes.extend(instances.iter().find(|i| i.id == id)),
             }
+        }
+        if !parks.is_empty() || !wakes.is_empty() || instances.iter().any(|i| i.spec.state == InstanceState::Parked) {
+            let (w, gone) = park::pass(
+                &self.db,
+                self.parking.as_ref(),
+                self.gateway.as_ref(),
+                park_secs,
+                &parks,
+                &wakes,
+                &instances,
+            )
+            .await?;
+            writes += w;
+            doomed.extend(gone);
         }
         // Serving ones drain first; the others go at once.
         for (why, list) in retired {
@@ -296,7 +320,10 @@ impl ModelController {
 
         let ready = instances.iter().filter(|i| i.spec.state == InstanceState::Running).count() as u32;
         // Draining instances are on their way out: they do not make the deployment fail or wait.
-        let all: Vec<&ModelInstance> = instances.iter().filter(|i| i.spec.state != InstanceState::Draining).collect();
+        let all: Vec<&ModelInstance> = instances
+            .iter()
+            .filter(|i| !matches!(i.spec.state, InstanceState::Draining | InstanceState::Parked))
+            .collect();
         let (state, state_message) = model_state(desired, &all);
         let m = &model.spec;
         let digest = Some(hash);
@@ -379,12 +406,14 @@ pub fn spawn_loops(
         // Deployments, their instances, the workers they run on, the backends they run with.
         let mut changed = db.subscribe(&["models", "model_instances", "workers", "inference_backends"]);
         let warm = Arc::new(crate::server::scheduler::WarmWorkers::default());
+        let calls = Arc::new(park::EngineCalls::default());
         loop {
             let Some(fence) = leader.lead(&mut shutdown).await else { return };
             let fenced = db.fenced(fence);
             let controller = ModelController {
                 engines: Some(engines.clone()),
                 warm: Some(warm.clone()),
+                parking: Some(park::Parking { calls: calls.clone(), engines: engines.clone() }),
                 ..ModelController::new(fenced.clone(), Some(gateway.clone()))
             };
             let scheduler = crate::server::scheduler::Scheduler { db: fenced, warm: warm.clone() };

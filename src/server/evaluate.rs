@@ -27,6 +27,8 @@ pub struct Evaluation {
     backend_version: Option<String>,
     user_parameters: Vec<String>,
     extended_kv: Option<ExtendedKv>,
+    /// Parking is on (`autoscaling.park_seconds`): engines with a sleep mode start with it.
+    sleep_mode: bool,
 }
 
 /// A deployment's memory policy: its own `gpu_memory`, else its cluster's default.
@@ -160,6 +162,7 @@ pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec, cluster_def
         backend: backend.backend_name.clone(),
         user_parameters: m.backend_parameters.clone(),
         extended_kv: extended_kv(m),
+        sleep_mode: m.autoscaling.as_ref().is_some_and(|a| a.park_seconds.is_some()),
     }
 }
 
@@ -198,6 +201,7 @@ impl Evaluation {
             gpu_total_memory,
             backend_version: self.backend_version.as_deref(),
             gpu_taken,
+            sleep_mode: self.sleep_mode,
         };
         estimate::injected_parameters(&input).unwrap_or_default()
     }

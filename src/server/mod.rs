@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod extract;
 pub mod leader;
 pub mod monitor;
+pub mod park;
 pub mod policy;
 pub mod rate_share;
 pub mod replicas;

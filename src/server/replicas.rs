@@ -30,6 +30,11 @@ pub enum Action {
     Create(usize),
     /// Remove this instance.
     Delete(i64),
+    /// Park this serving instance (the last one on the way to zero, `autoscaling.park_seconds`):
+    /// withdrawn from routing, its engine kept.
+    Park(i64),
+    /// Wake this parked instance in place: it serves again.
+    Unpark(i64),
 }
 
 /// The deployment as the controller sees it in one pass.
@@ -41,6 +46,9 @@ pub struct Desired<'a> {
     /// An edit asked for a rollout (`?rolling=true`): running instances of an older spec are
     /// replaced too; without it they keep running.
     pub rolling: bool,
+    /// Parking is on (`autoscaling.park_seconds`): the last serving replica is parked on the way
+    /// to zero, and a parked one wakes before a new one is made.
+    pub park: bool,
 }
 
 fn running(list: &[&InstanceFacts]) -> usize {
@@ -71,24 +79,62 @@ fn least_healthy_first(list: &[&InstanceFacts]) -> Vec<i64> {
 /// A `draining` instance is on its way out (`drain.rs`): it is no replica, and is never chosen
 /// again. While one drains, the extra instance of a rollout that finds no room is not stuck: the
 /// drain frees room, so the roll waits for it rather than stopping a serving instance first.
+///
+/// A `parked` instance (on the way to zero, `autoscaling.park_seconds`) is no replica either: it
+/// wakes in place before a new instance is made, and goes once it is not wanted (a replica serves
+/// instead, parking was turned off, or a rollout replaces it). Its park time running out is the
+/// controller's to judge.
 pub fn actions(d: Desired<'_>, all: &[InstanceFacts]) -> Vec<Action> {
     let draining = all.iter().any(|i| i.state == InstanceState::Draining);
-    let instances: Vec<&InstanceFacts> = all.iter().filter(|i| i.state != InstanceState::Draining).collect();
+    let instances: Vec<&InstanceFacts> =
+        all.iter().filter(|i| !matches!(i.state, InstanceState::Draining | InstanceState::Parked)).collect();
+    // A parked one wakes if it is of the current spec, or of an older one while no rollout asks
+    // for running instances to be replaced (as a running one of that spec would stay).
+    let (wakeable, stale): (Vec<&InstanceFacts>, Vec<&InstanceFacts>) = all
+        .iter()
+        .filter(|i| i.state == InstanceState::Parked)
+        .partition(|i| !i.evacuate && (i.spec_hash.as_deref() == Some(d.hash) || !d.rolling));
     let (fresh, outdated): (Vec<&InstanceFacts>, Vec<&InstanceFacts>) = instances.iter().copied().partition(|i| {
         !i.evacuate && (i.spec_hash.as_deref() == Some(d.hash) || (!d.rolling && i.state == InstanceState::Running))
     });
-    let mut out = Vec::new();
+    let mut out: Vec<Action> = stale.iter().map(|i| Action::Delete(i.id)).collect();
     if outdated.is_empty() {
+        let mut woken = 0;
         if fresh.len() < d.replicas {
-            out.push(Action::Create(d.replicas - fresh.len()));
+            let want = d.replicas - fresh.len();
+            woken = wakeable.len().min(want);
+            out.extend(wakeable.iter().take(woken).map(|i| Action::Unpark(i.id)));
+            if want > woken {
+                out.push(Action::Create(want - woken));
+            }
         } else if fresh.len() > d.replicas {
             let surplus = fresh.len() - d.replicas;
-            out.extend(least_healthy_first(&fresh).into_iter().take(surplus).map(Action::Delete));
+            let mut order = least_healthy_first(&fresh);
+            order.truncate(surplus);
+            // On the way to zero with parking on and none parked yet: the healthiest serving one
+            // (the last in the order) is parked instead of stopped.
+            let park = (d.replicas == 0 && d.park && wakeable.is_empty())
+                .then(|| {
+                    order
+                        .iter()
+                        .rev()
+                        .find(|id| fresh.iter().any(|i| i.id == **id && i.state == InstanceState::Running))
+                })
+                .flatten()
+                .copied();
+            out.extend(
+                order.into_iter().map(|id| if Some(id) == park { Action::Park(id) } else { Action::Delete(id) }),
+            );
         }
+        // Parked ones not wanted: a replica serves instead, parking is off, or more than one.
+        let keep = if d.replicas == 0 && d.park { 1 } else { woken };
+        out.extend(wakeable.iter().skip(keep).map(|i| Action::Delete(i.id)));
         return out;
     }
+    out.extend(wakeable.iter().map(|i| Action::Delete(i.id)));
     if d.replicas == 0 {
-        return outdated.iter().map(|i| Action::Delete(i.id)).collect();
+        out.extend(outdated.iter().map(|i| Action::Delete(i.id)));
+        return out;
     }
     if fresh.len() < d.replicas && instances.len() <= d.replicas {
         out.push(Action::Create(1));
@@ -108,7 +154,7 @@ pub fn actions(d: Desired<'_>, all: &[InstanceFacts]) -> Vec<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use InstanceState::{Draining, Error, Pending, Running, Starting};
+    use InstanceState::{Draining, Error, Parked, Pending, Running, Starting};
 
     /// `id:hash:state`, plus `unbound`, `msg`, `down` (worker not ready) or `rN` (N restarts).
     fn facts(spec: &str) -> Vec<InstanceFacts> {
@@ -123,6 +169,7 @@ mod tests {
                     "start" => Starting,
                     "err" => Error,
                     "drain" => Draining,
+                    "park" => Parked,
                     other => panic!("state {other}"),
                 };
                 let mut f = InstanceFacts {
@@ -155,7 +202,7 @@ mod tests {
             .collect()
     }
 
-    use Action::{Create, Delete};
+    use Action::{Create, Delete, Park, Unpark};
 
     #[test]
     fn decisions_table() {
@@ -249,7 +296,8 @@ mod tests {
             ),
         ];
         for (what, replicas, rolling, instances, want) in cases {
-            let got = actions(Desired { replicas: *replicas, hash: "h", rolling: *rolling }, &facts(instances));
+            let got =
+                actions(Desired { replicas: *replicas, hash: "h", rolling: *rolling, park: false }, &facts(instances));
             assert_eq!(got, *want, "{what}");
         }
     }
@@ -258,7 +306,7 @@ mod tests {
     /// missing replicas; the next pass sees the surplus and removes it, the ones not placed first.
     #[test]
     fn two_deciders_on_one_snapshot_converge() {
-        let d = Desired { replicas: 3, hash: "h", rolling: false };
+        let d = Desired { replicas: 3, hash: "h", rolling: false, park: false };
         let snapshot = facts("1:h:run");
         let (a, b) = (actions(d, &snapshot), actions(d, &snapshot));
         assert_eq!((a.as_slice(), b.as_slice()), ([Create(2)].as_slice(), [Create(2)].as_slice()));
@@ -280,7 +328,8 @@ mod tests {
             ("rollout: its extra serves, one old one goes", 2, true, "1:old:run 2:old:run 3:h:run", &[Delete(2)]),
         ];
         for (what, replicas, rolling, instances, want) in cases {
-            let got = actions(Desired { replicas: *replicas, hash: "h", rolling: *rolling }, &facts(instances));
+            let got =
+                actions(Desired { replicas: *replicas, hash: "h", rolling: *rolling, park: false }, &facts(instances));
             assert_eq!(got, *want, "{what}");
         }
     }
@@ -290,11 +339,45 @@ mod tests {
     /// and the next pass, on fresh facts, asks for what is still missing.
     #[test]
     fn a_stale_snapshot_is_corrected_by_the_next_pass() {
-        let d = Desired { replicas: 1, hash: "h", rolling: false };
+        let d = Desired { replicas: 1, hash: "h", rolling: false, park: false };
         assert_eq!(actions(d, &facts("1:h:run 2:h:run:down")), [Delete(2)]);
         // Meanwhile worker of 1 vanished and 2 was deleted elsewhere: the fresh pass keeps 1 (not
         // running on a dead worker is still one replica; the monitor and scheduler handle it).
         assert_eq!(actions(d, &facts("1:h:run:down")), []);
         assert_eq!(actions(d, &facts("")), [Create(1)]);
+    }
+
+    /// (what, replicas, rolling, park, instances, actions)
+    type ParkCase<'a> = (&'a str, usize, bool, bool, &'a str, &'a [Action]);
+
+    #[test]
+    fn parking_on_the_way_to_zero() {
+        let cases: &[ParkCase] = &[
+            ("to zero: the last one parks", 0, false, true, "1:h:run", &[Park(1)]),
+            (
+                "to zero: the healthiest parks, the rest go",
+                0,
+                false,
+                true,
+                "1:h:run 2:h:err 3:h:run:r2",
+                &[Delete(2), Delete(3), Park(1)],
+            ),
+            ("to zero: only a serving one parks", 0, false, true, "1:h:start", &[Delete(1)]),
+            ("parked and asleep: nothing to do", 0, false, true, "1:h:park", &[]),
+            ("parking off: the last one goes", 0, false, false, "1:h:run", &[Delete(1)]),
+            ("parking turned off while parked: it goes", 0, false, false, "1:h:park", &[Delete(1)]),
+            ("a request: it wakes in place", 1, false, true, "1:h:park", &[Unpark(1)]),
+            ("more wanted: it wakes and one more is made", 2, false, true, "1:h:park", &[Unpark(1), Create(1)]),
+            ("an edit without rollout: the parked one still wakes", 1, false, true, "1:old:park", &[Unpark(1)]),
+            ("a rollout replaces it", 1, true, true, "1:old:park", &[Delete(1), Create(1)]),
+            ("a replica serves: the parked one goes", 1, false, true, "1:h:park 2:h:run", &[Delete(1)]),
+            ("never a second parked one", 0, false, true, "1:h:park 2:h:run", &[Delete(2)]),
+            ("a draining one is not parked", 0, false, true, "1:h:drain", &[]),
+        ];
+        for (what, replicas, rolling, park, instances, want) in cases {
+            let got =
+                actions(Desired { replicas: *replicas, hash: "h", rolling: *rolling, park: *park }, &facts(instances));
+            assert_eq!(got, *want, "{what}");
+        }
     }
 }

@@ -131,8 +131,11 @@ pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
     let instances = db.all::<ModelInstanceSpec>().await?;
     let running = running_by_model(&instances, &db.all::<WorkerSpec>().await?, secret);
     // Withdrawn by every gateway that publishes this (docs/draining.md).
-    let draining: Vec<i64> =
-        instances.iter().filter(|i| i.spec.state == InstanceState::Draining).map(|i| i.id).collect();
+    let draining: Vec<i64> = instances
+        .iter()
+        .filter(|i| matches!(i.spec.state, InstanceState::Draining | InstanceState::Parked))
+        .map(|i| i.id)
+        .collect();
     let mut by_route: BTreeMap<i64, Vec<Record<ModelRouteTargetSpec>>> = BTreeMap::new();
     for t in db.all::<ModelRouteTargetSpec>().await? {
         if let Some(m) = t.spec.model_id.filter(|m| !models.contains_key(m)) {

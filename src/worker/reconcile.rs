@@ -288,7 +288,8 @@ impl Reconciler {
         }
         let now = Instant::now();
         // Draining is running as far as health goes: nothing to report while it answers.
-        let stored_running = matches!(i.spec.state, InstanceState::Running | InstanceState::Draining);
+        let stored_running =
+            matches!(i.spec.state, InstanceState::Running | InstanceState::Draining | InstanceState::Parked);
         if !l.health.probe_due(stored_running, now) {
             return Ok(());
         }

@@ -24,6 +24,7 @@ describe("format", () => {
     expect(stateColor("running")).toBe("green");
     expect(stateColor("error")).toBe("red");
     expect(stateColor("draining")).toBe("grape");
+    expect(stateColor("parked")).toBe("indigo");
     expect(stateColor("something-new")).toBe("gray");
     expect(when(null)).toBe("–");
     expect(when("2025-03-01T00:00:00Z")).not.toBe("–");

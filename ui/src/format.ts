@@ -27,6 +27,7 @@ const STATE_COLORS: Record<string, string> = {
   error: "red",
   unreachable: "orange",
   draining: "grape",
+  parked: "indigo",
   not_ready: "gray",
   maintenance: "yellow",
   downloading: "blue",

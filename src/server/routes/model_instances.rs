@@ -166,6 +166,7 @@ async fn create_instance(
         backoff_failures: 0,
         drain_started_at: None,
         drain_timeout: None,
+        asleep_since: None,
         in_flight: None,
     };
     let instance = state.db.insert(&spec, &instance_columns(&spec)).await?;

@@ -49,8 +49,8 @@ pub fn step(
     use InstanceState as S;
     match (state, runs_here) {
         (S::Scheduled | S::Initializing | S::Downloading, false) => Step::Launch,
-        // A draining instance keeps running until the server deletes it (then it is stopped).
-        (S::Starting | S::Running | S::Unreachable | S::Draining, false) => Step::AdoptOrFail,
+        // A draining or parked instance keeps running until the server deletes it or wakes it.
+        (S::Starting | S::Running | S::Unreachable | S::Draining | S::Parked, false) => Step::AdoptOrFail,
         (S::Error, false) => {
             let due = next_restart.is_some_and(|t| t <= now);
             if restart_on_error && due { Step::Restart } else { Step::Idle }
@@ -182,6 +182,9 @@ mod tests {
             (S::Unreachable, true, true, None, Step::Watch),
             // Draining: it serves what is in flight until the server deletes it; watched as running.
             (S::Draining, true, true, None, Step::Watch),
+            // Parked: its engine is kept (maybe asleep) until woken or deleted; watched as running.
+            (S::Parked, true, true, None, Step::Watch),
+            (S::Parked, false, true, None, Step::AdoptOrFail),
             // The worker restarted mid-drain: take the workload back, so the delete stops it.
             (S::Draining, false, true, None, Step::AdoptOrFail),
             (S::Pending, false, true, None, Step::Idle),

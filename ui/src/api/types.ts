@@ -130,6 +130,8 @@ export interface Autoscaling {
   max_replicas: number;
   target_requests: number;
   scale_down_delay_seconds: number;
+  /** With min_replicas 0: the last replica is parked this long before it stops; a request wakes it in place. */
+  park_seconds?: number | null;
 }
 
 export interface ScalingSchedule {
@@ -163,7 +165,9 @@ export type InstanceState =
   | "error"
   | "unreachable"
   /** Gets no new requests; stops once those in flight finished (docs/draining.md). */
-  | "draining";
+  | "draining"
+  /** Kept on the way to zero replicas, withdrawn; a request wakes it in place (docs/autoscaling.md). */
+  | "parked";
 
 export interface ModelInstance extends Meta {
   name: string;
@@ -192,6 +196,8 @@ export interface ModelInstance extends Meta {
   drain_started_at?: string | null;
   /** Requests in flight on it across every server's gateway (running or draining; never stored). */
   in_flight?: number | null;
+  /** While parked: since when its engine sleeps (vLLM's sleep mode); absent while parked awake. */
+  asleep_since?: string | null;
   /** The other workers of an instance spread across workers. */
   distributed_servers?: { subordinate_workers: SubordinateWorker[] } | null;
 }

@@ -315,6 +315,16 @@ export function DeployForm({ editing, onClose }: Props) {
                     error={errorOf("autoscaling.scale_down_delay_seconds")}
                     onChange={(v) => set("scale_down_delay_seconds", typeof v === "number" ? v : 0)}
                   />
+                  <NumberInput
+                    label="Park before stopping (s)"
+                    description="Min 0: keep the last replica parked this long (vLLM asleep); a request wakes it in about a second. 0: off"
+                    name="autoscaling.park_seconds"
+                    min={0}
+                    disabled={s.min_replicas !== 0}
+                    value={s.park_seconds}
+                    error={errorOf("autoscaling.park_seconds")}
+                    onChange={(v) => set("park_seconds", typeof v === "number" ? v : 0)}
+                  />
                 </Group>
               )}
               {custom && (

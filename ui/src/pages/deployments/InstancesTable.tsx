@@ -72,6 +72,11 @@ export function InstancesTable({ instances, onLogs, specDigest }: Props) {
               {i.download_progress !== null &&
                 i.state === "downloading" &&
                 ` ${Math.round(i.download_progress * 100)}%`}
+              {i.state === "parked" && (
+                <Text size="xs" data-testid="parked">
+                  {i.asleep_since ? "engine asleep" : "engine awake"}
+                </Text>
+              )}
               {i.state === "draining" && typeof i.in_flight === "number" && (
                 <Text size="xs" data-testid="in-flight">
                   {i.in_flight} in flight

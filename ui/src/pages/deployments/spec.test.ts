@@ -163,6 +163,33 @@ describe("autoscaling", () => {
     expect(edited.scaling_schedule).toEqual(schedule);
     expect(formFieldOf("autoscaling.min_replicas")).toBe("autoscaling.min_replicas");
   });
+
+  it("sends park_seconds only on the way to zero, and an edit keeps it", () => {
+    const parked = { local_path: "/m", name: "m", autoscale: true, min_replicas: 0, park_seconds: 600 };
+    expect(toSpec(state(parked)).autoscaling?.park_seconds).toBe(600);
+    expect(toSpec(state({ ...parked, min_replicas: 1 })).autoscaling).not.toHaveProperty("park_seconds");
+    expect(toSpec(state({ ...parked, park_seconds: 0 })).autoscaling).not.toHaveProperty("park_seconds");
+    const stored = {
+      id: 1,
+      version: 1,
+      created_at: "",
+      updated_at: "",
+      name: "m",
+      source: "local_path",
+      local_path: "/m",
+      replicas: 0,
+      ready_replicas: 0,
+      autoscaling: {
+        min_replicas: 0,
+        max_replicas: 2,
+        target_requests: 8,
+        scale_down_delay_seconds: 60,
+        park_seconds: 900,
+      },
+    } as Model;
+    expect(toSpec(fromModel(stored)).autoscaling).toEqual(stored.autoscaling);
+    expect(formFieldOf("autoscaling.park_seconds")).toBe("autoscaling.park_seconds");
+  });
 });
 
 describe("formFieldOf / splitFieldErrors", () => {

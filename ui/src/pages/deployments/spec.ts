@@ -59,6 +59,8 @@ export interface DeployState {
   max_replicas: number;
   target_requests: number;
   scale_down_delay_seconds: number;
+  /** Seconds the last replica is parked before it stops (min replicas 0); 0: off. */
+  park_seconds: number;
   /** Not in the form: carried through an edit unchanged. */
   scaling_schedule: ScalingSchedule | null;
   /** Not in the form: carried through an edit so it keeps the deployment's route settings. */
@@ -99,6 +101,7 @@ export const EMPTY: DeployState = {
   max_replicas: 4,
   target_requests: 4,
   scale_down_delay_seconds: 300,
+  park_seconds: 0,
   scaling_schedule: null,
   access_policy: "authed",
   generic_proxy: true,
@@ -145,6 +148,8 @@ export function toSpec(s: DeployState): ModelSpec {
           max_replicas: s.max_replicas,
           target_requests: s.target_requests,
           scale_down_delay_seconds: s.scale_down_delay_seconds,
+          // Parking is a level on the way to zero: sent only with min replicas 0.
+          ...(s.park_seconds > 0 && s.min_replicas === 0 ? { park_seconds: s.park_seconds } : {}),
         }
       : null,
     scaling_schedule: s.scaling_schedule,
@@ -187,6 +192,7 @@ export function fromModel(m: Model): DeployState {
     max_replicas: m.autoscaling?.max_replicas ?? EMPTY.max_replicas,
     target_requests: m.autoscaling?.target_requests ?? EMPTY.target_requests,
     scale_down_delay_seconds: m.autoscaling?.scale_down_delay_seconds ?? EMPTY.scale_down_delay_seconds,
+    park_seconds: m.autoscaling?.park_seconds ?? EMPTY.park_seconds,
     scaling_schedule: m.scaling_schedule ?? null,
   };
 }
@@ -304,6 +310,7 @@ export const FORM_FIELDS = new Set([
   "autoscaling.max_replicas",
   "autoscaling.target_requests",
   "autoscaling.scale_down_delay_seconds",
+  "autoscaling.park_seconds",
   "worker_selector",
   "gpu_selector.gpu_ids",
   "gpu_selector.gpus_per_replica",
