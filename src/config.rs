@@ -118,6 +118,34 @@ pub struct Config {
     pub wake_queue: usize,
     /// How long a held request waits for its model to wake.
     pub wake_timeout: std::time::Duration,
+    /// Where the server reads models' metadata from the hub.
+    pub hub: HubAccess,
+}
+
+/// Where the server reads model metadata from Hugging Face (evaluations and the scheduler's
+/// estimates; range requests, never the weights): `HF_ENDPOINT` and `HF_TOKEN`, read once when the
+/// configuration loads. Workers have their own (`--hf-endpoint`) for downloads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubAccess {
+    pub hf_endpoint: String,
+    pub hf_token: Option<String>,
+}
+
+impl Default for HubAccess {
+    fn default() -> HubAccess {
+        HubAccess { hf_endpoint: "https://huggingface.co".into(), hf_token: None }
+    }
+}
+
+impl HubAccess {
+    /// From `HF_ENDPOINT` and `HF_TOKEN`; the public hub when unset.
+    pub fn from_env() -> HubAccess {
+        let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.trim().is_empty());
+        HubAccess {
+            hf_endpoint: endpoint.unwrap_or_else(|| HubAccess::default().hf_endpoint),
+            hf_token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +165,7 @@ impl Config {
             Some(path) => Some(read_file(path)?),
             None => None,
         };
-        Config::resolve(args, file.unwrap_or_default(), home)
+        Ok(Config { hub: HubAccess::from_env(), ..Config::resolve(args, file.unwrap_or_default(), home)? })
     }
 
     /// Lays flags/env over the file over the defaults.
@@ -194,6 +222,7 @@ impl Config {
             wake_timeout: std::time::Duration::from_secs(
                 args.wake_timeout.or(file.wake_timeout).unwrap_or(DEFAULT_WAKE_TIMEOUT_SECS),
             ),
+            hub: HubAccess::default(),
         })
     }
 

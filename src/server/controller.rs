@@ -392,43 +392,63 @@ impl ModelController {
     }
 }
 
-/// Runs the model controller and the scheduler on every committed change, and every 5 s anyway
-/// (the slow periodic scan), while this server leads, until shutdown. Each pass writes through a
-/// handle fenced by the leadership it started under.
+/// Runs the model controller and, in a loop of its own, the scheduler, on every committed change
+/// and every 5 s anyway (the slow periodic scan), while this server leads, until shutdown. Each
+/// pass writes through a handle fenced by the leadership it started under. The scheduler has its
+/// own loop because it evaluates models (local files, hub reads): a slow or hung read delays
+/// placements only, never a scale-down, a rollout, a drain or a wake.
 pub fn spawn_loops(
     db: Db,
     gateway: Gateway,
     engines: EngineProbe,
+    hub: Arc<crate::config::HubAccess>,
     leader: Leadership,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Deployments, their instances, the workers they run on, the backends they run with.
+    const TABLES: [&str; 4] = ["models", "model_instances", "workers", "inference_backends"];
+    let warm = Arc::new(crate::server::scheduler::WarmWorkers::default());
+    let (db2, leader2, mut shutdown2, warm2) = (db.clone(), leader.clone(), shutdown.clone(), warm.clone());
     tokio::spawn(async move {
-        // Deployments, their instances, the workers they run on, the backends they run with.
-        let mut changed = db.subscribe(&["models", "model_instances", "workers", "inference_backends"]);
-        let warm = Arc::new(crate::server::scheduler::WarmWorkers::default());
+        let mut changed = db2.subscribe(&TABLES);
+        loop {
+            let Some(fence) = leader2.lead(&mut shutdown2).await else { return };
+            let scheduler =
+                crate::server::scheduler::Scheduler { db: db2.fenced(fence), warm: warm2.clone(), hub: hub.clone() };
+            match scheduler.tick().await {
+                Ok(n) if n > 0 => {
+                    changed.mark_seen();
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = shutdown2.wait_for(|s| *s) => return,
+            }
+        }
+    });
+    let mut shutdown = shutdown;
+    tokio::spawn(async move {
+        let mut changed = db.subscribe(&TABLES);
         let calls = Arc::new(park::EngineCalls::default());
         loop {
             let Some(fence) = leader.lead(&mut shutdown).await else { return };
-            let fenced = db.fenced(fence);
             let controller = ModelController {
                 engines: Some(engines.clone()),
                 warm: Some(warm.clone()),
                 parking: Some(park::Parking { calls: calls.clone(), engines: engines.clone() }),
-                ..ModelController::new(fenced.clone(), Some(gateway.clone()))
+                ..ModelController::new(db.fenced(fence), Some(gateway.clone()))
             };
-            let scheduler = crate::server::scheduler::Scheduler { db: fenced, warm: warm.clone() };
-            let mut writes = 0;
             match controller.tick().await {
-                Ok(n) => writes += n,
+                Ok(n) if n > 0 => {
+                    changed.mark_seen();
+                    continue;
+                }
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "model controller pass failed"),
-            }
-            match scheduler.tick().await {
-                Ok(n) => writes += n,
-                Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
-            }
-            if writes > 0 {
-                changed.mark_seen();
-                continue;
             }
             // While an instance drains, its gateways' counts are looked at often.
             let wait = match controller.draining.load(Ordering::Relaxed) {

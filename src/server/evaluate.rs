@@ -70,25 +70,58 @@ pub async fn cluster_policy(
     }
 }
 
-/// Reads the model's metadata: local files directly; hub sources via `HF_ENDPOINT` (range
+/// How long reading a deployment's local model files may take: a hung network mount never answers,
+/// and the scheduler (and `POST /v2/model-evaluations`) must go on.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Local paths being read now. A path whose read has not returned is not read again until it does,
+/// so a hung mount holds one blocking thread, not one per scheduler pass.
+static READING: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Reads local model files off the async threads, bounded by [`READ_TIMEOUT`]; on failure, the
+/// reason and the files' size if it could be read.
+async fn read_local_bounded(path: String) -> Result<ModelMeta, (String, u64)> {
+    let reading = || READING.lock().unwrap_or_else(|e| e.into_inner());
+    if !reading().insert(path.clone()) {
+        return Err(("an earlier read of these files has not returned yet (a hung mount?)".into(), 0));
+    }
+    let p = path.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let res = estimate::read_local(Path::new(&p)).map_err(|e| e.to_string());
+        let size = if res.is_err() { std::fs::metadata(&p).map(|md| md.len()).unwrap_or(0) } else { 0 };
+        READING.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
+        (res, size)
+    });
+    match tokio::time::timeout(READ_TIMEOUT, task).await {
+        Ok(Ok((Ok(meta), _))) => Ok(meta),
+        Ok(Ok((Err(e), size))) => Err((e, size)),
+        Ok(Err(e)) => {
+            reading().remove(&path);
+            Err((e.to_string(), 0))
+        }
+        Err(_) => Err((format!("reading the model files took over {} s (a hung mount?)", READ_TIMEOUT.as_secs()), 0)),
+    }
+}
+
+/// Reads the model's metadata: local files directly (bounded: [`READ_TIMEOUT`]); hub sources via `HF_ENDPOINT` (range
 /// requests, never the weights). Unreadable sources fall back to "an LLM of unknown size".
-pub async fn read_meta(m: &ModelSpec) -> (ModelMeta, Vec<String>) {
+pub async fn read_meta(m: &ModelSpec, hub: &crate::config::HubAccess) -> (ModelMeta, Vec<String>) {
     let mut problems = Vec::new();
+    let mut size = 0;
     let read = match m.source {
         ModelSource::LocalPath => {
-            let path = m.local_path.clone().unwrap_or_default();
-            match tokio::task::spawn_blocking(move || estimate::read_local(Path::new(&path))).await {
-                Ok(res) => res.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            }
+            read_local_bounded(m.local_path.clone().unwrap_or_default()).await.map_err(|(e, bytes)| {
+                size = bytes;
+                e
+            })
         }
         ModelSource::Huggingface => {
-            let base = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
-            let token = std::env::var("HF_TOKEN").ok();
+            let (base, token) = (&hub.hf_endpoint, hub.hf_token.as_deref());
             let repo = m.huggingface_repo_id.clone().unwrap_or_default();
             let client =
                 reqwest::Client::builder().timeout(std::time::Duration::from_secs(15)).build().unwrap_or_default();
-            estimate::read_remote(&base, &repo, "main", token.as_deref(), &client).await.map_err(|e| e.to_string())
+            estimate::read_remote(base, &repo, "main", token, &client).await.map_err(|e| e.to_string())
         }
         ModelSource::ModelScope => Err("reading ModelScope metadata is not supported yet".to_string()),
     };
@@ -96,7 +129,6 @@ pub async fn read_meta(m: &ModelSpec) -> (ModelMeta, Vec<String>) {
         Ok(meta) => meta,
         Err(e) => {
             problems.push(format!("cannot read the model's metadata: {e}"));
-            let size = m.local_path.as_deref().and_then(|p| std::fs::metadata(p).ok()).map(|md| md.len()).unwrap_or(0);
             ModelMeta { weight_bytes: size, kv_bytes_per_elem: 2, ..Default::default() }
         }
     };
@@ -105,9 +137,14 @@ pub async fn read_meta(m: &ModelSpec) -> (ModelMeta, Vec<String>) {
 
 /// Evaluates one replica of `m` on `backend`; `cluster_default` is the `gpu_memory` of its
 /// cluster, for a deployment that sets none.
-pub async fn evaluate(m: &ModelSpec, backend: &InferenceBackendSpec, cluster_default: GpuMemoryPolicy) -> Evaluation {
+pub async fn evaluate(
+    m: &ModelSpec,
+    backend: &InferenceBackendSpec,
+    cluster_default: GpuMemoryPolicy,
+    hub: &crate::config::HubAccess,
+) -> Evaluation {
     let policy = policy_of(m, cluster_default);
-    let (mut meta, mut problems) = read_meta(m).await;
+    let (mut meta, mut problems) = read_meta(m, hub).await;
     if let Some(category) = m.categories.first().and_then(|c| estimate::Category::parse(c)) {
         meta.category = category;
     }
@@ -314,5 +351,22 @@ mod tests {
                 .collect();
             assert_eq!(all, vec![want; 3], "{fraction:?} {checked:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_path_whose_read_has_not_returned_is_not_read_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.gguf");
+        std::fs::write(&path, b"not a gguf").expect("write");
+        let path = path.to_string_lossy().into_owned();
+        // As if an earlier read of it hung: no second blocking read is started.
+        READING.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
+        let (why, _) = read_local_bounded(path.clone()).await.expect_err("not read again");
+        assert!(why.contains("has not returned"), "{why}");
+        // Once that read returns, the path is read again (and this file is no GGUF).
+        READING.lock().unwrap_or_else(|e| e.into_inner()).remove(&path);
+        let (why, size) = read_local_bounded(path.clone()).await.expect_err("not a gguf");
+        assert!(!why.contains("has not returned") && size == 10, "{why} ({size} bytes)");
+        assert!(!READING.lock().unwrap_or_else(|e| e.into_inner()).contains(&path), "released after the read");
     }
 }

@@ -56,6 +56,8 @@ pub struct AppState {
     pub live: monitor::LiveStatus,
     /// Secret from which the tokens the server presents to workers are derived.
     pub server_secret: Arc<String>,
+    /// Where model metadata is read from the hub (`Config::hub`).
+    pub hub: Arc<crate::config::HubAccess>,
     /// The inference gateway (`/v1`, `/model/proxy`) and its key cache.
     pub gateway: Arc<routing::GatewayState>,
     /// Failed logins per user name and client address.
@@ -209,6 +211,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let (gateway, usage_events) = crate::gateway::Gateway::new()?;
     gateway.set_wake_limits(config.wake_queue, config.wake_timeout);
     let server_secret = Arc::new(server_secret);
+    let hub = Arc::new(config.hub.clone());
     gateway.publish(routing::sync(&db, &server_secret).await?);
     routing::spawn_snapshot_loop(db.clone(), gateway.clone(), server_secret.clone(), shutdown.clone());
     if db.dialect() == crate::db::Dialect::Postgres {
@@ -224,6 +227,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         leases,
         live: monitor::LiveStatus::default(),
         server_secret: server_secret.clone(),
+        hub: hub.clone(),
         gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret.clone())),
         logins: Arc::default(),
         hashing: Arc::default(),
@@ -237,7 +241,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     bootstrap::spawn_housekeeping(db.counted_apart(), shutdown.clone());
     autoscaler::spawn(db.clone(), gateway.clone(), leader.clone(), shutdown.clone());
     let engines = controller::EngineProbe { http: reqwest::Client::new(), server_secret: server_secret.clone() };
-    controller::spawn_loops(db.clone(), gateway.clone(), engines, leader, shutdown.clone());
+    controller::spawn_loops(db.clone(), gateway.clone(), engines, hub, leader, shutdown.clone());
     let app = router(state);
     let addr = listener.local_addr()?;
     let mut stopped = shutdown;

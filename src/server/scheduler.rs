@@ -69,11 +69,13 @@ pub struct Scheduler {
     pub db: Db,
     /// Where each deployment ran lately (the leader's memory): a new replica goes there first.
     pub warm: Arc<WarmWorkers>,
+    /// Where model metadata is read from the hub.
+    pub hub: Arc<crate::config::HubAccess>,
 }
 
 impl Scheduler {
     pub fn new(db: Db) -> Scheduler {
-        Scheduler { db, warm: Arc::default() }
+        Scheduler { db, warm: Arc::default(), hub: Arc::default() }
     }
 }
 
@@ -307,7 +309,7 @@ impl Scheduler {
                     Err(BackendLookupError::Db(e)) => return Err(e),
                 };
                 let default = crate::server::evaluate::cluster_policy(&self.db, model.spec.cluster_id).await?;
-                let eval = evaluate(&model.spec, &backend, default).await;
+                let eval = evaluate(&model.spec, &backend, default, &self.hub).await;
                 self.fill_categories(&model, &eval).await?;
                 pass.deployments.insert(model_id, (model.clone(), backend.clone(), eval.clone()));
                 (model, backend, eval)

@@ -2,6 +2,8 @@
 //! never overbook, and the real llama.cpp backend through deploy → running → chat → scale →
 //! stop → start → delete, by API and by CLI.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -538,4 +540,67 @@ async fn a_woken_deployment_goes_back_to_its_warm_worker() {
     assert_eq!(placed[0]["worker_id"], b.worker_id, "spreading should pick the emptier worker: {placed:#?}");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A hub that does not answer (a stalled mirror) stalls placements only: the scheduler evaluates
+/// in a loop of its own, so another deployment scales down while the scheduler's hub read is still
+/// waiting on the same, first connection (the old single loop finished that read, with its 15 s
+/// timeout, before it could act on anything else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_hub_never_stalls_scaling() {
+    // A hub that accepts connections and never answers; it counts them and which are still open.
+    let hub = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hub_addr = hub.local_addr().expect("addr");
+    let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, o) = (accepted.clone(), open.clone());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = hub.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            o.fetch_add(1, Ordering::SeqCst);
+            let o = o.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                // Read until the client gives up; never answer.
+                while tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await.is_ok_and(|n| n > 0) {}
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let access = ferrostack::config::HubAccess { hf_endpoint: format!("http://{hub_addr}"), hf_token: None };
+    let s = TestServer::start_with_hub(DbKind::Sqlite, access).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("stalled", (46890, 46899))).await;
+    let body = json!({"name": "quick", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 2});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let quick = m["id"].as_i64().expect("id");
+    wait_models_instances(&s, quick, "2 running", |i| i.len() == 2 && i.iter().all(|x| x["state"] == "running")).await;
+
+    let body = json!({"name": "stuck", "source": "huggingface", "huggingface_repo_id": "org/stalled",
+                      "backend": "sleeper-custom", "replicas": 1});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while open.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the scheduler never asked the hub");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = accepted.load(Ordering::SeqCst);
+
+    let (_, mut q) = s.get(&format!("/v2/models/{quick}")).await;
+    for k in ["id", "version", "created_at", "updated_at"] {
+        q.as_object_mut().expect("object").remove(k);
+    }
+    q["replicas"] = json!(1);
+    assert_eq!(s.put(&format!("/v2/models/{quick}"), q).await.0, StatusCode::OK);
+    wait_models_instances(&s, quick, "scaled down", |i| i.len() == 1).await;
+    assert_eq!(
+        (accepted.load(Ordering::SeqCst), open.load(Ordering::SeqCst)),
+        (first, 1),
+        "the scale-down waited for the scheduler's hub read to end"
+    );
+    worker.shutdown().await;
 }

@@ -113,6 +113,7 @@ async fn the_cluster_token_only_makes_new_workers(kind: DbKind) {
         max_watch_streams: ferrostack::config::DEFAULT_MAX_WATCH_STREAMS,
         wake_queue: ferrostack::config::DEFAULT_WAKE_QUEUE,
         wake_timeout: std::time::Duration::from_secs(ferrostack::config::DEFAULT_WAKE_TIMEOUT_SECS),
+        hub: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let refused = ferrostack::server::start(config, listener).await.err().expect("refused to start");

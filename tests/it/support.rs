@@ -96,7 +96,23 @@ impl TestServer {
         Self::start_at(dir, database_url, "127.0.0.1").await
     }
 
+    /// A server that reads model metadata from `hub` (a local stand-in) instead of the public hub.
+    pub async fn start_with_hub(kind: DbKind, hub: ferrostack::config::HubAccess) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = database_url(kind, dir.path()).await;
+        Self::start_configured(dir, database_url, "127.0.0.1", hub).await
+    }
+
     async fn start_at(dir: tempfile::TempDir, database_url: String, host: &str) -> TestServer {
+        Self::start_configured(dir, database_url, host, Default::default()).await
+    }
+
+    async fn start_configured(
+        dir: tempfile::TempDir,
+        database_url: String,
+        host: &str,
+        hub: ferrostack::config::HubAccess,
+    ) -> TestServer {
         // RUST_LOG=… shows the server's and workers' logs for a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -114,6 +130,7 @@ impl TestServer {
             max_watch_streams: ferrostack::config::DEFAULT_MAX_WATCH_STREAMS,
             wake_queue: ferrostack::config::DEFAULT_WAKE_QUEUE,
             wake_timeout: std::time::Duration::from_secs(ferrostack::config::DEFAULT_WAKE_TIMEOUT_SECS),
+            hub,
         };
         let listener = tokio::net::TcpListener::bind((host, 0)).await.expect("bind");
         let running = ferrostack::server::start(config, listener).await.expect("server starts");

@@ -603,7 +603,7 @@ async fn evaluate_models(
             }
         };
         let default = crate::server::evaluate::cluster_policy(&state.db, spec.cluster_id).await?;
-        let eval = evaluate(&spec, &backend, default).await;
+        let eval = evaluate(&spec, &backend, default, &state.hub).await;
         let mut spec = spec;
         if spec.categories.is_empty() {
             spec.categories = vec![eval.meta.category.as_str().to_owned()];
