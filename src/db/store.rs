@@ -192,6 +192,44 @@ impl Db {
         Ok(records)
     }
 
+    /// Inserts `first`, then what `second` makes of it (if anything), then what `third` makes of
+    /// both, in one transaction: all or none. A deployment with its route and the route's target
+    /// is written this way, so no failure leaves a deployment without the route it asked for.
+    pub async fn insert_chain<A, B, C>(
+        &self,
+        first: (&A, &[(&str, Val)]),
+        second: impl FnOnce(&Record<A>) -> Option<(B, Vec<(&'static str, Val)>)>,
+        third: impl FnOnce(&Record<A>, &Record<B>) -> (C, Vec<(&'static str, Val)>),
+    ) -> DbResult<(Record<A>, Option<(Record<B>, Record<C>)>)>
+    where
+        A: Resource,
+        B: Resource,
+        C: Resource,
+    {
+        let mut tx = self.begin_write().await?;
+        let (a, a_change) = self.insert_in(&mut tx, first.0, first.1).await?;
+        let mut rest = None;
+        if let Some((b_spec, b_cols)) = second(&a) {
+            let (b, b_change) = self.insert_in(&mut tx, &b_spec, &b_cols).await?;
+            let (c_spec, c_cols) = third(&a, &b);
+            let (c, c_change) = self.insert_in(&mut tx, &c_spec, &c_cols).await?;
+            rest = Some(((b, b_change), (c, c_change)));
+        }
+        tx.commit().await?;
+        self.committed(A::TABLE, a_change.seq, &a_change.workers).await;
+        Ok((
+            a,
+            match rest {
+                Some(((b, b_change), (c, c_change))) => {
+                    self.committed(B::TABLE, b_change.seq, &b_change.workers).await;
+                    self.committed(C::TABLE, c_change.seq, &c_change.workers).await;
+                    Some((b, c))
+                }
+                None => None,
+            },
+        ))
+    }
+
     async fn insert_in<T: Resource>(
         &self,
         tx: &mut Transaction<'_, Any>,

@@ -24,12 +24,8 @@ const REFRESH: Duration = Duration::from_secs(30);
 /// How often buffered usage is written.
 const FLUSH: Duration = Duration::from_secs(2);
 
-/// Creates the route named after a new deployment, with the deployment as its one target.
-/// A route of that name that already exists is left alone.
-pub async fn create_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<()> {
-    if !model.spec.enable_model_route || db.get_by_name::<ModelRouteSpec>(&model.spec.name).await?.is_some() {
-        return Ok(());
-    }
+/// The route named after a new deployment (written with it, `Db::insert_chain`).
+pub fn model_route(model: &Record<ModelSpec>) -> (ModelRouteSpec, Vec<(&'static str, crate::db::Val)>) {
     let route = ModelRouteSpec {
         name: model.spec.name.clone(),
         description: model.spec.description.clone(),
@@ -43,11 +39,15 @@ pub async fn create_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<
         timeout: None,
         load_balancing: Default::default(),
     };
-    let route = match db.insert(&route, &route_columns(&route)).await {
-        Ok(r) => r,
-        Err(DbError::Duplicate { .. }) => return Ok(()),
-        Err(e) => return Err(e),
-    };
+    let columns = route_columns(&route);
+    (route, columns)
+}
+
+/// The deployment as the one target of its route.
+pub fn model_target(
+    model: &Record<ModelSpec>,
+    route: &Record<ModelRouteSpec>,
+) -> (ModelRouteTargetSpec, Vec<(&'static str, crate::db::Val)>) {
     let target = ModelRouteTargetSpec {
         name: format!("{}-{}", route.spec.name, model.spec.name),
         route_id: route.id,
@@ -59,8 +59,8 @@ pub async fn create_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<
         fallback_status_codes: None,
         state: TargetState::Unavailable,
     };
-    db.insert(&target, &target_columns(&target)).await?;
-    Ok(())
+    let columns = target_columns(&target);
+    (target, columns)
 }
 
 /// Sets the deployment's `generic_proxy` on the route created with it (called when an edit changes

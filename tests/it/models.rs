@@ -18,7 +18,8 @@ both_dbs!(
     scheduling_explains_and_never_overbooks,
     edits_roll_instances_one_at_a_time_when_asked,
     the_custom_backend_runs_the_deployments_own_command,
-    mindie_reads_its_parameters_from_a_config_file
+    mindie_reads_its_parameters_from_a_config_file,
+    a_deployment_is_never_left_without_its_route
 );
 
 async fn bad_deployments_name_the_field(kind: DbKind) {
@@ -603,4 +604,36 @@ async fn a_stalled_hub_never_stalls_scaling() {
         "the scale-down waited for the scheduler's hub read to end"
     );
     worker.shutdown().await;
+}
+
+/// A deployment, its route and the route's target are written in one transaction: when a later
+/// write fails (here a route whose name is taken), the deployment is not left behind without it.
+async fn a_deployment_is_never_left_without_its_route(kind: DbKind) {
+    use ferrostack::api::ModelSpec;
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let body = json!({"name": "first", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 0});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let (_, routes) = s.get("/v2/model-routes?search=first").await;
+    assert_eq!(routes["items"][0]["targets"], 1, "created with its route and target: {routes}");
+    let first = s.db().get::<ModelSpec>(m["id"].as_i64().expect("id")).await.expect("stored");
+    let second = ModelSpec { name: "second".into(), ..first.spec.clone() };
+    let res = s
+        .db()
+        .insert_chain(
+            (&second, &ferrostack::db::model_columns(&second)),
+            |m| {
+                let (mut route, _) = ferrostack::server::routing::model_route(m);
+                route.name = "first".into(); // taken by the first deployment's route
+                let columns = ferrostack::db::route_columns(&route);
+                Some((route, columns))
+            },
+            ferrostack::server::routing::model_target,
+        )
+        .await;
+    assert!(res.is_err(), "the taken route name must fail the chain");
+    assert!(s.db().get_by_name::<ModelSpec>("second").await.expect("read").is_none(), "deployment left behind");
 }

@@ -316,8 +316,18 @@ async fn create_model(
     spec.scaling_message = None;
     spec.spec_digest = Some(spec_hash(&spec));
     spec.rollout_digest = None;
-    let model = state.db.insert(&spec, &model_columns(&spec)).await?;
-    crate::server::routing::create_model_route(&state.db, &model).await?;
+    // The route named after it, unless turned off or the name is a route already (left alone).
+    let route =
+        spec.enable_model_route && state.db.get_by_name::<crate::api::ModelRouteSpec>(&spec.name).await?.is_none();
+    // One transaction: the deployment never exists without the route it asked for.
+    let (model, _) = state
+        .db
+        .insert_chain(
+            (&spec, &model_columns(&spec)),
+            |m| route.then(|| crate::server::routing::model_route(m)),
+            crate::server::routing::model_target,
+        )
+        .await?;
     Ok(axum::Json(model))
 }
 
