@@ -7,7 +7,14 @@
 # auth, route lookup, balancing, proxying, usage accounting.
 # A second table repeats the comparison against the same stub with a service time (--delay-ms,
 # default 20 ms: a very fast model), where the upstream, not the CPU, bounds throughput.
-# Usage: bench/gateway.sh [SECONDS] [DELAY_MS]   (default 10 s per run, 20 ms; builds release; needs `wrk`)
+# A CPU-per-request table puts the direct stub, nginx (when `nginx` is on PATH: 2 workers, upstream
+# keep-alive, bench/nginx.conf.template), the bare proxy and the gateway side by side in one loop:
+# req/s, p50/p99, and the CPU time (utime+stime from /proc/PID/stat) each proxy, the stub and wrk
+# spent per completed request, with the gateway's and the bare proxy's ratios to nginx.
+# PERF=1 adds a `perf record` of the gateway during one more 64-connection run, summarised by
+# bench/perf_groups.py (self time per group: kernel networking, hyper, tokio, malloc, our code, ...).
+# Usage: [PERF=1] bench/gateway.sh [SECONDS] [DELAY_MS]   (default 10 s per run, 20 ms; builds release;
+# needs `wrk`, optionally `nginx` and `perf`: apt-get install -y wrk nginx linux-perf)
 # Prints markdown tables; docs/benchmarks.md keeps the latest results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +30,10 @@ WORK="$(mktemp -d)"
 SERVER_PID=
 STUB_PID=
 BARE_PID=
+NGINX_PID=
 cleanup() {
   if [ -n "$BARE_PID" ]; then kill "$BARE_PID" 2>/dev/null || true; fi
+  if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; fi
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
   # The worker stops its instances on shutdown; this is in case it could not.
   if [ -n "$STUB_PID" ]; then kill "$STUB_PID" 2>/dev/null || true; fi
@@ -121,6 +130,95 @@ BARE_PORT=$(free_port)
 BARE_PID=$!
 until curl -sf "http://127.0.0.1:$BARE_PORT/health" >/dev/null; do sleep 0.05; done
 table "$WORK/post.lua" "$DIRECT" "http://127.0.0.1:$BARE_PORT" "bare proxy" 1 8 32 64
+echo
+
+# cpu_ticks PID...: utime+stime in clock ticks of these processes (all their threads), 0 for none.
+cpu_ticks() {
+  local t=0 p s f
+  for p in "$@"; do
+    s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    read -ra f <<<"${s##*) }"
+    t=$((t + f[11] + f[12]))
+  done
+  echo "$t"
+}
+# load_cpu SCRIPT CONNS URL "PROXY PIDS" [wrk args]: like load, plus the requests completed and the
+# CPU ticks the proxy's processes and the stub spent during the measured run, and wrk's own user+sys
+# seconds. Prints "requests/s p50_us p99_us errors requests proxy_ticks stub_ticks wrk_cpu_s".
+load_cpu() {
+  local script=$1 c=$2 url=$3 pids=$4; shift 4
+  local t=$(( c < 2 ? 1 : 2 )) p0 s0 p1 s1 TIMEFORMAT='%U %S'
+  wrk -t"$t" -c"$c" -d2s -s "$script" "$@" "$url/v1/chat/completions" >/dev/null
+  # shellcheck disable=SC2086 # a list of pids
+  p0=$(cpu_ticks $pids); s0=$(cpu_ticks "$STUB_PID")
+  { time wrk -t"$t" -c"$c" -d"${DURATION}s" --latency -s "$script" "$@" "$url/v1/chat/completions" \
+      >"$WORK/wrk.out" 2>"$WORK/wrk.err"; } 2>"$WORK/wrk.time"
+  # shellcheck disable=SC2086
+  p1=$(cpu_ticks $pids); s1=$(cpu_ticks "$STUB_PID")
+  echo "$(awk '$1=="RESULT" {printf "%.0f %d %d %d %d", $2 / ($3 / 1e6), $4, $5, $6, $2}' "$WORK/wrk.out")" \
+    "$((p1 - p0)) $((s1 - s0)) $(awk '{print $1 + $2}' "$WORK/wrk.time")"
+}
+# cpu_table CONNS...: every target at each level in turn (direct, nginx, bare proxy, gateway), the
+# same body and key header for all; one markdown table, ratios against nginx in the same level.
+cpu_table() {
+  local c target name url pids
+  echo "| conns | target | req/s | p50 | p99 | proxy CPU ms/req | stub CPU ms/req | wrk CPU ms/req | req/s vs nginx | CPU/req vs nginx | errors |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for c in "$@"; do
+    : >"$WORK/level.txt"
+    for target in "${TARGETS[@]}"; do
+      IFS='|' read -r name url pids <<<"$target"
+      echo "$name|$c|$(load_cpu "$WORK/post.lua" "$c" "$url" "$pids" -H "Authorization: Bearer $KEY")" >>"$WORK/level.txt"
+    done
+    python3 - "$CLK_TCK" "$WORK/level.txt" <<'PY'
+import sys
+tick_ms = 1000 / int(sys.argv[1])
+rows = []
+for line in open(sys.argv[2]):
+    name, c, rest = line.rstrip("\n").split("|")
+    f = rest.split()
+    rps, p50, p99, err, reqs, pt, st = map(int, f[:7])
+    wrk_s = float(f[7])
+    cpu = pt * tick_ms / reqs if name != "direct" and reqs else None
+    rows.append((name, c, rps, p50, p99, err, cpu, st * tick_ms / reqs, wrk_s * 1000 / reqs))
+ngx = next((r for r in rows if r[0] == "nginx"), None)
+for name, c, rps, p50, p99, err, cpu, stub, wrk in rows:
+    vs_rps = vs_cpu = "—"
+    if ngx and name != "direct":
+        vs_rps = f"{rps / ngx[2]:.2f}"
+        vs_cpu = f"{cpu / ngx[6]:.2f}" if cpu and ngx[6] else "—"
+    cpu_s = f"{cpu:.4f}" if cpu is not None else "—"
+    print(f"| {c} | {name} | {rps} | {p50 / 1000:.3f} ms | {p99 / 1000:.3f} ms | {cpu_s} | {stub:.4f} | {wrk:.4f} "
+          f"| {vs_rps} | {vs_cpu} | {err} |")
+PY
+  done
+}
+CLK_TCK=$(getconf CLK_TCK)
+TARGETS=("direct|$DIRECT|")
+if command -v nginx >/dev/null; then
+  NGINX_PORT=$(free_port)
+  sed -e "s|@WORK@|$WORK|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" \
+    bench/nginx.conf.template >"$WORK/nginx.conf"
+  nginx -e "$WORK/nginx-error.log" -p "$WORK" -c "$WORK/nginx.conf" 2>>"$WORK/nginx-error.log" &
+  NGINX_PID=$!
+  until curl -sf -H 'content-type: application/json' -d "$BODY" "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" >/dev/null; do
+    kill -0 "$NGINX_PID" 2>/dev/null || { cat "$WORK/nginx-error.log" >&2; echo "nginx exited" >&2; exit 1; }
+    sleep 0.05
+  done
+  sleep 0.2
+  NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+  TARGETS+=("nginx|http://127.0.0.1:$NGINX_PORT|$NGINX_PIDS")
+  echo "CPU per request, side by side: $(nginx -v 2>&1 | sed 's|.*: ||') (master + $(pgrep -cP "$NGINX_PID") workers, upstream keep-alive 64), the bare proxy and the gateway:"
+else
+  echo "CPU per request, side by side (nginx is not on PATH, so no nginx rows: apt-get install -y nginx):"
+fi
+TARGETS+=("bare proxy|http://127.0.0.1:$BARE_PORT|$BARE_PID" "gateway|$API|$SERVER_PID")
+echo
+cpu_table 1 8 32 64
+echo
+echo "CPU ms/req: utime+stime of the proxy's processes (nginx master + workers; the bare proxy; the whole"
+echo "ferrostack server) during the measured run ÷ requests completed; clock tick $(awk -v t="$CLK_TCK" 'BEGIN {print 1000 / t}') ms."
+if [ -n "$NGINX_PID" ]; then kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true; NGINX_PID=; fi
 kill "$BARE_PID"; BARE_PID=
 echo
 echo "The same stub answering after ${DELAY_MS} ms (a very fast model):"
@@ -130,3 +228,27 @@ echo
 "$TTFB" "$DIRECT" "$API" "$KEY" 200
 echo
 echo "Server RSS after the runs: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' "/proc/$SERVER_PID/status")"
+
+if [ "${PERF:-0}" = 1 ]; then
+  echo
+  if ! command -v perf >/dev/null; then
+    echo "PERF=1 but perf is not on PATH (apt-get install -y linux-perf): no profile."
+  else
+    wrk -t2 -c64 -d2s -s "$WORK/post.lua" -H "Authorization: Bearer $KEY" "$API/v1/chat/completions" >/dev/null
+    perf record -F 997 -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep "$((DURATION + 1))" >"$WORK/perf.log" 2>&1 &
+    PERF_PID=$!
+    sleep 0.3
+    p0=$(cpu_ticks "$SERVER_PID")
+    wrk -t2 -c64 -d"${DURATION}s" -s "$WORK/post.lua" -H "Authorization: Bearer $KEY" "$API/v1/chat/completions" >"$WORK/wrk.out"
+    p1=$(cpu_ticks "$SERVER_PID")
+    if wait "$PERF_PID" && [ -s "$WORK/perf.data" ]; then
+      read -r reqs rps < <(awk '$1=="RESULT" {printf "%d %.0f\n", $2, $2 / ($3 / 1e6)}' "$WORK/wrk.out")
+      echo "Profile of the gateway process (perf record -F 997 -p, self time, no call graphs) during a 64-connection"
+      echo "run of $DURATION s: $rps req/s, $(python3 -c "print(f'{($p1 - $p0) * 1000 / $CLK_TCK / $reqs:.4f}')") ms CPU/request under perf."
+      echo
+      perf script -i "$WORK/perf.data" -F ip,sym,dso 2>/dev/null | python3 bench/perf_groups.py 20
+    else
+      echo "perf record failed: $(tail -n 3 "$WORK/perf.log" | tr '\n' ' ')"
+    fi
+  fi
+fi
