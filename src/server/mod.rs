@@ -43,9 +43,22 @@ use crate::config::Config;
 use crate::db::Db;
 use error::{ApiError, ErrorCode};
 
-/// State shared by every handler; cheap to clone.
+/// State shared by every handler. One `Arc`: axum clones the state for every request, and a
+/// clone is one atomic increment however many handles it holds (cloning the fields one by one
+/// was over a tenth of the gateway's CPU per request under load: docs/benchmarks.md, round 5).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub db: Db,
     pub config: Arc<Config>,
     /// Flips to `true` when the server shuts down; long-lived streams end on it.
@@ -220,7 +233,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let config_watch_limit = config.max_watch_streams;
     let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
     let usage_task = routing::spawn_usage_writer(db.clone(), usage_events, usage_stopped);
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         db: db.clone(),
         config: Arc::new(config),
         shutdown: shutdown.clone(),
@@ -237,7 +250,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         mirrors: Arc::new(cache::Mirrors::new(&db)),
         leader: leader.clone(),
         watches: streams::WatchSlots::new(streams::total_limit(config_watch_limit, streams::raise_open_file_limit())),
-    };
+    }));
     bootstrap::spawn_housekeeping(db.counted_apart(), shutdown.clone());
     autoscaler::spawn(db.clone(), gateway.clone(), leader.clone(), shutdown.clone());
     let engines = controller::EngineProbe { http: reqwest::Client::new(), server_secret: server_secret.clone() };
