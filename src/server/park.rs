@@ -193,6 +193,23 @@ fn spawn_call(db: Db, p: Parking, i: ModelInstance, call: Call) {
         return;
     }
     tokio::spawn(async move {
+        // Read again now that the call is ours: a pass that read the instance before a wake or a
+        // sleep landed must not call its engine (a sleep sent to a woken, routed engine would
+        // cut requests). Unparking waits while the call is taken, so what is read here holds.
+        let still = match db.get::<ModelInstanceSpec>(i.id).await {
+            Ok(current) => {
+                current.spec.state == InstanceState::Parked
+                    && match call {
+                        Call::Sleep => current.spec.asleep_since.is_none(),
+                        Call::Wake => current.spec.asleep_since.is_some(),
+                    }
+            }
+            Err(_) => false,
+        };
+        if !still {
+            p.calls.done(i.id);
+            return;
+        }
         let endpoint = crate::server::routing::endpoint(&i, &p.engines.server_secret);
         let path = match call {
             Call::Sleep => "/sleep?level=1",
