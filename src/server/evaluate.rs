@@ -82,9 +82,20 @@ static READING: std::sync::Mutex<std::collections::BTreeSet<String>> =
 /// Reads local model files off the async threads, bounded by [`READ_TIMEOUT`]; on failure, the
 /// reason and the files' size if it could be read.
 async fn read_local_bounded(path: String) -> Result<ModelMeta, (String, u64)> {
+    read_local_within(path, READ_TIMEOUT).await
+}
+
+/// [`read_local_bounded`] with its bound as a parameter (tests pass a short one).
+async fn read_local_within(path: String, bound: std::time::Duration) -> Result<ModelMeta, (String, u64)> {
     let reading = || READING.lock().unwrap_or_else(|e| e.into_inner());
-    if !reading().insert(path.clone()) {
-        return Err(("an earlier read of these files has not returned yet (a hung mount?)".into(), 0));
+    // Another evaluation reading the same files (two schedulers, an API evaluation) is waited for,
+    // then the files are read again: only a read that does not return within the bound is given up.
+    let waited = tokio::time::Instant::now();
+    while !reading().insert(path.clone()) {
+        if waited.elapsed() >= bound {
+            return Err(("an earlier read of these files has not returned (a hung mount?)".into(), 0));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let p = path.clone();
     let task = tokio::task::spawn_blocking(move || {
@@ -93,14 +104,14 @@ async fn read_local_bounded(path: String) -> Result<ModelMeta, (String, u64)> {
         READING.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
         (res, size)
     });
-    match tokio::time::timeout(READ_TIMEOUT, task).await {
+    match tokio::time::timeout(bound, task).await {
         Ok(Ok((Ok(meta), _))) => Ok(meta),
         Ok(Ok((Err(e), size))) => Err((e, size)),
         Ok(Err(e)) => {
             reading().remove(&path);
             Err((e.to_string(), 0))
         }
-        Err(_) => Err((format!("reading the model files took over {} s (a hung mount?)", READ_TIMEOUT.as_secs()), 0)),
+        Err(_) => Err((format!("reading the model files took over {} s (a hung mount?)", bound.as_secs()), 0)),
     }
 }
 
@@ -359,10 +370,22 @@ mod tests {
         let path = dir.path().join("m.gguf");
         std::fs::write(&path, b"not a gguf").expect("write");
         let path = path.to_string_lossy().into_owned();
-        // As if an earlier read of it hung: no second blocking read is started.
+        // As if an earlier read of it hung: after waiting the bound for it, no second blocking
+        // read is started.
+        let bound = std::time::Duration::from_millis(100);
         READING.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
-        let (why, _) = read_local_bounded(path.clone()).await.expect_err("not read again");
+        let (why, _) = read_local_within(path.clone(), bound).await.expect_err("not read again");
         assert!(why.contains("has not returned"), "{why}");
+        // One that returns meanwhile is waited for, then the files are read again (two schedulers
+        // evaluating one deployment at once must both get its real size).
+        READING.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
+        let p = path.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            READING.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
+        });
+        let (why, size) = read_local_within(path.clone(), std::time::Duration::from_secs(5)).await.expect_err("read");
+        assert!(!why.contains("has not returned") && size == 10, "waited, then read: {why} ({size} bytes)");
         // Once that read returns, the path is read again (and this file is no GGUF).
         READING.lock().unwrap_or_else(|e| e.into_inner()).remove(&path);
         let (why, size) = read_local_bounded(path.clone()).await.expect_err("not a gguf");
