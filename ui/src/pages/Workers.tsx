@@ -212,7 +212,7 @@ export function WorkersPage() {
               <Table.Td>
                 <StateBadge state={w.state} />
                 {w.state_message && (
-                  <Text size="xs" c="dimmed">
+                  <Text size="xs" c="dimmed" maw={240}>
                     {w.state_message}
                   </Text>
                 )}
