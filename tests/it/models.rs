@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::both_dbs;
+use crate::drain::edit_model;
 use crate::support::{DbKind, TestServer};
 use crate::workers::{SLEEPER_YAML, import_backend, llama, llama_backend_yaml, start_worker, worker_options};
 
@@ -515,21 +516,9 @@ async fn a_woken_deployment_goes_back_to_its_warm_worker() {
         ids.push(id);
     }
     let b = start_worker(&s, db.path(), &worker_options("cold", (46870, 46879))).await;
-    let scale = |id: i64, n: u32| {
-        let s = &s;
-        async move {
-            let (_, mut m) = s.get(&format!("/v2/models/{id}")).await;
-            for k in ["id", "version", "created_at", "updated_at"] {
-                m.as_object_mut().expect("object").remove(k);
-            }
-            m["replicas"] = json!(n);
-            let (status, body) = s.put(&format!("/v2/models/{id}"), m).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-        }
-    };
-    scale(ids[0], 0).await;
+    edit_model(&s, ids[0], "", |m| m["replicas"] = json!(0)).await;
     wait_models_instances(&s, ids[0], "asleep", |i| i.is_empty()).await;
-    scale(ids[0], 1).await;
+    edit_model(&s, ids[0], "", |m| m["replicas"] = json!(1)).await;
     let woken = wait_models_instances(&s, ids[0], "awake", |i| i.len() == 1 && i[0]["state"] == "running").await;
     assert_eq!(woken[0]["worker_id"], a.worker_id, "not back on its warm worker: {woken:#?}");
     // The control: spreading alone sends a deployment that never ran to the emptier worker.
@@ -591,12 +580,7 @@ async fn a_stalled_hub_never_stalls_scaling() {
     }
     let first = accepted.load(Ordering::SeqCst);
 
-    let (_, mut q) = s.get(&format!("/v2/models/{quick}")).await;
-    for k in ["id", "version", "created_at", "updated_at"] {
-        q.as_object_mut().expect("object").remove(k);
-    }
-    q["replicas"] = json!(1);
-    assert_eq!(s.put(&format!("/v2/models/{quick}"), q).await.0, StatusCode::OK);
+    edit_model(&s, quick, "", |m| m["replicas"] = json!(1)).await;
     wait_models_instances(&s, quick, "scaled down", |i| i.len() == 1).await;
     assert_eq!(
         (accepted.load(Ordering::SeqCst), open.load(Ordering::SeqCst)),
