@@ -144,6 +144,19 @@ pub fn tails(dir: &Path) -> String {
     out
 }
 
+/// The last 40 WARN and ERROR lines of each log in `dir`: what went wrong earlier than [`tails`] reaches.
+pub fn warnings(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    names.sort();
+    for path in names.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+        out.push_str(&format!("--- {} (warnings)\n{}\n", path.display(), lines[lines.len().saturating_sub(40)..].join("\n")));
+    }
+    out
+}
+
 /// PostgreSQL on the root host reached over the bridge (through [`proxy`]), and two servers on it
 /// on hosts 0 and 1, both up and sharing the server secret; `grace` is their worker grace.
 pub async fn two_servers(hosts: &mut Hosts, dir: &Path, http: &reqwest::Client, grace: u32) -> Vec<Server> {
