@@ -139,6 +139,7 @@ impl Default for HubAccess {
 
 impl HubAccess {
     /// From `HF_ENDPOINT` and `HF_TOKEN`; the public hub when unset.
+    #[allow(clippy::disallowed_methods)] // the configuration is where the environment is read
     pub fn from_env() -> HubAccess {
         let endpoint = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.trim().is_empty());
         HubAccess {

@@ -44,6 +44,7 @@ pub struct LoginArgs {
 
 /// The credentials file: `$FERROSTACK_CREDENTIALS`, `$XDG_CONFIG_HOME/ferrostack/credentials` or
 /// `~/.config/ferrostack/credentials`.
+#[allow(clippy::disallowed_methods)] // the CLI's edge: where the user keeps the file
 pub fn credentials_path() -> Option<PathBuf> {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     credentials_path_from(var(ENV_CREDENTIALS), var("XDG_CONFIG_HOME"), var("HOME"))

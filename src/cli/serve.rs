@@ -40,6 +40,8 @@ pub struct WorkerArgs {
     pub options: WorkerOptions,
 }
 
+/// The CLI's edge: the home directory the default data dirs are under.
+#[allow(clippy::disallowed_methods)]
 fn home() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
 }
@@ -83,8 +85,7 @@ pub async fn logs(client: &Client, id: i64, tail: Option<u64>, follow: bool) -> 
 }
 
 pub async fn run(args: ServerArgs, worker: Option<WorkerOptions>) -> anyhow::Result<()> {
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let config = Config::load(&args, home.as_deref())?;
+    let config = Config::load(&args, home().as_deref())?;
     let bind = format!("{}:{}", config.host, config.port);
     let listener = tokio::net::TcpListener::bind(&bind)
         .await

@@ -2,6 +2,9 @@
 //! speech layouts, remote reading against a local axum server, the real SmolLM2 GGUF when
 //! `SMOLLM2_GGUF` is set, and random bytes fed to both header parsers.
 
+// Tests find the real model in the environment the suite sets up.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::Path;
 
 use proptest::prelude::*;

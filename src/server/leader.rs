@@ -58,12 +58,12 @@ impl Leadership {
         Leadership { id: id.into(), held: watch::channel(None).0, view: Arc::new(std::sync::Mutex::new(view)) }
     }
 
-    /// A server id unique to this process: host name, process id and a random suffix.
+    /// A server id unique to this process: host name (the kernel's, as the worker's default name;
+    /// in a container or pod it is what `HOSTNAME` says), process id and a random suffix.
     pub fn process_id() -> String {
-        let host = std::env::var("HOSTNAME")
-            .ok()
+        let host = sysinfo::System::host_name()
+            .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
             .unwrap_or_else(|| "server".into());
         let suffix = crate::server::auth::random_token(3);
         format!("{host}-{}-{suffix}", std::process::id())

@@ -1,6 +1,9 @@
 //! Integration tests: one binary (link time matters on 2 cores), real server on port 0, temp data
 //! dirs, SQLite and PostgreSQL (see `support::both_dbs!`).
 
+// Tests read the environment the suite sets up (PostgreSQL, llama.cpp, podman, CI, FERROSTACK_BLESS).
+#![allow(clippy::disallowed_methods)]
+
 mod attacks;
 mod autoscale;
 mod backends;

@@ -142,6 +142,8 @@ pub async fn ascend_processes() -> Vec<super::external::GpuProcess> {
 
 /// The path of an executable `name` on `PATH` or in the vendors' usual directories.
 pub fn find_tool(name: &str) -> Option<PathBuf> {
+    // PATH is the process's own search path, as a spawned `Command` would use it; not configuration.
+    #[allow(clippy::disallowed_methods)]
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(EXTRA_TOOL_DIRS.iter().map(PathBuf::from))

@@ -79,6 +79,8 @@ fn is_decode_error(e: &EngineError) -> bool {
 
 /// Where to reach the engine: the explicit socket, else `DOCKER_HOST`, else the first default socket
 /// that exists (Docker's, rootful Podman's, then rootless Podman's under `XDG_RUNTIME_DIR`).
+// DOCKER_HOST and XDG_RUNTIME_DIR: the Docker/Podman clients' own convention for finding the engine.
+#[allow(clippy::disallowed_methods)]
 fn resolve_endpoint(socket: Option<PathBuf>) -> Result<String, RuntimeError> {
     if let Some(path) = socket {
         let text = path.to_string_lossy().into_owned();

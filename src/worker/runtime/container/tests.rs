@@ -1,6 +1,9 @@
 //! Tests of the container runtime: the create body as pure data, and real containers through
 //! podman's Docker API where it runs (skipped, or failed under CI, without an engine).
 
+// Tests find their engine and image in the environment the suite sets up.
+#![allow(clippy::disallowed_methods)]
+
 use super::*;
 
 fn spec(dir: &Path) -> LaunchSpec {
