@@ -42,7 +42,7 @@ function Stat({ label, value, detail }: { label: string; value: number; detail?:
 
 function GpuMemoryChart({ workers }: { workers: Worker[] }) {
   const data = workers.map((w) => {
-    const gpus = w.status.gpu_devices;
+    const gpus = w.status?.gpu_devices ?? [];
     const total = gpus.reduce((s, g) => s + g.memory_total, 0);
     const used = gpus.reduce((s, g) => s + g.memory_used, 0);
     return { worker: w.name, used: gib(used), free: gib(total - used) };
@@ -104,7 +104,7 @@ export function DashboardPage() {
   const workers = useWatchList<Worker>("/v2/workers");
   const models = useWatchList<Model>("/v2/models");
   const instances = useWatchList<ModelInstance>("/v2/model-instances");
-  const gpus = workers.items.flatMap((w) => w.status.gpu_devices);
+  const gpus = workers.items.flatMap((w) => w.status?.gpu_devices ?? []);
   const ready = workers.items.filter((w) => w.state === "ready").length;
   const running = instances.items.filter((i) => i.state === "running").length;
 

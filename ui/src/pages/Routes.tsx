@@ -47,9 +47,9 @@ function RouteRow({ listed, canEdit }: { listed: ModelRoute; canEdit: boolean })
             name="load_balancing"
             allowDeselect={false}
             data={POLICIES.map((p) => ({ value: p.value, label: p.label }))}
-            value={route.load_balancing}
+            value={route.load_balancing ?? "least_outstanding"}
             disabled={!canEdit || busy}
-            description={explain(route.load_balancing)}
+            description={explain(route.load_balancing ?? "least_outstanding")}
             inputWrapperOrder={["label", "input", "description", "error"]}
             error={fieldErrors.load_balancing}
             onChange={change}
@@ -91,7 +91,7 @@ export function RoutesPage() {
           </Table.Thead>
           <Table.Tbody>
             {routes.items.map((r) => (
-              <RouteRow key={r.id} listed={r} canEdit={user.is_admin} />
+              <RouteRow key={r.id} listed={r} canEdit={user.is_admin ?? false} />
             ))}
           </Table.Tbody>
         </Table>

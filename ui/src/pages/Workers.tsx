@@ -186,7 +186,7 @@ export function WorkersPage() {
   const workers = { ...watched, items: watched.items.map((w) => withFigures(w, polled)) };
   const [editing, setEditing] = useState<Worker | null>(null);
   const gpus = workers.items.flatMap((w) =>
-    w.status.gpu_devices.map((g) => ({ ...g, worker: w.name, worker_id: w.id })),
+    (w.status?.gpu_devices ?? []).map((g) => ({ ...g, worker: w.name, worker_id: w.id })),
   );
   const instances = useWatchList<ModelInstance>("/v2/model-instances");
 
@@ -222,19 +222,19 @@ export function WorkersPage() {
                 {w.ifname ? ` on ${w.ifname}` : ""} ({w.runtime})
               </Table.Td>
               <Table.Td>
-                {w.status.cpu.total} cores, {Math.round(w.status.cpu.utilization_rate)}%
+                {w.status?.cpu.total ?? 0} cores, {Math.round(w.status?.cpu.utilization_rate ?? 0)}%
               </Table.Td>
               <Table.Td>
-                {bytes(w.status.memory.used)} / {bytes(w.status.memory.total)}
+                {bytes(w.status?.memory.used ?? 0)} / {bytes(w.status?.memory.total ?? 0)}
               </Table.Td>
               <Table.Td>
-                {w.status.gpu_devices.length}
-                {w.status.gpu_devices.some((g) => g.simulated) && " (simulated)"}
+                {w.status?.gpu_devices?.length ?? 0}
+                {w.status?.gpu_devices?.some((g) => g.simulated) && " (simulated)"}
               </Table.Td>
               <Table.Td maw={240}>
                 {/* Chips wrap inside the column: a long label is shown whole, never cut. */}
                 <Group gap={4}>
-                  {Object.entries(w.labels).map(([k, v]) => (
+                  {Object.entries(w.labels ?? {}).map(([k, v]) => (
                     <Badge
                       key={k}
                       variant="outline"
@@ -259,8 +259,8 @@ export function WorkersPage() {
                   </Menu.Target>
                   <Menu.Dropdown>
                     <Menu.Item onClick={() => setEditing(w)}>Edit labels</Menu.Item>
-                    <Menu.Item onClick={() => setMaintenance(w, !w.maintenance.enabled)}>
-                      {w.maintenance.enabled ? "End maintenance" : "Start maintenance"}
+                    <Menu.Item onClick={() => setMaintenance(w, !w.maintenance?.enabled)}>
+                      {w.maintenance?.enabled ? "End maintenance" : "Start maintenance"}
                     </Menu.Item>
                     <Menu.Item color="red" onClick={() => confirmDelete(w)}>
                       Remove

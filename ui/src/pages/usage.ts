@@ -1,35 +1,9 @@
 // Token usage as GET /v2/usage returns it (src/api/gateway.rs UsageRow: one row per UTC day, user,
 // API key, route and operation), and the sums the usage page shows: by day, model, key or user.
 
-export interface UsageRow {
-  /** `YYYY-MM-DD`, UTC. */
-  date: string;
-  user_id: number;
-  /** 0 when the call came through a session (the playground) rather than an API key. */
-  api_key_id: number;
-  route_id: number;
-  route_name: string;
-  model_name: string;
-  operation: string;
-  request_count: number;
-  prompt_token_count: number;
-  completion_token_count: number;
-  /** The key's and user's names while they exist (an admin sees other users' keys only here). */
-  api_key_name?: string | null;
-  user_name?: string | null;
-}
+import type { UsageDay, UsageResponse, UsageRow } from "../api/types";
 
-export interface UsageDay {
-  date: string;
-  request_count: number;
-  prompt_token_count: number;
-  completion_token_count: number;
-}
-
-export interface UsageResponse {
-  items: UsageRow[];
-  per_day: UsageDay[];
-}
+export type { UsageDay, UsageResponse, UsageRow };
 
 /** The query parameters /v2/usage accepts. */
 export interface UsageFilters {

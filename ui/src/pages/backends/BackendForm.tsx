@@ -25,7 +25,7 @@ const NEW_VERSION: VersionRow = { name: "", image_name: "", custom_framework: "c
 
 function ownVersions(b: InferenceBackend | null): VersionRow[] {
   if (!b) return [{ ...NEW_VERSION, name: "v1" }];
-  return Object.entries(b.version_configs)
+  return Object.entries(b.version_configs ?? {})
     .filter(([, v]) => !v.built_in_frameworks?.length)
     .map(([name, v]) => ({
       name,

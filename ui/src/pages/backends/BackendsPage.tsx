@@ -46,7 +46,7 @@ function confirmDelete(b: InferenceBackend) {
 }
 
 function BackendCard({ b, open }: { b: InferenceBackend; open: (d: Dialog) => void }) {
-  const versions = Object.keys(b.version_configs);
+  const versions = Object.keys(b.version_configs ?? {});
   const toggle = b.enabled ? "disable" : "enable";
   return (
     <Card withBorder data-backend={b.backend_name} component="article" aria-label={b.backend_name}>

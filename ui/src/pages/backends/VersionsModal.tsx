@@ -4,7 +4,7 @@ import { Badge, Modal, Table } from "@mantine/core";
 import type { InferenceBackend } from "../../api/types";
 
 export function VersionsModal({ backend, onClose }: { backend: InferenceBackend; onClose: () => void }) {
-  const versions = Object.entries(backend.version_configs);
+  const versions = Object.entries(backend.version_configs ?? {});
   return (
     <Modal opened onClose={onClose} size="lg" title={`Versions of ${backend.backend_name}`}>
       <Table aria-label="Versions">

@@ -32,8 +32,9 @@ function report(action: Promise<void>) {
 }
 
 function deploymentState(m: Model, instances: ModelInstance[]): string {
-  if (m.replicas === 0) return "stopped";
-  if (m.ready_replicas >= m.replicas) return "running";
+  const replicas = m.replicas ?? 1;
+  if (replicas === 0) return "stopped";
+  if ((m.ready_replicas ?? 0) >= replicas) return "running";
   if (instances.some((i) => i.state === "error")) return "error";
   return instances[0]?.state ?? "pending";
 }

@@ -69,9 +69,7 @@ export function InstancesTable({ instances, onLogs, specDigest }: Props) {
                   </Badge>
                 </Tooltip>
               )}
-              {i.download_progress !== null &&
-                i.state === "downloading" &&
-                ` ${Math.round(i.download_progress * 100)}%`}
+              {i.download_progress != null && i.state === "downloading" && ` ${Math.round(i.download_progress * 100)}%`}
               {i.state === "parked" && (
                 <Text size="xs" data-testid="parked">
                   {i.asleep_since ? "engine asleep" : "engine awake"}
@@ -99,14 +97,14 @@ export function InstancesTable({ instances, onLogs, specDigest }: Props) {
                   data-testid="subordinate-worker"
                   title={p.state_message ?? undefined}
                 >
-                  + {p.worker_name ?? `worker ${p.worker_id}`} (GPU {p.gpu_indexes.join(", ") || "–"}):{" "}
-                  <StateBadge state={p.state} />
+                  + {p.worker_name ?? `worker ${p.worker_id}`} (GPU {(p.gpu_indexes ?? []).join(", ") || "–"}):{" "}
+                  <StateBadge state={p.state ?? "pending"} />
                 </Text>
               ))}
             </Table.Td>
             <Table.Td>
-              {i.gpu_indexes.length ? i.gpu_indexes.join(", ") : "CPU"}
-              {i.injected_backend_parameters.length > 0 && (
+              {i.gpu_indexes?.length ? i.gpu_indexes.join(", ") : "CPU"}
+              {!!i.injected_backend_parameters?.length && (
                 <Tooltip label={i.injected_backend_parameters.join(" ")}>
                   <Text size="xs" c="dimmed" span>
                     {" "}

@@ -8,7 +8,7 @@ import { FormError } from "../../components/FormError";
 import { putReplicas } from "./actions";
 
 export function ScaleModal({ model, onClose }: { model: Model; onClose: () => void }) {
-  const [replicas, setReplicas] = useState(model.replicas);
+  const [replicas, setReplicas] = useState(model.replicas ?? 1);
   const { busy, fieldErrors, formError, run } = useSubmit();
 
   const submit = async (e: FormEvent) => {

@@ -7,6 +7,9 @@ const instance = (over: Partial<ModelInstance>): ModelInstance =>
 
 const backend = (over: Partial<BackendListItem>): BackendListItem => ({
   backend_name: "llama-cpp-custom",
+  backend_source: "custom",
+  is_built_in: false,
+  default_env: {},
   enabled: true,
   default_version: "cpu",
   default_backend_param: [],

@@ -250,6 +250,9 @@ describe("suggestName / preselectBackend", () => {
 describe("withDefaultVersion", () => {
   const item = (backend_name: string, default_version: string | null, versions: string[]): BackendListItem => ({
     backend_name,
+    backend_source: "built_in",
+    is_built_in: true,
+    default_env: {},
     enabled: true,
     default_version,
     default_backend_param: [],

@@ -168,7 +168,7 @@ export function fromModel(m: Model): DeployState {
     description: m.description ?? "",
     backend: m.backend ?? "",
     backend_version: m.backend_version ?? "",
-    replicas: m.replicas,
+    replicas: m.replicas ?? 1,
     placement_strategy: m.placement_strategy ?? "spread",
     worker_selector: formatPairs(m.worker_selector),
     manual_gpus: Boolean(m.gpu_selector),
@@ -198,7 +198,7 @@ export function fromModel(m: Model): DeployState {
 }
 
 /** A stored deployment's spec without its metadata, for PUT (the server refuses unknown fields). */
-export function specOf(m: Model): ModelSpec & { ready_replicas: number } {
+export function specOf(m: Model): ModelSpec {
   const { id: _id, version: _version, created_at: _c, updated_at: _u, ...spec } = m;
   return spec;
 }

@@ -9,7 +9,7 @@ import { Embeddings } from "./Embeddings";
 
 export function PlaygroundPage() {
   const models = useWatchList<Model>("/v2/models");
-  const names = models.items.filter((m) => m.replicas > 0).map((m) => m.name);
+  const names = models.items.filter((m) => (m.replicas ?? 1) > 0).map((m) => m.name);
   return (
     <Page title="Playground">
       <Tabs defaultValue="chat" keepMounted={false}>
