@@ -386,7 +386,7 @@ impl ModelController {
     /// What instance `i`'s engine says it still runs (`drain::engine_busy`); None if it does not say.
     async fn engine_busy(&self, i: &ModelInstance) -> Option<u64> {
         let probe = self.engines.as_ref()?;
-        let e = crate::server::routing::endpoint(i, &probe.server_secret)?;
+        let e = crate::server::route_snapshot::endpoint(i, &probe.server_secret)?;
         let auth = e.auth.as_ref().and_then(|a| a.to_str().ok());
         drain::engine_busy(&probe.http, &e.addr, auth).await
     }

@@ -19,6 +19,7 @@ pub mod park;
 pub mod policy;
 pub mod rate_share;
 pub mod replicas;
+pub mod route_snapshot;
 mod routes;
 pub mod routing;
 pub mod schedule;
@@ -226,7 +227,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let server_secret = Arc::new(server_secret);
     let hub = Arc::new(config.hub.clone());
     gateway.publish(routing::sync(&db, &server_secret).await?);
-    routing::spawn_snapshot_loop(db.clone(), gateway.clone(), server_secret.clone(), shutdown.clone());
+    routing::spawn_snapshot_loop(db.clone(), gateway.clone(), server_secret.clone(), leader.clone(), shutdown.clone());
     if db.dialect() == crate::db::Dialect::Postgres {
         rate_share::spawn(db.counted_apart(), gateway.clone(), leader.id().to_string(), shutdown.clone());
     }

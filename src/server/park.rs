@@ -210,7 +210,7 @@ fn spawn_call(db: Db, p: Parking, i: ModelInstance, call: Call) {
             p.calls.done(i.id);
             return;
         }
-        let endpoint = crate::server::routing::endpoint(&i, &p.engines.server_secret);
+        let endpoint = crate::server::route_snapshot::endpoint(&i, &p.engines.server_secret);
         let path = match call {
             Call::Sleep => "/sleep?level=1",
             Call::Wake => "/wake_up",

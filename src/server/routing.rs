@@ -1,22 +1,17 @@
-//! Feeds the gateway: builds its routing snapshot from the database on every committed change
-//! to routes, deployments, instances or workers (this server's or another's), keeps route targets'
-//! `active` state and counters current, removes routes of deleted deployments, and writes the
-//! gateway's usage events to the daily aggregates in batches.
+//! Feeds the gateway: rebuilds its routing snapshot ([`route_snapshot`]) on every committed change
+//! to routes, deployments, instances or workers (this server's or another's), has the leader write
+//! what follows from it (target states, route counters, routes of deleted deployments), and writes
+//! the gateway's usage events to the daily aggregates in batches.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::HeaderValue;
-
-use crate::api::{
-    InstanceState, ModelInstanceSpec, ModelRouteSpec, ModelRouteTargetSpec, ModelSpec, Record, TargetState, UsageRow,
-    WorkerSpec,
-};
-use crate::backends::render::engine_api_key;
+use crate::api::{ModelRouteSpec, ModelRouteTargetSpec, ModelSpec, Record, TargetState, UsageRow};
 use crate::db::{Db, DbError, DbResult, route_columns, target_columns};
-use crate::gateway::{Endpoint, Gateway, Route, Snapshot, Target, UsageEvent};
-use crate::server::auth::server_token;
+use crate::gateway::{Gateway, Snapshot, UsageEvent};
+use crate::server::leader::Leadership;
+use crate::server::route_snapshot::{self, Tables};
 
 /// How often the snapshot is rebuilt when no commit woke it: a safety net only. Commits here wake
 /// it at once, and other servers' commits through the change-log poller (`db::notify`).
@@ -83,145 +78,19 @@ pub async fn sync_model_route(db: &Db, model: &Record<ModelSpec>) -> DbResult<()
     }
 }
 
-/// Where instance `i`'s engine answers (`host:port`) and the key it takes; None if it is not bound.
-pub fn endpoint(i: &Record<ModelInstanceSpec>, secret: &str) -> Option<Endpoint> {
-    let (worker_id, ip, port) = (i.spec.worker_id?, i.spec.worker_ip.as_deref()?, i.spec.port?);
-    let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
-    let key = engine_api_key(&server_token(secret, worker_id), i.id);
-    let auth = HeaderValue::from_str(&format!("Bearer {key}")).ok();
-    Some(Endpoint { instance_id: i.id, addr: format!("{host}:{port}"), auth })
-}
-
-/// Running instances per deployment, on workers that exist, whatever their state: a worker that
-/// stopped heartbeating keeps its running engines routed while they answer (the monitor takes
-/// out those that do not, and the gateway's circuit breaker those that fail requests).
-fn running_by_model(
-    instances: &[Record<ModelInstanceSpec>],
-    workers: &[Record<WorkerSpec>],
-    secret: &str,
-) -> HashMap<i64, Vec<Endpoint>> {
-    let up: HashSet<i64> = workers.iter().map(|w| w.id).collect();
-    let mut out: HashMap<i64, Vec<Endpoint>> = HashMap::new();
-    for i in instances {
-        let s = &i.spec;
-        if s.state != InstanceState::Running || !s.worker_id.is_some_and(|w| up.contains(&w)) {
-            continue;
-        }
-        if let (Some(model_id), Some(endpoint)) = (s.model_id, endpoint(i, secret)) {
-            out.entry(model_id).or_default().push(endpoint);
-        }
-    }
-    out
-}
-
-/// Whether deployment `id` no longer exists (read now, not from an earlier snapshot).
-async fn model_gone(db: &Db, id: i64) -> DbResult<bool> {
-    match db.get::<ModelSpec>(id).await {
-        Ok(_) => Ok(false),
-        Err(DbError::NotFound { .. }) => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
-/// One pass: reads routes, targets, deployments, instances and workers; fixes target states,
-/// counters and orphans; returns the snapshot.
+/// The snapshot as [`route_snapshot::build`] makes it from a fresh read, writing nothing.
 pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
-    let models: BTreeMap<i64, Record<ModelSpec>> =
-        db.all::<ModelSpec>().await?.into_iter().map(|m| (m.id, m)).collect();
-    let instances = db.all::<ModelInstanceSpec>().await?;
-    let running = running_by_model(&instances, &db.all::<WorkerSpec>().await?, secret);
-    // Withdrawn by every gateway that publishes this (docs/draining.md).
-    let draining: Vec<i64> = instances
-        .iter()
-        .filter(|i| matches!(i.spec.state, InstanceState::Draining | InstanceState::Parked))
-        .map(|i| i.id)
-        .collect();
-    let mut by_route: BTreeMap<i64, Vec<Record<ModelRouteTargetSpec>>> = BTreeMap::new();
-    for t in db.all::<ModelRouteTargetSpec>().await? {
-        if let Some(m) = t.spec.model_id.filter(|m| !models.contains_key(m)) {
-            // The model list above may predate this target's deployment: ask again before deleting.
-            if model_gone(db, m).await? {
-                ignore_gone(db.delete::<ModelRouteTargetSpec>(t.id).await.map(drop))?;
-            }
-            continue;
-        }
-        let active = t.spec.model_id.and_then(|m| running.get(&m)).is_some_and(|e| !e.is_empty());
-        let state = if active { TargetState::Active } else { TargetState::Unavailable };
-        if t.spec.state != state {
-            let mut spec = t.spec.clone();
-            spec.state = state;
-            ignore_gone(db.update(t.id, t.version, &spec, &target_columns(&spec)).await.map(drop))?;
-        }
-        let mut t = t;
-        t.spec.state = state;
-        by_route.entry(t.spec.route_id).or_default().push(t);
-    }
-    let mut routes = Vec::new();
-    let mut wakeable = HashMap::new();
-    for r in db.all::<ModelRouteSpec>().await? {
-        let targets = by_route.remove(&r.id).unwrap_or_default();
-        if let Some(m) = r.spec.created_model_id.filter(|m| targets.is_empty() && !models.contains_key(m)) {
-            if model_gone(db, m).await? {
-                ignore_gone(db.delete::<ModelRouteSpec>(r.id).await.map(drop))?;
-            }
-            continue;
-        }
-        let ready = targets.iter().filter(|t| t.spec.state == TargetState::Active).count() as u32;
-        if r.spec.targets != targets.len() as u32 || r.spec.ready_targets != ready {
-            let mut spec = r.spec.clone();
-            spec.targets = targets.len() as u32;
-            spec.ready_targets = ready;
-            ignore_gone(db.update(r.id, r.version, &spec, &route_columns(&spec)).await.map(drop))?;
-        }
-        // Autoscaled primary targets: a request wakes them when nothing is ready (gateway::wake).
-        let sleepers: Vec<i64> = targets
-            .iter()
-            .filter(|t| t.spec.fallback_status_codes.as_ref().is_none_or(|c| c.is_empty()))
-            .filter_map(|t| t.spec.model_id)
-            .filter(|m| models.get(m).is_some_and(|m| m.spec.autoscaling.is_some()))
-            .collect();
-        if !sleepers.is_empty() {
-            wakeable.insert(r.id, sleepers);
-        }
-        let targets = targets
-            .into_iter()
-            .filter_map(|t| {
-                let model = models.get(&t.spec.model_id?)?;
-                Some(Target {
-                    name: t.spec.name,
-                    weight: t.spec.weight,
-                    served_name: t.spec.overridden_model_name.unwrap_or_else(|| model.spec.name.clone()),
-                    fallback_status_codes: t.spec.fallback_status_codes.unwrap_or_default(),
-                    instances: running.get(&model.id).cloned().unwrap_or_default(),
-                })
-            })
-            .collect();
-        routes.push(Route {
-            id: r.id,
-            name: r.spec.name,
-            categories: r.spec.categories,
-            created: r.created_at.timestamp(),
-            timeout: r.spec.timeout.filter(|t| *t > 0).map(Duration::from_secs),
-            generic_proxy: r.spec.generic_proxy.unwrap_or(true),
-            load_balancing: r.spec.load_balancing,
-            targets,
-        });
-    }
-    Ok(Snapshot::new(routes).with_draining(draining).with_wakeable(wakeable))
+    Ok(route_snapshot::build(Tables::read(db).await?, secret).0)
 }
 
-fn ignore_gone(res: DbResult<()>) -> DbResult<()> {
-    match res {
-        Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => Ok(()),
-        other => other,
-    }
-}
-
-/// Keeps the gateway's snapshot current until shutdown.
+/// Keeps the gateway's snapshot current until shutdown. While this server leads, it then writes
+/// the facts derived from the same read ([`route_snapshot::write`], fenced): every server builds
+/// its own snapshot, one writes.
 pub fn spawn_snapshot_loop(
     db: Db,
     gateway: Gateway,
     secret: Arc<String>,
+    leader: Leadership,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -229,8 +98,16 @@ pub fn spawn_snapshot_loop(
             db.subscribe(&["model_routes", "model_route_targets", "models", "model_instances", "workers"]);
         loop {
             changed.mark_seen();
-            match sync(&db, &secret).await {
-                Ok(snapshot) => gateway.publish(snapshot),
+            match Tables::read(&db).await {
+                Ok(tables) => {
+                    let (snapshot, derived) = route_snapshot::build(tables, &secret);
+                    gateway.publish(snapshot);
+                    if let Some(fence) = leader.fence().filter(|_| !derived.is_empty())
+                        && let Err(e) = route_snapshot::write(&db.fenced(fence), derived).await
+                    {
+                        tracing::warn!(error = %e, "cannot write route states and counters");
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "gateway snapshot refresh failed"),
             }
             let commit = tokio::select! {
