@@ -15,6 +15,7 @@ pub mod compat;
 pub mod gateway;
 pub mod gpu;
 pub mod hub;
+pub mod instance_report;
 pub mod model;
 mod schema;
 pub mod worker;
@@ -23,6 +24,7 @@ pub use auth::*;
 pub use autoscale::*;
 pub use gateway::*;
 pub use gpu::*;
+pub use instance_report::*;
 pub use model::*;
 pub use worker::*;
 

@@ -518,37 +518,3 @@ pub struct SubordinateStatusReport {
     #[serde(default)]
     pub command: Option<Vec<String>>,
 }
-
-/// `PUT /v2/model-instances/{id}/status`: what a worker reports about its own instance.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InstanceStatusReport {
-    pub state: InstanceState,
-    #[serde(default)]
-    pub state_message: Option<String>,
-    #[serde(default)]
-    pub port: Option<u16>,
-    #[serde(default)]
-    pub ports: Option<Vec<u16>>,
-    #[serde(default)]
-    pub pid: Option<u32>,
-    #[serde(default)]
-    pub container_id: Option<String>,
-    #[serde(default)]
-    pub command: Option<Vec<String>>,
-    #[serde(default)]
-    pub download_progress: Option<f64>,
-    #[serde(default)]
-    pub downloaded_bytes: Option<u64>,
-    #[serde(default)]
-    pub resolved_path: Option<String>,
-    pub restart_count: u32,
-    #[serde(default)]
-    pub last_restart_time: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub next_restart_time: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub backoff_failures: Option<u32>,
-    /// The instance version the worker last saw: a stale report is refused with 409.
-    pub version: i64,
-}

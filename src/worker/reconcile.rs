@@ -25,7 +25,7 @@ use super::ports::{self, PortLease};
 use super::runtime::{Handle, LaunchSpec, Liveness, Runtime};
 use crate::api::RuntimeKind;
 use crate::api::backend::InferenceBackendSpec;
-use crate::api::{InstanceState, InstanceStatusReport, ModelInstance, ModelSource};
+use crate::api::{InstanceState, InstanceStatusReport, InstanceTransition, ModelInstance, ModelSource};
 use crate::backends::config_file;
 use crate::backends::distributed::{self, Launch, Role, Topology};
 use crate::backends::render::{API_KEY_FILE_IN_CONTAINER, API_KEY_MASK, engine_api_key};
@@ -56,8 +56,8 @@ struct Local {
     _leases: Arc<Vec<PortLease>>,
     health: Health,
     health_path: Option<String>,
-    /// The command as launched (empty for an adopted workload): sent again when the instance turns
-    /// running, so a lost first report does not leave it unknown.
+    /// The command as launched (for an adopted workload: the one the server has): sent again when
+    /// the instance turns running, so a lost first report does not leave it unknown.
     command: Vec<String>,
 }
 
@@ -179,13 +179,8 @@ impl Reconciler {
         // Said first, so the gateway stops sending requests before the engines stop.
         for (id, _) in &running {
             let Some(i) = self.cache.instances.lock().await.get(id).cloned() else { continue };
-            let mut report = self.report_of(&i);
-            report.state = InstanceState::Scheduled;
-            report.state_message = Some(STOPPED_WITH_WORKER.into());
-            report.pid = None;
-            report.container_id = None;
-            report.ports = Some(Vec::new());
-            if let Err(e) = self.report(&i, report).await {
+            let stopped = InstanceTransition::Scheduled { message: STOPPED_WITH_WORKER.into() };
+            if let Err(e) = self.report(&i, stopped).await {
                 // Expected when the server stops too (the embedded worker of `start` stops after
                 // its server stopped accepting): the next start reconciles the instance.
                 tracing::info!(instance = id, error = %e, "the server did not take the stop report; the next start reconciles it");
@@ -265,7 +260,8 @@ impl Reconciler {
                 let health_path = self.backend_of(i).await.ok().and_then(|b| b.health_check_path);
                 let ports = if i.spec.ports.first() == Some(&port) { i.spec.ports.clone() } else { vec![port] };
                 let health = Health::new(Instant::now());
-                let l = Local { handle, ports, _leases: Arc::default(), health, health_path, command: Vec::new() };
+                let command = i.spec.command.clone();
+                let l = Local { handle, ports, _leases: Arc::default(), health, health_path, command };
                 self.local.lock().await.insert(i.id, l);
                 Ok(())
             }
@@ -300,23 +296,15 @@ impl Reconciler {
             Verdict::Keep => {}
             Verdict::NowRunning => {
                 tracing::info!(instance = i.id, port = l.port(), "instance is running");
-                let mut report = self.report_of(i);
-                report.state = InstanceState::Running;
-                report.state_message = None;
-                // What runs here is this worker's to say, whatever its cached copy of the
-                // instance holds (a report retried after a 409 is built from that copy).
-                report.pid = l.handle.pid();
-                report.container_id = l.handle.container_id();
-                // So is where it listens: a cached copy older than the launch's report has no
-                // port, and the server takes the reported one.
-                if !l.ports.is_empty() {
-                    report.port = Some(l.port());
-                    report.ports = Some(l.ports.clone());
-                }
-                if !l.command.is_empty() {
-                    report.command = Some(l.command.clone());
-                }
-                self.report(i, report).await?;
+                // What runs here and where it listens are this worker's to say, whatever its
+                // cached copy of the instance holds (it may predate the launch's report).
+                let running = InstanceTransition::Running {
+                    ports: l.ports.clone(),
+                    pid: l.handle.pid(),
+                    container_id: l.handle.container_id(),
+                    command: l.command.clone(),
+                };
+                self.report(i, running).await?;
             }
             Verdict::StartupTimedOut => {
                 let tail = self.last_lines(i.id);
@@ -383,21 +371,15 @@ impl Reconciler {
             Some(path) => path,
             None => return Ok(()),
         };
-        let mut report = self.report_of(i);
-        report.state = InstanceState::Initializing;
-        report.state_message = None;
-        report.restart_count = restart_count;
-        report.next_restart_time = None;
-        // A new run: the last run's rendezvous port is no longer where anyone meets.
-        report.ports = Some(Vec::new());
-        if hub_source(i).is_some() {
-            report.download_progress = Some(1.0);
-        }
         if restart {
-            report.last_restart_time = Some(Utc::now());
             tracing::info!(instance = i.id, restart_count, "restarting instance");
         }
-        let i = &self.report(i, report).await?;
+        let initializing = InstanceTransition::Initializing {
+            restart_count,
+            restarted_at: restart.then(Utc::now),
+            download_progress: hub_source(i).map(|_| 1.0),
+        };
+        let i = &self.report(i, initializing).await?;
         if !model_path.exists() {
             let msg = format!("model_path {:?} does not exist on worker {}", model_path.display(), self.cfg.name);
             return self.fail(i, msg, Some(restart_count)).await;
@@ -442,15 +424,14 @@ impl Reconciler {
             command: argv.clone(),
         };
         self.local.lock().await.insert(i.id, local);
-        let mut report = self.report_of(i);
-        report.state = InstanceState::Starting;
-        report.port = Some(port);
-        report.ports = Some(ports);
-        report.pid = handle.pid();
-        report.container_id = handle.container_id();
-        report.command = Some(argv);
-        report.resolved_path = Some(model_path_text);
-        self.report(i, report).await.map(|_| ())
+        let starting = InstanceTransition::Starting {
+            ports,
+            pid: handle.pid(),
+            container_id: handle.container_id(),
+            command: argv,
+            resolved_path: model_path_text,
+        };
+        self.report(i, starting).await.map(|_| ())
     }
 
     /// What to run for instance `i` on this worker: the backend's command rendered with this
@@ -594,13 +575,9 @@ impl Reconciler {
         let (progress, bytes) = progress;
         let shown = i.spec.download_progress.unwrap_or(-1.0);
         if i.spec.state != InstanceState::Downloading || progress - shown >= 0.05 {
-            let mut report = self.report_of(i);
-            report.state = InstanceState::Downloading;
-            report.state_message = None;
-            report.download_progress = Some((progress * 100.0).round() / 100.0);
-            report.downloaded_bytes = Some(bytes);
-            report.restart_count = restart_count;
-            self.report(i, report).await?;
+            let downloading =
+                InstanceTransition::Downloading { progress: (progress * 100.0).round() / 100.0, bytes, restart_count };
+            self.report(i, downloading).await?;
         }
         Ok(None)
     }
@@ -678,42 +655,21 @@ impl Reconciler {
         let count = restart_count.unwrap_or(i.spec.restart_count);
         let next = i.spec.restart_on_error.then(|| at(backoff(step)));
         tracing::warn!(instance = i.id, %message, next_restart = ?next, "instance failed");
-        let mut report = self.report_of(i);
-        report.state = InstanceState::Error;
-        report.state_message = Some(message.trim_end().to_string());
-        report.restart_count = count;
-        report.next_restart_time = next;
-        report.backoff_failures = Some(step);
-        report.pid = None;
-        report.container_id = None;
-        report.ports = Some(Vec::new());
-        self.report(i, report).await.map(|_| ())
+        let failed = InstanceTransition::Error {
+            message: message.trim_end().to_string(),
+            restart_count: count,
+            next_restart_time: next,
+            backoff_failures: step,
+        };
+        self.report(i, failed).await.map(|_| ())
     }
 
-    fn report_of(&self, i: &ModelInstance) -> InstanceStatusReport {
-        InstanceStatusReport {
-            state: i.spec.state,
-            state_message: i.spec.state_message.clone(),
-            port: i.spec.port,
-            ports: None,
-            pid: i.spec.pid,
-            container_id: i.spec.container_id.clone(),
-            command: None,
-            download_progress: i.spec.download_progress,
-            downloaded_bytes: None,
-            resolved_path: None,
-            restart_count: i.spec.restart_count,
-            last_restart_time: i.spec.last_restart_time,
-            next_restart_time: i.spec.next_restart_time,
-            backoff_failures: None,
-            version: i.version,
-        }
-    }
-
-    /// Sends a status report; on a version conflict, re-reads the instance and sends it once more
-    /// (the worker is the authority on what runs). Keeps the cache current.
-    async fn report(&self, i: &ModelInstance, mut report: InstanceStatusReport) -> Result<ModelInstance, ClientError> {
+    /// Reports a transition of the instance; on a version conflict, re-reads the instance and sends
+    /// it once more (the worker is the authority on what runs, and a transition carries only what
+    /// it sets, nothing from a stale copy). Keeps the cache current.
+    async fn report(&self, i: &ModelInstance, transition: InstanceTransition) -> Result<ModelInstance, ClientError> {
         let path = format!("/v2/model-instances/{}/status", i.id);
+        let mut report = InstanceStatusReport { version: i.version, transition };
         let updated = match self.client.put::<_, ModelInstance>(&path, &report).await {
             Err(ClientError::Api(body)) if body.code == 409 => {
                 let fresh: ModelInstance = self.client.get(&format!("/v2/model-instances/{}", i.id)).await?;

@@ -21,6 +21,8 @@ use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::{Json, ListParams, RawQuery, int_param};
 use crate::server::watch::list_or_watch;
 
+mod report;
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_instances, create_instance))
@@ -216,7 +218,8 @@ async fn delete_instance(State(state): State<AppState>, Auth(p): Auth, Path(id):
     Ok(StatusCode::OK)
 }
 
-/// The worker's report on its own instance; refused (409) if the instance changed since `version`.
+/// The worker's report on its own instance: one transition of its state; refused (409) if the
+/// instance changed since `version`.
 #[utoipa::path(put, path = "/v2/model-instances/{id}/status", tag = "model-instances",
     operation_id = "report_instance_status", params(("id" = i64, Path)),
     request_body = InstanceStatusReport, responses((status = 200, body = ModelInstance), (status = 409, body = crate::api::ErrorBody)))]
@@ -224,7 +227,7 @@ async fn report_status(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-    Json(body): Json<InstanceStatusReport>,
+    Json(body): Json<report::ReportBody>,
 ) -> ApiResult<axum::Json<ModelInstance>> {
     let Caller::Worker(w) = caller else {
         return Err(ApiError::forbidden("only the instance's worker reports its status"));
@@ -235,44 +238,10 @@ async fn report_status(
     }
     let instance = state
         .db
-        .modify::<ModelInstanceSpec, ApiError, _>(id, Some(body.version), |i| {
-            // A draining instance stays draining (its worker may still say running): only its
-            // failure ends the drain early.
-            if i.state != InstanceState::Draining || body.state == InstanceState::Error {
-                i.state = body.state;
-                i.state_message = body.state_message.clone();
-            }
-            i.port = body.port;
-            if let Some(ports) = &body.ports {
-                i.ports = ports.clone();
-            }
-            i.pid = body.pid;
-            i.container_id = body.container_id.clone();
-            if let Some(command) = &body.command {
-                i.command = command.clone();
-            }
-            i.download_progress = body.download_progress;
-            if body.downloaded_bytes.is_some() {
-                i.downloaded_bytes = body.downloaded_bytes;
-            }
-            if body.resolved_path.is_some() {
-                i.resolved_path = body.resolved_path.clone();
-            }
-            i.restart_count = body.restart_count;
-            i.last_restart_time = body.last_restart_time;
-            i.next_restart_time = body.next_restart_time;
-            if let Some(n) = body.backoff_failures {
-                i.backoff_failures = n;
-            }
-            // A new run of a distributed instance starts every part afresh.
-            if body.state == InstanceState::Initializing {
-                for part in i.distributed_servers.iter_mut().flat_map(|d| d.subordinate_workers.iter_mut()) {
-                    part.state = InstanceState::Scheduled;
-                    part.state_message = Some(crate::api::WAITING_FOR_MAIN.into());
-                    part.pid = None;
-                    part.container_id = None;
-                }
-            }
+        .modify::<ModelInstanceSpec, ApiError, _>(id, Some(body.version()), |i| {
+            let transition =
+                body.transition(i).map_err(|m| ApiError::new(ErrorCode::InvalidInput, m).with_field("state"))?;
+            report::apply(&transition, i);
             Ok(instance_columns(i))
         })
         .await?;
