@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::both_dbs;
 use crate::support::{DbKind, TestServer};
 
-both_dbs!(heartbeats_grace_reattach_and_simulated_gpus, tokens_and_isolation);
+both_dbs!(heartbeats_grace_reattach_and_simulated_gpus, tokens_and_isolation, status_reports_are_transitions);
 
 /// A backend whose "server" is `sleep`: always healthy (no health path), needs no port.
 pub const SLEEPER_YAML: &str = "backend_name: sleeper-custom
@@ -194,6 +194,74 @@ async fn tokens_and_isolation(kind: DbKind) {
     assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("worker_id")), "{body}");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A worker's status report is one transition of its instance: it sets what that transition sets
+/// and keeps the rest. An earlier worker's body (every field, nulls included) still reads as the
+/// transition its state names; a stale report is refused; a bad one names its field.
+async fn status_reports_are_transitions(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    let token = std::fs::read_to_string(s.dir.path().join("data/cluster_token")).expect("token");
+    let plain = reqwest::Client::new();
+    let register = json!({"name": "sim", "hostname": "sim", "ip": "127.0.0.1", "port": 1, "worker_version": "test"});
+    let res = plain.post(s.url("/v2/workers")).bearer_auth(token.trim()).json(&register).send().await.expect("post");
+    let (status, worker) = crate::support::read(res).await;
+    assert_eq!(status, StatusCode::OK, "{worker}");
+    let cred = worker["credential"].as_str().expect("credential").to_string();
+    let id = place(
+        &s,
+        json!({"name": "i", "model_name": "x", "model_path": "/", "backend": "custom", "worker_id": worker["id"]}),
+    )
+    .await;
+    let path = format!("/v2/model-instances/{id}/status");
+    let put = async |body: Value| {
+        let res = plain.put(s.url(&path)).bearer_auth(&cred).json(&body).send().await.expect("put");
+        crate::support::read(res).await
+    };
+    let version = async || s.get(&format!("/v2/model-instances/{id}")).await.1["version"].clone();
+
+    let starting = json!({"state": "starting", "version": version().await, "ports": [40000, 40001], "pid": 7,
+                          "container_id": null, "command": ["engine", "--port", "40000"], "resolved_path": "/m"});
+    let (status, i) = put(starting).await;
+    assert_eq!(status, StatusCode::OK, "{i}");
+    assert_eq!(
+        (&i["state"], &i["port"], &i["ports"], &i["pid"]),
+        (&json!("starting"), &json!(40000), &json!([40000, 40001]), &json!(7))
+    );
+
+    // What a worker sent before transitions: an adopted workload's running report (no command).
+    let legacy = json!({"state": "running", "state_message": null, "port": 40000, "ports": [40000, 40001],
+                        "pid": 7, "container_id": null, "command": null, "download_progress": null,
+                        "downloaded_bytes": null, "resolved_path": null, "restart_count": 0,
+                        "last_restart_time": null, "next_restart_time": null, "backoff_failures": null,
+                        "version": version().await});
+    let (status, i) = put(legacy.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{i}");
+    assert_eq!(
+        (&i["state"], &i["command"][0], &i["resolved_path"]),
+        (&json!("running"), &json!("engine"), &json!("/m"))
+    );
+    let (status, e) = put(legacy).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+
+    let failed = json!({"state": "error", "version": version().await, "message": "boom", "restart_count": 0,
+                        "next_restart_time": "2030-01-01T00:00:00Z", "backoff_failures": 1});
+    let (status, i) = put(failed).await;
+    assert_eq!(status, StatusCode::OK, "{i}");
+    assert_eq!(
+        (&i["state"], &i["state_message"], &i["pid"], &i["ports"]),
+        (&json!("error"), &json!("boom"), &Value::Null, &json!([]))
+    );
+    assert_eq!(
+        (&i["command"][0], &i["resolved_path"], &i["backoff_failures"]),
+        (&json!("engine"), &json!("/m"), &json!(1))
+    );
+
+    let (status, e) = put(json!({"state": "running", "version": version().await, "ports": [1]})).await;
+    assert_eq!((status, &e["field"]), (StatusCode::BAD_REQUEST, &json!("command")), "{e}");
+    let (status, e) = put(json!({"state": "parked", "version": version().await, "restart_count": 0})).await;
+    assert_eq!((status, &e["field"]), (StatusCode::BAD_REQUEST, &json!("state")), "{e}");
 }
 
 /// The tiny real model and llama.cpp launcher from `scripts/setup-llm.sh`, if set up.
