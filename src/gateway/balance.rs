@@ -53,16 +53,60 @@ struct RouteState {
     cursor: usize,
 }
 
-/// The balancer's shared state (instance counters, per-route rotation).
+/// Where this server last placed each prefix key afresh, per route: two generations of at most
+/// [`HOMES_PER_GENERATION`] keys each, so the memory stays bounded and the keys seen least
+/// recently are forgotten first (a forgotten key is placed afresh, as a new one).
+#[derive(Default)]
+pub struct Homes {
+    current: HashMap<(i64, u64), i64>,
+    previous: HashMap<(i64, u64), i64>,
+}
+
+/// Keys remembered per generation (about 32 bytes each).
+pub const HOMES_PER_GENERATION: usize = 50_000;
+
+impl Homes {
+    pub fn get(&mut self, route: i64, key: u64) -> Option<i64> {
+        if let Some(home) = self.current.get(&(route, key)) {
+            return Some(*home);
+        }
+        let home = self.previous.remove(&(route, key))?;
+        self.put(route, key, home);
+        Some(home)
+    }
+
+    pub fn put(&mut self, route: i64, key: u64, instance: i64) {
+        if self.current.len() >= HOMES_PER_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert((route, key), instance);
+    }
+
+    pub fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The balancer's shared state (instance counters, per-route rotation, prefix homes).
 pub struct Balancer {
     epoch: Instant,
+    homes: Mutex<Homes>,
     instances: Mutex<HashMap<i64, Arc<InstanceStats>>>,
     routes: Mutex<HashMap<i64, RouteState>>,
 }
 
 impl Default for Balancer {
     fn default() -> Self {
-        Balancer { epoch: Instant::now(), instances: Mutex::default(), routes: Mutex::default() }
+        Balancer {
+            epoch: Instant::now(),
+            homes: Mutex::default(),
+            instances: Mutex::default(),
+            routes: Mutex::default(),
+        }
     }
 }
 
@@ -168,12 +212,22 @@ impl Balancer {
             return None;
         }
         let mut best: Option<usize> = None;
+        let homed = key.filter(|_| route.load_balancing == LoadBalancing::PrefixAware);
+        let home = homed.and_then(|k| self.homes.lock().unwrap_or_else(|e| e.into_inner()).get(route.id, k));
         // Closed circuits first; if every circuit is open, try anyway rather than refuse.
         for require_closed in [true, false] {
             let pool: Vec<usize> = (0..n).filter(|i| !require_closed || self.usable(&candidates[*i].1, now)).collect();
             let ids: Vec<i64> = pool.iter().map(|i| candidates[*i].0.instance_id).collect();
             let loads: Vec<usize> = pool.iter().map(|i| candidates[*i].1.outstanding()).collect();
-            best = prefix::select(route.load_balancing, key, &ids, &loads, cursor).map(|j| pool[j]);
+            best = match homed {
+                Some(k) => prefix::choose_homed(k, home, &ids, &loads).map(|(j, fresh)| {
+                    if fresh {
+                        self.homes.lock().unwrap_or_else(|e| e.into_inner()).put(route.id, k, ids[j]);
+                    }
+                    pool[j]
+                }),
+                None => prefix::select(route.load_balancing, key, &ids, &loads, cursor).map(|j| pool[j]),
+            };
             if best.is_some() {
                 break;
             }
@@ -220,6 +274,48 @@ fn swrr(current: &mut [i64], targets: &[Target], eligible: &[usize]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn homes_stay_bounded_and_forget_the_least_recent_first() {
+        let mut homes = Homes::default();
+        homes.put(1, 7, 70);
+        for k in 0..HOMES_PER_GENERATION as u64 {
+            homes.put(2, 1000 + k, 1);
+        }
+        // Key 7 is in the previous generation now; reading it brings it forward.
+        assert_eq!(homes.get(1, 7), Some(70));
+        for k in 0..HOMES_PER_GENERATION as u64 {
+            homes.put(3, k, 1);
+        }
+        assert_eq!(homes.get(1, 7), Some(70), "read recently: kept");
+        assert_eq!(homes.get(2, 1000), None, "not read since two generations: forgotten");
+        assert!(homes.len() <= 2 * HOMES_PER_GENERATION);
+        assert_eq!(homes.get(9, 7), None, "homes are per route");
+    }
+
+    #[test]
+    fn a_prefix_keeps_its_home_and_a_new_one_takes_the_idlest() {
+        let b = Balancer::default();
+        let mut r = route(vec![target("a", 1, &[1, 2, 3])]);
+        r.load_balancing = LoadBalancing::PrefixAware;
+        // Instance 2 busy with two unkeyed requests.
+        let _busy: Vec<Lease> = (0..2)
+            .map(|_| {
+                let l = b.pick_keyed(&r, &[1, 3], None, None).expect("lease");
+                assert_eq!(l.endpoint.instance_id, 2);
+                l
+            })
+            .collect();
+        // A new key never lands on the busy instance; later requests with it follow it home.
+        for k in 0..50u64 {
+            let key = prefix::mix(k);
+            let first = b.pick_keyed(&r, &[], None, Some(key)).expect("lease").endpoint.instance_id;
+            assert_ne!(first, 2, "key {k}");
+            for _ in 0..3 {
+                assert_eq!(b.pick_keyed(&r, &[], None, Some(key)).expect("lease").endpoint.instance_id, first);
+            }
+        }
+    }
 
     fn target(name: &str, weight: u32, ids: &[i64]) -> Target {
         Target {

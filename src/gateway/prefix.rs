@@ -15,7 +15,10 @@
 //! Instances are ranked by rendezvous (highest random weight) hashing: when one joins or leaves,
 //! only the keys it wins (or won) move. The first instance in that order whose in-flight count is
 //! below the bound `ceil(LOAD_FACTOR × (in flight + 1) / instances) + SLACK` takes the request, so
-//! a hot prefix spills to its next instances instead of piling on one.
+//! a hot prefix spills to its next instances instead of piling on one. A key the server has not
+//! placed yet goes where least-outstanding would (ties to the rendezvous order) and keeps that
+//! instance as its home ([`choose_homed`]): traffic without shared prefixes is balanced exactly as
+//! least-outstanding balances it.
 
 use axum::body::Bytes;
 use serde_json::value::RawValue;
@@ -175,6 +178,26 @@ pub fn choose(key: u64, ids: &[i64], loads: &[usize]) -> Option<usize> {
     }
     // Sum(loads) < ids.len() × cap, so some instance is under the cap; kept total for safety.
     best.map(|(_, i)| i).or_else(|| (0..ids.len()).min_by_key(|i| loads.get(*i).copied().unwrap_or(0)))
+}
+
+/// The index (into `ids`) of the instance for a prefix-aware request with `key`, given its `home`
+/// on this server (the instance it was last placed on afresh, see `balance::Homes`), and whether
+/// this choice makes a new home. A key with a home among `ids` stays there while the home is under
+/// [`bound`], else spills in rendezvous order ([`choose`]) and keeps its home. A key without one
+/// has no prompt cache to find (as far as this server has seen): it goes to the fewest in flight,
+/// as least-outstanding would, ties to the highest-scoring instance, so idle servers of an HA pair
+/// still place a new prefix alike; that instance becomes its home. `None` only when `ids` is empty.
+pub fn choose_homed(key: u64, home: Option<i64>, ids: &[i64], loads: &[usize]) -> Option<(usize, bool)> {
+    let load = |i: usize| loads.get(i).copied().unwrap_or(0);
+    if let Some(at) = home.and_then(|h| ids.iter().position(|id| *id == h)) {
+        let cap = bound(loads.iter().sum(), ids.len());
+        if load(at) < cap {
+            return Some((at, false));
+        }
+        return choose(key, ids, loads).map(|i| (i, false));
+    }
+    let min = (0..ids.len()).map(load).min()?;
+    (0..ids.len()).filter(|i| load(*i) == min).max_by_key(|i| score(key, ids[*i] as u64)).map(|i| (i, true))
 }
 
 /// The index (into `ids`, with `loads` one per id) of the instance a route's `policy` picks:
@@ -437,6 +460,54 @@ mod tests {
             assert_eq!(select(*policy, *key, &ids, loads, *cursor), Some(*picked), "row {i}");
         }
         assert_eq!(select(lo, None, &[], &[], 0), None);
+    }
+
+    #[test]
+    fn a_new_key_goes_where_least_outstanding_would_and_a_homed_one_stays() {
+        let ids = [1, 2, 3];
+        let k = key(b"a tenant's system prompt").expect("k");
+        let owner = choose(k, &ids, &[0, 0, 0]).expect("owner");
+        let other = (owner + 1) % 3;
+        let mut owner_busy = [0usize; 3];
+        owner_busy[owner] = 1;
+        let mut owner_full = [0usize; 3];
+        owner_full[owner] = 4;
+        let second = (0..3).filter(|i| *i != owner).max_by_key(|i| score(k, ids[*i] as u64)).expect("second");
+        // (home, loads, picked, new home)
+        type Row = (Option<i64>, [usize; 3], usize, bool);
+        let table: Vec<Row> = vec![
+            // New key, all idle: the rendezvous owner, which every idle server picks too.
+            (None, [0, 0, 0], owner, true),
+            // New key, its owner busy: the fewest in flight (never a queue behind a hash).
+            (None, owner_busy, second, true),
+            // A home that left the target counts as none.
+            (Some(99), [0, 0, 0], owner, true),
+            // Homed: stays, even when others are idler, while under the bound...
+            (Some(ids[other]), [0, 0, 0], other, false),
+            (Some(ids[owner]), owner_busy, owner, false),
+            // ...and spills at it, keeping the home.
+            (Some(ids[owner]), owner_full, choose(k, &ids, &owner_full).expect("spill"), false),
+        ];
+        for (n, (home, loads, picked, fresh)) in table.into_iter().enumerate() {
+            assert_eq!(choose_homed(k, home, &ids, &loads), Some((picked, fresh)), "row {n}");
+        }
+        assert_ne!(choose(k, &ids, &owner_full), Some(owner));
+        assert_eq!(choose_homed(k, None, &[], &[]), None);
+    }
+
+    #[test]
+    fn new_keys_balance_like_least_outstanding() {
+        // 3 instances, unique keys arriving while earlier ones are in flight: every pick is one
+        // of the least loaded, so the spread is as even as least-outstanding's.
+        let ids = [11, 22, 33];
+        let mut loads = [0usize; 3];
+        for n in 0..300u64 {
+            let (i, fresh) = choose_homed(mix(n), None, &ids, &loads).expect("pick");
+            assert!(fresh);
+            assert_eq!(loads[i], *loads.iter().min().expect("min"), "pick {n}");
+            loads[i] += 1;
+        }
+        assert_eq!(loads, [100, 100, 100]);
     }
 
     #[test]
