@@ -515,7 +515,10 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
-        /** The worker's report on its own instance; refused (409) if the instance changed since `version`. */
+        /**
+         * The worker's report on its own instance: one transition of its state; refused (409) if the
+         *     instance changed since `version`.
+         */
         put: operations["report_instance_status"];
         post?: never;
         delete?: never;
@@ -1474,35 +1477,91 @@ export interface components {
          * @enum {string}
          */
         InstanceState: "pending" | "analyzing" | "scheduled" | "initializing" | "downloading" | "starting" | "running" | "error" | "unreachable" | "draining" | "parked";
-        /** @description `PUT /v2/model-instances/{id}/status`: what a worker reports about its own instance. */
-        InstanceStatusReport: {
-            /** Format: int32 */
-            backoff_failures?: number | null;
-            command?: string[] | null;
-            container_id?: string | null;
-            /** Format: double */
-            download_progress?: number | null;
-            /** Format: int64 */
-            downloaded_bytes?: number | null;
-            /** Format: date-time */
-            last_restart_time?: string | null;
-            /** Format: date-time */
-            next_restart_time?: string | null;
-            /** Format: int32 */
-            pid?: number | null;
-            /** Format: int32 */
-            port?: number | null;
-            ports?: number[] | null;
-            resolved_path?: string | null;
-            /** Format: int32 */
-            restart_count: number;
-            state: components["schemas"]["InstanceState"];
-            state_message?: string | null;
+        /**
+         * @description `PUT /v2/model-instances/{id}/status`: a transition of the worker's own instance, guarded by
+         *     the instance version the worker last saw (a stale report is refused with 409).
+         *
+         *     The server also reads the body of earlier workers (every field optional, `state` and
+         *     `restart_count` always there) as the transition its state names.
+         */
+        InstanceStatusReport: components["schemas"]["InstanceTransition"] & {
             /**
              * Format: int64
-             * @description The instance version the worker last saw: a stale report is refused with 409.
+             * @description The instance version the worker last saw.
              */
             version: number;
+        };
+        /** @description One step of an instance's lifecycle as its worker saw it happen. */
+        InstanceTransition: {
+            /**
+             * Format: int64
+             * @description Bytes of the model's files on the worker so far.
+             */
+            bytes: number;
+            /**
+             * Format: double
+             * @description Fraction done, 0 to 1.
+             */
+            progress: number;
+            /** Format: int32 */
+            restart_count: number;
+            /** @enum {string} */
+            state: "downloading";
+        } | {
+            /**
+             * Format: double
+             * @description 1 for a model downloaded from a hub; absent for a local path.
+             */
+            download_progress?: number | null;
+            /** Format: int32 */
+            restart_count: number;
+            /**
+             * Format: date-time
+             * @description When this run restarts the instance after a failure (absent on a first start): becomes
+             *     `last_restart_time`.
+             */
+            restarted_at?: string | null;
+            /** @enum {string} */
+            state: "initializing";
+        } | {
+            /** @description The launch command as run (program and arguments, the engine key masked). */
+            command: string[];
+            container_id?: string | null;
+            /** Format: int32 */
+            pid?: number | null;
+            ports: number[];
+            /** @description Where the worker found or downloaded the model. */
+            resolved_path: string;
+            /** @enum {string} */
+            state: "starting";
+        } | {
+            command: string[];
+            container_id?: string | null;
+            /** Format: int32 */
+            pid?: number | null;
+            ports: number[];
+            /** @enum {string} */
+            state: "running";
+        } | {
+            /**
+             * Format: int32
+             * @description Failures in a row the restart backoff counts.
+             */
+            backoff_failures: number;
+            message: string;
+            /**
+             * Format: date-time
+             * @description When the restart is due; absent when the instance does not restart on error.
+             */
+            next_restart_time?: string | null;
+            /** Format: int32 */
+            restart_count: number;
+            /** @enum {string} */
+            state: "error";
+        } | {
+            message: string;
+            /** @enum {string} */
+            state: "scheduled";
         };
         /** @description What this server knows of leadership, as `/healthz` reports it. */
         LeaderView: {
