@@ -69,7 +69,9 @@ pub fn apply(t: &InstanceTransition, i: &mut ModelInstanceSpec) {
             (InstanceState::Scheduled, Some(message.clone()))
         }
     };
-    if i.state != InstanceState::Draining || state == InstanceState::Error {
+    // Draining and parked are the server's marks (a late report must not put either back in
+    // routing); only the instance's failure ends them.
+    if !matches!(i.state, InstanceState::Draining | InstanceState::Parked) || state == InstanceState::Error {
         i.state = state;
         i.state_message = message;
     }

@@ -143,7 +143,19 @@ fn each_transition_changes_exactly_its_fields() {
 }
 
 #[test]
-fn a_draining_instance_stays_draining_unless_it_fails() {
+fn a_draining_or_parked_instance_keeps_its_mark_unless_it_fails() {
+    // A late `running` (sent before the instance was parked, retried after a 409) does not wake it.
+    check(
+        "parked",
+        running(),
+        json!({"port": 41000, "ports": [41000, 41001], "pid": null, "container_id": "c1", "command": ["new"]}),
+    );
+    check(
+        "parked",
+        failed(),
+        json!({"state": "error", "state_message": "it crashed", "next_restart_time": null,
+               "backoff_failures": 4, "pid": null, "container_id": null, "ports": []}),
+    );
     // The worker may still say it runs (or stops with its worker): the state and its message stay,
     // what runs where is taken.
     check(
