@@ -245,7 +245,8 @@ impl ListParams {
     }
 }
 
-fn query_error(field: &str, message: impl std::fmt::Display) -> ApiError {
+/// A 400 for a bad query parameter: `{field}: {message}`, naming the field.
+pub fn query_error(field: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError { code: ErrorCode::InvalidQuery, message: format!("{field}: {message}"), field: Some(field.to_string()) }
 }
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod evaluate;
 pub mod extract;
 pub mod leader;
+pub mod list;
 pub mod monitor;
 pub mod park;
 pub mod policy;

@@ -24,6 +24,7 @@ use futures_util::{Stream, StreamExt};
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ListParams, int_param};
+use super::list::ListFilters;
 use crate::api::{EventType, ListResponse, Record, WatchEvent};
 use crate::db::{Db, Resource};
 
@@ -81,27 +82,29 @@ struct Item<V> {
     data: Option<V>,
 }
 
-/// Answers a list request: the page, or a watch stream when `watch=true`.
-/// `visible` filters rows (e.g. a user's own API keys); `view` maps a record to its wire form.
+/// Answers a list request: the page, or a watch stream when `watch=true`. `filters` (the list's
+/// [`ListFilters`]) select rows in SQL and in the stream alike; `view` maps a record to its wire form.
 pub async fn list_or_watch<T, V, F, M>(
     state: &AppState,
     headers: &HeaderMap,
     raw: &HashMap<String, String>,
     mut params: ListParams,
-    filters: Vec<(&'static str, crate::db::Val)>,
-    visible: F,
+    filters: F,
     view: M,
 ) -> ApiResult<Response>
 where
     T: Resource,
     V: serde::Serialize + Send + 'static,
-    F: Fn(&Record<T>) -> bool + Send + Sync + 'static,
+    F: ListFilters<T>,
     M: Fn(Record<T>) -> V + Send + Sync + 'static,
 {
+    let exact = filters.sql_is_exact();
+    let sql = filters.sql();
+    let visible = move |r: &Record<T>| filters.matches(r);
     if params.watch {
         let resume = resume_point(headers, raw)?;
         let slot = state.watches.open(&credential_id(headers))?;
-        let stream = watch_stream::<T, V, F, M>(state.clone(), resume, params.worker_scope, visible, view, slot);
+        let stream = watch_stream::<T, V, _, M>(state.clone(), resume, params.worker_scope, visible, view, slot);
         return Ok(match framing(headers) {
             Framing::Sse => {
                 let events = stream.map(|i| Ok::<_, Infallible>(event(i.event_type, i.seq, i.data)));
@@ -114,8 +117,10 @@ where
             }
         });
     }
-    params.query.filters = filters;
-    if !params.field_sort.is_empty() {
+    params.query.filters = sql;
+    // Sorted by fields that are not columns, or selected by a superset in SQL: filtered, sorted
+    // and paged in memory.
+    if !params.field_sort.is_empty() || !exact {
         let page = params.query.page.take();
         let (rows, _) = state.db.list::<T>(&params.query).await?;
         let items: Vec<V> = rows.into_iter().filter(|r| visible(r)).map(view).collect();

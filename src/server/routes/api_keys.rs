@@ -12,7 +12,8 @@ use crate::server::AppState;
 use crate::server::auth::{API_KEY_PREFIX, Auth, Principal, digest, new_api_key};
 
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ListParams, RawQuery, Tolerant};
+use crate::server::extract::{RawQuery, Tolerant};
+use crate::server::list::{self, ApiKeyFilters, CommonListParams};
 use crate::server::watch::list_or_watch;
 
 /// Longest allowed key lifetime: ten years.
@@ -24,8 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Lists the caller's API keys.
 #[utoipa::path(get, path = "/v2/api-keys", tag = "api-keys",
-    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
-           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    params(CommonListParams, ApiKeyFilters),
     responses((status = 200, body = crate::api::ListResponse<ApiKey>)))]
 async fn list_keys(
     State(state): State<AppState>,
@@ -33,18 +33,9 @@ async fn list_keys(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = ListParams::parse(&raw, &["since"])?;
-    let user_id = p.user.id;
-    list_or_watch::<ApiKeySpec, _, _, _>(
-        &state,
-        &headers,
-        &raw,
-        params,
-        vec![("user_id", Val::Int(user_id))],
-        move |k| k.spec.user_id == user_id,
-        |k| k,
-    )
-    .await
+    let (params, mut filters) = list::parse::<ApiKeyFilters>(&raw)?;
+    filters.user_id = p.user.id;
+    list_or_watch::<ApiKeySpec, _, _, _>(&state, &headers, &raw, params, filters, |k| k).await
 }
 
 fn check_name(name: &str) -> ApiResult<()> {

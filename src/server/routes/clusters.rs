@@ -14,7 +14,8 @@ use crate::db::Val;
 use crate::server::AppState;
 use crate::server::auth::{Auth, cluster_token, digest, random_token};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
-use crate::server::extract::{ListParams, RawQuery, Tolerant};
+use crate::server::extract::{RawQuery, Tolerant};
+use crate::server::list::{self, CommonListParams, Since};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -25,8 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[utoipa::path(get, path = "/v2/clusters", tag = "clusters",
-    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
-           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    params(CommonListParams, Since),
     responses((status = 200, body = crate::api::ListResponse<Cluster>)))]
 async fn list_clusters(
     State(state): State<AppState>,
@@ -34,10 +34,9 @@ async fn list_clusters(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = ListParams::parse(&raw, &["since"])?;
+    let (params, filters) = list::parse::<Since>(&raw)?;
     let counts = Counts::read(&state).await?;
-    list_or_watch::<ClusterSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, move |c| counts.view(c))
-        .await
+    list_or_watch::<ClusterSpec, _, _, _>(&state, &headers, &raw, params, filters, move |c| counts.view(c)).await
 }
 
 /// A cluster as answered: GPUStack's `ClusterPublic` counts and state with it. In a watch stream the

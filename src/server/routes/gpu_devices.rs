@@ -14,7 +14,8 @@ use crate::server::AppState;
 use crate::server::auth::Auth;
 use crate::server::cache::{ByGeneration, Mirrors};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
-use crate::server::extract::{ListParams, RawQuery, int_param};
+use crate::server::extract::RawQuery;
+use crate::server::list::{self, CommonListParams, GpuDeviceFilters};
 use crate::server::scheduler::snapshot;
 use crate::server::watch::{page_of, sort_by_fields};
 use std::collections::HashMap;
@@ -102,8 +103,7 @@ pub fn matches_search(view: &GpuDeviceView, search: &str) -> bool {
 /// `cluster_id` and `worker_id` filter; `page`, `perPage`, `sort_by` as on every list. A regular
 /// user gets an empty list.
 #[utoipa::path(get, path = "/v2/gpu-devices", tag = "workers",
-    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
-           ("search" = Option<String>, Query), ("cluster_id" = Option<i64>, Query), ("worker_id" = Option<i64>, Query)),
+    params(CommonListParams, GpuDeviceFilters),
     responses((status = 200, body = ListResponse<GpuDeviceView>), (status = 400, body = crate::api::ErrorBody)))]
 async fn list_gpu_devices(
     State(state): State<AppState>,
@@ -111,7 +111,7 @@ async fn list_gpu_devices(
     _headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = ListParams::parse(&raw, &["cluster_id", "worker_id"])?;
+    let (params, filters) = list::parse::<GpuDeviceFilters>(&raw)?;
     if params.watch {
         return Err(ApiError::new(ErrorCode::InvalidQuery, "watch: GPUs change with their workers; watch /v2/workers")
             .with_field("watch"));
@@ -121,15 +121,11 @@ async fn list_gpu_devices(
         let empty: Vec<GpuDeviceView> = Vec::new();
         return Ok(axum::Json(ListResponse { items: empty, pagination: params.pagination(0, 0) }).into_response());
     }
-    let cluster_id = int_param(&raw, "cluster_id")?;
-    let worker_id = int_param(&raw, "worker_id")?;
     let search = params.query.search.as_deref().map(str::to_lowercase);
     let devices = state.gpu_devices.get(|| build(&state.mirrors)).await?;
     let matching: Vec<&Device> = devices
         .iter()
-        .filter(|d| {
-            cluster_id.is_none_or(|c| d.view.cluster_id == c) && worker_id.is_none_or(|w| d.view.worker_id == w)
-        })
+        .filter(|d| filters.matches(&d.view))
         .filter(|d| search.as_deref().is_none_or(|s| matches_search(&d.view, s)))
         .collect();
     let total = matching.len() as i64;

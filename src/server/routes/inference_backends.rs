@@ -25,7 +25,8 @@ use crate::server::AppState;
 use crate::server::auth::{Auth, Caller, Principal};
 use crate::server::bootstrap;
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
-use crate::server::extract::{Json, ListParams, RawQuery, Tolerant, expected_version, guard_version};
+use crate::server::extract::{Json, RawQuery, Tolerant, expected_version, guard_version};
+use crate::server::list::{self, CommonListParams, Since};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -72,8 +73,7 @@ fn display_with_warnings(catalog: &Catalog, record: InferenceBackend) -> serde_j
 
 /// Lists backends (paginated, sortable, searchable by name; `?watch=true` streams changes).
 #[utoipa::path(get, path = "/v2/inference-backends", tag = "inference-backends",
-    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
-           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    params(CommonListParams, Since),
     responses((status = 200, body = crate::api::ListResponse<InferenceBackend>)))]
 async fn list_backends(
     State(state): State<AppState>,
@@ -81,17 +81,11 @@ async fn list_backends(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = ListParams::parse(&raw, &["since"])?;
+    let (params, filters) = list::parse::<Since>(&raw)?;
     let catalog = catalog()?;
-    list_or_watch::<InferenceBackendSpec, _, _, _>(
-        &state,
-        &headers,
-        &raw,
-        params,
-        vec![],
-        |_| true,
-        move |r| display(catalog, r),
-    )
+    list_or_watch::<InferenceBackendSpec, _, _, _>(&state, &headers, &raw, params, filters, move |r| {
+        display(catalog, r)
+    })
     .await
 }
 

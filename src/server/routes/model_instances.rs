@@ -14,11 +14,12 @@ use crate::api::{
     InstanceState, InstanceStatusReport, ListResponse, ModelInstance, ModelInstanceCreate, ModelInstanceSpec,
     ModelSource, SubordinateStatusReport, WorkerSpec,
 };
-use crate::db::{DbError, Val, instance_columns};
+use crate::db::{DbError, instance_columns};
 use crate::server::AppState;
 use crate::server::auth::{Auth, Caller, server_token};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
-use crate::server::extract::{Json, ListParams, RawQuery, int_param};
+use crate::server::extract::{Json, RawQuery, int_param};
+use crate::server::list::{self, CommonListParams, InstanceFilters};
 use crate::server::watch::list_or_watch;
 
 mod report;
@@ -33,10 +34,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Lists instances; filter with `worker_id`, `model_id`, `state`. Workers see only their own.
+///
+/// `worker_id` selects the instances the worker takes part in: as their main worker, or as a
+/// subordinate worker of a distributed instance.
 #[utoipa::path(get, path = "/v2/model-instances", tag = "model-instances",
-    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
-           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query), ("worker_id" = Option<i64>, Query),
-           ("model_id" = Option<i64>, Query), ("state" = Option<String>, Query)),
+    params(CommonListParams, InstanceFilters),
     responses((status = 200, body = ListResponse<ModelInstance>)))]
 async fn list_instances(
     State(state): State<AppState>,
@@ -44,43 +46,20 @@ async fn list_instances(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let mut params = ListParams::parse(&raw, &["since", "worker_id", "model_id", "state"])?;
-    let mut worker_id = int_param(&raw, "worker_id")?;
+    let (mut params, mut filters) = list::parse::<InstanceFilters>(&raw)?;
     match caller {
         Caller::Worker(w) => {
-            worker_id = Some(w.worker_id);
-            params.worker_scope = worker_id;
+            filters.worker_id = Some(w.worker_id);
+            params.worker_scope = Some(w.worker_id);
         }
         Caller::Registrant { .. } => {
             return Err(ApiError::forbidden("a registration token may only register a worker"));
         }
         Caller::User(_) => {}
     }
-    let model_id = int_param(&raw, "model_id")?;
-    let wanted_state: Option<InstanceState> = match raw.get("state") {
-        None => None,
-        Some(s) => Some(serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|_| {
-            ApiError::new(ErrorCode::InvalidQuery, format!("state: unknown instance state {s:?}")).with_field("state")
-        })?),
-    };
-    let mut filters = Vec::new();
-    if let Some(id) = worker_id {
-        filters.push(("worker_id", Val::Int(id)));
-    }
-    if let Some(id) = model_id {
-        filters.push(("model_id", Val::Int(id)));
-    }
-    if let Some(s) = wanted_state {
-        filters.push(("state", Val::Text(s.as_str().to_string())));
-    }
-    let visible = move |i: &ModelInstance| {
-        worker_id.is_none_or(|w| i.spec.involves(w))
-            && model_id.is_none_or(|m| i.spec.model_id == Some(m))
-            && wanted_state.is_none_or(|s| i.spec.state == s)
-    };
     let gateway = state.gateway.gateway.clone();
     let view = move |i: ModelInstance| with_in_flight(instance_view(i), &gateway);
-    list_or_watch::<ModelInstanceSpec, _, _, _>(&state, &headers, &raw, params, filters, visible, view).await
+    list_or_watch::<ModelInstanceSpec, _, _, _>(&state, &headers, &raw, params, filters, view).await
 }
 
 /// An instance as answered: GPUStack's required `source` and, for local files, `local_path`, filled

@@ -12,11 +12,12 @@ use crate::api::{
     ModelRoute, ModelRouteCreate, ModelRouteSpec, ModelRouteTarget, ModelRouteTargetCreate, ModelRouteTargetItem,
     ModelRouteTargetSpec, ModelSpec, TargetState,
 };
-use crate::db::{DbError, Val, route_columns, target_columns};
+use crate::db::{DbError, route_columns, target_columns};
 use crate::server::AppState;
 use crate::server::auth::Auth;
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{ListParams, RawQuery, Tolerant, int_param};
+use crate::server::extract::{RawQuery, Tolerant};
+use crate::server::list::{self, CommonListParams, RouteTargetFilters, Since};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -63,8 +64,7 @@ async fn model_name(state: &AppState, field: &str, model_id: i64) -> ApiResult<S
 }
 
 #[utoipa::path(get, path = "/v2/model-routes", tag = "model-routes",
-    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("search" = Option<String>, Query),
-           ("watch" = Option<bool>, Query)),
+    params(CommonListParams, Since),
     responses((status = 200, body = crate::api::ListResponse<ModelRoute>)))]
 async fn list_routes(
     State(state): State<AppState>,
@@ -72,15 +72,15 @@ async fn list_routes(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = ListParams::parse(&raw, &["since"])?;
-    list_or_watch::<ModelRouteSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, |r| r).await
+    let (params, filters) = list::parse::<Since>(&raw)?;
+    list_or_watch::<ModelRouteSpec, _, _, _>(&state, &headers, &raw, params, filters, |r| r).await
 }
 
 /// The models the caller may call through `/v1` (GPUStack's `my-models`: model routes). Every
 /// route is open to every user with an inference key; a regular user sees these and nothing of
 /// the deployments, instances and workers behind them.
 #[utoipa::path(get, path = "/v2/my-models", tag = "model-routes",
-    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("search" = Option<String>, Query)),
+    params(CommonListParams, Since),
     responses((status = 200, body = crate::api::ListResponse<ModelRoute>)))]
 async fn my_models(
     State(state): State<AppState>,
@@ -223,8 +223,7 @@ async fn delete_route(State(state): State<AppState>, Auth(p): Auth, Path(id): Pa
 }
 
 #[utoipa::path(get, path = "/v2/model-route-targets", tag = "model-routes",
-    params(("route_id" = Option<i64>, Query), ("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query),
-           ("watch" = Option<bool>, Query)),
+    params(CommonListParams, RouteTargetFilters),
     responses((status = 200, body = crate::api::ListResponse<ModelRouteTarget>)))]
 async fn list_targets(
     State(state): State<AppState>,
@@ -232,19 +231,8 @@ async fn list_targets(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = ListParams::parse(&raw, &["since", "route_id"])?;
-    let route_id = int_param(&raw, "route_id")?;
-    let filters = route_id.map(|r| vec![("route_id", Val::Int(r))]).unwrap_or_default();
-    list_or_watch::<ModelRouteTargetSpec, _, _, _>(
-        &state,
-        &headers,
-        &raw,
-        params,
-        filters,
-        move |t| route_id.is_none_or(|r| t.spec.route_id == r),
-        |t| t,
-    )
-    .await
+    let (params, filters) = list::parse::<RouteTargetFilters>(&raw)?;
+    list_or_watch::<ModelRouteTargetSpec, _, _, _>(&state, &headers, &raw, params, filters, |t| t).await
 }
 
 /// The target a POST or PUT body describes; `current` is the target a PUT edits, whose route and

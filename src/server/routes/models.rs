@@ -19,9 +19,8 @@ use crate::server::controller::spec_hash;
 use crate::server::deployment::{BackendLookupError, backend_for};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::evaluate::evaluate;
-use crate::server::extract::{
-    Json, ListParams, RawQuery, Tolerant, bool_param, expected_version_allowing, guard_version,
-};
+use crate::server::extract::{Json, RawQuery, Tolerant, bool_param, expected_version_allowing, guard_version};
+use crate::server::list::{self, CommonListParams, InstanceFilters, Since};
 use crate::server::scheduler;
 use crate::server::watch::list_or_watch;
 
@@ -35,8 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[utoipa::path(get, path = "/v2/models", tag = "models",
-    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
-           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    params(CommonListParams, Since),
     responses((status = 200, body = ListResponse<Model>)))]
 async fn list_models(
     State(state): State<AppState>,
@@ -44,14 +42,14 @@ async fn list_models(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let params = ListParams::parse(&raw, &["since"])?;
+    let (params, filters) = list::parse::<Since>(&raw)?;
     // A watch event is a change of the row: it would carry a count gone stale at once.
     let gateway = (!params.watch).then(|| state.gateway.gateway.clone());
     let view = move |m: Model| match &gateway {
         Some(gateway) => with_queued(m, gateway),
         None => m,
     };
-    list_or_watch::<ModelSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, view).await
+    list_or_watch::<ModelSpec, _, _, _>(&state, &headers, &raw, params, filters, view).await
 }
 
 /// The deployment with the requests held for it in wake queues across servers, when it is
@@ -389,8 +387,7 @@ async fn update_model(
 
 /// The instances of one deployment (GPUStack's path; the same as `/v2/model-instances?model_id=`).
 #[utoipa::path(get, path = "/v2/models/{id}/instances", tag = "models",
-    params(("id" = i64, Path), ("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query),
-           ("sort_by" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    params(("id" = i64, Path), CommonListParams, Since),
     responses((status = 200, body = ListResponse<crate::api::ModelInstance>), (status = 404, body = crate::api::ErrorBody)))]
 async fn model_instances(
     State(state): State<AppState>,
@@ -400,17 +397,10 @@ async fn model_instances(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     state.db.get::<ModelSpec>(id).await?;
-    let params = ListParams::parse(&raw, &["since"])?;
-    list_or_watch::<ModelInstanceSpec, _, _, _>(
-        &state,
-        &headers,
-        &raw,
-        params,
-        vec![("model_id", crate::db::Val::Int(id))],
-        move |i| i.spec.model_id == Some(id),
-        crate::server::routes::model_instances::instance_view,
-    )
-    .await
+    let (params, _) = list::parse::<Since>(&raw)?;
+    let filters = InstanceFilters { model_id: Some(id), ..InstanceFilters::default() };
+    let view = crate::server::routes::model_instances::instance_view;
+    list_or_watch::<ModelInstanceSpec, _, _, _>(&state, &headers, &raw, params, filters, view).await
 }
 
 /// What `POST /v2/models/{id}/restart` did (GPUStack's `ModelRestartResult`).

@@ -12,7 +12,8 @@ use crate::db::Val;
 use crate::server::AppState;
 use crate::server::auth::{Auth, check_password, hash_password, verify_password};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
-use crate::server::extract::{Json, ListParams, RawQuery, Tolerant, tolerant_from_value};
+use crate::server::extract::{Json, RawQuery, Tolerant, tolerant_from_value};
+use crate::server::list::{self, CommonListParams, Since};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -25,8 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Lists users (administrators only). Supports `page`, `perPage`, `sort_by`, `search`, `watch`.
 #[utoipa::path(get, path = "/v2/users", tag = "users",
-    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
-           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    params(CommonListParams, Since),
     responses((status = 200, body = crate::api::ListResponse<User>)))]
 async fn list_users(
     State(state): State<AppState>,
@@ -35,8 +35,8 @@ async fn list_users(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     p.require_admin()?;
-    let params = ListParams::parse(&raw, &["since"])?;
-    list_or_watch::<UserSpec, _, _, _>(&state, &headers, &raw, params, vec![], |_| true, |u| u).await
+    let (params, filters) = list::parse::<Since>(&raw)?;
+    list_or_watch::<UserSpec, _, _, _>(&state, &headers, &raw, params, filters, |u| u).await
 }
 
 fn check_username(name: &str) -> ApiResult<()> {

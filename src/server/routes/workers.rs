@@ -14,7 +14,8 @@ use crate::db::{DbError, Val};
 use crate::server::AppState;
 use crate::server::auth::{Auth, Caller, digest, new_worker_credential, server_token};
 use crate::server::error::{ApiError, ApiResult};
-use crate::server::extract::{Json, ListParams, RawQuery, Tolerant};
+use crate::server::extract::{Json, RawQuery, Tolerant};
+use crate::server::list::{self, CommonListParams, WorkerFilters};
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -28,8 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[utoipa::path(get, path = "/v2/workers", tag = "workers",
-    params(("page" = Option<i64>, Query), ("perPage" = Option<i64>, Query), ("sort_by" = Option<String>, Query),
-           ("search" = Option<String>, Query), ("watch" = Option<bool>, Query)),
+    params(CommonListParams, WorkerFilters),
     responses((status = 200, body = ListResponse<Worker>)))]
 async fn list_workers(
     State(state): State<AppState>,
@@ -40,24 +40,16 @@ async fn list_workers(
     if let Caller::Registrant { .. } = caller {
         return Err(ApiError::forbidden("a registration token may only register a worker"));
     }
-    let params = ListParams::parse(&raw, &["since"])?;
+    let (params, mut filters) = list::parse::<WorkerFilters>(&raw)?;
     let live = state.live.clone();
     // A regular user may list (GPUStack's deploy form does) but sees no machine: an empty list.
     let admin = matches!(&caller, Caller::User(p) if p.user.spec.is_admin);
+    filters.admin = admin;
     if !admin && !params.watch {
         let empty: Vec<Worker> = Vec::new();
         return Ok(axum::Json(ListResponse { items: empty, pagination: params.pagination(0, 0) }).into_response());
     }
-    list_or_watch::<WorkerSpec, _, _, _>(
-        &state,
-        &headers,
-        &raw,
-        params,
-        vec![],
-        move |_| admin,
-        move |w| live.overlay(w),
-    )
-    .await
+    list_or_watch::<WorkerSpec, _, _, _>(&state, &headers, &raw, params, filters, move |w| live.overlay(w)).await
 }
 
 /// The `os` label GPUStack's worker sets: `linux`, `darwin`, `windows` (not the distribution).

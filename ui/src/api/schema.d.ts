@@ -458,7 +458,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Lists instances; filter with `worker_id`, `model_id`, `state`. Workers see only their own. */
+        /**
+         * Lists instances; filter with `worker_id`, `model_id`, `state`. Workers see only their own.
+         * @description `worker_id` selects the instances the worker takes part in: as their main worker, or as a
+         *     subordinate worker of a distributed instance.
+         */
         get: operations["list_instances"];
         put?: never;
         /** Places an instance on a worker by hand (administrators); deployments do this for you. */
@@ -2739,11 +2743,21 @@ export interface operations {
     list_keys: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
                 sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
                 search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
                 watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
             };
             header?: never;
             path?: never;
@@ -2884,11 +2898,21 @@ export interface operations {
     list_clusters: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
                 sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
                 search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
                 watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
             };
             header?: never;
             path?: never;
@@ -3098,11 +3122,22 @@ export interface operations {
     list_gpu_devices: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
                 sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
                 search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
+                watch?: boolean;
+                /** @description Only the GPUs of this cluster's workers. */
                 cluster_id?: number;
+                /** @description Only this worker's GPUs. */
                 worker_id?: number;
             };
             header?: never;
@@ -3161,11 +3196,21 @@ export interface operations {
     list_backends: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
                 sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
                 search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
                 watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
             };
             header?: never;
             path?: never;
@@ -3617,14 +3662,30 @@ export interface operations {
     list_instances: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
                 sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
                 search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
                 watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
+                /**
+                 * @description Only the instances this worker takes part in: as their main worker or as a subordinate
+                 *     worker of a distributed instance (a worker's own credential always sets its id).
+                 */
                 worker_id?: number;
+                /** @description Only the instances of this deployment. */
                 model_id?: number;
-                state?: string;
+                /** @description Only the instances in this state. */
+                state?: components["schemas"]["InstanceState"];
             };
             header?: never;
             path?: never;
@@ -3822,10 +3883,23 @@ export interface operations {
     list_targets: {
         parameters: {
             query?: {
-                route_id?: number;
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
+                sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
+                search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
                 watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
+                /** @description Only the targets of this route. */
+                route_id?: number;
             };
             header?: never;
             path?: never;
@@ -3966,10 +4040,21 @@ export interface operations {
     list_routes: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
+                sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
                 search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
                 watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
             };
             header?: never;
             path?: never;
@@ -4110,11 +4195,21 @@ export interface operations {
     list_models: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
                 sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
                 search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
                 watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
             };
             header?: never;
             path?: never;
@@ -4266,10 +4361,21 @@ export interface operations {
     model_instances: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
                 sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
+                search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
                 watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
             };
             header?: never;
             path: {
@@ -4329,9 +4435,21 @@ export interface operations {
     my_models: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
+                sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
                 search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
+                watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
             };
             header?: never;
             path?: never;
@@ -4406,11 +4524,21 @@ export interface operations {
     list_users: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
                 sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
                 search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
                 watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
             };
             header?: never;
             path?: never;
@@ -4617,11 +4745,21 @@ export interface operations {
     list_workers: {
         parameters: {
             query?: {
+                /** @description Page number from 1; -1 answers every row on one page. */
                 page?: number;
+                /** @description Rows per page, 1 to 1000 (default 100); `per_page` is read too. */
                 perPage?: number;
+                /** @description Comma-separated fields to sort by, `-` first for descending (default `-id`: newest first). */
                 sort_by?: string;
+                /** @description Case-insensitive substring of the name. */
                 search?: string;
+                /**
+                 * @description `true`: answer a stream of changes instead of a page (SSE with `Accept: text/event-stream`);
+                 *     `/v2/gpu-devices` refuses it (watch `/v2/workers`).
+                 */
                 watch?: boolean;
+                /** @description With `watch`: resume after this event id (as `Last-Event-ID`). */
+                since?: number;
             };
             header?: never;
             path?: never;
