@@ -8,6 +8,7 @@ pub mod backends;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod estimate;
 pub mod gateway;

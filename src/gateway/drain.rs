@@ -2,7 +2,7 @@
 //! withdrawn at once (no request picks them, not even one that read an older snapshot); what is
 //! still in flight on them is counted here and, through the shares other servers write every
 //! second (`server::rate_share`), on the other servers. The leader stops a draining instance when
-//! every gateway says it withdrew it and has nothing in flight on it (`server::drain`).
+//! every gateway says it withdrew it and has nothing in flight on it (`control::drain`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;

@@ -1,30 +1,17 @@
 //! The server: router assembly, shared state, first-start bootstrap and the serve loop.
 
 pub mod auth;
-pub mod autoscale;
-pub mod autoscaler;
 pub mod basic;
 pub mod bootstrap;
 pub mod browser;
 pub mod cache;
-pub mod controller;
-pub mod deployment;
-pub mod drain;
 pub mod error;
-pub mod evaluate;
 pub mod extract;
-pub mod leader;
 pub mod list;
-pub mod monitor;
-pub mod park;
 pub mod policy;
 pub mod rate_share;
-pub mod replicas;
-pub mod route_snapshot;
 mod routes;
 pub mod routing;
-pub mod schedule;
-pub mod scheduler;
 pub mod secrets;
 pub mod streams;
 pub mod throttle;
@@ -42,6 +29,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
+use crate::control::{autoscaler, controller, leader, monitor};
 use crate::db::Db;
 use error::{ApiError, ErrorCode};
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{ModelRouteSpec, ModelRouteTargetSpec, ModelSpec, Record, TargetState, UsageRow};
+use crate::control::leader::Leadership;
+use crate::control::route_snapshot::{self, Tables};
 use crate::db::{Db, DbError, DbResult, route_columns, target_columns};
 use crate::gateway::{Gateway, Snapshot, UsageEvent};
-use crate::server::leader::Leadership;
-use crate::server::route_snapshot::{self, Tables};
 
 /// How often the snapshot is rebuilt when no commit woke it: a safety net only. Commits here wake
 /// it at once, and other servers' commits through the change-log poller (`db::notify`).

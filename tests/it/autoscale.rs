@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ferrostack::api::ModelSpec;
-use ferrostack::server::autoscaler::Autoscaler;
+use ferrostack::control::autoscaler::Autoscaler;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

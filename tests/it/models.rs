@@ -237,7 +237,7 @@ async fn scheduling_explains_and_never_overbooks(kind: DbKind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_never_place_more_than_a_gpu_holds() {
-    use ferrostack::server::scheduler::Scheduler;
+    use ferrostack::control::scheduler::Scheduler;
     let s = TestServer::start(DbKind::Sqlite).await;
     s.login_admin().await;
     import_backend(&s, SLEEPY_GPU_YAML).await;

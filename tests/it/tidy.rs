@@ -14,11 +14,18 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("db", &["api"]),
     ("gateway", &["api"]),
-    ("server", &["api", "backends", "config", "db", "estimate", "gateway", "placement"]),
+    // The control plane: from `server` only what `CONTROL_FROM_SERVER` names.
+    ("control", &["api", "backends", "config", "db", "estimate", "gateway", "placement", "server"]),
+    ("server", &["api", "backends", "config", "control", "db", "estimate", "gateway", "placement"]),
     ("client", &["api"]),
     ("worker", &["api", "backends", "client"]),
-    ("cli", &["api", "backends", "config", "client", "gateway", "server", "worker"]),
+    ("cli", &["api", "backends", "config", "client", "control", "gateway", "server", "worker"]),
 ];
+
+/// What the control plane may use from `server` (its HTTP side): the token helpers and the
+/// embedded backend catalog. Handlers, `AppState`, the router and the gateway's feed stay out.
+const CONTROL_FROM_SERVER: &[&str] =
+    &["server::auth::server_token", "server::auth::random_token", "server::bootstrap::catalog"];
 
 const MAX_LINES: usize = 800;
 
@@ -59,6 +66,34 @@ fn layers_only_import_downwards() {
         }
     }
     assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+}
+
+#[test]
+fn the_control_plane_uses_only_token_helpers_and_the_catalog_from_server() {
+    let control = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/control");
+    let mut files = Vec::new();
+    rust_files(&control, &mut files);
+    assert!(files.len() > 5, "src/control has its modules");
+    let mut violations = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read");
+        for (n, line) in text.lines().enumerate() {
+            for (i, _) in line.match_indices("server::") {
+                // `crate::server::…` only (not `route_snapshot::` or a word ending in server).
+                if !line[..i].ends_with("crate::") {
+                    continue;
+                }
+                let rest = &line[i..];
+                if !CONTROL_FROM_SERVER.iter().any(|ok| rest.starts_with(ok)) {
+                    violations.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
+            if line.contains("crate::{") && imported_modules(line).iter().any(|m| m == "server") {
+                violations.push(format!("{}:{}: grouped import of server: name the item", file.display(), n + 1));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "the control plane uses server beyond its allowance:\n{}", violations.join("\n"));
 }
 
 #[test]

@@ -9,6 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{GpuCore, GpuDeviceView, GpuMemory, ListResponse};
+use crate::control::scheduler::snapshot;
 use crate::db::Db;
 use crate::server::AppState;
 use crate::server::auth::Auth;
@@ -16,7 +17,6 @@ use crate::server::cache::{ByGeneration, Mirrors};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
 use crate::server::extract::RawQuery;
 use crate::server::list::{self, CommonListParams, GpuDeviceFilters};
-use crate::server::scheduler::snapshot;
 use crate::server::watch::{page_of, sort_by_fields};
 use std::collections::HashMap;
 

@@ -189,7 +189,7 @@ async fn delete_instance(State(state): State<AppState>, Auth(p): Auth, Path(id):
             // Placed by hand: never routed.
             None => 0,
         };
-        if !crate::server::drain::begin(&state.db, &[&instance], timeout, "deleted").await?.is_empty() {
+        if !crate::control::drain::begin(&state.db, &[&instance], timeout, "deleted").await?.is_empty() {
             return Ok(StatusCode::OK);
         }
     }

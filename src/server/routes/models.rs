@@ -11,17 +11,17 @@ use crate::api::{
     EvaluationClaim, EvaluationRequest, EvaluationResponse, EvaluationResult, ListResponse, Model, ModelInstanceSpec,
     ModelSource, ModelSpec, WorkerSpec,
 };
+use crate::control::controller::spec_hash;
+use crate::control::deployment::{BackendLookupError, backend_for};
+use crate::control::evaluate::evaluate;
+use crate::control::scheduler;
 use crate::db::{DbError, model_columns};
 use crate::placement::place;
 use crate::server::AppState;
 use crate::server::auth::Auth;
-use crate::server::controller::spec_hash;
-use crate::server::deployment::{BackendLookupError, backend_for};
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
-use crate::server::evaluate::evaluate;
 use crate::server::extract::{Json, RawQuery, Tolerant, bool_param, expected_version_allowing, guard_version};
 use crate::server::list::{self, CommonListParams, InstanceFilters, Since};
-use crate::server::scheduler;
 use crate::server::watch::list_or_watch;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -146,7 +146,7 @@ async fn admit_with_backend(
         return Err(ApiError::field("replicas", "must be between 0 and 1024"));
     }
     check_fit(&spec)?;
-    crate::server::autoscale::check(&mut spec).map_err(|(field, rule)| ApiError::field(field, rule))?;
+    crate::control::autoscale::check(&mut spec).map_err(|(field, rule)| ApiError::field(field, rule))?;
     spec.ready_replicas = 0;
     spec.queued = None;
     spec.cluster_id = Some(match spec.cluster_id {
@@ -432,7 +432,7 @@ async fn restart_model(
     let instances = state.db.instances_of_model(id).await?;
     let live: Vec<&crate::api::ModelInstance> =
         instances.iter().filter(|i| i.spec.state != crate::api::InstanceState::Draining).collect();
-    let deleted = crate::server::drain::begin(&state.db, &live, model.spec.drain_timeout, "restart").await?;
+    let deleted = crate::control::drain::begin(&state.db, &live, model.spec.drain_timeout, "restart").await?;
     let message = match (deleted.len(), model.spec.replicas) {
         (0, _) => "no instance was running; nothing to restart".to_string(),
         (n, r) => format!("stopped {n} instance(s); {r} replica(s) start with the current spec"),
@@ -462,7 +462,7 @@ async fn delete_model(State(state): State<AppState>, Auth(p): Auth, Path(id): Pa
         // Serving ones drain (requests in flight on them finish; the leader stops them when idle),
         // the others go at once. What fails here the controller finishes on its pass (orphans).
         let refs: Vec<&crate::api::ModelInstance> = instances.iter().collect();
-        if let Err(e) = crate::server::drain::begin(&db, &refs, timeout, "deployment deleted").await {
+        if let Err(e) = crate::control::drain::begin(&db, &refs, timeout, "deployment deleted").await {
             tracing::warn!(error = %e, model = id, "stopping a deleted deployment's instances failed");
         }
     });
@@ -602,7 +602,7 @@ async fn evaluate_models(
                 continue;
             }
         };
-        let default = crate::server::evaluate::cluster_policy(&state.db, spec.cluster_id).await?;
+        let default = crate::control::evaluate::cluster_policy(&state.db, spec.cluster_id).await?;
         let eval = evaluate(&spec, &backend, default, &state.hub).await;
         let mut spec = spec;
         if spec.categories.is_empty() {

@@ -8,9 +8,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::VersionInfo;
+use crate::control::leader::LeaderView;
 use crate::server::AppState;
 use crate::server::error::{ApiError, ApiResult, ErrorCode};
-use crate::server::leader::LeaderView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(version))

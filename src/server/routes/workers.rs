@@ -295,7 +295,7 @@ async fn heartbeat(State(state): State<AppState>, caller: Caller, Path(id): Path
     require_self(&caller, id)?;
     state.leases.renew(id, tokio::time::Instant::now());
     let worker = state.db.get::<WorkerSpec>(id).await?;
-    if crate::server::monitor::back_on_heartbeat(worker.spec.state, worker.spec.maintenance.enabled) {
+    if crate::control::monitor::back_on_heartbeat(worker.spec.state, worker.spec.maintenance.enabled) {
         state
             .db
             .modify::<WorkerSpec, ApiError, _>(id, None, |w| {
@@ -323,14 +323,14 @@ async fn worker_shutdown(
 ) -> ApiResult<axum::Json<Worker>> {
     require_self(&caller, id)?;
     let before = state.db.get::<WorkerSpec>(id).await?;
-    let after = crate::server::drain::maintenance_on_shutdown(&before.spec.maintenance, body.stopping);
+    let after = crate::control::drain::maintenance_on_shutdown(&before.spec.maintenance, body.stopping);
     if after == before.spec.maintenance {
         return Ok(axum::Json(before));
     }
     let worker = state
         .db
         .modify::<WorkerSpec, ApiError, _>(id, None, |w| {
-            w.maintenance = crate::server::drain::maintenance_on_shutdown(&w.maintenance, body.stopping);
+            w.maintenance = crate::control::drain::maintenance_on_shutdown(&w.maintenance, body.stopping);
             Ok(vec![])
         })
         .await?;

@@ -42,7 +42,7 @@ pub fn check(spec: &mut ModelSpec) -> Result<(), (String, String)> {
         spec.replicas = spec.replicas.clamp(a.min_replicas, a.max_replicas);
     }
     if let Some(s) = &spec.scaling_schedule {
-        crate::server::schedule::validate(s, MAX_REPLICAS).map_err(|e| (e.field, e.rule))?;
+        crate::control::schedule::validate(s, MAX_REPLICAS).map_err(|e| (e.field, e.rule))?;
     }
     Ok(())
 }

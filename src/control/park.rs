@@ -13,10 +13,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::api::{InstanceState, ModelInstance, ModelInstanceSpec};
+use crate::control::controller::EngineProbe;
+use crate::control::drain::{Verdict, Why, verdict};
 use crate::db::{Db, DbResult, instance_columns};
 use crate::gateway::Gateway;
-use crate::server::controller::EngineProbe;
-use crate::server::drain::{Verdict, Why, verdict};
 
 /// How long an engine may take to go to sleep or to wake (vLLM moves the weights between GPU and
 /// CPU memory: seconds for a large model).
@@ -169,7 +169,7 @@ pub async fn pass(
             continue;
         }
         // Asleep only once nothing is in flight on it anywhere (as a drain ends).
-        let waited = crate::server::drain::elapsed(&i.spec, now);
+        let waited = crate::control::drain::elapsed(&i.spec, now);
         let views = gateway.map(|g| g.drain_views(i.id, waited)).unwrap_or_default();
         if let Verdict::Stop(Why::Drained) = verdict(waited, Duration::MAX, &views) {
             spawn_call(db.clone(), p.clone(), i.clone(), Call::Sleep);
@@ -210,7 +210,7 @@ fn spawn_call(db: Db, p: Parking, i: ModelInstance, call: Call) {
             p.calls.done(i.id);
             return;
         }
-        let endpoint = crate::server::route_snapshot::endpoint(&i, &p.engines.server_secret);
+        let endpoint = crate::control::route_snapshot::endpoint(&i, &p.engines.server_secret);
         let path = match call {
             Call::Sleep => "/sleep?level=1",
             Call::Wake => "/wake_up",

@@ -6,7 +6,7 @@ use crate::api::backend::InferenceBackendSpec;
 use crate::backends::admission::for_display;
 use crate::backends::catalog::{BackendChoice, choose_backend};
 use crate::db::{Db, DbError};
-use crate::server::bootstrap;
+use crate::server::bootstrap::catalog;
 
 /// Why a deployment's backend could not be found.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub async fn backend_for(db: &Db, spec: &ModelSpec) -> Result<InferenceBackendSp
     match choice {
         BackendChoice::Custom(backend) => Ok(*backend),
         BackendChoice::Stored(name) => match db.backend_by_name(&name).await {
-            Ok(stored) => Ok(match bootstrap::catalog() {
+            Ok(stored) => Ok(match catalog() {
                 Ok(catalog) => for_display(catalog, &stored.spec),
                 Err(_) => stored.spec,
             }),

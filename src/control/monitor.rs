@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use chrono::{DateTime, Utc};
 
 use crate::api::{InstanceState, ModelInstanceSpec, Record, WorkerSpec, WorkerState, WorkerStatus};
+use crate::control::leader::Leadership;
 use crate::db::{Db, DbError, instance_columns};
-use crate::server::leader::Leadership;
 
 /// Last heartbeat per worker id, and the workers heard since the last time this server shared
 /// what it heard with the others (`share_beats`).

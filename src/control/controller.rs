@@ -15,13 +15,13 @@ use crate::api::{
     DEFAULT_DRAIN_TIMEOUT, InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, ModelState, Record,
     WorkerSpec, WorkerState,
 };
+use crate::control::drain;
+use crate::control::leader::Leadership;
+use crate::control::park;
+use crate::control::replicas::{self, Action, Desired, InstanceFacts};
 use crate::db::{Db, DbError, instance_columns, model_columns};
 use crate::gateway::Gateway;
 use crate::server::auth::random_token;
-use crate::server::drain;
-use crate::server::leader::Leadership;
-use crate::server::park;
-use crate::server::replicas::{self, Action, Desired, InstanceFacts};
 
 /// Fingerprint of the fields that change how an instance runs. Every field of a deployment is
 /// named here, in the fingerprint or deliberately out of it, so a new field does not build until
@@ -188,7 +188,7 @@ pub struct ModelController {
     /// through a gateway) before it is stopped; without it, the gateways' word is enough.
     pub engines: Option<EngineProbe>,
     /// Where deployments run, noted for the scheduler (`scheduler::WarmWorkers`).
-    pub warm: Option<Arc<crate::server::scheduler::WarmWorkers>>,
+    pub warm: Option<Arc<crate::control::scheduler::WarmWorkers>>,
     /// Puts parked instances' engines to sleep and wakes them (`park.rs`); without it, a parked
     /// instance stays awake and one found asleep is replaced.
     pub parking: Option<park::Parking>,
@@ -386,7 +386,7 @@ impl ModelController {
     /// What instance `i`'s engine says it still runs (`drain::engine_busy`); None if it does not say.
     async fn engine_busy(&self, i: &ModelInstance) -> Option<u64> {
         let probe = self.engines.as_ref()?;
-        let e = crate::server::route_snapshot::endpoint(i, &probe.server_secret)?;
+        let e = crate::control::route_snapshot::endpoint(i, &probe.server_secret)?;
         let auth = e.auth.as_ref().and_then(|a| a.to_str().ok());
         drain::engine_busy(&probe.http, &e.addr, auth).await
     }
@@ -407,14 +407,14 @@ pub fn spawn_loops(
 ) {
     // Deployments, their instances, the workers they run on, the backends they run with.
     const TABLES: [&str; 4] = ["models", "model_instances", "workers", "inference_backends"];
-    let warm = Arc::new(crate::server::scheduler::WarmWorkers::default());
+    let warm = Arc::new(crate::control::scheduler::WarmWorkers::default());
     let (db2, leader2, mut shutdown2, warm2) = (db.clone(), leader.clone(), shutdown.clone(), warm.clone());
     tokio::spawn(async move {
         let mut changed = db2.subscribe(&TABLES);
         loop {
             let Some(fence) = leader2.lead(&mut shutdown2).await else { return };
             let scheduler =
-                crate::server::scheduler::Scheduler { db: db2.fenced(fence), warm: warm2.clone(), hub: hub.clone() };
+                crate::control::scheduler::Scheduler { db: db2.fenced(fence), warm: warm2.clone(), hub: hub.clone() };
             match scheduler.tick().await {
                 Ok(n) if n > 0 => {
                     changed.mark_seen();

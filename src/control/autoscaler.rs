@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::api::{InstanceState, ModelInstanceSpec, ModelSpec};
+use crate::control::autoscale::{self, Decision, Inputs, Tracker};
+use crate::control::leader::Leadership;
+use crate::control::schedule::{self, Want};
 use crate::db::{Db, DbError, DbResult, model_columns};
 use crate::gateway::Gateway;
-use crate::server::autoscale::{self, Decision, Inputs, Tracker};
-use crate::server::leader::Leadership;
-use crate::server::schedule::{self, Want};
 
 /// How often the leader looks at demand while a deployment is autoscaled (a scale-up lands
 /// within this of demand appearing here, and within a share round, 1 s, of it appearing on

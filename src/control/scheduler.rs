@@ -13,10 +13,10 @@ use crate::api::{
     DistributedServers, InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, PlacementStrategy,
     Record, ResourceClaim, SubordinateWorker, WorkerSpec, WorkerState,
 };
+use crate::control::deployment::{BackendLookupError, backend_for};
+use crate::control::evaluate::{Evaluation, evaluate};
 use crate::db::{Db, DbError, ListQuery, SCHEDULING_EPOCH, Val, instance_columns, model_columns};
 use crate::placement::{GpuView, Placement, Request, Snapshot, Strategy, WorkerView, place_preferring};
-use crate::server::deployment::{BackendLookupError, backend_for};
-use crate::server::evaluate::{Evaluation, evaluate};
 
 /// Binding attempts per batch when other schedulers keep winning the epoch.
 const BIND_ATTEMPTS: usize = 8;
@@ -308,7 +308,7 @@ impl Scheduler {
                     }
                     Err(BackendLookupError::Db(e)) => return Err(e),
                 };
-                let default = crate::server::evaluate::cluster_policy(&self.db, model.spec.cluster_id).await?;
+                let default = crate::control::evaluate::cluster_policy(&self.db, model.spec.cluster_id).await?;
                 let eval = evaluate(&model.spec, &backend, default, &self.hub).await;
                 self.fill_categories(&model, &eval).await?;
                 pass.deployments.insert(model_id, (model.clone(), backend.clone(), eval.clone()));
@@ -406,7 +406,7 @@ pub fn settled(mut p: Placement, req: &Request, eval: &Evaluation, workers: &[Re
     };
     let smallest = p.gpu_indexes.iter().filter_map(|i| total(p.worker_id, *i)).min();
     let told = smallest.and_then(|t| eval.fraction_for(t, p.gpu_indexes.len() as u32));
-    crate::server::evaluate::settle_claim(&mut p, told, req.claim, total);
+    crate::control::evaluate::settle_claim(&mut p, told, req.claim, total);
     p
 }
 
@@ -549,7 +549,7 @@ mod tests {
             )
             .expect("spec"),
         );
-        let mut spec = crate::server::controller::new_instance(&deployment);
+        let mut spec = crate::control::controller::new_instance(&deployment);
         place_on(&mut spec, workers, p);
         record(id, spec)
     }
