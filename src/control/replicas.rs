@@ -147,6 +147,12 @@ pub fn actions(d: Desired<'_>, all: &[InstanceFacts]) -> Vec<Action> {
         && let Some(id) = least_healthy_first(&outdated).into_iter().next()
     {
         out.push(Action::Delete(id));
+    } else if surge_stuck {
+        // A worker in maintenance with drain must empty even where nothing has room for its
+        // instances (a worker's own clean stop waits for it): they go one drain at a time, below
+        // `replicas` if they must. A rollout alone never goes below `replicas - 1` this way.
+        let evacuating: Vec<&InstanceFacts> = outdated.iter().copied().filter(|i| i.evacuate).collect();
+        out.extend(least_healthy_first(&evacuating).into_iter().next().map(Action::Delete));
     }
     out
 }
@@ -293,6 +299,34 @@ mod tests {
                 false,
                 "1:h:run:evac 2:h:pend:unbound:msg",
                 &[Delete(1)],
+            ),
+            (
+                "maintenance: no room elsewhere for 3 replicas: they go one at a time, below replicas",
+                3,
+                false,
+                "1:h:run:evac 2:h:run:evac 4:h:pend:unbound:msg 5:h:pend:unbound:msg",
+                &[Delete(2)],
+            ),
+            (
+                "maintenance: no room, one draining: the next waits for it",
+                3,
+                false,
+                "1:h:drain:evac 2:h:run:evac 4:h:pend:unbound:msg 5:h:pend:unbound:msg",
+                &[Create(1)],
+            ),
+            (
+                "maintenance: no room, the last one there goes too",
+                3,
+                false,
+                "2:h:run:evac 4:h:pend:unbound:msg 5:h:pend:unbound:msg 6:h:pend:unbound:msg",
+                &[Delete(2)],
+            ),
+            (
+                "rollout with no room: never a second one unavailable",
+                3,
+                true,
+                "1:old:run 2:old:run 4:h:pend:unbound:msg",
+                &[Create(1)],
             ),
         ];
         for (what, replicas, rolling, instances, want) in cases {

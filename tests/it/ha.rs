@@ -152,7 +152,11 @@ pub fn warnings(dir: &Path) -> String {
     for path in names.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
-        out.push_str(&format!("--- {} (warnings)\n{}\n", path.display(), lines[lines.len().saturating_sub(40)..].join("\n")));
+        out.push_str(&format!(
+            "--- {} (warnings)\n{}\n",
+            path.display(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        ));
     }
     out
 }

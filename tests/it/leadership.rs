@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use ferrostack::api::ClusterSpec;
+use ferrostack::control::leader::{Leadership, TTL};
 use ferrostack::db::lease::{CONTROL, Fence};
 use ferrostack::db::{Db, DbError, Val};
-use ferrostack::control::leader::{Leadership, TTL};
 use serde_json::{Value, json};
 
 use crate::both_dbs;
