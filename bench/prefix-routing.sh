@@ -13,7 +13,8 @@
 # Usage: bench/prefix-routing.sh   (env: TENANTS=16 PREFIX=500 RATE=0.8 DURATION=90 URATE=0.25
 #        UDURATION=60 DRAIN=90 CACHE_RAM=64 (MiB of llama.cpp's host prompt cache per replica;
 #        -1 = llama.cpp's default) NP=2 (slots per replica) CTX=4096 (per replica, all slots)
-#        PROFILE=release|debug)
+#        PROFILE=release|debug SHARED_POLICIES="prefix_aware least_outstanding round_robin"
+#        UNIQUE_POLICIES=(the same) ORACLE=1)
 # Needs scripts/setup-llm.sh (LLAMA_SERVER, SMOLLM2_GGUF). Prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,10 @@ DRAIN="${DRAIN:-90}"
 CACHE_RAM="${CACHE_RAM:-64}"
 NP="${NP:-2}"
 CTX="${CTX:-4096}"
+# Which policies run on each workload, and whether the oracle runs (a shorter bench).
+SHARED_POLICIES="${SHARED_POLICIES:-prefix_aware least_outstanding round_robin}"
+UNIQUE_POLICIES="${UNIQUE_POLICIES:-prefix_aware least_outstanding round_robin}"
+ORACLE="${ORACLE:-1}"
 set -a; eval "$(scripts/setup-llm.sh)"; set +a
 # PROFILE=debug reuses the test build: the engines' seconds of prefill dwarf the gateway's cost.
 . bench/lib.sh
@@ -72,12 +77,12 @@ run() { # label workload rate duration [--oracle]
     --workload "$2" --rate "$3" --duration "$4" --drain "$DRAIN" --tenants "$TENANTS" --prefix "$PREFIX" \
     --salt "run$RUN-$$" --seed 7 ${5:-} | tee -a "$WORK/results.jsonl" >&2
 }
-for p in prefix_aware least_outstanding round_robin; do
+for p in $SHARED_POLICIES; do
   policy "$p"
   run "$p" shared "$RATE" "$DURATION"
 done
-run oracle shared "$RATE" "$DURATION" --oracle
-for p in prefix_aware least_outstanding round_robin; do
+[ "$ORACLE" = 1 ] && run oracle shared "$RATE" "$DURATION" --oracle
+for p in $UNIQUE_POLICIES; do
   policy "$p"
   run "$p" unique "$URATE" "$UDURATION"
 done

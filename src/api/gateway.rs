@@ -22,11 +22,12 @@ pub enum AccessPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadBalancing {
-    /// Requests that share a prompt prefix go to the same instance (whose prompt cache holds it),
-    /// unless it is busier than 1.25× the mean; every server chooses alike.
+    /// Requests that share a prompt prefix go to the instance that took it first (whose prompt
+    /// cache holds it), unless it is busier than 1.25× the mean; a new prefix goes where
+    /// least-outstanding would. The default.
+    #[default]
     PrefixAware,
     /// The instance with the fewest requests in flight on this server.
-    #[default]
     LeastOutstanding,
     /// Each instance in turn.
     RoundRobin,
@@ -136,7 +137,7 @@ pub struct ModelRouteCreate {
     #[serde(default)]
     pub timeout: Option<u64>,
     /// How requests spread over the route's instances; absent keeps the route's (on create:
-    /// `least_outstanding`).
+    /// `prefix_aware`).
     #[serde(default)]
     pub load_balancing: Option<LoadBalancing>,
     /// Replaces the route's targets when present. A number (the target count a GET answers, sent

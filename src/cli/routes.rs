@@ -30,9 +30,9 @@ pub enum RoutesCmd {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 #[value(rename_all = "snake_case")]
 pub enum Policy {
-    /// Requests sharing a prompt prefix go to the instance whose prompt cache likely holds it.
+    /// Requests sharing a prompt prefix go to the instance whose prompt cache likely holds it (the default).
     PrefixAware,
-    /// The instance with the fewest requests in flight (the default).
+    /// The instance with the fewest requests in flight.
     LeastOutstanding,
     /// Each instance in turn.
     RoundRobin,

@@ -55,11 +55,13 @@ struct RouteState {
 
 /// Where this server last placed each prefix key afresh, per route: two generations of at most
 /// [`HOMES_PER_GENERATION`] keys each, so the memory stays bounded and the keys seen least
-/// recently are forgotten first (a forgotten key is placed afresh, as a new one).
+/// recently are forgotten first (a forgotten key is placed afresh, as a new one); and how many
+/// remembered keys each instance is home to.
 #[derive(Default)]
 pub struct Homes {
     current: HashMap<(i64, u64), i64>,
     previous: HashMap<(i64, u64), i64>,
+    counts: HashMap<i64, usize>,
 }
 
 /// Keys remembered per generation (about 32 bytes each).
@@ -71,6 +73,7 @@ impl Homes {
             return Some(*home);
         }
         let home = self.previous.remove(&(route, key))?;
+        self.uncount(home);
         self.put(route, key, home);
         Some(home)
     }
@@ -78,8 +81,26 @@ impl Homes {
     pub fn put(&mut self, route: i64, key: u64, instance: i64) {
         if self.current.len() >= HOMES_PER_GENERATION {
             self.previous = std::mem::take(&mut self.current);
+            self.counts.clear();
+            for home in self.previous.values() {
+                *self.counts.entry(*home).or_default() += 1;
+            }
         }
-        self.current.insert((route, key), instance);
+        if let Some(old) = self.current.insert((route, key), instance).or_else(|| self.previous.remove(&(route, key))) {
+            self.uncount(old);
+        }
+        *self.counts.entry(instance).or_default() += 1;
+    }
+
+    fn uncount(&mut self, instance: i64) {
+        if let Some(n) = self.counts.get_mut(&instance) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// How many remembered keys have `instance` as their home.
+    pub fn homed(&self, instance: i64) -> usize {
+        self.counts.get(&instance).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -213,19 +234,29 @@ impl Balancer {
         }
         let mut best: Option<usize> = None;
         let homed = key.filter(|_| route.load_balancing == LoadBalancing::PrefixAware);
-        let home = homed.and_then(|k| self.homes.lock().unwrap_or_else(|e| e.into_inner()).get(route.id, k));
+        let (home, keys_homed) = match homed {
+            Some(k) => {
+                let mut homes = self.homes.lock().unwrap_or_else(|e| e.into_inner());
+                let home = homes.get(route.id, k);
+                (home, candidates.iter().map(|(e, _)| homes.homed(e.instance_id)).collect())
+            }
+            None => (None, Vec::new()),
+        };
         // Closed circuits first; if every circuit is open, try anyway rather than refuse.
         for require_closed in [true, false] {
             let pool: Vec<usize> = (0..n).filter(|i| !require_closed || self.usable(&candidates[*i].1, now)).collect();
             let ids: Vec<i64> = pool.iter().map(|i| candidates[*i].0.instance_id).collect();
             let loads: Vec<usize> = pool.iter().map(|i| candidates[*i].1.outstanding()).collect();
             best = match homed {
-                Some(k) => prefix::choose_homed(k, home, &ids, &loads).map(|(j, fresh)| {
-                    if fresh {
-                        self.homes.lock().unwrap_or_else(|e| e.into_inner()).put(route.id, k, ids[j]);
-                    }
-                    pool[j]
-                }),
+                Some(k) => {
+                    let keys: Vec<usize> = pool.iter().map(|i| keys_homed[*i]).collect();
+                    prefix::choose_homed(k, home, &ids, &loads, &keys).map(|(j, fresh)| {
+                        if fresh {
+                            self.homes.lock().unwrap_or_else(|e| e.into_inner()).put(route.id, k, ids[j]);
+                        }
+                        pool[j]
+                    })
+                }
                 None => prefix::select(route.load_balancing, key, &ids, &loads, cursor).map(|j| pool[j]),
             };
             if best.is_some() {
@@ -291,6 +322,10 @@ mod tests {
         assert_eq!(homes.get(2, 1000), None, "not read since two generations: forgotten");
         assert!(homes.len() <= 2 * HOMES_PER_GENERATION);
         assert_eq!(homes.get(9, 7), None, "homes are per route");
+        assert_eq!(homes.homed(70), 1);
+        assert_eq!(homes.homed(1), homes.len() - 1, "every other key is homed on instance 1");
+        homes.put(1, 7, 71);
+        assert_eq!((homes.homed(70), homes.homed(71)), (0, 1), "a key moved home counts once, where it is");
     }
 
     #[test]

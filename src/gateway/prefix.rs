@@ -185,9 +185,17 @@ pub fn choose(key: u64, ids: &[i64], loads: &[usize]) -> Option<usize> {
 /// this choice makes a new home. A key with a home among `ids` stays there while the home is under
 /// [`bound`], else spills in rendezvous order ([`choose`]) and keeps its home. A key without one
 /// has no prompt cache to find (as far as this server has seen): it goes to the fewest in flight,
-/// as least-outstanding would, ties to the highest-scoring instance, so idle servers of an HA pair
-/// still place a new prefix alike; that instance becomes its home. `None` only when `ids` is empty.
-pub fn choose_homed(key: u64, home: Option<i64>, ids: &[i64], loads: &[usize]) -> Option<(usize, bool)> {
+/// as least-outstanding would; among those, to the one home to the fewest keys (`homed`, one per
+/// id), so prefixes spread evenly and each instance's cache holds its share; then to the
+/// highest-scoring, so servers that have seen the same keys place a new one alike. That instance
+/// becomes its home. `None` only when `ids` is empty.
+pub fn choose_homed(
+    key: u64,
+    home: Option<i64>,
+    ids: &[i64],
+    loads: &[usize],
+    homed: &[usize],
+) -> Option<(usize, bool)> {
     let load = |i: usize| loads.get(i).copied().unwrap_or(0);
     if let Some(at) = home.and_then(|h| ids.iter().position(|id| *id == h)) {
         let cap = bound(loads.iter().sum(), ids.len());
@@ -196,8 +204,10 @@ pub fn choose_homed(key: u64, home: Option<i64>, ids: &[i64], loads: &[usize]) -
         }
         return choose(key, ids, loads).map(|i| (i, false));
     }
-    let min = (0..ids.len()).map(load).min()?;
-    (0..ids.len()).filter(|i| load(*i) == min).max_by_key(|i| score(key, ids[*i] as u64)).map(|i| (i, true))
+    let keys = |i: usize| homed.get(i).copied().unwrap_or(0);
+    (0..ids.len())
+        .min_by_key(|i| (load(*i), keys(*i), std::cmp::Reverse(score(key, ids[*i] as u64))))
+        .map(|i| (i, true))
 }
 
 /// The index (into `ids`, with `loads` one per id) of the instance a route's `policy` picks:
@@ -489,10 +499,19 @@ mod tests {
             (Some(ids[owner]), owner_full, choose(k, &ids, &owner_full).expect("spill"), false),
         ];
         for (n, (home, loads, picked, fresh)) in table.into_iter().enumerate() {
-            assert_eq!(choose_homed(k, home, &ids, &loads), Some((picked, fresh)), "row {n}");
+            assert_eq!(choose_homed(k, home, &ids, &loads, &[0, 0, 0]), Some((picked, fresh)), "row {n}");
         }
         assert_ne!(choose(k, &ids, &owner_full), Some(owner));
-        assert_eq!(choose_homed(k, None, &[], &[]), None);
+        assert_eq!(choose_homed(k, None, &[], &[], &[]), None);
+        // Equally loaded: the instance home to the fewest keys, whatever the hash says.
+        let mut keys = [5usize; 3];
+        keys[other] = 2;
+        assert_eq!(choose_homed(k, None, &ids, &[0, 0, 0], &keys), Some((other, true)));
+        // Load first: an idle instance home to many keys beats a busy one home to none.
+        let mut owner_homes_none = [9usize; 3];
+        owner_homes_none[owner] = 0;
+        let pick = choose_homed(k, None, &ids, &owner_busy, &owner_homes_none).map(|p| p.0);
+        assert!(pick.is_some_and(|p| p != owner), "{pick:?}");
     }
 
     #[test]
@@ -502,12 +521,20 @@ mod tests {
         let ids = [11, 22, 33];
         let mut loads = [0usize; 3];
         for n in 0..300u64 {
-            let (i, fresh) = choose_homed(mix(n), None, &ids, &loads).expect("pick");
+            let (i, fresh) = choose_homed(mix(n), None, &ids, &loads, &[0, 0, 0]).expect("pick");
             assert!(fresh);
             assert_eq!(loads[i], *loads.iter().min().expect("min"), "pick {n}");
             loads[i] += 1;
         }
         assert_eq!(loads, [100, 100, 100]);
+        // Tenants arriving one at a time on idle instances: homes spread 2 / 2 / 2, where the
+        // hash alone may put three on one instance and its cache.
+        let mut homed = [0usize; 3];
+        for t in 0..6u64 {
+            let (i, _) = choose_homed(mix(1000 + t), None, &ids, &[0, 0, 0], &homed).expect("pick");
+            homed[i] += 1;
+        }
+        assert_eq!(homed, [2, 2, 2]);
     }
 
     #[test]

@@ -445,7 +445,12 @@ mod queue {
 
     fn route(instances: Vec<Endpoint>) -> Route {
         let instances: Vec<(i64, String)> = instances.into_iter().map(|e| (e.instance_id, e.addr)).collect();
-        crate::support::one_target_route(7, "m", Default::default(), &instances)
+        crate::support::one_target_route(
+            7,
+            "m",
+            ferrostack::gateway::snapshot::LoadBalancing::LeastOutstanding,
+            &instances,
+        )
     }
 
     /// The route with no instance, its deployment 3 autoscaled.

@@ -24,7 +24,8 @@ both_dbs!(
     a_held_stream_outlives_a_scale_down_and_the_timeout_ends_a_drain,
     maintenance_with_drain_moves_instances_away,
     an_engine_still_running_requests_holds_its_drain,
-    a_worker_stopping_cleanly_moves_and_drains_its_instances
+    a_worker_stopping_cleanly_moves_and_drains_its_instances,
+    a_lone_worker_stopping_cleanly_empties_without_waiting_for_room
 );
 
 /// A stub engine on `listener`: streams a chunk every 100 ms until `release` turns true, then
@@ -72,7 +73,11 @@ fn stub_engine(listener: tokio::net::TcpListener, release: tokio::sync::watch::R
 /// Streams a chat through the server; returns (content chunks, ended with `[DONE]` after a
 /// finish_reason).
 async fn stream_chat(base: String, key: String) -> (usize, bool) {
-    let body = json!({"model": "held", "messages": [{"role": "user", "content": "hi"}], "stream": true});
+    // Each its own prompt: under the default `prefix_aware` a new prompt goes to the least busy
+    // instance, so two held streams land one on each (as with least-outstanding).
+    static SENT: AtomicUsize = AtomicUsize::new(0);
+    let n = SENT.fetch_add(1, Ordering::Relaxed);
+    let body = json!({"model": "held", "messages": [{"role": "user", "content": format!("hi {n}")}], "stream": true});
     let res = reqwest::Client::new()
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth(&key)
@@ -295,7 +300,7 @@ async fn healthy() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 
 fn route(endpoints: &[(i64, std::net::SocketAddr)]) -> Route {
     let instances: Vec<(i64, String)> = endpoints.iter().map(|(id, a)| (*id, a.to_string())).collect();
-    crate::support::one_target_route(1, "m", Default::default(), &instances)
+    crate::support::one_target_route(1, "m", ferrostack::gateway::snapshot::LoadBalancing::LeastOutstanding, &instances)
 }
 
 /// One chat through the gateway layer: (status, whether the answer is whole: read to its end with
@@ -600,6 +605,31 @@ async fn a_worker_stopping_cleanly_moves_and_drains_its_instances(kind: DbKind) 
     assert_eq!(w["maintenance"]["enabled"], false, "{w:#}");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A worker alone, stopping cleanly with three replicas that have nowhere else to go: they drain
+/// one at a time, below `replicas`, and the stop ends once they have, not at its 600 s timeout
+/// (found by bench/prefix-routing.sh, whose `ferrostack start` waited out the timeout).
+async fn a_lone_worker_stopping_cleanly_empties_without_waiting_for_room(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts =
+        ferrostack::worker::WorkerOptions { shutdown_drain_timeout: 600, ..worker_options("alone", (46900, 46909)) };
+    let a = start_worker(&s, dir.path(), &opts).await;
+    let body = json!({"name": "three", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 3});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    let pids: Vec<i64> = settled(&s, id, 3, None).await.iter().map(|i| i["pid"].as_i64().expect("pid")).collect();
+    // Far under the timeout: each idle drain takes about a controller pass.
+    let stopped = tokio::time::timeout(Duration::from_secs(120), a.drain()).await;
+    let (_, left) = s.get(&format!("/v2/model-instances?model_id={id}")).await;
+    assert!(stopped.is_ok(), "the stop still waited for room that never comes: {left:#}");
+    assert!(pids.iter().all(|p| !alive(*p)), "an engine outlived its worker's drain: {left:#}");
+    a.shutdown().await;
 }
 
 /// A long answer (a 60 s stream, its tokens every 100 ms) outlives the scale-down that removes

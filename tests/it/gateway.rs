@@ -56,7 +56,12 @@ async fn upstream(name: &'static str) -> Upstream {
 
 fn route(endpoints: &[(i64, std::net::SocketAddr)]) -> Route {
     let instances: Vec<(i64, String)> = endpoints.iter().map(|(id, a)| (*id, a.to_string())).collect();
-    crate::support::one_target_route(1, "fake", Default::default(), &instances)
+    crate::support::one_target_route(
+        1,
+        "fake",
+        ferrostack::gateway::snapshot::LoadBalancing::LeastOutstanding,
+        &instances,
+    )
 }
 
 /// The gateway layer alone, served on a port: no auth, errors as plain status codes.

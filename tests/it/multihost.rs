@@ -82,8 +82,12 @@ async fn prompt_tokens(s: &TestServer, http: &reqwest::Client, instance: &Value)
 }
 
 async fn chat(http: &reqwest::Client, s: &TestServer, key: &str) -> StatusCode {
+    // Each its own prompt: the default `prefix_aware` spreads new prompts over the instances (an
+    // identical one would stay on the instance whose cache holds it).
+    static SENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let body = json!({"model": "smol", "max_tokens": 4,
-                      "messages": [{"role": "user", "content": "Say hi."}]});
+                      "messages": [{"role": "user", "content": format!("Say hi ({n}).")}]});
     let res = http.post(s.url("/v1/chat/completions")).bearer_auth(key).json(&body).send().await;
     res.map(|r| r.status()).unwrap_or(StatusCode::BAD_GATEWAY)
 }

@@ -200,15 +200,17 @@ async fn three_llama_replicas_keep_a_prefix_on_one(kind: DbKind) {
         assert!(tokio::time::Instant::now() < deadline, "3 replicas never ran: {routes}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    assert_eq!(route["load_balancing"], "least_outstanding", "the default: {route}");
+    assert_eq!(route["load_balancing"], "prefix_aware", "the default: {route}");
     let path = format!("/v2/model-routes/{}", route["id"]);
     let (status, err) = s.put(&path, json!({"name": "smol", "load_balancing": "sticky"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
     assert!(err.to_string().contains("load_balancing"), "names the field: {err}");
+    let (status, r) = s.put(&path, json!({"name": "smol", "load_balancing": "least_outstanding"})).await;
+    assert_eq!((status, &r["load_balancing"]), (StatusCode::OK, &json!("least_outstanding")), "{r}");
+    let (status, r) = s.put(&path, json!({"name": "smol", "timeout": 600})).await;
+    assert_eq!((status, &r["load_balancing"]), (StatusCode::OK, &json!("least_outstanding")), "kept: {r}");
     let (status, r) = s.put(&path, json!({"name": "smol", "load_balancing": "prefix_aware"})).await;
     assert_eq!((status, &r["load_balancing"]), (StatusCode::OK, &json!("prefix_aware")), "{r}");
-    let (status, r) = s.put(&path, json!({"name": "smol", "timeout": 600})).await;
-    assert_eq!((status, &r["load_balancing"]), (StatusCode::OK, &json!("prefix_aware")), "kept: {r}");
 
     let (_, instances) = s.get("/v2/model-instances").await;
     let ports: Vec<u64> =
@@ -268,7 +270,7 @@ async fn the_cli_lists_routes_and_sets_their_policy() {
     assert_eq!(status, StatusCode::OK, "{m}");
     let (_, routes) = s.get("/v2/model-routes").await;
     let route = routes["items"].as_array().and_then(|i| i.first()).cloned().expect("the deployment's route");
-    assert_eq!((&route["name"], &route["load_balancing"]), (&json!("smol"), &json!("least_outstanding")), "{route}");
+    assert_eq!((&route["name"], &route["load_balancing"]), (&json!("smol"), &json!("prefix_aware")), "{route}");
     let key = s.api_key(json!({"name": "cli"})).await;
     let ferrostack = async |args: &[&str]| {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferrostack"))
@@ -282,10 +284,10 @@ async fn the_cli_lists_routes_and_sets_their_policy() {
         (out.status.success(), said)
     };
 
-    let (ok, said) = ferrostack(&["routes", "balance", "smol", "prefix_aware"]).await;
-    assert!(ok && said.contains("load_balancing prefix_aware"), "{said}");
+    let (ok, said) = ferrostack(&["routes", "balance", "smol", "least_outstanding"]).await;
+    assert!(ok && said.contains("load_balancing least_outstanding"), "{said}");
     let (_, r) = s.get(&format!("/v2/model-routes/{}", route["id"])).await;
-    assert_eq!(r["load_balancing"], "prefix_aware", "{r}");
+    assert_eq!(r["load_balancing"], "least_outstanding", "{r}");
     assert_eq!((&r["description"], &r["targets"]), (&route["description"], &json!(1)), "the rest is kept: {r}");
     assert_eq!(route["description"], "a small model", "{route}");
 

@@ -47,9 +47,9 @@ function RouteRow({ listed, canEdit }: { listed: ModelRoute; canEdit: boolean })
             name="load_balancing"
             allowDeselect={false}
             data={POLICIES.map((p) => ({ value: p.value, label: p.label }))}
-            value={route.load_balancing ?? "least_outstanding"}
+            value={route.load_balancing ?? "prefix_aware"}
             disabled={!canEdit || busy}
-            description={explain(route.load_balancing ?? "least_outstanding")}
+            description={explain(route.load_balancing ?? "prefix_aware")}
             inputWrapperOrder={["label", "input", "description", "error"]}
             error={fieldErrors.load_balancing}
             onChange={change}

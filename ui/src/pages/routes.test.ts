@@ -23,7 +23,7 @@ const route = (over: Partial<ModelRoute> = {}): ModelRoute => ({
 
 describe("policies", () => {
   it("lists the three values the server takes, the default first, each with one line", () => {
-    expect(POLICIES.map((p) => p.value)).toEqual(["least_outstanding", "prefix_aware", "round_robin"]);
+    expect(POLICIES.map((p) => p.value)).toEqual(["prefix_aware", "least_outstanding", "round_robin"]);
     for (const p of POLICIES) {
       expect(explain(p.value)).toBe(p.explain);
       expect(p.explain).not.toContain("\n");

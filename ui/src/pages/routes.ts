@@ -10,19 +10,19 @@ export interface Policy {
   explain: string;
 }
 
-/** In the order docs/routing.md lists them; `least_outstanding` is the default. */
+/** In the order docs/routing.md lists them; `prefix_aware` is the default. */
 export const POLICIES: Policy[] = [
   {
-    value: "least_outstanding",
-    label: "Least outstanding (default)",
+    value: "prefix_aware",
+    label: "Prefix-aware (default)",
     explain:
-      "The instance with the fewest requests in flight on this server: for requests that share little (embeddings, one-shot prompts), or whose service times vary widely.",
+      "The instance whose prompt cache most likely holds the request's prefix, unless it is busy; a new prefix goes to the least busy: for most chat traffic, and above all requests that share long leading content (a system prompt, a document, a chat history).",
   },
   {
-    value: "prefix_aware",
-    label: "Prefix-aware",
+    value: "least_outstanding",
+    label: "Least outstanding",
     explain:
-      "The instance whose prompt cache most likely holds the request's prefix, unless it is busy: for requests that share long leading content (a system prompt, a document, a chat history).",
+      "The instance with the fewest requests in flight on this server: for requests whose service times vary widely, or to spread one hot prompt over every instance at once.",
   },
   {
     value: "round_robin",
