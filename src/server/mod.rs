@@ -231,7 +231,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
         live: monitor::LiveStatus::default(),
         server_secret: server_secret.clone(),
         hub: hub.clone(),
-        gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret.clone())),
+        gateway: Arc::new(routing::GatewayState::new(gateway.clone(), &db, server_secret.clone(), leader.clone())),
         logins: Arc::default(),
         hashing: Arc::default(),
         basic: Arc::default(),

@@ -83,6 +83,20 @@ pub async fn sync(db: &Db, secret: &str) -> DbResult<Snapshot> {
     Ok(route_snapshot::build(Tables::read(db).await?, secret).0)
 }
 
+/// Reads the tables, publishes the snapshot built from them, then, while this server leads, writes
+/// the facts derived from the same read ([`route_snapshot::write`], fenced). A failed write is
+/// logged: the snapshot is out, and the next rebuild reads and writes again.
+pub async fn rebuild(db: &Db, gateway: &Gateway, secret: &str, leader: &Leadership) -> DbResult<()> {
+    let (snapshot, derived) = route_snapshot::build(Tables::read(db).await?, secret);
+    gateway.publish(snapshot);
+    if let Some(fence) = leader.fence().filter(|_| !derived.is_empty())
+        && let Err(e) = route_snapshot::write(&db.fenced(fence), derived).await
+    {
+        tracing::warn!(error = %e, "cannot write route states and counters");
+    }
+    Ok(())
+}
+
 /// Keeps the gateway's snapshot current until shutdown. While this server leads, it then writes
 /// the facts derived from the same read ([`route_snapshot::write`], fenced): every server builds
 /// its own snapshot, one writes.
@@ -98,17 +112,8 @@ pub fn spawn_snapshot_loop(
             db.subscribe(&["model_routes", "model_route_targets", "models", "model_instances", "workers"]);
         loop {
             changed.mark_seen();
-            match Tables::read(&db).await {
-                Ok(tables) => {
-                    let (snapshot, derived) = route_snapshot::build(tables, &secret);
-                    gateway.publish(snapshot);
-                    if let Some(fence) = leader.fence().filter(|_| !derived.is_empty())
-                        && let Err(e) = route_snapshot::write(&db.fenced(fence), derived).await
-                    {
-                        tracing::warn!(error = %e, "cannot write route states and counters");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "gateway snapshot refresh failed"),
+            if let Err(e) = rebuild(&db, &gateway, &secret, &leader).await {
+                tracing::warn!(error = %e, "gateway snapshot refresh failed");
             }
             let commit = tokio::select! {
                 _ = changed.changed() => true,
@@ -207,6 +212,8 @@ pub struct GatewayState {
     keys: std::sync::Mutex<HashMap<String, (crate::server::auth::Principal, u64, std::time::Instant)>>,
     /// Commits to keys and users: a cached principal is dropped at the next one.
     changes: crate::db::notify::Changes,
+    /// Whether this server leads: only the leader writes what a rebuild derives.
+    leader: Leadership,
 }
 
 /// How long an authenticated key is trusted without a database lookup.
@@ -217,8 +224,14 @@ pub const KEY_TTL: Duration = Duration::from_secs(5);
 pub const STALE_KEY_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl GatewayState {
-    pub fn new(gateway: Gateway, db: &Db, secret: Arc<String>) -> GatewayState {
-        GatewayState { gateway, secret, keys: Default::default(), changes: db.subscribe(&["api_keys", "users"]) }
+    pub fn new(gateway: Gateway, db: &Db, secret: Arc<String>, leader: Leadership) -> GatewayState {
+        GatewayState {
+            gateway,
+            secret,
+            keys: Default::default(),
+            changes: db.subscribe(&["api_keys", "users"]),
+            leader,
+        }
     }
 
     /// A cached principal for a credential digest, if seen within `ttl` ([`KEY_TTL`], or
@@ -233,10 +246,10 @@ impl GatewayState {
         fresh.then(|| p.clone())
     }
 
-    /// Rebuilds and publishes the snapshot now (after a route edit, so the next call sees it).
+    /// Rebuilds and publishes the snapshot now (after a route edit, so the next call sees it); on
+    /// the leader, the route's counters are written before the edit answers too.
     pub async fn refresh(&self, db: &Db) -> DbResult<()> {
-        self.gateway.publish(sync(db, &self.secret).await?);
-        Ok(())
+        rebuild(db, &self.gateway, &self.secret, &self.leader).await
     }
 
     pub fn remember(&self, digest: String, p: &crate::server::auth::Principal) {

@@ -478,11 +478,12 @@ try {
     await nav("Routes");
     const route = page.locator('tr[data-route="e2e-route"]');
     await route.getByTestId("targets").getByText("0 / 0").waitFor();
-    await route.getByText("The instance with the fewest requests in flight", { exact: false }).waitFor();
-    await choose(route, "Load balancing of e2e-route", "Prefix-aware");
+    // A new route balances by prefix (the default); here it is changed to least outstanding.
     await route.getByText("prompt cache most likely holds the request's prefix", { exact: false }).waitFor();
+    await choose(route, "Load balancing of e2e-route", "Least outstanding");
+    await route.getByText("The instance with the fewest requests in flight", { exact: false }).waitFor();
     const saved = await page.evaluate((id) => fetch(`/v2/model-routes/${id}`).then((r) => r.json()), made.body.id);
-    if (saved.load_balancing !== "prefix_aware" || saved.timeout !== 600 || saved.description !== made.body.description)
+    if (saved.load_balancing !== "least_outstanding" || saved.timeout !== 600 || saved.description !== made.body.description)
       throw new Error(`the route after the change: ${JSON.stringify(saved)}`);
     await screenshot("routes");
     await fitsAt1024("routes");
