@@ -1,6 +1,6 @@
 //! Prefix-aware choice (pure): a key from the request's leading content, then consistent hashing
 //! with bounded loads (CHWBL) over a target's instances, so requests that share a prompt prefix
-//! reach the replica whose prompt cache holds it, and every server chooses alike.
+//! reach the replica whose prompt cache holds it; servers that have seen the same keys choose alike.
 //!
 //! The key ([`key_of`]) hashes the request's leading content, raw JSON text never decoded: for a
 //! chat, the `messages` before the last one (system prompt, document, history: what a tenant or a
