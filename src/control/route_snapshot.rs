@@ -28,7 +28,8 @@ pub struct Tables {
 
 impl Tables {
     /// Reads them; targets after deployments, so a target of a deployment created in between is
-    /// seen without its deployment and left for the next read (never taken for an orphan here).
+    /// seen without its deployment: it is left out of this snapshot, and [`write`] asks again
+    /// before deleting it as an orphan.
     pub async fn read(db: &Db) -> DbResult<Tables> {
         Ok(Tables {
             models: db.all::<ModelSpec>().await?,

@@ -134,9 +134,7 @@ async fn instances(http: &reqwest::Client, bases: &[String], key: &str, model: i
 /// The last lines of every server and worker log, for a failure message.
 pub fn tails(dir: &Path) -> String {
     let mut out = String::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
-    names.sort();
-    for path in names.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+    for path in log_files(dir) {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         out.push_str(&format!("--- {}\n{}\n", path.display(), lines[lines.len().saturating_sub(15)..].join("\n")));
@@ -144,12 +142,18 @@ pub fn tails(dir: &Path) -> String {
     out
 }
 
+/// The `.log` files in `dir`, by name.
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    names.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    names.sort();
+    names
+}
+
 /// The last 40 WARN and ERROR lines of each log in `dir`: what went wrong earlier than [`tails`] reaches.
 pub fn warnings(dir: &Path) -> String {
     let mut out = String::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
-    names.sort();
-    for path in names.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+    for path in log_files(dir) {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
         out.push_str(&format!(
