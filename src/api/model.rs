@@ -149,9 +149,13 @@ pub struct ModelSpec {
     /// Command for the "Custom" flexible backend (or to override a backend's).
     #[serde(default)]
     pub run_command: Option<String>,
-    /// What evaluation found out about the model (maintained by the server).
+    /// Free-form metadata (GPUStack's field), kept as given.
     #[serde(default)]
     pub meta: Option<serde_json::Value>,
+    /// What the server read about the model, once per source (maintained by the server; ignored
+    /// on input). Absent while it is being read: the replicas are `analyzing` meanwhile.
+    #[serde(default)]
+    pub analysis: Option<ModelAnalysis>,
     /// Whether a model route named after the deployment is created with it.
     #[serde(default = "yes")]
     pub enable_model_route: bool,
@@ -196,6 +200,22 @@ pub struct ModelSpec {
     /// not carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued: Option<u64>,
+}
+
+/// What the server read about a deployment's model (`control::analysis`): the scheduler places
+/// its replicas from this without reading the model again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelAnalysis {
+    /// Fingerprint of the source fields it was read from; when they change, the model is read again.
+    pub source_digest: String,
+    pub analyzed_at: chrono::DateTime<chrono::Utc>,
+    /// The model's metadata: architecture, category, context length, attention shape, weight bytes.
+    #[schema(value_type = Object)]
+    pub model: serde_json::Value,
+    /// What could not be read. The replicas are placed on estimates meanwhile, and the model is
+    /// read again after a while.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// How long a stopping instance may drain unless its deployment says otherwise: long enough for

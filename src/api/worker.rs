@@ -414,6 +414,13 @@ pub struct ModelInstanceSpec {
     /// The parameters the server added to the backend's command (shown in the UI).
     #[serde(default)]
     pub injected_backend_parameters: Vec<String>,
+    /// The backend as the instance was bound to it: its definition with only the version it runs,
+    /// frozen when it was scheduled (`backends::render::frozen`). The worker renders the command
+    /// from this, so editing the backend changes what instances scheduled afterwards run, never
+    /// one already bound (roll the deployment to apply an edit). Absent on instances bound by
+    /// older servers: the worker then looks the backend up by name.
+    #[serde(default)]
+    pub resolved_backend: Option<super::backend::InferenceBackendSpec>,
     /// Fingerprint of the deployment fields that shape how the instance runs; a change rolls it.
     #[serde(default)]
     pub spec_hash: Option<String>,

@@ -294,6 +294,19 @@ pub fn resolve_version<'s>(
     }
 }
 
+/// The backend as an instance is bound to it: only the version it runs (`requested`, else the
+/// one [`resolve_version`] picks), made the default. Rendering from it later gives what rendering
+/// from `spec` gives now, whatever happens to the stored backend meanwhile. A version that does
+/// not resolve keeps every version, so rendering says why as it would have.
+pub fn frozen(spec: &InferenceBackendSpec, requested: Option<&str>) -> InferenceBackendSpec {
+    let Ok((name, config)) = resolve_version(spec, requested) else { return spec.clone() };
+    InferenceBackendSpec {
+        default_version: Some(name.to_owned()),
+        version_configs: [(name.to_owned(), config.clone())].into(),
+        ..spec.clone()
+    }
+}
+
 /// The environment: backend `default_env` < version `env` < deployment env.
 pub fn merged_env(
     spec: &InferenceBackendSpec,

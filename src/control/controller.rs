@@ -57,6 +57,7 @@ pub fn spec_hash(m: &ModelSpec) -> String {
         ready_replicas: _,
         categories: _,
         meta: _,
+        analysis: _,
         enable_model_route: _,
         access_policy: _,
         generic_proxy: _,
@@ -156,6 +157,7 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         backend_config: None,
         computed_resource_claim: None,
         injected_backend_parameters: Vec::new(),
+        resolved_backend: None,
         spec_hash: Some(spec_hash(m)),
         command: Vec::new(),
         download_progress: None,
@@ -407,14 +409,14 @@ pub fn spawn_loops(
 ) {
     // Deployments, their instances, the workers they run on, the backends they run with.
     const TABLES: [&str; 4] = ["models", "model_instances", "workers", "inference_backends"];
+    crate::control::analysis::spawn(db.clone(), hub, leader.clone(), shutdown.clone());
     let warm = Arc::new(crate::control::scheduler::WarmWorkers::default());
     let (db2, leader2, mut shutdown2, warm2) = (db.clone(), leader.clone(), shutdown.clone(), warm.clone());
     tokio::spawn(async move {
         let mut changed = db2.subscribe(&TABLES);
         loop {
             let Some(fence) = leader2.lead(&mut shutdown2).await else { return };
-            let scheduler =
-                crate::control::scheduler::Scheduler { db: db2.fenced(fence), warm: warm2.clone(), hub: hub.clone() };
+            let scheduler = crate::control::scheduler::Scheduler { db: db2.fenced(fence), warm: warm2.clone() };
             match scheduler.tick().await {
                 Ok(n) if n > 0 => {
                     changed.mark_seen();

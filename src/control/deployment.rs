@@ -33,6 +33,21 @@ pub async fn backend_for(db: &Db, spec: &ModelSpec) -> Result<InferenceBackendSp
         model_file(spec),
         &spec.categories,
     );
+    lookup(db, choice).await
+}
+
+/// The backend an instance placed by hand runs on: its own image and command (the "Custom"
+/// backend), else the stored backend of that name.
+pub async fn backend_named(
+    db: &Db,
+    backend: &str,
+    image_name: Option<&str>,
+    run_command: Option<&str>,
+) -> Result<InferenceBackendSpec, BackendLookupError> {
+    lookup(db, choose_backend(Some(backend), image_name, run_command, None, &[])).await
+}
+
+async fn lookup(db: &Db, choice: BackendChoice) -> Result<InferenceBackendSpec, BackendLookupError> {
     match choice {
         BackendChoice::Custom(backend) => Ok(*backend),
         BackendChoice::Stored(name) => match db.backend_by_name(&name).await {

@@ -1,6 +1,7 @@
 //! Model evaluation for the server: read what a deployment's model is (local files or a hub by
 //! HTTP range requests), estimate what one replica needs on its backend, and say what the
-//! server will inject. Used by the scheduler and by `POST /v2/model-evaluations`.
+//! server will inject. The read ([`read_meta`]) is the analysis step's (`analysis.rs`) and
+//! `POST /v2/model-evaluations`'; the scheduler assesses what was stored ([`assess`]).
 
 use std::path::Path;
 
@@ -154,8 +155,20 @@ pub async fn evaluate(
     cluster_default: GpuMemoryPolicy,
     hub: &crate::config::HubAccess,
 ) -> Evaluation {
+    let (meta, problems) = read_meta(m, hub).await;
+    assess(m, backend, cluster_default, meta, problems)
+}
+
+/// Evaluates one replica of `m` on `backend` from metadata already read (`meta`, and the
+/// `problems` reading it found): no IO, so the scheduler can call it on every pass.
+pub fn assess(
+    m: &ModelSpec,
+    backend: &InferenceBackendSpec,
+    cluster_default: GpuMemoryPolicy,
+    mut meta: ModelMeta,
+    mut problems: Vec<String>,
+) -> Evaluation {
     let policy = policy_of(m, cluster_default);
-    let (mut meta, mut problems) = read_meta(m, hub).await;
     if let Some(category) = m.categories.first().and_then(|c| estimate::Category::parse(c)) {
         meta.category = category;
     }

@@ -5,6 +5,7 @@
 //! (`server::auth`) and the embedded backend catalog (`server::bootstrap::catalog`), which the
 //! tidy test checks.
 
+pub mod analysis;
 pub mod autoscale;
 pub mod autoscaler;
 pub mod controller;

@@ -1,5 +1,6 @@
-//! The scheduler: places pending instances. For each it evaluates the model (what it needs),
-//! takes a snapshot of the cluster (capacity minus existing claims, booked with the pass's own
+//! The scheduler: places pending instances. For each it assesses the model from the analysis
+//! stored on its deployment (`analysis.rs`; no read here: until there is one, the instance is
+//! `analyzing`), takes a snapshot of the cluster (capacity minus existing claims, booked with the pass's own
 //! bindings), asks `placement`, and binds instances with their claims in batches, each one
 //! transaction guarded by the scheduling epoch, so two schedulers can never book the same memory
 //! twice. A miss leaves the instance pending with a
@@ -14,10 +15,12 @@ use crate::api::{
     Record, ResourceClaim, SubordinateWorker, WorkerSpec, WorkerState,
 };
 use crate::control::deployment::{BackendLookupError, backend_for};
-use crate::control::evaluate::{Evaluation, evaluate};
-use crate::db::{Db, DbError, ListQuery, SCHEDULING_EPOCH, Val, instance_columns, model_columns};
+use crate::control::evaluate::{Evaluation, assess};
+use crate::db::{Db, DbError, ListQuery, SCHEDULING_EPOCH, Val, instance_columns};
 use crate::placement::{GpuView, Placement, Request, Snapshot, Strategy, WorkerView, place_preferring};
 
+/// What an instance says while its deployment's model is read.
+pub const ANALYZING: &str = "reading the model's metadata";
 /// Binding attempts per batch when other schedulers keep winning the epoch.
 const BIND_ATTEMPTS: usize = 8;
 /// Bindings written per transaction.
@@ -29,6 +32,8 @@ enum Decision {
     Bind(Box<ModelInstanceSpec>),
     /// It stays pending, for this reason (written once the view proves current).
     Wait(String),
+    /// Its deployment's model is still being read (the instance is `analyzing`).
+    Analyzing,
     /// Nothing to do (its deployment is gone).
     Skip,
 }
@@ -37,7 +42,8 @@ enum Decision {
 /// one view of the cluster, kept current with its own bindings.
 #[derive(Default)]
 struct Pass {
-    deployments: HashMap<i64, (Record<ModelSpec>, InferenceBackendSpec, Evaluation)>,
+    /// `None`: its model is still being read.
+    deployments: HashMap<i64, Option<(Record<ModelSpec>, InferenceBackendSpec, Evaluation)>>,
     view: Option<View>,
 }
 
@@ -69,13 +75,11 @@ pub struct Scheduler {
     pub db: Db,
     /// Where each deployment ran lately (the leader's memory): a new replica goes there first.
     pub warm: Arc<WarmWorkers>,
-    /// Where model metadata is read from the hub.
-    pub hub: Arc<crate::config::HubAccess>,
 }
 
 impl Scheduler {
     pub fn new(db: Db) -> Scheduler {
-        Scheduler { db, warm: Arc::default(), hub: Arc::default() }
+        Scheduler { db, warm: Arc::default() }
     }
 }
 
@@ -219,9 +223,13 @@ impl Scheduler {
     /// written [`BATCH`] at a time in one transaction guarded by the scheduling epoch: when another
     /// scheduler moved the epoch, the batch is decided again on a fresh view.
     pub async fn tick(&self) -> Result<usize, DbError> {
-        let q = ListQuery { filters: vec![("state", Val::Text("pending".into()))], ..Default::default() };
-        let (pending, _) = self.db.list::<ModelInstanceSpec>(&q).await?;
-        let pending: Vec<ModelInstance> = pending.into_iter().filter(|i| i.spec.worker_id.is_none()).collect();
+        let mut pending = Vec::new();
+        for state in [InstanceState::Pending, InstanceState::Analyzing] {
+            let q = ListQuery { filters: vec![("state", Val::Text(state.as_str().into()))], ..Default::default() };
+            let (found, _) = self.db.list::<ModelInstanceSpec>(&q).await?;
+            pending.extend(found.into_iter().filter(|i| i.spec.worker_id.is_none()));
+        }
+        pending.sort_by_key(|i| i.id);
         let mut pass = Pass::default();
         let mut placed = 0;
         for chunk in pending.chunks(BATCH) {
@@ -246,7 +254,8 @@ impl Scheduler {
                         let columns = instance_columns(&spec);
                         bindings.push((instance.id, instance.version, *spec, columns));
                     }
-                    Decision::Wait(why) => waiting.push((instance, why)),
+                    Decision::Wait(why) => waiting.push((instance, InstanceState::Pending, why)),
+                    Decision::Analyzing => waiting.push((instance, InstanceState::Analyzing, ANALYZING.to_owned())),
                     Decision::Skip => {}
                 }
             }
@@ -281,8 +290,8 @@ impl Scheduler {
                 }
             };
             // Written only once the view they were decided on proved current.
-            for (instance, why) in waiting {
-                self.leave_pending(instance, why).await?;
+            for (instance, state, why) in waiting {
+                self.leave_unbound(instance, state, why).await?;
             }
             return Ok(placed);
         }
@@ -293,7 +302,7 @@ impl Scheduler {
     /// (its deployment is gone).
     async fn decide(&self, instance: &ModelInstance, pass: &mut Pass) -> Result<Decision, DbError> {
         let Some(model_id) = instance.spec.model_id else { return Ok(Decision::Skip) };
-        let (model, backend, eval) = match pass.deployments.get(&model_id) {
+        let known = match pass.deployments.get(&model_id) {
             Some(known) => known.clone(),
             None => {
                 let model = match self.db.get::<ModelSpec>(model_id).await {
@@ -308,13 +317,19 @@ impl Scheduler {
                     }
                     Err(BackendLookupError::Db(e)) => return Err(e),
                 };
-                let default = crate::control::evaluate::cluster_policy(&self.db, model.spec.cluster_id).await?;
-                let eval = evaluate(&model.spec, &backend, default, &self.hub).await;
-                self.fill_categories(&model, &eval).await?;
-                pass.deployments.insert(model_id, (model.clone(), backend.clone(), eval.clone()));
-                (model, backend, eval)
+                let known = match crate::control::analysis::stored(&model.spec) {
+                    Some((meta, problems)) => {
+                        let default = crate::control::evaluate::cluster_policy(&self.db, model.spec.cluster_id).await?;
+                        let eval = assess(&model.spec, &backend, default, meta, problems);
+                        Some((model, backend, eval))
+                    }
+                    None => None,
+                };
+                pass.deployments.insert(model_id, known.clone());
+                known
             }
         };
+        let Some((model, backend, eval)) = known else { return Ok(Decision::Analyzing) };
         let Some(view) = pass.view.as_mut() else { return Ok(Decision::Skip) };
         let snapshot = view.snapshot(model.id);
         let req = sized_request(snapshot, &model, &backend, &eval);
@@ -339,38 +354,24 @@ impl Scheduler {
                 return Ok(Decision::Wait(msg));
             }
         };
-        let spec = bound(instance, &model.spec, &view.workers, &placement, &eval, taken);
+        let mut spec = bound(instance, &model.spec, &view.workers, &placement, &eval, taken);
+        spec.resolved_backend = Some(crate::backends::render::frozen(&backend, model.spec.backend_version.as_deref()));
         view.book(model.id, &placement, ModelInstance { spec: spec.clone(), ..instance.clone() });
         Ok(Decision::Bind(Box::new(spec)))
     }
 
-    /// A deployment that names no categories gets the one read from its model (seed 004: detected
-    /// automatically), once.
-    async fn fill_categories(&self, model: &Record<ModelSpec>, eval: &Evaluation) -> Result<(), DbError> {
-        if !model.spec.categories.is_empty() {
-            return Ok(());
-        }
-        let category = eval.meta.category.as_str().to_owned();
-        let res = self
-            .db
-            .modify::<ModelSpec, DbError, _>(model.id, None, |m| {
-                if m.categories.is_empty() {
-                    m.categories = vec![category.clone()];
-                }
-                Ok(model_columns(m))
-            })
-            .await;
-        match res {
-            Ok(_) | Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn leave_pending(&self, instance: &ModelInstance, message: String) -> Result<(), DbError> {
-        if instance.spec.state_message.as_deref() != Some(message.as_str()) {
+    /// Leaves an instance unbound: `pending` with why it was not placed, or `analyzing`.
+    async fn leave_unbound(
+        &self,
+        instance: &ModelInstance,
+        state: InstanceState,
+        message: String,
+    ) -> Result<(), DbError> {
+        if instance.spec.state != state || instance.spec.state_message.as_deref() != Some(message.as_str()) {
             let res = self
                 .db
                 .modify::<ModelInstanceSpec, DbError, _>(instance.id, Some(instance.version), |i| {
+                    i.state = state;
                     i.state_message = Some(message.clone());
                     Ok(instance_columns(i))
                 })

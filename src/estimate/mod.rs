@@ -30,7 +30,7 @@ mod tests_fit;
 #[cfg(test)]
 mod tests_inject;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use calc::{BadParameters, Estimate, EstimateInput, ExtendedKv, estimate, served_context, world_size};
@@ -41,7 +41,7 @@ pub use inject::{InjectInput, Injection, injected_parameters};
 pub use mindie::{MindieParams, ParamRangeError, mindie_config};
 
 /// What a model is for (GPUStack's categories, same spelling on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     #[default]
@@ -82,7 +82,8 @@ impl Category {
 }
 
 /// Vision tower of a multimodal model (SGLang's fraction adjustment, TP divisibility).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct VisionMeta {
     pub n_layers: Option<u64>,
     pub hidden_size: Option<u64>,
@@ -90,7 +91,8 @@ pub struct VisionMeta {
 }
 
 /// What evaluation learns about a model. Unknown numbers are `None`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ModelMeta {
     /// `architectures[0]` of config.json, the diffusers pipeline class, or GGUF
     /// `general.architecture`.

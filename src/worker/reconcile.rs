@@ -349,9 +349,14 @@ impl Reconciler {
         self.local.lock().await.remove(&id);
     }
 
+    /// The backend the instance was bound to (frozen on it at binding); for an instance bound by
+    /// an older server, the stored backend of that name.
     async fn backend_of(&self, i: &ModelInstance) -> Result<InferenceBackendSpec, ClientError> {
         use crate::backends::catalog::{BackendChoice, choose_backend};
         let s = &i.spec;
+        if let Some(frozen) = &s.resolved_backend {
+            return Ok(frozen.clone());
+        }
         match choose_backend(Some(&s.backend), s.image_name.as_deref(), s.run_command.as_deref(), None, &[]) {
             BackendChoice::Custom(backend) => Ok(*backend),
             BackendChoice::Stored(name) => self.backend(&name).await,

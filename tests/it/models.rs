@@ -20,7 +20,8 @@ both_dbs!(
     edits_roll_instances_one_at_a_time_when_asked,
     the_custom_backend_runs_the_deployments_own_command,
     mindie_reads_its_parameters_from_a_config_file,
-    a_deployment_is_never_left_without_its_route
+    a_deployment_is_never_left_without_its_route,
+    an_instance_runs_the_backend_it_was_bound_to
 );
 
 async fn bad_deployments_name_the_field(kind: DbKind) {
@@ -532,10 +533,11 @@ async fn a_woken_deployment_goes_back_to_its_warm_worker() {
     b.shutdown().await;
 }
 
-/// A hub that does not answer (a stalled mirror) stalls placements only: the scheduler evaluates
-/// in a loop of its own, so another deployment scales down while the scheduler's hub read is still
-/// waiting on the same, first connection (the old single loop finished that read, with its 15 s
-/// timeout, before it could act on anything else).
+/// A hub that does not answer (a stalled mirror) stalls only the deployment read from it: the model
+/// is read in a step of its own (`control::analysis`), so while that read still waits on the same,
+/// first connection, another deployment scales down and a third is placed and runs; the stuck
+/// deployment's replica says `analyzing` meanwhile. When the read gives up (15 s), what it found
+/// (nothing, and why) is stored on the deployment and its replica is placed on estimates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_hub_never_stalls_scaling() {
     // A hub that accepts connections and never answers; it counts them and which are still open.
@@ -573,6 +575,7 @@ async fn a_stalled_hub_never_stalls_scaling() {
                       "backend": "sleeper-custom", "replicas": 1});
     let (status, m) = s.post("/v2/models", body).await;
     assert_eq!(status, StatusCode::OK, "{m}");
+    let stuck_id = m["id"].as_i64().expect("id");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while open.load(Ordering::SeqCst) == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the scheduler never asked the hub");
@@ -585,8 +588,32 @@ async fn a_stalled_hub_never_stalls_scaling() {
     assert_eq!(
         (accepted.load(Ordering::SeqCst), open.load(Ordering::SeqCst)),
         (first, 1),
-        "the scale-down waited for the scheduler's hub read to end"
+        "the scale-down waited for the hub read to end"
     );
+    wait_models_instances(&s, stuck_id, "analyzing", |i| i.len() == 1 && i[0]["state"] == "analyzing").await;
+    let body = json!({"name": "later", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 1});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let later = m["id"].as_i64().expect("id");
+    wait_models_instances(&s, later, "placed and running", |i| i.len() == 1 && i[0]["state"] == "running").await;
+    let (_, m) = s.get(&format!("/v2/models/{later}")).await;
+    assert!(m["analysis"]["problems"].to_string().contains("no config.json"), "read from its path: {m}");
+    assert_eq!(m["categories"], json!(["llm"]), "named from the analysis: {m}");
+    assert_eq!(
+        (accepted.load(Ordering::SeqCst), open.load(Ordering::SeqCst)),
+        (first, 1),
+        "the placement waited for the hub read to end"
+    );
+
+    // Placed (its worker then downloads from the same stalled hub, which is not this test's business).
+    wait_models_instances(&s, stuck_id, "placed on estimates once the read gave up", |i| {
+        i.len() == 1 && !i[0]["worker_id"].is_null()
+    })
+    .await;
+    let (_, m) = s.get(&format!("/v2/models/{stuck_id}")).await;
+    let problems = m["analysis"]["problems"].to_string();
+    assert!(problems.contains("cannot read the model's metadata"), "{m}");
     worker.shutdown().await;
 }
 
@@ -620,4 +647,48 @@ async fn a_deployment_is_never_left_without_its_route(kind: DbKind) {
         .await;
     assert!(res.is_err(), "the taken route name must fail the chain");
     assert!(s.db().get_by_name::<ModelSpec>("second").await.expect("read").is_none(), "deployment left behind");
+}
+
+/// The backend is frozen on an instance when it is bound (`resolved_backend`): an edit of the
+/// backend afterwards changes nothing about an instance already bound, not even when it restarts
+/// after a crash; a replica bound after the edit runs the edited backend.
+async fn an_instance_runs_the_backend_it_was_bound_to(kind: DbKind) {
+    let s = TestServer::start(kind).await;
+    s.login_admin().await;
+    import_backend(&s, SLEEPER_YAML).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker = start_worker(&s, dir.path(), &worker_options("frozen", (47920, 47939))).await;
+    let body = json!({"name": "frozen", "source": "local_path", "local_path": "/", "backend": "sleeper-custom",
+                      "replicas": 1});
+    let (status, m) = s.post("/v2/models", body).await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    let id = m["id"].as_i64().expect("id");
+    let first = wait_models_instances(&s, id, "running", |i| i.len() == 1 && i[0]["state"] == "running").await;
+    let first = &first[0];
+    assert!(first["command"].to_string().contains("exec sleep 300"), "{first}");
+    assert_eq!(first["resolved_backend"]["version_configs"].as_object().map(|v| v.len()), Some(1), "{first}");
+
+    // Edit the backend's command.
+    let (_, b) = s.get("/v2/inference-backends/backend_name/sleeper-custom").await;
+    let edited = SLEEPER_YAML.replace("exec sleep 300", "exec sleep 301");
+    let (status, body) =
+        s.put(&format!("/v2/inference-backends/{}/from-yaml", b["id"]), json!({ "content": edited })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The bound instance crashes and is restarted (after the backoff): with the frozen backend.
+    let pid = first["pid"].as_i64().expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let again = wait_models_instances(&s, id, "restarted", |i| {
+        i.len() == 1 && i[0]["restart_count"] == 1 && i[0]["state"] == "running"
+    })
+    .await;
+    assert_eq!(again[0]["command"], first["command"], "restarted as bound: {:#}", again[0]);
+
+    // A replica bound after the edit runs the edited backend.
+    edit_model(&s, id, "", |m| m["replicas"] = json!(2)).await;
+    let both =
+        wait_models_instances(&s, id, "2 running", |i| i.len() == 2 && i.iter().all(|x| x["state"] == "running")).await;
+    let new = both.iter().find(|i| i["id"] != first["id"]).expect("the new replica");
+    assert!(new["command"].to_string().contains("exec sleep 301"), "{new}");
+    worker.shutdown().await;
 }

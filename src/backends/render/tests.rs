@@ -478,3 +478,44 @@ fn users_cannot_set_the_key_flags_of_a_keyed_engine() {
         assert_eq!(owned_parameter(&spec, &overrides).unwrap().is_some(), refused, "{name} {param}");
     }
 }
+
+#[test]
+fn a_frozen_backend_renders_as_the_backend_did_when_it_was_frozen() {
+    let mut spec = backend("serve {{model_path}} --port {{port}}");
+    spec.default_version = Some("v1".to_owned());
+    spec.version_configs.insert(
+        "v2".to_owned(),
+        VersionConfig {
+            image_name: Some("img:v2".to_owned()),
+            run_command: Some("v2 {{port}}".to_owned()),
+            ..VersionConfig::default()
+        },
+    );
+    // (requested version, the version kept, the argv it renders)
+    let cases: [(Option<&str>, &[&str], &str); 3] = [
+        (None, &["v1"], "serve /data/models/qwen --port 40123"),
+        (Some("v2"), &["v2"], "v2 40123"),
+        (Some("v9"), &["v1", "v2"], ""),
+    ];
+    for (requested, kept, argv) in cases {
+        let frozen = frozen(&spec, requested);
+        assert_eq!(frozen.version_configs.keys().map(String::as_str).collect::<Vec<_>>(), kept, "{requested:?}");
+        let overrides = DeploymentOverrides { version: requested, ..DeploymentOverrides::default() };
+        let before = render_command(&spec, &overrides, &CTX);
+        // The stored backend changes afterwards: the frozen copy does not.
+        let mut edited = spec.clone();
+        edited.default_run_command = Some("changed {{port}}".to_owned());
+        for v in edited.version_configs.values_mut() {
+            v.run_command = Some("changed too".to_owned());
+        }
+        let after = render_command(&frozen, &overrides, &CTX);
+        match (before, after) {
+            (Ok(b), Ok(a)) => {
+                assert_eq!(a.args.join(" "), argv, "{requested:?}");
+                assert_eq!((a.args, a.version, a.entrypoint), (b.args, b.version, b.entrypoint));
+            }
+            (Err(b), Err(a)) => assert_eq!((a.to_string(), argv), (b.to_string(), "")),
+            (b, a) => panic!("{requested:?}: before {b:?}, frozen {a:?}"),
+        }
+    }
+}

@@ -104,6 +104,16 @@ async fn create_instance(
         }
         Err(e) => return Err(e.into()),
     };
+    use crate::control::deployment::{BackendLookupError, backend_named};
+    let backend =
+        match backend_named(&state.db, &body.backend, body.image_name.as_deref(), body.run_command.as_deref()).await {
+            Ok(b) => b,
+            Err(BackendLookupError::Missing(name)) => {
+                return Err(ApiError::field("backend", format!("no backend named {name:?}")));
+            }
+            Err(BackendLookupError::Db(e)) => return Err(e.into()),
+        };
+    let resolved_backend = Some(crate::backends::render::frozen(&backend, body.backend_version.as_deref()));
     let spec = ModelInstanceSpec {
         name: body.name,
         model_id: None,
@@ -135,6 +145,7 @@ async fn create_instance(
         backend_config: None,
         computed_resource_claim: None,
         injected_backend_parameters: Vec::new(),
+        resolved_backend,
         spec_hash: None,
         command: Vec::new(),
         download_progress: None,

@@ -309,6 +309,7 @@ async fn create_model(
     p.require_admin()?;
     let mut spec = admit(&state, spec).await?;
     spec.ready_replicas = 0;
+    spec.analysis = None;
     spec.state = None;
     spec.state_message = None;
     spec.scaling_message = None;
@@ -366,6 +367,8 @@ async fn update_model(
             *m = spec.clone();
             let digest = spec_hash(m);
             m.meta = previous.meta;
+            // Still used while the source is the same (`control::analysis` compares).
+            m.analysis = previous.analysis;
             m.ready_replicas = previous.ready_replicas;
             m.state = previous.state;
             m.state_message = previous.state_message;

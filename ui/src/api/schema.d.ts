@@ -1820,6 +1820,23 @@ export interface components {
              */
             version: number;
         };
+        /**
+         * @description What the server read about a deployment's model (`control::analysis`): the scheduler places
+         *     its replicas from this without reading the model again.
+         */
+        ModelAnalysis: {
+            /** Format: date-time */
+            analyzed_at: string;
+            /** @description The model's metadata: architecture, category, context length, attention shape, weight bytes. */
+            model: Record<string, never>;
+            /**
+             * @description What could not be read. The replicas are placed on estimates meanwhile, and the model is
+             *     read again after a while.
+             */
+            problems?: string[];
+            /** @description Fingerprint of the source fields it was read from; when they change, the model is read again. */
+            source_digest: string;
+        };
         /** @description A stored resource: metadata plus the resource's own fields. */
         ModelInstance: components["schemas"]["ModelInstanceSpec"] & {
             /** Format: date-time */
@@ -1939,6 +1956,7 @@ export interface components {
             port?: number | null;
             /** @description `ports[0]` is the HTTP port; a distributed instance adds its rendezvous port. */
             ports?: number[];
+            resolved_backend?: null | components["schemas"]["InferenceBackendSpec"];
             /** @description Where the worker found or downloaded the model. */
             resolved_path?: string | null;
             /** Format: int32 */
@@ -2100,6 +2118,7 @@ export interface components {
         ModelSpec: {
             /** @description Who may call the model route created with the deployment (kept in step with it). */
             access_policy?: components["schemas"]["AccessPolicy"];
+            analysis?: null | components["schemas"]["ModelAnalysis"];
             autoscaling?: null | components["schemas"]["Autoscaling"];
             /** @description Backend name; chosen from the model's type when absent. */
             backend?: string | null;
@@ -2139,7 +2158,7 @@ export interface components {
             image_name?: string | null;
             /** @description A directory or a GGUF file on the workers. */
             local_path?: string | null;
-            /** @description What evaluation found out about the model (maintained by the server). */
+            /** @description Free-form metadata (GPUStack's field), kept as given. */
             meta?: unknown;
             model_scope_file_path?: string | null;
             model_scope_model_id?: string | null;
