@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Record;
+use super::worker::RunSpec;
 
 /// Where a model's files come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -216,6 +217,27 @@ pub struct ModelAnalysis {
     /// read again after a while.
     #[serde(default)]
     pub problems: Vec<String>,
+}
+
+impl ModelSpec {
+    /// What an instance of this deployment runs (the instance's [`RunSpec`]).
+    pub fn run_spec(&self) -> RunSpec {
+        RunSpec {
+            source: Some(self.source),
+            local_path: self.local_path.clone(),
+            huggingface_repo_id: self.huggingface_repo_id.clone(),
+            huggingface_filename: self.huggingface_filename.clone(),
+            model_scope_model_id: self.model_scope_model_id.clone(),
+            model_scope_file_path: self.model_scope_file_path.clone(),
+            backend: self.backend.clone().unwrap_or_default(),
+            backend_version: self.backend_version.clone(),
+            backend_parameters: self.backend_parameters.clone(),
+            env: self.env.clone(),
+            run_command: self.run_command.clone(),
+            image_name: self.image_name.clone(),
+            restart_on_error: self.restart_on_error,
+        }
+    }
 }
 
 /// How long a stopping instance may drain unless its deployment says otherwise: long enough for

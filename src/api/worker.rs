@@ -343,7 +343,10 @@ pub struct DistributedServers {
     pub subordinate_workers: Vec<SubordinateWorker>,
 }
 
-/// A model instance: one running copy of a model on one worker.
+/// A model instance: one running copy of a model on one worker. Three parts, flattened so the
+/// wire is GPUStack's flat JSON: what runs ([`RunSpec`], copied from the deployment when the
+/// instance is made), where it was placed ([`Binding`], written once by the scheduler) and how it
+/// is doing ([`InstanceStatus`], reported by the worker and the controller).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelInstanceSpec {
     pub name: String,
@@ -353,6 +356,21 @@ pub struct ModelInstanceSpec {
     /// What to load: a local file or directory on the worker (for hub sources: the repository id;
     /// the worker downloads it and reports `resolved_path`).
     pub model_path: String,
+    /// Fingerprint of the deployment fields that shape how the instance runs; a change rolls it.
+    #[serde(default)]
+    pub spec_hash: Option<String>,
+    #[serde(flatten)]
+    pub run: RunSpec,
+    #[serde(flatten)]
+    pub binding: Binding,
+    #[serde(flatten)]
+    pub status: InstanceStatus,
+}
+
+/// What an instance runs: its deployment's run-affecting fields as the instance was made from
+/// them (`ModelSpec::run_spec`), or what an administrator gave when placing it by hand.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunSpec {
     #[serde(default)]
     pub source: Option<super::model::ModelSource>,
     /// The model's file or directory on the worker, for `local_path` deployments (GPUStack's field).
@@ -366,9 +384,6 @@ pub struct ModelInstanceSpec {
     pub model_scope_model_id: Option<String>,
     #[serde(default)]
     pub model_scope_file_path: Option<String>,
-    /// Where the worker found or downloaded the model.
-    #[serde(default)]
-    pub resolved_path: Option<String>,
     pub backend: String,
     #[serde(default)]
     pub backend_version: Option<String>,
@@ -383,6 +398,12 @@ pub struct ModelInstanceSpec {
     pub image_name: Option<String>,
     #[serde(default)]
     pub restart_on_error: bool,
+}
+
+/// Where an instance was placed and what it was bound to: written by the scheduler in the
+/// binding transaction (or by an administrator placing it by hand), not changed after.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Binding {
     #[serde(default)]
     pub worker_id: Option<i64>,
     #[serde(default)]
@@ -391,15 +412,6 @@ pub struct ModelInstanceSpec {
     pub worker_ip: Option<String>,
     #[serde(default)]
     pub gpu_indexes: Vec<u32>,
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// `ports[0]` is the HTTP port; a distributed instance adds its rendezvous port.
-    #[serde(default)]
-    pub ports: Vec<u16>,
-    #[serde(default)]
-    pub pid: Option<u32>,
-    #[serde(default)]
-    pub container_id: Option<String>,
     /// Set when the instance spans several workers.
     #[serde(default)]
     pub distributed_servers: Option<DistributedServers>,
@@ -421,9 +433,27 @@ pub struct ModelInstanceSpec {
     /// older servers: the worker then looks the backend up by name.
     #[serde(default)]
     pub resolved_backend: Option<super::backend::InferenceBackendSpec>,
-    /// Fingerprint of the deployment fields that shape how the instance runs; a change rolls it.
+}
+
+/// How an instance is doing: what its worker reports (`InstanceTransition`) and what the
+/// controller marks (draining, parking, restart backoff).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceStatus {
+    pub state: InstanceState,
     #[serde(default)]
-    pub spec_hash: Option<String>,
+    pub state_message: Option<String>,
+    /// Where the worker found or downloaded the model.
+    #[serde(default)]
+    pub resolved_path: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `ports[0]` is the HTTP port; a distributed instance adds its rendezvous port.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub container_id: Option<String>,
     /// The launch command as run (program and arguments), for the UI.
     #[serde(default)]
     pub command: Vec<String>,
@@ -432,9 +462,6 @@ pub struct ModelInstanceSpec {
     /// Bytes of the model's files on the worker so far, while downloading.
     #[serde(default)]
     pub downloaded_bytes: Option<u64>,
-    pub state: InstanceState,
-    #[serde(default)]
-    pub state_message: Option<String>,
     #[serde(default)]
     pub restart_count: u32,
     #[serde(default)]
@@ -469,17 +496,17 @@ pub type ModelInstance = Record<ModelInstanceSpec>;
 impl ModelInstanceSpec {
     /// This worker's part if it is a subordinate of the instance.
     pub fn subordinate(&self, worker_id: i64) -> Option<&SubordinateWorker> {
-        self.distributed_servers.as_ref()?.subordinate_workers.iter().find(|s| s.worker_id == worker_id)
+        self.binding.distributed_servers.as_ref()?.subordinate_workers.iter().find(|s| s.worker_id == worker_id)
     }
 
     /// Whether the worker runs the instance or a part of it.
     pub fn involves(&self, worker_id: i64) -> bool {
-        self.worker_id == Some(worker_id) || self.subordinate(worker_id).is_some()
+        self.binding.worker_id == Some(worker_id) || self.subordinate(worker_id).is_some()
     }
 
     /// Every worker taking part: the main worker first.
     pub fn subordinate_workers(&self) -> &[SubordinateWorker] {
-        self.distributed_servers.as_ref().map(|d| d.subordinate_workers.as_slice()).unwrap_or_default()
+        self.binding.distributed_servers.as_ref().map(|d| d.subordinate_workers.as_slice()).unwrap_or_default()
     }
 }
 

@@ -249,13 +249,15 @@ struct Seen {
 
 fn verdict(items: &[ModelInstance], want: u32, seen: &mut Seen) -> Verdict {
     use crate::api::InstanceState;
-    let running = items.iter().filter(|i| i.spec.state == InstanceState::Running).count();
+    let running = items.iter().filter(|i| i.spec.status.state == InstanceState::Running).count();
     if running >= want as usize {
         return Verdict::Ready;
     }
     let mut news = Vec::new();
-    for i in items.iter().filter(|i| i.spec.state == InstanceState::Pending) {
-        let Some(why) = i.spec.state_message.as_deref().map(str::trim).filter(|m| !m.is_empty()) else { continue };
+    for i in items.iter().filter(|i| i.spec.status.state == InstanceState::Pending) {
+        let Some(why) = i.spec.status.state_message.as_deref().map(str::trim).filter(|m| !m.is_empty()) else {
+            continue;
+        };
         if pending_outlook(why) == Outlook::Stuck {
             return Verdict::Failed(format!(
                 "instance {} cannot be placed: {why}\nWaiting does not change that: it stays pending until a worker that \
@@ -268,16 +270,16 @@ fn verdict(items: &[ModelInstance], want: u32, seen: &mut Seen) -> Verdict {
             news.push(format!("instance {} is pending: {why}", i.spec.name));
         }
     }
-    for i in items.iter().filter(|i| i.spec.state == InstanceState::Error) {
-        let why = i.spec.state_message.clone().unwrap_or_default();
+    for i in items.iter().filter(|i| i.spec.status.state == InstanceState::Error) {
+        let why = i.spec.status.state_message.clone().unwrap_or_default();
         let more = format!("`ferrostack logs {}` shows its whole log", i.id);
         // Failing again after a restart, or never restarting: it will not come up by waiting.
-        if !i.spec.restart_on_error || i.spec.restart_count >= 1 {
-            let runs = if i.spec.restart_count >= 1 { " again after a restart" } else { "" };
+        if !i.spec.run.restart_on_error || i.spec.status.restart_count >= 1 {
+            let runs = if i.spec.status.restart_count >= 1 { " again after a restart" } else { "" };
             return Verdict::Failed(format!("instance {} failed{runs}: {}\n{more}", i.spec.name, why.trim_end()));
         }
-        if !seen.failures.contains(&(i.id, i.spec.restart_count)) {
-            seen.failures.push((i.id, i.spec.restart_count));
+        if !seen.failures.contains(&(i.id, i.spec.status.restart_count)) {
+            seen.failures.push((i.id, i.spec.status.restart_count));
             news.push(format!(
                 "instance {} failed (it restarts once before this gives up): {}",
                 i.spec.name,
@@ -300,15 +302,15 @@ struct Progress {
 
 fn progress(items: &[ModelInstance], want: u32) -> Progress {
     use crate::api::InstanceState;
-    let running = items.iter().filter(|i| i.spec.state == InstanceState::Running).count();
+    let running = items.iter().filter(|i| i.spec.status.state == InstanceState::Running).count();
     let downloading: Vec<f64> = items
         .iter()
-        .filter(|i| i.spec.state == InstanceState::Downloading)
-        .map(|i| i.spec.download_progress.unwrap_or(0.0).clamp(0.0, 1.0))
+        .filter(|i| i.spec.status.state == InstanceState::Downloading)
+        .map(|i| i.spec.status.download_progress.unwrap_or(0.0).clamp(0.0, 1.0))
         .collect();
     let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
-    for i in items.iter().filter(|i| i.spec.state != InstanceState::Running) {
-        *by_state.entry(i.spec.state.as_str()).or_default() += 1;
+    for i in items.iter().filter(|i| i.spec.status.state != InstanceState::Running) {
+        *by_state.entry(i.spec.status.state.as_str()).or_default() += 1;
     }
     let others: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
     let (prefix, fraction) = if downloading.is_empty() {
@@ -322,8 +324,8 @@ fn progress(items: &[ModelInstance], want: u32) -> Progress {
     }
     let bytes: u64 = items
         .iter()
-        .filter(|i| i.spec.state == InstanceState::Downloading)
-        .filter_map(|i| i.spec.downloaded_bytes)
+        .filter(|i| i.spec.status.state == InstanceState::Downloading)
+        .filter_map(|i| i.spec.status.downloaded_bytes)
         .sum();
     if bytes > 0 {
         message.push_str(&format!(" ({} downloaded)", human_bytes(bytes)));
@@ -385,11 +387,11 @@ pub async fn ps(args: &ClientArgs) -> anyhow::Result<()> {
         vec![
             i.id.to_string(),
             i.spec.name.clone(),
-            i.spec.state.as_str().to_string(),
-            i.spec.worker_name.clone().unwrap_or_else(|| "-".into()),
-            i.spec.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            i.spec.restart_count.to_string(),
-            headline(i.spec.state_message.as_deref().unwrap_or(""), 100),
+            i.spec.status.state.as_str().to_string(),
+            i.spec.binding.worker_name.clone().unwrap_or_else(|| "-".into()),
+            i.spec.status.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            i.spec.status.restart_count.to_string(),
+            headline(i.spec.status.state_message.as_deref().unwrap_or(""), 100),
         ]
     });
     print_table(&["ID", "INSTANCE", "STATE", "WORKER", "PORT", "RESTARTS", "MESSAGE"], rows);
@@ -461,7 +463,7 @@ mod tests {
     #[test]
     fn downloads_show_their_bytes() {
         let mut a = instance(InstanceState::Downloading, Some(0.5));
-        a.spec.downloaded_bytes = Some(3 << 29);
+        a.spec.status.downloaded_bytes = Some(3 << 29);
         let p = progress(&[a], 1);
         assert_eq!(p.message, "0/1 running, 1 downloading (1.5 GiB downloaded)");
         for (n, want) in [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (12 << 20, "12.0 MiB"), (5 << 40, "5.0 TiB")]
@@ -517,9 +519,9 @@ mod tests {
     fn failed(id: i64, restarts: u32, restart_on_error: bool) -> ModelInstance {
         let mut i = instance(InstanceState::Error, None);
         i.id = id;
-        i.spec.restart_count = restarts;
-        i.spec.restart_on_error = restart_on_error;
-        i.spec.state_message = Some("exited with status 1; last log lines:\nbad model".into());
+        i.spec.status.restart_count = restarts;
+        i.spec.run.restart_on_error = restart_on_error;
+        i.spec.status.state_message = Some("exited with status 1; last log lines:\nbad model".into());
         i
     }
 
@@ -543,7 +545,7 @@ mod tests {
     fn pending(id: i64, message: Option<&str>) -> ModelInstance {
         let mut i = instance(InstanceState::Pending, None);
         i.id = id;
-        i.spec.state_message = message.map(str::to_string);
+        i.spec.status.state_message = message.map(str::to_string);
         i
     }
 

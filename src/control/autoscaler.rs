@@ -65,10 +65,12 @@ impl Autoscaler {
         let mut instances: BTreeMap<i64, (Vec<i64>, u32)> = BTreeMap::new();
         if scaled.iter().any(|m| m.spec.autoscaling.is_some()) {
             for i in db.all::<ModelInstanceSpec>().await? {
-                let (Some(model), true) = (i.spec.model_id, i.spec.state != InstanceState::Draining) else { continue };
+                let (Some(model), true) = (i.spec.model_id, i.spec.status.state != InstanceState::Draining) else {
+                    continue;
+                };
                 let entry = instances.entry(model).or_default();
                 entry.0.push(i.id);
-                entry.1 += u32::from(i.spec.state == InstanceState::Running);
+                entry.1 += u32::from(i.spec.status.state == InstanceState::Running);
             }
         }
         for m in scaled {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::api::{
-    DEFAULT_DRAIN_TIMEOUT, InstanceState, ModelInstance, ModelInstanceSpec, ModelSource, ModelSpec, ModelState, Record,
-    WorkerSpec, WorkerState,
+    Binding, DEFAULT_DRAIN_TIMEOUT, InstanceState, InstanceStatus, ModelInstance, ModelInstanceSpec, ModelSource,
+    ModelSpec, ModelState, Record, WorkerSpec, WorkerState,
 };
 use crate::control::drain;
 use crate::control::leader::Leadership;
@@ -96,13 +96,14 @@ pub fn spec_hash(m: &ModelSpec) -> String {
 
 /// A deployment's state from its replicas and instances (GPUStack's `ModelStateEnum`).
 pub fn model_state(desired: usize, instances: &[&ModelInstance]) -> (Option<ModelState>, Option<String>) {
-    let ready = instances.iter().filter(|i| i.spec.state == InstanceState::Running).count();
+    let ready = instances.iter().filter(|i| i.spec.status.state == InstanceState::Running).count();
     // Failed, or restarting after a failure: counted as failing until it runs again, so a crash
     // loop does not flip the deployment between error and pending (and its version with it).
     let failing = instances
         .iter()
         .filter(|i| {
-            i.spec.state == InstanceState::Error || (i.spec.restart_count > 0 && i.spec.state != InstanceState::Running)
+            i.spec.status.state == InstanceState::Error
+                || (i.spec.status.restart_count > 0 && i.spec.status.state != InstanceState::Running)
         })
         .count();
     if desired == 0 {
@@ -118,7 +119,8 @@ pub fn model_state(desired: usize, instances: &[&ModelInstance]) -> (Option<Mode
     }
 }
 
-/// A new pending instance of a model.
+/// A new pending instance of a model: what runs is the deployment's [`ModelSpec::run_spec`];
+/// the binding and the status start empty.
 pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
     let m = &model.spec;
     let model_path = match m.source {
@@ -131,47 +133,10 @@ pub fn new_instance(model: &Record<ModelSpec>) -> ModelInstanceSpec {
         model_id: Some(model.id),
         model_name: m.name.clone(),
         model_path,
-        source: Some(m.source),
-        local_path: m.local_path.clone(),
-        huggingface_repo_id: m.huggingface_repo_id.clone(),
-        huggingface_filename: m.huggingface_filename.clone(),
-        model_scope_model_id: m.model_scope_model_id.clone(),
-        model_scope_file_path: m.model_scope_file_path.clone(),
-        resolved_path: None,
-        backend: m.backend.clone().unwrap_or_default(),
-        backend_version: m.backend_version.clone(),
-        backend_parameters: m.backend_parameters.clone(),
-        env: m.env.clone(),
-        run_command: m.run_command.clone(),
-        image_name: m.image_name.clone(),
-        restart_on_error: m.restart_on_error,
-        worker_id: None,
-        worker_name: None,
-        worker_ip: None,
-        gpu_indexes: Vec::new(),
-        port: None,
-        pid: None,
-        container_id: None,
-        ports: Vec::new(),
-        distributed_servers: None,
-        backend_config: None,
-        computed_resource_claim: None,
-        injected_backend_parameters: Vec::new(),
-        resolved_backend: None,
         spec_hash: Some(spec_hash(m)),
-        command: Vec::new(),
-        download_progress: None,
-        downloaded_bytes: None,
-        state: InstanceState::Pending,
-        state_message: None,
-        restart_count: 0,
-        last_restart_time: None,
-        next_restart_time: None,
-        backoff_failures: 0,
-        drain_started_at: None,
-        drain_timeout: None,
-        asleep_since: None,
-        in_flight: None,
+        run: m.run_spec(),
+        binding: Binding::default(),
+        status: InstanceStatus::default(),
     }
 }
 
@@ -216,7 +181,9 @@ impl ModelController {
         let mut by_model: BTreeMap<i64, Vec<ModelInstance>> = BTreeMap::new();
         for i in self.db.all::<ModelInstanceSpec>().await? {
             if let Some(m) = i.spec.model_id {
-                if let (Some(warm), Some(w), InstanceState::Running) = (&self.warm, i.spec.worker_id, i.spec.state) {
+                if let (Some(warm), Some(w), InstanceState::Running) =
+                    (&self.warm, i.spec.binding.worker_id, i.spec.status.state)
+                {
                     warm.note(m, w);
                 }
                 by_model.entry(m).or_default().push(i);
@@ -238,11 +205,11 @@ impl ModelController {
         // missed (the server stopped meanwhile) is finished here.
         let orphans: Vec<ModelInstance> = by_model.into_values().flatten().collect();
         let (serving, rest): (Vec<&ModelInstance>, Vec<&ModelInstance>) =
-            orphans.iter().partition(|i| i.spec.state == InstanceState::Running);
+            orphans.iter().partition(|i| i.spec.status.state == InstanceState::Running);
         writes += drain::begin(&self.db, &serving, DEFAULT_DRAIN_TIMEOUT, "deployment deleted").await?.len();
         let rest: Vec<ModelInstance> = rest.into_iter().cloned().collect();
-        let mut doomed = self.drained(&rest, |i| i.spec.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT)).await;
-        doomed.extend(rest.iter().filter(|i| i.spec.state != InstanceState::Draining).map(|i| i.id));
+        let mut doomed = self.drained(&rest, |i| i.spec.status.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT)).await;
+        doomed.extend(rest.iter().filter(|i| i.spec.status.state != InstanceState::Draining).map(|i| i.id));
         for batch in doomed.chunks(500) {
             writes += self.db.delete_many::<ModelInstanceSpec>(batch).await?.len();
         }
@@ -296,7 +263,10 @@ impl ModelController {
                 Action::Unpark(id) => wakes.extend(instances.iter().find(|i| i.id == id)),
             }
         }
-        if !parks.is_empty() || !wakes.is_empty() || instances.iter().any(|i| i.spec.state == InstanceState::Parked) {
+        if !parks.is_empty()
+            || !wakes.is_empty()
+            || instances.iter().any(|i| i.spec.status.state == InstanceState::Parked)
+        {
             let (w, gone) = park::pass(
                 &self.db,
                 self.parking.as_ref(),
@@ -320,11 +290,11 @@ impl ModelController {
             writes += self.db.delete_many::<ModelInstanceSpec>(batch).await?.len();
         }
 
-        let ready = instances.iter().filter(|i| i.spec.state == InstanceState::Running).count() as u32;
+        let ready = instances.iter().filter(|i| i.spec.status.state == InstanceState::Running).count() as u32;
         // Draining instances are on their way out: they do not make the deployment fail or wait.
         let all: Vec<&ModelInstance> = instances
             .iter()
-            .filter(|i| !matches!(i.spec.state, InstanceState::Draining | InstanceState::Parked))
+            .filter(|i| !matches!(i.spec.status.state, InstanceState::Draining | InstanceState::Parked))
             .collect();
         let (state, state_message) = model_state(desired, &all);
         let m = &model.spec;
@@ -351,7 +321,7 @@ impl ModelController {
     async fn drained(&self, instances: &[ModelInstance], timeout: impl Fn(&ModelInstance) -> u32) -> Vec<i64> {
         let now = chrono::Utc::now();
         let mut done = Vec::new();
-        for i in instances.iter().filter(|i| i.spec.state == InstanceState::Draining) {
+        for i in instances.iter().filter(|i| i.spec.status.state == InstanceState::Draining) {
             let waited = drain::elapsed(&i.spec, now);
             let views = self.gateway.as_ref().map(|g| g.drain_views(i.id, waited)).unwrap_or_default();
             match drain::verdict(waited, Duration::from_secs(timeout(i).into()), &views) {
@@ -471,15 +441,16 @@ fn facts(i: &ModelInstance, workers: &BTreeMap<i64, Record<WorkerSpec>>) -> Inst
     InstanceFacts {
         id: i.id,
         spec_hash: i.spec.spec_hash.clone(),
-        state: i.spec.state,
-        bound: i.spec.worker_id.is_some(),
-        has_message: i.spec.state_message.is_some(),
+        state: i.spec.status.state,
+        bound: i.spec.binding.worker_id.is_some(),
+        has_message: i.spec.status.state_message.is_some(),
         worker_ready: i
             .spec
+            .binding
             .worker_id
             .and_then(|w| workers.get(&w))
             .is_some_and(|w| w.spec.state == WorkerState::Ready),
-        restarts: i.spec.restart_count,
+        restarts: i.spec.status.restart_count,
         evacuate: evacuated(i, workers),
     }
 }
@@ -487,7 +458,7 @@ fn facts(i: &ModelInstance, workers: &BTreeMap<i64, Record<WorkerSpec>>) -> Inst
 /// Whether instance `i` is on a worker in maintenance that asked for its instances to move.
 fn evacuated(i: &ModelInstance, workers: &BTreeMap<i64, Record<WorkerSpec>>) -> bool {
     let m = |w: i64| workers.get(&w).is_some_and(|w| w.spec.maintenance.enabled && w.spec.maintenance.drain);
-    i.spec.worker_id.is_some_and(m) || i.spec.subordinate_workers().iter().any(|s| m(s.worker_id))
+    i.spec.binding.worker_id.is_some_and(m) || i.spec.subordinate_workers().iter().any(|s| m(s.worker_id))
 }
 
 #[cfg(test)]
@@ -504,8 +475,8 @@ mod tests {
             Record { id: 1, version: 1, created_at: Default::default(), updated_at: Default::default(), spec: model() };
         let mut spec = new_instance(&model);
         spec.name = "m-1".into();
-        spec.state = state;
-        spec.state_message = message.map(str::to_string);
+        spec.status.state = state;
+        spec.status.state_message = message.map(str::to_string);
         Record { id: 1, version: 1, created_at: Default::default(), updated_at: Default::default(), spec }
     }
 
@@ -516,7 +487,7 @@ mod tests {
         let pend = instance(Pending, None);
         let err = instance(Error, Some("exit 1"));
         let mut restarting = instance(Starting, None);
-        restarting.spec.restart_count = 2;
+        restarting.spec.status.restart_count = 2;
         type Case<'a> = (usize, Vec<&'a ModelInstance>, Option<ModelState>, Option<&'a str>);
         let cases: &[Case] = &[
             (0, vec![], None, None),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{InstanceState, Maintenance, ModelInstance, ModelInstanceSpec};
+use crate::api::{InstanceState, InstanceStatus, Maintenance, ModelInstance, ModelInstanceSpec};
 use crate::db::{Db, DbResult, instance_columns};
 use crate::gateway::drain::View;
 
@@ -63,13 +63,13 @@ pub fn verdict(elapsed: Duration, timeout: Duration, views: &[View]) -> Verdict 
 
 /// How long instance `i` has drained (0 if it carries no start, which only a hand edit leaves).
 pub fn elapsed(i: &ModelInstanceSpec, now: DateTime<Utc>) -> Duration {
-    i.drain_started_at.and_then(|t| (now - t).to_std().ok()).unwrap_or_default()
+    i.status.drain_started_at.and_then(|t| (now - t).to_std().ok()).unwrap_or_default()
 }
 
 /// Instance `i` marked draining for `why` (what stopped it), at `now`.
 pub fn draining(i: &ModelInstanceSpec, why: &str, timeout: u32, now: DateTime<Utc>) -> ModelInstanceSpec {
     let until = now + chrono::Duration::seconds(i64::from(timeout));
-    ModelInstanceSpec {
+    let status = InstanceStatus {
         state: InstanceState::Draining,
         state_message: Some(format!(
             "draining ({why}): gets no new requests; stops when those in flight have finished, at the latest at {}",
@@ -77,8 +77,9 @@ pub fn draining(i: &ModelInstanceSpec, why: &str, timeout: u32, now: DateTime<Ut
         )),
         drain_started_at: Some(now),
         drain_timeout: Some(timeout),
-        ..i.clone()
-    }
+        ..i.status.clone()
+    };
+    ModelInstanceSpec { status, ..i.clone() }
 }
 
 /// Stops `instances` of a deployment whose drain timeout is `timeout`: serving ones start draining,
@@ -89,7 +90,7 @@ pub async fn begin(db: &Db, instances: &[&ModelInstance], timeout: u32, why: &st
     let mut marks = Vec::new();
     let mut now_ids = Vec::new();
     for i in instances {
-        match stop_mode(i.spec.state, timeout) {
+        match stop_mode(i.spec.status.state, timeout) {
             StopMode::Drain => {
                 let spec = draining(&i.spec, why, timeout, now);
                 let columns = instance_columns(&spec);
@@ -279,9 +280,9 @@ mod tests {
         .expect("instance");
         let now = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z").expect("time").with_timezone(&Utc);
         let d = draining(&i, "scale-down", 90, now);
-        assert_eq!(d.state, S::Draining);
-        assert_eq!(d.drain_started_at, Some(now));
-        let msg = d.state_message.as_deref().unwrap_or_default();
+        assert_eq!(d.status.state, S::Draining);
+        assert_eq!(d.status.drain_started_at, Some(now));
+        let msg = d.status.state_message.as_deref().unwrap_or_default();
         assert!(msg.starts_with("draining (scale-down)") && msg.ends_with("2026-12-06 10:01:30 UTC"), "{msg}");
         assert_eq!(elapsed(&d, now + chrono::Duration::seconds(5)), Duration::from_secs(5));
         assert_eq!(elapsed(&i, now), Duration::ZERO);

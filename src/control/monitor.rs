@@ -347,7 +347,8 @@ impl WorkerMonitor {
                 let res = self
                     .db
                     .modify::<ModelInstanceSpec, DbError, _>(instance.id, None, |i| {
-                        let parts = i.distributed_servers.iter_mut().flat_map(|d| d.subordinate_workers.iter_mut());
+                        let parts =
+                            i.binding.distributed_servers.iter_mut().flat_map(|d| d.subordinate_workers.iter_mut());
                         for part in parts.filter(|p| p.worker_id == worker.id && held_by_worker(p.state)) {
                             part.state = InstanceState::Unreachable;
                             part.state_message = Some(format!("worker {} is not heartbeating", worker.spec.name));
@@ -373,17 +374,17 @@ impl WorkerMonitor {
             .instances_on_worker(worker_id)
             .await?
             .into_iter()
-            .filter(|i| held_by_worker(i.spec.state))
+            .filter(|i| held_by_worker(i.spec.status.state))
             .collect();
         let asked = futures_util::future::join_all(instances.iter().map(|i| async {
-            if i.spec.state != InstanceState::Running {
+            if i.spec.status.state != InstanceState::Running {
                 return None;
             }
-            Some(engine_answers(&self.http, i.spec.worker_ip.as_deref(), i.spec.port).await)
+            Some(engine_answers(&self.http, i.spec.binding.worker_ip.as_deref(), i.spec.status.port).await)
         }))
         .await;
         for (instance, answers) in instances.iter().zip(asked) {
-            let Some(new_state) = on_silent_worker(instance.spec.state, answers) else {
+            let Some(new_state) = on_silent_worker(instance.spec.status.state, answers) else {
                 if answers == Some(true) {
                     tracing::debug!(instance = %instance.spec.name, "worker silent, engine answers: still routed");
                 }
@@ -397,8 +398,8 @@ impl WorkerMonitor {
             let res = self
                 .db
                 .modify::<ModelInstanceSpec, DbError, _>(instance.id, Some(instance.version), |i| {
-                    i.state = new_state;
-                    i.state_message = Some(why.clone());
+                    i.status.state = new_state;
+                    i.status.state_message = Some(why.clone());
                     Ok(instance_columns(i))
                 })
                 .await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{InstanceState, ModelInstance, ModelInstanceSpec};
+use crate::api::{InstanceState, InstanceStatus, ModelInstance, ModelInstanceSpec};
 use crate::control::controller::EngineProbe;
 use crate::control::drain::{Verdict, Why, verdict};
 use crate::db::{Db, DbResult, instance_columns};
@@ -25,7 +25,7 @@ pub const ENGINE_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Instance `i` parked at `now`, for `secs` seconds.
 pub fn parked(i: &ModelInstanceSpec, secs: u32, now: DateTime<Utc>) -> ModelInstanceSpec {
     let until = now + chrono::Duration::seconds(i64::from(secs));
-    ModelInstanceSpec {
+    let status = InstanceStatus {
         state: InstanceState::Parked,
         state_message: Some(format!(
             "parked: gets no requests, its engine kept; a request wakes it; stops at {}",
@@ -33,30 +33,34 @@ pub fn parked(i: &ModelInstanceSpec, secs: u32, now: DateTime<Utc>) -> ModelInst
         )),
         drain_started_at: Some(now),
         asleep_since: None,
-        ..i.clone()
-    }
+        ..i.status.clone()
+    };
+    ModelInstanceSpec { status, ..i.clone() }
 }
 
 /// Instance `i` serving again.
 pub fn woken(i: &ModelInstanceSpec) -> ModelInstanceSpec {
-    ModelInstanceSpec {
+    let status = InstanceStatus {
         state: InstanceState::Running,
         state_message: None,
         drain_started_at: None,
         asleep_since: None,
-        ..i.clone()
-    }
+        ..i.status.clone()
+    };
+    ModelInstanceSpec { status, ..i.clone() }
 }
 
 /// Instance `i` whose engine went to sleep at `now`.
 pub fn asleep(i: &ModelInstanceSpec, now: DateTime<Utc>) -> ModelInstanceSpec {
-    let message = i.state_message.as_deref().unwrap_or("parked").replacen("its engine kept", "its engine asleep", 1);
-    ModelInstanceSpec { asleep_since: Some(now), state_message: Some(message), ..i.clone() }
+    let message =
+        i.status.state_message.as_deref().unwrap_or("parked").replacen("its engine kept", "its engine asleep", 1);
+    let status = InstanceStatus { asleep_since: Some(now), state_message: Some(message), ..i.status.clone() };
+    ModelInstanceSpec { status, ..i.clone() }
 }
 
 /// Whether parked instance `i` has been parked `secs` or longer at `now`.
 pub fn expired(i: &ModelInstanceSpec, secs: u32, now: DateTime<Utc>) -> bool {
-    i.drain_started_at.is_some_and(|t| (now - t).num_seconds() >= i64::from(secs))
+    i.status.drain_started_at.is_some_and(|t| (now - t).num_seconds() >= i64::from(secs))
 }
 
 /// Engine calls under way or given up, so one pass does not start a second.
@@ -144,7 +148,7 @@ pub async fn pass(
         }
     }
     for i in wakes {
-        match (i.spec.asleep_since, parking) {
+        match (i.spec.status.asleep_since, parking) {
             // A sleep call under way finishes first (the next pass wakes it).
             (_, Some(p)) if p.calls.busy(i.id) => {}
             (None, _) => {
@@ -158,14 +162,14 @@ pub async fn pass(
         }
     }
     let woken_ids: HashSet<i64> = wakes.iter().map(|i| i.id).collect();
-    for i in instances.iter().filter(|i| i.spec.state == InstanceState::Parked && !woken_ids.contains(&i.id)) {
+    for i in instances.iter().filter(|i| i.spec.status.state == InstanceState::Parked && !woken_ids.contains(&i.id)) {
         if secs.is_none_or(|s| expired(&i.spec, s, now)) {
             tracing::info!(instance = i.id, name = %i.spec.name, "parked instance's time is up: stopping it");
             doomed.push(i.id);
             continue;
         }
         let Some(p) = parking else { continue };
-        if i.spec.asleep_since.is_some() || p.calls.sleepless(i.id) || p.calls.busy(i.id) {
+        if i.spec.status.asleep_since.is_some() || p.calls.sleepless(i.id) || p.calls.busy(i.id) {
             continue;
         }
         // Asleep only once nothing is in flight on it anywhere (as a drain ends).
@@ -176,7 +180,8 @@ pub async fn pass(
         }
     }
     if let Some(p) = parking {
-        p.calls.retain(&instances.iter().filter(|i| i.spec.state == InstanceState::Parked).map(|i| i.id).collect());
+        p.calls
+            .retain(&instances.iter().filter(|i| i.spec.status.state == InstanceState::Parked).map(|i| i.id).collect());
     }
     Ok((writes, doomed))
 }
@@ -198,10 +203,10 @@ fn spawn_call(db: Db, p: Parking, i: ModelInstance, call: Call) {
         // cut requests). Unparking waits while the call is taken, so what is read here holds.
         let still = match db.get::<ModelInstanceSpec>(i.id).await {
             Ok(current) => {
-                current.spec.state == InstanceState::Parked
+                current.spec.status.state == InstanceState::Parked
                     && match call {
-                        Call::Sleep => current.spec.asleep_since.is_none(),
-                        Call::Wake => current.spec.asleep_since.is_some(),
+                        Call::Sleep => current.spec.status.asleep_since.is_none(),
+                        Call::Wake => current.spec.status.asleep_since.is_some(),
                     }
             }
             Err(_) => false,
@@ -222,7 +227,7 @@ fn spawn_call(db: Db, p: Parking, i: ModelInstance, call: Call) {
         let now = Utc::now();
         let outcome = async {
             let current = db.get::<ModelInstanceSpec>(i.id).await?;
-            if current.spec.state != InstanceState::Parked {
+            if current.spec.status.state != InstanceState::Parked {
                 return Ok(());
             }
             match (call, &res) {
@@ -273,14 +278,17 @@ mod tests {
         .expect("instance");
         let now = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z").expect("time").with_timezone(&Utc);
         let p = parked(&i, 600, now);
-        assert_eq!((p.state, p.drain_started_at, p.asleep_since), (InstanceState::Parked, Some(now), None));
-        assert!(p.state_message.as_deref().is_some_and(|m| m.ends_with("2026-12-06 10:10:00 UTC")), "{p:?}");
+        assert_eq!(
+            (p.status.state, p.status.drain_started_at, p.status.asleep_since),
+            (InstanceState::Parked, Some(now), None)
+        );
+        assert!(p.status.state_message.as_deref().is_some_and(|m| m.ends_with("2026-12-06 10:10:00 UTC")), "{p:?}");
         let a = asleep(&p, now);
-        assert!(a.state_message.as_deref().is_some_and(|m| m.contains("its engine asleep")), "{a:?}");
-        assert_eq!(a.asleep_since, Some(now));
+        assert!(a.status.state_message.as_deref().is_some_and(|m| m.contains("its engine asleep")), "{a:?}");
+        assert_eq!(a.status.asleep_since, Some(now));
         let w = woken(&a);
         assert_eq!(
-            (w.state, w.state_message, w.drain_started_at, w.asleep_since),
+            (w.status.state, w.status.state_message, w.status.drain_started_at, w.status.asleep_since),
             (InstanceState::Running, None, None, None)
         );
         // (seconds parked, park_seconds, expired)

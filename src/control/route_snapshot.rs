@@ -66,7 +66,7 @@ impl Derived {
 
 /// Where instance `i`'s engine answers (`host:port`) and the key it takes; None if it is not bound.
 pub fn endpoint(i: &Record<ModelInstanceSpec>, secret: &str) -> Option<Endpoint> {
-    let (worker_id, ip, port) = (i.spec.worker_id?, i.spec.worker_ip.as_deref()?, i.spec.port?);
+    let (worker_id, ip, port) = (i.spec.binding.worker_id?, i.spec.binding.worker_ip.as_deref()?, i.spec.status.port?);
     let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
     let key = engine_api_key(&server_token(secret, worker_id), i.id);
     let auth = HeaderValue::from_str(&format!("Bearer {key}")).ok();
@@ -85,7 +85,7 @@ fn running_by_model(
     let mut out: HashMap<i64, Vec<Endpoint>> = HashMap::new();
     for i in instances {
         let s = &i.spec;
-        if s.state != InstanceState::Running || !s.worker_id.is_some_and(|w| up.contains(&w)) {
+        if s.status.state != InstanceState::Running || !s.binding.worker_id.is_some_and(|w| up.contains(&w)) {
             continue;
         }
         if let (Some(model_id), Some(endpoint)) = (s.model_id, endpoint(i, secret)) {
@@ -104,7 +104,7 @@ pub fn build(tables: Tables, secret: &str) -> (Snapshot, Derived) {
     // Withdrawn by every gateway that publishes this (docs/draining.md).
     let draining: Vec<i64> = instances
         .iter()
-        .filter(|i| matches!(i.spec.state, InstanceState::Draining | InstanceState::Parked))
+        .filter(|i| matches!(i.spec.status.state, InstanceState::Draining | InstanceState::Parked))
         .map(|i| i.id)
         .collect();
     let mut by_route: BTreeMap<i64, Vec<Record<ModelRouteTargetSpec>>> = BTreeMap::new();

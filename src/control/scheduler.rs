@@ -129,12 +129,13 @@ pub fn snapshot(workers: &[Record<WorkerSpec>], instances: &[ModelInstance], mod
     let mut per_gpu_same: BTreeMap<(i64, u32), u32> = BTreeMap::new();
     let mut per_gpu_other: BTreeMap<(i64, u32), u32> = BTreeMap::new();
     for i in instances {
-        let Some(main) = i.spec.worker_id else { continue };
+        let Some(main) = i.spec.binding.worker_id else { continue };
         let mine = i.spec.model_id.is_some() && i.spec.model_id == model_id;
         // The main worker's part, then each subordinate's: all of them hold memory.
-        let parts = std::iter::once((main, &i.spec.gpu_indexes, &i.spec.computed_resource_claim)).chain(
-            i.spec.subordinate_workers().iter().map(|s| (s.worker_id, &s.gpu_indexes, &s.computed_resource_claim)),
-        );
+        let parts = std::iter::once((main, &i.spec.binding.gpu_indexes, &i.spec.binding.computed_resource_claim))
+            .chain(
+                i.spec.subordinate_workers().iter().map(|s| (s.worker_id, &s.gpu_indexes, &s.computed_resource_claim)),
+            );
         for (w, gpus, claim) in parts {
             for gpu in gpus {
                 *(if mine { &mut per_gpu_same } else { &mut per_gpu_other }).entry((w, *gpu)).or_default() += 1;
@@ -227,7 +228,7 @@ impl Scheduler {
         for state in [InstanceState::Pending, InstanceState::Analyzing] {
             let q = ListQuery { filters: vec![("state", Val::Text(state.as_str().into()))], ..Default::default() };
             let (found, _) = self.db.list::<ModelInstanceSpec>(&q).await?;
-            pending.extend(found.into_iter().filter(|i| i.spec.worker_id.is_none()));
+            pending.extend(found.into_iter().filter(|i| i.spec.binding.worker_id.is_none()));
         }
         pending.sort_by_key(|i| i.id);
         let mut pass = Pass::default();
@@ -277,7 +278,7 @@ impl Scheduler {
                         view.epoch = epoch + 1;
                         let bound: Vec<&ModelInstanceSpec> = written.iter().flatten().map(|r| &r.spec).collect();
                         for spec in &bound {
-                            tracing::info!(instance = %spec.name, worker = ?spec.worker_name, gpus = ?spec.gpu_indexes, "scheduled");
+                            tracing::info!(instance = %spec.name, worker = ?spec.binding.worker_name, gpus = ?spec.binding.gpu_indexes, "scheduled");
                         }
                         bound.len()
                     }
@@ -355,7 +356,8 @@ impl Scheduler {
             }
         };
         let mut spec = bound(instance, &model.spec, &view.workers, &placement, &eval, taken);
-        spec.resolved_backend = Some(crate::backends::render::frozen(&backend, model.spec.backend_version.as_deref()));
+        spec.binding.resolved_backend =
+            Some(crate::backends::render::frozen(&backend, model.spec.backend_version.as_deref()));
         view.book(model.id, &placement, ModelInstance { spec: spec.clone(), ..instance.clone() });
         Ok(Decision::Bind(Box::new(spec)))
     }
@@ -367,12 +369,14 @@ impl Scheduler {
         state: InstanceState,
         message: String,
     ) -> Result<(), DbError> {
-        if instance.spec.state != state || instance.spec.state_message.as_deref() != Some(message.as_str()) {
+        if instance.spec.status.state != state
+            || instance.spec.status.state_message.as_deref() != Some(message.as_str())
+        {
             let res = self
                 .db
                 .modify::<ModelInstanceSpec, DbError, _>(instance.id, Some(instance.version), |i| {
-                    i.state = state;
-                    i.state_message = Some(message.clone());
+                    i.status.state = state;
+                    i.status.state_message = Some(message.clone());
                     Ok(instance_columns(i))
                 })
                 .await;
@@ -459,12 +463,12 @@ fn place_on(spec: &mut ModelInstanceSpec, workers: &[Record<WorkerSpec>], p: &Pl
         vram: vram.iter().map(|(gpu, bytes)| (gpu.to_string(), *bytes)).collect(),
         ram: p.ram_claim,
     };
-    spec.worker_id = Some(p.worker_id);
-    spec.worker_name = worker.map(|w| w.spec.name.clone());
-    spec.worker_ip = worker.map(|w| w.spec.ip.clone());
-    spec.gpu_indexes = p.gpu_indexes.clone();
-    spec.computed_resource_claim = Some(claim(&p.vram_claim));
-    spec.distributed_servers = (!p.subordinates.is_empty()).then(|| DistributedServers {
+    spec.binding.worker_id = Some(p.worker_id);
+    spec.binding.worker_name = worker.map(|w| w.spec.name.clone());
+    spec.binding.worker_ip = worker.map(|w| w.spec.ip.clone());
+    spec.binding.gpu_indexes = p.gpu_indexes.clone();
+    spec.binding.computed_resource_claim = Some(claim(&p.vram_claim));
+    spec.binding.distributed_servers = (!p.subordinates.is_empty()).then(|| DistributedServers {
         subordinate_workers: p
             .subordinates
             .iter()
@@ -503,18 +507,19 @@ fn bound(
     // The worker renders the command from the backend, these injected parameters and the user's
     // (`backends::render_command`). A backend configured by a file takes the user's parameters
     // there, not on the command line.
-    spec.backend_parameters = if injection.config.is_some() { Vec::new() } else { model.backend_parameters.clone() };
+    spec.run.backend_parameters =
+        if injection.config.is_some() { Vec::new() } else { model.backend_parameters.clone() };
     for (k, v) in injection.env {
-        spec.env.entry(k).or_insert(v);
+        spec.run.env.entry(k).or_insert(v);
     }
-    spec.backend_config = injection.config;
-    spec.injected_backend_parameters = injection.args;
+    spec.binding.backend_config = injection.config;
+    spec.binding.injected_backend_parameters = injection.args;
     spec.model_path = match model.source {
         ModelSource::LocalPath => model.local_path.clone().unwrap_or_default(),
         _ => spec.model_path,
     };
-    spec.state = InstanceState::Scheduled;
-    spec.state_message = p.message.clone();
+    spec.status.state = InstanceState::Scheduled;
+    spec.status.state_message = p.message.clone();
     spec
 }
 

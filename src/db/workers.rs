@@ -21,7 +21,7 @@ impl Resource for ModelInstanceSpec {
         &self.name
     }
     fn involved_workers(&self) -> Vec<i64> {
-        self.worker_id.into_iter().chain(self.subordinate_workers().iter().map(|s| s.worker_id)).collect()
+        self.binding.worker_id.into_iter().chain(self.subordinate_workers().iter().map(|s| s.worker_id)).collect()
     }
 }
 
@@ -29,8 +29,8 @@ impl Resource for ModelInstanceSpec {
 pub fn instance_columns(spec: &ModelInstanceSpec) -> Vec<(&'static str, Val)> {
     vec![
         ("model_id", Val::OptInt(spec.model_id)),
-        ("worker_id", Val::OptInt(spec.worker_id)),
-        ("state", Val::Text(spec.state.as_str().to_string())),
+        ("worker_id", Val::OptInt(spec.binding.worker_id)),
+        ("state", Val::Text(spec.status.state.as_str().to_string())),
     ]
 }
 

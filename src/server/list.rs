@@ -214,7 +214,7 @@ impl ListFilters<ModelInstanceSpec> for InstanceFilters {
     fn matches(&self, row: &Record<ModelInstanceSpec>) -> bool {
         self.worker_id.is_none_or(|w| row.spec.involves(w))
             && self.model_id.is_none_or(|m| row.spec.model_id == Some(m))
-            && self.state.is_none_or(|s| row.spec.state == s)
+            && self.state.is_none_or(|s| row.spec.status.state == s)
     }
 
     fn sql_is_exact(&self) -> bool {

@@ -377,7 +377,7 @@ async fn count_external(devices: &mut [crate::api::GpuDevice], worker_id: i64, c
     let nvidia = devices.iter().any(|d| d.vendor == GpuVendor::Nvidia);
     let (mut roots, mut containers) = (std::collections::HashSet::from([std::process::id()]), Vec::new());
     for i in cache.instances.lock().await.values() {
-        let parts = std::iter::once((i.spec.worker_id, i.spec.pid, &i.spec.container_id))
+        let parts = std::iter::once((i.spec.binding.worker_id, i.spec.status.pid, &i.spec.status.container_id))
             .chain(i.spec.subordinate_workers().iter().map(|s| (Some(s.worker_id), s.pid, &s.container_id)));
         for (_, pid, container) in parts.filter(|p| p.0 == Some(worker_id)) {
             roots.extend(pid);
@@ -463,5 +463,5 @@ async fn moved_from(client: &Client, base: &str) {
 
 /// Whether instance `i` runs on worker `id`, as its main worker or a subordinate.
 fn on_worker(i: &ModelInstance, id: i64) -> bool {
-    i.spec.worker_id == Some(id) || i.spec.subordinate(id).is_some()
+    i.spec.binding.worker_id == Some(id) || i.spec.subordinate(id).is_some()
 }

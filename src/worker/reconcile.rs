@@ -114,14 +114,14 @@ enum DownloadPoll {
 
 /// The hub source of an instance, if its model comes from a hub.
 fn hub_source(i: &ModelInstance) -> Option<HubSource> {
-    match i.spec.source? {
+    match i.spec.run.source? {
         ModelSource::Huggingface => Some(HubSource::Huggingface {
-            repo: i.spec.huggingface_repo_id.clone()?,
-            file: i.spec.huggingface_filename.clone(),
+            repo: i.spec.run.huggingface_repo_id.clone()?,
+            file: i.spec.run.huggingface_filename.clone(),
         }),
         ModelSource::ModelScope => Some(HubSource::ModelScope {
-            model: i.spec.model_scope_model_id.clone()?,
-            file: i.spec.model_scope_file_path.clone(),
+            model: i.spec.run.model_scope_model_id.clone()?,
+            file: i.spec.run.model_scope_file_path.clone(),
         }),
         ModelSource::LocalPath => None,
     }
@@ -211,7 +211,7 @@ impl Reconciler {
             .lock()
             .await
             .values()
-            .filter(|i| i.spec.worker_id == Some(self.worker_id))
+            .filter(|i| i.spec.binding.worker_id == Some(self.worker_id))
             .cloned()
             .collect();
         let present: BTreeSet<i64> = instances.iter().map(|i| i.id).collect();
@@ -238,7 +238,16 @@ impl Reconciler {
     async fn step(&self, i: &ModelInstance) -> Result<(), ClientError> {
         let local = self.local.lock().await.get(&i.id).cloned();
         let s = &i.spec;
-        match (decide::step(s.state, local.is_some(), s.restart_on_error, s.next_restart_time, Utc::now()), local) {
+        match (
+            decide::step(
+                s.status.state,
+                local.is_some(),
+                s.run.restart_on_error,
+                s.status.next_restart_time,
+                Utc::now(),
+            ),
+            local,
+        ) {
             (Step::Launch, _) => self.launch(i, false).await,
             (Step::Restart, _) => self.launch(i, true).await,
             (Step::AdoptOrFail, _) => self.adopt_or_fail(i).await,
@@ -254,13 +263,14 @@ impl Reconciler {
     /// After a worker restart: take back a workload that still runs, or fail the instance.
     async fn adopt_or_fail(&self, i: &ModelInstance) -> Result<(), ClientError> {
         let found = self.runtime.managed().await.into_iter().find(|(id, _)| *id == i.id);
-        match (found, i.spec.port) {
+        match (found, i.spec.status.port) {
             (Some((_, handle)), Some(port)) => {
                 tracing::info!(instance = i.id, "reattached to a running workload");
                 let health_path = self.backend_of(i).await.ok().and_then(|b| b.health_check_path);
-                let ports = if i.spec.ports.first() == Some(&port) { i.spec.ports.clone() } else { vec![port] };
+                let ports =
+                    if i.spec.status.ports.first() == Some(&port) { i.spec.status.ports.clone() } else { vec![port] };
                 let health = Health::new(Instant::now());
-                let command = i.spec.command.clone();
+                let command = i.spec.status.command.clone();
                 let l = Local { handle, ports, _leases: Arc::default(), health, health_path, command };
                 self.local.lock().await.insert(i.id, l);
                 Ok(())
@@ -285,7 +295,7 @@ impl Reconciler {
         let now = Instant::now();
         // Draining is running as far as health goes: nothing to report while it answers.
         let stored_running =
-            matches!(i.spec.state, InstanceState::Running | InstanceState::Draining | InstanceState::Parked);
+            matches!(i.spec.status.state, InstanceState::Running | InstanceState::Draining | InstanceState::Parked);
         if !l.health.probe_due(stored_running, now) {
             return Ok(());
         }
@@ -354,10 +364,11 @@ impl Reconciler {
     async fn backend_of(&self, i: &ModelInstance) -> Result<InferenceBackendSpec, ClientError> {
         use crate::backends::catalog::{BackendChoice, choose_backend};
         let s = &i.spec;
-        if let Some(frozen) = &s.resolved_backend {
+        if let Some(frozen) = &s.binding.resolved_backend {
             return Ok(frozen.clone());
         }
-        match choose_backend(Some(&s.backend), s.image_name.as_deref(), s.run_command.as_deref(), None, &[]) {
+        match choose_backend(Some(&s.run.backend), s.run.image_name.as_deref(), s.run.run_command.as_deref(), None, &[])
+        {
             BackendChoice::Custom(backend) => Ok(*backend),
             BackendChoice::Stored(name) => self.backend(&name).await,
         }
@@ -371,7 +382,7 @@ impl Reconciler {
 
     /// Starts (or restarts) an instance: checks the model, renders the command, takes a port, runs it.
     async fn launch(&self, i: &ModelInstance, restart: bool) -> Result<(), ClientError> {
-        let restart_count = i.spec.restart_count + u32::from(restart);
+        let restart_count = i.spec.status.restart_count + u32::from(restart);
         let model_path = match self.hub_model(i, restart_count).await? {
             Some(path) => path,
             None => return Ok(()),
@@ -391,7 +402,7 @@ impl Reconciler {
         }
         let backend = match self.backend_of(i).await {
             Ok(b) => b,
-            Err(e) => return self.fail(i, format!("backend {:?}: {e}", i.spec.backend), Some(restart_count)).await,
+            Err(e) => return self.fail(i, format!("backend {:?}: {e}", i.spec.run.backend), Some(restart_count)).await,
         };
         // A distributed instance also needs a rendezvous port for its subordinates.
         let wanted = if i.spec.subordinate_workers().is_empty() { 1 } else { 2 };
@@ -409,8 +420,15 @@ impl Reconciler {
         let ports: Vec<u16> = leases.iter().map(PortLease::port).collect();
         let port = ports[0];
         let rendezvous = ports.get(1).map(|&port| (Role::Main, port));
-        let spec = match self.launch_spec(i, &backend, model_path, port, &i.spec.gpu_indexes, rendezvous, restart_count)
-        {
+        let spec = match self.launch_spec(
+            i,
+            &backend,
+            model_path,
+            port,
+            &i.spec.binding.gpu_indexes,
+            rendezvous,
+            restart_count,
+        ) {
             Ok(spec) => spec,
             Err(e) => return self.fail(i, e.to_string(), Some(restart_count)).await,
         };
@@ -454,11 +472,11 @@ impl Reconciler {
         restart_count: u32,
     ) -> Result<LaunchSpec, LaunchError> {
         let overrides = DeploymentOverrides {
-            version: i.spec.backend_version.as_deref(),
-            run_command: i.spec.run_command.as_deref(),
-            env: Some(&i.spec.env),
-            injected_parameters: &i.spec.injected_backend_parameters,
-            backend_parameters: &i.spec.backend_parameters,
+            version: i.spec.run.backend_version.as_deref(),
+            run_command: i.spec.run.run_command.as_deref(),
+            env: Some(&i.spec.run.env),
+            injected_parameters: &i.spec.binding.injected_backend_parameters,
+            backend_parameters: &i.spec.run.backend_parameters,
         };
         let model_path_text = model_path.display().to_string();
         let data_dir = self.cfg.data_dir.join("cache").display().to_string();
@@ -487,6 +505,7 @@ impl Reconciler {
         }
         let image = i
             .spec
+            .run
             .image_name
             .clone()
             .or_else(|| backend.version_configs.get(&rendered.version).and_then(|v| v.image_name.clone()));
@@ -494,7 +513,7 @@ impl Reconciler {
         if let Some((role, rendezvous)) = rendezvous {
             let main_ip = match role {
                 Role::Main => self.cfg.advertise_address.as_str(),
-                Role::Follower { .. } => i.spec.worker_ip.as_deref().unwrap_or_default(),
+                Role::Follower { .. } => i.spec.binding.worker_ip.as_deref().unwrap_or_default(),
             };
             let topology = Topology {
                 nodes: 1 + i.spec.subordinate_workers().len() as u32,
@@ -502,13 +521,13 @@ impl Reconciler {
                 port: rendezvous,
                 own_ip: &self.cfg.advertise_address,
             };
-            launch = distributed::adapt(&i.spec.backend, role, &topology, launch);
+            launch = distributed::adapt(&i.spec.run.backend, role, &topology, launch);
         }
         let name = match rendezvous {
             Some((Role::Follower { rank }, _)) => format!("{}-part{rank}", i.spec.name),
             _ => i.spec.name.clone(),
         };
-        if let Some(config) = &i.spec.backend_config {
+        if let Some(config) = &i.spec.binding.backend_config {
             let run_time = config_file::RunTime {
                 ip: &self.cfg.advertise_address,
                 port,
@@ -578,8 +597,8 @@ impl Reconciler {
             DownloadPoll::Progress(p, bytes) => (p, bytes),
         };
         let (progress, bytes) = progress;
-        let shown = i.spec.download_progress.unwrap_or(-1.0);
-        if i.spec.state != InstanceState::Downloading || progress - shown >= 0.05 {
+        let shown = i.spec.status.download_progress.unwrap_or(-1.0);
+        if i.spec.status.state != InstanceState::Downloading || progress - shown >= 0.05 {
             let downloading =
                 InstanceTransition::Downloading { progress: (progress * 100.0).round() / 100.0, bytes, restart_count };
             self.report(i, downloading).await?;
@@ -641,13 +660,13 @@ impl Reconciler {
     /// the backoff again from 10 s (as kubelet does).
     async fn fail_run(&self, i: &ModelInstance, message: String, l: &Local) -> Result<(), ClientError> {
         let healthy_long = l.health.healthy_for(self.cfg.backoff_reset, Instant::now());
-        let step = backoff_step(i.spec.backoff_failures, healthy_long);
+        let step = backoff_step(i.spec.status.backoff_failures, healthy_long);
         self.fail_at_step(i, message, None, step).await
     }
 
     /// Marks an instance failed; schedules its restart if it restarts on error.
     async fn fail(&self, i: &ModelInstance, message: String, restart_count: Option<u32>) -> Result<(), ClientError> {
-        self.fail_at_step(i, message, restart_count, backoff_step(i.spec.backoff_failures, false)).await
+        self.fail_at_step(i, message, restart_count, backoff_step(i.spec.status.backoff_failures, false)).await
     }
 
     async fn fail_at_step(
@@ -657,8 +676,8 @@ impl Reconciler {
         restart_count: Option<u32>,
         step: u32,
     ) -> Result<(), ClientError> {
-        let count = restart_count.unwrap_or(i.spec.restart_count);
-        let next = i.spec.restart_on_error.then(|| at(backoff(step)));
+        let count = restart_count.unwrap_or(i.spec.status.restart_count);
+        let next = i.spec.run.restart_on_error.then(|| at(backoff(step)));
         tracing::warn!(instance = i.id, %message, next_restart = ?next, "instance failed");
         let failed = InstanceTransition::Error {
             message: message.trim_end().to_string(),

@@ -72,6 +72,20 @@ fn stub_engine(listener: tokio::net::TcpListener, release: tokio::sync::watch::R
 
 /// Streams a chat through the server; returns (content chunks, ended with `[DONE]` after a
 /// finish_reason).
+/// Two held streams through the server at `base`, the second sent once the first reached an
+/// engine (`hits` counts what the stubs got), so the second goes to the other, idle instance: two
+/// requests chosen at the same instant can both see both instances idle and take the same one.
+async fn two_held_streams(
+    base: &str,
+    key: &str,
+    hits: impl Fn() -> usize,
+) -> Vec<tokio::task::JoinHandle<(usize, bool)>> {
+    let before = hits();
+    let first = tokio::spawn(stream_chat(base.to_owned(), key.to_owned()));
+    wait_until("the first stream reaching an engine", || hits() > before).await;
+    vec![first, tokio::spawn(stream_chat(base.to_owned(), key.to_owned()))]
+}
+
 async fn stream_chat(base: String, key: String) -> (usize, bool) {
     // Each its own prompt: under the default `prefix_aware` a new prompt goes to the least busy
     // instance, so two held streams land one on each (as with least-outstanding).
@@ -141,8 +155,7 @@ async fn a_held_stream_outlives_a_scale_down_and_the_timeout_ends_a_drain(kind: 
         hits.insert(i["id"].as_i64().expect("id"), (hit, i["pid"].as_i64().expect("pid")));
     }
     let key = s.api_key(json!({"name": "drain", "scope": ["inference"]})).await;
-    // Two held streams: the balancer puts one on each instance.
-    let streams: Vec<_> = (0..2).map(|_| tokio::spawn(stream_chat(s.base.clone(), key.clone()))).collect();
+    let streams = two_held_streams(&s.base, &key, || hits.values().map(|(h, _)| h.load(Ordering::Relaxed)).sum()).await;
     wait_until("both stubs streaming", || hits.values().all(|(h, _)| h.load(Ordering::Relaxed) == 1)).await;
 
     // Scale down: the newer instance goes, draining while its stream runs.
@@ -411,7 +424,7 @@ async fn a_stream_through_another_server_holds_the_drain() {
         res.map(|r| r.status() == StatusCode::OK).unwrap_or(false)
     })
     .await;
-    let streams: Vec<_> = (0..2).map(|_| tokio::spawn(stream_chat(other.base.clone(), key.clone()))).collect();
+    let streams = two_held_streams(&other.base, &key, || hits.values().map(|h| h.load(Ordering::Relaxed)).sum()).await;
     wait_until("both stubs streaming", || hits.values().all(|h| h.load(Ordering::Relaxed) == 1)).await;
 
     edit_model(&leader, id, "", |m| m["replicas"] = json!(1)).await;

@@ -213,7 +213,7 @@ async fn read_then_write_transactions_never_fail_under_contention(kind: DbKind) 
             .expect("instance");
             let mut row = db.insert(&spec, &instance_columns(&spec)).await.expect("insert");
             for i in 0..WRITES {
-                spec.restart_count = i as u32;
+                spec.status.restart_count = i as u32;
                 row = db.update(row.id, row.version, &spec, &instance_columns(&spec)).await.expect("update");
             }
             row.version

@@ -35,7 +35,7 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     }
     let mut by_state: BTreeMap<String, i64> = BTreeMap::new();
     for i in &instances {
-        *by_state.entry(i.spec.state.as_str().to_string()).or_default() += 1;
+        *by_state.entry(i.spec.status.state.as_str().to_string()).or_default() += 1;
     }
     let _ = writeln!(out, "# HELP ferrostack_model_instances Model instances by state.");
     let _ = writeln!(out, "# TYPE ferrostack_model_instances gauge");

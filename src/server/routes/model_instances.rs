@@ -11,8 +11,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{
-    InstanceState, InstanceStatusReport, ListResponse, ModelInstance, ModelInstanceCreate, ModelInstanceSpec,
-    ModelSource, SubordinateStatusReport, WorkerSpec,
+    Binding, InstanceState, InstanceStatus, InstanceStatusReport, ListResponse, ModelInstance, ModelInstanceCreate,
+    ModelInstanceSpec, ModelSource, RunSpec, SubordinateStatusReport, WorkerSpec,
 };
 use crate::db::{DbError, instance_columns};
 use crate::server::AppState;
@@ -66,9 +66,9 @@ async fn list_instances(
 /// in for rows stored before they were.
 pub fn instance_view(mut i: ModelInstance) -> ModelInstance {
     let s = &mut i.spec;
-    let source = *s.source.get_or_insert(ModelSource::LocalPath);
-    if source == ModelSource::LocalPath && s.local_path.is_none() {
-        s.local_path = Some(s.model_path.clone());
+    let source = *s.run.source.get_or_insert(ModelSource::LocalPath);
+    if source == ModelSource::LocalPath && s.run.local_path.is_none() {
+        s.run.local_path = Some(s.model_path.clone());
     }
     i
 }
@@ -76,8 +76,8 @@ pub fn instance_view(mut i: ModelInstance) -> ModelInstance {
 /// The instance with the requests in flight on it across servers' gateways, where it is routed
 /// or draining (never stored).
 pub fn with_in_flight(mut i: ModelInstance, gateway: &crate::gateway::Gateway) -> ModelInstance {
-    if matches!(i.spec.state, InstanceState::Running | InstanceState::Draining) {
-        i.spec.in_flight = Some(gateway.in_flight_everywhere(i.id));
+    if matches!(i.spec.status.state, InstanceState::Running | InstanceState::Draining) {
+        i.spec.status.in_flight = Some(gateway.in_flight_everywhere(i.id));
     }
     i
 }
@@ -118,48 +118,29 @@ async fn create_instance(
         name: body.name,
         model_id: None,
         model_name: body.model_name,
-        local_path: Some(body.model_path.clone()),
-        model_path: body.model_path,
-        source: Some(ModelSource::LocalPath),
-        huggingface_repo_id: None,
-        huggingface_filename: None,
-        model_scope_model_id: None,
-        model_scope_file_path: None,
-        resolved_path: None,
-        backend: body.backend,
-        backend_version: body.backend_version,
-        backend_parameters: body.backend_parameters,
-        env: body.env,
-        run_command: body.run_command,
-        image_name: body.image_name,
-        restart_on_error: body.restart_on_error,
-        worker_id: Some(worker.id),
-        worker_name: Some(worker.spec.name.clone()),
-        worker_ip: Some(worker.spec.ip.clone()),
-        gpu_indexes: body.gpu_indexes,
-        port: None,
-        pid: None,
-        container_id: None,
-        ports: Vec::new(),
-        distributed_servers: None,
-        backend_config: None,
-        computed_resource_claim: None,
-        injected_backend_parameters: Vec::new(),
-        resolved_backend,
+        model_path: body.model_path.clone(),
         spec_hash: None,
-        command: Vec::new(),
-        download_progress: None,
-        downloaded_bytes: None,
-        state: InstanceState::Scheduled,
-        state_message: None,
-        restart_count: 0,
-        last_restart_time: None,
-        next_restart_time: None,
-        backoff_failures: 0,
-        drain_started_at: None,
-        drain_timeout: None,
-        asleep_since: None,
-        in_flight: None,
+        run: RunSpec {
+            source: Some(ModelSource::LocalPath),
+            local_path: Some(body.model_path),
+            backend: body.backend,
+            backend_version: body.backend_version,
+            backend_parameters: body.backend_parameters,
+            env: body.env,
+            run_command: body.run_command,
+            image_name: body.image_name,
+            restart_on_error: body.restart_on_error,
+            ..RunSpec::default()
+        },
+        binding: Binding {
+            worker_id: Some(worker.id),
+            worker_name: Some(worker.spec.name.clone()),
+            worker_ip: Some(worker.spec.ip.clone()),
+            gpu_indexes: body.gpu_indexes,
+            resolved_backend,
+            ..Binding::default()
+        },
+        status: InstanceStatus { state: InstanceState::Scheduled, ..InstanceStatus::default() },
     };
     let instance = state.db.insert(&spec, &instance_columns(&spec)).await?;
     Ok((StatusCode::OK, axum::Json(instance)))
@@ -223,7 +204,7 @@ async fn report_status(
         return Err(ApiError::forbidden("only the instance's worker reports its status"));
     };
     let current = state.db.get::<ModelInstanceSpec>(id).await?;
-    if current.spec.worker_id != Some(w.worker_id) {
+    if current.spec.binding.worker_id != Some(w.worker_id) {
         return Err(ApiError::forbidden(format!("instance {id} is not placed on worker {}", w.worker_id)));
     }
     let instance = state
@@ -255,16 +236,17 @@ async fn report_subordinate_status(
     let instance = state
         .db
         .modify::<ModelInstanceSpec, ApiError, _>(id, None, |i| {
-            if body.restart_count != i.restart_count {
+            if body.restart_count != i.status.restart_count {
                 return Err(ApiError::new(
                     ErrorCode::VersionConflict,
                     format!(
                         "the report is about run {} of instance {id}, which is at run {}",
-                        body.restart_count, i.restart_count
+                        body.restart_count, i.status.restart_count
                     ),
                 ));
             }
             let part = i
+                .binding
                 .distributed_servers
                 .as_mut()
                 .and_then(|d| d.subordinate_workers.iter_mut().find(|s| s.worker_id == w.worker_id))
@@ -302,6 +284,7 @@ async fn instance_logs(
     let instance = state.db.get::<ModelInstanceSpec>(id).await?;
     let worker_id = instance
         .spec
+        .binding
         .worker_id
         .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the instance is not placed on a worker yet"))?;
     let worker = state.db.get::<WorkerSpec>(worker_id).await?;

@@ -434,7 +434,7 @@ async fn restart_model(
     // controller starts the new generation meanwhile.
     let instances = state.db.instances_of_model(id).await?;
     let live: Vec<&crate::api::ModelInstance> =
-        instances.iter().filter(|i| i.spec.state != crate::api::InstanceState::Draining).collect();
+        instances.iter().filter(|i| i.spec.status.state != crate::api::InstanceState::Draining).collect();
     let deleted = crate::control::drain::begin(&state.db, &live, model.spec.drain_timeout, "restart").await?;
     let message = match (deleted.len(), model.spec.replicas) {
         (0, _) => "no instance was running; nothing to restart".to_string(),

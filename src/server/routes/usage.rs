@@ -86,7 +86,7 @@ async fn dashboard(State(state): State<AppState>, Auth(p): Auth) -> ApiResult<ax
     let gpus = rows.workers.iter().map(|w| w.spec.status.gpu_devices.len() as i64).sum();
     let mut instances = BTreeMap::new();
     for i in rows.instances.iter() {
-        *instances.entry(i.spec.state.as_str().to_string()).or_insert(0) += 1;
+        *instances.entry(i.spec.status.state.as_str().to_string()).or_insert(0) += 1;
     }
     let since = (chrono::Utc::now() - chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
     let filter = UsageFilter {
@@ -183,12 +183,12 @@ fn active_models(
         .filter_map(|m| {
             let running: Vec<_> = instances
                 .iter()
-                .filter(|i| i.spec.model_id == Some(m.id) && i.spec.state == InstanceState::Running)
+                .filter(|i| i.spec.model_id == Some(m.id) && i.spec.status.state == InstanceState::Running)
                 .collect();
             if running.is_empty() {
                 return None;
             }
-            let claims = running.iter().filter_map(|i| i.spec.computed_resource_claim.as_ref());
+            let claims = running.iter().filter_map(|i| i.spec.binding.computed_resource_claim.as_ref());
             let (ram, vram) = claims.fold((0u64, 0u64), |(r, v), c| {
                 (r.saturating_add(c.ram), c.vram.values().fold(v, |v, b| v.saturating_add(*b)))
             });

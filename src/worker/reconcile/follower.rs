@@ -79,15 +79,16 @@ impl Reconciler {
         let rank = index as u32 + 1;
         // Unreachable is the server's view of the main worker's heartbeat, not of the server
         // process: a network blip must not tear down a running instance.
-        let main_up =
-            matches!(i.spec.state, InstanceState::Starting | InstanceState::Running | InstanceState::Unreachable)
-                && i.spec.ports.len() >= 2
-                && i.spec.worker_ip.is_some();
+        let main_up = matches!(
+            i.spec.status.state,
+            InstanceState::Starting | InstanceState::Running | InstanceState::Unreachable
+        ) && i.spec.status.ports.len() >= 2
+            && i.spec.binding.worker_ip.is_some();
         // Not started yet in this run of the instance (the server resets parts on a new run).
         let fresh = matches!(me.state, InstanceState::Scheduled | InstanceState::Pending | InstanceState::Downloading);
         let part = self.parts.lock().await.get(&i.id).cloned();
         match part {
-            Some(p) if !main_up || p.main_restarts != i.spec.restart_count => {
+            Some(p) if !main_up || p.main_restarts != i.spec.status.restart_count => {
                 tracing::info!(instance = i.id, "the main server is not up (or restarted): stopping this part");
                 self.stop_part(i.id, &p).await;
                 if fresh {
@@ -153,7 +154,8 @@ impl Reconciler {
 
     async fn adopt_part(&self, i: &ModelInstance, handle: Handle) -> Result<(), ClientError> {
         tracing::info!(instance = i.id, "reattached to this worker's distributed part");
-        let part = Part { handle, port: 0, _lease: None, main_restarts: i.spec.restart_count, command: Vec::new() };
+        let part =
+            Part { handle, port: 0, _lease: None, main_restarts: i.spec.status.restart_count, command: Vec::new() };
         self.parts.lock().await.insert(i.id, part);
         Ok(())
     }
@@ -178,14 +180,14 @@ impl Reconciler {
         }
         let backend = match self.backend_of(i).await {
             Ok(b) => b,
-            Err(e) => return self.fail_part(i, format!("backend {:?}: {e}", i.spec.backend)).await,
+            Err(e) => return self.fail_part(i, format!("backend {:?}: {e}", i.spec.run.backend)).await,
         };
         let Some(lease) = self.take_port(&[]).await else {
             let (a, b) = self.cfg.port_range;
             return self.fail_part(i, format!("no free port in {a}-{b}")).await;
         };
         let port = lease.port();
-        let rendezvous = i.spec.ports.get(1).copied().unwrap_or_default();
+        let rendezvous = i.spec.status.ports.get(1).copied().unwrap_or_default();
         let role = Role::Follower { rank };
         let spec = match self.launch_spec(
             i,
@@ -194,7 +196,7 @@ impl Reconciler {
             port,
             &me.gpu_indexes,
             Some((role, rendezvous)),
-            i.spec.restart_count,
+            i.spec.status.restart_count,
         ) {
             Ok(spec) => spec,
             Err(e) => {
@@ -208,8 +210,13 @@ impl Reconciler {
             Err(e) => return self.fail_part(i, e.to_string()).await,
         };
         let _lease = Some(std::sync::Arc::new(lease));
-        let part =
-            Part { handle: handle.clone(), port, _lease, main_restarts: i.spec.restart_count, command: argv.clone() };
+        let part = Part {
+            handle: handle.clone(),
+            port,
+            _lease,
+            main_restarts: i.spec.status.restart_count,
+            command: argv.clone(),
+        };
         self.parts.lock().await.insert(i.id, part);
         let report =
             PartReport { handle: Some(handle), command: Some(argv), ..PartReport::state(InstanceState::Running, None) };
@@ -231,7 +238,7 @@ impl Reconciler {
     /// sees the current run.
     async fn report_part(&self, i: &ModelInstance, r: PartReport) -> Result<(), ClientError> {
         let body = SubordinateStatusReport {
-            restart_count: i.spec.restart_count,
+            restart_count: i.spec.status.restart_count,
             state: r.state,
             state_message: r.message.map(|m| m.trim_end().to_string()),
             pid: r.handle.as_ref().and_then(Handle::pid),

@@ -1110,6 +1110,27 @@ export interface components {
             /** @description The backend definition in GPUStack's YAML format. */
             content: string;
         };
+        /**
+         * @description Where an instance was placed and what it was bound to: written by the scheduler in the
+         *     binding transaction (or by an administrator placing it by hand), not changed after.
+         */
+        Binding: {
+            /**
+             * @description For backends configured by a file (MindIE): the file's sections, from the backend
+             *     parameters; the worker adds the run-time fields and hands the file to the server.
+             */
+            backend_config?: Record<string, never> | null;
+            computed_resource_claim?: null | components["schemas"]["ResourceClaim"];
+            distributed_servers?: null | components["schemas"]["DistributedServers"];
+            gpu_indexes?: number[];
+            /** @description The parameters the server added to the backend's command (shown in the UI). */
+            injected_backend_parameters?: string[];
+            resolved_backend?: null | components["schemas"]["InferenceBackendSpec"];
+            /** Format: int64 */
+            worker_id?: number | null;
+            worker_ip?: string | null;
+            worker_name?: string | null;
+        };
         /** @description A stored resource: metadata plus the resource's own fields. */
         Cluster: components["schemas"]["ClusterSpec"] & {
             /** Format: date-time */
@@ -1481,6 +1502,71 @@ export interface components {
          * @enum {string}
          */
         InstanceState: "pending" | "analyzing" | "scheduled" | "initializing" | "downloading" | "starting" | "running" | "error" | "unreachable" | "draining" | "parked";
+        /**
+         * @description How an instance is doing: what its worker reports (`InstanceTransition`) and what the
+         *     controller marks (draining, parking, restart backoff).
+         */
+        InstanceStatus: {
+            /**
+             * Format: date-time
+             * @description While parked: since when its engine sleeps (vLLM's sleep mode, level 1: weights in CPU
+             *     memory, KV cache freed). Absent while parked awake (the engine has no sleep mode).
+             */
+            asleep_since?: string | null;
+            /**
+             * Format: int32
+             * @description Failures in a row that the restart backoff counts; back to 0 once a run stays healthy for
+             *     the worker's `--backoff-reset` (10 minutes by default, as kubelet does).
+             */
+            backoff_failures?: number;
+            /** @description The launch command as run (program and arguments), for the UI. */
+            command?: string[];
+            container_id?: string | null;
+            /** Format: double */
+            download_progress?: number | null;
+            /**
+             * Format: int64
+             * @description Bytes of the model's files on the worker so far, while downloading.
+             */
+            downloaded_bytes?: number | null;
+            /**
+             * Format: date-time
+             * @description When it started draining (state `draining`): it is stopped once no request is in flight on
+             *     it, or when its deployment's `drain_timeout` has passed since then.
+             */
+            drain_started_at?: string | null;
+            /**
+             * Format: int32
+             * @description Its deployment's `drain_timeout` when it began draining: what bounds the drain once the
+             *     deployment itself is deleted (while the deployment exists, its current value does).
+             */
+            drain_timeout?: number | null;
+            /**
+             * Format: int64
+             * @description Requests in flight on it, counted by the gateways of every server (answers only; never
+             *     stored). Absent when no gateway routes to it.
+             */
+            in_flight?: number | null;
+            /** Format: date-time */
+            last_restart_time?: string | null;
+            /**
+             * Format: date-time
+             * @description When the next restart after an error is due (kept here so a worker restart honours it).
+             */
+            next_restart_time?: string | null;
+            /** Format: int32 */
+            pid?: number | null;
+            /** Format: int32 */
+            port?: number | null;
+            /** @description `ports[0]` is the HTTP port; a distributed instance adds its rendezvous port. */
+            ports?: number[];
+            /** @description Where the worker found or downloaded the model. */
+            resolved_path?: string | null;
+            /** Format: int32 */
+            restart_count?: number;
+            state: components["schemas"]["InstanceState"];
+            state_message?: string | null;
+        };
         /**
          * @description `PUT /v2/model-instances/{id}/status`: a transition of the worker's own instance, guarded by
          *     the instance version the worker last saw (a stale report is refused with 409).
@@ -1869,71 +1955,13 @@ export interface components {
             /** Format: int64 */
             worker_id: number;
         };
-        /** @description A model instance: one running copy of a model on one worker. */
-        ModelInstanceSpec: {
-            /**
-             * Format: date-time
-             * @description While parked: since when its engine sleeps (vLLM's sleep mode, level 1: weights in CPU
-             *     memory, KV cache freed). Absent while parked awake (the engine has no sleep mode).
-             */
-            asleep_since?: string | null;
-            backend: string;
-            /**
-             * @description For backends configured by a file (MindIE): the file's sections, from the backend
-             *     parameters; the worker adds the run-time fields and hands the file to the server.
-             */
-            backend_config?: Record<string, never> | null;
-            backend_parameters?: string[];
-            backend_version?: string | null;
-            /**
-             * Format: int32
-             * @description Failures in a row that the restart backoff counts; back to 0 once a run stays healthy for
-             *     the worker's `--backoff-reset` (10 minutes by default, as kubelet does).
-             */
-            backoff_failures?: number;
-            /** @description The launch command as run (program and arguments), for the UI. */
-            command?: string[];
-            computed_resource_claim?: null | components["schemas"]["ResourceClaim"];
-            container_id?: string | null;
-            distributed_servers?: null | components["schemas"]["DistributedServers"];
-            /** Format: double */
-            download_progress?: number | null;
-            /**
-             * Format: int64
-             * @description Bytes of the model's files on the worker so far, while downloading.
-             */
-            downloaded_bytes?: number | null;
-            /**
-             * Format: date-time
-             * @description When it started draining (state `draining`): it is stopped once no request is in flight on
-             *     it, or when its deployment's `drain_timeout` has passed since then.
-             */
-            drain_started_at?: string | null;
-            /**
-             * Format: int32
-             * @description Its deployment's `drain_timeout` when it began draining: what bounds the drain once the
-             *     deployment itself is deleted (while the deployment exists, its current value does).
-             */
-            drain_timeout?: number | null;
-            env?: {
-                [key: string]: string;
-            };
-            gpu_indexes?: number[];
-            huggingface_filename?: string | null;
-            huggingface_repo_id?: string | null;
-            image_name?: string | null;
-            /**
-             * Format: int64
-             * @description Requests in flight on it, counted by the gateways of every server (answers only; never
-             *     stored). Absent when no gateway routes to it.
-             */
-            in_flight?: number | null;
-            /** @description The parameters the server added to the backend's command (shown in the UI). */
-            injected_backend_parameters?: string[];
-            /** Format: date-time */
-            last_restart_time?: string | null;
-            /** @description The model's file or directory on the worker, for `local_path` deployments (GPUStack's field). */
-            local_path?: string | null;
+        /**
+         * @description A model instance: one running copy of a model on one worker. Three parts, flattened so the
+         *     wire is GPUStack's flat JSON: what runs ([`RunSpec`], copied from the deployment when the
+         *     instance is made), where it was placed ([`Binding`], written once by the scheduler) and how it
+         *     is doing ([`InstanceStatus`], reported by the worker and the controller).
+         */
+        ModelInstanceSpec: components["schemas"]["RunSpec"] & components["schemas"]["Binding"] & components["schemas"]["InstanceStatus"] & {
             /** Format: int64 */
             model_id?: number | null;
             model_name: string;
@@ -1942,37 +1970,9 @@ export interface components {
              *     the worker downloads it and reports `resolved_path`).
              */
             model_path: string;
-            model_scope_file_path?: string | null;
-            model_scope_model_id?: string | null;
             name: string;
-            /**
-             * Format: date-time
-             * @description When the next restart after an error is due (kept here so a worker restart honours it).
-             */
-            next_restart_time?: string | null;
-            /** Format: int32 */
-            pid?: number | null;
-            /** Format: int32 */
-            port?: number | null;
-            /** @description `ports[0]` is the HTTP port; a distributed instance adds its rendezvous port. */
-            ports?: number[];
-            resolved_backend?: null | components["schemas"]["InferenceBackendSpec"];
-            /** @description Where the worker found or downloaded the model. */
-            resolved_path?: string | null;
-            /** Format: int32 */
-            restart_count?: number;
-            restart_on_error?: boolean;
-            /** @description Overrides the backend's run command (the "Custom" backend). */
-            run_command?: string | null;
-            source?: null | components["schemas"]["ModelSource"];
             /** @description Fingerprint of the deployment fields that shape how the instance runs; a change rolls it. */
             spec_hash?: string | null;
-            state: components["schemas"]["InstanceState"];
-            state_message?: string | null;
-            /** Format: int64 */
-            worker_id?: number | null;
-            worker_ip?: string | null;
-            worker_name?: string | null;
         };
         /** @description What `POST /v2/models/{id}/restart` did (GPUStack's `ModelRestartResult`). */
         ModelRestartResult: {
@@ -2271,6 +2271,29 @@ export interface components {
             model_instance_count: number;
             /** Format: int64 */
             worker_count: number;
+        };
+        /**
+         * @description What an instance runs: its deployment's run-affecting fields as the instance was made from
+         *     them (`ModelSpec::run_spec`), or what an administrator gave when placing it by hand.
+         */
+        RunSpec: {
+            backend: string;
+            backend_parameters?: string[];
+            backend_version?: string | null;
+            env?: {
+                [key: string]: string;
+            };
+            huggingface_filename?: string | null;
+            huggingface_repo_id?: string | null;
+            image_name?: string | null;
+            /** @description The model's file or directory on the worker, for `local_path` deployments (GPUStack's field). */
+            local_path?: string | null;
+            model_scope_file_path?: string | null;
+            model_scope_model_id?: string | null;
+            restart_on_error?: boolean;
+            /** @description Overrides the backend's run command (the "Custom" backend). */
+            run_command?: string | null;
+            source?: null | components["schemas"]["ModelSource"];
         };
         /**
          * @description How a worker runs instances.

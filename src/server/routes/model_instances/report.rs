@@ -13,22 +13,22 @@ use crate::api::{InstanceState, InstanceStatusReport, InstanceTransition, ModelI
 pub fn apply(t: &InstanceTransition, i: &mut ModelInstanceSpec) {
     let (state, message) = match t {
         InstanceTransition::Downloading { progress, bytes, restart_count } => {
-            i.download_progress = Some(*progress);
-            i.downloaded_bytes = Some(*bytes);
-            i.restart_count = *restart_count;
+            i.status.download_progress = Some(*progress);
+            i.status.downloaded_bytes = Some(*bytes);
+            i.status.restart_count = *restart_count;
             (InstanceState::Downloading, None)
         }
         InstanceTransition::Initializing { restart_count, restarted_at, download_progress } => {
-            i.restart_count = *restart_count;
+            i.status.restart_count = *restart_count;
             if let Some(at) = restarted_at {
-                i.last_restart_time = Some(*at);
+                i.status.last_restart_time = Some(*at);
             }
-            i.next_restart_time = None;
-            i.download_progress = *download_progress;
+            i.status.next_restart_time = None;
+            i.status.download_progress = *download_progress;
             // A new run: the last run's rendezvous port is no longer where anyone meets, and
             // every part of a distributed instance starts afresh.
-            i.ports = Vec::new();
-            for part in i.distributed_servers.iter_mut().flat_map(|d| d.subordinate_workers.iter_mut()) {
+            i.status.ports = Vec::new();
+            for part in i.binding.distributed_servers.iter_mut().flat_map(|d| d.subordinate_workers.iter_mut()) {
                 part.state = InstanceState::Scheduled;
                 part.state_message = Some(WAITING_FOR_MAIN.into());
                 part.pid = None;
@@ -37,43 +37,43 @@ pub fn apply(t: &InstanceTransition, i: &mut ModelInstanceSpec) {
             (InstanceState::Initializing, None)
         }
         InstanceTransition::Starting { ports, pid, container_id, command, resolved_path } => {
-            i.port = ports.first().copied();
-            i.ports = ports.clone();
-            i.pid = *pid;
-            i.container_id = container_id.clone();
-            i.command = command.clone();
-            i.resolved_path = Some(resolved_path.clone());
+            i.status.port = ports.first().copied();
+            i.status.ports = ports.clone();
+            i.status.pid = *pid;
+            i.status.container_id = container_id.clone();
+            i.status.command = command.clone();
+            i.status.resolved_path = Some(resolved_path.clone());
             (InstanceState::Starting, None)
         }
         InstanceTransition::Running { ports, pid, container_id, command } => {
-            i.port = ports.first().copied();
-            i.ports = ports.clone();
-            i.pid = *pid;
-            i.container_id = container_id.clone();
-            i.command = command.clone();
+            i.status.port = ports.first().copied();
+            i.status.ports = ports.clone();
+            i.status.pid = *pid;
+            i.status.container_id = container_id.clone();
+            i.status.command = command.clone();
             (InstanceState::Running, None)
         }
         InstanceTransition::Error { message, restart_count, next_restart_time, backoff_failures } => {
-            i.restart_count = *restart_count;
-            i.next_restart_time = *next_restart_time;
-            i.backoff_failures = *backoff_failures;
-            i.pid = None;
-            i.container_id = None;
-            i.ports = Vec::new();
+            i.status.restart_count = *restart_count;
+            i.status.next_restart_time = *next_restart_time;
+            i.status.backoff_failures = *backoff_failures;
+            i.status.pid = None;
+            i.status.container_id = None;
+            i.status.ports = Vec::new();
             (InstanceState::Error, Some(message.clone()))
         }
         InstanceTransition::Scheduled { message } => {
-            i.pid = None;
-            i.container_id = None;
-            i.ports = Vec::new();
+            i.status.pid = None;
+            i.status.container_id = None;
+            i.status.ports = Vec::new();
             (InstanceState::Scheduled, Some(message.clone()))
         }
     };
     // Draining and parked are the server's marks (a late report must not put either back in
     // routing); only the instance's failure ends them.
-    if !matches!(i.state, InstanceState::Draining | InstanceState::Parked) || state == InstanceState::Error {
-        i.state = state;
-        i.state_message = message;
+    if !matches!(i.status.state, InstanceState::Draining | InstanceState::Parked) || state == InstanceState::Error {
+        i.status.state = state;
+        i.status.state_message = message;
     }
 }
 
@@ -161,14 +161,14 @@ impl LegacyStatusReport {
         let message = || self.state_message.clone().unwrap_or_default();
         let ports = || match (&self.ports, self.port) {
             (Some(ports), _) => ports.clone(),
-            (None, Some(port)) if stored.ports.first() != Some(&port) => vec![port],
-            (None, _) => stored.ports.clone(),
+            (None, Some(port)) if stored.status.ports.first() != Some(&port) => vec![port],
+            (None, _) => stored.status.ports.clone(),
         };
-        let command = || self.command.clone().unwrap_or_else(|| stored.command.clone());
+        let command = || self.command.clone().unwrap_or_else(|| stored.status.command.clone());
         Ok(match self.state {
             InstanceState::Downloading => InstanceTransition::Downloading {
                 progress: self.download_progress.unwrap_or_default(),
-                bytes: self.downloaded_bytes.or(stored.downloaded_bytes).unwrap_or_default(),
+                bytes: self.downloaded_bytes.or(stored.status.downloaded_bytes).unwrap_or_default(),
                 restart_count: self.restart_count,
             },
             InstanceState::Initializing => InstanceTransition::Initializing {
@@ -181,7 +181,11 @@ impl LegacyStatusReport {
                 pid: self.pid,
                 container_id: self.container_id.clone(),
                 command: command(),
-                resolved_path: self.resolved_path.clone().or_else(|| stored.resolved_path.clone()).unwrap_or_default(),
+                resolved_path: self
+                    .resolved_path
+                    .clone()
+                    .or_else(|| stored.status.resolved_path.clone())
+                    .unwrap_or_default(),
             },
             InstanceState::Running => InstanceTransition::Running {
                 ports: ports(),
@@ -193,7 +197,7 @@ impl LegacyStatusReport {
                 message: message(),
                 restart_count: self.restart_count,
                 next_restart_time: self.next_restart_time,
-                backoff_failures: self.backoff_failures.unwrap_or(stored.backoff_failures),
+                backoff_failures: self.backoff_failures.unwrap_or(stored.status.backoff_failures),
             },
             InstanceState::Scheduled => InstanceTransition::Scheduled { message: message() },
             other => {
