@@ -8,17 +8,17 @@
 /// its database): only then does a client send a call that could act twice to the next server.
 pub const NOT_ACTED: &str = "x-ferrostack-not-acted";
 
-pub mod auth;
-pub mod autoscale;
-pub mod backend;
-pub mod compat;
-pub mod gateway;
-pub mod gpu;
-pub mod hub;
-pub mod instance_report;
-pub mod model;
+pub(crate) mod auth;
+pub(crate) mod autoscale;
+pub(crate) mod backend;
+pub(crate) mod compat;
+pub(crate) mod gateway;
+pub(crate) mod gpu;
+pub(crate) mod hub;
+pub(crate) mod instance_report;
+pub(crate) mod model;
 mod schema;
-pub mod worker;
+pub(crate) mod worker;
 
 pub use auth::*;
 pub use autoscale::*;

@@ -1,18 +1,18 @@
 //! Inference backends, the pure part: catalog, YAML, validation rules, command rendering and
 //! backend-parameter parsing. No IO, no async: the server, worker and CLI call into this.
 
-pub mod admission;
-pub mod catalog;
-pub mod config_file;
-pub mod distributed;
+pub(crate) mod admission;
+pub(crate) mod catalog;
+pub(crate) mod config_file;
+pub(crate) mod distributed;
 #[cfg(test)]
 mod fixtures;
-pub mod kind;
-pub mod params;
+pub(crate) mod kind;
+pub(crate) mod params;
 pub mod render;
-pub mod shell;
-pub mod validate;
-pub mod yaml;
+pub(crate) mod shell;
+pub(crate) mod validate;
+pub(crate) mod yaml;
 
 pub use catalog::{Catalog, CatalogError, RESERVED_NAMES};
 pub use params::{ParamError, normalize_params, parse_params};

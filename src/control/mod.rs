@@ -5,17 +5,17 @@
 //! (`server::auth`) and the embedded backend catalog (`server::bootstrap::catalog`), which the
 //! tidy test checks.
 
-pub mod analysis;
-pub mod autoscale;
+pub(crate) mod analysis;
+pub(crate) mod autoscale;
 pub mod autoscaler;
-pub mod controller;
-pub mod deployment;
-pub mod drain;
-pub mod evaluate;
+pub(crate) mod controller;
+pub(crate) mod deployment;
+pub(crate) mod drain;
+pub(crate) mod evaluate;
 pub mod leader;
-pub mod monitor;
-pub mod park;
-pub mod replicas;
-pub mod route_snapshot;
-pub mod schedule;
+pub(crate) mod monitor;
+pub(crate) mod park;
+pub(crate) mod replicas;
+pub(crate) mod route_snapshot;
+pub(crate) mod schedule;
 pub mod scheduler;

@@ -6,11 +6,11 @@ mod auth;
 mod backends;
 mod changes;
 mod gateway;
-pub mod health;
+pub(crate) mod health;
 pub mod lease;
-pub mod mirror;
+pub(crate) mod mirror;
 mod models;
-pub mod notify;
+pub(crate) mod notify;
 mod store;
 mod workers;
 

@@ -14,7 +14,7 @@
 mod calc;
 mod category;
 mod fit;
-pub mod gguf;
+pub(crate) mod gguf;
 mod hf;
 mod inject;
 mod mindie;

@@ -103,12 +103,9 @@ impl Homes {
         self.counts.get(&instance).copied().unwrap_or(0)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.current.len() + self.previous.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

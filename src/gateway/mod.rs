@@ -5,16 +5,16 @@
 //! snapshot lock-free. Responses stream back chunk by chunk as they arrive, with no idle timeout;
 //! usage is read on the way and handed to the server through a channel, in batches.
 
-pub mod balance;
-pub mod drain;
-pub mod limits;
-pub mod metrics;
-pub mod openai;
+pub(crate) mod balance;
+pub(crate) mod drain;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod openai;
 pub mod prefix;
 mod proxy;
 pub mod snapshot;
-pub mod usage;
-pub mod wake;
+pub(crate) mod usage;
+pub(crate) mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;

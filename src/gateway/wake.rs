@@ -114,6 +114,7 @@ impl Wakes {
     }
 
     /// Requests held here for route `id`.
+    #[cfg(test)]
     pub fn queued_for_route(&self, id: i64) -> usize {
         self.per_route.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied().unwrap_or(0)
     }

@@ -18,6 +18,7 @@ use crate::db::{Resource, Val};
 
 /// The parameters every list takes (parsed by [`ListParams::parse`]; this struct documents them).
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[allow(dead_code, reason = "documents the parameters `ListParams::parse` reads")]
 #[into_params(parameter_in = Query)]
 pub struct CommonListParams {
     /// Page number from 1; -1 answers every row on one page.
@@ -95,6 +96,7 @@ fn instance_state<'de, D: Deserializer<'de>>(d: D) -> Result<Option<InstanceStat
 pub struct Since {
     /// With `watch`: resume after this event id (as `Last-Event-ID`).
     #[serde(default, deserialize_with = "int")]
+    #[allow(dead_code, reason = "parsed to refuse a bad value, and documented; `watch.rs` reads it")]
     pub since: Option<i64>,
 }
 
@@ -114,6 +116,7 @@ impl<T: Resource> ListFilters<T> for Since {
 pub struct WorkerFilters {
     /// With `watch`: resume after this event id (as `Last-Event-ID`).
     #[serde(default, deserialize_with = "int")]
+    #[allow(dead_code, reason = "parsed to refuse a bad value, and documented; `watch.rs` reads it")]
     pub since: Option<i64>,
     /// Set by the handler: whether the caller may see workers.
     #[serde(skip)]
@@ -140,6 +143,7 @@ impl ListFilters<WorkerSpec> for WorkerFilters {
 pub struct ApiKeyFilters {
     /// With `watch`: resume after this event id (as `Last-Event-ID`).
     #[serde(default, deserialize_with = "int")]
+    #[allow(dead_code, reason = "parsed to refuse a bad value, and documented; `watch.rs` reads it")]
     pub since: Option<i64>,
     /// Set by the handler: the caller.
     #[serde(skip)]
@@ -162,6 +166,7 @@ impl ListFilters<ApiKeySpec> for ApiKeyFilters {
 pub struct RouteTargetFilters {
     /// With `watch`: resume after this event id (as `Last-Event-ID`).
     #[serde(default, deserialize_with = "int")]
+    #[allow(dead_code, reason = "parsed to refuse a bad value, and documented; `watch.rs` reads it")]
     pub since: Option<i64>,
     /// Only the targets of this route.
     #[serde(default, deserialize_with = "int")]
@@ -184,6 +189,7 @@ impl ListFilters<ModelRouteTargetSpec> for RouteTargetFilters {
 pub struct InstanceFilters {
     /// With `watch`: resume after this event id (as `Last-Event-ID`).
     #[serde(default, deserialize_with = "int")]
+    #[allow(dead_code, reason = "parsed to refuse a bad value, and documented; `watch.rs` reads it")]
     pub since: Option<i64>,
     /// Only the instances this worker takes part in: as their main worker or as a subordinate
     /// worker of a distributed instance (a worker's own credential always sets its id).

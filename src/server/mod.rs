@@ -1,22 +1,22 @@
 //! The server: router assembly, shared state, first-start bootstrap and the serve loop.
 
 pub mod auth;
-pub mod basic;
-pub mod bootstrap;
-pub mod browser;
-pub mod cache;
+pub(crate) mod basic;
+pub(crate) mod bootstrap;
+pub(crate) mod browser;
+pub(crate) mod cache;
 pub mod error;
-pub mod extract;
-pub mod list;
+pub(crate) mod extract;
+pub(crate) mod list;
 pub mod policy;
-pub mod rate_share;
+pub(crate) mod rate_share;
 mod routes;
 pub mod routing;
-pub mod secrets;
+pub(crate) mod secrets;
 pub mod streams;
 pub mod throttle;
-pub mod ui;
-pub mod watch;
+pub(crate) mod ui;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 

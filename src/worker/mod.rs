@@ -5,15 +5,15 @@
 //! touches the database.
 
 pub mod agent;
-pub mod api;
-pub mod download;
+pub(crate) mod api;
+pub(crate) mod download;
 pub mod gpu;
-pub mod logs;
+pub(crate) mod logs;
 pub mod net;
 mod ports;
 mod reconcile;
-pub mod runtime;
-pub mod status;
+pub(crate) mod runtime;
+pub(crate) mod status;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -213,3 +213,55 @@ fn dependencies_are_licensed_sourced_and_used() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Below the crate's top-level modules, a module is `pub(crate)` unless the binary, the examples or
+/// these tests reach into it, so the compiler reports the dead code in it. A new `pub mod` needs a
+/// reason to be here.
+const PUBLIC_SUBMODULES: &[&str] = &[
+    "backends::render",
+    "control::autoscaler",
+    "control::leader",
+    "control::scheduler",
+    "db::lease",
+    "gateway::prefix",
+    "gateway::snapshot",
+    "server::auth",
+    "server::error",
+    "server::policy",
+    "server::routing",
+    "server::streams",
+    "server::throttle",
+    "worker::agent",
+    "worker::gpu",
+    "worker::gpu::simulate",
+    "worker::net",
+];
+
+#[test]
+fn submodules_are_crate_private_unless_reached_from_outside() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut public = Vec::new();
+    for file in &files {
+        let rel = file.strip_prefix(&src).expect("under src");
+        if rel == Path::new("lib.rs") {
+            continue;
+        }
+        // The module path of the file's own module: `a/b/mod.rs` and `a/b.rs` are both `a::b`.
+        let mut parts: Vec<String> =
+            rel.with_extension("").components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        if parts.last().is_some_and(|p| p == "mod") {
+            parts.pop();
+        }
+        let text = std::fs::read_to_string(file).expect("read");
+        for line in text.lines() {
+            let Some(name) = line.trim_start().strip_prefix("pub mod ").and_then(|r| r.strip_suffix(';')) else {
+                continue;
+            };
+            public.push(format!("{}::{name}", parts.join("::")));
+        }
+    }
+    public.sort();
+    assert_eq!(public, PUBLIC_SUBMODULES, "a `pub mod` below the top level that is not listed, or listed and gone");
+}

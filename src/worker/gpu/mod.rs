@@ -7,11 +7,11 @@
 //! Entry point: [`detect`]. It never fails because a vendor is absent: no library and no tool means
 //! no devices.
 
-pub mod amd;
-pub mod ascend;
-pub mod external;
-pub mod nvidia;
-pub mod probe;
+pub(crate) mod amd;
+pub(crate) mod ascend;
+pub(crate) mod external;
+pub(crate) mod nvidia;
+pub(crate) mod probe;
 pub mod simulate;
 
 pub use probe::{detect, detect_nvidia};

@@ -49,8 +49,6 @@ pub struct ContainerRuntime {
     docker: Docker,
     /// Where the engine was reached (for messages).
     endpoint: String,
-    /// Engine name and version, from `/version`.
-    engine: String,
     scope: Option<String>,
     /// Log followers by container id.
     followers: Mutex<HashMap<String, JoinHandle<()>>>,
@@ -253,13 +251,7 @@ impl ContainerRuntime {
             info.api_version.as_deref().unwrap_or("?")
         );
         tracing::info!(%endpoint, %engine, "connected to the container engine");
-        Ok(ContainerRuntime { docker, endpoint, engine, scope: None, followers: Mutex::new(HashMap::new()) })
-    }
-
-    /// Whether a container engine answers at `socket` (or `DOCKER_HOST`, or the default sockets): what
-    /// `--runtime auto` asks.
-    pub async fn available(socket: Option<PathBuf>) -> bool {
-        ContainerRuntime::connect(socket).await.inspect_err(|e| tracing::debug!("no container runtime: {e}")).is_ok()
+        Ok(ContainerRuntime { docker, endpoint, scope: None, followers: Mutex::new(HashMap::new()) })
     }
 
     /// Labels every container with `ferrostack.scope=<scope>` and only finds (and releases) containers with
@@ -267,16 +259,6 @@ impl ContainerRuntime {
     pub fn with_scope(mut self, scope: impl Into<String>) -> ContainerRuntime {
         self.scope = Some(scope.into());
         self
-    }
-
-    /// Where the engine was reached, e.g. `unix:///run/podman/podman.sock`.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// The engine's name, version and the API version in use, e.g. `Podman Engine 4.3.1 (API 1.41)`.
-    pub fn engine(&self) -> &str {
-        &self.engine
     }
 
     fn label_filters(&self, extra: &str) -> HashMap<String, Vec<String>> {

@@ -2,8 +2,8 @@
 //! to both through [`Runtime`]; each keeps enough on disk or in labels to find its workloads again
 //! after a worker restart.
 
-pub mod container;
-pub mod process;
+pub(crate) mod container;
+pub(crate) mod process;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

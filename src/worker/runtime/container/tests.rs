@@ -130,7 +130,7 @@ async fn runs_logs_finds_and_stops_containers() {
     std::fs::write(dir.path().join("config.json"), r#"{"handed":"in"}"#).expect("config file");
     let t0 = Instant::now();
     let handle = rt.start(&spec).await.expect("start");
-    eprintln!("container started in {:?} on {}", t0.elapsed(), rt.engine());
+    eprintln!("container started in {:?} on {}", t0.elapsed(), rt.endpoint);
     assert_eq!(rt.liveness(&handle).await, Liveness::Running);
 
     // Host networking: httpd answers on the host's loopback.
