@@ -10,7 +10,9 @@
 # A CPU-per-request table puts the direct stub, nginx (when `nginx` is on PATH: 2 workers, upstream
 # keep-alive, bench/nginx.conf.template), the bare proxy and the gateway side by side in one loop:
 # req/s, p50/p99, and the CPU time (utime+stime from /proc/PID/stat) each proxy, the stub and wrk
-# spent per completed request, with the gateway's and the bare proxy's ratios to nginx.
+# spent per completed request, with the gateway's and the bare proxy's ratios to nginx. The gateway
+# is measured twice: through the deployment's own route (prefix_aware, the default: the prompt is
+# hashed and its home kept) and through a second route to the same stub that is least_outstanding.
 # PERF=1 adds a `perf record` of the gateway during one more 64-connection run, summarised by
 # bench/perf_groups.py (self time per group: kernel networking, hyper, tokio, malloc, our code, ...).
 # Usage: [PERF=1] bench/gateway.sh [SECONDS] [DELAY_MS]   (default 10 s per run, 20 ms; builds release;
@@ -79,6 +81,16 @@ SLOW="http://127.0.0.1:$SLOW_PORT"
 BODY='{"model":"stub","messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":8}'
 curl -sf -H 'content-type: application/json' -d "$BODY" "$DIRECT/v1/chat/completions" >/dev/null
 curl -sf -H 'content-type: application/json' -H "Authorization: Bearer $KEY" -d "$BODY" "$API/v1/chat/completions" >/dev/null
+# A second route to the same stub that balances by least outstanding requests, for the CPU table:
+# the deployment's own route is prefix_aware (the default), which hashes each request's prompt.
+STUB_ID=$(curl -sf -b "$WORK/jar" "$API/v2/models" | json '[m["id"] for m in d["items"] if m["name"] == "stub"][0]')
+post /v2/model-routes "{\"name\":\"stub-lo\",\"load_balancing\":\"least_outstanding\",\"targets\":[{\"model_id\":$STUB_ID,\"weight\":100}]}" >/dev/null
+BODY_LO="${BODY/\"stub\"/\"stub-lo\"}"
+for n in $(seq 1 300); do
+  curl -sf -H 'content-type: application/json' -H "Authorization: Bearer $KEY" -d "$BODY_LO" "$API/v1/chat/completions" >/dev/null && break
+  [ "$n" = 300 ] && { echo "the least_outstanding route never answered" >&2; exit 1; }
+  sleep 0.1
+done
 
 lua() { cat <<LUA
 wrk.method = "POST"
@@ -93,6 +105,7 @@ LUA
 }
 lua "$BODY" >"$WORK/post.lua"
 lua "${BODY/\"stub\"/\"slow\"}" >"$WORK/slow.lua"
+lua "$BODY_LO" >"$WORK/post-lo.lua"
 # Prints "requests/s p50_us p99_us errors".
 load() {
   local script=$1 c=$2 url=$3; shift 3
@@ -161,14 +174,14 @@ load_cpu() {
 # cpu_table CONNS...: every target at each level in turn (direct, nginx, bare proxy, gateway), the
 # same body and key header for all; one markdown table, ratios against nginx in the same level.
 cpu_table() {
-  local c target name url pids
+  local c target name url pids script
   echo "| conns | target | req/s | p50 | p99 | proxy CPU ms/req | stub CPU ms/req | wrk CPU ms/req | req/s vs nginx | CPU/req vs nginx | errors |"
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for c in "$@"; do
     : >"$WORK/level.txt"
     for target in "${TARGETS[@]}"; do
-      IFS='|' read -r name url pids <<<"$target"
-      echo "$name|$c|$(load_cpu "$WORK/post.lua" "$c" "$url" "$pids" -H "Authorization: Bearer $KEY")" >>"$WORK/level.txt"
+      IFS='|' read -r name url pids script <<<"$target"
+      echo "$name|$c|$(load_cpu "${script:-$WORK/post.lua}" "$c" "$url" "$pids" -H "Authorization: Bearer $KEY")" >>"$WORK/level.txt"
     done
     python3 - "$CLK_TCK" "$WORK/level.txt" <<'PY'
 import sys
@@ -212,7 +225,8 @@ if command -v nginx >/dev/null; then
 else
   echo "CPU per request, side by side (nginx is not on PATH, so no nginx rows: apt-get install -y nginx):"
 fi
-TARGETS+=("bare proxy|http://127.0.0.1:$BARE_PORT|$BARE_PID" "gateway|$API|$SERVER_PID")
+TARGETS+=("bare proxy|http://127.0.0.1:$BARE_PORT|$BARE_PID" "gateway|$API|$SERVER_PID"
+  "gateway, least_outstanding|$API|$SERVER_PID|$WORK/post-lo.lua")
 echo
 cpu_table 1 8 32 64
 echo
