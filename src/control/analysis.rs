@@ -45,11 +45,13 @@ pub fn stored(m: &ModelSpec) -> Option<(ModelMeta, Vec<String>)> {
     Some((meta, a.problems.clone()))
 }
 
-/// Whether the model must be read (again): never read, read from another source, or read with
-/// problems over [`RETRY_FAILED`] ago while replicas are wanted.
+/// Whether the model must be read (again): never read, read from another source, stored in a
+/// shape this build cannot read, or read with problems over [`RETRY_FAILED`] ago while replicas
+/// are wanted.
 pub fn needs_reading(m: &ModelSpec, now: DateTime<Utc>) -> bool {
     match &m.analysis {
-        Some(a) if a.source_digest == source_digest(m) => {
+        // One this build cannot read (stored by another version) is read again, not waited on.
+        Some(a) if a.source_digest == source_digest(m) && stored(m).is_some() => {
             let retry = chrono::Duration::from_std(RETRY_FAILED).unwrap_or_default();
             !a.problems.is_empty() && m.replicas > 0 && now - a.analyzed_at >= retry
         }
@@ -192,7 +194,15 @@ mod tests {
             huggingface_repo_id: Some("org/m".into()),
             ..analyzed(&base, &[], now)
         };
-        let cases: [(&str, ModelSpec, bool); 7] = [
+        let unreadable = ModelSpec {
+            analysis: Some(ModelAnalysis {
+                model: serde_json::json!({"weight_bytes": "many"}),
+                ..analyzed(&base, &[], now).analysis.expect("analysis")
+            }),
+            ..base.clone()
+        };
+        let cases: [(&str, ModelSpec, bool); 8] = [
+            ("stored in a shape this build cannot read", unreadable, true),
             ("never read", base.clone(), true),
             ("read, fine", analyzed(&base, &[], long_ago), false),
             ("read with problems just now", analyzed(&base, &["hub down"], now), false),
