@@ -320,6 +320,12 @@ try {
     const source = await deployment().getByTestId("source").textContent();
     if (!source?.startsWith("\u200e/"))
       throw new Error(`the source path is not kept left to right: ${JSON.stringify(source)}`);
+    // What the server read from the GGUF file, under the source.
+    const analysis = deployment().getByTestId("analysis");
+    await analysis.waitFor({ timeout: 30_000 });
+    const read = (await analysis.textContent()) ?? "";
+    if (!read.startsWith("llama · llm · context "))
+      throw new Error(`the model's analysis is not shown: ${JSON.stringify(read)}`);
     await screenshot("deploy-failed-notice");
     await notice.getByRole("button").first().click();
     await page.evaluate((id) => fetch(`/v2/models/${id}`, { method: "DELETE" }), made.body.id);

@@ -17,6 +17,7 @@ import { backendText, failureKey, failureText, freshFailures } from "./failures"
 import { queuedOf, scalingText } from "./scaling";
 import { sourceText } from "./spec";
 import { DeployForm } from "./DeployForm";
+import { analysisText } from "./analysis";
 import { InstancesTable } from "./InstancesTable";
 import { LogsModal } from "./LogsModal";
 import { ScaleModal } from "./ScaleModal";
@@ -121,6 +122,7 @@ export function DeploymentsPage() {
             const mine = instances.items.filter((i) => i.model_id === m.id);
             const open = expanded.has(m.id);
             const scaling = scalingText(m, queuedOf(polled, m.id));
+            const analysis = analysisText(m);
             return (
               <Fragment key={m.id}>
                 <Table.Tr data-deployment={m.name}>
@@ -149,6 +151,18 @@ export function DeploymentsPage() {
                     >
                       {ltr(sourceText(m))}
                     </Text>
+                    {analysis && (
+                      <Text
+                        size="xs"
+                        c={analysis.problem ? "yellow.8" : "dimmed"}
+                        maw={{ base: 220, xl: 320 }}
+                        truncate="end"
+                        title={analysis.text}
+                        data-testid="analysis"
+                      >
+                        {analysis.text}
+                      </Text>
+                    )}
                   </Table.Td>
                   <Table.Td data-testid="backend">{backendText(m, backends.data?.items ?? [])}</Table.Td>
                   <Table.Td data-testid="replicas" title={m.scaling_message ?? undefined}>
