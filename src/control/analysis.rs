@@ -72,9 +72,9 @@ pub async fn analyze(db: &Db, hub: &crate::config::HubAccess, id: i64, m: &Model
         problems,
     };
     let res = db
-        .modify::<ModelSpec, DbError, _>(id, None, |cur| {
+        .modify::<ModelSpec, Unstored, _>(id, None, |cur| {
             if source_digest(cur) != digest {
-                return Err(DbError::VersionConflict { kind: "model source", id, expected: 0, actual: 0 });
+                return Err(Unstored::SourceChanged);
             }
             cur.analysis = Some(analysis.clone());
             // Named once, from the model, for a deployment that names none (seed 004).
@@ -85,8 +85,23 @@ pub async fn analyze(db: &Db, hub: &crate::config::HubAccess, id: i64, m: &Model
         })
         .await;
     match res {
-        Ok(_) | Err(DbError::NotFound { .. } | DbError::VersionConflict { .. }) => Ok(()),
-        Err(e) => Err(e),
+        Ok(_)
+        | Err(Unstored::SourceChanged | Unstored::Db(DbError::NotFound { .. } | DbError::VersionConflict { .. })) => {
+            Ok(())
+        }
+        Err(Unstored::Db(e)) => Err(e),
+    }
+}
+
+/// Why a read's result is not stored: its deployment now names another source, or the store said no.
+enum Unstored {
+    SourceChanged,
+    Db(DbError),
+}
+
+impl From<DbError> for Unstored {
+    fn from(e: DbError) -> Unstored {
+        Unstored::Db(e)
     }
 }
 
