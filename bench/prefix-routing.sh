@@ -14,7 +14,7 @@
 #        UDURATION=60 DRAIN=90 CACHE_RAM=64 (MiB of llama.cpp's host prompt cache per replica;
 #        -1 = llama.cpp's default) NP=2 (slots per replica) CTX=4096 (per replica, all slots)
 #        PROFILE=release|debug SHARED_POLICIES="prefix_aware least_outstanding round_robin"
-#        UNIQUE_POLICIES=(the same) ORACLE=1)
+#        UNIQUE_POLICIES=(the same; empty skips a workload) ORACLE=1)
 # Needs scripts/setup-llm.sh (LLAMA_SERVER, SMOLLM2_GGUF). Prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +29,8 @@ CACHE_RAM="${CACHE_RAM:-64}"
 NP="${NP:-2}"
 CTX="${CTX:-4096}"
 # Which policies run on each workload, and whether the oracle runs (a shorter bench).
-SHARED_POLICIES="${SHARED_POLICIES:-prefix_aware least_outstanding round_robin}"
-UNIQUE_POLICIES="${UNIQUE_POLICIES:-prefix_aware least_outstanding round_robin}"
+SHARED_POLICIES="${SHARED_POLICIES-prefix_aware least_outstanding round_robin}"
+UNIQUE_POLICIES="${UNIQUE_POLICIES-prefix_aware least_outstanding round_robin}"
 ORACLE="${ORACLE:-1}"
 set -a; eval "$(scripts/setup-llm.sh)"; set +a
 # PROFILE=debug reuses the test build: the engines' seconds of prefill dwarf the gateway's cost.
@@ -95,10 +95,10 @@ python3 - "$WORK/results.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 f = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"
-print("| workload | policy | ok / sent | TTFT p50 s | TTFT p90 s | throughput req/s | prefix-hit rate | prefill tokens (work) | requests per replica | skew (max/mean) | load avg start → end |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| workload | policy | ok / sent | TTFT p50 s | TTFT p90 s | throughput req/s | prefix-hit rate | misses | prefill tokens (work) | requests per replica | skew (max/mean) | load avg start → end |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     print(f"| {r['workload']} | {r['label']} | {r['ok']} / {r['sent']} | {f(r['ttft_p50'])} | {f(r['ttft_p90'])} | "
-          f"{f(r['throughput'])} | {r['hit_rate']*100:.0f} % | {sum(r['prefill_tokens'])} | {' / '.join(map(str, r['per_replica']))} | "
+          f"{f(r['throughput'])} | {r['hit_rate']*100:.0f} % | {r.get('misses', '-')} | {sum(r['prefill_tokens'])} | {' / '.join(map(str, r['per_replica']))} | "
           f"{f(r['skew'])} | {r['loadavg'][0]:.1f} → {r['loadavg'][1]:.1f} |")
 PY

@@ -161,6 +161,9 @@ def main():
     ttfts = [r[0] for r, _ in ok]
     prompt = sum((r[2] or {}).get("prompt_tokens", 0) for r, _ in ok)
     cached = sum(((r[2] or {}).get("prompt_tokens_details") or {}).get("cached_tokens", 0) for r, _ in ok)
+    # A miss: the engine found less than half of the prompt in its cache (prefilled the prefix).
+    misses = sum(1 for r, _ in ok if ((r[2] or {}).get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+                 < (r[2] or {}).get("prompt_tokens", 0) / 2)
     last = max((at for _, at in ok), default=start)
     per_replica = [round((b.get("tokens_predicted_total", 0) - a_.get("tokens_predicted_total", 0)) / MAX_TOKENS)
                    for a_, b in zip(before, after)]
@@ -171,7 +174,7 @@ def main():
         "unfinished": n - len(done), "errors": errors[:3],
         "ttft_p50": pct(ttfts, 0.5), "ttft_p90": pct(ttfts, 0.9), "ttft_mean": statistics.mean(ttfts) if ttfts else None,
         "throughput": len(ok) / (last - start) if last > start else 0.0,
-        "hit_rate": cached / prompt if prompt else 0.0, "prompt_tokens": prompt, "cached_tokens": cached,
+        "hit_rate": cached / prompt if prompt else 0.0, "misses": misses, "prompt_tokens": prompt, "cached_tokens": cached,
         "per_replica": per_replica, "prefill_tokens": prefill,
         "skew": (max(per_replica) / mean) if mean else None,
         "loadavg": [load_start, load_end],
