@@ -15,7 +15,7 @@
 # hashed and its home kept) and through a second route to the same stub that is least_outstanding.
 # PERF=1 adds a `perf record` of the gateway during one more 64-connection run, summarised by
 # bench/perf_groups.py (self time per group: kernel networking, hyper, tokio, malloc, our code, ...).
-# Usage: [PERF=1] bench/gateway.sh [SECONDS] [DELAY_MS]   (default 10 s per run, 20 ms; builds release;
+# Usage: [PERF=1] [FEATURES=mimalloc] bench/gateway.sh [SECONDS] [DELAY_MS]   (default 10 s per run, 20 ms; builds release;
 # needs `wrk`, optionally `nginx` and `perf`: apt-get install -y wrk nginx linux-perf)
 # Prints markdown tables; docs/benchmarks.md keeps the latest results.
 set -euo pipefail
@@ -23,7 +23,9 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 DURATION="${1:-10}"
 DELAY_MS="${2:-20}"
-cargo build --release --quiet --bin ferrostack --example stub_upstream --example bench_ttfb --example bare_proxy
+# FEATURES=mimalloc measures the gateway with that allocator (the stub, nginx and the bare proxy are unchanged).
+FEATURES="${FEATURES:-}"
+cargo build --release --quiet ${FEATURES:+--features "$FEATURES"} --bin ferrostack --example stub_upstream --example bench_ttfb --example bare_proxy
 BIN="$PWD/target/release/ferrostack"
 STUB="$PWD/target/release/examples/stub_upstream"
 TTFB="$PWD/target/release/examples/bench_ttfb"

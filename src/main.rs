@@ -3,6 +3,10 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = ferrostack::cli::Cli::parse();
     if cli.command.is_client() {
