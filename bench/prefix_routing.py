@@ -159,11 +159,13 @@ def main():
     ok = [(r, at) for r, at in done if r[3] is None and r[0] is not None]
     errors = [r[3] for r, _ in done if r[3] is not None]
     ttfts = [r[0] for r, _ in ok]
-    prompt = sum((r[2] or {}).get("prompt_tokens", 0) for r, _ in ok)
-    cached = sum(((r[2] or {}).get("prompt_tokens_details") or {}).get("cached_tokens", 0) for r, _ in ok)
+    # (prompt tokens, of which cached) per answered request, from the engine's usage.
+    tokens = [((r[2] or {}).get("prompt_tokens", 0),
+               ((r[2] or {}).get("prompt_tokens_details") or {}).get("cached_tokens", 0)) for r, _ in ok]
+    prompt = sum(p for p, _ in tokens)
+    cached = sum(c for _, c in tokens)
     # A miss: the engine found less than half of the prompt in its cache (prefilled the prefix).
-    misses = sum(1 for r, _ in ok if ((r[2] or {}).get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-                 < (r[2] or {}).get("prompt_tokens", 0) / 2)
+    misses = sum(1 for p, c in tokens if c < p / 2)
     last = max((at for _, at in ok), default=start)
     per_replica = [round((b.get("tokens_predicted_total", 0) - a_.get("tokens_predicted_total", 0)) / MAX_TOKENS)
                    for a_, b in zip(before, after)]
